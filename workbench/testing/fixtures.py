@@ -1,0 +1,1 @@
+"""pytest fixtures for real services (ZooKeeper, sshd, MariaDB, PostgreSQL, Redis) on loopback."""

@@ -1,0 +1,1 @@
+"""JupyterLab and headless Chromium (Playwright) fixtures for browser tests."""
