@@ -1,0 +1,92 @@
+"""The ``workbench`` command: parses flags, then calls the library (no logic of its own).
+
+Subsystems plug in by providing ``workbench/<name>/cli.py`` with ``add_arguments(parser)`` (which
+sets ``func`` on the parser defaults); a group appears here as soon as its module exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from typing import Sequence
+
+import workbench
+from workbench.errors import WorkbenchError
+
+#: subcommand group -> (module providing it, one-line help)
+SUBSYSTEM_GROUPS: dict[str, tuple[str, str]] = {
+    "zdb": ("workbench.zdb.cli", "ZeroMQ document database: serve, replica, shell"),
+    "domain": ("workbench.domain.cli", "management domain: agents, brokers, processes"),
+    "commits": ("workbench.commits.cli", "versioned configuration: HTTP server and client"),
+    "clusters": ("workbench.clusters.cli", "datastore clusters over SSH: create, list, show, destroy"),
+    "inventory": ("workbench.inventory.cli", "data inventory: servers, applications, web modules"),
+}
+
+
+def available_groups() -> dict[str, tuple[str, str]]:
+    """The subsystem groups whose CLI module is present in this installation."""
+    found = {}
+    for name, (module, help_text) in SUBSYSTEM_GROUPS.items():
+        try:
+            present = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # the subsystem package itself does not exist yet
+            present = False
+        if present:
+            found[name] = (module, help_text)
+    return found
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"workbench {workbench.__version__}")
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from workbench import lab
+
+    return lab.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="workbench",
+        description="An interactive ops workbench: domain, zdb, commits, clusters and inventory.")
+    parser.add_argument("--version", action="version", version=f"workbench {workbench.__version__}")
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    version = subcommands.add_parser("version", help="print the version")
+    version.set_defaults(func=cmd_version)
+
+    from workbench import lab
+
+    lab_parser = subcommands.add_parser("lab", help="start JupyterLab on the example notebooks")
+    lab.add_arguments(lab_parser)
+    lab_parser.set_defaults(func=cmd_lab)
+
+    for name, (module, help_text) in available_groups().items():
+        group = subcommands.add_parser(name, help=help_text)
+        importlib.import_module(module).add_arguments(group)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        # A bare `workbench` or a bare group (`workbench zdb`): show the matching help.
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args) or 0)
+    except WorkbenchError as exc:
+        print(f"workbench: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
