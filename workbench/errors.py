@@ -32,12 +32,13 @@ class WorkbenchError(Exception):
         (48004, 'cannot reach broker (host=db1, port=48004)')
     """
 
-    def __init__(self, message: str, **fields: Any) -> None:
+    def __init__(self, message: str, /, **fields: Any) -> None:
         super().__init__(message)
         self.message = message
         self.fields: dict[str, Any] = dict(fields)
         for name, value in fields.items():
-            if not hasattr(type(self), name):
+            # A field named like an existing attribute (message, args...) stays in `fields` only.
+            if not hasattr(self, name):
                 setattr(self, name, value)
 
     def __str__(self) -> str:

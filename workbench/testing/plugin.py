@@ -64,3 +64,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             for nodeid in _skipped:
                 reporter.write_line(f"  {nodeid}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    # How long each real service took to come up: the figures that bound the suite's wall time.
+    from workbench.testing.fixtures import started_services
+
+    services = [s for s in started_services() if s.start_seconds is not None]
+    if services:
+        terminalreporter.section("service start times")
+        for service in services:
+            terminalreporter.write_line(f"{service.name:<12} {service.start_seconds:6.2f}s  {service.address}")
