@@ -1,0 +1,198 @@
+"""zdb wire and disk format: JSON messages, value rules, File references and errors (no I/O).
+
+Every request is one JSON object::
+
+    {"id": 7, "client": "c-1f3a", "kind": "op", "ops": [[path, method, args, kwargs], ...],
+     "after": 41}
+
+``kind`` is ``op`` (reads or writes; the server decides which), ``undo``, ``redo``, ``save``,
+``lock``, ``unlock``, ``renew``, ``status``, ``ping``, ``blob_put``, ``blob_get``, ``sync`` or
+``login``. ``after`` asks a replica to answer only once it has applied write ``after``
+(read-your-writes). Replies are ``{"id": 7, "ok": true, "result": ..., "seq": 42}`` or
+``{"id": 7, "ok": false, "error": {"type": "KeyError", "message": "'x'", "fields": {...}}}``.
+
+Slices travel as ``{"$slice": [start, stop, step]}`` and blob references as
+``{"$file": {"hash": ..., "name": ..., "size": ...}}``; a stored dict may therefore not be a
+single-key dict whose key is ``$slice`` or ``$file``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Union
+
+from workbench.errors import ZdbError
+
+#: deepest nesting a stored value or a message may have (bounded recursion everywhere)
+MAX_DEPTH = 64
+#: largest message a server accepts; blobs travel in chunks below this
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: blob chunk size used by clients
+BLOB_CHUNK_BYTES = 1024 * 1024
+
+Key = Union[str, int, slice]
+
+REQUEST_KINDS = frozenset({"op", "undo", "redo", "save", "lock", "unlock", "renew", "status", "ping",
+                           "blob_put", "blob_get", "sync", "login"})
+_RESERVED_KEYS = frozenset({"$slice", "$file"})
+
+
+class BadRequest(ZdbError):
+    """The message is malformed: not JSON, wrong shape, unknown kind, too large or too deep."""
+
+
+class OperationError(ZdbError):
+    """An operation failed the way Python would fail it (``kind`` is the Python exception name)."""
+
+    def __init__(self, kind: str, message: str, /, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.kind = kind
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, **fields: Any) -> "OperationError":
+        message = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else str(exc)
+        return cls(type(exc).__name__, message, **fields)
+
+
+@dataclass(frozen=True)
+class File:
+    """A blob stored by the server under its content hash; the database holds this reference."""
+
+    hash: str
+    name: str
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"$file": {"hash": self.hash, "name": self.name, "size": self.size}}
+
+
+def check_value(value: Any, depth: int = 0) -> None:
+    """Refuse what JSON cannot hold faithfully, and nesting deeper than MAX_DEPTH."""
+    stack = [(value, depth)]
+    while stack:
+        item, level = stack.pop()
+        if level > MAX_DEPTH:
+            raise OperationError("ValueError", f"value nested deeper than {MAX_DEPTH} levels")
+        if item is None or isinstance(item, (bool, int, str, File)):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise OperationError("ValueError", f"{item} cannot be stored (JSON has no NaN or infinity)")
+            continue
+        if isinstance(item, list):
+            stack.extend((child, level + 1) for child in item)
+            continue
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise OperationError("TypeError", f"dict keys are strings, got {type(key).__name__}")
+                stack.append((child, level + 1))
+            if len(item) == 1 and next(iter(item)) in _RESERVED_KEYS:
+                raise OperationError("ValueError", f"a dict with the single key {next(iter(item))!r} is reserved")
+            continue
+        raise OperationError("TypeError", f"cannot store {type(item).__name__}: only None, bool, int, float, "
+                             "str, list, dict and File")
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, slice):
+        return {"$slice": [obj.start, obj.stop, obj.step]}
+    if isinstance(obj, File):
+        return obj.to_json()
+    if isinstance(obj, (tuple, set, frozenset)):
+        return list(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+def _object_hook(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1:
+        if "$slice" in obj:
+            parts = obj["$slice"]
+            if (not isinstance(parts, list) or len(parts) != 3
+                    or not all(p is None or (isinstance(p, int) and not isinstance(p, bool)) for p in parts)):
+                raise BadRequest("a $slice is [start, stop, step] of integers or null")
+            return slice(*parts)
+        if "$file" in obj:
+            spec = obj["$file"]
+            try:
+                return File(str(spec["hash"]), str(spec["name"]), int(spec["size"]))
+            except (TypeError, KeyError, ValueError):
+                raise BadRequest("a $file is {hash, name, size}") from None
+    return obj
+
+
+_encoder = json.JSONEncoder(default=_default, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def encode(message: Any) -> bytes:
+    """Message -> UTF-8 JSON bytes (slices and Files in their tagged forms)."""
+    try:
+        return _encoder.encode(message).encode()
+    except ValueError as exc:  # NaN / infinity
+        raise OperationError("ValueError", str(exc)) from None
+
+
+def decode(data: bytes, limit: int = MAX_MESSAGE_BYTES) -> Any:
+    """UTF-8 JSON bytes -> message; BadRequest for anything malformed, oversized or too deep."""
+    if len(data) > limit:
+        raise BadRequest(f"message of {len(data)} bytes exceeds the {limit}-byte limit", size=len(data))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("message is not UTF-8") from None
+    # Cheap pre-check: json would recurse once per nesting level.
+    if text.count("[") + text.count("{") > 2 * MAX_DEPTH and _nesting(text) > 2 * MAX_DEPTH:
+        raise BadRequest(f"message nested deeper than {2 * MAX_DEPTH} levels")
+    try:
+        return json.loads(text, object_hook=_object_hook, parse_constant=_no_constant)
+    except BadRequest:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"message is not valid JSON: {exc}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise BadRequest(f"{name} is not allowed in messages")
+
+
+def _nesting(text: str) -> int:
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def error_reply(request_id: Any, error: BaseException) -> dict[str, Any]:
+    """The reply for a failed request: Python's exception name, its message and structured fields."""
+    kind = error.kind if isinstance(error, OperationError) else type(error).__name__
+    fields = getattr(error, "fields", {})
+    message = getattr(error, "message", None) or str(error)
+    return {"id": request_id, "ok": False,
+            "error": {"type": kind, "message": message, "fields": _jsonable(fields)}}
+
+
+def _jsonable(fields: dict[str, Any]) -> dict[str, Any]:
+    safe = {}
+    for key, value in fields.items():
+        try:
+            encode(value)
+            safe[key] = value
+        except (TypeError, ValueError, OperationError):
+            safe[key] = repr(value)
+    return safe
