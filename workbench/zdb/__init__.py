@@ -1,1 +1,19 @@
-"""zdb: a ZeroMQ document database of nested lists and dicts queried with Python syntax."""
+"""zdb: a ZeroMQ document database of nested lists and dicts queried with Python syntax.
+
+::
+
+    from workbench.zdb import client
+    db, sockets = client("tcp://127.0.0.1:5559")
+    db["x"] = 3
+    db["x"]._run()       # 3
+
+Servers: ``StorageManager`` (the primary, owning an archive directory) and
+``TransactionEngine`` (an in-memory replica fed by the primary's change stream).
+"""
+
+from workbench.zdb.client import Client, Proxy, ZdbRemoteError, ZdbTimeout, client, connect
+from workbench.zdb.protocol import File
+from workbench.zdb.server import LockError, StorageManager, TransactionEngine, open_server
+
+__all__ = ["Client", "File", "LockError", "Proxy", "StorageManager", "TransactionEngine", "ZdbRemoteError",
+           "ZdbTimeout", "client", "connect", "open_server"]

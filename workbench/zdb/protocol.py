@@ -101,7 +101,7 @@ def _default(obj: Any) -> Any:
         return {"$slice": [obj.start, obj.stop, obj.step]}
     if isinstance(obj, File):
         return obj.to_json()
-    if isinstance(obj, (tuple, set, frozenset)):
+    if isinstance(obj, (tuple, range)):  # Python 3's range(10) stores as the list it stands for
         return list(obj)
     raise TypeError(f"cannot encode {type(obj).__name__}")
 

@@ -1,0 +1,434 @@
+"""The zdb client: a connection (``Client``) and the query proxy that turns Python syntax into requests.
+
+::
+
+    from workbench.zdb import client
+    db, sockets = client("tcp://127.0.0.1:5559")
+    db["l"] = list(range(10))
+    odd_squares = [v * v for v in db["l"] if v % 2]   # one request for the iteration
+    db["l"][4]._run()                                   # building a path sends nothing; _run reads
+
+Named methods (``append``, ``pop``, ``keys``, ``get``...) run on the server and return their
+result. Errors arrive as exceptions that are also the matching Python built-in (a missing key
+raises ``ZdbKeyError``, which is a ``KeyError``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+import zmq
+
+from workbench.errors import ZdbError
+from workbench.zdb.protocol import BLOB_CHUNK_BYTES, File, decode, encode
+from workbench.zdb.transport import DEFAULT_URI, CurveKeys, secure_client
+
+
+class ZdbTimeout(ZdbError, TimeoutError):
+    """The server did not answer in time (a write may or may not have been applied)."""
+
+
+class ZdbRemoteError(ZdbError):
+    """An error reported by the server; ``type`` is the name the server gave it."""
+
+
+_BUILTIN_ERRORS = {"KeyError": KeyError, "IndexError": IndexError, "TypeError": TypeError,
+                   "ValueError": ValueError, "AttributeError": AttributeError,
+                   "FileNotFoundError": FileNotFoundError}
+_error_classes: dict[str, type[ZdbRemoteError]] = {}
+
+
+def remote_error_class(kind: str) -> type[ZdbRemoteError]:
+    """``ZdbKeyError`` for "KeyError" (a ZdbError and a KeyError), and so on."""
+    if kind not in _error_classes:
+        bases = (ZdbRemoteError, _BUILTIN_ERRORS[kind]) if kind in _BUILTIN_ERRORS else (ZdbRemoteError,)
+        _error_classes[kind] = type(f"Zdb{kind}" if kind in _BUILTIN_ERRORS else kind, bases, {})
+    return _error_classes[kind]
+
+
+class Client:
+    """One client session with a zdb database: a write endpoint and optionally a read endpoint.
+
+    ``read_your_writes=True`` makes reads sent to a replica wait until it has applied this
+    client's last write. Reads are retried on a fresh socket after a timeout; writes are not (a
+    write that timed out may have been applied) and raise ``ZdbTimeout``.
+    """
+
+    def __init__(self, write_uri: str = DEFAULT_URI, read_uri: str | None = None, timeout: float = 10.0,
+                 retries: int = 2, read_your_writes: bool = False, server_key: str | None = None,
+                 keys: CurveKeys | None = None, user: str | None = None, password: str | None = None) -> None:
+        self.write_uri = write_uri
+        self.read_uri = read_uri
+        self.timeout = timeout
+        self.retries = retries
+        self.read_your_writes = read_your_writes
+        self.server_key = server_key
+        self.keys = keys or (CurveKeys.generate() if server_key else None)
+        self.client_id = f"c-{uuid.uuid4().hex[:16]}"
+        self.last_write_seq = 0
+        self.context = zmq.Context()
+        self._ids = iter(range(1, 1 << 62))
+        self._lock = threading.RLock()
+        self._sockets: dict[str, zmq.Socket | None] = {"write": None, "read": None}
+        self._locked = False
+        self._renewer: threading.Thread | None = None
+        self._renew_stop = threading.Event()
+        self.lock_lost: str | None = None
+        self._closed = False
+        self._credentials = (user, password) if user is not None else None
+        if self._credentials:
+            self._login()
+
+    # -- sockets --------------------------------------------------------------------------------
+    def _socket(self, role: str) -> zmq.Socket:
+        sock = self._sockets[role]
+        if sock is None:
+            if self._closed:
+                raise ZdbError("client is closed")
+            sock = self.context.socket(zmq.DEALER)
+            sock.linger = 0
+            # Queue only on live connections, so a request never waits in a pipe to reach a
+            # restarted server after we gave up on it.
+            sock.setsockopt(zmq.IMMEDIATE, 1)
+            if self.server_key:
+                secure_client(sock, self.server_key, self.keys)
+            sock.connect(self.write_uri if role == "write" else self.read_uri)
+            self._sockets[role] = sock
+        return sock
+
+    def _reset(self, role: str) -> None:
+        sock = self._sockets[role]
+        if sock is not None:
+            sock.close(linger=0)
+        self._sockets[role] = None
+
+    # -- requests -------------------------------------------------------------------------------
+    def request(self, kind: str, read: bool = False, data: bytes | None = None,
+                timeout: float | None = None, **fields: Any) -> tuple[Any, bytes | None]:
+        """Send one request and return (result, data frame); raise the server's error as an exception."""
+        timeout = self.timeout if timeout is None else timeout
+        with self._lock:
+            # While locked, everything goes to the write endpoint (the lock lives there).
+            role = "read" if read and self.read_uri and not self._locked else "write"
+            message = {"kind": kind, "client": self.client_id, **fields}
+            if read and role == "read" and self.read_your_writes and self.last_write_seq:
+                message["after"] = self.last_write_seq
+            attempts = 1 + (self.retries if read else 0)
+            for attempt in range(attempts):
+                message["id"] = next(self._ids)
+                reply, reply_data = self._exchange(role, message, data, timeout)
+                if reply is not None:
+                    break
+                self._reset(role)
+                if self._credentials and attempt + 1 < attempts:
+                    self._login_locked()
+            else:
+                uri = self.write_uri if role == "write" else self.read_uri
+                what = "read" if read else f"{kind} (it may or may not have been applied)"
+                raise ZdbTimeout(f"no answer from zdb server for {what}", uri=uri, timeout=timeout)
+        if not reply.get("ok"):
+            error = reply.get("error") or {}
+            cls = remote_error_class(str(error.get("type", "ZdbError")))
+            fields = error.get("fields") or {}
+            raise cls(str(error.get("message", "unknown error")), **(fields if isinstance(fields, dict) else {}))
+        if not read and isinstance(reply.get("seq"), int):
+            self.last_write_seq = max(self.last_write_seq, reply["seq"])
+        return reply.get("result"), reply_data
+
+    def _exchange(self, role: str, message: dict[str, Any], data: bytes | None,
+                  timeout: float) -> tuple[dict[str, Any] | None, bytes | None]:
+        sock = self._socket(role)
+        body = encode(message)
+        try:
+            sock.send_multipart([b"", body] if data is None else [b"", body, data], zmq.NOBLOCK)
+        except zmq.Again:  # no live connection yet: wait for one within the timeout
+            if not sock.poll(int(timeout * 1000), zmq.POLLOUT):
+                return None, None
+            sock.send_multipart([b"", body] if data is None else [b"", body, data])
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not sock.poll(int(remaining * 1000) + 1):
+                return None, None
+            frames = sock.recv_multipart()
+            if frames and frames[0] == b"":
+                frames = frames[1:]
+            reply = decode(frames[0], limit=1 << 62)
+            if reply.get("id") == message["id"]:  # drop stale answers of abandoned requests
+                return reply, frames[1] if len(frames) > 1 else None
+
+    def run(self, path: tuple[Any, ...], method: str | None = None, args: tuple[Any, ...] = (),
+            kwargs: dict[str, Any] | None = None, ops: list[list[Any]] | None = None) -> Any:
+        """Run one op (or a list of write ops, atomically) and return its result."""
+        ops = ops or [[list(path), method, [_plain(a) for a in args], {k: _plain(v) for k, v in (kwargs or {}).items()}]]
+        read = len(ops) == 1 and ops[0][1] in _READ_NAMES
+        result, _ = self.request("op", read=read, ops=ops)
+        return result
+
+    # -- database-wide operations ---------------------------------------------------------------
+    def undo(self) -> None:
+        self.request("undo")
+
+    def redo(self) -> None:
+        self.request("redo")
+
+    def save(self) -> dict[str, Any]:
+        """Checkpoint: snapshot (written by a forked child, off the request path) + journal rotation."""
+        result, _ = self.request("save")
+        return result
+
+    def status(self, read: bool = False) -> dict[str, Any]:
+        result, _ = self.request("status", read=read)
+        return result
+
+    def ping(self, timeout: float | None = None) -> bool:
+        result, _ = self.request("ping", timeout=timeout)
+        return result == "pong"
+
+    def lock(self, lease: float = 10.0, wait: float = 30.0) -> None:
+        """Take the database lock (waits up to ``wait`` s); a thread renews its lease until unlock."""
+        with self._lock:
+            if self._locked:
+                raise ZdbError("this client already holds the lock")
+            self.request("lock", lease=lease, wait=wait, timeout=wait + self.timeout)
+            self._locked = True
+            self.lock_lost = None
+            self._renew_stop.clear()
+            self._renewer = threading.Thread(target=self._renew_loop, args=(lease,), daemon=True,
+                                             name="zdb-lock-renewer")
+            self._renewer.start()
+
+    def unlock(self) -> None:
+        # Stop the renewer before taking the client lock: it may be waiting for that lock.
+        self._stop_renewer()
+        with self._lock:
+            self._locked = False
+            self.request("unlock")
+
+    @contextlib.contextmanager
+    def locked(self, lease: float = 10.0, wait: float = 30.0) -> Iterator["Client"]:
+        self.lock(lease=lease, wait=wait)
+        try:
+            yield self
+        finally:
+            self.unlock()
+
+    def _renew_loop(self, lease: float) -> None:
+        while not self._renew_stop.wait(lease / 3):
+            try:
+                self.request("renew", lease=lease)
+            except ZdbError as exc:
+                self.lock_lost = str(exc)
+                return
+
+    def _stop_renewer(self) -> None:
+        self._renew_stop.set()
+        if self._renewer is not None and self._renewer is not threading.current_thread():
+            self._renewer.join(5)
+        self._renewer = None
+
+    def _login(self) -> None:
+        with self._lock:
+            self._login_locked()
+
+    def _login_locked(self) -> None:
+        user, password = self._credentials  # type: ignore[misc]
+        self.request("login", user=user, password=password)
+        if self.read_uri:
+            self.request("login", read=True, user=user, password=password)
+
+    # -- blobs ----------------------------------------------------------------------------------
+    def put_file(self, content: bytes | BinaryIO | str | os.PathLike[str], name: str | None = None) -> File:
+        """Upload content (bytes, a binary stream, or a local file path) in chunks; returns its File."""
+        if isinstance(content, (str, os.PathLike)):
+            name = name or Path(content).name
+            with open(content, "rb") as stream:
+                return self.put_file(stream, name)
+        stream = io.BytesIO(content) if isinstance(content, (bytes, bytearray)) else content
+        token = None
+        while True:
+            chunk = stream.read(BLOB_CHUNK_BYTES)
+            final = len(chunk) < BLOB_CHUNK_BYTES
+            result, _ = self.request("blob_put", data=chunk, upload=token, final=final, name=name or "blob")
+            if final:
+                return result
+            token = result["upload"]
+
+    def get_file(self, file: File, out: BinaryIO | None = None) -> bytes | None:
+        """Download a blob; returns its bytes, or writes them to ``out`` and returns None."""
+        buffer = out or io.BytesIO()
+        offset = 0
+        while True:
+            result, chunk = self.request("blob_get", read=False, hash=file.hash, offset=offset,
+                                         length=BLOB_CHUNK_BYTES)
+            buffer.write(chunk or b"")
+            offset += len(chunk or b"")
+            if result["eof"]:
+                break
+        return None if out is not None else buffer.getvalue()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        if self._locked:
+            with contextlib.suppress(ZdbError):
+                self.unlock()
+        self._stop_renewer()
+        with self._lock:
+            self._closed = True
+            for role in list(self._sockets):
+                self._reset(role)
+            self.context.term()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # seed compatibility: `db, sockets = client(); sockets["write"]`
+    def __getitem__(self, role: str) -> zmq.Socket | None:
+        return self._socket(role) if role == "write" or (role == "read" and self.read_uri) else None
+
+
+_READ_NAMES = frozenset({None, "get", "keys", "items", "values", "copy", "__len__", "__contains__", "__iter__",
+                         "__getitem__", "index", "count"})
+
+
+def _plain(value: Any) -> Any:
+    """Values to send: a proxy stands for its current value (read first)."""
+    if isinstance(value, Proxy):
+        return value._run()
+    return value
+
+
+class Proxy:
+    """A path into the database. Building one sends nothing; using it sends one request."""
+
+    __slots__ = ("_client", "_path")
+
+    def __init__(self, client: Client, path: tuple[Any, ...] = ()) -> None:
+        object.__setattr__(self, "_client", client)
+        object.__setattr__(self, "_path", path)
+
+    # -- building paths and reading -------------------------------------------------------------
+    def __getitem__(self, key: Any) -> "Proxy":
+        return Proxy(self._client, (*self._path, key))
+
+    def _run(self) -> Any:
+        """Read the value at this path."""
+        return self._client.run(self._path)
+
+    # -- writes through Python syntax -----------------------------------------------------------
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if isinstance(value, Proxy) and value._path == (*self._path, key) and value._client is self._client:
+            return  # `db[k] += ...` assigns the proxy back onto itself: the call already ran
+        self._client.run(self._path, "__setitem__", (key, value))
+
+    def __delitem__(self, key: Any) -> None:
+        self._client.run(self._path, "__delitem__", (key,))
+
+    def __iadd__(self, other: Any) -> "Proxy":
+        self._client.run(self._path, "extend", (other,))
+        return self
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("zdb paths are built with [], not attributes")
+
+    # -- Python protocols -----------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self._client.run(self._path, "__len__"))
+
+    def __contains__(self, item: Any) -> bool:
+        return bool(self._client.run(self._path, "__contains__", (item,)))
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._client.run(self._path, "__iter__"))
+
+    def __eq__(self, other: object) -> bool:
+        return self._run() == (other._run() if isinstance(other, Proxy) else other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None  # type: ignore[assignment]  # equality is by remote value
+
+    def __bool__(self) -> bool:
+        return bool(self._run())
+
+    # -- remote method calls --------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        # Underscore names are never remote: IPython and friends probe _repr_html_ and the like.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _RemoteMethod(self, name)
+
+    # database-wide operations, reachable from any path as in the seed (`db.undo()`)
+    def undo(self) -> None:
+        self._client.undo()
+
+    def redo(self) -> None:
+        self._client.redo()
+
+    def save(self) -> dict[str, Any]:
+        return self._client.save()
+
+    def lock(self, lease: float = 10.0, wait: float = 30.0) -> None:
+        self._client.lock(lease=lease, wait=wait)
+
+    def unlock(self) -> None:
+        self._client.unlock()
+
+    def locked(self, lease: float = 10.0, wait: float = 30.0) -> contextlib.AbstractContextManager[Client]:
+        return self._client.locked(lease=lease, wait=wait)
+
+    def status(self) -> dict[str, Any]:
+        return self._client.status()
+
+    # -- display --------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"<zdb {self._client.write_uri} db{''.join(f'[{k!r}]' for k in self._path)}>"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.pretty(self._run())
+
+    def _ipython_key_completions_(self) -> list[str]:
+        try:
+            value = self._client.run(self._path, "keys")
+        except ZdbError:
+            return []
+        return [k for k in value if isinstance(k, str)]
+
+
+class _RemoteMethod:
+    """``db['l'].append`` before it is called."""
+
+    __slots__ = ("proxy", "name")
+
+    def __init__(self, proxy: Proxy, name: str) -> None:
+        self.proxy, self.name = proxy, name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.proxy._client.run(self.proxy._path, self.name, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<remote method {self.name} of {self.proxy!r}>"
+
+
+def client(write_uri: str = DEFAULT_URI, read_uri: str | None = None, **options: Any) -> tuple[Proxy, Client]:
+    """The seed's entry point: ``db, sockets = client(write_uri, read_uri)``."""
+    connection = Client(write_uri, read_uri, **options)
+    return Proxy(connection), connection
+
+
+def connect(uri: str = DEFAULT_URI, **options: Any) -> Proxy:
+    """The root proxy alone: ``db = connect("tcp://127.0.0.1:5559")``."""
+    return client(uri, **options)[0]

@@ -1,0 +1,851 @@
+"""zdb servers: the storage manager (primary) and transaction engines (replicas).
+
+``StorageManager`` owns the archive directory and orders every write: it applies it, journals it,
+answers, and publishes the record on its change stream. ``TransactionEngine`` holds the whole
+document in memory, kept current by that stream (PUB/SUB with sequence numbers; a gap or a
+restart is caught up through a ``sync`` request answered from the journal), serves reads itself,
+and forwards everything else to the storage manager. Clients may talk to either.
+
+Both are objects with ``start()`` (returns once bound; ``address`` is the real endpoint),
+``stop()``, ``serve_forever()`` and context-manager use. Each runs one server thread that owns
+its sockets and document, so no locking is needed inside.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import zmq
+
+from workbench.errors import ZdbError
+from workbench.zdb.archive import Archive, BlobUpload
+from workbench.zdb.document import Document, Op
+from workbench.zdb.protocol import (
+    MAX_MESSAGE_BYTES,
+    REQUEST_KINDS,
+    BadRequest,
+    OperationError,
+    decode,
+    encode,
+    error_reply,
+)
+from workbench.zdb.transport import DEFAULT_URI, CurveKeys, CurveServer, bind, connectable, split_request
+
+log = logging.getLogger(__name__)
+
+#: records kept in memory for replicas catching up (older ones come from the journal)
+RECENT_RECORDS = 10_000
+HEARTBEAT_SECONDS = 0.5
+DEFAULT_LEASE_SECONDS = 10.0
+DEFAULT_WAIT_SECONDS = 30.0
+BATCH = 512
+
+
+class LockError(ZdbError):
+    """Lock misuse: unlocking a lock you do not hold, or waiting past the timeout."""
+
+
+@dataclass
+class Pending:
+    """A request held back (lock waiter or read-your-writes) until it can run or times out."""
+
+    envelope: list[bytes]
+    request: dict[str, Any]
+    data: bytes | None
+    deadline: float
+    reason: str
+
+
+@dataclass
+class ServerStats:
+    requests: int = 0
+    reads: int = 0
+    writes: int = 0
+    errors: int = 0
+    clients: dict[str, float] = field(default_factory=dict)  # client id -> last seen
+
+
+class _ServerBase:
+    """What both roles share: the ROUTER loop, framing, stop control, lock state, waiting requests."""
+
+    role = "server"
+
+    def __init__(self, bind_uri: str, curve: CurveKeys | None = None,
+                 allowed_clients: list[str] | None = None) -> None:
+        self.bind_uri = bind_uri
+        self.curve_keys = curve
+        self.allowed_clients = allowed_clients
+        self.context = zmq.Context()
+        self.address: str = ""
+        self.stats = ServerStats()
+        self.lock_holder: str | None = None
+        self.pending: list[Pending] = []
+        self._retrying: Pending | None = None
+        self._thread: threading.Thread | None = None
+        self._running = threading.Event()
+        self._stopped = threading.Event()
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._curve_server: CurveServer | None = None
+        self._outbox: list[list[bytes]] = []
+        self._control_uri = f"inproc://zdb-control-{id(self)}"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> "_ServerBase":
+        """Bind and start serving on a background thread; returns once ready."""
+        self._thread = threading.Thread(target=self._thread_main, name=f"zdb-{self.role}", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            error, self._start_error = self._start_error, None
+            self._thread.join()
+            raise error
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve on the calling thread until ``stop()`` (from another thread or a signal handler)."""
+        self._thread = threading.current_thread()
+        self._thread_main()
+        if self._start_error is not None:
+            raise self._start_error
+
+    def stop(self) -> None:
+        if not self._running.is_set():
+            return
+        self._running.clear()
+        control = self.context.socket(zmq.PAIR)
+        control.connect(self._control_uri)
+        control.send(b"stop")
+        control.close(linger=1000)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(30)
+
+    def __enter__(self) -> "_ServerBase":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _thread_main(self) -> None:
+        try:
+            self._open()
+        except BaseException as exc:
+            self._start_error = exc
+            self._close_sockets()
+            self._ready.set()
+            return
+        self._running.set()
+        self._ready.set()
+        try:
+            self._loop()
+        finally:
+            try:
+                self._close()
+            finally:
+                self._close_sockets()
+                self._stopped.set()
+
+    def _open_router(self) -> None:
+        if self.curve_keys is not None:
+            self._curve_server = CurveServer(self.context, self.curve_keys, self.allowed_clients)
+        self.router = self.context.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES + 4096)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.router.linger = 1000
+        if self._curve_server is not None:
+            self._curve_server.secure(self.router)
+        self.address = connectable(bind(self.router, self.bind_uri))
+        self.control = self.context.socket(zmq.PAIR)
+        self.control.bind(self._control_uri)
+
+    def _close_sockets(self) -> None:
+        for name in ("router", "control", "publisher", "subscriber", "upstream"):
+            sock = getattr(self, name, None)
+            if sock is not None:
+                sock.close(linger=500)
+        if self._curve_server is not None:
+            self._curve_server.stop()
+        self.context.term()
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _poll_sockets(self) -> list[zmq.Socket]:
+        return [self.router, self.control]
+
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        for sock in self._poll_sockets():
+            poller.register(sock, zmq.POLLIN)
+        while self._running.is_set():
+            ready = dict(poller.poll(self._poll_timeout_ms()))
+            if self.control in ready:
+                self.control.recv()
+                break
+            self._before_batch(ready)
+            if self.router in ready:
+                for _ in range(BATCH):
+                    try:
+                        frames = self.router.recv_multipart(zmq.NOBLOCK, copy=True)
+                    except zmq.Again:
+                        break
+                    self._receive(frames)
+            self._after_batch()
+            self._housekeeping()
+
+    def _poll_timeout_ms(self) -> int:
+        return 100
+
+    def _before_batch(self, ready: dict[zmq.Socket, int]) -> None:
+        """Read other sockets (the change stream, upstream replies) before client requests."""
+
+    def _after_batch(self) -> None:
+        """Make the batch durable, then send the replies it produced."""
+        self._flush_outbox()
+
+    def _flush_outbox(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        for frames in outbox:
+            try:
+                self.router.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.ZMQError as exc:  # the client went away: nothing to deliver to
+                log.debug("%s: reply dropped: %s", self.role, exc)
+
+    def reply(self, envelope: list[bytes], message: dict[str, Any], data: bytes | None = None) -> None:
+        try:
+            body = encode(message)
+        except (OperationError, TypeError, ValueError) as exc:
+            body = encode(error_reply(message.get("id"), OperationError("ValueError", f"cannot encode reply: {exc}")))
+        frames = [*envelope, body] if data is None else [*envelope, body, data]
+        self._outbox.append(frames)
+
+    def _receive(self, frames: list[bytes]) -> None:
+        if len(frames) < 2:
+            return  # not even an envelope and a body: nobody to answer
+        envelope, body, data = split_request(frames)
+        request_id = None
+        try:
+            request = decode(body)
+            if not isinstance(request, dict):
+                raise BadRequest("a request is a JSON object")
+            request_id = request.get("id")
+            kind = request.get("kind")
+            if kind not in REQUEST_KINDS:
+                raise BadRequest(f"unknown request kind {kind!r}", kind=repr(kind)[:40])
+            client = request.get("client")
+            if client is not None and not isinstance(client, str):
+                raise BadRequest("client must be a string")
+            self.stats.requests += 1
+            if client:
+                self.stats.clients[client] = time.monotonic()
+            self._dispatch(envelope, request, data)
+        except Exception as exc:  # every failure becomes an error reply; the server stays up
+            self.stats.errors += 1
+            if not isinstance(exc, ZdbError):
+                log.exception("%s: unexpected error on a request", self.role)
+            self.reply(envelope, error_reply(request_id, exc))
+
+    def _dispatch(self, envelope: list[bytes], request: dict[str, Any], data: bytes | None) -> None:
+        raise NotImplementedError
+
+    # -- waiting requests -----------------------------------------------------------------------
+    def hold(self, envelope: list[bytes], request: dict[str, Any], data: bytes | None, reason: str) -> None:
+        """Keep a request until it can run; it fails when its ``wait`` (seconds) runs out."""
+        if self._retrying is not None:  # held again while being retried: keep its first deadline
+            deadline = self._retrying.deadline
+        else:
+            wait = request.get("wait", DEFAULT_WAIT_SECONDS)
+            if not isinstance(wait, (int, float)) or wait < 0:
+                raise BadRequest("wait must be a non-negative number of seconds")
+            deadline = time.monotonic() + wait
+        self.pending.append(Pending(envelope, request, data, deadline, reason))
+
+    def retry_pending(self) -> None:
+        """Run held requests again, in arrival order (each may be held again)."""
+        waiting, self.pending = self.pending, []
+        for item in waiting:
+            self._retrying = item
+            try:
+                self._dispatch(item.envelope, item.request, item.data)
+            except Exception as exc:
+                self.reply(item.envelope, error_reply(item.request.get("id"), exc))
+            finally:
+                self._retrying = None
+
+    def _expire_pending(self) -> None:
+        now = time.monotonic()
+        expired = [p for p in self.pending if p.deadline <= now]
+        if not expired:
+            return
+        self.pending = [p for p in self.pending if p.deadline > now]
+        for item in expired:
+            error = LockError(f"timed out waiting: {item.reason}", reason=item.reason)
+            self.reply(item.envelope, error_reply(item.request.get("id"), error))
+
+    def blocked_by_lock(self, request: dict[str, Any]) -> bool:
+        return (self.lock_holder is not None and request.get("client") != self.lock_holder
+                and request["kind"] not in ("ping", "status", "sync"))
+
+    def _housekeeping(self) -> None:
+        self._expire_pending()
+        self._flush_outbox()
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        """Role-specific shutdown, on the server thread, before sockets close."""
+
+
+class StorageManager(_ServerBase):
+    """The primary: owns the archive directory, orders, journals and publishes every write.
+
+    ::
+
+        with StorageManager("/var/lib/zdb/teas", bind="tcp://127.0.0.1:0") as sm:
+            db, sockets = client(sm.address)
+            db["x"] = 3
+    """
+
+    role = "sm"
+
+    def __init__(self, archive_dir: str | os.PathLike[str], bind: str = DEFAULT_URI,
+                 publish_bind: str | None = None, fsync: str = "batch", history_limit: int = 1000,
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS, curve: CurveKeys | None = None,
+                 allowed_clients: list[str] | None = None, users: dict[str, str] | None = None) -> None:
+        super().__init__(bind, curve, allowed_clients)
+        self.archive = Archive(archive_dir, fsync=fsync)
+        self.publish_bind = publish_bind
+        self.publish_address = ""
+        self.document = Document(history_limit=history_limit)
+        self.lease_seconds = lease_seconds
+        self.users = users
+        self.seq = 0
+        self.recent: deque[tuple[int, bytes]] = deque(maxlen=RECENT_RECORDS)
+        self._unpublished: list[bytes] = []
+        self._lock_expires = 0.0
+        self._last_heartbeat = 0.0
+        self._uploads: dict[str, BlobUpload] = {}
+        self._logged_in: set[str] = set()
+        self.recovered_dropped = 0
+        self._handlers: dict[str, Callable[[list[bytes], dict[str, Any], bytes | None], None]] = {
+            "op": self._handle_op, "undo": self._handle_undo, "redo": self._handle_redo,
+            "save": self._handle_save, "lock": self._handle_lock, "unlock": self._handle_unlock,
+            "renew": self._handle_renew, "status": self._handle_status, "ping": self._handle_ping,
+            "sync": self._handle_sync, "blob_put": self._handle_blob_put, "blob_get": self._handle_blob_get,
+            "login": self._handle_login,
+        }
+
+    # -- opening and closing --------------------------------------------------------------------
+    def _open(self) -> None:
+        recovered = self.archive.open()
+        try:
+            self.document = Document(recovered.root, history_limit=self.document.history_limit)
+            self.document.history_from_json(recovered.history)
+            self.seq = recovered.seq
+            for record in recovered.records:
+                self._replay(record)
+                self.seq = record["seq"]
+                self.recent.append((record["seq"], encode(record)))
+            self.recovered_dropped = recovered.dropped
+            self._open_router()
+            self.publisher = self.context.socket(zmq.PUB)
+            self.publisher.linger = 0
+            self.publisher.sndhwm = 100_000
+            if self._curve_server is not None:
+                self._curve_server.secure(self.publisher)
+            publish_bind = self.publish_bind or _sibling_endpoint(self.address)
+            self.publish_address = connectable(bind(self.publisher, publish_bind))
+        except BaseException:
+            self.archive.close()
+            raise
+        log.info("zdb storage manager on %s (stream %s), seq %d, archive %s",
+                 self.address, self.publish_address, self.seq, self.archive.path)
+
+    def _replay(self, record: dict[str, Any]) -> None:
+        kind = record.get("kind")
+        if kind == "write":
+            self.document.write([Op.from_json(o) for o in record["ops"]])
+        elif kind == "undo":
+            self.document.undo()
+        elif kind == "redo":
+            self.document.redo()
+        else:
+            raise ZdbError("unknown journal record kind", kind=kind, seq=record.get("seq"))
+
+    def _close(self) -> None:
+        for upload in self._uploads.values():
+            upload.abort()
+        self.archive.close()
+
+    # -- dispatch -------------------------------------------------------------------------------
+    def _dispatch(self, envelope: list[bytes], request: dict[str, Any], data: bytes | None) -> None:
+        if self.users is not None and request["kind"] not in ("login", "ping") \
+                and request.get("client") not in self._logged_in:
+            raise ZdbError("authentication required: log in with the database user first")
+        if self.blocked_by_lock(request):
+            self.hold(envelope, request, data, f"database locked by another client")
+            return
+        self._handlers[request["kind"]](envelope, request, data)
+
+    def _ok(self, envelope: list[bytes], request: dict[str, Any], result: Any = None, **extra: Any) -> None:
+        self.reply(envelope, {"id": request.get("id"), "ok": True, "result": result, "seq": self.seq, **extra})
+
+    def _handle_op(self, envelope: list[bytes], request: dict[str, Any], data: bytes | None) -> None:
+        raw_ops = request.get("ops")
+        if not isinstance(raw_ops, list) or not raw_ops:
+            raise BadRequest("ops must be a non-empty list")
+        ops = [Op.from_json(o) for o in raw_ops]
+        if len(ops) == 1 and not self.document.is_write(ops[0]):
+            self.stats.reads += 1
+            self._ok(envelope, request, self.document.read(ops[0]))
+            return
+        for op in ops:
+            if not self.document.is_write(op):
+                raise BadRequest("a request with several ops may contain only writes")
+        results = self.document.write(ops)
+        self.stats.writes += 1
+        self._record("write", ops)
+        self._ok(envelope, request, results[0] if len(results) == 1 else results)
+
+    def _record(self, kind: str, ops: list[Op]) -> None:
+        self.seq += 1
+        body = self.archive.append({"seq": self.seq, "kind": kind, "ops": [op.to_json() for op in ops]})
+        self.recent.append((self.seq, body))
+        self._unpublished.append(body)
+
+    def _handle_undo(self, envelope, request, data) -> None:
+        self._record("undo", self.document.undo())
+        self._ok(envelope, request)
+
+    def _handle_redo(self, envelope, request, data) -> None:
+        self._record("redo", self.document.redo())
+        self._ok(envelope, request)
+
+    def _handle_save(self, envelope, request, data) -> None:
+        self.archive.sync()
+        started = self.archive.checkpoint(self.snapshot(), self.seq)
+        self._ok(envelope, request, {"seq": self.seq, "started": started,
+                                     "snapshot_seq": self.archive.snapshot_seq})
+
+    def snapshot(self) -> dict[str, Any]:
+        """The live state to checkpoint (the forked child sees it frozen; no copy is made)."""
+        return {"format": 1, "seq": self.seq, "root": self.document.root,
+                "history": self.document.history_to_json()}
+
+    def _handle_lock(self, envelope, request, data) -> None:
+        client = request.get("client")
+        if not client:
+            raise BadRequest("lock needs a client id")
+        if self.lock_holder == client:
+            raise LockError("you already hold the lock", client=client)
+        self.lock_holder = client
+        lease = _lease(request, self.lease_seconds)
+        self._lock_expires = time.monotonic() + lease
+        self._publish_lock()
+        self._ok(envelope, request, {"locked": True, "lease": lease})
+
+    def _handle_unlock(self, envelope, request, data) -> None:
+        if self.lock_holder is None or request.get("client") != self.lock_holder:
+            raise LockError("unlock of a lock you do not hold", client=request.get("client"))
+        self._release_lock()
+        self._ok(envelope, request, {"locked": False})
+
+    def _handle_renew(self, envelope, request, data) -> None:
+        if self.lock_holder is None or request.get("client") != self.lock_holder:
+            raise LockError("the lock is not yours to renew (expired?)", client=request.get("client"))
+        lease = _lease(request, self.lease_seconds)
+        self._lock_expires = time.monotonic() + lease
+        self._ok(envelope, request, {"locked": True, "lease": lease})
+
+    def _release_lock(self) -> None:
+        self.lock_holder = None
+        self._publish_lock()
+        self.retry_pending()
+
+    def _handle_status(self, envelope, request, data) -> None:
+        self._ok(envelope, request, self.status())
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
+            "role": self.role, "address": self.address, "publish": self.publish_address,
+            "seq": self.seq, "snapshot_seq": self.archive.snapshot_seq,
+            "checkpoint_running": self.archive.checkpoint_running,
+            "keys": len(self.document.root), "undo": len(self.document.undo_stack),
+            "redo": len(self.document.redo_stack), "locked": self.lock_holder is not None,
+            "clients": sum(1 for seen in self.stats.clients.values() if now - seen < 60),
+            "requests": self.stats.requests, "reads": self.stats.reads, "writes": self.stats.writes,
+            "errors": self.stats.errors, "fsync": self.archive.fsync_mode, "archive": str(self.archive.path),
+        }
+
+    def _handle_ping(self, envelope, request, data) -> None:
+        self._ok(envelope, request, "pong")
+
+    def _handle_sync(self, envelope, request, data) -> None:
+        since = request.get("since")
+        if since is not None and (not isinstance(since, int) or since < 0):
+            raise BadRequest("since must be a sequence number")
+        records = self._records_since(since) if since is not None else None
+        if records is None:
+            self.reply(envelope, {"id": request.get("id"), "ok": True, "seq": self.seq,
+                                  "publish": self.publish_address,
+                                  "result": {"snapshot": {"seq": self.seq, "root": self.document.root},
+                                             "lock": self.lock_holder}})
+            return
+        # Records are sent as their journal bodies: no re-encoding per replica.
+        self._ok(envelope, request, {"records": len(records), "lock": self.lock_holder},
+                 publish=self.publish_address)
+        self._outbox[-1] = [*self._outbox[-1], b"\n".join(records)]
+
+    def _records_since(self, since: int) -> list[bytes] | None:
+        """Bodies of records after ``since``, from memory or the journal; None if a snapshot is needed."""
+        if since >= self.seq:
+            return []
+        if self.recent and self.recent[0][0] <= since + 1:
+            return [body for seq, body in self.recent if seq > since]
+        if since >= self.archive.snapshot_seq:
+            return [encode(record) for record in self.archive.records_since(since)]
+        return None
+
+    def _handle_blob_put(self, envelope, request, data) -> None:
+        if data is None:
+            raise BadRequest("blob_put needs a data frame")
+        token = request.get("upload")
+        if token is None:
+            upload = self.archive.new_upload()
+            self._uploads[upload.token] = upload
+        else:
+            upload = self._uploads.get(token)
+            if upload is None:
+                raise BadRequest("unknown or expired upload", upload=str(token)[:40])
+        upload.write(data)
+        if request.get("final"):
+            del self._uploads[upload.token]
+            name = request.get("name") or "blob"
+            if not isinstance(name, str):
+                raise BadRequest("name must be a string")
+            self._ok(envelope, request, upload.finish(os.path.basename(name)))
+        else:
+            self._ok(envelope, request, {"upload": upload.token, "size": upload.size})
+
+    def _handle_blob_get(self, envelope, request, data) -> None:
+        digest, offset, length = request.get("hash"), request.get("offset", 0), request.get("length", 1 << 20)
+        if not isinstance(digest, str) or not isinstance(offset, int) or not isinstance(length, int) \
+                or offset < 0 or not 0 < length <= MAX_MESSAGE_BYTES:
+            raise BadRequest("blob_get needs hash, offset >= 0 and 0 < length <= the message limit")
+        path = self.archive.blob_path(digest)
+        try:
+            with open(path, "rb") as stream:
+                stream.seek(offset)
+                chunk = stream.read(length)
+                size = os.fstat(stream.fileno()).st_size
+        except FileNotFoundError:
+            raise OperationError("FileNotFoundError", "no blob with that hash", hash=digest) from None
+        self.reply(envelope, {"id": request.get("id"), "ok": True, "seq": self.seq,
+                              "result": {"size": size, "eof": offset + len(chunk) >= size}}, chunk)
+
+    def _handle_login(self, envelope, request, data) -> None:
+        if self.users is None:
+            self._ok(envelope, request, {"user": None})
+            return
+        user, password = request.get("user"), request.get("password")
+        import hmac
+
+        expected = self.users.get(user) if isinstance(user, str) else None
+        if expected is None or not isinstance(password, str) or not hmac.compare_digest(expected, password):
+            raise ZdbError("wrong database user or password", user=user)
+        self._logged_in.add(request.get("client"))
+        self._ok(envelope, request, {"user": user})
+
+    # -- after each batch: durability first, then replies and the change stream -----------------
+    def _after_batch(self) -> None:
+        self.archive.sync()
+        self._flush_outbox()
+        unpublished, self._unpublished = self._unpublished, []
+        for body in unpublished:
+            self.publisher.send(body)
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if self.lock_holder is not None and now >= self._lock_expires:
+            log.warning("lock of client %s expired (lease not renewed)", self.lock_holder)
+            self._release_lock()
+        if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
+            self._last_heartbeat = now
+            self.publisher.send(encode({"heartbeat": self.seq, "lock": self.lock_holder}))
+        self.archive.poll_checkpoint()
+        for token, upload in list(self._uploads.items()):
+            if now - upload.touched > 300:  # an abandoned upload
+                upload.abort()
+                del self._uploads[token]
+        super()._housekeeping()
+
+    def _publish_lock(self) -> None:
+        self.publisher.send(encode({"heartbeat": self.seq, "lock": self.lock_holder}))
+
+
+class TransactionEngine(_ServerBase):
+    """A replica: the whole document in memory, current through the SM's change stream.
+
+    Reads are served here; writes, undo/redo, save, locks and blobs are forwarded to the storage
+    manager, and the reply goes back to the client once this engine has applied that write
+    (so a client reading here right after writing here sees its write).
+    """
+
+    role = "te"
+
+    def __init__(self, primary: str, bind: str = "tcp://127.0.0.1:5561", curve: CurveKeys | None = None,
+                 allowed_clients: list[str] | None = None, primary_key: str | None = None,
+                 client_keys: CurveKeys | None = None, sync_timeout: float = 30.0) -> None:
+        super().__init__(bind, curve, allowed_clients)
+        self.primary = primary
+        self.primary_key = primary_key
+        self.client_keys = client_keys
+        self.sync_timeout = sync_timeout
+        self.document = Document(history_limit=0)
+        self.seq = 0
+        self.primary_seq = 0
+        self.publish_address = ""
+        self._forwarded: dict[int, tuple[list[bytes], dict[str, Any]]] = {}
+        self._forward_ids = iter(range(1, 1 << 62))
+        self._sync_in_flight: int | None = None
+        self._buffered: list[dict[str, Any]] = []
+        self._last_stream = time.monotonic()
+        self._resync_at = 0.0
+
+    def _open(self) -> None:
+        from workbench.zdb.transport import secure_client
+
+        self.upstream = self.context.socket(zmq.DEALER)
+        self.upstream.linger = 0
+        self.subscriber = self.context.socket(zmq.SUB)
+        self.subscriber.linger = 0
+        self.subscriber.rcvhwm = 100_000
+        if self.primary_key:
+            keys = self.client_keys or CurveKeys.generate()
+            secure_client(self.upstream, self.primary_key, keys)
+            secure_client(self.subscriber, self.primary_key, keys)
+        self.upstream.connect(self.primary)
+        # The first sync both fetches the snapshot and tells us where the stream is published.
+        reply, _ = self._request_upstream({"kind": "sync", "since": None}, timeout=self.sync_timeout)
+        self.publish_address = reply["publish"]
+        self.subscriber.setsockopt(zmq.SUBSCRIBE, b"")
+        self.subscriber.connect(self.publish_address)
+        self._load_snapshot(reply["result"])
+        self._open_router()
+        log.info("zdb transaction engine on %s following %s at seq %d", self.address, self.primary, self.seq)
+
+    def _request_upstream(self, message: dict[str, Any], timeout: float) -> tuple[dict[str, Any], bytes | None]:
+        """A blocking request to the SM (only while starting, before serving)."""
+        message = {**message, "id": 0, "client": f"te-{id(self):x}"}
+        self.upstream.send(encode(message))
+        if not self.upstream.poll(int(timeout * 1000)):
+            raise ZdbError("storage manager did not answer", primary=self.primary, timeout=timeout)
+        frames = self.upstream.recv_multipart()
+        reply = decode(frames[0])
+        if not reply.get("ok"):
+            raise ZdbError("storage manager refused to sync", primary=self.primary, error=reply.get("error"))
+        return reply, frames[1] if len(frames) > 1 else None
+
+    def _load_snapshot(self, result: dict[str, Any]) -> None:
+        snapshot = result["snapshot"]
+        self.document = Document(snapshot["root"], history_limit=0)
+        self.seq = self.primary_seq = snapshot["seq"]
+        self.lock_holder = result.get("lock")
+
+    def _poll_sockets(self) -> list[zmq.Socket]:
+        return [self.router, self.control, self.subscriber, self.upstream]
+
+    def _before_batch(self, ready: dict[zmq.Socket, int]) -> None:
+        if self.subscriber in ready:
+            for _ in range(BATCH * 4):
+                try:
+                    body = self.subscriber.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._on_stream(body)
+        if self.upstream in ready:
+            for _ in range(BATCH):
+                try:
+                    frames = self.upstream.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._on_upstream(frames)
+
+    # -- the change stream ----------------------------------------------------------------------
+    def _on_stream(self, body: bytes) -> None:
+        self._last_stream = time.monotonic()
+        try:
+            message = decode(body, limit=1 << 62)
+        except BadRequest:
+            log.error("te: undecodable record on the change stream; resyncing")
+            self._request_sync()
+            return
+        if "heartbeat" in message:
+            self.primary_seq = max(self.primary_seq, message["heartbeat"])
+            if message["heartbeat"] < self.seq:
+                log.warning("te: primary is behind us (restarted without its journal?): full resync")
+                self._request_sync(full=True)
+            elif message["heartbeat"] > self.seq:
+                self._request_sync()
+            self._set_lock(message.get("lock"))
+            return
+        self._apply_record(message)
+
+    def _apply_record(self, record: dict[str, Any]) -> None:
+        seq = record["seq"]
+        self.primary_seq = max(self.primary_seq, seq)
+        if seq <= self.seq:
+            return  # already applied (e.g. delivered both by the stream and by a sync)
+        if seq != self.seq + 1:
+            self._request_sync()  # a gap: catch up from the journal
+            return
+        ops = [Op.from_json(o) for o in record["ops"]]
+        self.document.apply(ops)
+        self.seq = seq
+        self._release_waiters()
+
+    def _request_sync(self, full: bool = False) -> None:
+        now = time.monotonic()
+        if self._sync_in_flight is not None and now < self._resync_at:
+            return
+        forward_id = next(self._forward_ids)
+        self._sync_in_flight = forward_id
+        self._resync_at = now + 2.0
+        self.upstream.send(encode({"id": forward_id, "kind": "sync", "since": None if full else self.seq,
+                                   "client": f"te-{id(self):x}"}))
+
+    def _on_upstream(self, frames: list[bytes]) -> None:
+        try:
+            reply = decode(frames[0], limit=1 << 62)
+        except BadRequest:
+            log.error("te: undecodable reply from the storage manager")
+            return
+        forward_id = reply.get("id")
+        if forward_id == self._sync_in_flight:
+            self._sync_in_flight = None
+            if reply.get("ok"):
+                result = reply["result"]
+                if "snapshot" in result:
+                    self._load_snapshot(result)
+                elif len(frames) > 1 and frames[1]:
+                    for line in frames[1].split(b"\n"):
+                        self._apply_record(decode(line, limit=1 << 62))
+                self._set_lock(result.get("lock"))
+                self._release_waiters()
+            return
+        target = self._forwarded.pop(forward_id, None)
+        if target is None:
+            return
+        envelope, original = target
+        reply["id"] = original.get("id")
+        data = frames[1] if len(frames) > 1 else None
+        seq = reply.get("seq", 0)
+        if reply.get("ok") and isinstance(seq, int) and seq > self.seq and original.get("kind") in ("op", "undo", "redo"):
+            # Answer once the write is applied here too: read-your-writes on this engine.
+            self.pending.append(Pending(envelope, {"kind": "_reply", "after": seq, "reply": reply, "data": data},
+                                        None, time.monotonic() + self.sync_timeout, "replica catching up"))
+            return
+        self.reply(envelope, reply, data)
+
+    def _set_lock(self, holder: str | None) -> None:
+        if holder != self.lock_holder:
+            self.lock_holder = holder
+            if holder is None:
+                self.retry_pending()
+
+    def _release_waiters(self) -> None:
+        if any(p.request.get("after", 0) <= self.seq for p in self.pending):
+            self.retry_pending()
+
+    # -- client requests ------------------------------------------------------------------------
+    def _dispatch(self, envelope: list[bytes], request: dict[str, Any], data: bytes | None) -> None:
+        kind = request["kind"]
+        if kind == "_reply":  # a forwarded write's answer waiting for this engine to catch up
+            if request["after"] > self.seq:
+                deadline = self._retrying.deadline if self._retrying else time.monotonic() + self.sync_timeout
+                self.pending.append(Pending(envelope, request, None, deadline, "replica catching up"))
+            else:
+                self.reply(envelope, request["reply"], request["data"])
+            return
+        if kind == "status":
+            self.reply(envelope, {"id": request.get("id"), "ok": True, "seq": self.seq, "result": self.status()})
+            return
+        if kind == "ping":
+            self.reply(envelope, {"id": request.get("id"), "ok": True, "seq": self.seq, "result": "pong"})
+            return
+        if kind == "op" and self._is_read(request):
+            if self.blocked_by_lock(request):
+                self.hold(envelope, request, data, "database locked by another client")
+                return
+            after = request.get("after", 0)
+            if not isinstance(after, int):
+                raise BadRequest("after must be a sequence number")
+            if after > self.seq:
+                self.hold(envelope, request, data, f"replica at seq {self.seq} waiting for {after}")
+                if after > self.primary_seq:
+                    self._request_sync()
+                return
+            op = Op.from_json(request["ops"][0])
+            self.stats.reads += 1
+            self.reply(envelope, {"id": request.get("id"), "ok": True, "seq": self.seq,
+                                  "result": self.document.read(op)})
+            return
+        if kind == "sync":
+            raise BadRequest("replicas of replicas are not supported: sync from the storage manager")
+        self._forward(envelope, request, data)
+
+    def _is_read(self, request: dict[str, Any]) -> bool:
+        ops = request.get("ops")
+        if not isinstance(ops, list) or len(ops) != 1:
+            return False
+        return not self.document.is_write(Op.from_json(ops[0]))
+
+    def _forward(self, envelope: list[bytes], request: dict[str, Any], data: bytes | None) -> None:
+        forward_id = next(self._forward_ids)
+        self._forwarded[forward_id] = (envelope, request)
+        message = encode({**request, "id": forward_id})
+        self.upstream.send_multipart([message] if data is None else [message, data])
+        self.stats.writes += 1
+
+    def status(self) -> dict[str, Any]:
+        return {"role": self.role, "address": self.address, "primary": self.primary, "seq": self.seq,
+                "primary_seq": self.primary_seq, "lag": max(0, self.primary_seq - self.seq),
+                "keys": len(self.document.root), "locked": self.lock_holder is not None,
+                "requests": self.stats.requests, "reads": self.stats.reads, "forwarded": self.stats.writes,
+                "errors": self.stats.errors, "waiting": len(self.pending)}
+
+    def _housekeeping(self) -> None:
+        if time.monotonic() - self._last_stream > 5 * HEARTBEAT_SECONDS:
+            self._request_sync()  # no heartbeat for a while: maybe the primary restarted
+            self._last_stream = time.monotonic()
+        super()._housekeeping()
+
+
+def _lease(request: dict[str, Any], default: float) -> float:
+    lease = request.get("lease", default)
+    if not isinstance(lease, (int, float)) or not 0 < lease <= 3600:
+        raise BadRequest("lease must be between 0 and 3600 seconds")
+    return float(lease)
+
+
+def _sibling_endpoint(address: str) -> str:
+    """Where to publish the change stream by default: same host, any free port."""
+    if address.startswith("tcp://"):
+        host = address[len("tcp://"):].rsplit(":", 1)[0]
+        return f"tcp://{host}:0"
+    if address.startswith("ipc://"):
+        return address + ".stream"
+    return f"inproc://zdb-stream-{os.getpid()}-{id(address)}"
+
+
+def open_server(path: str | Path, **options: Any) -> StorageManager:
+    """Start a storage manager in-process on ``path`` (defaults: loopback, a free port)."""
+    options.setdefault("bind", "tcp://127.0.0.1:0")
+    return StorageManager(path, **options).start()

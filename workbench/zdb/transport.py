@@ -1,0 +1,102 @@
+"""zdb over ZeroMQ: endpoints, request framing, and optional CURVE encryption with a key allow-list.
+
+Servers use a ROUTER socket, so one server thread serves many clients and can hold some requests
+(lock waiters, read-your-writes) while answering others. A request is ``[envelope..., json]`` or
+``[envelope..., json, data]`` where ``data`` is raw blob content; REQ clients add an empty
+delimiter frame, DEALER clients may omit it: both are accepted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+import zmq
+
+from workbench.errors import ConfigurationError
+
+DEFAULT_URI = "tcp://127.0.0.1:5559"
+
+
+def bind(socket: zmq.Socket, uri: str) -> str:
+    """Bind ``uri`` (port 0 or ``*`` picks a free port) and return the real endpoint."""
+    wildcard = re.sub(r"^(tcp://[^:]+):0$", r"\1:*", uri)
+    try:
+        socket.bind(wildcard)
+    except zmq.ZMQError as exc:
+        raise ConfigurationError(f"cannot bind {uri}: {exc.strerror}", uri=uri) from None
+    return socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def connectable(endpoint: str) -> str:
+    """An endpoint a client can connect to (a server bound to 0.0.0.0 is reached on loopback)."""
+    return endpoint.replace("tcp://0.0.0.0:", "tcp://127.0.0.1:").replace("tcp://*:", "tcp://127.0.0.1:")
+
+
+def split_request(frames: list[bytes]) -> tuple[list[bytes], bytes, bytes | None]:
+    """ROUTER frames -> (envelope to reply to, JSON body, optional data frame)."""
+    envelope = [frames[0]]
+    rest = frames[1:]
+    if rest and rest[0] == b"":  # REQ-style delimiter
+        envelope.append(b"")
+        rest = rest[1:]
+    if not rest:
+        return envelope, b"", None
+    return envelope, rest[0], (rest[1] if len(rest) > 1 else None)
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """A CURVE key pair (Z85 text). ``CurveKeys.generate()`` makes a new one."""
+
+    public: str
+    secret: str
+
+    @classmethod
+    def generate(cls) -> "CurveKeys":
+        public, secret = zmq.curve_keypair()
+        return cls(public.decode(), secret.decode())
+
+
+class CurveAllowList:
+    """ZAP handler: lets in only clients whose CURVE public key is listed."""
+
+    def __init__(self, public_keys: Iterable[str]) -> None:
+        self.allowed = {key.encode() if isinstance(key, str) else key for key in public_keys}
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        import zmq.utils.z85
+
+        return zmq.utils.z85.encode(key) in self.allowed or key in self.allowed
+
+
+class CurveServer:
+    """Makes server sockets CURVE servers and runs the authenticator that checks client keys."""
+
+    def __init__(self, context: zmq.Context, keys: CurveKeys, allowed_clients: Iterable[str] | None) -> None:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        self.keys = keys
+        self.authenticator = ThreadAuthenticator(context)
+        self.authenticator.start()
+        if allowed_clients is None:
+            self.authenticator.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
+        else:
+            self.authenticator.configure_curve_callback(domain="*",
+                                                        credentials_provider=CurveAllowList(allowed_clients))
+
+    def secure(self, socket: zmq.Socket) -> None:
+        socket.curve_server = True
+        socket.curve_secretkey = self.keys.secret.encode()
+        socket.curve_publickey = self.keys.public.encode()
+
+    def stop(self) -> None:
+        self.authenticator.stop()
+
+
+def secure_client(socket: zmq.Socket, server_public: str, keys: CurveKeys) -> None:
+    """Make a client socket talk CURVE to a server whose public key is ``server_public``."""
+    socket.curve_serverkey = server_public.encode()
+    socket.curve_publickey = keys.public.encode()
+    socket.curve_secretkey = keys.secret.encode()
