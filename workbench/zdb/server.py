@@ -127,6 +127,10 @@ class _ServerBase:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(30)
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the server has stopped (True) or ``timeout`` passed (False)."""
+        return self._stopped.wait(timeout)
+
     def __enter__(self) -> "_ServerBase":
         return self.start()
 

@@ -1,0 +1,149 @@
+"""zdb durability: acknowledged writes survive kill -9, torn records are dropped, checkpoints prune."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from workbench.testing.zdb import ZdbServerProcess
+from workbench.zdb import StorageManager, ZdbTimeout, client
+from workbench.zdb.archive import Archive
+
+
+@pytest.mark.parametrize("fsync", ["never", "batch", "always"])
+def test_every_acknowledged_write_survives_kill_9(tmp_path, fsync):
+    server = ZdbServerProcess(tmp_path / "proc", tmp_path / "archive", fsync=fsync).start()
+    acknowledged: list[int] = []
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer(offset: int) -> None:
+        db, connection = client(server.uri, timeout=2.0)
+        try:
+            n = offset
+            while not stop.is_set():
+                try:
+                    db["w"].append(n)
+                except ZdbTimeout:
+                    return  # the server died mid-request: that write was never acknowledged
+                acknowledged.append(n)
+                n += 4
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    db, connection = client(server.uri, timeout=5.0)
+    db["w"] = []
+    connection.close()
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    while len(acknowledged) < 400:
+        threading.Event().wait(0.01)
+    server.kill9()
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+    assert not errors, errors
+    restarted = ZdbServerProcess(tmp_path / "proc2", tmp_path / "archive", fsync=fsync)
+    restarted.port = server.port
+    restarted.start()
+    try:
+        db, connection = client(restarted.uri, timeout=5.0)
+        stored = db["w"]._run()
+        connection.close()
+    finally:
+        restarted.stop()
+    missing = set(acknowledged) - set(stored)
+    assert not missing, f"{len(missing)} acknowledged writes lost"
+    assert len(stored) == len(set(stored))  # nothing applied twice
+
+
+def test_torn_last_record_is_dropped_with_a_warning(tmp_path, caplog, connect):
+    archive = tmp_path / "archive"
+    server = StorageManager(archive, bind="tcp://127.0.0.1:0").start()
+    db, _ = connect(server.address)
+    for n in range(5):
+        db[f"k{n}"] = n
+    server.stop()
+    journal = sorted(archive.glob("journal-*.log"))[-1]
+    with open(journal, "ab") as stream:
+        stream.write(b'0badc0de {"seq": 6, "kind": "write", "ops": [[[], "__setitem__", ["torn"')
+    with caplog.at_level(logging.WARNING, logger="workbench.zdb.archive"):
+        server = StorageManager(archive, bind="tcp://127.0.0.1:0").start()
+    try:
+        assert any("torn or corrupt" in r.getMessage() for r in caplog.records)
+        db, _ = connect(server.address)
+        assert db._run() == {f"k{n}": n for n in range(5)}
+        db["after"] = True  # the journal goes on after the dropped record
+        assert server.seq == 6
+        assert list(archive.glob("journal-*.corrupt-*"))  # the damaged bytes are kept for inspection
+    finally:
+        server.stop()
+
+
+def test_corrupt_checksum_in_the_middle_stops_replay_there(tmp_path, connect):
+    archive = tmp_path / "archive"
+    server = StorageManager(archive, bind="tcp://127.0.0.1:0").start()
+    db, _ = connect(server.address)
+    for n in range(4):
+        db[f"k{n}"] = n
+    server.stop()
+    journal = sorted(archive.glob("journal-*.log"))[-1]
+    lines = journal.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b'"k2"', b'"K2"')  # same length, wrong checksum
+    journal.write_bytes(b"".join(lines))
+    server = StorageManager(archive, bind="tcp://127.0.0.1:0").start()
+    try:
+        db, _ = connect(server.address)
+        assert db._run() == {"k0": 0, "k1": 1}
+    finally:
+        server.stop()
+
+
+def test_save_checkpoints_prunes_and_recovers_with_history(tmp_path, connect):
+    archive = tmp_path / "archive"
+    server = StorageManager(archive, bind="tcp://127.0.0.1:0").start()
+    db, connection = connect(server.address)
+    db["l"] = list(range(100))
+    db["l"].append(100)
+    result = db.save()
+    assert result["started"] and result["seq"] == 2
+    db["after"] = "save"
+    db["l"].pop(0)
+    deadline = threading.Event()
+    while connection.status()["snapshot_seq"] != 2:
+        deadline.wait(0.02)
+    assert (archive / "snapshot-000000000002.json").exists()
+    journals = sorted(p.name for p in archive.glob("journal-*.log"))
+    assert journals == ["journal-000000000003.log"]  # segments the snapshot covers are gone
+    server.stop()
+    server = StorageManager(archive, bind="tcp://127.0.0.1:0").start()
+    try:
+        db, _ = connect(server.address)
+        assert db["l"]._run() == list(range(1, 101)) and db["after"]._run() == "save"
+        db.undo()  # history survives the restart: undo the pop(0)...
+        assert db["l"][0]._run() == 0
+        db.undo()  # ...and the write before it
+        assert "after" not in db
+        db.undo()  # ...and across the snapshot
+        assert len(db["l"]) == 100
+    finally:
+        server.stop()
+
+
+def test_second_server_on_the_same_archive_is_refused(sm, tmp_path):
+    from workbench.zdb.archive import ArchiveError
+
+    with pytest.raises(ArchiveError, match="in use"):
+        StorageManager(sm.archive.path, bind="tcp://127.0.0.1:0").start()
+
+
+def test_bad_fsync_mode_is_refused(tmp_path):
+    from workbench.zdb.archive import ArchiveError
+
+    with pytest.raises(ArchiveError, match="fsync"):
+        Archive(tmp_path, fsync="sometimes")
