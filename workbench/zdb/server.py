@@ -293,7 +293,7 @@ class _ServerBase:
 
     def blocked_by_lock(self, request: dict[str, Any]) -> bool:
         return (self.lock_holder is not None and request.get("client") != self.lock_holder
-                and request["kind"] not in ("ping", "status", "sync"))
+                and request["kind"] not in ("ping", "status", "sync", "unlock", "renew"))
 
     def _housekeeping(self) -> None:
         self._expire_pending()
