@@ -336,6 +336,7 @@ class StorageManager(_ServerBase):
         self._last_heartbeat = 0.0
         self._uploads: dict[str, BlobUpload] = {}
         self._logged_in: set[str] = set()
+        self.replicas: dict[str, tuple[int, float]] = {}  # TE address -> (applied seq, last report)
         self.recovered_dropped = 0
         self._handlers: dict[str, Callable[[list[bytes], dict[str, Any], bytes | None], None]] = {
             "op": self._handle_op, "undo": self._handle_undo, "redo": self._handle_redo,
@@ -486,9 +487,14 @@ class StorageManager(_ServerBase):
             "clients": sum(1 for seen in self.stats.clients.values() if now - seen < 60),
             "requests": self.stats.requests, "reads": self.stats.reads, "writes": self.stats.writes,
             "errors": self.stats.errors, "fsync": self.archive.fsync_mode, "archive": str(self.archive.path),
+            "replicas": {address: {"seq": seq, "lag": max(0, self.seq - seq)}
+                         for address, (seq, seen) in self.replicas.items() if now - seen < 5 * HEARTBEAT_SECONDS},
         }
 
     def _handle_ping(self, envelope, request, data) -> None:
+        replica, seq = request.get("replica"), request.get("seq")
+        if isinstance(replica, str) and isinstance(seq, int):
+            self.replicas[replica[:200]] = (seq, time.monotonic())  # a TE reporting its position
         self._ok(envelope, request, "pong")
 
     def _handle_sync(self, envelope, request, data) -> None:
@@ -582,7 +588,7 @@ class StorageManager(_ServerBase):
             self._release_lock()
         if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
             self._last_heartbeat = now
-            self.publisher.send(encode({"heartbeat": self.seq, "lock": self.lock_holder}))
+            self._publish_lock()
         self.archive.poll_checkpoint()
         for token, upload in list(self._uploads.items()):
             if now - upload.touched > 300:  # an abandoned upload
@@ -591,7 +597,9 @@ class StorageManager(_ServerBase):
         super()._housekeeping()
 
     def _publish_lock(self) -> None:
-        self.publisher.send(encode({"heartbeat": self.seq, "lock": self.lock_holder}))
+        """The heartbeat: current seq and lock holder (what replicas need) plus a status summary."""
+        status = self.status()
+        self.publisher.send(encode({"heartbeat": self.seq, "lock": self.lock_holder, "status": status}))
 
 
 class TransactionEngine(_ServerBase):
@@ -621,6 +629,7 @@ class TransactionEngine(_ServerBase):
         self._sync_in_flight: int | None = None
         self._buffered: list[dict[str, Any]] = []
         self._last_stream = time.monotonic()
+        self._last_report = 0.0
         self._resync_at = 0.0
 
     def _open(self) -> None:
@@ -826,9 +835,15 @@ class TransactionEngine(_ServerBase):
                 "errors": self.stats.errors, "waiting": len(self.pending)}
 
     def _housekeeping(self) -> None:
-        if time.monotonic() - self._last_stream > 5 * HEARTBEAT_SECONDS:
+        now = time.monotonic()
+        if now - self._last_stream > 5 * HEARTBEAT_SECONDS:
             self._request_sync()  # no heartbeat for a while: maybe the primary restarted
-            self._last_stream = time.monotonic()
+            self._last_stream = now
+        if now - self._last_report >= HEARTBEAT_SECONDS:
+            # Tell the SM where we are, so its status (and dashboards) can show replica lag.
+            self._last_report = now
+            self.upstream.send(encode({"id": 0, "kind": "ping", "client": f"te-{id(self):x}",
+                                       "replica": self.address, "seq": self.seq}))
         super()._housekeeping()
 
 

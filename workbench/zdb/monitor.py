@@ -1,0 +1,81 @@
+"""Live events of a zdb database: follows the storage manager's change stream, for dashboards.
+
+::
+
+    monitor = ZdbMonitor("tcp://127.0.0.1:5559")
+    monitor.add_listener(listener)   # record_applied(record), server_status(status), closed()
+    ...
+    monitor.close()
+
+``record_applied`` gets each write as ``{"seq", "kind", "ops"}`` in order; ``server_status``
+gets the SM's status about twice a second (keys, clients, seq, snapshot seq, replicas and lag).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import zmq
+
+from workbench.events import EventDispatcher, EventSource
+from workbench.zdb.client import Client
+from workbench.zdb.protocol import decode
+
+
+class ZdbMonitor(EventSource):
+    """Subscribes to a storage manager's change stream and emits what it sees as events."""
+
+    def __init__(self, uri: str, **client_options: Any) -> None:
+        self.uri = uri
+        self._client = Client(uri, **client_options)
+        self.status: dict[str, Any] = self._client.status()
+        self.publish_address = self.status["publish"]
+        self._events = EventDispatcher(f"zdb {uri}")
+        self._stop = threading.Event()
+        self._context = zmq.Context()
+        self._subscriber = self._context.socket(zmq.SUB)
+        self._subscriber.linger = 0
+        if self._client.server_key:
+            from workbench.zdb.transport import secure_client
+
+            secure_client(self._subscriber, self._client.server_key, self._client.keys)
+        self._subscriber.setsockopt(zmq.SUBSCRIBE, b"")
+        self._subscriber.connect(self.publish_address)
+        self._thread = threading.Thread(target=self._follow, name=f"zdb-monitor-{uri}", daemon=True)
+        self._thread.start()
+
+    def initial_events(self) -> list[tuple[str, tuple[Any, ...]]]:
+        return [("server_status", (dict(self.status),))]
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            if not self._subscriber.poll(200):
+                continue
+            try:
+                message = decode(self._subscriber.recv(), limit=1 << 62)
+            except Exception:  # noqa: BLE001 - a bad frame must not end monitoring
+                continue
+            if "heartbeat" in message:
+                if isinstance(message.get("status"), dict):
+                    self.status = message["status"]
+                    self._events.emit("server_status", dict(self.status))
+            else:
+                self._events.emit("record_applied", message)
+        self._subscriber.close()
+        self._context.term()
+
+    def close(self) -> None:
+        """Stop following, deliver ``closed()`` to listeners, close the connection. Idempotent."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(5)
+        self._events.close()
+        self._client.close()
+
+    def __enter__(self) -> "ZdbMonitor":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
