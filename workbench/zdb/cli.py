@@ -22,19 +22,62 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--history", type=int, default=1000, help="undo steps kept (default 1000)")
     serve.add_argument("--dba-user", help="require clients to log in as this database user")
     serve.add_argument("--dba-password", help="password of --dba-user")
+    _curve_server_flags(serve)
     serve.set_defaults(func=cmd_serve)
 
     replica = commands.add_parser("replica", help="run a transaction engine (read replica) of a primary")
     replica.add_argument("--primary", required=True, help="the storage manager's endpoint")
     replica.add_argument("--bind", default="tcp://127.0.0.1:5561", help="client endpoint (default port 5561)")
+    _curve_server_flags(replica)
+    _curve_client_flags(replica)
     replica.set_defaults(func=cmd_replica)
 
     shell = commands.add_parser("shell", help="the zdb prompt: Python syntax against `db`")
     shell.add_argument("write_uri", nargs="?", default=DEFAULT_URI)
     shell.add_argument("read_uri", nargs="?", default=None)
     shell.add_argument("--read-your-writes", action="store_true", help="reads on the replica wait for your writes")
+    shell.add_argument("--user", help="database user (when the server requires one)")
+    shell.add_argument("--password-file", help="file holding the database user's password")
+    _curve_client_flags(shell)
     shell.set_defaults(func=cmd_shell)
+
+    keygen = commands.add_parser("keygen", help="make a CURVE key pair: NAME.key (public) and NAME.key_secret")
+    keygen.add_argument("directory")
+    keygen.add_argument("name")
+    keygen.set_defaults(func=cmd_keygen)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+
+def _curve_server_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--curve-cert", help="this server's secret certificate (enables CURVE encryption)")
+    parser.add_argument("--allow-keys", help="directory of *.key public certificates of allowed clients "
+                        "(default with --curve-cert: any client that speaks CURVE)")
+
+
+def _curve_client_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server-key", help="public certificate of the server to talk CURVE to")
+    parser.add_argument("--client-cert", help="our secret certificate (default: a new key pair)")
+
+
+def _server_security(args: argparse.Namespace) -> dict[str, Any]:
+    from workbench.errors import ConfigurationError
+    from workbench.zdb.transport import CurveKeys, load_public_keys
+
+    if not args.curve_cert:
+        if args.allow_keys:
+            raise ConfigurationError("--allow-keys needs --curve-cert")
+        return {}
+    return {"curve": CurveKeys.load(args.curve_cert),
+            "allowed_clients": load_public_keys(args.allow_keys) if args.allow_keys else None}
+
+
+def _client_security(args: argparse.Namespace) -> dict[str, Any]:
+    from workbench.zdb.transport import CurveKeys, load_public_key
+
+    if not args.server_key:
+        return {}
+    return {"server_key": load_public_key(args.server_key),
+            "keys": CurveKeys.load(args.client_cert) if args.client_cert else None}
 
 
 def _serve(server: Any) -> int:
@@ -57,16 +100,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigurationError("--dba-user and --dba-password go together")
     users = {args.dba_user: args.dba_password} if args.dba_user else None
     return _serve(StorageManager(args.path, bind=args.bind, publish_bind=args.publish, fsync=args.fsync,
-                                 history_limit=args.history, users=users))
+                                 history_limit=args.history, users=users, **_server_security(args)))
 
 
 def cmd_replica(args: argparse.Namespace) -> int:
     from workbench.zdb.server import TransactionEngine
 
-    return _serve(TransactionEngine(args.primary, bind=args.bind))
+    client_side = _client_security(args)
+    return _serve(TransactionEngine(args.primary, bind=args.bind, primary_key=client_side.get("server_key"),
+                                    client_keys=client_side.get("keys"), **_server_security(args)))
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
     from workbench.zdb.shell import run_shell
 
-    return run_shell(args.write_uri, args.read_uri, read_your_writes=args.read_your_writes)
+    from pathlib import Path
+
+    options: dict[str, Any] = {"read_your_writes": args.read_your_writes, **_client_security(args)}
+    if args.user:
+        options["user"] = args.user
+        options["password"] = Path(args.password_file).read_text().strip() if args.password_file else ""
+    return run_shell(args.write_uri, args.read_uri, **options)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from workbench.zdb.transport import CurveKeys
+
+    public, secret = CurveKeys.generate().save(args.directory, args.name)
+    print(f"public key: {public}\nsecret key: {secret} (keep it private)")
+    return 0

@@ -71,7 +71,7 @@ class Client:
         self.read_your_writes = read_your_writes
         self.server_key = server_key
         self.keys = keys or (CurveKeys.generate() if server_key else None)
-        self.client_id = f"c-{uuid.uuid4().hex[:16]}"
+        self.client_id = f"c-{uuid.uuid4().hex}"  # 128 random bits: also the login session key
         self.last_write_seq = 0
         self.context = zmq.Context()
         self._ids = iter(range(1, 1 << 62))
@@ -133,6 +133,12 @@ class Client:
                 uri = self.write_uri if role == "write" else self.read_uri
                 what = "read" if read else f"{kind} (it may or may not have been applied)"
                 raise ZdbTimeout(f"no answer from zdb server for {what}", uri=uri, timeout=timeout)
+        if not reply.get("ok") and self._credentials and kind != "login" \
+                and "authentication required" in str((reply.get("error") or {}).get("message")):
+            # The server restarted and forgot our login: log in again and retry once.
+            with self._lock:
+                self._login_locked()
+            return self.request(kind, read=read, data=data, timeout=timeout, **fields)
         if not reply.get("ok"):
             error = reply.get("error") or {}
             cls = remote_error_class(str(error.get("type", "ZdbError")))

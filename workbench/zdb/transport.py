@@ -58,6 +58,48 @@ class CurveKeys:
         public, secret = zmq.curve_keypair()
         return cls(public.decode(), secret.decode())
 
+    @classmethod
+    def load(cls, path: str) -> "CurveKeys":
+        """Read a ZeroMQ certificate file (``NAME.key_secret`` as written by ``save``)."""
+        import zmq.auth
+
+        public, secret = zmq.auth.load_certificate(path)
+        if secret is None:
+            raise ConfigurationError("this certificate holds no secret key", path=str(path))
+        return cls(public.decode(), secret.decode())
+
+    def save(self, directory: str, name: str) -> tuple[str, str]:
+        """Write ``NAME.key`` (public, to hand out) and ``NAME.key_secret`` (keep private)."""
+        import os
+
+        os.makedirs(directory, exist_ok=True)
+        public_path = os.path.join(directory, f"{name}.key")
+        secret_path = os.path.join(directory, f"{name}.key_secret")
+        for path, with_secret in ((public_path, False), (secret_path, True)):
+            lines = ["metadata", "curve", f'    public-key = "{self.public}"']
+            if with_secret:
+                lines.append(f'    secret-key = "{self.secret}"')
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if with_secret else 0o644)
+            with os.fdopen(fd, "w") as stream:
+                stream.write("\n".join(lines) + "\n")
+        return public_path, secret_path
+
+
+def load_public_key(path: str) -> str:
+    """The public key of a certificate file (either half of a pair)."""
+    import zmq.auth
+
+    public, _ = zmq.auth.load_certificate(path)
+    return public.decode()
+
+
+def load_public_keys(directory: str) -> list[str]:
+    """Every public key in a directory of ``*.key`` certificate files (a client allow-list)."""
+    import glob
+    import os
+
+    return [load_public_key(path) for path in sorted(glob.glob(os.path.join(directory, "*.key")))]
+
 
 class CurveAllowList:
     """ZAP handler: lets in only clients whose CURVE public key is listed."""

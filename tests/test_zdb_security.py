@@ -1,0 +1,102 @@
+"""zdb security: CURVE encryption with a client allow-list, and the database user's login."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from workbench.zdb import StorageManager, TransactionEngine, ZdbRemoteError, ZdbTimeout, client
+from workbench.zdb.transport import CurveKeys, load_public_keys
+
+
+@pytest.fixture
+def curve_sm(tmp_path):
+    server_keys, allowed = CurveKeys.generate(), CurveKeys.generate()
+    server = StorageManager(tmp_path / "a", bind="tcp://127.0.0.1:0", curve=server_keys,
+                            allowed_clients=[allowed.public]).start()
+    yield server, server_keys, allowed
+    server.stop()
+
+
+def test_curve_lets_in_only_listed_client_keys(curve_sm, connect):
+    server, server_keys, allowed = curve_sm
+    db, _ = connect(server.address, server_key=server_keys.public, keys=allowed)
+    db["secret"] = "visible to listed clients"
+    assert db["secret"]._run() == "visible to listed clients"
+    stranger, _ = connect(server.address, server_key=server_keys.public, keys=CurveKeys.generate(),
+                          timeout=0.5, retries=0)
+    with pytest.raises(ZdbTimeout):
+        stranger["secret"]._run()
+    plain, _ = connect(server.address, timeout=0.5, retries=0)
+    with pytest.raises(ZdbTimeout):
+        plain["secret"]._run()
+    assert server.document.root == {"secret": "visible to listed clients"}
+
+
+def test_curve_replica_follows_a_curve_primary(curve_sm, connect):
+    server, server_keys, allowed = curve_sm
+    te_keys = CurveKeys.generate()
+    replica = TransactionEngine(server.address, bind="tcp://127.0.0.1:0", primary_key=server_keys.public,
+                                client_keys=allowed, curve=te_keys, allowed_clients=[allowed.public]).start()
+    try:
+        reader, _ = connect(replica.address, server_key=te_keys.public, keys=allowed)
+        writer, _ = connect(server.address, server_key=server_keys.public, keys=allowed)
+        writer["k"] = 1
+        import time
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "k" not in reader:
+            time.sleep(0.02)
+        assert reader["k"]._run() == 1
+    finally:
+        replica.stop()
+
+
+def test_key_files_round_trip(tmp_path):
+    keys = CurveKeys.generate()
+    public_path, secret_path = keys.save(str(tmp_path / "keys"), "alice")
+    assert CurveKeys.load(secret_path) == keys
+    assert load_public_keys(str(tmp_path / "keys")) == [keys.public]
+    assert oct((tmp_path / "keys" / "alice.key_secret").stat().st_mode & 0o777) == "0o600"
+
+
+def test_database_user_must_log_in(tmp_path, connect):
+    server = StorageManager(tmp_path / "a", bind="tcp://127.0.0.1:0", users={"dba": "s3cret"}).start()
+    try:
+        anonymous, _ = connect(server.address)
+        with pytest.raises(ZdbRemoteError, match="authentication required"):
+            anonymous["x"] = 1
+        with pytest.raises(ZdbRemoteError, match="wrong database user or password"):
+            connect(server.address, user="dba", password="wrong")
+        with pytest.raises(ZdbRemoteError, match="wrong database user or password"):
+            connect(server.address, user="root", password="s3cret")
+        db, connection = connect(server.address, user="dba", password="s3cret")
+        db["x"] = 1
+        assert db["x"]._run() == 1
+        assert server.document.root == {"x": 1}
+    finally:
+        server.stop()
+
+
+def test_cli_serves_with_curve_and_shell_connects(tmp_path):
+    from workbench.testing.zdb import ZdbServerProcess
+
+    keys = tmp_path / "keys"
+    allowed = tmp_path / "allowed"
+    for name, where in (("server", keys), ("alice", keys)):
+        subprocess.run([sys.executable, "-m", "workbench", "zdb", "keygen", str(where), name], check=True,
+                       capture_output=True)
+    allowed.mkdir()
+    (allowed / "alice.key").write_text((keys / "alice.key").read_text())
+    server = ZdbServerProcess(tmp_path / "proc", tmp_path / "archive",
+                              extra=["--curve-cert", str(keys / "server.key_secret"), "--allow-keys", str(allowed)])
+    server.start()
+    try:
+        shell = [sys.executable, "-m", "workbench", "zdb", "shell", server.uri, "--server-key", str(keys / "server.key")]
+        ok = subprocess.run([*shell, "--client-cert", str(keys / "alice.key_secret")], input="db['x'] = 7\ndb['x']\n",
+                            capture_output=True, text=True, timeout=60)
+        assert ok.stdout.splitlines() == ["None", "7"], ok.stderr
+    finally:
+        server.stop()
