@@ -122,3 +122,29 @@ def test_reads_time_out_with_a_clear_error_when_no_server_answers():
             db["x"] = 1
     finally:
         connection.close()
+
+
+def test_a_restarted_server_does_not_strand_the_client(tmp_path):
+    import threading
+
+    from workbench.zdb import StorageManager
+
+    archive = tmp_path / "a"
+    server = StorageManager(archive, bind="tcp://127.0.0.1:0").start()
+    address = server.address
+    db, connection = client(address, timeout=0.5, retries=8)
+    try:
+        db["x"] = 1
+        server.stop()
+        restarted = []
+        timer = threading.Timer(1.0, lambda: restarted.append(StorageManager(archive, bind=address).start()))
+        timer.start()
+        assert db["x"]._run() == 1  # timed out, reset its socket and retried until the server was back
+        timer.join()
+        assert restarted
+        db["x"] = 2
+        assert db["x"]._run() == 2
+    finally:
+        connection.close()
+        for server in restarted:
+            server.stop()
