@@ -170,20 +170,19 @@ class Document:
 
     def undo(self) -> list[Op]:
         """Revert the last write; returns the ops applied (what replicas must apply)."""
-        if not self.undo_stack:
-            raise OperationError("UndoError", "nothing to undo")
-        step = self.undo_stack.pop()
-        _, redo_inverse = self.apply(step.inverse)
-        self.redo_stack.append(Step(redo_inverse))
-        return step.inverse
+        return self._move_step(self.undo_stack, self.redo_stack, "undo")
 
     def redo(self) -> list[Op]:
         """Re-apply the last undone write; returns the ops applied."""
-        if not self.redo_stack:
-            raise OperationError("UndoError", "nothing to redo")
-        step = self.redo_stack.pop()
-        _, undo_inverse = self.apply(step.inverse)
-        self.undo_stack.append(Step(undo_inverse))
+        return self._move_step(self.redo_stack, self.undo_stack, "redo")
+
+    def _move_step(self, source: deque[Step], target: deque[Step], name: str) -> list[Op]:
+        # Applying a step's inverse yields the ops that revert it again: the step for the other stack.
+        if not source:
+            raise OperationError("UndoError", f"nothing to {name}")
+        step = source.pop()
+        _, reverted = self.apply(step.inverse)
+        target.append(Step(reverted))
         return step.inverse
 
     def _apply_one(self, op: Op) -> tuple[Any, list[Op]]:
