@@ -100,3 +100,18 @@ def test_cli_serves_with_curve_and_shell_connects(tmp_path):
         assert ok.stdout.splitlines() == ["None", "7"], ok.stderr
     finally:
         server.stop()
+
+
+def test_a_replica_checks_its_own_database_users(sm, connect):
+    replica = TransactionEngine(sm.address, bind="tcp://127.0.0.1:0", users={"dba": "dba"}).start()
+    try:
+        anonymous, _ = connect(replica.address)
+        with pytest.raises(ZdbRemoteError, match="authentication required"):
+            anonymous._run()
+        with pytest.raises(ZdbRemoteError, match="wrong database user or password"):
+            connect(replica.address, user="dba", password="nope")
+        db, _ = connect(replica.address, user="dba", password="dba")
+        db["k"] = "via replica"  # forwarded to the SM, which has no users of its own
+        assert db["k"]._run() == "via replica"
+    finally:
+        replica.stop()

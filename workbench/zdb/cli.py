@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     replica = commands.add_parser("replica", help="run a transaction engine (read replica) of a primary")
     replica.add_argument("--primary", required=True, help="the storage manager's endpoint")
     replica.add_argument("--bind", default="tcp://127.0.0.1:5561", help="client endpoint (default port 5561)")
+    replica.add_argument("--dba-user", help="require clients of this engine to log in as this database user")
+    replica.add_argument("--dba-password", help="password of --dba-user")
     _curve_server_flags(replica)
     _curve_client_flags(replica)
     replica.set_defaults(func=cmd_replica)
@@ -92,13 +94,18 @@ def _serve(server: Any) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _users(args: argparse.Namespace) -> dict[str, str] | None:
     from workbench.errors import ConfigurationError
-    from workbench.zdb.server import StorageManager
 
     if bool(args.dba_user) != bool(args.dba_password):
         raise ConfigurationError("--dba-user and --dba-password go together")
-    users = {args.dba_user: args.dba_password} if args.dba_user else None
+    return {args.dba_user: args.dba_password} if args.dba_user else None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from workbench.zdb.server import StorageManager
+
+    users = _users(args)
     return _serve(StorageManager(args.path, bind=args.bind, publish_bind=args.publish, fsync=args.fsync,
                                  history_limit=args.history, users=users, **_server_security(args)))
 
@@ -108,7 +115,8 @@ def cmd_replica(args: argparse.Namespace) -> int:
 
     client_side = _client_security(args)
     return _serve(TransactionEngine(args.primary, bind=args.bind, primary_key=client_side.get("server_key"),
-                                    client_keys=client_side.get("keys"), **_server_security(args)))
+                                    client_keys=client_side.get("keys"), users=_users(args),
+                                    **_server_security(args)))
 
 
 def cmd_shell(args: argparse.Namespace) -> int:

@@ -78,8 +78,10 @@ class _ServerBase:
     role = "server"
 
     def __init__(self, bind_uri: str, curve: CurveKeys | None = None,
-                 allowed_clients: list[str] | None = None) -> None:
+                 allowed_clients: list[str] | None = None, users: dict[str, str] | None = None) -> None:
         self.bind_uri = bind_uri
+        self.users = users
+        self._logged_in: set[str] = set()
         self.curve_keys = curve
         self.allowed_clients = allowed_clients
         self.context = zmq.Context()
@@ -291,6 +293,27 @@ class _ServerBase:
             error = LockError(f"timed out waiting: {item.reason}", reason=item.reason)
             self.reply(item.envelope, error_reply(item.request.get("id"), error))
 
+    def needs_login(self, request: dict[str, Any]) -> bool:
+        return (self.users is not None and request["kind"] not in ("login", "ping")
+                and request.get("client") not in self._logged_in)
+
+    def login(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Check a database user's password (constant-time); remember the client's session."""
+        import hmac
+
+        if self.users is None:
+            return {"user": None}
+        user, password = request.get("user"), request.get("password")
+        expected = self.users.get(user) if isinstance(user, str) else None
+        if expected is None or not isinstance(password, str) \
+                or not hmac.compare_digest(expected.encode(), password.encode()):
+            raise ZdbError("wrong database user or password", user=user if isinstance(user, str) else None)
+        client = request.get("client")
+        if not client:
+            raise BadRequest("login needs a client id")
+        self._logged_in.add(client)
+        return {"user": user}
+
     def blocked_by_lock(self, request: dict[str, Any]) -> bool:
         return (self.lock_holder is not None and request.get("client") != self.lock_holder
                 and request["kind"] not in ("ping", "status", "sync", "unlock", "renew"))
@@ -322,20 +345,18 @@ class StorageManager(_ServerBase):
                  publish_bind: str | None = None, fsync: str = "batch", history_limit: int = 1000,
                  lease_seconds: float = DEFAULT_LEASE_SECONDS, curve: CurveKeys | None = None,
                  allowed_clients: list[str] | None = None, users: dict[str, str] | None = None) -> None:
-        super().__init__(bind, curve, allowed_clients)
+        super().__init__(bind, curve, allowed_clients, users)
         self.archive = Archive(archive_dir, fsync=fsync)
         self.publish_bind = publish_bind
         self.publish_address = ""
         self.document = Document(history_limit=history_limit)
         self.lease_seconds = lease_seconds
-        self.users = users
         self.seq = 0
         self.recent: deque[tuple[int, bytes]] = deque(maxlen=RECENT_RECORDS)
         self._unpublished: list[bytes] = []
         self._lock_expires = 0.0
         self._last_heartbeat = 0.0
         self._uploads: dict[str, BlobUpload] = {}
-        self._logged_in: set[str] = set()
         self.replicas: dict[str, tuple[int, float]] = {}  # TE address -> (applied seq, last report)
         self.recovered_dropped = 0
         self._handlers: dict[str, Callable[[list[bytes], dict[str, Any], bytes | None], None]] = {
@@ -390,11 +411,10 @@ class StorageManager(_ServerBase):
 
     # -- dispatch -------------------------------------------------------------------------------
     def _dispatch(self, envelope: list[bytes], request: dict[str, Any], data: bytes | None) -> None:
-        if self.users is not None and request["kind"] not in ("login", "ping") \
-                and request.get("client") not in self._logged_in:
+        if self.needs_login(request):
             raise ZdbError("authentication required: log in with the database user first")
         if self.blocked_by_lock(request):
-            self.hold(envelope, request, data, f"database locked by another client")
+            self.hold(envelope, request, data, "database locked by another client")
             return
         self._handlers[request["kind"]](envelope, request, data)
 
@@ -561,17 +581,7 @@ class StorageManager(_ServerBase):
                               "result": {"size": size, "eof": offset + len(chunk) >= size}}, chunk)
 
     def _handle_login(self, envelope, request, data) -> None:
-        if self.users is None:
-            self._ok(envelope, request, {"user": None})
-            return
-        user, password = request.get("user"), request.get("password")
-        import hmac
-
-        expected = self.users.get(user) if isinstance(user, str) else None
-        if expected is None or not isinstance(password, str) or not hmac.compare_digest(expected, password):
-            raise ZdbError("wrong database user or password", user=user)
-        self._logged_in.add(request.get("client"))
-        self._ok(envelope, request, {"user": user})
+        self._ok(envelope, request, self.login(request))
 
     # -- after each batch: durability first, then replies and the change stream -----------------
     def _after_batch(self) -> None:
@@ -614,8 +624,9 @@ class TransactionEngine(_ServerBase):
 
     def __init__(self, primary: str, bind: str = "tcp://127.0.0.1:5561", curve: CurveKeys | None = None,
                  allowed_clients: list[str] | None = None, primary_key: str | None = None,
-                 client_keys: CurveKeys | None = None, sync_timeout: float = 30.0) -> None:
-        super().__init__(bind, curve, allowed_clients)
+                 client_keys: CurveKeys | None = None, sync_timeout: float = 30.0,
+                 users: dict[str, str] | None = None) -> None:
+        super().__init__(bind, curve, allowed_clients, users)
         self.primary = primary
         self.primary_key = primary_key
         self.client_keys = client_keys
@@ -793,6 +804,14 @@ class TransactionEngine(_ServerBase):
         if kind == "ping":
             self.reply(envelope, {"id": request.get("id"), "ok": True, "seq": self.seq, "result": "pong"})
             return
+        if self.users is not None:
+            # This engine checks its own database users; the storage manager behind it need not.
+            if kind == "login":
+                self.reply(envelope, {"id": request.get("id"), "ok": True, "seq": self.seq,
+                                      "result": self.login(request)})
+                return
+            if self.needs_login(request):
+                raise ZdbError("authentication required: log in with the database user first")
         if kind == "op" and self._is_read(request):
             if self.blocked_by_lock(request):
                 self.hold(envelope, request, data, "database locked by another client")
