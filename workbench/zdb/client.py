@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 import zmq
 
@@ -63,8 +63,10 @@ class Client:
 
     def __init__(self, write_uri: str = DEFAULT_URI, read_uri: str | None = None, timeout: float = 10.0,
                  retries: int = 2, read_your_writes: bool = False, server_key: str | None = None,
-                 keys: CurveKeys | None = None, user: str | None = None, password: str | None = None) -> None:
+                 keys: CurveKeys | None = None, user: str | None = None, password: str | None = None,
+                 relocate: Callable[[], str] | None = None) -> None:
         self.write_uri = write_uri
+        self.relocate = relocate  # asks where to go when the endpoint stops answering (a domain's TE)
         self.read_uri = read_uri
         self.timeout = timeout
         self.retries = retries
@@ -127,6 +129,8 @@ class Client:
                 if reply is not None:
                     break
                 self._reset(role)
+                if role == "write" and self.relocate is not None:
+                    self._move()
                 if self._credentials and attempt + 1 < attempts:
                     self._login_locked()
             else:
@@ -147,6 +151,13 @@ class Client:
         if not read and isinstance(reply.get("seq"), int):
             self.last_write_seq = max(self.last_write_seq, reply["seq"])
         return reply.get("result"), reply_data
+
+    def _move(self) -> None:
+        """Ask where the database is served now (another TE when ours died)."""
+        try:
+            self.write_uri = self.relocate()  # type: ignore[misc]
+        except ZdbError:
+            pass  # nowhere else yet: retry where we were
 
     def _exchange(self, role: str, message: dict[str, Any], data: bytes | None,
                   timeout: float) -> tuple[dict[str, Any] | None, bytes | None]:
@@ -430,11 +441,35 @@ class _RemoteMethod:
 
 
 def client(write_uri: str = DEFAULT_URI, read_uri: str | None = None, **options: Any) -> tuple[Proxy, Client]:
-    """The seed's entry point: ``db, sockets = client(write_uri, read_uri)``."""
+    """The seed's entry point: ``db, sockets = client(write_uri, read_uri)``.
+
+    ``write_uri`` may also be ``zdb://user:password@broker-host:port/dbname``: a database run by a
+    domain, reached through a TE the broker hands out (and handed out again if that TE dies).
+    """
+    if write_uri.startswith("zdb://"):
+        write_uri, options = _domain_database(write_uri, options)
     connection = Client(write_uri, read_uri, **options)
     return Proxy(connection), connection
 
 
 def connect(uri: str = DEFAULT_URI, **options: Any) -> Proxy:
-    """The root proxy alone: ``db = connect("tcp://127.0.0.1:5559")``."""
+    """The root proxy alone: ``db = connect("tcp://127.0.0.1:5559")`` or ``connect("zdb://dba:dba@host/teas")``."""
     return client(uri, **options)[0]
+
+
+def _domain_database(uri: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    from urllib.parse import unquote, urlsplit
+
+    from workbench.domain.client import locate_database
+
+    parts = urlsplit(uri)
+    database = parts.path.strip("/")
+    if not parts.hostname or not database:
+        raise ZdbError("a domain database URI is zdb://user:password@broker-host[:port]/dbname")
+    broker = f"{parts.hostname}:{parts.port or 48004}"
+    options = dict(options)
+    if parts.username is not None:
+        options.setdefault("user", unquote(parts.username))
+        options.setdefault("password", unquote(parts.password or ""))
+    options.setdefault("relocate", lambda: locate_database(broker, database))
+    return locate_database(broker, database), options

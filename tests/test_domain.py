@@ -1,0 +1,217 @@
+"""The domain: the seed's examples as written, events, process control, agents joining and dying."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from workbench.domain import Agent, Domain
+from workbench.errors import AuthenticationError, DomainError
+from workbench.events import EventRecorder
+from workbench.ports import free_port
+from workbench.testing.process import ServiceProcess
+
+
+@pytest.fixture(autouse=True)
+def known_brokers(tmp_path, monkeypatch):
+    """Trust-on-first-use pins go to a per-test file, never the user's."""
+    monkeypatch.setenv("WORKBENCH_KNOWN_BROKERS", str(tmp_path / "known_brokers"))
+
+
+@pytest.fixture
+def broker(tmp_path):
+    agent = Agent(port=0, state_dir=tmp_path / "broker", domain_user="domain", domain_password="bird",
+                  broker=True).start()
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture
+def domain(broker):
+    d = Domain(broker.address, "domain", "bird")
+    yield d
+    d.disconnect()
+
+
+class AgentProcess(ServiceProcess):
+    """``python -m workbench domain agent`` as a real process (so tests can kill -9 it)."""
+
+    name = "domain-agent"
+
+    def __init__(self, workdir, broker_address: str) -> None:
+        super().__init__(workdir)
+        self.broker_address = broker_address
+
+    def command(self):
+        return [sys.executable, "-m", "workbench", "domain", "agent", "--port", str(self.port),
+                "--state-dir", str(self.workdir / "state"), "--domain-password", "bird",
+                "--peer", self.broker_address, "--tag", "zone=b"]
+
+
+def test_view_the_domain(broker, domain, capsys):
+    d = domain
+    for peer in d.peers:
+        print(str(peer))
+    assert capsys.readouterr().out == f"localhost:{broker.port} [role=broker]\n"
+    assert d.getPeers() == d.peers and d.getDatabases() == d.databases == []
+    assert d.entry_peer.is_broker and d.entry_peer is d.peers[0]
+
+
+def test_start_some_processes_as_the_seed_does(domain, tmp_path, capsys):
+    d = domain
+    broker = d.entry_peer
+    broker.start_storage_manager('teas', str(tmp_path / 'teas-data'), True, wait_seconds=30)
+    dbaOptions = [('--dba-user', 'dba'), ('--dba-password', 'dba')]
+    te = broker.start_transaction_engine('teas', options=dbaOptions, wait_seconds=30)
+    for db in d.databases:
+        print(str(db))
+        for p in db.processes:
+            print(str(p))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "teas"
+    shapes = sorted(line.split(" (")[1] for line in lines[1:])
+    assert shapes == ["SM)", "TE)"]
+    assert str(te) == f"localhost:{te.port} [pid={te.pid}] (TE)"
+    assert d.get_database("teas").status == "RUNNING"
+    # The database really works: a zdb client reaches the TE with the dba credentials...
+    from workbench.zdb import ZdbRemoteError, client
+
+    db, connection = client(te.endpoint, user="dba", password="dba", timeout=5.0)
+    db["tea"] = ["assam", "darjeeling"]
+    assert db["tea"]._run() == ["assam", "darjeeling"]
+    connection.close()
+    # ...and wrong ones are refused.
+    with pytest.raises(ZdbRemoteError, match="wrong database user"):
+        client(te.endpoint, user="dba", password="tea", timeout=5.0)
+    assert te.query(user="dba", password="dba")["seq"] >= 1
+
+
+def test_listener_hears_what_runs_then_changes(broker, tmp_path):
+    class ProcessListener:
+        def __init__(self):
+            self.lines = []
+
+        def process_joined(self, p):
+            self.lines.append(("joined", str(p)))
+
+        def process_left(self, p):
+            self.lines.append(("left", str(p)))
+
+    first = Domain(broker.address, "domain", "bird")
+    sm = first.entry_peer.start_storage_manager("teas", str(tmp_path / "teas"), True, wait_seconds=30)
+    first.disconnect()
+    listener = ProcessListener()
+    recorder = EventRecorder()
+    d = Domain(broker.address, "domain", "bird", listener)
+    d.add_listener(recorder)
+    try:
+        recorder.wait_for("process_joined")
+        assert listener.lines[0] == ("joined", str(sm))  # what already ran, first
+        assert recorder.kinds()[:3] == ["peer_joined", "database_joined", "process_joined"]
+        te = d.entry_peer.start_transaction_engine("teas", wait_seconds=30)
+        recorder.wait_for("process_status_changed", lambda e: e.args[0] is te and e.args[1] == "RUNNING")
+        assert ("joined", str(te)) in listener.lines
+        same = [e.args[0] for e in recorder.events if e.kind in ("process_joined", "process_status_changed")
+                and e.args[0].pid == te.pid]
+        assert all(p is te for p in same)  # one object per process, in events and listings
+        assert te in d.get_database("teas").transaction_engines
+        d.get_database("teas").shutdown()
+        recorder.wait_for("database_left")
+        kinds = [e.kind for e in recorder.events]
+        left = [e.args[0] for e in recorder.events if e.kind == "process_left"]
+        assert [p.is_transactional for p in left] == [True, False]  # TEs first, then the SM
+        assert kinds.index("database_left") > kinds.index("process_left")
+        assert d.databases == []
+    finally:
+        d.disconnect()
+    assert recorder.kinds()[-1] == "closed" and recorder.kinds().count("closed") == 1
+
+
+def test_wrong_password_is_an_authentication_error(broker):
+    with pytest.raises(AuthenticationError, match="wrong domain user or password"):
+        Domain(broker.address, "domain", "crow")
+    with pytest.raises(AuthenticationError):
+        Domain(broker.address, "root", "bird")
+
+
+def test_a_failed_start_raises_with_the_reason(domain, tmp_path):
+    with pytest.raises(DomainError, match="archive does not exist"):
+        domain.entry_peer.start_storage_manager("teas", str(tmp_path / "nowhere"), False)
+    with pytest.raises(DomainError, match="no running storage manager"):
+        domain.entry_peer.start_transaction_engine("teas")
+    with pytest.raises(DomainError, match="not allowed"):
+        domain.entry_peer.start_storage_manager("teas", str(tmp_path / "x"), True, options=[("--evil", "1")])
+
+
+def test_a_killed_te_is_failed_and_left(domain, tmp_path):
+    recorder = EventRecorder()
+    domain.add_listener(recorder)
+    peer = domain.entry_peer
+    peer.start_storage_manager("teas", str(tmp_path / "teas"), True, wait_seconds=30)
+    te = peer.start_transaction_engine("teas", wait_seconds=30)
+    os.kill(te.pid, signal.SIGKILL)
+    failed = recorder.wait_for("process_failed", timeout=15)
+    assert failed.args[0] is peer and "code -9" in failed.args[1]
+    recorder.wait_for("process_left", lambda e: e.args[0] is te)
+    assert te not in peer.get_local_processes()
+
+
+def test_an_agent_joins_runs_a_te_and_its_death_is_noticed(broker, domain, tmp_path):
+    recorder = EventRecorder()
+    domain.add_listener(recorder)
+    agent = AgentProcess(tmp_path / "agent", broker.address).start()
+    try:
+        joined = recorder.wait_for("peer_joined", lambda e: not e.args[0].is_broker, timeout=20).args[0]
+        assert joined.tags == {"zone": "b"} and str(joined) == f"localhost:{agent.port} [role=agent]"
+        domain.entry_peer.start_storage_manager("teas", str(tmp_path / "teas"), True, wait_seconds=30)
+        te = joined.start_transaction_engine("teas", wait_seconds=30)
+        assert te.peer is joined and joined.get_local_processes() == [te]
+        os.killpg(agent.process.pid, signal.SIGKILL)  # the agent and its processes die
+        recorder.wait_for("peer_left", lambda e: e.args[0] is joined, timeout=20)
+        recorder.wait_for("process_left", lambda e: e.args[0] is te)
+        assert domain.find_peer(joined.id) is None
+    finally:
+        agent.stop()
+        # Its TE ran in a session of its own and outlives the agent: do not leave it behind.
+        for process in list(recorder.events):
+            if process.kind == "process_joined" and process.args[0].is_transactional:
+                try:
+                    os.kill(process.args[0].pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def test_clients_reach_a_domain_database_by_uri_and_move_when_a_te_dies(broker, domain, tmp_path):
+    from workbench.zdb import ZdbRemoteError, connect
+
+    peer = domain.entry_peer
+    peer.start_storage_manager("teas", str(tmp_path / "teas"), True, wait_seconds=30)
+    dba = [("--dba-user", "dba"), ("--dba-password", "dba")]
+    first = peer.start_transaction_engine("teas", options=dba, wait_seconds=30)
+    second = peer.start_transaction_engine("teas", options=dba, wait_seconds=30)
+    uri = f"zdb://dba:dba@{broker.address}/teas"
+    db = connect(uri, timeout=1.0, retries=5)
+    other = connect(uri, timeout=1.0, retries=5)
+    served = {db._client.write_uri, other._client.write_uri}
+    assert served == {first.endpoint, second.endpoint}  # the broker balances across TEs
+    db["teas"] = ["assam"]
+    deadline = time.monotonic() + 10
+    while "teas" not in other and time.monotonic() < deadline:  # the other TE applies it shortly
+        time.sleep(0.02)
+    assert other["teas"]._run() == ["assam"]  # several TEs serve the same data
+    victim = next(te for te in (first, second) if te.endpoint == db._client.write_uri)
+    victim.kill()
+    victim.wait_for_left(15)
+    assert db["teas"]._run() == ["assam"]  # moved to the surviving TE
+    assert db._client.write_uri != victim.endpoint
+    with pytest.raises(ZdbRemoteError, match="wrong database user"):
+        connect(f"zdb://dba:tea@{broker.address}/teas", timeout=2.0)
+    with pytest.raises(DomainError, match="no running transaction engine"):
+        connect(f"zdb://dba:dba@{broker.address}/coffee", timeout=2.0)
+    db._client.close()
+    other._client.close()

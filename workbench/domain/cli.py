@@ -1,0 +1,50 @@
+"""``workbench domain agent``: runs an agent or a broker built from flags."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+from workbench.domain.agent import DEFAULT_PORT
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="domain_command", metavar="COMMAND")
+    agent = commands.add_parser("agent", help="run an agent (a broker with --broker) on this host")
+    agent.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"management port (default {DEFAULT_PORT})")
+    agent.add_argument("--state-dir", required=True, help="where the agent keeps its TLS identity, logs and archives")
+    agent.add_argument("--domain-user", default="domain", help="the domain's management user (default: domain)")
+    agent.add_argument("--domain-password", required=True, help="the domain's management password")
+    agent.add_argument("--broker", action="store_true", help="also act as a broker")
+    agent.add_argument("--peer", help="HOST:PORT of a broker to join")
+    agent.add_argument("--hostname", default="localhost", help="the name other peers and clients use for this host")
+    agent.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    agent.add_argument("--tag", action="append", default=[], metavar="NAME=VALUE", help="a host tag (repeatable)")
+    agent.set_defaults(func=cmd_agent)
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from workbench.domain.agent import Agent
+    from workbench.errors import ConfigurationError
+
+    tags = {}
+    for tag in args.tag:
+        name, sep, value = tag.partition("=")
+        if not sep:
+            raise ConfigurationError("tags are NAME=VALUE", tag=tag)
+        tags[name] = value
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    agent = Agent(port=args.port, state_dir=args.state_dir, domain_user=args.domain_user,
+                  domain_password=args.domain_password, broker=args.broker, peer=args.peer,
+                  hostname=args.hostname, host=args.bind, tags=tags).start()
+    stop_requested = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stop_requested.set())
+    print(f"{'broker' if args.broker else 'agent'} {agent.address} running", flush=True)
+    while not stop_requested.wait(0.5):
+        pass
+    agent.stop()  # stops its database processes too
+    return 0
