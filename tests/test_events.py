@@ -213,3 +213,19 @@ def test_event_source_mixin_replays_state_to_new_listeners():
     source._events.emit("process_joined", "te3")
     source._events.close()
     assert len(listener.calls) == 3
+
+
+def test_a_new_listener_does_not_also_get_events_queued_before_it_joined():
+    d = EventDispatcher("queued")
+    gate = threading.Event()
+    d.add_listener(lambda event: gate.wait(5))  # holds the queue so events stay pending
+    for n in range(3):
+        d.emit("item_added", n)
+    late = EventRecorder()
+    d.add_listener(late, initial=[("item_added", (n,)) for n in range(3)])  # the state replayed
+    d.emit("item_added", 3)
+    gate.set()
+    late.wait_for("item_added", count=4)
+    d.flush()
+    assert [e.args[0] for e in late.events] == [0, 1, 2, 3]
+    d.close()

@@ -81,9 +81,11 @@ class EventDispatcher:
     def __init__(self, source: str = "") -> None:
         self.source = source
         self._listeners: list[Any] = []
+        self._joined_at: dict[int, int] = {}  # id(listener) -> last seq emitted before it was added
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._seq = itertools.count(1)
+        self._last_seq = 0
         self._thread: threading.Thread | None = None
         self._closing = False
         self._closed = threading.Event()
@@ -104,14 +106,18 @@ class EventDispatcher:
             if any(existing is listener for existing in self._listeners):
                 return
             self._listeners = [*self._listeners, listener]
+            # Events already queued for everyone predate this listener: it must not get them,
+            # or state replayed through ``initial`` would arrive twice.
+            self._joined_at[id(listener)] = self._last_seq
             for kind, args in initial:
-                self._put(Event(kind, tuple(args), self.source, next(self._seq)), target=listener)
+                self._put(Event(kind, tuple(args), self.source, self._next_seq()), target=listener)
             self._ensure_thread()
 
     def remove_listener(self, listener: Any) -> None:
         """Unsubscribe; no event is delivered to ``listener`` once this returns (safe from a listener)."""
         with self._lock:
             self._listeners = [existing for existing in self._listeners if existing is not listener]
+            self._joined_at.pop(id(listener), None)
 
     @property
     def listeners(self) -> list[Any]:
@@ -124,10 +130,14 @@ class EventDispatcher:
             if self._closing:
                 log.debug("%s: dropping %s emitted after close", self.source, kind)
                 return None
-            event = Event(kind, args, self.source, next(self._seq))
+            event = Event(kind, args, self.source, self._next_seq())
             self._put(event, target=None)
             self._ensure_thread()
         return event
+
+    def _next_seq(self) -> int:
+        self._last_seq = next(self._seq)
+        return self._last_seq
 
     def _put(self, event: Event, target: Any) -> None:
         self._queue.put((event, target))
@@ -160,6 +170,8 @@ class EventDispatcher:
         # of this same event must not receive it.
         if not any(existing is listener for existing in self._listeners):
             return
+        if event.seq <= self._joined_at.get(id(listener), 0) and event.kind != CLOSED:
+            return  # emitted before this listener joined (it got the current state instead)
         try:
             event.deliver_to(listener)
         except Exception:
@@ -186,7 +198,7 @@ class EventDispatcher:
         with self._lock:
             if not self._closing:
                 self._closing = True
-                self._put(Event(CLOSED, (), self.source, next(self._seq)), target=None)
+                self._put(Event(CLOSED, (), self.source, self._next_seq()), target=None)
                 self._queue.put(_STOP)
                 self._ensure_thread()
         if threading.current_thread() is not self._thread:
