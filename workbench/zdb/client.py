@@ -86,7 +86,13 @@ class Client:
         self._closed = False
         self._credentials = (user, password) if user is not None else None
         if self._credentials:
-            self._login()
+            try:
+                self._login()
+            except BaseException:
+                # A refused login must not leave a half-built client for the garbage collector:
+                # Context.__del__ -> term() would block on the still-open socket.
+                self.close()
+                raise
 
     # -- sockets --------------------------------------------------------------------------------
     def _socket(self, role: str) -> zmq.Socket:
@@ -163,18 +169,23 @@ class Client:
                   timeout: float) -> tuple[dict[str, Any] | None, bytes | None]:
         sock = self._socket(role)
         body = encode(message)
+        frames = [body] if data is None else [body, data]  # DEALER: no delimiter frame needed
         try:
-            sock.send_multipart([b"", body] if data is None else [b"", body, data], zmq.NOBLOCK)
+            sock.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:  # no live connection yet: wait for one within the timeout
             if not sock.poll(int(timeout * 1000), zmq.POLLOUT):
                 return None, None
-            sock.send_multipart([b"", body] if data is None else [b"", body, data])
+            sock.send_multipart(frames)
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not sock.poll(int(remaining * 1000) + 1):
+            if remaining <= 0:
                 return None, None
-            frames = sock.recv_multipart()
+            sock.rcvtimeo = int(remaining * 1000) + 1
+            try:
+                frames = sock.recv_multipart()
+            except zmq.Again:
+                return None, None
             if frames and frames[0] == b"":
                 frames = frames[1:]
             reply = decode(frames[0], limit=1 << 62)

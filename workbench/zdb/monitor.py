@@ -29,8 +29,13 @@ class ZdbMonitor(EventSource):
     def __init__(self, uri: str, **client_options: Any) -> None:
         self.uri = uri
         self._client = Client(uri, **client_options)
-        self.status: dict[str, Any] = self._client.status()
+        try:
+            self.status: dict[str, Any] = self._client.status()
+        except BaseException:
+            self._client.close()
+            raise
         self.publish_address = self.status["publish"]
+        self._last_seq: int = self.status["seq"]
         self._events = EventDispatcher(f"zdb {uri}")
         self._stop = threading.Event()
         self._context = zmq.Context()
@@ -57,13 +62,35 @@ class ZdbMonitor(EventSource):
             except Exception:  # noqa: BLE001 - a bad frame must not end monitoring
                 continue
             if "heartbeat" in message:
+                self._catch_up(message["heartbeat"])
                 if isinstance(message.get("status"), dict):
                     self.status = message["status"]
                     self._events.emit("server_status", dict(self.status))
             else:
-                self._events.emit("record_applied", message)
+                self._catch_up(message["seq"] - 1)
+                self._record(message)
         self._subscriber.close()
         self._context.term()
+
+    def _record(self, record: dict[str, Any]) -> None:
+        if record["seq"] > self._last_seq:
+            self._last_seq = record["seq"]
+            self._events.emit("record_applied", record)
+
+    def _catch_up(self, seq: int) -> None:
+        """Fetch records we missed (the stream's first messages, or a gap) up to ``seq``."""
+        if seq <= self._last_seq:
+            return
+        try:
+            result, data = self._client.request("sync", since=self._last_seq)
+        except Exception:  # noqa: BLE001 - try again at the next heartbeat
+            return
+        if "snapshot" in result:  # too far behind for records: start over from here
+            self._last_seq = result["snapshot"]["seq"]
+            return
+        for line in (data or b"").split(b"\n"):
+            if line:
+                self._record(decode(line, limit=1 << 62))
 
     def close(self) -> None:
         """Stop following, deliver ``closed()`` to listeners, close the connection. Idempotent."""
