@@ -85,6 +85,7 @@ class Archive:
         self._journal: Any = None
         self._journal_start = 0
         self._dirty = False
+        self._dir_dirty = False
         self._lock_fd: int | None = None
         self._checkpoint_pid: int | None = None
         self._checkpoint_seq = 0
@@ -169,7 +170,9 @@ class Archive:
             self._journal.close()
         self._journal_start = start
         self._journal = open(self.path / f"journal-{start:012d}.log", "ab", buffering=0)
-        _fsync_dir(self.path)
+        # The new segment's directory entry must be durable before records in it are
+        # acknowledged: sync() does it then, so a checkpoint does not pay for it.
+        self._dir_dirty = True
 
     # -- appending --------------------------------------------------------------------------------
     def append(self, record: dict[str, Any]) -> bytes:
@@ -187,6 +190,9 @@ class Archive:
     def sync(self) -> None:
         """fsync what was appended (a no-op under ``never`` or when nothing is pending)."""
         if self._dirty and self.fsync_mode != "never":
+            if self._dir_dirty:
+                _fsync_dir(self.path)
+                self._dir_dirty = False
             os.fsync(self._journal.fileno())
         self._dirty = False
 

@@ -116,6 +116,15 @@ class Document:
         return op.method in WRITE_METHODS.get(type(target), frozenset())
 
     # -- reads ----------------------------------------------------------------------------------
+    def try_read(self, op: Op) -> tuple[bool, Any]:
+        """(True, result) when ``op`` is a read, (False, None) when it is a write; one path walk."""
+        node = self.resolve(op.path)
+        if op.method is None:
+            return True, node
+        if op.method in READ_METHODS.get(type(node), frozenset()):
+            return True, self._read_on(node, op)
+        return False, None
+
     def read(self, op: Op) -> Any:
         node = self.resolve(op.path)
         if op.method is None:
@@ -123,6 +132,9 @@ class Document:
         allowed = READ_METHODS.get(type(node), frozenset())
         if op.method not in allowed:
             raise _not_allowed(node, op)
+        return self._read_on(node, op)
+
+    def _read_on(self, node: Any, op: Op) -> Any:
         _check_kwargs(op)
         try:
             if op.method == "__iter__":

@@ -146,7 +146,8 @@ def decode(data: bytes, limit: int = MAX_MESSAGE_BYTES) -> Any:
     if text.count("[") + text.count("{") > 2 * MAX_DEPTH and _nesting(text) > 2 * MAX_DEPTH:
         raise BadRequest(f"message nested deeper than {2 * MAX_DEPTH} levels")
     try:
-        return json.loads(text, object_hook=_object_hook, parse_constant=_no_constant)
+        # Tagged values all contain "$": without one, skip the per-object hook.
+        return json.loads(text, object_hook=_object_hook if "$" in text else None, parse_constant=_no_constant)
     except BadRequest:
         raise
     except (ValueError, RecursionError) as exc:
