@@ -31,6 +31,9 @@ from workbench.zdb.protocol import BLOB_CHUNK_BYTES, File, decode, encode
 from workbench.zdb.transport import DEFAULT_URI, CurveKeys, secure_client
 
 
+_NOBLOCK, _RCVTIMEO = int(zmq.NOBLOCK), int(zmq.RCVTIMEO)  # plain ints: no enum work per request
+
+
 class ZdbTimeout(ZdbError, TimeoutError):
     """The server did not answer in time (a write may or may not have been applied)."""
 
@@ -171,7 +174,7 @@ class Client:
         body = encode(message)
         frames = [body] if data is None else [body, data]  # DEALER: no delimiter frame needed
         try:
-            sock.send_multipart(frames, zmq.NOBLOCK)
+            sock.send_multipart(frames, _NOBLOCK)
         except zmq.Again:  # no live connection yet: wait for one within the timeout
             if not sock.poll(int(timeout * 1000), zmq.POLLOUT):
                 return None, None
@@ -181,7 +184,7 @@ class Client:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None, None
-            sock.rcvtimeo = int(remaining * 1000) + 1
+            sock.setsockopt(_RCVTIMEO, int(remaining * 1000) + 1)
             try:
                 frames = sock.recv_multipart()
             except zmq.Again:

@@ -147,7 +147,7 @@ def decode(data: bytes, limit: int = MAX_MESSAGE_BYTES) -> Any:
         raise BadRequest(f"message nested deeper than {2 * MAX_DEPTH} levels")
     try:
         # Tagged values all contain "$": without one, skip the per-object hook.
-        return json.loads(text, object_hook=_object_hook if "$" in text else None, parse_constant=_no_constant)
+        return (_tagged_decoder if "$" in text else _plain_decoder).decode(text)
     except BadRequest:
         raise
     except (ValueError, RecursionError) as exc:
@@ -156,6 +156,11 @@ def decode(data: bytes, limit: int = MAX_MESSAGE_BYTES) -> Any:
 
 def _no_constant(name: str) -> Any:
     raise BadRequest(f"{name} is not allowed in messages")
+
+
+# Built once: json.loads() with any non-default argument constructs a decoder per call.
+_plain_decoder = json.JSONDecoder(parse_constant=_no_constant)
+_tagged_decoder = json.JSONDecoder(object_hook=_object_hook, parse_constant=_no_constant)
 
 
 def _nesting(text: str) -> int:

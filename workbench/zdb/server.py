@@ -46,6 +46,8 @@ HEARTBEAT_SECONDS = 0.5
 DEFAULT_LEASE_SECONDS = 10.0
 DEFAULT_WAIT_SECONDS = 30.0
 BATCH = 512
+# Plain ints: pyzmq's enum flags cost an enum operation per use on the hot path.
+_EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 RECEIVE_TIMEOUT_MS = 50
 
 
@@ -206,9 +208,9 @@ class _ServerBase:
     def _drain_router(self, limit: int = BATCH) -> None:
         """Receive what is already queued, without raising zmq.Again at the end of every batch."""
         for _ in range(limit):
-            if not self.router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if not self.router.getsockopt(_EVENTS) & _POLLIN:
                 return
-            self._receive(self.router.recv_multipart(zmq.NOBLOCK))
+            self._receive(self.router.recv_multipart(_NOBLOCK))
 
     def _before_batch(self, ready: dict[zmq.Socket, int]) -> None:
         """Read other sockets (the change stream, upstream replies) before client requests."""
@@ -221,7 +223,7 @@ class _ServerBase:
         outbox, self._outbox = self._outbox, []
         for frames in outbox:
             try:
-                self.router.send_multipart(frames, zmq.NOBLOCK)
+                self.router.send_multipart(frames, _NOBLOCK)
             except zmq.ZMQError as exc:  # the client went away: nothing to deliver to
                 log.debug("%s: reply dropped: %s", self.role, exc)
 
