@@ -1,4 +1,4 @@
-"""Fixtures shared by the tests: in-process zdb servers on free loopback ports, clients closed after."""
+"""Fixtures shared by the tests: an IPython testing shell, in-process zdb servers, clients closed after."""
 
 from __future__ import annotations
 
@@ -34,3 +34,22 @@ def connect():
     yield make
     for connection in made:
         connection.close()
+
+
+@pytest.fixture(scope="module")
+def shell():
+    """An IPython shell whose run_cell raises what the cell raised."""
+    from workbench_jupyter.testing import TestingShell
+
+    return TestingShell.instance()
+
+
+@pytest.fixture
+def loaded(shell):
+    """The shell with the workbench extension loaded, unloaded (and connections cleared) after."""
+    from workbench_jupyter import connections
+
+    shell.run_cell("%load_ext workbench")
+    yield shell
+    shell.run_cell("%unload_ext workbench")
+    connections.clear()

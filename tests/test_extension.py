@@ -14,20 +14,6 @@ import workbench
 import workbench_jupyter
 from workbench.events import EventDispatcher, EventSource
 from workbench_jupyter import Connection, EventFeedDashboard, connections
-from workbench_jupyter.testing import TestingShell
-
-
-@pytest.fixture(scope="module")
-def shell():
-    return TestingShell.instance()
-
-
-@pytest.fixture
-def loaded(shell):
-    shell.run_cell("%load_ext workbench")
-    yield shell
-    shell.run_cell("%unload_ext workbench")
-    connections.clear()
 
 
 class Feed(EventSource):

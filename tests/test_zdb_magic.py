@@ -10,26 +10,18 @@ from workbench.zdb import StorageManager
 from workbench.zdb.client import Proxy
 from workbench.zdb.monitor import ZdbMonitor
 from workbench_jupyter import connections
-from workbench_jupyter.testing import TestingShell
 from workbench_jupyter.zdb import ZdbStatus, parse_address, redact
 from workbench_jupyter.zdb_dashboard import ZdbDashboard, describe_op
 
 PASSWORD = "s3cret-Pa55"
 
 
-@pytest.fixture(scope="module")
-def shell():
-    return TestingShell.instance()
-
-
 @pytest.fixture
-def loaded(shell):
-    shell.run_cell("%load_ext workbench")
-    yield shell
-    shell.run_cell("%unload_ext workbench")
-    connections.clear()
+def loaded(loaded):
+    """The shared loaded shell, minus the variables these tests create."""
+    yield loaded
     for name in ("db", "address", "result", "total", "people"):
-        shell.user_ns.pop(name, None)
+        loaded.user_ns.pop(name, None)
 
 
 @pytest.fixture
