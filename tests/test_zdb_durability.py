@@ -147,3 +147,11 @@ def test_bad_fsync_mode_is_refused(tmp_path):
 
     with pytest.raises(ArchiveError, match="fsync"):
         Archive(tmp_path, fsync="sometimes")
+
+
+def test_servers_start_and_stop_cleanly_many_times(tmp_path):
+    # stop() races the server loop noticing it: neither order may raise or hang.
+    for n in range(60):
+        server = StorageManager(tmp_path / f"a{n % 3}", bind="tcp://127.0.0.1:0").start()
+        server.stop()
+        assert server.wait(5)

@@ -125,10 +125,18 @@ class _ServerBase:
         if not self._running.is_set():
             return
         self._running.clear()
-        control = self.context.socket(zmq.PAIR)
-        control.connect(self._control_uri)
-        control.send(b"stop")
-        control.close(linger=1000)
+        # Wake a loop that waits in poll(). A loop that polls the flag may see it cleared and
+        # terminate the context before we send: then there is nobody left to wake.
+        control = None
+        try:
+            control = self.context.socket(zmq.PAIR)
+            control.connect(self._control_uri)
+            control.send(b"stop", zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+        finally:
+            if control is not None:
+                control.close(linger=0)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(30)
 
