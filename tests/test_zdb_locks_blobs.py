@@ -73,8 +73,8 @@ def test_unlocking_a_lock_you_do_not_hold_is_an_error(sm, connect):
 
 def test_the_lease_is_renewed_while_the_holder_lives(sm, connect):
     holder, holder_connection = connect(sm.address)
-    holder.lock(lease=0.6)
-    time.sleep(1.5)  # several leases long: the renewer keeps it
+    holder.lock(lease=1.2)
+    time.sleep(3.0)  # several leases long: the renewer (every lease/3) keeps it
     assert sm.lock_holder == holder_connection.client_id
     holder.unlock()
     assert sm.lock_holder is None
