@@ -1,0 +1,114 @@
+"""A broker under bad clients: wrong passwords, hostile XML, torn messages, connection storms."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import struct
+import time
+
+import pytest
+
+from workbench.domain import Agent, Domain
+from workbench.domain.protocol import Message
+from workbench.domain.transport import connect
+
+
+@pytest.fixture(autouse=True)
+def known_brokers(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_KNOWN_BROKERS", str(tmp_path / "known_brokers"))
+
+
+@pytest.fixture
+def broker(tmp_path):
+    agent = Agent(port=0, state_dir=tmp_path / "broker", domain_user="domain", domain_password="bird",
+                  broker=True).start()
+    yield agent
+    agent.stop()
+
+
+def raw_tls(broker) -> ssl.SSLSocket:
+    """A TLS connection that sends whatever bytes a test wants (no framing, no checks)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    host, port = broker.address.split(":")
+    return context.wrap_socket(socket.create_connection(("127.0.0.1", int(port)), timeout=5))
+
+
+def hung_up(conn: ssl.SSLSocket, timeout: float = 5.0) -> bool:
+    """True when the peer closes the connection (whatever it sent before) within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if conn.recv(65536) == b"":
+                return True
+        except socket.timeout:
+            continue
+        except (ssl.SSLError, ConnectionError):
+            return True
+    return False
+
+
+def still_serves(broker) -> None:
+    with Domain(broker.address, "domain", "bird") as d:
+        assert [str(p) for p in d.peers] == [f"localhost:{broker.port} [role=broker]"]
+
+
+def test_wrong_password_gets_an_error_then_a_closed_connection_and_no_state(broker):
+    conn = connect(broker.address)
+    reply = conn.request(Message.make("Connect", Role="client", User="domain", Password="crow"))
+    assert reply.tag == "Error" and reply.get("Code") == "authentication"
+    assert reply.get("Message") == "wrong domain user or password"
+    assert reply.children == []  # nothing about the domain
+    assert conn.receive(timeout=5) is None  # and the broker hung up
+    conn.close()
+    still_serves(broker)
+
+
+def test_requests_before_authenticating_are_refused(broker):
+    conn = connect(broker.address)
+    reply = conn.request(Message.make("Subscribe"))
+    assert reply.tag == "Error" and "Connect" in reply.get("Message")
+    assert conn.receive(timeout=5) is None
+    conn.close()
+
+
+@pytest.mark.parametrize("payload", [
+    b'<!DOCTYPE r [<!ENTITY a "a"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]><Connect User="&b;"/>',
+    b"<Connect",
+    b"\x00\x01\x02 not xml",
+])
+def test_hostile_or_malformed_xml_closes_only_that_connection(broker, payload):
+    with raw_tls(broker) as conn:
+        conn.sendall(struct.pack(">I", len(payload)) + payload)
+        assert hung_up(conn)  # the broker drops this client...
+        still_serves(broker)  # ...and only this one
+
+
+def test_oversized_frame_and_torn_message_leave_the_broker_up(broker):
+    with raw_tls(broker) as big, raw_tls(broker) as torn:
+        big.sendall(struct.pack(">I", 1 << 30))
+        torn.sendall(struct.pack(">I", 100) + b"<Connect Role=")
+        torn.close()
+        still_serves(broker)
+        assert hung_up(big)  # a frame announced as 1 GiB is refused, not buffered
+
+
+def test_plaintext_client_does_not_disturb_the_broker(broker):
+    host, port = broker.address.split(":")
+    with socket.create_connection(("127.0.0.1", int(port)), timeout=5) as raw:
+        raw.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        still_serves(broker)
+
+
+def test_a_storm_of_sessions_leaves_no_subscribers_behind(broker):
+    baseline = len(broker.state.subscribers)
+    for _ in range(100):
+        Domain(broker.address, "domain", "bird").disconnect()
+    deadline = time.monotonic() + 10
+    while len(broker.state.subscribers) > baseline and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(broker.state.subscribers) == baseline
+    assert list(broker.state.peers) == [broker.address]
+    still_serves(broker)
