@@ -215,3 +215,28 @@ def test_clients_reach_a_domain_database_by_uri_and_move_when_a_te_dies(broker, 
         connect(f"zdb://dba:dba@{broker.address}/coffee", timeout=2.0)
     db._client.close()
     other._client.close()
+
+
+def test_an_agent_rejoins_a_restarted_broker_with_what_it_still_runs(tmp_path):
+    broker = Agent(port=0, state_dir=tmp_path / "broker", domain_password="bird", broker=True).start()
+    port = broker.port
+    agent = Agent(port=0, state_dir=tmp_path / "agent", domain_password="bird", peer=broker.address).start()
+    try:
+        with Domain(broker.address, "domain", "bird") as d:
+            peer = d.find_peer(agent.address)
+            sm = peer.start_storage_manager("teas", str(tmp_path / "teas"), True, wait_seconds=30)
+            te = peer.start_transaction_engine("teas", wait_seconds=30)
+            running = sorted((sm.pid, te.pid))
+        broker.stop()
+        broker = Agent(port=port, state_dir=tmp_path / "broker", domain_password="bird", broker=True).start()
+        deadline = time.monotonic() + 20
+        while agent.address not in broker.state.peers and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with Domain(broker.address, "domain", "bird") as d:
+            peer = d.find_peer(agent.address)
+            assert peer is not None, "the agent did not rejoin"
+            assert sorted(p.pid for p in peer.get_local_processes("teas")) == running
+            assert {p.status for p in d.get_database("teas").processes} == {"RUNNING"}
+    finally:
+        agent.stop()
+        broker.stop()
