@@ -53,3 +53,20 @@ def loaded(shell):
     yield shell
     shell.run_cell("%unload_ext workbench")
     connections.clear()
+
+
+@pytest.fixture
+def known_brokers(tmp_path, monkeypatch):
+    """Trust-on-first-use pins of domain brokers go to a per-test file, never the user's."""
+    monkeypatch.setenv("WORKBENCH_KNOWN_BROKERS", str(tmp_path / "known_brokers"))
+
+
+@pytest.fixture
+def broker(tmp_path, known_brokers):
+    """An in-process domain broker (user domain, password bird) on a free loopback port."""
+    from workbench.domain import Agent
+
+    agent = Agent(port=0, state_dir=tmp_path / "broker", domain_user="domain", domain_password="bird",
+                  broker=True).start()
+    yield agent
+    agent.stop()

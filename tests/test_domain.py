@@ -17,20 +17,6 @@ from workbench.ports import free_port
 from workbench.testing.process import ServiceProcess
 
 
-@pytest.fixture(autouse=True)
-def known_brokers(tmp_path, monkeypatch):
-    """Trust-on-first-use pins go to a per-test file, never the user's."""
-    monkeypatch.setenv("WORKBENCH_KNOWN_BROKERS", str(tmp_path / "known_brokers"))
-
-
-@pytest.fixture
-def broker(tmp_path):
-    agent = Agent(port=0, state_dir=tmp_path / "broker", domain_user="domain", domain_password="bird",
-                  broker=True).start()
-    yield agent
-    agent.stop()
-
-
 @pytest.fixture
 def domain(broker):
     d = Domain(broker.address, "domain", "bird")
@@ -217,7 +203,7 @@ def test_clients_reach_a_domain_database_by_uri_and_move_when_a_te_dies(broker, 
     other._client.close()
 
 
-def test_an_agent_rejoins_a_restarted_broker_with_what_it_still_runs(tmp_path):
+def test_an_agent_rejoins_a_restarted_broker_with_what_it_still_runs(tmp_path, known_brokers):
     broker = Agent(port=0, state_dir=tmp_path / "broker", domain_password="bird", broker=True).start()
     port = broker.port
     agent = Agent(port=0, state_dir=tmp_path / "agent", domain_password="bird", peer=broker.address).start()

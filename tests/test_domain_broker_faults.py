@@ -9,22 +9,9 @@ import time
 
 import pytest
 
-from workbench.domain import Agent, Domain
+from workbench.domain import Domain
 from workbench.domain.protocol import Message
 from workbench.domain.transport import connect
-
-
-@pytest.fixture(autouse=True)
-def known_brokers(tmp_path, monkeypatch):
-    monkeypatch.setenv("WORKBENCH_KNOWN_BROKERS", str(tmp_path / "known_brokers"))
-
-
-@pytest.fixture
-def broker(tmp_path):
-    agent = Agent(port=0, state_dir=tmp_path / "broker", domain_user="domain", domain_password="bird",
-                  broker=True).start()
-    yield agent
-    agent.stop()
 
 
 def raw_tls(broker) -> ssl.SSLSocket:
