@@ -79,6 +79,7 @@ class _ServerBase:
     """What both roles share: the ROUTER loop, framing, stop control, lock state, waiting requests."""
 
     role = "server"
+    seq = 0  # the last write this server has applied
 
     def __init__(self, bind_uri: str, curve: CurveKeys | None = None,
                  allowed_clients: list[str] | None = None, users: dict[str, str] | None = None) -> None:
@@ -234,6 +235,11 @@ class _ServerBase:
                 self.router.send_multipart(frames, _NOBLOCK)
             except zmq.ZMQError as exc:  # the client went away: nothing to deliver to
                 log.debug("%s: reply dropped: %s", self.role, exc)
+
+    def _ok(self, envelope: list[bytes], request: dict[str, Any], result: Any = None,
+            data: bytes | None = None, **extra: Any) -> None:
+        """A success reply, stamped with this server's current seq."""
+        self.reply(envelope, {"id": request.get("id"), "ok": True, "result": result, "seq": self.seq, **extra}, data)
 
     def reply(self, envelope: list[bytes], message: dict[str, Any], data: bytes | None = None) -> None:
         try:
@@ -447,9 +453,6 @@ class StorageManager(_ServerBase):
             return
         self._handlers[request["kind"]](envelope, request, data)
 
-    def _ok(self, envelope: list[bytes], request: dict[str, Any], result: Any = None, **extra: Any) -> None:
-        self.reply(envelope, {"id": request.get("id"), "ok": True, "result": result, "seq": self.seq, **extra})
-
     def _handle_op(self, envelope: list[bytes], request: dict[str, Any], data: bytes | None) -> None:
         raw_ops = request.get("ops")
         if not isinstance(raw_ops, list) or not raw_ops:
@@ -502,7 +505,7 @@ class StorageManager(_ServerBase):
         self.lock_holder = client
         lease = _lease(request, self.lease_seconds)
         self._lock_expires = time.monotonic() + lease
-        self._publish_lock()
+        self._publish_heartbeat()
         self._ok(envelope, request, {"locked": True, "lease": lease})
 
     def _handle_unlock(self, envelope, request, data) -> None:
@@ -520,7 +523,7 @@ class StorageManager(_ServerBase):
 
     def _release_lock(self) -> None:
         self.lock_holder = None
-        self._publish_lock()
+        self._publish_heartbeat()
         self.retry_pending()
 
     def _handle_status(self, envelope, request, data) -> None:
@@ -553,15 +556,12 @@ class StorageManager(_ServerBase):
             raise BadRequest("since must be a sequence number")
         records = self._records_since(since) if since is not None else None
         if records is None:
-            self.reply(envelope, {"id": request.get("id"), "ok": True, "seq": self.seq,
-                                  "publish": self.publish_address,
-                                  "result": {"snapshot": {"seq": self.seq, "root": self.document.root},
-                                             "lock": self.lock_holder}})
+            self._ok(envelope, request, {"snapshot": {"seq": self.seq, "root": self.document.root},
+                                         "lock": self.lock_holder}, publish=self.publish_address)
             return
         # Records are sent as their journal bodies: no re-encoding per replica.
         self._ok(envelope, request, {"records": len(records), "lock": self.lock_holder},
-                 publish=self.publish_address)
-        self._outbox[-1] = [*self._outbox[-1], b"\n".join(records)]
+                 b"\n".join(records), publish=self.publish_address)
 
     def _records_since(self, since: int) -> list[bytes] | None:
         """Bodies of records after ``since``, from memory or the journal; None if a snapshot is needed."""
@@ -607,8 +607,7 @@ class StorageManager(_ServerBase):
                 size = os.fstat(stream.fileno()).st_size
         except FileNotFoundError:
             raise OperationError("FileNotFoundError", "no blob with that hash", hash=digest) from None
-        self.reply(envelope, {"id": request.get("id"), "ok": True, "seq": self.seq,
-                              "result": {"size": size, "eof": offset + len(chunk) >= size}}, chunk)
+        self._ok(envelope, request, {"size": size, "eof": offset + len(chunk) >= size}, chunk)
 
     def _handle_login(self, envelope, request, data) -> None:
         self._ok(envelope, request, self.login(request))
@@ -628,7 +627,7 @@ class StorageManager(_ServerBase):
             self._release_lock()
         if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
             self._last_heartbeat = now
-            self._publish_lock()
+            self._publish_heartbeat()
         self.archive.poll_checkpoint()
         for token, upload in list(self._uploads.items()):
             if now - upload.touched > 300:  # an abandoned upload
@@ -636,7 +635,7 @@ class StorageManager(_ServerBase):
                 del self._uploads[token]
         super()._housekeeping()
 
-    def _publish_lock(self) -> None:
+    def _publish_heartbeat(self) -> None:
         """The heartbeat: current seq and lock holder (what replicas need) plus a status summary."""
         status = self.status()
         self.publisher.send(encode({"heartbeat": self.seq, "lock": self.lock_holder, "status": status}))
@@ -829,20 +828,20 @@ class TransactionEngine(_ServerBase):
                 self.reply(envelope, request["reply"], request["data"])
             return
         if kind == "status":
-            self.reply(envelope, {"id": request.get("id"), "ok": True, "seq": self.seq, "result": self.status()})
+            self._ok(envelope, request, self.status())
             return
         if kind == "ping":
-            self.reply(envelope, {"id": request.get("id"), "ok": True, "seq": self.seq, "result": "pong"})
+            self._ok(envelope, request, "pong")
             return
         if self.users is not None:
             # This engine checks its own database users; the storage manager behind it need not.
             if kind == "login":
-                self.reply(envelope, {"id": request.get("id"), "ok": True, "seq": self.seq,
-                                      "result": self.login(request)})
+                self._ok(envelope, request, self.login(request))
                 return
             if self.needs_login(request):
                 raise ZdbError("authentication required: log in with the database user first")
-        if kind == "op" and self._is_read(request):
+        op = self._single_read(request) if kind == "op" else None
+        if op is not None:
             if self.blocked_by_lock(request):
                 self.hold(envelope, request, data, "database locked by another client")
                 return
@@ -854,20 +853,20 @@ class TransactionEngine(_ServerBase):
                 if after > self.primary_seq:
                     self._request_sync()
                 return
-            op = Op.from_json(request["ops"][0])
             self.stats.reads += 1
-            self.reply(envelope, {"id": request.get("id"), "ok": True, "seq": self.seq,
-                                  "result": self.document.read(op)})
+            self._ok(envelope, request, self.document.read(op))
             return
         if kind == "sync":
             raise BadRequest("replicas of replicas are not supported: sync from the storage manager")
         self._forward(envelope, request, data)
 
-    def _is_read(self, request: dict[str, Any]) -> bool:
+    def _single_read(self, request: dict[str, Any]) -> Op | None:
+        """The op of a one-op read request (served here), or None (forwarded to the SM)."""
         ops = request.get("ops")
         if not isinstance(ops, list) or len(ops) != 1:
-            return False
-        return not self.document.is_write(Op.from_json(ops[0]))
+            return None
+        op = Op.from_json(ops[0])
+        return None if self.document.is_write(op) else op
 
     def _forward(self, envelope: list[bytes], request: dict[str, Any], data: bytes | None) -> None:
         forward_id = next(self._forward_ids)
