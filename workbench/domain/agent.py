@@ -207,6 +207,7 @@ class DomainState:
         self.processes: dict[str, ProcessRecord] = {}
         self.links: dict[str, AgentConnection] = {}
         self.subscribers: list[Connection] = []
+        self._turn = -1  # round robin over a database's TEs in locate()
         self.lock = threading.RLock()
 
     # -- changes --------------------------------------------------------------------------------
@@ -330,7 +331,7 @@ class DomainState:
                              key=lambda r: r.id)
             if not engines:
                 return Message.make("Error", Code="not-found", Message=f"no running transaction engine for {database}")
-            self._turn = getattr(self, "_turn", -1) + 1
+            self._turn += 1
             return Message.make("Located", Database=database, Endpoint=engines[self._turn % len(engines)].endpoint)
 
     def _primary_of(self, database: str) -> str:

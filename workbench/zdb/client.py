@@ -27,6 +27,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 import zmq
 
 from workbench.errors import ZdbError
+from workbench.zdb.document import READ_METHODS
 from workbench.zdb.protocol import BLOB_CHUNK_BYTES, File, decode, encode
 from workbench.zdb.transport import DEFAULT_URI, CurveKeys, secure_client
 
@@ -330,8 +331,8 @@ class Client:
         return self._socket(role) if role == "write" or (role == "read" and self.read_uri) else None
 
 
-_READ_NAMES = frozenset({None, "get", "keys", "items", "values", "copy", "__len__", "__contains__", "__iter__",
-                         "__getitem__", "index", "count"})
+# Which endpoint to send to: reads may go to a replica. The server still decides what writes.
+_READ_NAMES = frozenset({None}).union(*READ_METHODS.values())
 
 
 def _plain(value: Any) -> Any:
