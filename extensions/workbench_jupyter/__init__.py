@@ -6,6 +6,8 @@ imports this package, IPython or ipywidgets.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from typing import Any
 
 from workbench_jupyter.connections import Connection, connections
@@ -17,17 +19,33 @@ __all__ = ["Connection", "connections", "Dashboard", "EventFeedDashboard",
 # The shell we registered magics with, so loading twice is harmless and unloading is exact.
 _loaded_into: dict[int, Any] = {}
 
+#: Magics classes, as (module, class name); a subsystem's magics load when its module is present.
+MAGICS: list[tuple[str, str]] = [
+    ("workbench_jupyter.magics", "Workbench"),
+    ("workbench_jupyter.zdb", "Zdb"),
+    ("workbench_jupyter.domain", "DomainMagic"),
+    ("workbench_jupyter.commits", "CommitsMagic"),
+    ("workbench_jupyter.inventory", "InventoryMagic"),
+    ("workbench_jupyter.clusters", "ClustersMagic"),
+]
+
+
+def _magics_classes() -> list[type]:
+    classes = []
+    for module_name, class_name in MAGICS:
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        classes.append(getattr(importlib.import_module(module_name), class_name))
+    return classes
+
 
 def load_ipython_extension(ipython: Any) -> None:
     """Register the workbench magics and their ``%config Workbench.*`` options (idempotent)."""
-    from workbench_jupyter.magics import Workbench
-    from workbench_jupyter.zdb import Zdb
-
     if id(ipython) in _loaded_into:
         return
     # Magics that are also Configurables add themselves to shell.configurables, which is what
     # `%config Workbench.option = value` (and `%config Zdb.option`) reaches.
-    registered = [Workbench(shell=ipython), Zdb(shell=ipython)]
+    registered = [magics_class(shell=ipython) for magics_class in _magics_classes()]
     for magics in registered:
         ipython.register_magics(magics)
     _loaded_into[id(ipython)] = registered
@@ -39,7 +57,7 @@ def unload_ipython_extension(ipython: Any) -> None:
     if registered is None:
         return
     for magics in registered:
-        # Workbench closes its dashboards; Zdb closes its connections and their dashboards.
+        # Workbench closes its dashboards; the subsystem magics close their connections and dashboards.
         close = getattr(magics, "close_dashboards", None) or magics.close
         close()
         for kind, names in magics.magics.items():
