@@ -49,6 +49,50 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return lab.main(args)
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from workbench.stack import EmbeddedStack
+
+    stack = EmbeddedStack(args.state_dir, domain_port=args.domain_port)
+    print(f"starting the workbench stack in {stack.state_dir} ...", flush=True)
+    stack.start()
+    try:
+        print_stack(stack.describe())
+        print("ready; Ctrl-C stops everything", flush=True)
+        stack.serve_until_signalled()
+    finally:
+        print("stopping ...", flush=True)
+        stack.stop()
+    print("stopped", flush=True)
+    return 0
+
+
+def print_stack(described: dict) -> None:
+    """Print the endpoints and the credentials file of a running stack (never a password)."""
+    for system, values in described.get("endpoints", {}).items():
+        for key, value in values.items():
+            if key == "processes":
+                for process in value:
+                    print(f"  {system:<10} {process['type']}: {process['address']} pid {process['pid']}")
+            else:
+                print(f"  {system:<10} {key}: {value}")
+    print(f"  credentials: {described.get('credentials')} (readable by you only)")
+    print(f"  state:       {described.get('state_dir')}", flush=True)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from workbench.stack import stack_status
+
+    status = stack_status(args.state_dir)
+    if not status["running"]:
+        print(f"no workbench stack runs on {status['state_dir']}")
+        return 3
+    print(f"workbench stack running (pid {status['pid']}) on {status['state_dir']}")
+    print_stack(status)
+    for label, answering in status["answering"].items():
+        print(f"  {label:<20} {'answering' if answering else 'NOT ANSWERING'}")
+    return 0 if all(status["answering"].values()) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="workbench",
@@ -64,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     lab_parser = subcommands.add_parser("lab", help="start JupyterLab on the example notebooks")
     lab.add_arguments(lab_parser)
     lab_parser.set_defaults(func=cmd_lab)
+
+    from workbench.stack import DEFAULT_STATE_DIR
+
+    up = subcommands.add_parser("up", help="run the embedded stack (domain, zdb demo...) until Ctrl-C")
+    up.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="where state lives (default ~/.workbench)")
+    up.add_argument("--domain-port", type=int, default=48004, help="the domain broker's port (0: a free one)")
+    up.set_defaults(func=cmd_up)
+    status = subcommands.add_parser("status", help="what the embedded stack runs and whether it answers")
+    status.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="the stack's state directory")
+    status.set_defaults(func=cmd_status)
 
     for name, (module, help_text) in available_groups().items():
         group = subcommands.add_parser(name, help=help_text)

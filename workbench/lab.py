@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -87,6 +88,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"address to listen on (default {DEFAULT_IP}: this machine only)")
     parser.add_argument("--browser", action=argparse.BooleanOptionalAction, default=False,
                         help="open a web browser on the Lab URL (default: --no-browser)")
+    parser.add_argument("--stack", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the embedded stack (as `workbench up`) while the Lab runs, and point "
+                             "the notebooks' extension at it (default: --stack)")
+    parser.add_argument("--state-dir", default="~/.workbench", help="the stack's state directory")
+    parser.add_argument("--domain-port", type=int, default=48004, help="the stack's domain broker port")
 
 
 def _check_port(ip: str, port: int) -> int:
@@ -107,8 +113,10 @@ def _check_port(ip: str, port: int) -> int:
 def main(args: argparse.Namespace) -> int:
     """Run JupyterLab in the foreground, serving ``--notebook-dir``.
 
-    On POSIX the process execs JupyterLab (so this returns only on errors, which raise); elsewhere
-    it runs JupyterLab as a child and returns its exit code.
+    With ``--stack`` (the command's default) the embedded stack runs in this process and JupyterLab
+    as its child, with ``WORKBENCH_STACK`` naming the stack file; the stack stops when the Lab does.
+    Without it, on POSIX the process execs JupyterLab (so this returns only on errors, which raise);
+    elsewhere it runs JupyterLab as a child and returns its exit code.
     """
     root_dir = Path(args.notebook_dir) if getattr(args, "notebook_dir", None) else default_notebook_dir()
     if not root_dir.is_dir():
@@ -121,6 +129,8 @@ def main(args: argparse.Namespace) -> int:
     env = {**os.environ, "JUPYTER_TOKEN": token}
     argv = lab_argv(root_dir, port=port, ip=ip, open_browser=bool(getattr(args, "browser", False)))
     host = f"[{ip}]" if ":" in ip else ip
+    if getattr(args, "stack", False):
+        return _run_with_stack(args, argv, env, root_dir, f"http://{host}:{port}/lab?token={quote(token)}")
     print(f"JupyterLab serving {root_dir.resolve()}", flush=True)
     print(f"  http://{host}:{port}/lab?token={quote(token)}", flush=True)
     if os.name == "posix":
@@ -131,9 +141,39 @@ def main(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ServiceError(f"cannot start JupyterLab: {exc}", service="jupyterlab") from exc
     # Windows has no real exec (os.execv spawns and exits): run it as a child instead.
-    process = subprocess.Popen(argv, env=env)
+    return _wait_for_lab(subprocess.Popen(argv, env=env))
+
+
+def _wait_for_lab(process: subprocess.Popen) -> int:
     while True:
         try:
             return process.wait()
         except KeyboardInterrupt:
             continue  # Jupyter got the Ctrl-C too and decides; wait for it to finish
+
+
+def _run_with_stack(args: argparse.Namespace, argv: list[str], env: dict[str, str], root_dir: Path,
+                    url: str) -> int:
+    """Start the embedded stack, run JupyterLab as a child pointed at it, stop the stack after."""
+    from workbench.cli import print_stack
+    from workbench.stack import ENVIRONMENT_VARIABLE, EmbeddedStack
+
+    stack = EmbeddedStack(getattr(args, "state_dir", "~/.workbench"),
+                          domain_port=getattr(args, "domain_port", 48004))
+    print(f"starting the workbench stack in {stack.state_dir} ...", flush=True)
+    stack.start()
+    try:
+        print_stack(stack.describe())
+        env = {**env, ENVIRONMENT_VARIABLE: str(stack.stack_file)}
+        print(f"JupyterLab serving {root_dir.resolve()}", flush=True)
+        print(f"  {url}", flush=True)
+        process = subprocess.Popen(argv, env=env)
+        # SIGTERM ends JupyterLab first; the finally below then stops the stack (no orphans).
+        previous = signal.signal(signal.SIGTERM, lambda *_: process.terminate())
+        try:
+            return _wait_for_lab(process)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    finally:
+        print("stopping the stack ...", flush=True)
+        stack.stop()

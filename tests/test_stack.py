@@ -1,0 +1,135 @@
+"""`workbench up` / `workbench status`: the embedded stack as a user runs it, in a child process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from workbench.zdb import client
+
+WORKBENCH = [sys.executable, "-m", "workbench.cli"]
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes (other than ours) that mention ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+class RunningStack:
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.process = subprocess.Popen(
+            WORKBENCH + ["up", "--state-dir", str(state_dir), "--domain-port", "0"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.output: list[str] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                raise AssertionError("workbench up ended early:\n" + "".join(self.output))
+            self.output.append(line)
+            if line.startswith("ready"):
+                return
+        raise AssertionError("workbench up never became ready:\n" + "".join(self.output))
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        rest, _ = self.process.communicate(timeout=60)
+        self.output.append(rest)
+        return self.process.returncode
+
+    def uri(self) -> str:
+        described = json.loads((self.state_dir / "stack.json").read_text())
+        password = json.loads((self.state_dir / "credentials.json").read_text())["zdb"]["password"]
+        return described["endpoints"]["zdb"]["uri"].replace("PASSWORD", password)
+
+
+@pytest.fixture
+def state_dir(tmp_path, known_brokers):
+    directory = tmp_path / "stack"
+    yield directory
+    # Whatever a test did, leave no process of this stack behind.
+    for line in processes_mentioning(str(directory)):
+        os.kill(int(line.split(":", 1)[0]), signal.SIGKILL)
+
+
+def test_up_serves_the_demo_database_reports_status_and_stops_without_orphans(state_dir):
+    stack = RunningStack(state_dir)
+    try:
+        text = "".join(stack.output)
+        assert "zdb://dba:PASSWORD@" in text and "credentials.json" in text
+        secrets = json.loads((state_dir / "credentials.json").read_text())
+        assert stat.S_IMODE((state_dir / "credentials.json").stat().st_mode) == 0o600
+        assert secrets["domain"]["password"] not in text and secrets["zdb"]["password"] not in text
+
+        status = subprocess.run(WORKBENCH + ["status", "--state-dir", str(state_dir)],
+                                capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "domain.broker" in status.stdout and "NOT ANSWERING" not in status.stdout
+
+        db, connection = client(stack.uri())
+        db["morning"] = {"checked": ["domain", "zdb"]}
+        assert db["morning"]["checked"]._run() == ["domain", "zdb"]
+        connection.close()
+        assert processes_mentioning(str(state_dir / "zdb" / "demo")), "the SM should run under the state dir"
+    finally:
+        code = stack.stop()
+    assert code == 0, "".join(stack.output)
+    assert "stopped" in stack.output[-1]
+    deadline = time.monotonic() + 10
+    while processes_mentioning(str(state_dir)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_mentioning(str(state_dir)) == []
+    assert not (state_dir / "stack.json").exists()
+
+    status = subprocess.run(WORKBENCH + ["status", "--state-dir", str(state_dir)],
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 3 and "no workbench stack runs" in status.stdout
+
+
+def test_a_restarted_stack_keeps_its_credentials_and_data(state_dir):
+    first = RunningStack(state_dir)
+    try:
+        db, connection = client(first.uri())
+        db["kept"] = 42
+        connection.close()
+        password = json.loads((state_dir / "credentials.json").read_text())["zdb"]["password"]
+    finally:
+        assert first.stop() == 0
+    second = RunningStack(state_dir)
+    try:
+        assert json.loads((state_dir / "credentials.json").read_text())["zdb"]["password"] == password
+        db, connection = client(second.uri())
+        assert db["kept"]._run() == 42
+        connection.close()
+    finally:
+        assert second.stop() == 0
+
+
+def test_a_second_stack_on_the_same_state_dir_is_refused(state_dir):
+    first = RunningStack(state_dir)
+    try:
+        second = subprocess.run(WORKBENCH + ["up", "--state-dir", str(state_dir), "--domain-port", "0"],
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert "a stack already runs on this state directory" in second.stderr
+    finally:
+        assert first.stop() == 0

@@ -1,0 +1,279 @@
+"""The embedded stack: every workbench server in one process tree, with its state under one directory.
+
+``workbench up`` builds an :class:`EmbeddedStack` and keeps it running until Ctrl-C; ``workbench
+status`` reads the stack file it writes (``<state dir>/stack.json``) and checks what answers;
+``workbench lab`` starts the stack and JupyterLab with ``WORKBENCH_STACK`` pointing at that file,
+so the notebook extension connects to it. Nothing outside the machine is needed: SQLite stores,
+loopback ports, self-signed TLS. Components are started in order and stopped in reverse; a
+component that fails to start stops everything started before it.
+
+::
+
+    with EmbeddedStack("~/.workbench", domain_port=0) as stack:
+        print(stack.endpoints())      # {"domain": {...}, "zdb": {...}, ...}
+
+Credentials are generated once (random, mode 0600 file ``credentials.json``) and reused, so a
+restarted stack keeps its passwords and data; the file's path is printed, never its contents.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from workbench.errors import ConfigurationError, ServiceError, WorkbenchError
+from workbench.ports import port_open
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STATE_DIR = "~/.workbench"
+STACK_FILE = "stack.json"
+CREDENTIALS_FILE = "credentials.json"
+ENVIRONMENT_VARIABLE = "WORKBENCH_STACK"
+
+
+class StackComponent(Protocol):
+    """One server of the stack: started in order, stopped in reverse."""
+
+    name: str
+
+    def start(self, stack: "EmbeddedStack") -> None: ...
+
+    def stop(self) -> None: ...
+
+    def endpoints(self) -> dict[str, Any]: ...
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only, atomically."""
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(temporary, path)
+
+
+def load_credentials(state_dir: Path) -> dict[str, dict[str, str]]:
+    """The stack's credentials, generated on first use and kept in ``credentials.json`` (0600)."""
+    path = state_dir / CREDENTIALS_FILE
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except ValueError as exc:
+            raise ConfigurationError("the stack's credentials file is not JSON", path=str(path)) from exc
+    credentials = {
+        "domain": {"user": "domain", "password": secrets.token_urlsafe(12)},
+        "zdb": {"user": "dba", "password": secrets.token_urlsafe(12)},
+    }
+    _write_private(path, json.dumps(credentials, indent=2))
+    return credentials
+
+
+class DomainComponent:
+    """A domain broker and one agent on this host, and the zdb database ``demo`` (SM + TE) they run."""
+
+    name = "domain"
+
+    def __init__(self, port: int = 48004, agent_port: int = 0, database: str = "demo") -> None:
+        self.port = port
+        self.agent_port = agent_port
+        self.database = database
+        self.broker: Any = None
+        self.agent: Any = None
+        self.domain: Any = None
+        self._stack: EmbeddedStack | None = None
+
+    def start(self, stack: "EmbeddedStack") -> None:
+        from workbench.domain import Agent, Domain
+        from workbench.domain.transport import KnownBrokers
+
+        self._stack = stack
+        creds = stack.credentials["domain"]
+        base = stack.state_dir / "domain"
+        self.broker = Agent(port=self.port, state_dir=base / "broker", domain_user=creds["user"],
+                            domain_password=creds["password"], broker=True, tags={"role": "broker"}).start()
+        self.agent = Agent(port=self.agent_port, state_dir=base / "agent", domain_user=creds["user"],
+                           domain_password=creds["password"], peer=self.broker.address,
+                           tags={"role": "agent"}).start()
+        self.domain = Domain(self.broker.address, creds["user"], creds["password"],
+                             known_brokers=KnownBrokers(stack.known_brokers_path))
+        agent_peer = self._wait_for_peer(self.agent.address)
+        archive = stack.state_dir / "zdb" / self.database
+        initialize = not archive.exists()
+        dba = stack.credentials["zdb"]
+        agent_peer.start_storage_manager(self.database, str(archive), initialize, wait_seconds=60)
+        agent_peer.start_transaction_engine(
+            self.database, options=[("--dba-user", dba["user"]), ("--dba-password", dba["password"])],
+            wait_seconds=60)
+
+    def _wait_for_peer(self, address: str, timeout: float = 30.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            peer = self.domain.get_peer(address)
+            if peer is not None:
+                return peer
+            time.sleep(0.05)
+        raise ServiceError("the stack's agent did not join its broker", agent=address,
+                           broker=self.broker.address)
+
+    def stop(self) -> None:
+        if self.domain is not None:
+            try:
+                database = self.domain.get_database(self.database)
+                if database is not None:
+                    database.shutdown()
+            except WorkbenchError as exc:  # the agents stop what is left below
+                log.warning("shutting down %s: %s", self.database, exc)
+            self.domain.disconnect()
+        for peer in (self.agent, self.broker):
+            if peer is not None:
+                peer.stop()
+
+    def endpoints(self) -> dict[str, Any]:
+        processes = [] if self.domain is None else [
+            {"type": "TE" if p.is_transactional else "SM", "address": f"{p.address}:{p.port}", "pid": p.pid}
+            for p in self.domain.get_database(self.database).processes]
+        dba = self._stack.credentials["zdb"]["user"] if self._stack else "dba"
+        host, port = self.broker.address.rsplit(":", 1)
+        return {
+            "domain": {"broker": self.broker.address, "agent": self.agent.address, "port": int(port),
+                       "user": self._stack.credentials["domain"]["user"] if self._stack else "domain"},
+            "zdb": {"database": self.database, "uri": f"zdb://{dba}:PASSWORD@{host}:{port}/{self.database}",
+                    "processes": processes},
+        }
+
+
+class EmbeddedStack:
+    """The workbench servers for one user, state under ``state_dir`` (default ``~/.workbench``)."""
+
+    def __init__(self, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR, domain_port: int = 48004,
+                 components: list[StackComponent] | None = None) -> None:
+        self.state_dir = Path(state_dir).expanduser().resolve()
+        self.components: list[StackComponent] = components if components is not None else [
+            DomainComponent(port=domain_port)]
+        self.started: list[StackComponent] = []
+        self.credentials: dict[str, dict[str, str]] = {}
+
+    @property
+    def stack_file(self) -> Path:
+        return self.state_dir / STACK_FILE
+
+    @property
+    def known_brokers_path(self) -> Path:
+        return self.state_dir / "known_brokers"
+
+    def start(self) -> "EmbeddedStack":
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        running = read_stack_file(self.state_dir)
+        if running is not None and _pid_alive(running.get("pid", -1)) and running.get("pid") != os.getpid():
+            raise ServiceError("a stack already runs on this state directory", state_dir=str(self.state_dir),
+                               pid=running["pid"])
+        self.credentials = load_credentials(self.state_dir)
+        try:
+            for component in self.components:
+                log.info("starting %s", component.name)
+                component.start(self)
+                self.started.append(component)
+        except BaseException:
+            self.stop()
+            raise
+        _write_private(self.stack_file, json.dumps(self.describe(), indent=2))
+        return self
+
+    def stop(self) -> None:
+        """Stop every started component, newest first; forget the stack file."""
+        while self.started:
+            component = self.started.pop()
+            try:
+                component.stop()
+            except Exception:  # keep stopping the others: no component may leave orphans
+                log.exception("stopping %s", component.name)
+        if self.stack_file.exists():
+            running = read_stack_file(self.state_dir)
+            if running is None or running.get("pid") == os.getpid():
+                self.stack_file.unlink()
+
+    def endpoints(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for component in self.started:
+            merged.update(component.endpoints())
+        return merged
+
+    def describe(self) -> dict[str, Any]:
+        """What the stack file holds: who runs it, where its state and credentials are, its endpoints."""
+        return {"pid": os.getpid(), "state_dir": str(self.state_dir),
+                "credentials": str(self.state_dir / CREDENTIALS_FILE),
+                "known_brokers": str(self.known_brokers_path), "started": time.time(),
+                "endpoints": self.endpoints()}
+
+    def __enter__(self) -> "EmbeddedStack":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def serve_until_signalled(self) -> None:
+        """Block until SIGINT or SIGTERM (main thread only), then return; the caller stops the stack."""
+        stop = threading.Event()
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while not stop.wait(1.0):
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_stack_file(state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> dict[str, Any] | None:
+    """The stack file of ``state_dir`` as a dict, or None when no stack wrote one."""
+    path = Path(state_dir).expanduser() / STACK_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise ConfigurationError("the stack file is not JSON", path=str(path)) from exc
+
+
+def _addresses(endpoints: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, host:port) pairs worth checking in ``endpoints``."""
+    found = []
+    for system, values in endpoints.items():
+        for key, value in values.items():
+            if isinstance(value, str) and key in {"broker", "agent", "address", "url", "web"}:
+                hostport = value.split("://", 1)[-1].split("/", 1)[0]
+                if ":" in hostport:
+                    found.append((f"{system}.{key}", hostport))
+    return found
+
+
+def stack_status(state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> dict[str, Any]:
+    """Whether a stack runs on ``state_dir``, and which of its endpoints answer."""
+    described = read_stack_file(state_dir)
+    if described is None:
+        return {"running": False, "state_dir": str(Path(state_dir).expanduser()), "endpoints": {}}
+    alive = _pid_alive(described.get("pid", -1))
+    checks = {}
+    for label, hostport in _addresses(described.get("endpoints", {})):
+        host, port = hostport.rsplit(":", 1)
+        checks[label] = alive and port_open("127.0.0.1" if host == "localhost" else host, int(port))
+    return {**described, "running": alive, "answering": checks}
