@@ -133,3 +133,20 @@ def test_a_second_stack_on_the_same_state_dir_is_refused(state_dir):
         assert "a stack already runs on this state directory" in second.stderr
     finally:
         assert first.stop() == 0
+
+
+def test_workbench_magic_shows_the_stack_named_by_the_environment(state_dir, loaded, monkeypatch):
+    from workbench.stack import EmbeddedStack
+
+    with EmbeddedStack(state_dir, domain_port=0) as stack:
+        monkeypatch.setenv("WORKBENCH_STACK", str(stack.stack_file))
+        status = loaded.run_cell("%workbench").result
+        text, page = repr(status), status._repr_html_()
+        broker = stack.endpoints()["domain"]["broker"]
+        assert "domain broker" in text and broker in text and "answering" in text
+        assert "zdb TE" in text and "zdb SM" in text
+        assert broker in page
+        secrets = json.loads((state_dir / "credentials.json").read_text())
+        assert secrets["zdb"]["password"] not in text + page
+    # Stopped: the same environment no longer shows a stack.
+    assert "stack:" not in repr(loaded.run_cell("%workbench").result)

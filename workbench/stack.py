@@ -277,3 +277,22 @@ def stack_status(state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> dict[
         host, port = hostport.rsplit(":", 1)
         checks[label] = alive and port_open("127.0.0.1" if host == "localhost" else host, int(port))
     return {**described, "running": alive, "answering": checks}
+
+
+def environment_stack() -> dict[str, Any] | None:
+    """The running stack named by ``WORKBENCH_STACK`` (a stack file path), with its credentials.
+
+    This is how notebooks opened by ``workbench lab`` find the stack: the magics use it for their
+    defaults. None when the variable is unset or that stack no longer runs.
+    """
+    path = os.environ.get(ENVIRONMENT_VARIABLE)
+    if not path:
+        return None
+    status = stack_status(Path(path).parent)
+    if not status["running"]:
+        return None
+    try:
+        status["secrets"] = json.loads(Path(status["credentials"]).read_text())
+    except (OSError, ValueError, KeyError):
+        status["secrets"] = {}
+    return status

@@ -13,8 +13,26 @@ from traitlets import Float, Int
 from traitlets.config import Configurable
 
 import workbench
+from workbench.stack import environment_stack
 from workbench_jupyter.connections import Connection, connections
 from workbench_jupyter.dashboard import Dashboard, EventFeedDashboard
+
+
+def stack_rows(stack: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+    """(service, endpoint, state) rows of a running stack's status, credentials left out."""
+    if not stack:
+        return []
+    answering = stack.get("answering", {})
+    rows = []
+    for system, values in stack.get("endpoints", {}).items():
+        for key, value in values.items():
+            if key == "processes":
+                rows += [(f"{system} {p['type']}", p["address"], f"pid {p['pid']}") for p in value]
+            elif isinstance(value, (str, int)) and key not in {"user", "port"}:
+                state = answering.get(f"{system}.{key}")
+                rows.append((f"{system} {key}", str(value),
+                             "" if state is None else ("answering" if state else "NOT ANSWERING")))
+    return rows
 
 
 @dataclass
@@ -23,9 +41,14 @@ class WorkbenchStatus:
 
     version: str
     connections: list[tuple[str, str, str, str]] = field(default_factory=list)  # name, kind, target, status
+    #: the embedded stack the notebook was opened with (``workbench lab``): (service, endpoint, state)
+    stack: list[tuple[str, str, str]] = field(default_factory=list)
 
     def __repr__(self) -> str:
         lines = [f"workbench {self.version}"]
+        if self.stack:
+            lines.append("stack:")
+            lines += [f"  {service:<20} {endpoint:<40} {state}" for service, endpoint, state in self.stack]
         if not self.connections:
             lines.append("no connections")
         for name, kind, target, status in self.connections:
@@ -40,6 +63,11 @@ class WorkbenchStatus:
                            for row in self.connections)
             body = ("<table><tr><th>name</th><th>kind</th><th>target</th><th>status</th></tr>"
                     f"{rows}</table>")
+        if self.stack:
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                           for row in self.stack)
+            body = ("<p>stack</p><table><tr><th>service</th><th>endpoint</th><th>state</th></tr>"
+                    f"{rows}</table>") + body
         return f"<div class='workbench-status'><b>workbench {html.escape(self.version)}</b>{body}</div>"
 
 
@@ -58,7 +86,8 @@ class Workbench(Magics, Configurable):
     def status(self) -> WorkbenchStatus:
         return WorkbenchStatus(
             version=workbench.__version__,
-            connections=[(c.name, c.kind, c.target, c.status()) for c in connections])
+            connections=[(c.name, c.kind, c.target, c.status()) for c in connections],
+            stack=stack_rows(environment_stack()))
 
     def open_dashboard(self, dashboard: Dashboard) -> Dashboard:
         """Track a dashboard so unloading the extension closes it."""
