@@ -13,24 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from workbench.testing.process import processes_mentioning, wait_until_gone
 from workbench.zdb import client
 
 WORKBENCH = [sys.executable, "-m", "workbench.cli"]
-
-
-def processes_mentioning(text: str) -> list[str]:
-    """Command lines of live processes (other than ours) that mention ``text``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(f"{entry.name}: {cmdline}")
-    return found
 
 
 class RunningStack:
@@ -67,8 +53,8 @@ def state_dir(tmp_path, known_brokers):
     directory = tmp_path / "stack"
     yield directory
     # Whatever a test did, leave no process of this stack behind.
-    for line in processes_mentioning(str(directory)):
-        os.kill(int(line.split(":", 1)[0]), signal.SIGKILL)
+    for pid in processes_mentioning(str(directory)):
+        os.kill(pid, signal.SIGKILL)
 
 
 def test_up_serves_the_demo_database_reports_status_and_stops_without_orphans(state_dir):
@@ -94,10 +80,7 @@ def test_up_serves_the_demo_database_reports_status_and_stops_without_orphans(st
         code = stack.stop()
     assert code == 0, "".join(stack.output)
     assert "stopped" in stack.output[-1]
-    deadline = time.monotonic() + 10
-    while processes_mentioning(str(state_dir)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert processes_mentioning(str(state_dir)) == []
+    assert wait_until_gone(str(state_dir), 10) == {}
     assert not (state_dir / "stack.json").exists()
 
     status = subprocess.run(WORKBENCH + ["status", "--state-dir", str(state_dir)],

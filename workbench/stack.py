@@ -296,3 +296,65 @@ def environment_stack() -> dict[str, Any] | None:
     except (OSError, ValueError, KeyError):
         status["secrets"] = {}
     return status
+
+
+class StackHandle:
+    """A notebook's view of the stack: endpoints and credentials, whoever started it.
+
+    ``use_stack()`` returns the stack named by ``WORKBENCH_STACK`` when one runs (``workbench lab``,
+    Binder), else starts an embedded one in a temporary directory that ``close()`` stops, so a
+    notebook runs the same under ``workbench lab``, in CI and on a laptop with nothing running.
+    """
+
+    def __init__(self, described: dict[str, Any], owned: EmbeddedStack | None = None) -> None:
+        self.described = described
+        self.owned = owned
+        self.endpoints: dict[str, Any] = described.get("endpoints", {})
+        self.secrets: dict[str, dict[str, str]] = described.get("secrets", {})
+        self.state_dir = Path(described["state_dir"])
+        # Trust decisions about the stack's broker live with the stack, not in the user's file.
+        os.environ.setdefault("WORKBENCH_KNOWN_BROKERS", described.get("known_brokers", ""))
+
+    @property
+    def broker(self) -> str:
+        return self.endpoints["domain"]["broker"]
+
+    @property
+    def domain_credentials(self) -> tuple[str, str]:
+        return self.secrets["domain"]["user"], self.secrets["domain"]["password"]
+
+    @property
+    def zdb_uri(self) -> str:
+        """The demo database's ``zdb://`` URI, with its password (keep it out of outputs)."""
+        return self.endpoints["zdb"]["uri"].replace("PASSWORD", self.secrets["zdb"]["password"])
+
+    def close(self) -> None:
+        """Stop the stack if this handle started it; a stack started elsewhere keeps running."""
+        if self.owned is not None:
+            if os.environ.get(ENVIRONMENT_VARIABLE) == str(self.owned.stack_file):
+                del os.environ[ENVIRONMENT_VARIABLE]
+            self.owned.stop()
+            self.owned = None
+
+    def __enter__(self) -> "StackHandle":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"StackHandle({str(self.state_dir)!r}, {sorted(self.endpoints)})"
+
+
+def use_stack(**options: Any) -> StackHandle:
+    """The running stack of ``WORKBENCH_STACK``, or a new embedded one on free ports in a temp dir."""
+    described = environment_stack()
+    if described is not None:
+        return StackHandle(described)
+    import tempfile
+
+    stack = EmbeddedStack(tempfile.mkdtemp(prefix="workbench-stack-"), **{"domain_port": 0, **options}).start()
+    described = {**stack.describe(), "secrets": stack.credentials}
+    # So that %workbench and the magics' defaults see this stack too, as under `workbench lab`.
+    os.environ[ENVIRONMENT_VARIABLE] = str(stack.stack_file)
+    return StackHandle(described, owned=stack)

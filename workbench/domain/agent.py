@@ -453,6 +453,8 @@ class BrokerLink:
                 log.error("broker refused this agent: %s", exc)
                 return
             except (TransportError, ProtocolError, OSError) as exc:
+                if self._stop.is_set():
+                    return  # stop() closed the connection under the session: not a fault
                 log.warning("link to broker %s: %s; reconnecting", self.agent.broker_address, exc)
             self.conn = None
             self._stop.wait(backoff)
