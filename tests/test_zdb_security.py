@@ -115,3 +115,22 @@ def test_a_replica_checks_its_own_database_users(sm, connect):
         assert db["k"]._run() == "via replica"
     finally:
         replica.stop()
+
+
+def test_the_dba_password_can_come_from_the_environment_and_stays_off_the_command_line(
+        tmp_path, monkeypatch, connect):
+    from workbench.testing.process import processes_mentioning
+    from workbench.testing.zdb import ZdbServerProcess
+
+    monkeypatch.setenv("WORKBENCH_ZDB_DBA_PASSWORD", "from-env-s3cret")
+    server = ZdbServerProcess(tmp_path, tmp_path / "archive", extra=["--dba-user", "dba"]).start()
+    try:
+        with pytest.raises(ZdbRemoteError, match="wrong database user or password"):
+            connect(server.uri, user="dba", password="wrong")
+        db, _ = connect(server.uri, user="dba", password="from-env-s3cret")
+        db["x"] = 1
+        assert db["x"]._run() == 1
+        command_lines = processes_mentioning(str(tmp_path / "archive"))
+        assert command_lines and not any("from-env-s3cret" in line for line in command_lines.values())
+    finally:
+        server.stop()

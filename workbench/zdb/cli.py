@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 from typing import Any
 
 from workbench.zdb.transport import DEFAULT_URI
+
+#: where `serve` and `replica` read the dba password when --dba-password is not given
+DBA_PASSWORD_VARIABLE = "WORKBENCH_ZDB_DBA_PASSWORD"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="power-loss durability: fsync every write, each batch (group commit), or never")
     serve.add_argument("--history", type=int, default=1000, help="undo steps kept (default 1000)")
     serve.add_argument("--dba-user", help="require clients to log in as this database user")
-    serve.add_argument("--dba-password", help="password of --dba-user")
+    serve.add_argument("--dba-password", help=f"password of --dba-user (default: ${DBA_PASSWORD_VARIABLE})")
     _curve_server_flags(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -29,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     replica.add_argument("--primary", required=True, help="the storage manager's endpoint")
     replica.add_argument("--bind", default="tcp://127.0.0.1:5561", help="client endpoint (default port 5561)")
     replica.add_argument("--dba-user", help="require clients of this engine to log in as this database user")
-    replica.add_argument("--dba-password", help="password of --dba-user")
+    replica.add_argument("--dba-password", help=f"password of --dba-user (default: ${DBA_PASSWORD_VARIABLE})")
     _curve_server_flags(replica)
     _curve_client_flags(replica)
     replica.set_defaults(func=cmd_replica)
@@ -97,9 +101,11 @@ def _serve(server: Any) -> int:
 def _users(args: argparse.Namespace) -> dict[str, str] | None:
     from workbench.errors import ConfigurationError
 
-    if bool(args.dba_user) != bool(args.dba_password):
-        raise ConfigurationError("--dba-user and --dba-password go together")
-    return {args.dba_user: args.dba_password} if args.dba_user else None
+    # The environment keeps the password out of the command line, which `ps` shows to every user.
+    password = args.dba_password or os.environ.get(DBA_PASSWORD_VARIABLE)
+    if bool(args.dba_user) != bool(password):
+        raise ConfigurationError(f"--dba-user and --dba-password (or {DBA_PASSWORD_VARIABLE}) go together")
+    return {args.dba_user: password} if args.dba_user else None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
