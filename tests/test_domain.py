@@ -13,15 +13,11 @@ import pytest
 from workbench.domain import Agent, Domain
 from workbench.errors import AuthenticationError, DomainError
 from workbench.events import EventRecorder
+from workbench.testing.domain import domain  # noqa: F401 - a fixture
 from workbench.ports import free_port
 from workbench.testing.process import ServiceProcess
 
 
-@pytest.fixture
-def domain(broker):
-    d = Domain(broker.address, "domain", "bird")
-    yield d
-    d.disconnect()
 
 
 class AgentProcess(ServiceProcess):
