@@ -351,3 +351,33 @@ def test_the_dashboard_hears_when_the_broker_goes_away(loaded, tmp_path, known_b
     assert connections.get("domain").status() == "closed"
     with pytest.raises(UsageError, match="is closed; connect again"):
         loaded.run_cell("%domain processes")
+
+
+def test_descriptions_and_the_reconciler_show_on_the_dashboard(dm, outside, tmp_path):
+    templates = dm.run_cell("%domain templates").result
+    assert list(templates["template"]) == [t.name for t in outside.templates] and "Single Host" in list(
+        templates["template"])
+    dash = dm.run_cell("%domain").result
+    outside.create_description("chai", "Single Host", dba_user="dba", dba_password=DBA_PASSWORD,
+                               archive_dir=str(tmp_path / "chai"))
+    assert dash.wait_for(lambda d: d.descriptions.get("chai", {}).get("status") == "STOPPED")
+    outside.start_description("chai", wait_seconds=60)
+    assert dash.wait_for(lambda d: d.descriptions["chai"]["status"] == "RUNNING"
+                         and d.databases.get("chai", {}).get("status") == "RUNNING", 30)
+    assert dash.descriptions["chai"] == {"description": "chai", "template": "Single Host", "status": "RUNNING",
+                                         "started": True, "variables": ""}
+    frame = dm.run_cell("%domain descriptions").result
+    assert frame.to_dict("records") == [dash.descriptions["chai"]]
+
+    te = outside.get_database("chai").transaction_engines[0]
+    os.kill(te.pid, signal.SIGKILL)
+    assert dash.wait_for(lambda d: te.id not in d.processes and any(
+        p["database"] == "chai" and p["type"] == "TE" and p["status"] == "RUNNING" for p in d.processes.values()), 60)
+    assert any(" reconciler_action chai: start transaction engine" in line for line in dash.log)
+    assert dash.flush() and "chai" in dash.descriptions_table.value
+
+    outside.stop_description("chai")
+    assert dash.wait_for(lambda d: "chai" not in d.databases and not d.descriptions["chai"]["started"], 60)
+    outside.delete_description("chai")
+    assert dash.wait_for(lambda d: not d.descriptions)
+    assert dm.run_cell("%domain descriptions").result.empty

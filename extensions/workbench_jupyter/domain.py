@@ -36,15 +36,17 @@ from workbench.errors import AuthenticationError, DomainError, WorkbenchError
 from workbench_jupyter.connections import Connection, connections
 
 COMMANDS = ("connect", "disconnect", "dashboard", "start", "stop", "shutdown", "processes", "peers",
-            "databases")
+            "databases", "descriptions", "templates")
 USAGE = ("%domain connect [HOST[:PORT]] [USER[:PASSWORD]] | %domain [dashboard] | "
          "%domain start sm|te DB [--peer P] [--archive DIR] [--init] [--dba USER[:PASSWORD]] | "
-         "%domain stop PROCESS [--kill] | %domain shutdown DB | %domain processes|peers|databases | "
+         "%domain stop PROCESS [--kill] | %domain shutdown DB | "
+         "%domain processes|peers|databases|descriptions|templates | "
          "%domain NAME << COMMAND | %domain disconnect")
 
 PROCESS_COLUMNS = ["process", "database", "type", "hostname", "port", "pid", "status", "peer"]
 PEER_COLUMNS = ["peer", "hostname", "port", "role", "tags"]
 DATABASE_COLUMNS = ["database", "storage_managers", "transaction_engines", "status"]
+TEMPLATE_COLUMNS = ["template", "summary", "requirements", "variables"]
 
 _CAPTURE = re.compile(r"\s*([A-Za-z_]\w*)\s*<<(?!<)(.*)\Z", re.S)
 _LEADING_CONNECTION = re.compile(r"\s*(?:-c|--connection)(?:\s+|=)(\S+)")
@@ -138,6 +140,21 @@ def databases_frame(domain: Domain) -> Any:
              "transaction_engines": len(db.transaction_engines), "status": db.status}
             for db in domain.databases]
     return _frame(sorted(rows, key=lambda r: r["database"]), DATABASE_COLUMNS)
+
+
+def descriptions_frame(domain: Domain) -> Any:
+    """Every description of the domain (template, status, started, variables) as a DataFrame."""
+    from workbench_jupyter.domain_dashboard import DESCRIPTION_COLUMNS, description_row
+
+    return _frame(sorted((description_row(d) for d in domain.descriptions), key=lambda r: r["description"]),
+                  DESCRIPTION_COLUMNS)
+
+
+def templates_frame(domain: Domain) -> Any:
+    """The templates descriptions can follow, as a DataFrame."""
+    rows = [{"template": t.name, "summary": t.summary, "requirements": t.requirements,
+             "variables": ", ".join(f"{k}={v}" for k, v in sorted(t.variables.items()))} for t in domain.templates]
+    return _frame(rows, TEMPLATE_COLUMNS)
 
 
 def find_process(domain: Domain, text: str) -> Process:
@@ -267,7 +284,8 @@ class DomainMagic(Magics, Configurable):
                                               [--wait S | --no-wait]
             %domain stop PROCESS [--kill]     by pid or HOST:PORT (tab completes)
             %domain shutdown DB [--kill]      its TEs first, then its SMs
-            %domain processes [DB] | peers | databases      pandas DataFrames
+            %domain processes [DB] | peers | databases | descriptions | templates
+                                              pandas DataFrames
             %domain NAME << COMMAND           keep the result in NAME instead of showing it
             %domain disconnect [NAME]
             %domain -c NAME COMMAND           use another connection than the current one
@@ -473,6 +491,14 @@ class DomainMagic(Magics, Configurable):
     def _cmd_databases(self, args: str, connection: str | None) -> Any:
         self._no_arguments("databases", args)
         return databases_frame(self.session(connection).domain)
+
+    def _cmd_descriptions(self, args: str, connection: str | None) -> Any:
+        self._no_arguments("descriptions", args)
+        return descriptions_frame(self.session(connection).domain)
+
+    def _cmd_templates(self, args: str, connection: str | None) -> Any:
+        self._no_arguments("templates", args)
+        return templates_frame(self.session(connection).domain)
 
     def _cmd_dashboard(self, args: str, connection: str | None) -> Any:
         from workbench_jupyter.domain_dashboard import DomainDashboard

@@ -26,6 +26,7 @@ import ipywidgets as widgets
 from workbench.events import CLOSED, Event
 from workbench_jupyter.dashboard import DEFAULT_MAX_RATE, Dashboard
 
+DESCRIPTION_COLUMNS = ["description", "template", "status", "started", "variables"]
 #: the events that change the process table
 _PROCESS_EVENTS = frozenset({"process_joined", "process_status_changed"})
 
@@ -47,13 +48,11 @@ def peer_row(peer: Any) -> dict[str, Any]:
 
 
 def description_row(description: Any) -> dict[str, Any]:
-    """A database description as a table row (the fields it has; unknown ones are left out)."""
-    row: dict[str, Any] = {"description": getattr(description, "name", str(description))}
-    for field in ("template_name", "template", "status", "state", "started", "variables"):
-        value = getattr(description, field, None)
-        if value is not None and not callable(value):
-            row[field] = value if isinstance(value, (str, int, float, bool)) else str(value)
-    return row
+    """A database description as a table row: name, template, status, whether started, variables."""
+    variables = getattr(description, "variables", None) or {}
+    return {"description": description.name, "template": description.template_name,
+            "status": description.status, "started": bool(description.started),
+            "variables": ", ".join(f"{k}={v}" for k, v in sorted(variables.items()))}
 
 
 def database_summary(name: str, processes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -83,9 +82,7 @@ def describe_event(event: Event) -> str:
     if event.kind == "reconciler_action" and len(args) == 3:
         return f"{getattr(args[0], 'name', args[0])}: {args[1]} {args[2]}".rstrip()
     if event.kind == "description_changed" and args:
-        row = description_row(args[0])
-        state = row.get("status", row.get("state", ""))
-        return f"{row['description']} {state}".rstrip()
+        return str(args[0])
     return ", ".join(str(getattr(a, "name", a)) if event.kind.startswith("database") else str(a) for a in args)
 
 
@@ -194,8 +191,12 @@ class DomainDashboard(Dashboard):
         elif kind == "database_left":
             self._database_names.discard(args[0].name)
         elif kind == "description_changed":
-            row = description_row(args[0])
-            self.descriptions[row["description"]] = row
+            description = args[0]
+            # A deleted description is gone from the client by the time its event arrives.
+            if any(d is description for d in self.domain.descriptions):
+                self.descriptions[description.name] = description_row(description)
+            else:
+                self.descriptions.pop(description.name, None)
         elif kind == CLOSED:
             self.closed_by_source = True
         self.log.appendleft(f"{time.strftime('%H:%M:%S', time.localtime(event.time))} {kind} "
@@ -288,8 +289,8 @@ class DomainDashboard(Dashboard):
     def _descriptions_html(self) -> str:
         if not self.descriptions:
             return ""
-        columns = ["description"] + sorted({key for row in self.descriptions.values() for key in row} - {"description"})
-        return _table("domain-descriptions", [self.descriptions[k] for k in sorted(self.descriptions)], columns, "")
+        return _table("domain-descriptions", [self.descriptions[k] for k in sorted(self.descriptions)],
+                      DESCRIPTION_COLUMNS, "")
 
     @staticmethod
     def _set_options(picker: widgets.Dropdown, options: list[tuple[str, str]]) -> None:
