@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -13,26 +11,9 @@ import pytest
 from workbench.domain import Agent, Domain
 from workbench.errors import AuthenticationError, DomainError
 from workbench.events import EventRecorder
-from workbench.testing.domain import domain  # noqa: F401 - a fixture
-from workbench.ports import free_port
-from workbench.testing.process import ServiceProcess
+from workbench.testing.domain import AgentProcess, domain  # noqa: F401 - a fixture
 
 
-
-
-class AgentProcess(ServiceProcess):
-    """``python -m workbench domain agent`` as a real process (so tests can kill -9 it)."""
-
-    name = "domain-agent"
-
-    def __init__(self, workdir, broker_address: str) -> None:
-        super().__init__(workdir)
-        self.broker_address = broker_address
-
-    def command(self):
-        return [sys.executable, "-m", "workbench", "domain", "agent", "--port", str(self.port),
-                "--state-dir", str(self.workdir / "state"), "--domain-password", "bird",
-                "--peer", self.broker_address, "--tag", "zone=b"]
 
 
 def test_view_the_domain(broker, domain, capsys):
@@ -146,7 +127,7 @@ def test_a_killed_te_is_failed_and_left(domain, tmp_path):
 def test_an_agent_joins_runs_a_te_and_its_death_is_noticed(broker, domain, tmp_path):
     recorder = EventRecorder()
     domain.add_listener(recorder)
-    agent = AgentProcess(tmp_path / "agent", broker.address).start()
+    agent = AgentProcess(tmp_path / "agent", broker.address, tags={"zone": "b"}).start()
     try:
         joined = recorder.wait_for("peer_joined", lambda e: not e.args[0].is_broker, timeout=20).args[0]
         assert joined.tags == {"zone": "b"} and str(joined) == f"localhost:{agent.port} [role=agent]"

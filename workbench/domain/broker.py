@@ -246,6 +246,7 @@ class DomainState:
                     return False
                 existing.conn.close()
             self.brokers[broker_id] = link
+            link.send(self.sync_message())  # first: every change sent after it is newer
             announcement = self.brokers_message()
             for other in self.brokers.values():
                 other.send(announcement)
@@ -534,11 +535,9 @@ class DomainState:
         if on_hello is not None:
             on_hello(broker_id)
         link = BrokerConnection(conn, broker_id, dialer=self.me.id if dialed else broker_id)
-        with self.lock:  # registered and synced in one step: every later change follows the sync
-            if not self.register_broker(broker_id, link):
-                conn.close()
-                return
-            link.send(self.sync_message())
+        if not self.register_broker(broker_id, link):  # which sends our sync first
+            conn.close()
+            return
         log.info("broker %s linked with broker %s", self.me.id, broker_id)
         try:
             sync = conn.receive(timeout=10.0)

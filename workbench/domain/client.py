@@ -179,13 +179,25 @@ class Process:
     is_standby = property(lambda self: self._record.standby)
     archive = property(lambda self: self._record.archive)
 
+    database_name = property(lambda self: self._record.database)
+    peer_id = property(lambda self: self._record.peer)
+
     @property
     def peer(self) -> Peer:
-        return self.domain._peers[self._record.peer]
+        """Its peer (the last known one, once the peer has left)."""
+        with self.domain._changed:
+            peer = self.domain._peers.get(self._record.peer) or self.domain._departed_peers.get(self._record.peer)
+        if peer is None:
+            raise DomainError("the process's peer is unknown", peer=self._record.peer)
+        return peer
 
     @property
     def database(self) -> Database:
-        return self.domain._database(self._record.database)
+        """Its database (the last ``Database`` object, once the database has left)."""
+        with self.domain._changed:
+            database = self.domain._databases.get(self._record.database)
+            return database or self.domain._departed_databases.get(self._record.database) \
+                or Database(self.domain, self._record.database)
 
     def shutdown(self, graceful: bool = True) -> None:
         self.domain._request("StopProcess", Process=self.id, Kill=not graceful)
@@ -289,6 +301,9 @@ class Domain(EventSource):
         self._processes: dict[str, Process] = {}
         self._databases: dict[str, Database] = {}
         self._descriptions: dict[str, Description] = {}
+        # Departed entities, so listeners of *_left events can still describe what left.
+        self._departed_peers: dict[str, Peer] = {}
+        self._departed_databases: dict[str, Database] = {}
         self._changed = threading.Condition(threading.RLock())
         self._ids = itertools.count(1)
         self._waiting: dict[str, Future[Message]] = {}
@@ -322,6 +337,16 @@ class Domain(EventSource):
     def databases(self) -> list[Database]:
         with self._changed:
             return list(self._databases.values())
+
+    @property
+    def processes(self) -> list[Process]:
+        """Every process of the domain."""
+        return self._all_processes()
+
+    @property
+    def closed(self) -> bool:
+        """True once the session ended (``disconnect()`` or the broker went away)."""
+        return self._closed
 
     def getPeers(self) -> list[Peer]:  # noqa: N802 - the seed names it
         """The peers (alias of ``peers``)."""
@@ -509,10 +534,13 @@ class Domain(EventSource):
             if kind in ("peer_joined", "peer_left"):
                 record = PeerRecord.from_message(event.find("Peer")[0])
                 if kind == "peer_joined":
-                    peer = self._peers.setdefault(record.id, Peer(self, record))
+                    # A peer that comes back is the same Peer object as before it left.
+                    peer = self._peers.get(record.id) or self._departed_peers.pop(record.id, None) or Peer(self, record)
+                    self._peers[record.id] = peer
                     peer._record = record
                 else:
                     peer = self._peers.pop(record.id, None) or Peer(self, record)
+                    self._departed_peers[record.id] = peer
                 self._events.emit(kind, peer)
             elif kind == "description_changed":
                 record = DescriptionRecord.from_message(event.find("Description")[0])
@@ -528,6 +556,7 @@ class Domain(EventSource):
                 database = self._database(name)
                 if kind == "database_left":
                     self._databases.pop(name, None)
+                    self._departed_databases[name] = database
                 self._events.emit(kind, database)
             else:
                 record = ProcessRecord.from_message(event.find("Process")[0])
@@ -587,7 +616,8 @@ class Domain(EventSource):
         with self._changed:
             database = self._databases.get(name)
             if database is None:
-                database = self._databases[name] = Database(self, name)
+                database = self._departed_databases.pop(name, None) or Database(self, name)
+                self._databases[name] = database
             return database
 
     def _all_processes(self) -> list[Process]:
