@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import pytest
 
@@ -111,3 +112,88 @@ def test_descriptions_persist_in_the_broker_state_dir(tmp_path, known_brokers):
             assert description._record.dba_password == ""  # never sent to clients
             d.delete_description("teas")
     assert json.loads(saved.read_text())[0]["deleted"] is True
+
+
+def test_a_killed_sm_comes_back_on_its_archive_and_its_tes_are_replaced(broker, domain, tmp_path):
+    from workbench.zdb import connect
+
+    heard = EventRecorder()
+    domain.add_listener(heard)
+    description = domain.create_description("teas", "Single Host", archive_dir=str(tmp_path / "teas"))
+    domain.start_description("teas", wait_seconds=60)
+    db = connect(f"zdb://dba:dba@{broker.address}/teas", timeout=2.0, retries=10)
+    for i in range(20):
+        db[f"k{i}"] = i
+    sm = description.database.storage_managers[0]
+    old_te = description.database.transaction_engines[0]
+    mark = heard.events[-1].seq
+    os.kill(sm.pid, signal.SIGKILL)
+    heard.wait_for("process_left", lambda e: e.args[0] is sm, timeout=20)
+    heard.wait_for("reconciler_action", lambda e: e.seq > mark and e.args[1] == "replace", timeout=30)
+    heard.wait_for("process_left", lambda e: e.args[0] is old_te, timeout=30)
+    new_te = heard.wait_for("process_status_changed", lambda e: e.seq > mark and e.args[0].is_transactional
+                            and e.args[1] == "RUNNING", timeout=30).args[0]
+    new_sm = description.database.storage_managers[0]
+    assert new_sm is not sm and new_sm.archive == sm.archive and new_sm.peer is sm.peer
+    assert new_te is not old_te
+    assert {f"k{i}": db[f"k{i}"]._run() for i in range(20)} == {f"k{i}": i for i in range(20)}  # nothing lost
+    db["after"] = True
+    db._client.close()
+    domain.stop_description("teas")
+
+
+def test_minimally_redundant_puts_each_pair_on_distinct_peers(broker, domain, tmp_path):
+    agent = Agent(port=0, state_dir=tmp_path / "agent", domain_password="bird", peer=broker.address).start()
+    try:
+        description = domain.create_description("teas", "Minimally Redundant")
+        domain.start_description("teas", wait_seconds=60)
+        managers = description.database.storage_managers
+        engines = description.database.transaction_engines
+        assert len(managers) == 2 and len(engines) == 2
+        assert {p.peer.id for p in managers} == {p.peer.id for p in engines} == {broker.address, agent.address}
+        primary = next(p for p in managers if not p.is_standby)
+        standby = next(p for p in managers if p.is_standby)
+        assert primary.archive.endswith("archives/teas") and standby.archive == ""
+        assert description.placements == {"sm1": primary.peer.id}  # the archive's owner
+        # The standby holds a current copy of the data.
+        from workbench.zdb import connect
+
+        db = connect(f"zdb://dba:dba@{broker.address}/teas", timeout=2.0, retries=5)
+        db["tea"] = "assam"
+        seq = primary.query()["seq"]
+        deadline = time.monotonic() + 10
+        while standby.query()["seq"] < seq and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert standby.query()["seq"] >= seq
+        db._client.close()
+        domain.stop_description("teas")
+        assert description.processes == []
+    finally:
+        agent.stop()
+
+
+def test_a_started_description_follows_its_updates(broker, domain, tmp_path):
+    agent = Agent(port=0, state_dir=tmp_path / "agent", domain_password="bird", peer=broker.address).start()
+    heard = EventRecorder()
+    domain.add_listener(heard)
+    try:
+        description = domain.create_description("teas", "Multi Host", {"TE_COUNT": 1})
+        domain.start_description("teas", wait_seconds=60)
+        assert len(description.database.transaction_engines) == 1
+        domain.update_description("teas", variables={"TE_COUNT": 2})
+        heard.wait_for("process_status_changed", lambda e: e.args[0].is_transactional and e.args[1] == "RUNNING"
+                       and len(description.database.transaction_engines) == 2, timeout=30)
+        assert len({te.peer.id for te in description.database.transaction_engines}) == 2
+        domain.update_description("teas", variables={"TE_COUNT": 1})
+        heard.wait_for("reconciler_action", lambda e: e.args[1] == "stop", timeout=30)
+        description.wait_for_status("RUNNING", 30)
+        deadline = time.monotonic() + 15
+        while len(description.database.transaction_engines) != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(description.database.transaction_engines) == 1
+        with pytest.raises(DescriptionError, match="is started: stop it before deleting it"):
+            domain.delete_description("teas")
+        domain.stop_description("teas")
+        domain.delete_description("teas")
+    finally:
+        agent.stop()

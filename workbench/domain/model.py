@@ -54,6 +54,7 @@ class ProcessRecord:
     exit_code: int | None = None
     reason: str = ""
     standby: bool = False  # a standby SM: a current copy of the data following the primary SM
+    primary: str = ""  # the endpoint of the SM a TE (or standby) follows
 
     @property
     def endpoint(self) -> str:
@@ -72,7 +73,8 @@ class ProcessRecord:
                        hostname=attrs["Hostname"], port=int(attrs["Port"]), pid=int(attrs["Pid"]),
                        status=attrs.get("Status", STARTING), archive=attrs.get("Archive", ""),
                        exit_code=int(attrs["ExitCode"]) if "ExitCode" in attrs else None,
-                       reason=attrs.get("Reason", ""), standby=attrs.get("Standby") == "true")
+                       reason=attrs.get("Reason", ""), standby=attrs.get("Standby") == "true",
+                       primary=attrs.get("Primary", ""))
         except (KeyError, ValueError) as exc:
             from workbench.domain.protocol import ProtocolError
 

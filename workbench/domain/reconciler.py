@@ -46,6 +46,7 @@ class Reconciler:
         self._started: dict[str, tuple[float, str, str]] = {}  # process id -> (when, database, slot kind)
         self._backoff: dict[str, float] = {}
         self._waiting_said: dict[str, str] = {}  # the last "waiting" detail told, so it is told once
+        self._replacing: set[str] = set()  # followers of a gone SM asked to stop
 
     def start(self) -> None:
         self._thread.start()
@@ -86,6 +87,7 @@ class Reconciler:
             live = [p.copy() for p in state.processes.values() if p.database == record.name and p.status in LIVE]
             peers = sorted(state.peers)
             load = {peer: sum(1 for p in state.processes.values() if p.peer == peer) for peer in peers}
+            everywhere = set(state.processes)
         now = time.monotonic()
         known = {p.id for p in live}
         self._started = {pid: item for pid, item in self._started.items()
@@ -104,6 +106,16 @@ class Reconciler:
         if primary.status == STARTING:
             self._set_status(record, STARTING)
             return
+        stale = {p.id for p in [*standbys, *engines] if p.primary and p.primary != primary.endpoint}
+        for follower in [p for p in [*standbys, *engines] if p.id in stale - self._replacing]:
+            # It follows a storage manager that is gone (restarted on a new port): replace it.
+            self._replacing.add(follower.id)
+            self.state.reconciler_action(record.name, "replace",
+                                         f"{follower.type} {follower.id} follows a storage manager that is gone")
+            self.state.send_to_peer(follower.peer, Message.make("Command", Type="StopProcess", Process=follower.id))
+        self._replacing &= everywhere
+        standbys = [p for p in standbys if p.id not in stale]
+        engines = [p for p in engines if p.id not in stale]
         complete = True
         for slot in [s for s in slots if s.standby][len(standbys) + pending.count("standby"):]:
             complete = False

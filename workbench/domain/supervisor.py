@@ -104,7 +104,8 @@ class ProcessSupervisor:
                                      start_new_session=True)
         record = ProcessRecord(id=f"{self.peer_id}/{popen.pid}", peer=self.peer_id, database=database,
                                type=process_type, hostname=self.hostname, port=port, pid=popen.pid,
-                               status=STARTING, archive=str(archive or "") if not standby else "", standby=standby)
+                               status=STARTING, archive=str(archive or "") if not standby else "", standby=standby,
+                               primary=(primary or "") if (process_type == TE or standby) else "")
         with self._lock:
             self.records[record.id] = record
             self._popen[record.id] = popen
