@@ -381,3 +381,41 @@ def test_descriptions_and_the_reconciler_show_on_the_dashboard(dm, outside, tmp_
     outside.delete_description("chai")
     assert dash.wait_for(lambda d: not d.descriptions)
     assert dm.run_cell("%domain descriptions").result.empty
+
+
+def test_description_commands_declare_start_stop_and_delete(dm, tmp_path, capsys):
+    dm.user_ns.update(archive=str(tmp_path / "oolong"), dba_pw=DBA_PASSWORD)
+    created = dm.run_cell('%domain description create oolong "Multi Host" --var TE_COUNT=2 '
+                          '--dba dba:{dba_pw} --archive-dir {archive}').result
+    assert str(created) == "oolong [template=Multi Host] (STOPPED)" and created.variables == {"TE_COUNT": "2"}
+    assert "%domain description start oolong" in completed_lines(dm, "%domain description start o")
+    updated = dm.run_cell("%domain description update oolong --var TE_COUNT=1").result
+    assert updated is created and created.variables == {"TE_COUNT": "1"}
+    started = dm.run_cell("%domain description start oolong --wait 60").result
+    assert started is created and created.status == "RUNNING"
+    assert sorted(dm.run_cell("%domain processes oolong").result["type"]) == ["SM", "TE"]
+    db = zdb_connect(f"zdb://dba:{DBA_PASSWORD}@{dm.user_ns['domain'].broker_addr}/oolong")
+    db["leaves"] = 3
+    assert db["leaves"]._run() == 3
+    running = dm.user_ns["domain"].get_database("oolong").processes
+    assert dm.run_cell("%domain description stop oolong").result.started is False
+    assert len(running) == 2 and all(p.wait_for_left(30) for p in running)
+    capsys.readouterr()
+    dm.run_cell("%domain description delete oolong")
+    assert capsys.readouterr().out == "deleted description oolong\n"
+    assert dm.run_cell("%domain descriptions").result.empty
+
+
+@pytest.mark.parametrize("line, error", [
+    ("%domain description create chai", "^domain description: create NAME TEMPLATE"),
+    ("%domain description create chai Huge", "^domain description create: no template named 'Huge'"),
+    ("%domain description create chai 'Multi Host' --var TE_COUNT", "^domain description: variables are NAME=VALUE"),
+    ("%domain description start nothing", "^domain description start: no description named 'nothing'"),
+    ("%domain description start chai --dba dba", "^domain description: a template name, --dba"),
+    ("%domain description frob chai", "^domain description: .*invalid choice"),
+])
+def test_description_errors_are_short_usage_errors(dm, line, error):
+    with pytest.raises(UsageError, match=error) as refused:
+        dm.run_cell(line)
+    assert "\n" not in str(refused.value)
+    assert dm.run_cell("%domain descriptions").result.empty

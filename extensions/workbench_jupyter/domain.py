@@ -36,11 +36,12 @@ from workbench.errors import AuthenticationError, DomainError, WorkbenchError
 from workbench_jupyter.connections import Connection, connections
 
 COMMANDS = ("connect", "disconnect", "dashboard", "start", "stop", "shutdown", "processes", "peers",
-            "databases", "descriptions", "templates")
+            "databases", "descriptions", "templates", "description")
 USAGE = ("%domain connect [HOST[:PORT]] [USER[:PASSWORD]] | %domain [dashboard] | "
          "%domain start sm|te DB [--peer P] [--archive DIR] [--init] [--dba USER[:PASSWORD]] | "
          "%domain stop PROCESS [--kill] | %domain shutdown DB | "
          "%domain processes|peers|databases|descriptions|templates | "
+         "%domain description create|update|start|stop|delete NAME ... | "
          "%domain NAME << COMMAND | %domain disconnect")
 
 PROCESS_COLUMNS = ["process", "database", "type", "hostname", "port", "pid", "status", "peer"]
@@ -217,6 +218,20 @@ def _processes_arguments(line: str) -> None:
     """List processes."""
 
 
+@magic_arguments(name="domain description")
+@argument("action", choices=["create", "update", "start", "stop", "delete"], help="what to do")
+@argument("name", help="the description's name (also its database's name)")
+@argument("template", nargs="?", help="create: the template to follow (see %%domain templates)")
+@argument("--template", dest="new_template", help="update: follow another template")
+@argument("--var", action="append", default=None, metavar="NAME=VALUE",
+          help="a template variable (repeatable); update replaces them all")
+@argument("--dba", help="create: USER[:PASSWORD] of the database's dba (password prompted when left out)")
+@argument("--archive-dir", help="create: where its storage manager keeps the archive")
+@argument("--wait", type=float, help="start: seconds to wait until it runs (default: DomainMagic.wait_seconds)")
+def _description_arguments(line: str) -> None:
+    """Declare a database and let the brokers keep it running."""
+
+
 @magic_arguments(name="domain disconnect")
 @argument("name", nargs="?", help="connection to close (default: the current one)")
 def _disconnect_arguments(line: str) -> None:
@@ -286,6 +301,11 @@ class DomainMagic(Magics, Configurable):
             %domain shutdown DB [--kill]      its TEs first, then its SMs
             %domain processes [DB] | peers | databases | descriptions | templates
                                               pandas DataFrames
+            %domain description create NAME TEMPLATE [--var K=V]... [--dba USER[:PASSWORD]]
+                                              [--archive-dir DIR]
+            %domain description update NAME [--template T] [--var K=V]...
+            %domain description start NAME [--wait S] | stop NAME | delete NAME
+                a declared database the brokers keep running (see %domain templates)
             %domain NAME << COMMAND           keep the result in NAME instead of showing it
             %domain disconnect [NAME]
             %domain -c NAME COMMAND           use another connection than the current one
@@ -500,6 +520,43 @@ class DomainMagic(Magics, Configurable):
         self._no_arguments("templates", args)
         return templates_frame(self.session(connection).domain)
 
+    def _cmd_description(self, args: str, connection: str | None) -> Any:
+        parsed = _parse(_description_arguments, args, "description")
+        # IPython's argument splitter keeps quotes: "Multi Host" arrives with them.
+        parsed.template, parsed.new_template = (_unquote(parsed.template), _unquote(parsed.new_template))
+        domain = self.session(connection).domain
+        variables = None
+        if parsed.var is not None:
+            pairs = [item.partition("=") for item in parsed.var]
+            if any(not sep or not key for key, sep, _ in pairs):
+                raise UsageError("domain description: variables are NAME=VALUE")
+            variables = {key: value for key, _, value in pairs}
+        if parsed.action != "create" and (parsed.template or parsed.dba or parsed.archive_dir):
+            raise UsageError("domain description: a template name, --dba and --archive-dir are for create")
+        if parsed.action != "update" and parsed.new_template:
+            raise UsageError("domain description: --template is for update")
+        try:
+            if parsed.action == "create":
+                if not parsed.template:
+                    raise UsageError("domain description: create NAME TEMPLATE (see %domain templates)")
+                user, password = _split_credentials(parsed.dba, "dba")
+                if parsed.dba and password is None:
+                    password = self._ask(f"password of database user {user} of {parsed.name}: ")
+                return domain.create_description(parsed.name, parsed.template, variables, dba_user=user,
+                                                 dba_password=password or "dba", archive_dir=parsed.archive_dir)
+            if parsed.action == "update":
+                return domain.update_description(parsed.name, parsed.new_template, variables)
+            if parsed.action == "start":
+                wait = parsed.wait if parsed.wait is not None else self.wait_seconds
+                return domain.start_description(parsed.name, wait_seconds=wait)
+            if parsed.action == "stop":
+                return domain.stop_description(parsed.name)
+            domain.delete_description(parsed.name)
+            print(f"deleted description {parsed.name}")
+            return None
+        except DomainError as exc:
+            raise UsageError(f"domain description {parsed.action}: {_reason(exc)}") from None
+
     def _cmd_dashboard(self, args: str, connection: str | None) -> Any:
         from workbench_jupyter.domain_dashboard import DomainDashboard
 
@@ -516,6 +573,12 @@ class DomainMagic(Magics, Configurable):
     def _no_arguments(command: str, args: str) -> None:
         if args:
             raise UsageError(f"domain: {command} takes no arguments (got {args!r})")
+
+
+def _unquote(text: str | None) -> str | None:
+    if text and len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
 
 
 def _reason(exc: DomainError) -> str:
@@ -561,6 +624,10 @@ def _complete(shell: Any, event: Any) -> list[str]:
         candidates = [db.name for db in domain.databases]
     elif command == "start" and len(words) == 2:
         candidates = ["sm", "te"]
+    elif command == "description" and len(words) == 2:
+        candidates = ["create", "update", "start", "stop", "delete"]
+    elif command == "description" and len(words) == 3 and words[1] != "create":
+        candidates = [d.name for d in domain.descriptions]
     else:
         raise TryNext()
     # IPython's token stops at ':'; completions must begin where its token begins.
