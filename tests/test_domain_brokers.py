@@ -152,3 +152,41 @@ def test_the_acting_broker_heals_a_description_on_an_agent_of_another_broker(bro
         assert description.status == "STOPPED"
     finally:
         d.disconnect()
+
+
+def test_descriptions_survive_the_acting_broker(broker, tmp_path):
+    b = AgentProcess(tmp_path / "broker-b", broker.address, broker=True).start()
+    agent = None
+    try:
+        wait_until(lambda: b.peer_id in broker.state.brokers, what="broker B to link")
+        agent = Agent(port=0, state_dir=tmp_path / "x", domain_password="bird", peer=broker.address).start()
+        wait_until(lambda: b.peer_id in agent._link.brokers, what="the agent to learn of broker B")
+        b_acts = b.peer_id < broker.address
+        survivor = broker.address if b_acts else b.peer_id
+        heard = EventRecorder()
+        d = Domain(survivor, "domain", "bird", heard)
+        wait_until(lambda: d.find_peer(agent.address) is not None, what="the agent at the surviving broker")
+        description = d.create_description("teas", "Single Host", {"HOST": agent.address})
+        d.start_description("teas", wait_seconds=60)
+        assert {p.peer.id for p in description.processes} == {agent.address}
+        if b_acts:
+            os.killpg(b.process.pid, signal.SIGKILL)
+        else:
+            broker.stop()  # its agent fails over to broker B
+        heard.wait_for("peer_left", lambda e: e.args[0].is_broker, timeout=20)
+        wait_until(lambda: d.find_peer(agent.address) is not None and len(description.processes) == 2,
+                   what="the description's processes at the surviving broker")
+        te = description.database.transaction_engines[0]
+        mark = heard.events[-1].seq
+        os.kill(te.pid, signal.SIGKILL)
+        action = heard.wait_for("reconciler_action", lambda e: e.seq > mark and e.args[1] == "started", timeout=30)
+        assert action.args[0] is description and agent.address in action.args[2]
+        heard.wait_for("process_status_changed", lambda e: e.seq > mark and e.args[0].is_transactional
+                       and e.args[1] == "RUNNING", timeout=30)
+        d.stop_description("teas")
+        assert description.processes == []
+        d.disconnect()
+    finally:
+        if agent is not None:
+            agent.stop()
+        b.stop()
