@@ -28,9 +28,13 @@ def test_view_the_domain(broker, domain, capsys):
 def test_start_some_processes_as_the_seed_does(domain, tmp_path, capsys):
     d = domain
     broker = d.entry_peer
-    broker.start_storage_manager('teas', str(tmp_path / 'teas-data'), True, wait_seconds=30)
+    # start the SM, initializing a new archive directory
+    broker.start_storage_manager('teas', str(tmp_path / 'teas-data'), True)
+
+    # start the TE with an initial user 'dba' (password is 'dba')
     dbaOptions = [('--dba-user', 'dba'), ('--dba-password', 'dba')]
-    te = broker.start_transaction_engine('teas', options=dbaOptions, wait_seconds=30)
+    te = broker.start_transaction_engine('teas', options=dbaOptions)  # as written: no waiting in between
+    te.wait_for_status("RUNNING", 30)
     for db in d.databases:
         print(str(db))
         for p in db.processes:

@@ -51,6 +51,8 @@ HEARTBEAT_TIMEOUT = 4.0
 COMMAND_TIMEOUT = 30.0
 #: how long stop_description waits for the database's processes to leave
 STOP_WAIT_SECONDS = 30.0
+#: how long a TE's start waits for its database's storage manager to finish starting
+PRIMARY_WAIT_SECONDS = 30.0
 
 
 def error_response(exc: DomainError) -> Message:
@@ -449,15 +451,17 @@ class DomainState:
         name = request.require("Name")
         record = self.descriptions.change(name, started=False, status=STOPPED)
         self.description_written(record)
-        for group in ((TE,), (SM,)):
-            with self.lock:
-                targets = [r for r in self.processes.values() if r.database == name and r.type in group]
-            for target in targets:
-                response = self.send_to_peer(target.peer, Message.make("Command", Type="StopProcess",
-                                                                       Process=target.id))
-                if response.get("Status") != "ok":
-                    log.warning("stop_description %s: %s", name, response.get("Message"))
-            self.wait_gone({t.id for t in targets}, STOP_WAIT_SECONDS)
+        # A second sweep catches a process a reconciler pass started just before it heard of the stop.
+        for _ in range(2):
+            for process_type in (TE, SM):
+                with self.lock:
+                    targets = [r for r in self.processes.values() if r.database == name and r.type == process_type]
+                for target in targets:
+                    try:
+                        self.send_to_peer(target.peer, Message.make("Command", Type="StopProcess", Process=target.id))
+                    except DomainError as exc:  # its peer left meanwhile: the process is gone with it
+                        log.warning("stop_description %s: %s", name, exc)
+                self.wait_gone({t.id for t in targets}, STOP_WAIT_SECONDS)
         return Message.make("Response", record.to_message(), Status="ok")
 
     def wait_gone(self, process_ids: set[str], timeout: float) -> bool:
@@ -488,13 +492,22 @@ class DomainState:
             self._turn += 1
             return Message.make("Located", Database=database, Endpoint=engines[self._turn % len(engines)].endpoint)
 
-    def _primary_of(self, database: str) -> str:
-        with self.lock:
-            for record in self.processes.values():
-                if record.database == database and record.type == SM and not record.standby \
-                        and record.status in (RUNNING, QUIESCED):
+    def _primary_of(self, database: str, timeout: float = PRIMARY_WAIT_SECONDS) -> str:
+        """The endpoint of the database's storage manager, waiting for one that is still starting.
+
+        The seed starts a TE right after its SM without waiting: the TE's start waits here.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                managers = [r for r in self.processes.values()
+                            if r.database == database and r.type == SM and not r.standby]
+            for record in managers:
+                if record.status in (RUNNING, QUIESCED):
                     return record.endpoint
-        raise ProcessStartError("no running storage manager for this database", database=database)
+            if not managers or time.monotonic() > deadline:
+                raise ProcessStartError("no running storage manager for this database", database=database)
+            time.sleep(0.02)
 
     def send_to_peer(self, peer_id: str, command: Message, forwarded: bool = False) -> Message:
         """Run a command on a peer: ourselves, an agent attached to us, or through the broker it is attached to."""
