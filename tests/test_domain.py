@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -13,30 +11,9 @@ import pytest
 from workbench.domain import Agent, Domain
 from workbench.errors import AuthenticationError, DomainError
 from workbench.events import EventRecorder
-from workbench.ports import free_port
-from workbench.testing.process import ServiceProcess
+from workbench.testing.domain import AgentProcess, domain  # noqa: F401 - a fixture
 
 
-@pytest.fixture
-def domain(broker):
-    d = Domain(broker.address, "domain", "bird")
-    yield d
-    d.disconnect()
-
-
-class AgentProcess(ServiceProcess):
-    """``python -m workbench domain agent`` as a real process (so tests can kill -9 it)."""
-
-    name = "domain-agent"
-
-    def __init__(self, workdir, broker_address: str) -> None:
-        super().__init__(workdir)
-        self.broker_address = broker_address
-
-    def command(self):
-        return [sys.executable, "-m", "workbench", "domain", "agent", "--port", str(self.port),
-                "--state-dir", str(self.workdir / "state"), "--domain-password", "bird",
-                "--peer", self.broker_address, "--tag", "zone=b"]
 
 
 def test_view_the_domain(broker, domain, capsys):
@@ -51,9 +28,13 @@ def test_view_the_domain(broker, domain, capsys):
 def test_start_some_processes_as_the_seed_does(domain, tmp_path, capsys):
     d = domain
     broker = d.entry_peer
-    broker.start_storage_manager('teas', str(tmp_path / 'teas-data'), True, wait_seconds=30)
+    # start the SM, initializing a new archive directory
+    broker.start_storage_manager('teas', str(tmp_path / 'teas-data'), True)
+
+    # start the TE with an initial user 'dba' (password is 'dba')
     dbaOptions = [('--dba-user', 'dba'), ('--dba-password', 'dba')]
-    te = broker.start_transaction_engine('teas', options=dbaOptions, wait_seconds=30)
+    te = broker.start_transaction_engine('teas', options=dbaOptions)  # as written: no waiting in between
+    te.wait_for_status("RUNNING", 30)
     for db in d.databases:
         print(str(db))
         for p in db.processes:
@@ -150,7 +131,7 @@ def test_a_killed_te_is_failed_and_left(domain, tmp_path):
 def test_an_agent_joins_runs_a_te_and_its_death_is_noticed(broker, domain, tmp_path):
     recorder = EventRecorder()
     domain.add_listener(recorder)
-    agent = AgentProcess(tmp_path / "agent", broker.address).start()
+    agent = AgentProcess(tmp_path / "agent", broker.address, tags={"zone": "b"}).start()
     try:
         joined = recorder.wait_for("peer_joined", lambda e: not e.args[0].is_broker, timeout=20).args[0]
         assert joined.tags == {"zone": "b"} and str(joined) == f"localhost:{agent.port} [role=agent]"

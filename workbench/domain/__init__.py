@@ -4,9 +4,28 @@
 
     from workbench.domain import Domain
     d = Domain('localhost:48004', 'domain', 'bird', listener)
+
+Descriptions
+------------
+Instead of starting processes one by one, declare a database from a template and let the brokers
+keep it running. ``d.templates`` lists the built-in templates (``Single Host``: 1 SM + 1 TE on one
+peer; ``Minimally Redundant``: 2 SMs, the second a standby copy, + 2 TEs on distinct peers;
+``Multi Host``: 1 SM + ``TE_COUNT`` TEs on distinct peers)::
+
+    d.create_description('teas', 'Multi Host', {'TE_COUNT': 2}, dba_user='dba', dba_password='dba')
+    d.start_description('teas', wait_seconds=60)     # status RUNNING
+    d.get_description('teas').processes              # its SM and TEs
+    d.stop_description('teas'); d.delete_description('teas')
+
+A started description is kept true by a reconciler in the acting broker: a failed process is
+started again on an available peer (an SM on the peer that owns its archive). Listeners hear
+``description_changed(description)`` and ``reconciler_action(description, action, detail)``.
+Descriptions are replicated to every broker and saved in each broker's state dir.
 """
 
 from workbench.domain.agent import DEFAULT_PORT, Agent
-from workbench.domain.client import Database, Domain, Peer, Process
+from workbench.domain.client import Database, Description, Domain, Peer, Process
+from workbench.domain.templates import TEMPLATES, DescriptionError, Template
 
-__all__ = ["DEFAULT_PORT", "Agent", "Database", "Domain", "Peer", "Process"]
+__all__ = ["DEFAULT_PORT", "TEMPLATES", "Agent", "Database", "Description", "DescriptionError", "Domain", "Peer",
+           "Process", "Template"]

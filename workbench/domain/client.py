@@ -10,8 +10,10 @@
 
 Listener methods (all optional): ``peer_joined(peer)``, ``peer_left(peer)``, ``process_joined(p)``,
 ``process_left(p)``, ``process_failed(peer, reason)``, ``process_status_changed(p, status)``,
-``database_joined(db)``, ``database_left(db)``, ``closed()``. On connect a listener first hears
-about everything already running. The same process is the same ``Process`` object everywhere.
+``database_joined(db)``, ``database_left(db)``, ``description_changed(description)``,
+``reconciler_action(description, action, detail)``, ``closed()``. On connect a listener first hears
+about everything already running (and every description). The same process is the same
+``Process`` object everywhere; likewise peers, databases and descriptions.
 """
 
 from __future__ import annotations
@@ -25,16 +27,23 @@ from typing import Any, Iterable
 from workbench.domain.agent import DEFAULT_PORT
 from workbench.domain.model import (
     FINAL_STATES,
+    QUIESCED,
     RUNNING,
     SM,
     TE,
+    DescriptionRecord,
     PeerRecord,
     ProcessRecord,
 )
+from workbench.domain.supervisor import ProcessStartError
+from workbench.domain.templates import TEMPLATES, DescriptionError, Template, find_template
 from workbench.domain.protocol import Message, ProtocolError
 from workbench.domain.transport import Connection, KnownBrokers, TransportError, connect
 from workbench.errors import AuthenticationError, DomainError
 from workbench.events import EventDispatcher, EventSource
+
+_ERRORS_BY_CODE: dict[str, type[DomainError]] = {"DescriptionError": DescriptionError,
+                                                 "ProcessStartError": ProcessStartError}
 
 
 def locate_database(broker_addr: str, database: str, known_brokers: KnownBrokers | None = None,
@@ -108,12 +117,33 @@ class Database:
 
     @property
     def status(self) -> str:
+        """RUNNING (an SM and a TE, all running), QUIESCED (its SM refuses writes), STARTING, or NONE."""
         states = {p.status for p in self.processes}
         if not states:
             return "NONE"
+        if QUIESCED in {p.status for p in self.storage_managers}:
+            return QUIESCED
         if states == {RUNNING} and self.storage_managers and self.transaction_engines:
             return RUNNING
         return "STARTING" if "STARTING" in states else ",".join(sorted(states))
+
+    def quiesce(self, wait_seconds: float = 10.0) -> None:
+        """Make the database refuse writes (a clear ``QuiescedError`` to zdb clients); reads go on.
+
+        Its storage manager's status becomes QUIESCED (a ``process_status_changed`` event).
+        """
+        self.domain._request("QuiesceDatabase", Database=self.name)
+        for process in self._primaries():
+            process.wait_for_status(QUIESCED, wait_seconds)
+
+    def unquiesce(self, wait_seconds: float = 10.0) -> None:
+        """Take writes again; the storage manager's status goes back to RUNNING."""
+        self.domain._request("UnquiesceDatabase", Database=self.name)
+        for process in self._primaries():
+            process.wait_for_status(RUNNING, wait_seconds)
+
+    def _primaries(self) -> list["Process"]:
+        return [p for p in self.storage_managers if not p._record.standby]
 
     def shutdown(self, graceful: bool = True, wait_seconds: float = 30.0) -> None:
         """Stop the TEs first (their clients can move on), then the SMs."""
@@ -145,14 +175,29 @@ class Process:
     status = property(lambda self: self._record.status)
     endpoint = property(lambda self: self._record.endpoint)
     is_transactional = property(lambda self: self._record.type == TE)
+    type = property(lambda self: self._record.type)
+    is_standby = property(lambda self: self._record.standby)
+    archive = property(lambda self: self._record.archive)
+
+    database_name = property(lambda self: self._record.database)
+    peer_id = property(lambda self: self._record.peer)
 
     @property
     def peer(self) -> Peer:
-        return self.domain._peers[self._record.peer]
+        """Its peer (the last known one, once the peer has left)."""
+        with self.domain._changed:
+            peer = self.domain._peers.get(self._record.peer) or self.domain._departed_peers.get(self._record.peer)
+        if peer is None:
+            raise DomainError("the process's peer is unknown", peer=self._record.peer)
+        return peer
 
     @property
     def database(self) -> Database:
-        return self.domain._database(self._record.database)
+        """Its database (the last ``Database`` object, once the database has left)."""
+        with self.domain._changed:
+            database = self.domain._databases.get(self._record.database)
+            return database or self.domain._departed_databases.get(self._record.database) \
+                or Database(self.domain, self._record.database)
 
     def shutdown(self, graceful: bool = True) -> None:
         self.domain._request("StopProcess", Process=self.id, Kill=not graceful)
@@ -190,6 +235,58 @@ class Process:
     __repr__ = __str__
 
 
+class Description:
+    """A declared database: ``name`` (also the database's name), its ``template``, ``variables``, ``status``.
+
+    ``status`` is STOPPED, STARTING, RUNNING (everything the template asks for runs) or DEGRADED
+    (something is missing and cannot be placed yet). ``processes`` are its database's processes.
+    """
+
+    def __init__(self, domain: "Domain", record: DescriptionRecord) -> None:
+        self.domain = domain
+        self._record = record
+
+    name = property(lambda self: self._record.name)
+    template_name = property(lambda self: self._record.template)
+    variables = property(lambda self: dict(self._record.variables))
+    status = property(lambda self: self._record.status)
+    started = property(lambda self: self._record.started)
+    dba_user = property(lambda self: self._record.dba_user)
+    archive_dir = property(lambda self: self._record.archive_dir)
+    placements = property(lambda self: dict(self._record.placements))
+
+    @property
+    def template(self) -> Template:
+        return find_template(self._record.template)
+
+    @property
+    def database(self) -> Database | None:
+        return self.domain.get_database(self.name)
+
+    @property
+    def processes(self) -> list["Process"]:
+        return [p for p in self.domain._all_processes() if p._record.database == self.name]
+
+    def wait_for_status(self, status: str, wait_seconds: float | None = 30.0) -> "Description":
+        """Block until the description reaches ``status`` (None or 0: without limit)."""
+        deadline = None if not wait_seconds else time.monotonic() + wait_seconds
+        with self.domain._changed:
+            while self._record.status != status:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise DomainError(f"timed out waiting for description status {status}", description=self.name,
+                                      status=self.status)
+                if self.domain._closed:
+                    raise DomainError("the domain session is closed", description=self.name)
+                self.domain._changed.wait(remaining if remaining is not None else 1.0)
+        return self
+
+    def __str__(self) -> str:
+        return f"{self.name} [template={self.template_name}] ({self.status})"
+
+    __repr__ = __str__
+
+
 class Domain(EventSource):
     """A management session with a domain through one of its brokers."""
 
@@ -203,6 +300,10 @@ class Domain(EventSource):
         self._peers: dict[str, Peer] = {}
         self._processes: dict[str, Process] = {}
         self._databases: dict[str, Database] = {}
+        self._descriptions: dict[str, Description] = {}
+        # Departed entities, so listeners of *_left events can still describe what left.
+        self._departed_peers: dict[str, Peer] = {}
+        self._departed_databases: dict[str, Database] = {}
         self._changed = threading.Condition(threading.RLock())
         self._ids = itertools.count(1)
         self._waiting: dict[str, Future[Message]] = {}
@@ -237,8 +338,23 @@ class Domain(EventSource):
         with self._changed:
             return list(self._databases.values())
 
-    getPeers = lambda self: self.peers  # noqa: E731 - the seed names these
-    getDatabases = lambda self: self.databases  # noqa: E731
+    @property
+    def processes(self) -> list[Process]:
+        """Every process of the domain."""
+        return self._all_processes()
+
+    @property
+    def closed(self) -> bool:
+        """True once the session ended (``disconnect()`` or the broker went away)."""
+        return self._closed
+
+    def getPeers(self) -> list[Peer]:  # noqa: N802 - the seed names it
+        """The peers (alias of ``peers``)."""
+        return self.peers
+
+    def getDatabases(self) -> list[Database]:  # noqa: N802 - the seed names it
+        """The running databases (alias of ``databases``)."""
+        return self.databases
 
     @property
     def entry_peer(self) -> Peer:
@@ -256,6 +372,89 @@ class Domain(EventSource):
 
     def get_database(self, name: str) -> Database | None:
         return self._databases.get(name)
+
+    # -- templates and descriptions ---------------------------------------------------------------
+    @property
+    def templates(self) -> list[Template]:
+        """The database templates descriptions can follow (name, summary, requirements)."""
+        return list(TEMPLATES)
+
+    @property
+    def descriptions(self) -> list[Description]:
+        with self._changed:
+            return list(self._descriptions.values())
+
+    def create_description(self, name: str, template_name: str, variables: dict[str, Any] | None = None,
+                           dba_user: str = "dba", dba_password: str = "dba",
+                           archive_dir: str | None = None) -> Description:
+        """Declare database ``name`` following template ``template_name`` (not started yet).
+
+        ``archive_dir`` is where its storage manager keeps the archive (default: under the
+        state dir of the agent that runs it). Bad template names or variables raise
+        ``DescriptionError`` (a ``DomainError``) and change nothing.
+        """
+        find_template(template_name).resolve({k: str(v) for k, v in (variables or {}).items()})
+        record = DescriptionRecord(name=name, template=template_name,
+                                   variables={k: str(v) for k, v in (variables or {}).items()},
+                                   dba_user=dba_user, dba_password=dba_password, archive_dir=archive_dir or "")
+        response = self._request("CreateDescription", record.to_message(secrets=True))
+        return self._description_from(response)
+
+    def update_description(self, name: str, template_name: str | None = None,
+                           variables: dict[str, Any] | None = None) -> Description:
+        """Change a description's template and/or replace its variables (a started one adapts)."""
+        children = [Message.make("Variable", Name=k, Value=str(v)) for k, v in (variables or {}).items()]
+        response = self._request("UpdateDescription", *children, Name=name, Template=template_name,
+                                 Variables="replace" if variables is not None else None)
+        return self._description_from(response)
+
+    def delete_description(self, name: str) -> None:
+        """Forget a stopped description (its archive stays on disk)."""
+        self._request("DeleteDescription", Name=name)
+        with self._changed:
+            while name in self._descriptions and not self._closed:
+                self._changed.wait(1.0)
+
+    def get_description(self, name: str) -> Description:
+        """The description called ``name``; DescriptionError when there is none."""
+        with self._changed:
+            description = self._descriptions.get(name)
+        if description is None:
+            raise DescriptionError(f"no description named {name!r}", description=name)
+        return description
+
+    def start_description(self, name: str, wait_seconds: float | None = None) -> Description:
+        """Start a description: the brokers' reconciler starts its processes and keeps them running.
+
+        ``wait_seconds=None`` returns at once; a number waits for status RUNNING (0: no limit).
+        """
+        description = self._description_from(self._request("StartDescription", Name=name))
+        if wait_seconds is not None:
+            description.wait_for_status(RUNNING, wait_seconds)
+        return description
+
+    def stop_description(self, name: str) -> Description:
+        """Stop a description: the reconciler lets go and its processes stop (TEs, then SMs)."""
+        return self._description_from(self._request("StopDescription", Name=name))
+
+    def _description_from(self, response: Message) -> Description:
+        record = DescriptionRecord.from_message(response.find("Description")[0])
+        with self._changed:
+            return self._apply_description(record)
+
+    def _apply_description(self, record: DescriptionRecord) -> Description:
+        """One ``Description`` per name, updated in place (only by newer copies)."""
+        description = self._descriptions.get(record.name)
+        if description is None:
+            description = Description(self, record)
+            if not record.deleted:
+                self._descriptions[record.name] = description
+        elif (record.version, record.origin) >= (description._record.version, description._record.origin):
+            description._record = record
+            if record.deleted:
+                self._descriptions.pop(record.name, None)
+        self._changed.notify_all()
+        return description
 
     def disconnect(self) -> None:
         """Close the session; listeners get ``closed()`` once."""
@@ -286,6 +485,7 @@ class Domain(EventSource):
             for database in self._databases.values():
                 events.append(("database_joined", (database,)))
                 events += [("process_joined", (p,)) for p in database.processes]
+            events += [("description_changed", (d,)) for d in self._descriptions.values()]
             return events
 
     def add_listener(self, listener: Any) -> None:
@@ -303,6 +503,8 @@ class Domain(EventSource):
                 record = ProcessRecord.from_message(message)
                 self._database(record.database)
                 self._processes[record.id] = Process(self, record)
+            for message in state.find("Description"):
+                self._apply_description(DescriptionRecord.from_message(message))
 
     def _read(self) -> None:
         try:
@@ -332,16 +534,29 @@ class Domain(EventSource):
             if kind in ("peer_joined", "peer_left"):
                 record = PeerRecord.from_message(event.find("Peer")[0])
                 if kind == "peer_joined":
-                    peer = self._peers.setdefault(record.id, Peer(self, record))
+                    # A peer that comes back is the same Peer object as before it left.
+                    peer = self._peers.get(record.id) or self._departed_peers.pop(record.id, None) or Peer(self, record)
+                    self._peers[record.id] = peer
                     peer._record = record
                 else:
                     peer = self._peers.pop(record.id, None) or Peer(self, record)
+                    self._departed_peers[record.id] = peer
                 self._events.emit(kind, peer)
+            elif kind == "description_changed":
+                record = DescriptionRecord.from_message(event.find("Description")[0])
+                self._events.emit(kind, self._apply_description(record))
+            elif kind == "reconciler_action":
+                name = event.require("Description")
+                description = self._descriptions.get(name)
+                if description is None:  # deleted meanwhile: still say which one
+                    description = Description(self, DescriptionRecord(name=name, template=""))
+                self._events.emit(kind, description, event.require("Action"), event.get("Detail", ""))
             elif kind in ("database_joined", "database_left"):
                 name = event.require("Database")
                 database = self._database(name)
                 if kind == "database_left":
                     self._databases.pop(name, None)
+                    self._departed_databases[name] = database
                 self._events.emit(kind, database)
             else:
                 record = ProcessRecord.from_message(event.find("Process")[0])
@@ -377,8 +592,9 @@ class Domain(EventSource):
         finally:
             self._waiting.pop(request_id, None)
         if response.get("Status") != "ok":
-            raise DomainError(response.get("Message", "request failed"), request=kind,
-                              code=response.get("Code"))
+            # The broker's error class comes back by name: DescriptionError stays a DescriptionError.
+            error = _ERRORS_BY_CODE.get(response.get("Code", ""), DomainError)
+            raise error(response.get("Message", "request failed"), request=kind, code=response.get("Code"))
         return response
 
     def _start(self, peer: Peer, db_name: str, process_type: str, options: Iterable[tuple[str, str]] | None,
@@ -400,7 +616,8 @@ class Domain(EventSource):
         with self._changed:
             database = self._databases.get(name)
             if database is None:
-                database = self._databases[name] = Database(self, name)
+                database = self._departed_databases.pop(name, None) or Database(self, name)
+                self._databases[name] = database
             return database
 
     def _all_processes(self) -> list[Process]:

@@ -53,6 +53,8 @@ class ProcessRecord:
     archive: str = ""
     exit_code: int | None = None
     reason: str = ""
+    standby: bool = False  # a standby SM: a current copy of the data following the primary SM
+    primary: str = ""  # the endpoint of the SM a TE (or standby) follows
 
     @property
     def endpoint(self) -> str:
@@ -61,7 +63,7 @@ class ProcessRecord:
 
     def to_message(self) -> Message:
         return Message.make("Process", **{_attr_name(f.name): getattr(self, f.name) for f in fields(self)
-                                          if getattr(self, f.name) not in (None, "")})
+                                          if getattr(self, f.name) not in (None, "", False)})
 
     @classmethod
     def from_message(cls, message: Message) -> "ProcessRecord":
@@ -71,7 +73,8 @@ class ProcessRecord:
                        hostname=attrs["Hostname"], port=int(attrs["Port"]), pid=int(attrs["Pid"]),
                        status=attrs.get("Status", STARTING), archive=attrs.get("Archive", ""),
                        exit_code=int(attrs["ExitCode"]) if "ExitCode" in attrs else None,
-                       reason=attrs.get("Reason", ""))
+                       reason=attrs.get("Reason", ""), standby=attrs.get("Standby") == "true",
+                       primary=attrs.get("Primary", ""))
         except (KeyError, ValueError) as exc:
             from workbench.domain.protocol import ProtocolError
 
@@ -83,3 +86,63 @@ class ProcessRecord:
 
 def _attr_name(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
+
+
+#: description lifecycle, as the acting broker's reconciler sees it
+STOPPED, DEGRADED = "STOPPED", "DEGRADED"
+
+
+@dataclass
+class DescriptionRecord:
+    """A declared database: the template it follows and the state the brokers keep it in.
+
+    ``name`` is also the database's name. ``version`` and ``origin`` (the broker that wrote it
+    last) order replicated copies: the higher ``(version, origin)`` wins. A deleted description
+    stays as a tombstone (``deleted``) so that brokers agree it is gone. ``placements`` pins a
+    slot to a peer (a storage manager to the peer that owns its archive).
+    """
+
+    name: str
+    template: str
+    variables: dict[str, str] = field(default_factory=dict)
+    dba_user: str = "dba"
+    dba_password: str = "dba"
+    archive_dir: str = ""
+    started: bool = False
+    status: str = STOPPED
+    version: int = 0
+    origin: str = ""
+    deleted: bool = False
+    placements: dict[str, str] = field(default_factory=dict)
+
+    def newer_than(self, other: "DescriptionRecord | None") -> bool:
+        return other is None or (self.version, self.origin) > (other.version, other.origin)
+
+    def to_message(self, secrets: bool = False) -> Message:
+        """The XML form; the dba password only between brokers (``secrets``), never to clients."""
+        children = [Message.make("Variable", Name=k, Value=v) for k, v in sorted(self.variables.items())]
+        children += [Message.make("Placement", Slot=k, Peer=v) for k, v in sorted(self.placements.items())]
+        return Message.make("Description", *children, Name=self.name, Template=self.template,
+                            DbaUser=self.dba_user, DbaPassword=self.dba_password if secrets else None,
+                            ArchiveDir=self.archive_dir or None, Started=self.started, Status=self.status,
+                            Version=self.version, Origin=self.origin, Deleted=self.deleted)
+
+    @classmethod
+    def from_message(cls, message: Message) -> "DescriptionRecord":
+        attrs = message.attrs
+        try:
+            return cls(name=attrs["Name"], template=attrs["Template"],
+                       variables={v.require("Name"): v.require("Value") for v in message.find("Variable")},
+                       dba_user=attrs.get("DbaUser", "dba"), dba_password=attrs.get("DbaPassword", ""),
+                       archive_dir=attrs.get("ArchiveDir", ""), started=attrs.get("Started") == "true",
+                       status=attrs.get("Status", STOPPED), version=int(attrs.get("Version", "0")),
+                       origin=attrs.get("Origin", ""), deleted=attrs.get("Deleted") == "true",
+                       placements={p.require("Slot"): p.require("Peer") for p in message.find("Placement")})
+        except (KeyError, ValueError) as exc:
+            from workbench.domain.protocol import ProtocolError
+
+            raise ProtocolError(f"bad <Description>: {exc}") from None
+
+    def copy(self) -> "DescriptionRecord":
+        return DescriptionRecord(**{**asdict(self), "variables": dict(self.variables),
+                                    "placements": dict(self.placements)})

@@ -3,10 +3,16 @@
 Each process gets a free port, its own log file under the agent's state dir and a watcher thread
 that reports its status changes: STARTING, then RUNNING once its zdb endpoint answers, then
 EXITED (asked to stop, or exit code 0) or FAILED (with the exit code and the log's last lines).
+
+Processes run in sessions of their own, so they outlive an agent that is killed. Each has a
+record file (``processes/<pid>.json``: its record and command line) while it runs; an agent
+started again on the same state dir *adopts* the processes whose pid still runs that very
+command line (``recover()``), and reports the others as gone.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -14,10 +20,11 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from workbench.domain.model import EXITED, FAILED, RUNNING, SM, STARTING, TE, ProcessRecord
+from workbench.domain.model import EXITED, FAILED, QUIESCED, RUNNING, SM, STARTING, TE, ProcessRecord
 from workbench.errors import DomainError
 from workbench.ports import free_port, port_open
 
@@ -27,6 +34,8 @@ log = logging.getLogger(__name__)
 ALLOWED_OPTIONS = {SM: frozenset({"--dba-user", "--dba-password", "--fsync", "--history"}),
                    TE: frozenset({"--dba-user", "--dba-password"})}
 START_TIMEOUT = 30.0
+#: how often an adopted process (not our child: no wait()) is checked for life
+ADOPTED_POLL_SECONDS = 0.2
 
 
 class ProcessStartError(DomainError):
@@ -47,27 +56,36 @@ class ProcessSupervisor:
         self.records: dict[str, ProcessRecord] = {}
         self._popen: dict[str, subprocess.Popen[bytes]] = {}
         self._stopping: set[str] = set()
+        self._credentials: dict[str, list[str] | None] = {}  # the dba user and password a process was given
         self._lock = threading.Lock()
 
-    def start(self, database: str, process_type: str, archive: str | None = None, initialize: bool = False,
-              primary: str | None = None, options: Sequence[tuple[str, str]] = ()) -> ProcessRecord:
-        """Spawn a process and return its record (STARTING); watching goes on in a thread."""
+    def start(self, database: str, process_type: str, archive: str | None = None, initialize: bool | None = False,
+              primary: str | None = None, options: Sequence[tuple[str, str]] = (),
+              standby: bool = False) -> ProcessRecord:
+        """Spawn a process and return its record (STARTING); watching goes on in a thread.
+
+        ``initialize=None`` creates the archive when it is empty and reuses it otherwise. A
+        ``standby`` SM keeps a current copy of the data by following ``primary`` (no archive).
+        """
         if process_type not in (SM, TE):
             raise ProcessStartError("process type is SM or TE", type=process_type)
         if not database or not database.replace("-", "").replace("_", "").isalnum():
             raise ProcessStartError("database names are letters, digits, - and _", database=database)
         extra: list[str] = []
+        allowed = ALLOWED_OPTIONS[TE if standby else process_type]  # a standby runs as a zdb replica
         for name, value in options:
-            if name not in ALLOWED_OPTIONS[process_type]:
+            if name not in allowed:
                 raise ProcessStartError(f"option {name} is not allowed for a {process_type}", option=name)
             extra += [name, str(value)]
         port = free_port(self.bind_host)
         bind = f"tcp://{self.bind_host}:{port}"
-        if process_type == SM:
+        if process_type == SM and not standby:
             if not archive:
                 raise ProcessStartError("a storage manager needs an archive directory", database=database)
             path = Path(archive)
             has_content = path.exists() and any(path.iterdir())
+            if initialize is None:
+                initialize = not has_content
             if initialize and has_content:
                 raise ProcessStartError("archive is not empty; start with initialize=False to reuse it",
                                         archive=archive)
@@ -81,18 +99,90 @@ class ProcessSupervisor:
             command = [sys.executable, "-m", "workbench.zdb", "replica", "--primary", primary, "--bind", bind, *extra]
         log_path = self.log_dir / f"{database}-{process_type.lower()}-{port}.log"
         with open(log_path, "ab") as log_file:
+            # A session of its own: the process outlives a killed agent, which adopts it again.
             popen = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         record = ProcessRecord(id=f"{self.peer_id}/{popen.pid}", peer=self.peer_id, database=database,
                                type=process_type, hostname=self.hostname, port=port, pid=popen.pid,
-                               status=STARTING, archive=str(archive or ""))
+                               status=STARTING, archive=str(archive or "") if not standby else "", standby=standby,
+                               primary=(primary or "") if (process_type == TE or standby) else "")
         with self._lock:
             self.records[record.id] = record
             self._popen[record.id] = popen
+            self._credentials[record.id] = _dba_credentials(options)
+        self._write_record_file(record, command, log_path)
         self.on_change(record.copy())
         threading.Thread(target=self._watch, args=(record.id, log_path), daemon=True,
                          name=f"watch-{record.id}").start()
         return record.copy()
+
+    # -- record files and adoption ----------------------------------------------------------------
+    def _record_path(self, pid: int) -> Path:
+        return self.log_dir / f"{pid}.json"
+
+    def _write_record_file(self, record: ProcessRecord, command: list[str], log_path: Path) -> None:
+        data = {"record": asdict(record), "command": command, "log": str(log_path),
+                "credentials": self._credentials.get(record.id)}
+        path = self._record_path(record.pid)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold a dba password
+        with os.fdopen(fd, "w") as stream:
+            json.dump(data, stream)
+
+    def recover(self) -> list[ProcessRecord]:
+        """Adopt the processes a previous run of this agent started that still run; forget the others.
+
+        A record file counts only if its pid runs the very command line it started (a pid reused
+        by another program is not ours). Returns the final records of the processes found dead.
+        """
+        gone: list[ProcessRecord] = []
+        for path in sorted(self.log_dir.glob("*.json")):
+            try:
+                data = json.loads(path.read_text())
+                record = ProcessRecord(**data["record"])
+                command = [str(part) for part in data["command"]]
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                log.warning("ignoring unreadable process record %s: %s", path, exc)
+                path.unlink(missing_ok=True)
+                continue
+            # Our id may have changed with the host name or port; the process is the same.
+            record.id, record.peer, record.hostname = f"{self.peer_id}/{record.pid}", self.peer_id, self.hostname
+            if not _runs(record.pid, command):
+                path.unlink(missing_ok=True)
+                record.status, record.reason = FAILED, "exited while its agent was down"
+                gone.append(record)
+                continue
+            record.status = RUNNING if port_open(self.bind_host, record.port) else STARTING
+            if record.type == SM and not record.standby:
+                record.status = self._queried_status(record, data.get("credentials")) or record.status
+            with self._lock:
+                self.records[record.id] = record
+                self._credentials[record.id] = data.get("credentials")
+            self._write_record_file(record, command, Path(data.get("log", "")))
+            log.info("adopted %s %s of %s (pid %d)", record.type, record.id, record.database, record.pid)
+            threading.Thread(target=self._watch_adopted, args=(record.id, command), daemon=True,
+                             name=f"watch-{record.id}").start()
+        return gone
+
+    def _queried_status(self, record: ProcessRecord, credentials: Any) -> str | None:
+        """RUNNING or QUIESCED as the storage manager itself says (None when it does not answer)."""
+        try:
+            status = self._zdb_request(record, credentials, "status")
+        except Exception as exc:  # noqa: BLE001 - any failure only means "ask again later"
+            log.debug("status of adopted %s: %s", record.id, exc)
+            return None
+        return QUIESCED if status.get("quiesced") else RUNNING
+
+    def _watch_adopted(self, process_id: str, command: list[str]) -> None:
+        record = self.records[process_id]
+        while _runs(record.pid, command):
+            if record.status == STARTING and port_open(self.bind_host, record.port):
+                self._set(process_id, status=RUNNING)
+            time.sleep(ADOPTED_POLL_SECONDS)
+        # Not our child: its exit code went to whoever reaped it.
+        if process_id in self._stopping:
+            self._set(process_id, status=EXITED)
+        else:
+            self._set(process_id, status=FAILED, reason="exited (exit code unknown: adopted after an agent restart)")
 
     def _watch(self, process_id: str, log_path: Path) -> None:
         popen = self._popen[process_id]
@@ -106,7 +196,7 @@ class ProcessSupervisor:
                 self._set(process_id, reason=f"did not answer within {START_TIMEOUT:.0f}s")
                 os.killpg(popen.pid, signal.SIGKILL)
                 break
-            time.sleep(0.05)
+            time.sleep(0.01)  # a fine poll: this is most of the latency from start to RUNNING
         code = popen.wait()
         requested = process_id in self._stopping
         tail = _tail(log_path)
@@ -119,23 +209,42 @@ class ProcessSupervisor:
     def _set(self, process_id: str, **changes: object) -> None:
         with self._lock:
             record = self.records[process_id]
+            if record.status in (EXITED, FAILED):
+                return  # final: nothing changes a process that has ended
             for name, value in changes.items():
                 setattr(record, name, value)
             snapshot = record.copy()
+            if snapshot.status in (EXITED, FAILED):
+                self._record_path(snapshot.pid).unlink(missing_ok=True)
         self.on_change(snapshot)
+
+    def _alive(self, process_id: str) -> bool:
+        popen = self._popen.get(process_id)
+        if popen is not None:
+            return popen.poll() is None
+        record = self.records.get(process_id)
+        return record is not None and record.status not in (EXITED, FAILED)
 
     def stop(self, process_id: str, kill: bool = False) -> None:
         """SIGTERM (a clean shutdown: the SM syncs its journal) or SIGKILL with ``kill``."""
-        popen = self._popen.get(process_id)
-        if popen is None:
+        record = self.records.get(process_id)
+        if record is None:
             raise DomainError("no such process on this peer", process=process_id, peer=self.peer_id)
         self._stopping.add(process_id)
-        if popen.poll() is None:
-            os.killpg(popen.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        if self._alive(process_id):
+            try:
+                os.killpg(record.pid, signal.SIGKILL if kill else signal.SIGTERM)
+            except ProcessLookupError:
+                pass  # it ended on its own meanwhile; its watcher reports it
 
     def wait_stopped(self, process_id: str, timeout: float = 15.0) -> bool:
         popen = self._popen.get(process_id)
-        if popen is None:
+        if popen is None:  # adopted: its watcher notices the end
+            deadline = time.monotonic() + timeout
+            while self._alive(process_id):
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(ADOPTED_POLL_SECONDS)
             return True
         try:
             popen.wait(timeout)
@@ -143,10 +252,33 @@ class ProcessSupervisor:
         except subprocess.TimeoutExpired:
             return False
 
+    def quiesce(self, process_id: str, quiesced: bool) -> ProcessRecord:
+        """Ask a storage manager to refuse writes (``quiesced``) or take them again; its status follows."""
+        record = self.records.get(process_id)
+        if record is None:
+            raise DomainError("no such process on this peer", process=process_id, peer=self.peer_id)
+        if record.type != SM or record.standby:
+            raise DomainError("only a database's storage manager is quiesced", process=process_id)
+        try:
+            self._zdb_request(record, self._credentials.get(process_id), "quiesce" if quiesced else "unquiesce")
+        except Exception as exc:  # noqa: BLE001 - reported to the caller with the reason
+            raise DomainError(f"the storage manager did not {'quiesce' if quiesced else 'unquiesce'}: {exc}",
+                              process=process_id) from None
+        self._set(process_id, status=QUIESCED if quiesced else RUNNING)
+        return self.records[process_id].copy()
+
+    def _zdb_request(self, record: ProcessRecord, credentials: Any, kind: str) -> dict[str, Any]:
+        from workbench.zdb.client import Client
+
+        user, password = credentials if credentials else (None, None)
+        with Client(record.endpoint, timeout=5.0, retries=0, user=user, password=password) as connection:
+            result, _ = connection.request(kind)
+        return result
+
     def stop_all(self, timeout: float = 15.0) -> None:
         """Stop every process: TEs first (their clients move on), then SMs."""
         for process_type in (TE, SM):
-            ids = [pid for pid, r in self.records.items() if r.type == process_type and self._popen[pid].poll() is None]
+            ids = [pid for pid, r in self.records.items() if r.type == process_type and self._alive(pid)]
             for process_id in ids:
                 self.stop(process_id)
             for process_id in ids:
@@ -157,6 +289,23 @@ class ProcessSupervisor:
     def running(self) -> list[ProcessRecord]:
         with self._lock:
             return [r.copy() for r in self.records.values() if r.status in (STARTING, RUNNING)]
+
+
+def _dba_credentials(options: Sequence[tuple[str, str]]) -> list[str] | None:
+    given = dict(options)
+    return [given["--dba-user"], given["--dba-password"]] if "--dba-user" in given else None
+
+
+def _runs(pid: int, command: list[str]) -> bool:
+    """Whether ``pid`` is a live (not zombie) process running exactly ``command``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            running = cmdline.read().split(b"\0")[:-1]
+    except (OSError, IndexError):
+        return False
+    return state != b"Z" and [part.decode(errors="replace") for part in running] == command
 
 
 def _tail(path: Path, lines: int = 5) -> str:

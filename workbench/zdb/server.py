@@ -49,10 +49,16 @@ BATCH = 512
 # Plain ints: pyzmq's enum flags cost an enum operation per use on the hot path.
 _EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 RECEIVE_TIMEOUT_MS = 50
+#: the requests a server answers: the protocol's, plus the operator's quiesce/unquiesce of a storage manager
+SERVER_REQUEST_KINDS = REQUEST_KINDS | {"quiesce", "unquiesce"}
 
 
 class LockError(ZdbError):
     """Lock misuse: unlocking a lock you do not hold, or waiting past the timeout."""
+
+
+class QuiescedError(ZdbError):
+    """A change reached a quiesced storage manager (reads go on; writes wait for unquiesce)."""
 
 
 @dataclass
@@ -260,7 +266,7 @@ class _ServerBase:
                 raise BadRequest("a request is a JSON object")
             request_id = request.get("id")
             kind = request.get("kind")
-            if kind not in REQUEST_KINDS:
+            if kind not in SERVER_REQUEST_KINDS:
                 raise BadRequest(f"unknown request kind {kind!r}", kind=repr(kind)[:40])
             client = request.get("client")
             if client is not None and not isinstance(client, str):
@@ -383,8 +389,9 @@ class StorageManager(_ServerBase):
             "save": self._handle_save, "lock": self._handle_lock, "unlock": self._handle_unlock,
             "renew": self._handle_renew, "status": self._handle_status, "ping": self._handle_ping,
             "sync": self._handle_sync, "blob_put": self._handle_blob_put, "blob_get": self._handle_blob_get,
-            "login": self._handle_login,
+            "login": self._handle_login, "quiesce": self._handle_quiesce, "unquiesce": self._handle_unquiesce,
         }
+        self.quiesced = False
 
     # -- opening and closing --------------------------------------------------------------------
     def _open(self) -> None:
@@ -464,6 +471,7 @@ class StorageManager(_ServerBase):
                 self.stats.reads += 1
                 self._ok(envelope, request, result)
                 return
+        self._refuse_if_quiesced("op")
         if len(ops) > 1 and not all(self.document.is_write(op) for op in ops):
             raise BadRequest("a request with several ops may contain only writes")
         results = self.document.write(ops)
@@ -477,11 +485,32 @@ class StorageManager(_ServerBase):
         self.recent.append((self.seq, body))
         self._unpublished.append(body)
 
+    def _refuse_if_quiesced(self, kind: str) -> None:
+        if self.quiesced:
+            raise QuiescedError("the database is quiesced: writes are refused until it is unquiesced (reads go on)",
+                                kind=kind)
+
+    def _handle_quiesce(self, envelope, request, data) -> None:
+        """Refuse every change from now on (reads go on), e.g. for a consistent copy of the archive."""
+        self.archive.sync()
+        self.quiesced = True
+        log.info("zdb storage manager %s quiesced at seq %d", self.address, self.seq)
+        self._publish_heartbeat()
+        self._ok(envelope, request, {"quiesced": True, "seq": self.seq})
+
+    def _handle_unquiesce(self, envelope, request, data) -> None:
+        self.quiesced = False
+        log.info("zdb storage manager %s unquiesced", self.address)
+        self._publish_heartbeat()
+        self._ok(envelope, request, {"quiesced": False, "seq": self.seq})
+
     def _handle_undo(self, envelope, request, data) -> None:
+        self._refuse_if_quiesced("undo")
         self._record("undo", self.document.undo())
         self._ok(envelope, request)
 
     def _handle_redo(self, envelope, request, data) -> None:
+        self._refuse_if_quiesced("redo")
         self._record("redo", self.document.redo())
         self._ok(envelope, request)
 
@@ -537,6 +566,7 @@ class StorageManager(_ServerBase):
             "checkpoint_running": self.archive.checkpoint_running,
             "keys": len(self.document.root), "undo": len(self.document.undo_stack),
             "redo": len(self.document.redo_stack), "locked": self.lock_holder is not None,
+            "quiesced": self.quiesced,
             "clients": sum(1 for seen in self.stats.clients.values() if now - seen < 60),
             "requests": self.stats.requests, "reads": self.stats.reads, "writes": self.stats.writes,
             "errors": self.stats.errors, "fsync": self.archive.fsync_mode, "archive": str(self.archive.path),
@@ -576,6 +606,7 @@ class StorageManager(_ServerBase):
     def _handle_blob_put(self, envelope, request, data) -> None:
         if data is None:
             raise BadRequest("blob_put needs a data frame")
+        self._refuse_if_quiesced("blob_put")
         token = request.get("upload")
         if token is None:
             upload = self.archive.new_upload()
