@@ -61,3 +61,33 @@ __all__ = [
     "keeper_publishing",
     "serialization_by_suffix",
 ]
+
+# The client side of the HTTP API: pyrainer's RainerClient, the pythonic CommitClient and a
+# CommitStorage over HTTP, with their errors.
+from workbench.commits.client import (  # noqa: E402 - the client names come last, after the server side
+    CommitBadRequest,
+    CommitClient,
+    CommitNotFound,
+    CommitServerUnreachable,
+    CommitsHttpError,
+    CommitUnauthorized,
+    HeadsView,
+    HttpCommitConflict,
+    HttpCommitStorage,
+    RainerClient,
+    RainerCommit,
+)
+
+__all__ += [
+    "CommitBadRequest",
+    "CommitClient",
+    "CommitNotFound",
+    "CommitServerUnreachable",
+    "CommitUnauthorized",
+    "CommitsHttpError",
+    "HeadsView",
+    "HttpCommitConflict",
+    "HttpCommitStorage",
+    "RainerClient",
+    "RainerCommit",
+]
