@@ -336,6 +336,8 @@ class CommitMirror(EventSource, Mapping[str, Commit]):
         self._tasks.put(("children",))
 
     def _on_data(self, event: Any) -> None:
+        if event is None or not event.path:
+            return  # a session event, not a node's: the state listener queues a resync
         self._tasks.put(("node", event.path.rsplit("/", 1)[-1]))
 
     def _on_state(self, state: str) -> None:
