@@ -15,7 +15,8 @@ from workbench.commits.model import Commit, CommitConflict, InvalidCommit
 from workbench.commits.storage import MemoryCommitStorage, SqlCommitStorage
 from workbench.errors import CommitsError
 from workbench.events import EventRecorder
-from workbench.testing.commits import expire_session, own_zookeeper, wait_until  # noqa: F401
+from workbench.testing.commits import expire_session, own_zookeeper, quick_reconnecting_client, \
+    wait_until  # noqa: F401
 
 PATH = "/rainer/diary"
 
@@ -188,13 +189,14 @@ def test_mirror_is_correct_after_session_expiry_with_changes_in_between(zookeepe
 
 
 def test_mirror_is_correct_after_a_zookeeper_restart(own_zookeeper):
-    with own_zookeeper.client() as client, own_zookeeper.client() as operator_client:
+    with quick_reconnecting_client(own_zookeeper.hosts) as client, \
+            quick_reconnecting_client(own_zookeeper.hosts) as operator_client:
         CommitKeeper(client, PATH).save(commit("foo", 1))
         mirror = CommitKeeper(client, PATH).mirror()
         try:
             own_zookeeper.restart(down_seconds=1.0)
             operator = CommitKeeper(operator_client, PATH)
-            wait_until(lambda: operator_client.connected, what="operator reconnected")
+            wait_until(lambda: operator_client.connected, timeout=45, what="operator reconnected")
             operator.save(commit("foo", 2))
             operator.save(commit("after", 1))
             mirror.wait_for("foo", 2, timeout=30)

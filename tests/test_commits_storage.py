@@ -240,10 +240,18 @@ def test_processes_race_on_one_key_with_one_winner_per_version(sql_url):
     # no create_all beforehand: the processes also race to create the schema
     context = multiprocessing.get_context("spawn")
     racers = [f"process-{i}" for i in range(4)]
-    with context.Manager() as manager:
-        barrier = manager.Barrier(len(racers))
-        with context.Pool(len(racers)) as pool:
-            results = [pool.apply_async(race_saves, (sql_url, "hot", name, 15, barrier)) for name in racers]
-            wins = [result.get(timeout=180) for result in results]
+    barrier = context.Barrier(len(racers))
+    results = context.Queue()
+    processes = [context.Process(target=race_saves, args=(sql_url, "hot", name, 15, barrier, results))
+                 for name in racers]
+    for process in processes:
+        process.start()
+    try:
+        reported = dict(results.get(timeout=180) for _ in racers)
+    finally:
+        for process in processes:
+            process.join(30)
+    assert [process.exitcode for process in processes] == [0] * len(racers)
+    wins = [reported[name] for name in racers]
     assert sum(len(w) for w in wins) >= 15
     check_race(sql_url, "hot", wins, racers)

@@ -17,6 +17,7 @@ from workbench.commits.keeper import (
     CommitKeeper,
     CommitMirror,
     KeeperPublishingStorage,
+    auto_publisher,
     keeper_publishing,
 )
 from workbench.commits.model import (
@@ -57,6 +58,7 @@ __all__ = [
     "WriteAuth",
     "YAML",
     "auth_from_spec",
+    "auto_publisher",
     "create_rainer",
     "keeper_publishing",
     "serialization_by_suffix",

@@ -121,7 +121,10 @@ class Rainer:
             except Exception:
                 log.warning("closing the ZooKeeper client failed", exc_info=True)
         self.zk = None
-        self.underlying.close()
+        if self.storage is not self.underlying:
+            self.storage.close()  # closes the underlying storage too
+        else:
+            self.underlying.close()
 
     def __enter__(self) -> Rainer:
         return self.start()

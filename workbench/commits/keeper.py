@@ -58,7 +58,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CommitKeeper", "CommitMirror", "KeeperPublishingStorage", "AutoPublisher", "keeper_publishing",
+__all__ = ["CommitKeeper", "CommitMirror", "KeeperPublishingStorage", "AutoPublisher", "auto_publisher",
+           "keeper_publishing",
            "encode_znode", "decode_znode"]
 
 
@@ -463,6 +464,15 @@ class KeeperPublishingStorage(CommitStorage):
         except (KazooException, OSError):
             log.warning("stored %r but could not publish it to ZooKeeper; the auto-publisher will",
                         commit, exc_info=True)
+
+
+def auto_publisher(storage: CommitStorage, keeper: CommitKeeper, period: float = 30.0, fuzz: float = 5.0,
+                   election_path: str | None = None, identifier: str | None = None) -> AutoPublisher:
+    """An (unstarted) :class:`AutoPublisher` that heals ``keeper`` from ``storage``; ``start()`` it.
+
+    Give it the system of record (not the keeper-publishing wrapper).
+    """
+    return AutoPublisher(storage, keeper, period, fuzz, election_path, identifier)
 
 
 def keeper_publishing(storage: CommitStorage, keeper: CommitKeeper) -> KeeperPublishingStorage:

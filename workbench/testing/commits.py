@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from workbench.commits.server import CommitServer
 
 __all__ = ["commit_server", "own_zookeeper", "RestartableZooKeeper", "expire_session", "race_saves",
-           "wait_until"]
+           "quick_reconnecting_client", "wait_until"]
 
 
 def wait_until(condition: Any, timeout: float = 15.0, interval: float = 0.05, what: str = "condition") -> Any:
@@ -80,6 +81,22 @@ def own_zookeeper(tmp_path: Path) -> Iterator[RestartableZooKeeper]:
         server.stop()
 
 
+@contextmanager
+def quick_reconnecting_client(hosts: str, timeout: float = 15.0) -> Iterator[KazooClient]:
+    """A started kazoo client that retries a lost connection every 0.2-0.5 s (kazoo's default
+    backoff grows to a minute, far longer than a test wants to wait after a restart)."""
+    from kazoo.client import KazooClient
+
+    client = KazooClient(hosts=hosts, timeout=timeout,
+                         connection_retry={"max_tries": -1, "delay": 0.2, "backoff": 1, "max_delay": 0.5})
+    client.start(timeout=timeout)
+    try:
+        yield client
+    finally:
+        client.stop()
+        client.close()
+
+
 def expire_session(client: KazooClient, timeout: float = 15.0) -> None:
     """Make ZooKeeper expire ``client``'s session now, and wait until the client noticed.
 
@@ -112,11 +129,13 @@ def expire_session(client: KazooClient, timeout: float = 15.0) -> None:
         client.remove_listener(on_state)
 
 
-def race_saves(url: str, key: str, name: str, attempts: int, barrier: Any = None) -> list[int]:
+def race_saves(url: str, key: str, name: str, attempts: int, barrier: Any = None,
+               results: Any = None) -> list[int]:
     """Save the next version of ``key`` ``attempts`` times, racing others; return the versions won.
 
     Each attempt reads the head and saves head + 1 with author ``name``; a conflict is a lost race.
-    Any other error propagates (the test then fails).
+    Any other error propagates (the test then fails). With ``results`` (a multiprocessing queue)
+    ``(name, versions won)`` is also put there, for racers run as processes.
     """
     from workbench.commits.model import Commit, CommitConflict
     from workbench.commits.storage import SqlCommitStorage
@@ -137,4 +156,6 @@ def race_saves(url: str, key: str, name: str, attempts: int, barrier: Any = None
             won.append(version)
     finally:
         storage.close()
+    if results is not None:
+        results.put((name, won))
     return won
