@@ -115,6 +115,9 @@ class CommitServerUnreachable(CommitsError):
     url: str
     reason: str
 
+    def __str__(self) -> str:
+        return self.message  # it already names the URL and the reason
+
 
 @dataclass(frozen=True)
 class HttpResponse:
