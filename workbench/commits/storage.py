@@ -474,6 +474,10 @@ def _make_engine(url: str, echo: bool) -> Any:
     @event.listens_for(engine, "connect")
     def _no_implicit_transactions(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
+        if not in_memory:
+            # write-ahead logging: readers do not wait for the writer, and a commit costs one
+            # fsync of the log instead of several of the journal and the database
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
