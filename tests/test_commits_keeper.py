@@ -225,6 +225,27 @@ def test_keeper_publishing_saves_sql_first_then_zookeeper(keeper):
     storage.close()
 
 
+def test_saves_go_on_while_zookeeper_is_down_and_are_published_after(own_zookeeper):
+    with quick_reconnecting_client(own_zookeeper.hosts) as client:
+        keeper = CommitKeeper(client, PATH)
+        underlying = SqlCommitStorage().start()
+        storage = keeper_publishing(underlying, keeper)
+        storage.save(commit("foo", 1))
+        with keeper.auto_publisher(underlying, period=0.3, fuzz=0.1) as publisher:
+            own_zookeeper.stop()
+            wait_until(lambda: not client.connected, what="client disconnected")
+            began = time.monotonic()
+            storage.save(commit("foo", 2))  # does not wait for ZooKeeper
+            assert time.monotonic() - began < 2.0
+            assert underlying.get("foo").version == 2
+            own_zookeeper.start()
+            wait_until(lambda: client.connected, timeout=45, what="client reconnected")
+            wait_until(lambda: (keeper.get("foo") or commit("foo", 1)).version == 2, timeout=20,
+                       what="the save published by the auto-publisher")
+            assert publisher.rounds >= 1
+        storage.close()
+
+
 # -- auto publisher -------------------------------------------------------------------------------------
 def test_auto_publisher_heals_out_of_band_edits_within_a_period(keeper, second_client):
     storage = MemoryCommitStorage([commit("plain", 1), commit("plain", 2), commit("deleted", 1),

@@ -306,3 +306,48 @@ def test_builder_with_zookeeper_serves_cached_reads(tmp_path, zookeeper_chroot, 
     finally:
         rainer.stop()
     assert rainer.server is None and rainer.mirror is None
+
+
+# -- failures below the API ------------------------------------------------------------------------------------
+def test_a_lost_database_is_a_503_not_a_500(mariadb_server):
+    name = "t_commits_lost"
+    mariadb_server.create_database(name)
+    storage = SqlCommitStorage(mariadb_server.url(name)).start()
+    try:
+        with CommitServer(storage) as server:
+            assert post(server, "foo", 1, b"1")[0] == 200
+            mariadb_server.drop_database(name)
+            status, _, body = http("GET", server.url + "/foo")
+            assert (status, json.loads(body)) == (503, {"error": "storage unavailable"})
+            assert post(server, "foo", 2, b"2")[0] == 503
+            assert http("GET", server.url + "/")[0] == 503
+    finally:
+        storage.close()
+        mariadb_server.drop_database(name)
+
+
+@pytest.mark.parametrize("raw", [
+    b"GET /diary/foo HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    b"POST /diary/foo/1 HTTP/1.1\r\nHost: x\r\nX-Rainer-Author: g\r\nContent-Length: -5\r\n\r\n",
+    b"POST /diary/foo/1 HTTP/1.1\r\nHost: x\r\nX-Rainer-Author: a\x00b\r\nContent-Length: 2\r\n\r\n{}",
+    b"POST /diary/foo/1 HTTP/1.1\r\nHost: x\r\nX-Rainer-Author: g\r\nContent-Length: 5\r\n\r\n{}",
+    b"GARBAGE\r\n\r\n",
+    b"GET /diary/" + b"k" * 70000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+])
+def test_malformed_http_gets_a_4xx_or_a_closed_connection(commit_server, raw):
+    with socket.create_connection(("127.0.0.1", commit_server.port), timeout=10) as sock:
+        sock.sendall(raw)
+        sock.shutdown(socket.SHUT_WR)  # a truncated body then ends, as when a client dies
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+                if b"\r\n\r\n" in answer:
+                    break
+        except ConnectionResetError:
+            pass
+    if answer:
+        status = int(answer.split(b" ", 2)[1])
+        assert 400 <= status < 500, answer[:200]
+    assert commit_server.storage.heads() == {}
+    assert http("GET", commit_server.url + "/")[0] == 200  # and the server still serves

@@ -459,6 +459,10 @@ class KeeperPublishingStorage(CommitStorage):
         from kazoo.exceptions import KazooException
 
         self.underlying.save(commit)
+        if not self.keeper.zk.connected:
+            # kazoo would queue the request until ZooKeeper is back, holding this save hostage
+            log.warning("stored %r while ZooKeeper is unreachable; the auto-publisher will publish it", commit)
+            return
         try:
             self.keeper.save(commit)
         except (KazooException, OSError):
