@@ -149,6 +149,8 @@ def test_sql_engines_store_and_read_everything(sql_url):
         storage.save(Commit.tombstone("ключ-日本", 3, "søren"))
         storage.save(commit("Foo", 1))
         storage.save(commit("foo", 1))  # keys are case-sensitive on every engine
+        storage.save(commit("foo ", 1))  # and trailing spaces count (MariaDB's collations ignore them)
+        storage.save(commit("foo ", 2))
         assert storage.schema_version() == storage_module.SCHEMA_VERSION
     with SqlCommitStorage(sql_url, serialization=lambda key: RAW if key.endswith(".bin") else YAML) as reopened:
         assert reopened.get("blob.bin").payload == big
@@ -156,7 +158,8 @@ def test_sql_engines_store_and_read_everything(sql_url):
         first = reopened.get("ключ-日本", 1)
         assert (first.author, first.comment, first.value) == ("søren", "ünï\ncode", {"ü": "ñ"})
         assert reopened.get("ключ-日本").empty
-        assert set(reopened.heads_non_empty()) == {"blob.bin", "Foo", "foo"}
+        assert set(reopened.heads_non_empty()) == {"blob.bin", "Foo", "foo", "foo "}
+        assert (reopened.get("foo").version, reopened.get("foo ").version) == (1, 2)
         with pytest.raises(CommitConflict) as caught:
             reopened.save(commit("ключ-日本", 3))
         assert caught.value.expected_version == 4

@@ -27,6 +27,9 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterable, Iterator
 
+from sqlalchemy import String
+from sqlalchemy.types import TypeDecorator
+
 from workbench.errors import CommitsError
 from workbench.events import EventDispatcher, EventSource
 from workbench.commits.model import (
@@ -269,7 +272,7 @@ class SqlCommitStorage(CommitStorage):
         text_type = Text().with_variant(LONGTEXT(), "mysql", "mariadb")
         self._table = Table(
             self.table_name, self._metadata,
-            Column("commit_key", String(255), primary_key=True),
+            Column("commit_key", _KeyType(), primary_key=True),
             Column("version", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True,
                    autoincrement=False),
             Column("author", String(255), nullable=False),
@@ -277,7 +280,7 @@ class SqlCommitStorage(CommitStorage):
             Column("mtime", String(40), nullable=False),
             Column("is_empty", Boolean(), nullable=False),
             Column("payload", payload_type, nullable=True),
-            mysql_charset="utf8mb4", mysql_collate="utf8mb4_bin",  # keys compare byte-exact, any script
+            mysql_charset="utf8mb4",
         )
         self._schema_table = Table(
             f"{self.table_name}_schema", self._metadata,
@@ -485,6 +488,34 @@ def _make_engine(url: str, echo: bool) -> Any:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+class _KeyType(TypeDecorator):
+    """A commit key column: VARCHAR(255), but VARBINARY (UTF-8) on MariaDB/MySQL.
+
+    MariaDB's string collations ignore trailing spaces ("PAD SPACE") and most ignore case, so
+    "foo" and "foo " would be one primary key there. Bytes compare exactly, as keys must.
+    """
+
+    impl = String(255)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        if dialect.name in ("mysql", "mariadb"):
+            from sqlalchemy.dialects.mysql import VARBINARY
+
+            return dialect.type_descriptor(VARBINARY(4 * 255))
+        return dialect.type_descriptor(String(255))
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if value is not None and dialect.name in ("mysql", "mariadb"):
+            return value.encode("utf-8")
+        return value
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        if isinstance(value, (bytes, bytearray)):
+            return bytes(value).decode("utf-8")
+        return value
 
 
 #: schema migrations: version -> function(connection, storage) moving the schema from version-1
