@@ -84,6 +84,22 @@ def test_connect_errors_are_short(loaded, rainer):
     assert connections.get("commits") is None
 
 
+def test_an_unreachable_zookeeper_is_a_short_error(loaded, rainer):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    loaded.user_ns["url"] = rainer.url
+    loaded.run_cell("%config CommitsMagic.timeout = 1.0")
+    try:
+        with pytest.raises(UsageError, match=f"cannot reach ZooKeeper at 127.0.0.1:{port}"):
+            loaded.run_cell(f"%commits connect {{url}} --zookeeper 127.0.0.1:{port} --zk-path /x")
+    finally:
+        loaded.run_cell("%config CommitsMagic.timeout = 10.0")
+    assert connections.get("commits") is None and magics(loaded).sessions == {}
+
+
 # -- reading and committing -------------------------------------------------------------------------------
 def test_cell_commits_the_body_byte_for_byte_as_the_next_version(connected, rainer, capsys):
     connected.run_cell('%%commits limits -m "start"\n{"max": 10}\n')

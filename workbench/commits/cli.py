@@ -363,7 +363,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
         with os.fdopen(fd, "wb") as handle:
             handle.write(prepared)
         try:
-            editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+            editor = os.environ.get("EDITOR") or os.environ.get("VISUAL") or "vi"
             code = subprocess.call([*shlex.split(editor), name])
             if code != 0:
                 from workbench.errors import CommitsError
