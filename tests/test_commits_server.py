@@ -1,0 +1,353 @@
+"""Rainer's HTTP API: the seed's curl examples with real curl, every route, header and error,
+write authentication, cached reads from a ZooKeeper mirror, and the builder."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from urllib.parse import quote
+
+import pytest
+
+from workbench.commits import Commit, CommitServer, MemoryCommitStorage, SqlCommitStorage, create_rainer
+from workbench.commits.server import BasicAuth, ServiceBindError, TokenAuth, auth_from_spec, decode_header, \
+    encode_header
+from workbench.errors import ConfigurationError
+from workbench.testing.commits import commit_server, wait_until  # noqa: F401
+
+MTIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d)"
+
+
+def curl(*args: str) -> str:
+    return subprocess.run(["curl", "-s", "--max-time", "20", *args], capture_output=True, text=True,
+                          check=True, timeout=30).stdout
+
+
+def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None):
+    """(status, headers, body) of one request; 4xx/5xx answers are returned, not raised."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def post(server, key: str, version, body: bytes, author: str | None = "gian", **headers):
+    if author is not None:
+        headers["X-Rainer-Author"] = author
+    return http("POST", f"{server.url}/{quote(key, safe='')}/{version}", body,
+                {k.replace("_", "-"): v for k, v in headers.items()})
+
+
+# -- the seed's examples, with curl --------------------------------------------------------------------
+def test_seed_curl_examples(commit_server):
+    url = commit_server.url
+    assert url.endswith("/diary")
+    answer = curl("-XPOST", "-H", "Content-Type: application/octet-stream", "-H", "X-Rainer-Author: gian",
+                  "-H", "X-Rainer-Comment: rofl", "--data-binary", '{"hey":"what"}', f"{url}/foo/1")
+    assert re.fullmatch(r'\{"author":"gian","comment":"rofl","key":"foo","mtime":"' + MTIME + r'","version":1\}',
+                        answer), answer
+    mtime = json.loads(answer)["mtime"]
+    assert curl(f"{url}/foo") == '{"hey":"what"}'
+    assert curl(f"{url}/foo/1") == '{"hey":"what"}'
+    assert curl(f"{url}/foo/1/meta") == \
+        '{"author":"gian","key":"foo","version":1,"mtime":"' + mtime + '","comment":"rofl"}'
+
+
+def test_curl_sees_conflicts_and_missing_keys(commit_server):
+    url = commit_server.url
+    curl("-XPOST", "-H", "X-Rainer-Author: gian", "--data-binary", "[1]", f"{url}/foo/1")
+    out = curl("-i", "-XPOST", "-H", "X-Rainer-Author: sue", "--data-binary", "[2]", f"{url}/foo/1")
+    assert "409" in out.splitlines()[0]
+    assert out.endswith('{"conflict":{"key":"foo","expectedVersion":2,"providedVersion":1}}')
+    out = curl("-i", f"{url}/nothing")
+    assert "404" in out.splitlines()[0] and out.endswith("\n\nKey not found")
+
+
+# -- routes and headers ----------------------------------------------------------------------------------
+def test_commit_headers_on_every_answer(commit_server):
+    status, headers, body = post(commit_server, "foo", 1, b'{"a":1}', comment="first",
+                                 X_Rainer_Modified_Time="2014-02-11T14:01:28.839-08:00")
+    assert status == 200
+    assert json.loads(body)["mtime"] == "2014-02-11T14:01:28.839-08:00"
+    for path in ("/foo", "/foo/1", "/foo/meta", "/foo/1/meta"):
+        status, headers, _ = http("GET", commit_server.url + path)
+        assert status == 200
+        assert (headers["X-Rainer-Key"], headers["X-Rainer-Version"], headers["X-Rainer-Author"],
+                headers["X-Rainer-Empty"]) == ("foo", "1", "gian", "No")
+        assert headers["X-Rainer-Modified-Time"] == "2014-02-11T14:01:28.839-08:00"
+        assert "X-Rainer-Cached" not in headers
+    assert http("GET", commit_server.url + "/foo")[1]["Content-Type"] == "application/octet-stream"
+    assert http("GET", commit_server.url + "/foo/meta")[1]["Content-Type"] == "application/json"
+
+
+def test_versions_and_heads(commit_server):
+    for version in (1, 2, 3):
+        assert post(commit_server, "foo", version, json.dumps({"v": version}, separators=(",", ":")).encode())[0] == 200
+    assert http("GET", commit_server.url + "/foo")[2] == b'{"v":3}'
+    assert http("GET", commit_server.url + "/foo/2")[2] == b'{"v":2}'
+    assert json.loads(http("GET", commit_server.url + "/foo/meta")[2])["version"] == 3
+    assert http("GET", commit_server.url + "/foo/4")[0] == 404
+    assert http("GET", commit_server.url + "/foo/4/meta")[0] == 404
+
+
+def test_listing_with_all_and_payloads(commit_server):
+    post(commit_server, "foo", 1, b'{"hey":"what"}')
+    post(commit_server, "bin", 1, b"\"\\u00ff\"")
+    post(commit_server, "gone", 1, b"1")
+    post(commit_server, "gone", 2, b"", X_Rainer_Empty="yes", X_Rainer_Comment="retired")
+    listing = json.loads(http("GET", commit_server.url + "/")[2])
+    assert sorted(listing) == ["bin", "foo"]
+    assert listing["foo"] == {"author": "gian", "comment": "", "key": "foo", "mtime": listing["foo"]["mtime"],
+                              "version": 1}
+    assert json.loads(http("GET", commit_server.url)[2]) == listing  # with or without the slash
+    full = json.loads(http("GET", commit_server.url + "/?all=yes&payload_utf8=yes&payload_base64=yes")[2])
+    assert sorted(full) == ["bin", "foo", "gone"]
+    assert full["foo"]["payload_utf8"] == '{"hey":"what"}'
+    assert base64.b64decode(full["foo"]["payload_base64"]) == b'{"hey":"what"}'
+    assert full["gone"]["empty"] is True and full["gone"]["comment"] == "retired"
+    assert "payload_utf8" not in full["gone"] and "payload_base64" not in full["gone"]
+    assert json.loads(http("GET", commit_server.url + "/?all=no")[2]) == listing
+
+
+def test_tombstones_read_as_missing_but_keep_their_metadata(commit_server):
+    post(commit_server, "foo", 1, b"1")
+    status, _, body = post(commit_server, "foo", 2, b"ignored", X_Rainer_Empty="true")
+    assert status == 200 and json.loads(body)["empty"] is True
+    status, headers, body = http("GET", commit_server.url + "/foo")
+    assert (status, body, headers["X-Rainer-Empty"], headers["X-Rainer-Version"]) == \
+        (404, b"Key not found", "Yes", "2")
+    assert json.loads(http("GET", commit_server.url + "/foo/meta")[2])["empty"] is True
+    assert http("GET", commit_server.url + "/foo/1")[2] == b"1"
+    assert post(commit_server, "foo", 3, b"3")[0] == 200
+
+
+def test_unicode_and_url_encoded_keys_and_headers(commit_server):
+    key = "ключ 日本/?"[:-2] + "%"
+    status, headers, body = post(commit_server, key, 1, b'"v"', author=encode_header("Søren 😀"),
+                                 X_Rainer_Comment=encode_header("naïve\nline"))
+    assert status == 200, body
+    assert json.loads(body)["key"] == key and json.loads(body)["author"] == "Søren 😀"
+    assert decode_header(headers["X-Rainer-Key"]) == key
+    status, headers, body = http("GET", f"{commit_server.url}/{quote(key, safe='')}/1/meta")
+    assert status == 200 and json.loads(body)["comment"] == "naïve\nline"
+    assert decode_header(headers["X-Rainer-Author"]) == "Søren 😀"
+    assert list(json.loads(http("GET", commit_server.url + "/")[2])) == [key]
+    # raw UTF-8 in a header (what curl sends when typed) works too
+    out = curl("-XPOST", "-H", "X-Rainer-Author: Zoë", "--data-binary", "2",
+               f"{commit_server.url}/{quote(key, safe='')}/2")
+    assert json.loads(out)["author"] == "Zoë"
+
+
+# -- bad input: clean 4xx, never 500 ---------------------------------------------------------------------
+@pytest.mark.parametrize("path, body, headers, status, fragment", [
+    ("/foo/1", b"{}", {}, 400, "X-Rainer-Author is required"),
+    ("/foo/1", b"{}", {"X-Rainer-Author": "  "}, 400, "X-Rainer-Author is required"),
+    ("/foo/one", b"{}", {"X-Rainer-Author": "g"}, 400, "version must be a positive integer"),
+    ("/foo/0", b"{}", {"X-Rainer-Author": "g"}, 400, "version must be a positive integer"),
+    ("/foo/-1", b"{}", {"X-Rainer-Author": "g"}, 400, "version must be a positive integer"),
+    ("/foo/99999999999999999999", b"{}", {"X-Rainer-Author": "g"}, 400, "positive integer"),
+    ("/foo/1", b'{"hey":', {"X-Rainer-Author": "g"}, 400, "invalid JSON"),
+    ("/foo/1", b"\xff\xfe", {"X-Rainer-Author": "g"}, 400, "invalid JSON"),
+    ("/foo/1", b"", {"X-Rainer-Author": "g"}, 400, "invalid JSON"),
+    ("/foo/1", b"{}", {"X-Rainer-Author": "g", "X-Rainer-Modified-Time": "soon"}, 400, "ISO 8601"),
+    ("/foo/1", b"{}", {"X-Rainer-Author": "%ZZ%ff"}, 400, "percent-encoded"),
+    ("/a%2Fb/1", b"{}", {"X-Rainer-Author": "g"}, 400, "must not contain '/'"),
+    ("/%2E%2E/1", b"{}", {"X-Rainer-Author": "g"}, 400, "must not contain '/'"),
+    ("/tab%09key/1", b"{}", {"X-Rainer-Author": "g"}, 400, "control characters"),
+    ("/" + "k" * 300 + "/1", b"{}", {"X-Rainer-Author": "g"}, 400, "1 to 255 characters"),
+    ("/%FF/1", b"{}", {"X-Rainer-Author": "g"}, 400, "Bad Request"),
+    ("/foo", b"{}", {"X-Rainer-Author": "g"}, 400, "POST needs a version"),
+])
+def test_bad_posts_get_a_clear_4xx_and_store_nothing(commit_server, path, body, headers, status, fragment):
+    got, _, answer = http("POST", commit_server.url + path, body, headers)
+    assert got == status, answer
+    assert fragment in json.loads(answer)["error"]
+    assert commit_server.storage.heads() == {}
+
+
+@pytest.mark.parametrize("path, status", [
+    ("/foo/x", 400), ("/foo/x/meta", 400), ("/%FF", 400), ("/foo/1/2/3", 404), ("/nothing/meta", 404),
+    ("/a%2Fb", 400), ("/?all=%ZZ", 200),
+])
+def test_bad_reads_get_a_clear_4xx(commit_server, path, status):
+    assert http("GET", commit_server.url + path)[0] == status
+
+
+def test_paths_outside_the_prefix_are_404(commit_server):
+    root = commit_server.url[: -len("/diary")]
+    status, _, body = http("GET", root + "/other/foo")
+    assert status == 404 and json.loads(body)["error"] == "no such route"
+
+
+def test_oversized_bodies_are_refused_with_413(commit_server):
+    commit_server.max_body = 1000
+    status, _, body = post(commit_server, "foo", 1, b'"' + b"x" * 2000 + b'"')
+    assert status == 413 and json.loads(body)["max_body"] == 1000
+    # chunked, without a Content-Length: counted as it streams
+    out = curl("-s", "-o", "/dev/null", "-w", "%{http_code}", "-XPOST", "-H", "X-Rainer-Author: g",
+               "-H", "Transfer-Encoding: chunked", "--data-binary", '"' + "y" * 5000 + '"',
+               f"{commit_server.url}/foo/1")
+    assert out == "413"
+    assert post(commit_server, "foo", 1, b'"' + b"x" * 900 + b'"')[0] == 200
+    assert commit_server.storage.get("foo").version == 1
+
+
+def test_json_is_checked_per_key_serialization():
+    from workbench.commits.model import serialization_by_suffix
+
+    storage = MemoryCommitStorage(serialization=serialization_by_suffix)
+    with CommitServer(storage) as server:
+        assert post(server, "notes.txt", 1, b"plain words")[0] == 200
+        assert post(server, "conf.yaml", 1, b"a: 1 # why\n")[0] == 200
+        assert post(server, "conf.yaml", 2, b"a: [1,\n")[0] == 400
+        assert post(server, "conf.json", 1, b"plain words")[0] == 400
+        assert http("GET", server.url + "/conf.yaml")[2] == b"a: 1 # why\n"
+
+
+# -- authentication ------------------------------------------------------------------------------------------
+def test_token_auth_guards_writes_only():
+    with CommitServer(MemoryCommitStorage(), auth=TokenAuth("s3cret")) as server:
+        status, headers, _ = post(server, "foo", 1, b"1")
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+        assert post(server, "foo", 1, b"1", Authorization="Bearer wrong")[0] == 401
+        assert post(server, "foo", 1, b"1", Authorization="Bearer s3cret")[0] == 200
+        assert post(server, "foo", 2, b"2", X_Rainer_Token="s3cret")[0] == 200
+        assert http("GET", server.url + "/foo")[2] == b"2"
+        assert server.storage.get("foo").version == 2
+
+
+def test_basic_auth_with_curl():
+    with CommitServer(MemoryCommitStorage(), auth=auth_from_spec("basic:ops:pa:ss"), prefix="/diary") as server:
+        code = curl("-o", "/dev/null", "-w", "%{http_code}", "-XPOST", "-H", "X-Rainer-Author: g",
+                    "--data-binary", "1", f"{server.url}/foo/1")
+        assert code == "401"
+        code = curl("-o", "/dev/null", "-w", "%{http_code}", "-u", "ops:wrong", "-XPOST", "-H",
+                    "X-Rainer-Author: g", "--data-binary", "1", f"{server.url}/foo/1")
+        assert code == "401"
+        out = curl("-u", "ops:pa:ss", "-XPOST", "-H", "X-Rainer-Author: g", "--data-binary", "1",
+                   f"{server.url}/foo/1")
+        assert json.loads(out)["version"] == 1
+        assert post(server, "foo", 2, b"2", Authorization="Basic !!notbase64")[0] == 401
+
+
+def test_auth_specs():
+    assert isinstance(auth_from_spec("token:abc"), TokenAuth)
+    assert isinstance(auth_from_spec("basic:u:p"), BasicAuth)
+    assert auth_from_spec(None) is None
+    for spec in ("token:", "basic:nopassword", "kerberos:x"):
+        with pytest.raises(ConfigurationError):
+            auth_from_spec(spec)
+
+
+# -- lifecycle -------------------------------------------------------------------------------------------------
+def test_start_binds_a_real_port_and_stop_frees_it():
+    server = CommitServer(MemoryCommitStorage(), prefix="diary/").start()
+    assert server.port != 0 and server.url == f"http://127.0.0.1:{server.port}/diary"
+    with pytest.raises(ServiceBindError) as caught:
+        CommitServer(MemoryCommitStorage(), port=server.port).start()
+    assert caught.value.fields["port"] == server.port
+    server.stop()
+    server.stop()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+
+
+def test_sql_storage_served_off_the_event_loop(tmp_path):
+    storage = SqlCommitStorage(f"sqlite:///{tmp_path / 'c.db'}").start()
+    with CommitServer(storage) as server:
+        for version in range(1, 6):
+            assert post(server, "foo", version, str(version).encode())[0] == 200
+        assert http("GET", server.url + "/foo/3")[2] == b"3"
+    storage.close()
+
+
+# -- the builder and cached reads -------------------------------------------------------------------------------
+def test_builder_without_zookeeper(tmp_path):
+    with create_rainer(f"sqlite:///{tmp_path / 'd.db'}", prefix="/diary", auth="token:t") as rainer:
+        assert rainer.keeper is None and rainer.mirror is None and rainer.publisher is None
+        assert post(rainer, "foo", 1, b"1", Authorization="Bearer t")[0] == 200
+        assert rainer.storage.get("foo").value == 1
+    with pytest.raises(ConfigurationError):
+        create_rainer("sqlite://", zookeeper="127.0.0.1:1")
+
+
+def test_builder_with_zookeeper_serves_cached_reads(tmp_path, zookeeper_chroot, zookeeper_client):
+    rainer = create_rainer(f"sqlite:///{tmp_path / 'd.db'}", prefix="/diary", zookeeper=zookeeper_chroot,
+                           zk_path="/rainer/diary", publish_period=0.5, publish_fuzz=0.1).start()
+    try:
+        status, _, body = post(rainer, "foo", 1, b'{"hey":"what"}', comment="rofl")
+        assert status == 200
+        # published to ZooKeeper by the save itself, so the mirror answers at once
+        status, headers, body = http("GET", rainer.url + "/foo")
+        assert (status, body, headers["X-Rainer-Cached"]) == (200, b'{"hey":"what"}', "Yes")
+        assert http("GET", rainer.url + "/foo/1/meta")[1]["X-Rainer-Cached"] == "Yes"
+        assert http("GET", rainer.url + "/")[1]["X-Rainer-Cached"] == "Yes"
+        assert zookeeper_client.exists("/rainer/diary/foo") is not None
+        # a commit only the system of record has (saved around the publishing storage)
+        rainer.underlying.save(Commit.from_value("quiet", 1, "q", author="me"))
+        status, headers, body = http("GET", rainer.url + "/quiet")
+        assert (status, body) == (200, b'"q"') and "X-Rainer-Cached" not in headers
+        # ... until the auto-publisher pushes it
+        rainer.mirror.wait_for("quiet", 1, timeout=10)
+        assert http("GET", rainer.url + "/quiet")[1]["X-Rainer-Cached"] == "Yes"
+        # read-your-writes through the mirror, and tombstones leave it
+        post(rainer, "foo", 2, b'{"hey":"again"}')
+        assert http("GET", rainer.url + "/foo")[2] == b'{"hey":"again"}'
+        post(rainer, "foo", 3, b"", X_Rainer_Empty="yes")
+        assert http("GET", rainer.url + "/foo")[0] == 404
+        assert "foo" not in json.loads(http("GET", rainer.url + "/")[2])
+    finally:
+        rainer.stop()
+    assert rainer.server is None and rainer.mirror is None
+
+
+# -- failures below the API ------------------------------------------------------------------------------------
+def test_a_lost_database_is_a_503_not_a_500(mariadb_server):
+    name = "t_commits_lost"
+    mariadb_server.create_database(name)
+    storage = SqlCommitStorage(mariadb_server.url(name)).start()
+    try:
+        with CommitServer(storage) as server:
+            assert post(server, "foo", 1, b"1")[0] == 200
+            mariadb_server.drop_database(name)
+            status, _, body = http("GET", server.url + "/foo")
+            assert (status, json.loads(body)) == (503, {"error": "storage unavailable"})
+            assert post(server, "foo", 2, b"2")[0] == 503
+            assert http("GET", server.url + "/")[0] == 503
+    finally:
+        storage.close()
+        mariadb_server.drop_database(name)
+
+
+@pytest.mark.parametrize("raw", [
+    b"GET /diary/foo HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    b"POST /diary/foo/1 HTTP/1.1\r\nHost: x\r\nX-Rainer-Author: g\r\nContent-Length: -5\r\n\r\n",
+    b"POST /diary/foo/1 HTTP/1.1\r\nHost: x\r\nX-Rainer-Author: a\x00b\r\nContent-Length: 2\r\n\r\n{}",
+    b"POST /diary/foo/1 HTTP/1.1\r\nHost: x\r\nX-Rainer-Author: g\r\nContent-Length: 5\r\n\r\n{}",
+    b"GARBAGE\r\n\r\n",
+    b"GET /diary/" + b"k" * 70000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+])
+def test_malformed_http_gets_a_4xx_or_a_closed_connection(commit_server, raw):
+    with socket.create_connection(("127.0.0.1", commit_server.port), timeout=10) as sock:
+        sock.sendall(raw)
+        sock.shutdown(socket.SHUT_WR)  # a truncated body then ends, as when a client dies
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+                if b"\r\n\r\n" in answer:
+                    break
+        except ConnectionResetError:
+            pass
+    if answer:
+        status = int(answer.split(b" ", 2)[1])
+        assert 400 <= status < 500, answer[:200]
+    assert commit_server.storage.heads() == {}
+    assert http("GET", commit_server.url + "/")[0] == 200  # and the server still serves

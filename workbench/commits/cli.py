@@ -1,0 +1,446 @@
+"""``workbench commits`` / ``python -m workbench.commits``: pyrainer's command line, plus ``serve``.
+
+::
+
+    python -m workbench.commits --url http://localhost:8080/diary list
+    python -m workbench.commits --url http://localhost:8080/diary show hey
+    python -m workbench.commits --url http://localhost:8080/diary edit hey     # $EDITOR, diff, confirm
+    python -m workbench.commits --url http://localhost:8080/diary log hey      # history as diffs
+    workbench commits serve --storage sqlite:///commits.db --port 8080 --prefix /diary
+
+A *prepared* commit (what ``prepare`` prints, ``edit`` opens and ``commit`` reads) is a YAML
+header of metadata, a line ``---``, then the payload exactly as it will be stored::
+
+    author: gian
+    comment: ''
+    version: 2
+    ---
+    {"hey":"what"}
+
+Errors (a missing key, a stale version, no server) print one line on stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable, Sequence
+
+#: where --url comes from when it is not given (a wrapper script can export it instead)
+URL_ENVIRONMENT = "WORKBENCH_COMMITS_URL"
+#: where ``serve --auth`` comes from when it is not given
+AUTH_ENVIRONMENT = "WORKBENCH_COMMITS_AUTH"
+#: separates the metadata header from the payload in a prepared commit
+SEPARATOR = "\n---\n"
+
+CLIENT_COMMANDS = ("list", "show", "prepare", "edit", "commit", "commit-value", "uncommit", "log")
+
+
+# -- argument parsing -------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the client commands (pyrainer's) and ``serve`` to ``parser`` (``workbench commits``)."""
+    _client_options(parser, None)
+    commands = parser.add_subparsers(dest="commits_command", metavar="COMMAND")
+
+    def client_command(name: str, help_text: str, func: Callable[[argparse.Namespace], int],
+                       key: bool = True, version: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        # --url and friends also work after the command (`... list --url URL`)
+        _client_options(sub, argparse.SUPPRESS)
+        if key:
+            sub.add_argument("key", help="commit key")
+        if version:
+            sub.add_argument("version", type=int, nargs="?", help="commit version (default: the latest)")
+        sub.set_defaults(func=func)
+        return sub
+
+    listing = client_command("list", "keys with their latest version and URL", cmd_list, key=False,
+                             version=False)
+    listing.add_argument("-A", "--all", action="store_true", help="include deleted (empty) keys")
+    client_command("show", "print a key's value", cmd_show)
+    client_command("prepare", "print the next commit of a key, ready to edit", cmd_prepare)
+    client_command("edit", "edit a key in $EDITOR, review the diff, then commit", cmd_edit)
+    client_command("commit", "commit a prepared commit read from stdin", cmd_commit, version=False)
+    commit_value = client_command("commit-value", "commit stdin as a key's value", cmd_commit_value)
+    commit_value.add_argument("-m", "--message", required=True, help="commit message")
+    uncommit = client_command("uncommit", "delete a key (an empty commit), after confirmation", cmd_uncommit)
+    uncommit.add_argument("-y", "--yes", action="store_true", help="do not ask")
+    client_command("log", "a key's history, newest first, as diffs", cmd_log)
+
+    serve = commands.add_parser("serve", help="run a commits HTTP server (Rainer's API)")
+    serve.add_argument("--storage", required=True,
+                       help="SQLAlchemy URL: sqlite:///file.db, mysql+pymysql://..., postgresql+psycopg://...")
+    serve.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0 picks a free one)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--prefix", default="", help="path prefix of the API, e.g. /diary")
+    serve.add_argument("--zookeeper", metavar="HOST:PORT", help="ZooKeeper to publish heads to")
+    serve.add_argument("--zk-path", metavar="PATH", help="znode path of the keeper, e.g. /rainer/diary")
+    serve.add_argument("--auth", metavar="SPEC", default=os.environ.get(AUTH_ENVIRONMENT),
+                       help="require credentials on writes: token:SECRET or basic:USER:PASSWORD "
+                       f"(default: ${AUTH_ENVIRONMENT}, which keeps the secret out of the process list)")
+    serve.add_argument("--publish-period", type=float, default=30.0,
+                       help="seconds between the leader's checks that ZooKeeper holds every head (default 30)")
+    serve.set_defaults(func=cmd_serve)
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+
+def _client_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    def option(*flags: str, **kwargs: Any) -> None:
+        if default is argparse.SUPPRESS:
+            kwargs["default"] = argparse.SUPPRESS
+        parser.add_argument(*flags, **kwargs)
+
+    option("--url", metavar="URL", help=f"the commits server, e.g. http://localhost:8080/diary "
+           f"(default: ${URL_ENVIRONMENT})")
+    option("--token", help="bearer token for servers that require one on writes")
+    option("--author", help="author of new commits (default: your login name)")
+    option("--timeout", type=float, help="seconds to wait for the server (default 10)")
+    option("--color", choices=["auto", "always", "never"], help="colour diffs (default: auto, on a terminal)")
+
+
+# -- plumbing ------------------------------------------------------------------------------------------
+def _client(args: argparse.Namespace) -> Any:
+    from workbench.commits.client import RainerClient
+    from workbench.errors import ConfigurationError
+
+    url = getattr(args, "url", None) or os.environ.get(URL_ENVIRONMENT)
+    if not url:
+        raise ConfigurationError(f"--url is required (or set ${URL_ENVIRONMENT})")
+    options: dict[str, Any] = {"token": getattr(args, "token", None)}
+    if getattr(args, "timeout", None):
+        options["timeout"] = args.timeout
+    return RainerClient(url, **options)
+
+
+def _author(args: argparse.Namespace) -> str:
+    from workbench.commits.client import default_author
+
+    return getattr(args, "author", None) or default_author()
+
+
+class Terminal:
+    """Where the commands write: stdout, with or without ANSI colours."""
+
+    COLOURS = {"red": "31", "green": "32", "yellow": "33", "bold": "1"}
+
+    def __init__(self, mode: str | None, out: IO[str] | None = None) -> None:
+        self.out = out or sys.stdout
+        if mode in (None, "auto"):
+            self.colour = self.out.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+        else:
+            self.colour = mode == "always"
+
+    def paint(self, text: str, colour: str) -> str:
+        if not self.colour:
+            return text
+        # keep the newline outside the escape codes, so the colour never bleeds into the next line
+        body, newline = (text[:-1], "\n") if text.endswith("\n") else (text, "")
+        return f"\033[{self.COLOURS[colour]}m{body}\033[0m{newline}"
+
+    def write(self, text: str = "", colour: str | None = None) -> None:
+        self.out.write(self.paint(text, colour) if colour else text)
+
+    def line(self, text: str = "", colour: str | None = None) -> None:
+        self.write(text + "\n", colour)
+
+    def diff(self, old_text: str, new_text: str, old_name: str, new_name: str) -> None:
+        """A unified diff, coloured like git's: headers bold, removals red, additions green."""
+        from workbench.commits.client import diff_lines
+
+        for line in diff_lines(old_text, new_text, old_name, new_name):
+            if line.startswith(("---", "+++")):
+                self.write(line, "bold")
+            elif line.startswith("-"):
+                self.write(line, "red")
+            elif line.startswith("+"):
+                self.write(line, "green")
+            else:
+                self.write(line)
+        self.out.flush()
+
+
+def _text(value: bytes | None) -> str:
+    return "" if value is None else value.decode("utf-8", "replace")
+
+
+# -- prepared commits ----------------------------------------------------------------------------------
+def prepare_commit(meta: dict[str, Any], value: bytes | None) -> bytes:
+    """A commit as editable text: YAML metadata, ``---``, the payload bytes untouched."""
+    import yaml
+
+    header = yaml.safe_dump(meta, default_flow_style=False, allow_unicode=True, sort_keys=True)
+    return header.encode("utf-8") + b"---\n" + (value or b"")
+
+
+def split_prepared(prepared: bytes) -> tuple[dict[str, Any], bytes]:
+    """A prepared commit -> (metadata, payload bytes). Only the first ``---`` line separates: the
+    payload may itself be a multi-document YAML file."""
+    import yaml
+
+    from workbench.commits.model import InvalidCommit
+
+    text_separator = SEPARATOR.encode()
+    if prepared.startswith(b"---\n"):
+        header, payload = b"", prepared[4:]
+    elif text_separator in prepared:
+        header, payload = prepared.split(text_separator, 1)
+    else:
+        raise InvalidCommit("a prepared commit is a YAML header, a line '---', then the value",
+                            reason="no separator")
+    try:
+        meta = yaml.safe_load(header.decode("utf-8")) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InvalidCommit(f"the header of the prepared commit is not YAML: {exc}", reason="header") from None
+    if not isinstance(meta, dict):
+        raise InvalidCommit("the header of a prepared commit is a YAML mapping (author, comment, version)",
+                            reason="header")
+    version = meta.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InvalidCommit("the header's version must be an integer", version=version, reason="version")
+    return meta, payload
+
+
+def next_commit(current_version: int, value: bytes | None, author: str, empty: bool = False) -> dict[str, Any]:
+    """The metadata of the commit after ``current_version`` (what ``prepare`` and ``edit`` start from)."""
+    meta: dict[str, Any] = {"version": current_version + 1, "author": author, "comment": ""}
+    if empty:
+        meta["empty"] = True
+    return meta
+
+
+def post_prepared(client: Any, key: str, prepared: bytes) -> dict[str, Any]:
+    """Post a prepared commit for ``key``; returns the stored metadata."""
+    meta, payload = split_prepared(prepared)
+    meta["key"] = key
+    return client.post_commit(meta, None if meta.get("empty") else payload)
+
+
+def _current(client: Any, key: str, version: int | None) -> tuple[dict[str, Any], bytes | None]:
+    """Metadata and value of ``key`` (version 0 and nothing when the key does not exist yet)."""
+    from workbench.commits.client import CommitNotFound
+
+    try:
+        commit = client.get_commit(key, version)
+    except CommitNotFound:
+        if version is not None:
+            raise
+        return {"key": key, "version": 0}, None
+    return commit.meta, commit.value
+
+
+def _print_json(document: Any) -> None:
+    print(json.dumps(document, ensure_ascii=False, sort_keys=True))
+
+
+def _ask(terminal: Terminal, question: str) -> bool:
+    """Ask until the answer is 'yes' or 'no'; end of input counts as no."""
+    prompt = question
+    while True:
+        terminal.out.write(prompt)
+        terminal.out.flush()
+        answer = sys.stdin.readline()
+        if not answer:
+            terminal.line()
+            return False
+        answer = answer.strip().lower()
+        if answer in ("yes", "no"):
+            return answer == "yes"
+        prompt = "Please type 'yes' or 'no': "
+
+
+def confirm_and_post(client: Any, terminal: Terminal, key: str, current: bytes | None,
+                     prepared: bytes) -> bool:
+    """Show what the prepared commit changes, ask, and post it on 'yes'. True when posted."""
+    meta, payload = split_prepared(prepared)
+    new_value = None if meta.get("empty") else payload
+    if new_value == current and not meta.get("empty"):
+        terminal.line("No change, not committing.")
+        return False
+    if meta.get("empty") and current is None:
+        terminal.line("Already empty, not committing.")
+        return False
+    terminal.diff(_text(current), _text(new_value), f"{key} (current)", f"{key} (new)")
+    if not _ask(terminal, f"Commit to {client.commit_uri(key)} (yes/no)? "):
+        terminal.line("OK, not committing.")
+        return False
+    _print_json(post_prepared(client, key, prepared))
+    return True
+
+
+# -- commands ----------------------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        listing = client.list(args.all)
+        for key in sorted(listing):
+            meta = listing[key]
+            version = int(meta["version"])
+            marker = "\t(empty)" if meta.get("empty") else ""
+            print(f"{key}\t{version}\t{client.commit_uri(key, version)}{marker}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        commit = client.get_commit(args.key, args.version)
+        if commit.value is None:
+            print(f"{args.key} version {commit.meta['version']} is empty (deleted)", file=sys.stderr)
+            return 0
+        out = sys.stdout.buffer
+        out.write(commit.value)
+        if not commit.value.endswith(b"\n"):
+            out.write(b"\n")
+        out.flush()
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        meta, value = _current(client, args.key, args.version)
+        head = int(client.get_metadata(args.key)["version"]) if args.version is not None else int(meta["version"])
+        prepared = prepare_commit(next_commit(head, value, _author(args)), value)
+        sys.stdout.buffer.write(prepared)
+        sys.stdout.buffer.flush()
+    return 0
+
+
+def cmd_commit(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _print_json(post_prepared(client, args.key, sys.stdin.buffer.read()))
+    return 0
+
+
+def cmd_commit_value(args: argparse.Namespace) -> int:
+    from workbench.commits.client import CommitNotFound
+
+    with _client(args) as client:
+        version = args.version
+        if version is None:
+            try:
+                version = int(client.get_metadata(args.key)["version"]) + 1
+            except CommitNotFound:
+                version = 1
+        meta = {"key": args.key, "version": version, "author": _author(args), "comment": args.message}
+        _print_json(client.post_commit(meta, sys.stdin.buffer.read()))
+    return 0
+
+
+def cmd_uncommit(args: argparse.Namespace) -> int:
+    terminal = Terminal(getattr(args, "color", None))
+    with _client(args) as client:
+        meta, value = _current(client, args.key, args.version)
+        if int(meta["version"]) == 0:
+            from workbench.commits.client import CommitNotFound
+
+            raise CommitNotFound(f"no key {args.key!r} to uncommit", status=404, body="Key not found",
+                                 method="GET", url=client.commit_uri(args.key))
+        head = int(client.get_metadata(args.key)["version"]) if args.version is not None else int(meta["version"])
+        prepared = prepare_commit(next_commit(head, value, _author(args), empty=True), b"")
+        if args.yes:
+            _print_json(post_prepared(client, args.key, prepared))
+        else:
+            confirm_and_post(client, terminal, args.key, value, prepared)
+    return 0
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    terminal = Terminal(getattr(args, "color", None))
+    with _client(args) as client:
+        meta, value = _current(client, args.key, args.version)
+        # Editing an older version makes it the base of the next one, so the diff and the new
+        # version are taken against the head.
+        if args.version is not None:
+            head_meta, head_value = _current(client, args.key, None)
+        else:
+            head_meta, head_value = meta, value
+        prepared = prepare_commit(next_commit(int(head_meta["version"]), value, _author(args)), value)
+        fd, name = tempfile.mkstemp(prefix=f"commit-{_safe_name(args.key)}-", suffix=".yaml")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(prepared)
+        try:
+            editor = os.environ.get("EDITOR") or os.environ.get("VISUAL") or "vi"
+            code = subprocess.call([*shlex.split(editor), name])
+            if code != 0:
+                from workbench.errors import CommitsError
+
+                raise CommitsError(f"the editor exited with code {code}", editor=editor)
+            edited = Path(name).read_bytes()
+            if confirm_and_post(client, terminal, args.key, head_value, edited):
+                os.unlink(name)
+            else:
+                print(f"Your work is saved in: {name}")
+        except BaseException:
+            print(f"An error was encountered. Your work is saved in: {name}", file=sys.stderr)
+            raise
+    return 0
+
+
+def _safe_name(key: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key)[:40]
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    terminal = Terminal(getattr(args, "color", None))
+    with _client(args) as client:
+        newer = client.get_commit(args.key, args.version)
+        try:
+            while int(newer.meta["version"]) > 0:
+                version = int(newer.meta["version"])
+                older = client.get_commit(args.key, version - 1) if version > 1 else None
+                terminal.line(f"Commit {version}" + (" (empty)" if newer.meta.get("empty") else ""), "yellow")
+                terminal.line(f"Author: {newer.meta.get('author', '')}")
+                terminal.line(f"Date:   {newer.meta.get('mtime', '')}")
+                terminal.line()
+                comment = newer.meta.get("comment") or ""
+                if comment:
+                    for comment_line in comment.split("\n"):
+                        terminal.line(f"  {comment_line}")
+                    terminal.line()
+                terminal.diff(_text(older.value if older else None), _text(newer.value),
+                              f"{args.key} {version - 1}", f"{args.key} {version}")
+                terminal.line()
+                if older is None:
+                    break
+                newer = older
+        finally:
+            terminal.line("End of Log")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    from workbench.commits.builder import create_rainer
+    from workbench.errors import ConfigurationError
+
+    if bool(args.zookeeper) != bool(args.zk_path):
+        raise ConfigurationError("--zookeeper and --zk-path go together")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    rainer = create_rainer(args.storage, port=args.port, prefix=args.prefix, zookeeper=args.zookeeper,
+                           zk_path=args.zk_path, auth=args.auth or None, address=args.host,
+                           publish_period=args.publish_period, publish_fuzz=args.publish_period / 6)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopped.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stopped.set())
+    rainer.start()
+    try:
+        print(f"commits serving on {rainer.url}", flush=True)
+        while not stopped.wait(0.5):
+            pass
+    finally:
+        rainer.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m workbench.commits ARGS`` is ``workbench commits ARGS``."""
+    from workbench.cli import main as workbench_main
+
+    return workbench_main(["commits", *(sys.argv[1:] if argv is None else argv)])

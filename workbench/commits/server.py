@@ -1,0 +1,543 @@
+"""Rainer's HTTP API over a commit storage, on tornado.
+
+Routes (below ``prefix``, e.g. ``/diary``):
+
+=====================================  ==========================================================
+``GET /``                              ``{key: metadata}`` of every non-empty head; ``?all=yes``
+                                       adds tombstones; ``?payload_utf8=yes`` / ``?payload_base64=yes``
+                                       add each payload (tombstones never have one)
+``GET /:key`` / ``GET /:key/:version``  the payload bytes (``application/octet-stream``)
+``GET /:key/meta``, ``/:key/:version/meta``  the metadata JSON
+``POST /:key/:version``                save the body as that version; headers ``X-Rainer-Author``
+                                       (required), ``X-Rainer-Comment``, ``X-Rainer-Empty: yes``
+                                       (a tombstone), ``X-Rainer-Modified-Time`` (ISO 8601);
+                                       answers the metadata JSON
+=====================================  ==========================================================
+
+Every commit answer carries ``X-Rainer-Key``, ``X-Rainer-Version``, ``X-Rainer-Author``,
+``X-Rainer-Comment``, ``X-Rainer-Modified-Time`` and ``X-Rainer-Empty`` (``Yes``/``No``).
+Header values are percent-encoded UTF-8 wherever they hold non-ASCII characters or ``%`` (plain
+ASCII stays as it is); the server decodes request headers the same way.
+
+Errors: 404 ``Key not found`` (text) for a missing key or version, and for the payload of a
+tombstone (its headers still say ``X-Rainer-Empty: Yes``); 409
+``{"conflict": {"key", "expectedVersion", "providedVersion"}}``; 400 / 401 / 413 / 503
+``{"error": message, ...fields}``. Bad input never produces a 500.
+
+Reads of heads are served from a :class:`~workbench.commits.keeper.CommitMirror` when one is
+given (``X-Rainer-Cached: Yes``). Writes may require a :class:`TokenAuth` or :class:`BasicAuth`.
+
+::
+
+    with CommitServer(SqlCommitStorage("sqlite:///c.db").start(), prefix="/diary") as server:
+        print(server.url)   # http://127.0.0.1:PORT/diary
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import logging
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, TypeVar
+from urllib.parse import quote, unquote
+
+import tornado.httpserver
+import tornado.ioloop
+import tornado.netutil
+import tornado.web
+
+from workbench.commits.model import Commit, CommitConflict, CommitMetadata, InvalidCommit, format_mtime, now, \
+    parse_mtime
+from workbench.commits.storage import CommitStorage
+from workbench.errors import CommitsError, ConfigurationError
+
+if TYPE_CHECKING:
+    from workbench.commits.keeper import CommitMirror
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CommitServer", "TokenAuth", "BasicAuth", "WriteAuth", "auth_from_spec", "encode_header",
+           "decode_header", "DEFAULT_MAX_BODY", "meta_document"]
+
+#: the largest accepted POST body: ZooKeeper's default 1 MiB znode limit holds a base64 payload
+#: of about 750 KiB, so a bigger commit could be stored but never published
+DEFAULT_MAX_BODY = 512 * 1024
+
+T = TypeVar("T")
+
+# printable ASCII except "%": what stays literal in an X-Rainer-* header value
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+_TRUE = ("yes", "true", "1", "on", "")
+
+
+def encode_header(value: str) -> str:
+    """A header-safe form of ``value``: non-ASCII, control characters and ``%`` percent-encoded."""
+    return quote(value, safe=_HEADER_SAFE)
+
+
+def decode_header(value: str) -> str:
+    """The inverse of :func:`encode_header`; raw UTF-8 bytes (seen by tornado as latin-1) also work."""
+    try:
+        value = value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        pass
+    return unquote(value, errors="strict")
+
+
+def meta_document(meta: CommitMetadata) -> dict[str, Any]:
+    """The ``GET .../meta`` object, in Rainer's field order (author, key, version, mtime, comment)."""
+    document: dict[str, Any] = {"author": meta.author, "key": meta.key, "version": meta.version,
+                                "mtime": format_mtime(meta.mtime), "comment": meta.comment}
+    if meta.empty:
+        document["empty"] = True
+    return document
+
+
+def _compact(document: Any) -> bytes:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+# -- write authentication -----------------------------------------------------------------------------
+class WriteAuth:
+    """Decides whether a request may write. Subclasses implement ``allows(headers)``."""
+
+    #: the WWW-Authenticate challenge sent with a 401
+    challenge = 'Basic realm="rainer"'
+
+    def allows(self, headers: Mapping[str, str]) -> bool:
+        raise NotImplementedError
+
+
+class TokenAuth(WriteAuth):
+    """Writes need ``Authorization: Bearer TOKEN`` (or ``X-Rainer-Token: TOKEN``)."""
+
+    challenge = 'Bearer realm="rainer"'
+
+    def __init__(self, token: str) -> None:
+        if not token:
+            raise ConfigurationError("the write token must not be empty")
+        self._token = token.encode("utf-8")
+
+    def allows(self, headers: Mapping[str, str]) -> bool:
+        offered = headers.get("X-Rainer-Token", "")
+        authorization = headers.get("Authorization", "")
+        if authorization[:7].lower() == "bearer ":
+            offered = authorization[7:].strip()
+        return hmac.compare_digest(offered.encode("utf-8", "surrogateescape"), self._token)
+
+
+class BasicAuth(WriteAuth):
+    """Writes need HTTP basic auth with one of ``users`` (name -> password)."""
+
+    def __init__(self, users: Mapping[str, str]) -> None:
+        if not users:
+            raise ConfigurationError("basic auth needs at least one user")
+        self._users = {name: password.encode("utf-8") for name, password in users.items()}
+
+    def allows(self, headers: Mapping[str, str]) -> bool:
+        authorization = headers.get("Authorization", "")
+        if authorization[:6].lower() != "basic ":
+            return False
+        try:
+            name, _, password = base64.b64decode(authorization[6:].strip(), validate=True) \
+                .decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        expected = self._users.get(name)
+        # compare even for unknown users, so timing does not tell which names exist
+        return hmac.compare_digest(password.encode("utf-8"), expected or b"\0") and expected is not None
+
+
+def auth_from_spec(spec: str | None) -> WriteAuth | None:
+    """``"token:SECRET"`` -> TokenAuth, ``"basic:USER:PASSWORD"`` -> BasicAuth, None -> None."""
+    if not spec:
+        return None
+    kind, _, rest = spec.partition(":")
+    if kind == "token" and rest:
+        return TokenAuth(rest)
+    if kind == "basic" and ":" in rest:
+        user, _, password = rest.partition(":")
+        return BasicAuth({user: password})
+    raise ConfigurationError("auth must be token:SECRET or basic:USER:PASSWORD", spec=kind + ":...")
+
+
+# -- handlers ------------------------------------------------------------------------------------------
+class _HttpProblem(Exception):
+    """An answer other than 200, raised inside a handler."""
+
+    def __init__(self, status: int, body: bytes, content_type: str = "application/json",
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status)
+        self.status, self.body, self.content_type = status, body, content_type
+        self.headers = dict(headers or {})
+
+
+def _bad_request(message: str, status: int = 400, **fields: Any) -> _HttpProblem:
+    return _HttpProblem(status, _compact({"error": message, **{k: _plain(v) for k, v in fields.items()}}))
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+
+
+_NOT_FOUND = b"Key not found"
+
+
+class _Handler(tornado.web.RequestHandler):
+    """Shared plumbing: error answers, commit headers, running storage calls off the loop."""
+
+    server: CommitServer
+
+    def initialize(self, server: CommitServer) -> None:
+        self.server = server
+
+    def set_default_headers(self) -> None:
+        self.clear_header("Server")
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        if not self.server.storage.blocking:
+            return function(*args)
+        return await asyncio.get_running_loop().run_in_executor(self.server.executor, function, *args)
+
+    def send_problem(self, problem: _HttpProblem) -> None:
+        self.clear()
+        self.set_status(problem.status)
+        self.set_header("Content-Type", problem.content_type)
+        for name, value in problem.headers.items():
+            self.set_header(name, value)
+        self.finish(problem.body)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # tornado's own errors (bad URL encoding, unsupported method...) and anything unexpected:
+        # a short JSON message, never a traceback page.
+        self.set_header("Content-Type", "application/json")
+        self.finish(_compact({"error": self._reason}))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, tornado.web.HTTPError):
+            log.debug("%s %s: %s", self.request.method, self.request.uri, value)
+        else:
+            super().log_exception(typ, value, tb)
+
+    def commit_headers(self, meta: CommitMetadata) -> None:
+        self.set_header("X-Rainer-Key", encode_header(meta.key))
+        self.set_header("X-Rainer-Version", str(meta.version))
+        self.set_header("X-Rainer-Author", encode_header(meta.author))
+        self.set_header("X-Rainer-Comment", encode_header(meta.comment))
+        self.set_header("X-Rainer-Modified-Time", format_mtime(meta.mtime))
+        self.set_header("X-Rainer-Empty", "Yes" if meta.empty else "No")
+
+    async def run(self, work: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await work()
+        except _HttpProblem as problem:
+            self.send_problem(problem)
+        except CommitConflict as conflict:
+            self.send_problem(_HttpProblem(409, _compact({"conflict": {
+                "key": conflict.fields["key"], "expectedVersion": conflict.fields["expected_version"],
+                "providedVersion": conflict.fields["provided_version"]}})))
+        except InvalidCommit as invalid:
+            self.send_problem(_bad_request(invalid.message, **invalid.fields))
+        except CommitsError as error:
+            self.send_problem(_bad_request(error.message, **error.fields))
+        except Exception as exc:
+            if _is_database_unavailable(exc):
+                log.warning("storage unavailable: %s", exc)
+                self.send_problem(_bad_request("storage unavailable", status=503))
+                return
+            raise
+
+    def parse_version(self, text: str) -> int:
+        if not re.fullmatch(r"[0-9]{1,18}", text) or int(text) < 1:
+            raise _bad_request("version must be a positive integer", version=text)
+        return int(text)
+
+    async def find(self, key: str, version: int | None) -> tuple[Commit, bool]:
+        """The commit asked for and whether it came from the mirror; 404 when absent."""
+        mirror = self.server.mirror
+        if mirror is not None:
+            cached = mirror.value.get(key)
+            if cached is not None and (version is None or cached.version == version):
+                return cached, True
+        commit = await self.call(self.server.storage.get, key, version)
+        if commit is None:
+            raise _HttpProblem(404, _NOT_FOUND, "text/plain; charset=utf-8")
+        return commit, False
+
+
+    async def find_and_describe(self, key: str, version: str | None) -> Commit:
+        """``find`` from URL parts, with the commit's X-Rainer-* headers set on the answer."""
+        commit, cached = await self.find(key, None if version is None else self.parse_version(version))
+        self.commit_headers(commit.meta)
+        if cached:
+            self.set_header("X-Rainer-Cached", "Yes")
+        return commit
+
+
+class _ListHandler(_Handler):
+    async def get(self) -> None:
+        await self.run(self._list)
+
+    async def _list(self) -> None:
+        def flag(name: str) -> bool:
+            value = self.get_query_argument(name, None)
+            return value is not None and value.lower() in _TRUE
+
+        include_all = flag("all")
+        mirror = self.server.mirror
+        if mirror is not None and not include_all:
+            heads = dict(mirror.value)
+            self.set_header("X-Rainer-Cached", "Yes")
+        else:
+            storage = self.server.storage
+            heads = await self.call(storage.heads if include_all else storage.heads_non_empty)
+        utf8, b64 = flag("payload_utf8"), flag("payload_base64")
+        listing: dict[str, Any] = {}
+        for key in sorted(heads):
+            commit = heads[key]
+            document = commit.meta.to_json()
+            if commit.payload is not None:
+                if utf8:
+                    try:
+                        document["payload_utf8"] = commit.payload.decode("utf-8")
+                    except UnicodeDecodeError:
+                        document["payload_utf8"] = None  # not text: ask for payload_base64
+                if b64:
+                    document["payload_base64"] = base64.b64encode(commit.payload).decode("ascii")
+            listing[key] = document
+        self.set_header("Content-Type", "application/json")
+        self.finish(_compact(listing))
+
+
+class _MetaHandler(_Handler):
+    async def get(self, key: str, version: str | None = None) -> None:
+        async def work() -> None:
+            commit = await self.find_and_describe(key, version)
+            self.set_header("Content-Type", "application/json")
+            self.finish(_compact(meta_document(commit.meta)))
+
+        await self.run(work)
+
+
+@tornado.web.stream_request_body
+class _CommitHandler(_Handler):
+    """GET a payload; POST a new version (the body is streamed so oversized ones stop early)."""
+
+    def prepare(self) -> None:
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._too_large = False
+        if self.request.method != "POST":
+            return
+        auth = self.server.auth
+        if auth is not None and not auth.allows(self.request.headers):
+            self.send_problem(_HttpProblem(401, _compact({"error": "authentication required"}),
+                                           headers={"WWW-Authenticate": auth.challenge}))
+            return
+        length = self.request.headers.get("Content-Length")
+        if length is not None and (not length.isdigit() or int(length) > self.server.max_body):
+            self.send_problem(_bad_request("request body too large", status=413,
+                                           max_body=self.server.max_body, content_length=length))
+
+    def data_received(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self.server.max_body:
+            self._too_large, self._chunks = True, []  # chunked upload over the limit: drop it
+        elif not self._too_large:
+            self._chunks.append(chunk)
+
+    async def get(self, key: str, version: str | None = None) -> None:
+        async def work() -> None:
+            commit = await self.find_and_describe(key, version)
+            if commit.payload is None:
+                raise _HttpProblem(404, _NOT_FOUND, "text/plain; charset=utf-8",
+                                   headers={k: v for k, v in self._headers.items() if k.startswith("X-Rainer")})
+            self.set_header("Content-Type", "application/octet-stream")
+            self.finish(commit.payload)
+
+        await self.run(work)
+
+    async def post(self, key: str, version: str | None = None) -> None:
+        async def work() -> None:
+            if version is None:
+                raise _bad_request("POST needs a version: /:key/:version", key=key)
+            if self._too_large:
+                raise _bad_request("request body too large", status=413, max_body=self.server.max_body)
+            commit = self._commit(key, self.parse_version(version), b"".join(self._chunks))
+            await self.call(self.server.storage.save, commit)
+            await self._await_mirror(commit)
+            self.commit_headers(commit.meta)
+            self.set_header("Content-Type", "application/json")
+            self.finish(_compact(commit.meta.to_json()))
+
+        await self.run(work)
+
+    def _commit(self, key: str, version: int, body: bytes) -> Commit:
+        headers = self.request.headers
+
+        def header(name: str) -> str | None:
+            value = headers.get(name)
+            if value is None:
+                return None
+            try:
+                return decode_header(value)
+            except UnicodeDecodeError:
+                raise _bad_request(f"{name} is not valid percent-encoded UTF-8", header=name) from None
+
+        author = (header("X-Rainer-Author") or "").strip()
+        if not author:
+            raise _bad_request("X-Rainer-Author is required", key=key, version=version)
+        comment = header("X-Rainer-Comment") or ""
+        mtime_text = header("X-Rainer-Modified-Time")
+        mtime = parse_mtime(mtime_text) if mtime_text else now()
+        empty = (header("X-Rainer-Empty") or "no").strip().lower() in _TRUE[:-1]
+        if empty:
+            return Commit.tombstone(key, version, author, comment, mtime)
+        serialization = self.server.storage.serialization_for(key)
+        return Commit.from_bytes(key, version, body, author, comment, mtime, serialization)
+
+    async def _await_mirror(self, commit: Commit) -> None:
+        # Read-your-writes on this server: a GET right after this POST must not get the previous
+        # version from the mirror. The keeper already has it; wait (briefly) for its watch.
+        mirror = self.server.mirror
+        if mirror is None or self.server._publishing is None:
+            return
+        try:
+            await self.call(mirror.wait_for, commit.key, None if commit.empty else commit.version,
+                            self.server.mirror_wait, commit.empty)
+        except TimeoutError:
+            log.debug("mirror did not show %r in time", commit)
+
+
+def _is_database_unavailable(exc: BaseException) -> bool:
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return isinstance(exc, (OperationalError, InterfaceError))
+
+
+# -- the server ------------------------------------------------------------------------------------------
+class CommitServer:
+    """Rainer's HTTP API for ``storage``, served by tornado on its own thread.
+
+    ``start()`` binds (``port=0`` picks a free port) and returns self; ``url`` is the base URL
+    (with ``prefix``); ``stop()``; ``serve_forever()`` serves on the calling thread; a context
+    manager. ``mirror`` serves cached head reads; ``auth`` (a :class:`WriteAuth`) guards POSTs;
+    ``max_body`` bounds POST bodies (413 beyond it).
+    """
+
+    def __init__(self, storage: CommitStorage, port: int = 0, address: str = "127.0.0.1", prefix: str = "",
+                 mirror: CommitMirror | None = None, auth: WriteAuth | None = None,
+                 max_body: int = DEFAULT_MAX_BODY, workers: int = 8, mirror_wait: float = 2.0) -> None:
+        prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+        if any(ch in prefix for ch in "?#%") or " " in prefix:
+            raise ConfigurationError("prefix must be a plain URL path like /diary", prefix=prefix)
+        self.storage = storage
+        self.port = port
+        self.address = address
+        self.prefix = prefix
+        self.mirror = mirror
+        self.auth = auth
+        self.max_body = max_body
+        self.mirror_wait = mirror_wait
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="commits-http")
+        # Only a storage that publishes to the mirror's keeper makes waiting for the mirror useful.
+        self._publishing = storage if mirror is not None and getattr(storage, "keeper", None) is \
+            mirror.keeper else None
+        self._loop: tornado.ioloop.IOLoop | None = None
+        self._http: tornado.httpserver.HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://ADDRESS:PORT/PREFIX`` (the real port once started)."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}{self.prefix}"
+
+    def application(self) -> tornado.web.Application:
+        """The tornado application (routes bound to this server)."""
+        p = re.escape(self.prefix)
+        args = {"server": self}
+        return tornado.web.Application([
+            (rf"{p}/?", _ListHandler, args),
+            (rf"{p}/([^/]+)/meta", _MetaHandler, args),
+            (rf"{p}/([^/]+)/([^/]+)/meta", _MetaHandler, args),
+            (rf"{p}/([^/]+)", _CommitHandler, args),
+            (rf"{p}/([^/]+)/([^/]+)", _CommitHandler, args),
+        ], default_handler_class=_NotFoundHandler, default_handler_args=args, compress_response=False)
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def start(self) -> CommitServer:
+        """Serve on a background thread; returns once listening."""
+        self._thread = threading.Thread(target=self._serve, name=f"commits-http-{self.port}", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            error, self._start_error = self._start_error, None
+            raise error
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve on the calling thread until ``stop()`` is called from another thread."""
+        self._serve()
+        if self._start_error is not None:
+            raise self._start_error
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        loop = tornado.ioloop.IOLoop.current()
+        try:
+            sockets = tornado.netutil.bind_sockets(self.port, self.address)
+            # our own limit (max_body) answers 413; tornado's is only a backstop
+            self._http = tornado.httpserver.HTTPServer(self.application(), max_body_size=1 << 40,
+                                                       idle_connection_timeout=60)
+            self._http.add_sockets(sockets)
+            self.port = sockets[0].getsockname()[1]
+        except Exception as exc:
+            self._start_error = ServiceBindError(f"cannot listen on {self.address}:{self.port}: {exc}",
+                                                 address=self.address, port=self.port)
+            self._ready.set()
+            loop.close(all_fds=True)
+            return
+        self._loop = loop
+        self._ready.set()
+        try:
+            loop.start()
+        finally:
+            loop.close(all_fds=True)
+
+    def stop(self) -> None:
+        """Stop listening, end the loop and the worker threads. Idempotent."""
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            def shutdown() -> None:
+                if self._http is not None:
+                    self._http.stop()
+                loop.stop()
+
+            loop.add_callback(shutdown)
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join(10)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> CommitServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class _NotFoundHandler(_Handler):
+    def prepare(self) -> None:
+        self.send_problem(_HttpProblem(404, _compact({"error": "no such route", "path": self.request.path})))
+
+
+class ServiceBindError(CommitsError):
+    """The server could not listen on its address (fields: address, port)."""
