@@ -28,6 +28,7 @@ LAYOUT = """<!DOCTYPE html>
 body { font-family: system-ui, sans-serif; margin: 0; color: #222; }
 header { background: #24435f; color: #fff; padding: 0.6em 1em; }
 header a { color: #fff; margin-right: 1em; text-decoration: none; }
+header .site { font-weight: bold; margin-right: 1.5em; }
 header .user { float: right; opacity: 0.8; }
 main { padding: 1em; }
 table.inventory { border-collapse: collapse; margin: 0.5em 0 1.5em; }
