@@ -17,7 +17,7 @@ import pytest
 from workbench.inventory import Dataset, Inventory
 from workbench.inventory.web import (ModuleLoadError, TLSConfig, UserMap, WebServer)
 from workbench.testing.inventory_web import (HOSTILE_DATASET, HOSTILE_SITE, CertificateAuthority,  # noqa: F401
-                                             build_sample_inventory, certificates, sample_inventory, web_server)
+                                             certificates, sample_inventory, web_server)
 
 TIMEOUT = 20
 
@@ -473,3 +473,33 @@ def test_new_datasets_show_up(web_server: WebServer, sample_inventory: Inventory
     sample_inventory.update(Dataset("/Late/Arrival/AOD"))
     status, reply = data(f"{web_server.url}/data/inventory/datasets?dataset=/Late/*")
     assert [d["name"] for d in reply["data"]["datasets"]] == ["/Late/Arrival/AOD"]
+
+
+# -- events and the client -----------------------------------------------------------------------------
+
+def test_client_reads_and_follows_changes(web_server: WebServer, sample_inventory: Inventory) -> None:
+    from workbench.events import EventRecorder
+    from workbench.inventory.web.client import WebClient, WebClientError
+
+    with WebClient(web_server.url, timeout=TIMEOUT) as client:
+        assert client.data("inventory/stats")["datasets"] == len(sample_inventory.datasets)
+        assert [d["name"] for d in client.data("inventory/datasets", dataset="/Sample3/*")["datasets"]] == \
+            ["/Sample3/Run2024-v1/AOD"]
+        with pytest.raises(WebClientError, match="no site named 'x'") as caught:
+            client.data("inventory/site", name="x")
+        assert caught.value.status == 404
+        recorder = EventRecorder()
+        client.add_listener(recorder)  # returns once the stream is live
+        sample_inventory.update(Dataset("/Followed/A/AOD", status="valid"))
+        sample_inventory.delete(Dataset("/Sample1/Run2024-v1/AOD"))
+        updated = recorder.wait_for("object_updated", timeout=TIMEOUT)
+        assert updated.args[0]["name"] == "/Followed/A/AOD" and updated.args[0]["status"] == "valid"
+        deleted = recorder.wait_for("object_deleted", timeout=TIMEOUT)
+        assert deleted.args[0] == {"kind": "Dataset", "name": "/Sample1/Run2024-v1/AOD"}
+        assert recorder.kinds().index("object_updated") < recorder.kinds().index("object_deleted")
+        # The server going away is an event too, not a silent stall.
+        web_server.stop()
+        assert recorder.wait_for("disconnected", timeout=TIMEOUT).args
+    assert recorder.wait_for("closed", timeout=TIMEOUT)
+    with pytest.raises(WebClientError, match="not an http"):
+        WebClient("ftp://127.0.0.1:1")

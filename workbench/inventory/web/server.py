@@ -10,8 +10,9 @@
 Every request is answered by the ``WebModule`` instance exported under that name (see
 ``discovery``), run on a worker thread so a slow page never stalls the others. ``/data`` answers
 the envelope ``{"result": "OK"|"Failed", "message": ..., "data": ...}``; ``/web`` an HTML page in
-the shared layout. Errors keep their status: 400 bad parameters, 401/403 writes without the
-right certificate, 404 unknown pages, 409 a busy writer, 503 while the inventory is not loaded.
+the shared layout; ``/events`` streams the image's change events (server-sent events). Errors
+keep their status: 400 bad parameters, 401/403 writes without the right certificate, 404 unknown
+pages, 405 a write with GET, 409 a busy writer, 503 while the inventory is not loaded.
 
 With ``tls`` the server speaks HTTPS and maps client certificates to users (``auth``); without,
 it speaks HTTP and every caller is anonymous, which makes it read-only.
@@ -25,15 +26,17 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import tornado.httpserver
+import tornado.iostream
 import tornado.netutil
 import tornado.web
 
 from workbench.errors import InventoryError
+from workbench.events import CLOSED, Event
 from workbench.inventory.web.auth import ANONYMOUS, TLSConfig, User, UserMap
 from workbench.inventory.web.discovery import ModuleRegistry, discover
 from workbench.inventory.web.errors import (AuthenticationRequired, BadRequest, Forbidden, InventoryUnavailable,
@@ -49,6 +52,8 @@ DEFAULT_WEB_PORT = 8081
 MAX_BODY_BYTES = 64 * 1024 * 1024
 #: how long a write request waits for the previous writer before 409
 WRITE_WAIT_SECONDS = 30.0
+#: a comment line on an idle event stream, so proxies and clients see the connection is alive
+KEEPALIVE_SECONDS = 15.0
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -211,6 +216,74 @@ class _IndexHandler(_WebHandler):
                                        user=self.caller().name))
 
 
+class _EventsHandler(tornado.web.RequestHandler):
+    """``/events``: the image's change events as a server-sent event stream (``text/event-stream``).
+
+    Each event is ``event: <kind>`` and ``data: <JSON list of its arguments>``, e.g.
+    ``object_updated`` with the object's dict. A comment line opens the stream once the
+    subscription is live, and another keeps it alive every ``KEEPALIVE_SECONDS``.
+    """
+
+    def initialize(self, web_server: "WebServer") -> None:
+        self.web_server = web_server
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def get(self) -> None:
+        try:
+            inventory = self.web_server.current_inventory()
+        except InventoryUnavailable as exc:
+            self.set_status(503)
+            self.finish(exc.message)
+            return
+        if not hasattr(inventory, "add_listener"):
+            self.set_status(404)
+            self.finish("this inventory sends no events")
+            return
+        loop = asyncio.get_running_loop()
+        queue = self.queue
+
+        def listener(event: Event) -> None:  # on the image's dispatcher thread
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        self.set_header("Content-Type", "text/event-stream; charset=UTF-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        inventory.add_listener(listener)
+        self.web_server.event_streams.add(queue)
+        try:
+            self.write(": subscribed\n\n")
+            await self.flush()
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                except asyncio.TimeoutError:
+                    self.write(": keepalive\n\n")
+                    await self.flush()
+                    continue
+                # Whatever else is queued goes out in the same flush: a burst is one write.
+                batch = [event]
+                while not queue.empty():
+                    batch.append(queue.get_nowait())
+                ended = any(item is None or item.kind == CLOSED for item in batch)
+                for item in batch:
+                    if item is not None and item.kind != CLOSED:
+                        payload = json.dumps(list(item.args), default=str, ensure_ascii=False)
+                        self.write(f"id: {item.seq}\nevent: {item.kind}\ndata: {payload}\n\n")
+                await self.flush()
+                if ended:
+                    break
+        except tornado.iostream.StreamClosedError:
+            pass
+        finally:
+            inventory.remove_listener(listener)
+            self.web_server.event_streams.discard(queue)
+        if not self._finished:
+            self.finish()
+
+    def on_connection_close(self) -> None:
+        self.queue.put_nowait(None)
+
+
 class _NotFoundHandler(_WebHandler):
     async def get(self, *args: Any) -> None:  # type: ignore[override]
         self._fail(404, f"no page {self.request.path}", ANONYMOUS)
@@ -250,6 +323,7 @@ class WebServer:
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inventory-web")
         self._write_lock = threading.Lock()
         self._stats_lock = threading.Lock()
+        self.event_streams: set[asyncio.Queue[Any]] = set()
         self.requests = 0
         self.request_seconds = 0.0
         self.port = 0
@@ -311,6 +385,7 @@ class WebServer:
             (r"/", _IndexHandler, arguments),
             (r"/web/([^/]+)(?:/([^/]*))?/?", _WebHandler, arguments),
             (r"/data/([^/]+)(?:/([^/]*))?/?", _DataHandler, arguments),
+            (r"/events", _EventsHandler, arguments),
             (r"/(.*)", _NotFoundHandler, arguments),
         ], compress_response=True)
 
@@ -363,6 +438,8 @@ class WebServer:
         async def shutdown() -> None:
             if self._http is not None:
                 self._http.stop()
+                for queue in list(self.event_streams):  # end the open event streams first
+                    queue.put_nowait(None)
                 await self._http.close_all_connections()
 
         def stop_loop() -> None:

@@ -20,35 +20,21 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
-from workbench.inventory.dataformat import Block, Dataset, DatasetReplica, DatasetStatus, Site, from_dict
+from workbench.inventory.dataformat import Dataset, DatasetStatus, Site, from_dict
 from workbench.inventory.web.auth import User
 from workbench.inventory.web.errors import BadRequest, NotFound
 from workbench.inventory.web.modules._base import (HTMLMixin, Request, WebModule, choice, integer, pattern, text,
                                                    texts)
 from workbench.inventory.web.page import Markup
+from workbench.inventory.web.reports import (dataset_detail, dataset_replica_row, dataset_summary, group_summaries,
+                                             human_size, inventory_stats, site_detail, site_summary, values_of)
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 100_000
 MAX_OBJECTS = 1_000_000
-
-
-def human_size(size: int | float) -> str:
-    """Bytes as a short decimal figure: ``1.5 GB``."""
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
-        if abs(value) < 1000 or unit == "PB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} PB"  # pragma: no cover - the loop always returns
-
-
-def _values(mapping: Any) -> list[Any]:
-    # A snapshot: the image may change on another thread while a page is built.
-    return list(mapping.values()) if hasattr(mapping, "values") else list(mapping)
 
 
 def _site_link(layout: HTMLMixin, name: str) -> Markup:
@@ -67,26 +53,6 @@ def _page(request: Request, rows: list[Any]) -> tuple[list[Any], int]:
 
 # -- datasets -------------------------------------------------------------------------------------
 
-def dataset_summary(dataset: Dataset) -> dict[str, Any]:
-    """The JSON form of a dataset in lists: attributes, totals, and the sites holding it."""
-    blocks = _values(dataset.blocks)
-    return {**dataset.to_dict(), "size": sum(block.size for block in blocks),
-            "num_blocks": len(blocks), "num_files": sum(block.num_files for block in blocks),
-            "sites": sorted(dataset.replicas)}
-
-
-def dataset_detail(dataset: Dataset) -> dict[str, Any]:
-    """One dataset with its blocks and replicas."""
-    replicas = []
-    for replica in _values(dataset.replicas):
-        block_replicas = replica.block_replicas
-        replicas.append({**replica.to_dict(), "size": sum(r.size for r in block_replicas),
-                         "num_blocks": len(block_replicas), "complete": replica.is_complete()})
-    blocks = [{**block.to_dict(), "sites": sorted(block.replicas)}
-              for block in sorted(_values(dataset.blocks), key=lambda b: b.name)]
-    return {**dataset_summary(dataset), "blocks": blocks,
-            "replicas": sorted(replicas, key=lambda r: r["site"])}
-
 
 class _DatasetQuery:
     def select(self, request: Request, inventory: Any) -> list[Dataset]:
@@ -99,7 +65,7 @@ class _DatasetQuery:
                                  value=status)
         site = text(request, "site", None)
         selected = []
-        for dataset in _values(inventory.datasets):
+        for dataset in values_of(inventory.datasets):
             if name is not None and not name.match(dataset.name):
                 continue
             if statuses and dataset.status.value not in statuses:
@@ -181,33 +147,10 @@ class DatasetPage(HTMLMixin, WebModule):
 
 # -- sites ----------------------------------------------------------------------------------------
 
-def site_summary(site: Site) -> dict[str, Any]:
-    """A site's attributes with its usage, replica counts and partitions (quota and occupancy)."""
-    partitions = []
-    for site_partition in _values(site.partitions):
-        partitions.append({"partition": site_partition.partition.name, "quota": site_partition.quota,
-                           "occupancy": site_partition.occupancy()})
-    block_replicas = list(site.block_replicas)
-    used = sum(replica.size for replica in block_replicas)
-    quotas = [p["quota"] for p in partitions if p["quota"] is not None]
-    return {**site.to_dict(), "usage": used, "num_dataset_replicas": len(site.dataset_replicas),
-            "num_block_replicas": len(block_replicas), "quota": sum(quotas) if quotas else None,
-            "partitions": sorted(partitions, key=lambda p: p["partition"])}
-
-
-def site_detail(site: Site) -> dict[str, Any]:
-    """A site with its dataset replicas."""
-    replicas = []
-    for replica in _values(site.dataset_replicas):
-        block_replicas = replica.block_replicas
-        replicas.append({**replica.to_dict(), "size": sum(r.size for r in block_replicas),
-                         "num_blocks": len(block_replicas), "complete": replica.is_complete()})
-    return {**site_summary(site), "dataset_replicas": sorted(replicas, key=lambda r: r["dataset"])}
-
 
 def _select_sites(request: Request, inventory: Any) -> list[Site]:
     name = pattern(request, "site")
-    return sorted((site for site in _values(inventory.sites) if name is None or name.match(site.name)),
+    return sorted((site for site in values_of(inventory.sites) if name is None or name.match(site.name)),
                   key=lambda s: s.name)
 
 
@@ -271,25 +214,6 @@ class SitePage(HTMLMixin, WebModule):
 
 # -- groups and replicas --------------------------------------------------------------------------
 
-def _all_block_replicas(inventory: Any) -> Iterable[Any]:
-    for site in _values(inventory.sites):
-        yield from list(site.block_replicas)
-
-
-def group_summaries(inventory: Any) -> list[dict[str, Any]]:
-    """Every group with the number and bytes of block replicas it owns (the null group as None)."""
-    counts: Counter[str | None] = Counter()
-    sizes: Counter[str | None] = Counter()
-    for replica in _all_block_replicas(inventory):
-        counts[replica.group.name] += 1
-        sizes[replica.group.name] += replica.size
-    groups = [{**group.to_dict(), "num_block_replicas": counts[group.name], "size": sizes[group.name]}
-              for group in _values(inventory.groups)]
-    if counts[None] and not any(g["name"] is None for g in groups):
-        groups.append({"kind": "Group", "name": None, "olevel": "block", "num_block_replicas": counts[None],
-                       "size": sizes[None]})
-    return sorted(groups, key=lambda g: (g["name"] is None, g["name"] or ""))
-
 
 class GroupsData(WebModule):
     """``/data/inventory/groups``."""
@@ -317,7 +241,7 @@ def select_replicas(request: Request, inventory: Any) -> list[dict[str, Any]]:
     group = text(request, "group", None)
     level = choice(request, "level", ("dataset", "block"), "dataset")
     rows: list[dict[str, Any]] = []
-    for site in _values(inventory.sites):
+    for site in values_of(inventory.sites):
         if site_name is not None and not site_name.match(site.name):
             continue
         if level == "block":
@@ -328,20 +252,14 @@ def select_replicas(request: Request, inventory: Any) -> list[dict[str, Any]]:
                     continue
                 rows.append({**replica.to_dict(), "complete": replica.is_complete()})
             continue
-        for replica in _values(site.dataset_replicas):
+        for replica in values_of(site.dataset_replicas):
             if dataset_name is not None and not dataset_name.match(replica.dataset.name):
                 continue
             if group is not None and replica.group.name != group:
                 continue
-            rows.append(_dataset_replica_row(replica))
+            rows.append(dataset_replica_row(replica))
     rows.sort(key=lambda r: (r["dataset"], r.get("block", ""), r["site"]))
     return rows
-
-
-def _dataset_replica_row(replica: DatasetReplica) -> dict[str, Any]:
-    block_replicas = replica.block_replicas
-    return {**replica.to_dict(), "size": sum(r.size for r in block_replicas), "num_blocks": len(block_replicas),
-            "complete": replica.is_complete()}
 
 
 class ReplicasData(WebModule):
@@ -369,25 +287,6 @@ class ReplicasPage(HTMLMixin, WebModule):
 
 
 # -- stats ----------------------------------------------------------------------------------------
-
-def inventory_stats(inventory: Any) -> dict[str, Any]:
-    """Totals, datasets per status, the replication histogram and usage per site."""
-    datasets = _values(inventory.datasets)
-    blocks: list[Block] = [block for dataset in datasets for block in _values(dataset.blocks)]
-    unique = sum(block.size for block in blocks)
-    sites = [site_summary(site) for site in _values(inventory.sites)]
-    stored = sum(site["usage"] for site in sites)
-    replication = Counter(len(dataset.replicas) for dataset in datasets)
-    return {
-        "datasets": len(datasets), "blocks": len(blocks), "files": sum(block.num_files for block in blocks),
-        "sites": len(sites), "groups": sum(1 for name in inventory.groups if name is not None), "size": unique, "stored": stored,
-        "replication_factor": (stored / unique) if unique else 0.0,
-        "datasets_by_status": dict(sorted(Counter(d.status.value for d in datasets).items())),
-        "datasets_by_replicas": {str(n): replication[n] for n in sorted(replication)},
-        "site_usage": [{"site": s["name"], "usage": s["usage"], "quota": s["quota"],
-                        "fraction": (s["usage"] / s["quota"]) if s["quota"] else None}
-                       for s in sorted(sites, key=lambda s: s["name"])],
-    }
 
 
 class StatsData(WebModule):
