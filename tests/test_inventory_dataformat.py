@@ -211,6 +211,6 @@ def test_sinks_see_changes_with_their_row_writes():
     block = Block("b0", Dataset("/Higgs/Run2024-v1/AOD"))
     inv.update(File("/store/new.root", block, size=5))
     inv.delete(Group("DataOps"))
-    assert seen == [("update", "File", ["put:File", "put:Block"]), ("delete", "Group", ["drop:Group"])]
+    assert seen == [("update", "File", ["add:File", "put:Block"]), ("delete", "Group", ["drop:Group"])]
     with pytest.raises(InventoryError):
         inv.delete(Group(None))

@@ -251,8 +251,8 @@ class Block(InventoryObject):
         self.is_open = _bool(is_open, self.KIND, "is_open")
         self.last_update = _int(last_update, self.KIND, "last_update")
         self.replicas: dict[str, BlockReplica] = {}
-        # None until the files are known: a store may load them only when first asked for.
-        self._files: list[File] | None = []
+        # A FileLoader until the files are known: a store may load them only when first asked for.
+        self._files: list[File] | FileLoader = []
 
     def key(self) -> tuple[str, str]:
         return (self.dataset.name, self.name)
@@ -267,22 +267,22 @@ class Block(InventoryObject):
 
     @property
     def files(self) -> list[File]:
-        """The block's files (loaded on first access when the inventory loads them lazily)."""
-        if self._files is None:
-            loader = _lazy_file_loader
-            if loader is None:
-                raise InventoryError("the files of this block are not loaded and no store can load them",
-                                     block=self.full_name)
-            self._files = loader(self)
-        return self._files
+        """The block's files (loaded on first access when the store loaded the inventory lazily)."""
+        files = self._files
+        if isinstance(files, FileLoader):
+            files = self._files = files.load(self)
+        return files  # type: ignore[return-value]
 
     @property
     def files_loaded(self) -> bool:
-        return self._files is not None
+        return not isinstance(self._files, FileLoader)
 
     def find_file(self, lfn: str) -> File | None:
+        cut = lfn.rfind("/") + 1
+        directory, base = lfn[:cut], lfn[cut:].encode()
         for file in self.files:
-            if file.lfn == lfn:
+            # compare the stored parts, not a rebuilt lfn (blocks hold many files); endswith is a cheap filter
+            if file._packed.endswith(base) and file._base() == base and file._directory == directory:
                 return file
         return None
 
@@ -290,14 +290,13 @@ class Block(InventoryObject):
         return self.replicas.get(site if isinstance(site, str) else site.name)
 
 
-#: called with a Block whose files are not loaded; returns its files (set by the store)
-_lazy_file_loader: Any = None
+class FileLoader:
+    """Stands in for a block's file list until first access; ``load(block)`` returns the files."""
 
+    __slots__ = ()
 
-def set_lazy_file_loader(loader: Any) -> None:
-    """Install the function that loads a block's files on first access (``None`` to remove it)."""
-    global _lazy_file_loader
-    _lazy_file_loader = loader
+    def load(self, block: Block) -> list[File]:
+        raise NotImplementedError
 
 
 #: directory strings shared by the files under them (one copy per directory in RAM)
@@ -331,6 +330,25 @@ class File(InventoryObject):
         self._packed = self._pack(_int(size, self.KIND, "size"), adler32, md5, base.encode())
 
     @classmethod
+    def trusted(cls, lfn: str, block: Block, size: int, adler32: str | None, md5: str | None) -> File:
+        """Build a file from values already checked (rows of the store): no validation, for load speed."""
+        file = cls.__new__(cls)
+        file.block = block
+        cut = lfn.rfind("/") + 1
+        directory = lfn[:cut]
+        file._directory = _DIRECTORIES.get(directory) or _DIRECTORIES.setdefault(directory, sys.intern(directory))
+        flags = 0
+        if adler32 is not None:
+            flags = _HAS_ADLER32
+        digest = b""
+        if md5 is not None:
+            digest = bytes.fromhex(md5)
+            flags |= _HAS_MD5
+        file._packed = (_FILE_HEADER.pack(size, int(adler32, 16) if adler32 is not None else 0, flags)
+                        + digest + lfn[cut:].encode())
+        return file
+
+    @classmethod
     def _pack(cls, size: int, adler32: str | None, md5: str | None, base: bytes) -> bytes:
         flags = 0
         adler = 0
@@ -359,6 +377,10 @@ class File(InventoryObject):
             offset += 16
         adler32 = f"{adler:08x}" if flags & _HAS_ADLER32 else None
         return size, adler32, md5, self._packed[offset:]
+
+    def _base(self) -> bytes:
+        packed = self._packed
+        return packed[_FILE_HEADER.size + (16 if packed[12] & _HAS_MD5 else 0):]
 
     @property
     def lfn(self) -> str:
@@ -815,5 +837,5 @@ def from_dict(data: Any, *, key_only: bool = False) -> InventoryObject:
 __all__ = [
     "Block", "BlockReplica", "Condition", "DataFormatError", "DataType", "Dataset", "DatasetReplica",
     "DatasetStatus", "File", "Group", "InventoryObject", "KINDS", "OwnershipLevel", "Partition", "Site",
-    "SitePartition", "SiteStatus", "StorageType", "from_dict", "set_lazy_file_loader",
+    "SitePartition", "SiteStatus", "StorageType", "FileLoader", "from_dict",
 ]

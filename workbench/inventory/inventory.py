@@ -48,7 +48,8 @@ class UnknownReferenceError(InventoryError):
     """An object refers to something the inventory does not hold (fields: kind, name, needed_by)."""
 
 
-#: a row-level effect of a change for a store: ("put", linked object) or ("drop", linked object)
+#: a row-level effect of a change for a store: ("add" | "put" | "drop", linked object) for a new,
+#: changed or removed object
 Write = tuple[str, InventoryObject]
 
 
@@ -103,7 +104,7 @@ class Inventory(EventSource):
         self._sinks.append(sink)
 
     def remove_sink(self, sink: Sink) -> None:
-        self._sinks = [existing for existing in self._sinks if existing is not sink]
+        self._sinks = [existing for existing in self._sinks if existing != sink]  # bound methods are equal, not identical
 
     def emit(self, kind: str, *args: Any) -> None:
         """Emit an event to this inventory's listeners (servers announce batches and reloads this way)."""
@@ -211,7 +212,8 @@ class Inventory(EventSource):
         if existing is None:
             existing = make()
             table[obj.key()[0]] = existing
-        elif not existing.copy_from(obj):
+            return existing, [("add", existing)]
+        if not existing.copy_from(obj):
             return None
         return existing, [("put", existing)]
 
@@ -246,7 +248,9 @@ class Inventory(EventSource):
         if existing is None:
             existing = Block(obj.name, dataset, obj.size, obj.num_files, obj.is_open, obj.last_update)
             dataset.blocks[obj.name] = existing
-        elif not existing.copy_from(obj):
+            return existing, [("add", existing)]
+        existing.files  # noqa: B018 - a lazily loaded block reads its files before its totals change
+        if not existing.copy_from(obj):
             return None
         return existing, [("put", existing)]
 
@@ -259,6 +263,7 @@ class Inventory(EventSource):
             block.files.append(existing)
             block.num_files += 1
             block.size += existing.size
+            return existing, [("add", existing), ("put", block)]
         else:
             old_size = existing.size
             if not existing.copy_from(obj):
@@ -273,7 +278,8 @@ class Inventory(EventSource):
         if existing is None:
             existing = SitePartition(site, partition, obj.quota)
             site.partitions[partition.name] = existing
-        elif not existing.copy_from(obj):
+            return existing, [("add", existing)]
+        if not existing.copy_from(obj):
             return None
         return existing, [("put", existing)]
 
@@ -286,10 +292,10 @@ class Inventory(EventSource):
             existing = DatasetReplica(dataset, site, obj.growing, group)
             dataset.replicas[site.name] = existing
             site.dataset_replicas[dataset.name] = existing
-        elif existing.growing == obj.growing and existing.group is group:
+            return existing, [("add", existing)]
+        if existing.growing == obj.growing and existing.group is group:
             return None
-        else:
-            existing.growing, existing.group = obj.growing, group
+        existing.growing, existing.group = obj.growing, group
         return existing, [("put", existing)]
 
     def _update_block_replica(self, obj: BlockReplica) -> tuple[InventoryObject, list[Write]] | None:
@@ -305,12 +311,12 @@ class Inventory(EventSource):
             existing = BlockReplica(block, site, group, obj.is_custodial, obj.size, obj.last_update)
             block.replicas[site.name] = existing
             site.block_replicas.add(existing)
-        elif (existing.group is group and existing.is_custodial == obj.is_custodial
+            return existing, [("add", existing)]
+        if (existing.group is group and existing.is_custodial == obj.is_custodial
               and existing.size == obj.size and existing.last_update == obj.last_update):
             return None
-        else:
-            existing.group, existing.is_custodial = group, obj.is_custodial
-            existing.size, existing.last_update = obj.size, obj.last_update
+        existing.group, existing.is_custodial = group, obj.is_custodial
+        existing.size, existing.last_update = obj.size, obj.last_update
         return existing, [("put", existing)]
 
     _UPDATERS: dict[type, Callable[..., Any]] = {
