@@ -503,3 +503,32 @@ def test_client_reads_and_follows_changes(web_server: WebServer, sample_inventor
     assert recorder.wait_for("closed", timeout=TIMEOUT)
     with pytest.raises(WebClientError, match="not an http"):
         WebClient("ftp://127.0.0.1:1")
+
+
+def test_command_line_options(tmp_path: Path, certificates: CertificateAuthority, sample_inventory: Inventory,
+                              module_dir: Path) -> None:
+    import argparse
+
+    from workbench.errors import ConfigurationError
+    from workbench.inventory.web.options import add_web_arguments, web_server_from_arguments
+
+    parser = argparse.ArgumentParser()
+    add_web_arguments(parser)
+    cert, key = certificates.server()
+    users = tmp_path / "users.yaml"
+    users.write_text(f"'{certificates.subject('alice')}': {{user: alice, roles: [write]}}\n")
+    config = tmp_path / "modules.yaml"
+    config.write_text("mymod: {greeting: Hi}\n")
+    args = parser.parse_args(["--web-cert", str(cert), "--web-key", str(key), "--web-ca", str(certificates.cafile),
+                              "--web-users", str(users), "--web-modules", str(module_dir),
+                              "--web-modules-config", str(config)])
+    with web_server_from_arguments(args, sample_inventory, port=0) as server:
+        alice = certificates.client_context("alice")
+        status, reply = data(f"{server.url}/data/mymod/mydata", context=alice)
+        assert (status, reply["data"]["caller"], reply["data"]["config"]) == (200, "alice", {"greeting": "Hi"})
+    for bad in (["--web-key", str(key)], ["--web-cert", str(cert)]):
+        with pytest.raises(ConfigurationError):
+            web_server_from_arguments(parser.parse_args(bad), sample_inventory, port=0)
+    config.write_text("- a list\n")
+    with pytest.raises(ConfigurationError, match="maps module names"):
+        web_server_from_arguments(parser.parse_args(["--web-modules-config", str(config)]), sample_inventory, 0)
