@@ -307,8 +307,14 @@ class Store:
         self.engine.dispose()
 
     def after_fork(self) -> None:
-        """In a forked child: drop the parent's pooled connections without closing them under it."""
-        self.engine.dispose(close=False)
+        """In a forked child: use a new engine, leaving the parent's pooled connections untouched.
+
+        The parent's pool (and its locks, which another thread may have held at the fork) is
+        never used again in the child.
+        """
+        self.engine = create_engine(self.url, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            self._configure_sqlite(self.engine)
 
     # -- load -------------------------------------------------------------------------------------
     @contextmanager
