@@ -231,7 +231,7 @@ class InventoryServer:
                                                      "previous": self.server_id})
             return
         if seq != self.applied_seq:
-            self._follow()
+            self._follow(seq)
         now = time.monotonic()
         if (master, beat) != self._seen:
             self._seen, self._seen_at = (master, beat), now
@@ -258,15 +258,21 @@ class InventoryServer:
             except Exception:  # noqa: BLE001 - the next beat reports it
                 log.debug("status beat failed", exc_info=True)
 
-    def _follow(self) -> None:
-        """Apply committed changes after ``applied_seq`` in order; reload on a gap or an error."""
+    def _follow(self, store_seq: int | None = None) -> None:
+        """Apply committed changes after ``applied_seq`` in order; reload on a gap or an error.
+
+        ``store_seq`` is the store's seq read just before: changes missing below it mean the log
+        was pruned past us.
+        """
         rows = self.store.changes_since(self.applied_seq)
-        if not rows:
-            return
-        if rows[0][0] != self.applied_seq + 1:
-            log.warning("%s: change log starts at %s, expected %s: reloading", self.server_id, rows[0][0],
+        first = rows[0][0] if rows else None
+        if (first is not None and first != self.applied_seq + 1) or \
+                (first is None and store_seq is not None and store_seq > self.applied_seq):
+            log.warning("%s: change log starts at %s, expected %s: reloading", self.server_id, first,
                         self.applied_seq + 1)
             self._reload(out_of_sync=True)
+            return
+        if not rows:
             return
         self._set_status(UPDATING)
         try:
