@@ -247,3 +247,107 @@ def test_unload_closes_connections_and_dashboards(shell, store_url, stored):
     assert dash.closed and session.closed and connections.get("inventory") is None
     assert "inventory" not in shell.user_ns
     shell.user_ns.pop("url", None)
+
+
+# -- applications ------------------------------------------------------------------------------------------
+
+REPORT = """
+import sys
+from workbench.inventory.executable import inventory, read_only
+from workbench.inventory import Dataset
+print("read_only", read_only, "args", sys.argv[1:])
+for name, site in sorted(inventory.sites.items()):
+    print(name, site.usage())
+inventory.delete(Dataset("/Sample2/Run2024-v1/AOD"))   # a read-only run changes its own copy only
+print("left", len(inventory.datasets))
+"""
+
+RETIRE = """
+from workbench.inventory.executable import inventory, read_only
+from workbench.inventory import Dataset
+for name in sorted(inventory.datasets):
+    if name.startswith("/Sample3/"):
+        inventory.delete(Dataset(name))
+inventory.update(Dataset("/Sample9/Run2025-v1/AOD", status="production"))
+print("retired /Sample3, read_only =", read_only)
+"""
+
+
+def test_exec_read_only_report(connected, stored, capsys):
+    image = connected.user_ns["inventory"]
+    before = image.checksum()
+    run = value(connected, "%%inventory exec --title report -- --top 3\n" + REPORT)
+    out = capsys.readouterr().out
+    assert "read_only True args ['--top', '3']" in out
+    for name, site in stored.sites.items():
+        assert f"{name} {site.usage()}\n" in out
+    assert f"left {len(stored.datasets) - 1}" in out
+    assert run.ok and run.exit_code == 0 and not run.write and run.applied == 0
+    assert image.checksum() == before and "/Sample2/Run2024-v1/AOD" in image.datasets
+
+
+def test_exec_write_needs_authorization_and_applies_atomically(connected, stored, store_url, capsys):
+    image = connected.user_ns["inventory"]
+    before = image.checksum()
+    with pytest.raises(UsageError, match="inventory exec: .*authoriz"):
+        connected.run_cell("%%inventory exec --write --title retire\n" + RETIRE)
+    assert image.checksum() == before
+
+    connected.run_cell("%%inventory exec-auth --title retire\n" + RETIRE)
+    assert "authorized 'retire'" in capsys.readouterr().out
+    dash = value(connected, "%inventory")
+    run = value(connected, "%%inventory exec --write --title retire\n" + RETIRE)
+    assert "retired /Sample3, read_only = False" in capsys.readouterr().out
+    assert run.ok and run.write and run.applied == 2
+    assert "/Sample3/Run2024-v1/AOD" not in image.datasets
+    assert image.datasets["/Sample9/Run2025-v1/AOD"].status.value == "production"
+    # The live summary saw both changes arrive, through the image's listeners.
+    assert dash.wait_for(lambda d: d.changes_seen >= 2 and d.stats.get("datasets") == len(image.datasets), TIMEOUT)
+    assert {(verb, name) for _, verb, _, name in dash.recent} >= {
+        ("delete", "/Sample3/Run2024-v1/AOD"), ("update", "/Sample9/Run2025-v1/AOD")}
+    # Written through: a fresh load of the store holds the same image.
+    fresh = Inventory("check")
+    store = Store(store_url)
+    try:
+        store.load(fresh)
+    finally:
+        store.close()
+    assert fresh.checksum() == image.checksum()
+
+    # A changed script is refused until authorized again; a failing one applies nothing.
+    with pytest.raises(UsageError, match="authoriz"):
+        connected.run_cell("%%inventory exec --write --title retire\n" + RETIRE + "\n# changed\n")
+    failing = RETIRE + "\nraise RuntimeError('half way')\n"
+    connected.run_cell("%%inventory exec-auth --title failing\n" + failing)
+    after = image.checksum()
+    with pytest.raises(UsageError, match="nothing was applied"):
+        connected.run_cell("%%inventory exec --write --title failing\n" + failing)
+    assert "RuntimeError: half way" in capsys.readouterr().err
+    assert image.checksum() == after
+
+
+def test_exec_through_a_server_url(loaded, stored, store_url, capsys):
+    from workbench.inventory.server import InventoryServer
+
+    with InventoryServer(store_url, port=0, web_port=0) as server:
+        loaded.user_ns["url"] = server.web_url
+        loaded.user_ns["address"] = "%s:%s" % server.address
+        loaded.run_cell("%inventory connect {url} --server {address} --name remote")
+        dash = value(loaded, "%inventory -c remote dashboard")
+        run = value(loaded, "%%inventory -c remote exec --title report\n" + REPORT)
+        assert run.ok and "read_only True" in capsys.readouterr().out
+        loaded.run_cell("%%inventory -c remote exec-auth --title retire\n" + RETIRE)
+        run = value(loaded, "%%inventory -c remote exec --write --title retire\n" + RETIRE)
+        assert run.applied == 2 and "/Sample3/Run2024-v1/AOD" not in server.inventory.datasets
+        # Over the web port's event stream, too.
+        assert dash.wait_for(lambda d: d.changes_seen >= 2, TIMEOUT)
+        assert value(loaded, "%inventory -c remote datasets /Sample9/*")["status"].tolist() == ["production"]
+        loaded.run_cell("%inventory disconnect remote")
+        loaded.user_ns.pop("address", None)
+
+
+def test_exec_usage_errors(connected):
+    with pytest.raises(UsageError, match="the cell is empty"):
+        connected.run_cell("%%inventory exec\n   \n")
+    with pytest.raises(UsageError, match="--title"):
+        connected.run_cell("%%inventory exec-auth\nprint(1)\n")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import shlex
-import threading
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,10 +36,12 @@ from workbench.errors import WorkbenchError
 from workbench.inventory.web.reports import dataset_summary, inventory_stats, site_summary
 from workbench_jupyter.connections import Connection, connections
 
-COMMANDS = ("connect", "disconnect", "dashboard", "datasets", "sites", "stats", "data", "status", "exec")
+COMMANDS = ("connect", "disconnect", "dashboard", "datasets", "sites", "stats", "data", "status", "exec", "exec-auth")
+CELL_COMMANDS = ("exec", "exec-auth")
 USAGE = ("%inventory connect URL|--store URL [--name NAME] | %inventory [dashboard] | %inventory datasets [PATTERN] "
          "| %inventory sites | %inventory stats | %inventory data PAGE [KEY=VALUE...] | %inventory status "
-         "| %inventory disconnect [NAME] | %%inventory exec [--write] [--title T] | NAME << COMMAND")
+         "| %inventory disconnect [NAME] | %%inventory exec [--write] [--title T] | %%inventory exec-auth --title T "
+         "| NAME << COMMAND")
 
 _LEADING_OPTION = re.compile(r"\s*(?:-c|--connection)(?:\s+|=)(\S+)")
 _CAPTURE = re.compile(r"\s*([A-Za-z_]\w*)\s*<<(?!<)(.*)\Z", re.S)
@@ -91,8 +93,18 @@ class InventorySession:
     def flush_events(self, timeout: float | None = 10.0) -> bool:
         return True
 
-    def run_application(self, source: str, write: bool, title: str, args: list[str]) -> Any:
-        raise NotImplementedError
+    client: Any  # an InventoryClient of the server's application port
+
+    def run_application(self, source: str, write: bool, title: str, args: list[str],
+                        timeout: float | None = None) -> "ApplicationRun":
+        """Run ``source`` as an application through the server's application port."""
+        result = self.client.exec_script(source, name=f"<{title}>", args=args, write=write, title=title,
+                                         timeout=timeout)
+        return ApplicationRun.from_result(title, write, result)
+
+    def authorize(self, source: str, title: str, user: str | None = None) -> dict[str, Any]:
+        """Authorize ``source`` (its SHA-256) to run with ``--write`` as (title, user)."""
+        return self.client.authorize(source, title, user)
 
     def dashboard(self, max_rate: float, recent: int) -> Any:
         from workbench_jupyter.inventory_dashboard import InventoryDashboard
@@ -123,39 +135,26 @@ class InventorySession:
 
 
 class StoreSession(InventorySession):
-    """The image loaded from a store into this kernel, with a web server over it on a loopback port.
+    """An inventory server embedded in this kernel over a store: the image lives here.
 
-    Reads come straight from the image (under its lock); events are the image's own listeners.
+    The server (``InventoryServer``) loads the image, serves the application port and the web port on
+    free loopback ports, and runs applications in forked children; reads come straight from the image
+    (under its lock) and events are the image's own listeners.
     """
 
-    def __init__(self, name: str, store_url: str, timeout: float, lazy_files: bool = False) -> None:
-        from workbench.inventory import Inventory
-        from workbench.inventory.store import Store
-        from workbench.inventory.web import WebServer
+    def __init__(self, name: str, store_url: str, timeout: float, lazy_files: bool = False,
+                 application_timeout: float = 600.0) -> None:
+        from workbench.inventory.client import InventoryClient
+        from workbench.inventory.server import InventoryServer
         from workbench.inventory.web.client import WebClient
 
         super().__init__(name, redact(store_url))
-        self.store = Store(store_url)
-        self.inventory = Inventory(name)
-        try:
-            self.seq = self.store.load(self.inventory, lazy_files=lazy_files)
-            self.web = WebServer(self.inventory, port=0, apply=self.apply_changes).start()
-        except BaseException:
-            self.inventory.close()
-            self.store.close()
-            raise
-        self.client = WebClient(self.web.url, timeout=timeout)
-        self._write_lock = threading.Lock()
-
-    def apply_changes(self, changes: list[Any], title: str = "", user: str = "") -> dict[str, Any]:
-        """Apply changes to the image and the store in one transaction; on failure reload (nothing half-applied)."""
-        with self._write_lock:
-            try:
-                self.seq = self.store.apply_and_write(self.inventory, changes)
-            except WorkbenchError:
-                self.seq = self.store.load(self.inventory)
-                raise
-        return {"changes": len(changes), "seq": self.seq}
+        self.server = InventoryServer(store_url, port=0, web_port=0, lazy_files=lazy_files,
+                                      app_timeout=application_timeout).start()
+        self.inventory = self.server.inventory
+        self.web_url = self.server.web_url or ""
+        self.client = InventoryClient("%s:%s" % self.server.address, timeout=timeout)
+        self.web = WebClient(self.web_url, timeout=timeout)
 
     def datasets(self, pattern: str | None) -> list[dict[str, Any]]:
         with self.inventory.lock:
@@ -171,7 +170,7 @@ class StoreSession(InventorySession):
             return inventory_stats(self.inventory)
 
     def data(self, page: str, **parameters: Any) -> Any:
-        return self.client.data(page, **parameters)
+        return self.web.data(page, **parameters)
 
     def add_listener(self, listener: Any) -> None:
         self.inventory.add_listener(listener)
@@ -183,47 +182,63 @@ class StoreSession(InventorySession):
         return self.inventory.flush_events(timeout)
 
     def _close(self) -> None:
+        self.web.close()
         self.client.close()
-        self.web.stop()
-        self.inventory.close()
-        self.store.close()
+        self.server.stop()
 
 
 class WebSession(InventorySession):
     """A running inventory server reached through its web port: ``/data`` reads, ``/events`` changes."""
 
-    def __init__(self, name: str, url: str, timeout: float, ssl_context: Any = None) -> None:
+    def __init__(self, name: str, url: str, timeout: float, ssl_context: Any = None,
+                 server: str | None = None) -> None:
+        from workbench.inventory.protocol import DEFAULT_PORT
         from workbench.inventory.web.client import WebClient
 
         super().__init__(name, url)
-        self.client = WebClient(url, ssl_context=ssl_context, timeout=timeout)
+        self.web = WebClient(url, ssl_context=ssl_context, timeout=timeout)
+        # Applications go to the application port: the same host's default one unless told.
+        self.server_address = server or f"{self.web.host}:{DEFAULT_PORT}"
+        self._timeout = timeout
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:  # type: ignore[override]
+        """The application port's client, connected on first use (reads never need it)."""
+        from workbench.inventory.client import InventoryClient
+
+        if self._client is None:
+            self._client = InventoryClient(self.server_address, timeout=self._timeout)
+        return self._client
 
     def datasets(self, pattern: str | None) -> list[dict[str, Any]]:
-        return self.client.data("inventory/datasets", dataset=pattern, limit=100_000)["datasets"]
+        return self.web.data("inventory/datasets", dataset=pattern, limit=100_000)["datasets"]
 
     def sites(self) -> list[dict[str, Any]]:
-        return self.client.data("inventory/sites")["sites"]
+        return self.web.data("inventory/sites")["sites"]
 
     def stats(self) -> dict[str, Any]:
-        return self.client.data("inventory/stats")
+        return self.web.data("inventory/stats")
 
     def data(self, page: str, **parameters: Any) -> Any:
-        return self.client.data(page, **parameters)
+        return self.web.data(page, **parameters)
 
     def add_listener(self, listener: Any) -> None:
-        self.client.add_listener(listener)
+        self.web.add_listener(listener)
 
     def remove_listener(self, listener: Any) -> None:
-        self.client.remove_listener(listener)
+        self.web.remove_listener(listener)
 
     def flush_events(self, timeout: float | None = 10.0) -> bool:
-        return self.client.flush_events(timeout)
+        return self.web.flush_events(timeout)
 
     def connection_status(self) -> str:
-        return "closed" if self.closed else self.client.connection_status()
+        return "closed" if self.closed else self.web.connection_status()
 
     def _close(self) -> None:
-        self.client.close()
+        self.web.close()
+        if self._client is not None:
+            self._client.close()
 
 
 # -- results --------------------------------------------------------------------------------------
@@ -239,16 +254,24 @@ class ApplicationRun:
     stderr: str = ""
     applied: int = 0
     details: dict[str, Any] = field(default_factory=dict)
+    status: str = "done"
+
+    @classmethod
+    def from_result(cls, title: str, write: bool, result: dict[str, Any]) -> "ApplicationRun":
+        applied = result.get("applied") or {}
+        return cls(title, write, int(result.get("exit_code") if result.get("exit_code") is not None else -1),
+                   result.get("stdout", ""), result.get("stderr", ""), int(applied.get("changes", 0)),
+                   dict(result), str(result.get("status", "")))
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0
+        return self.exit_code == 0 and self.status == "done"
 
     def __repr__(self) -> str:
         mode = "read-write" if self.write else "read-only"
         outcome = f"{self.applied} changes applied" if self.write and self.ok else (
-            "changes discarded" if self.write else "read-only: nothing applied")
-        return f"application {self.title!r} ({mode}): exit {self.exit_code}, {outcome}"
+            "nothing applied" if self.write else "read-only: nothing applied")
+        return f"application {self.title!r} ({mode}): {self.status}, exit {self.exit_code}, {outcome}"
 
 
 def _frame(rows: list[dict[str, Any]], columns: list[str]) -> Any:
@@ -270,6 +293,7 @@ def _frame(rows: list[dict[str, Any]], columns: list[str]) -> Any:
 @argument("--cert", help="client certificate (PEM) for https")
 @argument("--key", help="its private key (PEM)")
 @argument("--ca", help="CA bundle that signed the server's certificate")
+@argument("--server", help="HOST:PORT of the server's application port (default: the URL's host, port 39626)")
 def _connect_arguments(line: str) -> None:
     """Connect to an inventory."""
 
@@ -280,6 +304,13 @@ def _connect_arguments(line: str) -> None:
 @argument("args", nargs="*", help="arguments the application sees in sys.argv[1:]")
 def _exec_arguments(line: str) -> None:
     """Run the cell as an inventory application."""
+
+
+@magic_arguments(name="inventory exec-auth")
+@argument("--title", required=True, help="the title the application will run under")
+@argument("--user", help="the user it runs as (default: your login name)")
+def _authorize_arguments(line: str) -> None:
+    """Authorize the cell (by its SHA-256) to run as a writing application."""
 
 
 @magic_arguments(name="inventory disconnect")
@@ -327,6 +358,9 @@ class InventoryMagic(Magics, Configurable):
             %%inventory exec [--write] [--title T] [ARGS...]
             <Python: from workbench.inventory.executable import inventory, read_only>
 
+            %%inventory exec-auth --title T [--user U]
+            <the same Python: authorizes it (SHA-256 of the cell) to run with --write as T>
+
         Errors are short messages; addresses are shown without passwords.
         """
         try:
@@ -349,10 +383,11 @@ class InventoryMagic(Magics, Configurable):
         command, args = (words[0], words[1:]) if words else ("dashboard", [])
         if command not in COMMANDS:
             raise UsageError(f"usage: {USAGE}")
-        if cell is not None and command != "exec":
-            raise UsageError("inventory: the cell form is %%inventory exec [--write] [--title T]")
-        if command == "exec" and cell is None:
-            raise UsageError("inventory: exec runs a cell: use %%inventory exec [--write] [--title T]")
+        if cell is not None and command not in CELL_COMMANDS:
+            raise UsageError("inventory: the cell forms are %%inventory exec [--write] [--title T] and "
+                             "%%inventory exec-auth --title T")
+        if command in CELL_COMMANDS and cell is None:
+            raise UsageError(f"inventory: {command} runs a cell: use %%inventory {command} ...")
         rest = line.split(command, 1)[1] if words else ""
         try:
             result = self._command(command, args, rest, cell, connection)
@@ -395,6 +430,14 @@ class InventoryMagic(Magics, Configurable):
                 parameters[key] = value
             page = args[0] if "/" in args[0] else f"inventory/{args[0]}"
             return session.data(page, **parameters)
+        if command == "exec-auth":
+            parsed = parse_argstring(_authorize_arguments, rest)
+            if not (cell or "").strip():
+                raise UsageError("inventory exec-auth: the cell is empty")
+            granted = session.authorize(cell or "", parsed.title, parsed.user)
+            print(f"authorized {parsed.title!r} for {granted.get('user', parsed.user)!r}: "
+                  f"sha256 {str(granted.get('checksum', ''))[:16]}...")
+            return None
         parsed = parse_argstring(_exec_arguments, rest)
         return self._exec(session, cell or "", parsed.write, parsed.title, parsed.args)
 
@@ -415,7 +458,7 @@ class InventoryMagic(Magics, Configurable):
         if parsed.store:
             try:
                 session: InventorySession = StoreSession(parsed.name, parsed.store, self.timeout,
-                                                         parsed.lazy_files)
+                                                         parsed.lazy_files, self.application_timeout)
             except WorkbenchError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a driver's error: one line, not a traceback
@@ -423,7 +466,7 @@ class InventoryMagic(Magics, Configurable):
                 raise UsageError(f"inventory connect: cannot open the store: {type(exc).__name__}: "
                                  f"{redact(first_line)}") from None
         else:
-            session = WebSession(parsed.name, parsed.url, self.timeout, self._ssl_context(parsed))
+            session = WebSession(parsed.name, parsed.url, self.timeout, self._ssl_context(parsed), parsed.server)
             try:
                 session.stats()
             except WorkbenchError:
@@ -438,7 +481,7 @@ class InventoryMagic(Magics, Configurable):
         where = ""
         if isinstance(session, StoreSession):
             self.shell.user_ns[self.variable] = session.inventory
-            where = f"; `{self.variable}` is the image, web pages at {session.web.url}"
+            where = f"; `{self.variable}` is the image, web pages at {session.web_url}"
         print(f"connected to {session.target} as {parsed.name!r}: {stats['datasets']} datasets, "
               f"{stats['sites']} sites{where}")
 
@@ -494,11 +537,12 @@ class InventoryMagic(Magics, Configurable):
     def _exec(self, session: InventorySession, source: str, write: bool, title: str, args: list[str]) -> Any:
         if not source.strip():
             raise UsageError("inventory exec: the cell is empty")
-        run = session.run_application(source, write, title, args)
+        run = session.run_application(source, write, title, args, self.application_timeout)
         if run.stdout:
             print(run.stdout, end="" if run.stdout.endswith("\n") else "\n")
         if run.stderr:
-            import sys
-
             print(run.stderr, end="" if run.stderr.endswith("\n") else "\n", file=sys.stderr)
+        if not run.ok:
+            raise UsageError(f"inventory exec: the application {run.status} (exit {run.exit_code}); "
+                             "nothing was applied")
         return run

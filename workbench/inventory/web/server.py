@@ -54,6 +54,8 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 WRITE_WAIT_SECONDS = 30.0
 #: a comment line on an idle event stream, so proxies and clients see the connection is alive
 KEEPALIVE_SECONDS = 15.0
+#: errors of the apply path that mean "not now, or not here" rather than "bad request"
+_CONFLICTS = frozenset({"WriterBusyError", "NotPrimaryError"})
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -356,7 +358,14 @@ class WebServer:
             result = instance.run(caller, request, recorder)
             if recorder.changes:
                 apply = self.apply or apply_directly(inventory)
-                applied = apply(recorder.changes, title=title, user=caller.name)
+                try:
+                    applied = apply(recorder.changes, title=title, user=caller.name)
+                except InventoryError as exc:
+                    # Another writer, or this server is a secondary: the request may succeed later or
+                    # elsewhere, which is what 409 says (the message names the primary).
+                    if type(exc).__name__ in _CONFLICTS:
+                        raise WriteConflict(exc.message, **exc.fields) from None
+                    raise
                 if isinstance(result, dict) and "applied" not in result and isinstance(applied, dict):
                     result = {**result, "applied": applied}
             return result
