@@ -1,0 +1,548 @@
+"""The ``%inventory`` / ``%%inventory`` magics: connect to an inventory, look at it, run applications on it.
+
+::
+
+    %inventory connect --store sqlite:////tmp/inventory.db   # the image in this kernel, served on the web
+    %inventory connect http://127.0.0.1:8081                 # a running server's web port
+    %inventory                                               # a live summary (updates as changes land)
+    %inventory datasets /Higgs/*                             # a DataFrame
+    %inventory sites                                         # a DataFrame
+    %inventory data stats                                    # what /data/inventory/stats answers
+    %inventory big << datasets /A*                           # keep the result in `big`
+
+    %%inventory exec --write --title "retire old data"
+    from workbench.inventory.executable import inventory, read_only
+    ...
+
+Options are set with ``%config InventoryMagic.<name> = value`` (``%config InventoryMagic`` lists them).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Float, Int, Unicode
+from traitlets.config import Configurable
+
+from workbench.errors import WorkbenchError
+from workbench.inventory.web.reports import dataset_summary, inventory_stats, site_summary
+from workbench_jupyter.connections import Connection, connections
+
+COMMANDS = ("connect", "disconnect", "dashboard", "datasets", "sites", "stats", "data", "status", "exec", "exec-auth")
+CELL_COMMANDS = ("exec", "exec-auth")
+USAGE = ("%inventory connect URL|--store URL [--name NAME] | %inventory [dashboard] | %inventory datasets [PATTERN] "
+         "| %inventory sites | %inventory stats | %inventory data PAGE [KEY=VALUE...] | %inventory status "
+         "| %inventory disconnect [NAME] | %%inventory exec [--write] [--title T] | %%inventory exec-auth --title T "
+         "| NAME << COMMAND")
+
+_LEADING_OPTION = re.compile(r"\s*(?:-c|--connection)(?:\s+|=)(\S+)")
+_CAPTURE = re.compile(r"\s*([A-Za-z_]\w*)\s*<<(?!<)(.*)\Z", re.S)
+_URI_CREDENTIALS = re.compile(r"(\b[a-z][\w+.-]*://[^\s:/@]*):[^\s@]*@", re.I)
+_DATASET_COLUMNS = ["name", "status", "data_type", "num_blocks", "num_files", "size", "sites", "is_open",
+                    "software_version", "last_update"]
+_SITE_COLUMNS = ["name", "host", "storage_type", "status", "backend", "usage", "quota", "num_dataset_replicas",
+                 "num_block_replicas"]
+
+
+def redact(text: str) -> str:
+    """Hide ``:password@`` in URLs."""
+    return _URI_CREDENTIALS.sub(r"\1:***@", text)
+
+
+# -- connections ----------------------------------------------------------------------------------
+
+class InventorySession:
+    """What every ``%inventory connect`` gives: reads as plain values, change events, applications."""
+
+    kind = "inventory"
+
+    def __init__(self, name: str, target: str) -> None:
+        self.name = name
+        self.target = target
+        self.dashboards: list[Any] = []
+        self._closed = False
+
+    # reads
+    def datasets(self, pattern: str | None) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def sites(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def data(self, page: str, **parameters: Any) -> Any:
+        raise NotImplementedError
+
+    # events (forwarded to the image or the web client)
+    def add_listener(self, listener: Any) -> None:
+        raise NotImplementedError
+
+    def remove_listener(self, listener: Any) -> None:
+        raise NotImplementedError
+
+    def flush_events(self, timeout: float | None = 10.0) -> bool:
+        return True
+
+    client: Any  # an InventoryClient of the server's application port
+
+    def run_application(self, source: str, write: bool, title: str, args: list[str],
+                        timeout: float | None = None) -> "ApplicationRun":
+        """Run ``source`` as an application through the server's application port."""
+        result = self.client.exec_script(source, name=f"<{title}>", args=args, write=write, title=title,
+                                         timeout=timeout)
+        return ApplicationRun.from_result(title, write, result)
+
+    def authorize(self, source: str, title: str, user: str | None = None) -> dict[str, Any]:
+        """Authorize ``source`` (its SHA-256) to run with ``--write`` as (title, user)."""
+        return self.client.authorize(source, title, user)
+
+    def dashboard(self, max_rate: float, recent: int) -> Any:
+        from workbench_jupyter.inventory_dashboard import InventoryDashboard
+
+        dash = InventoryDashboard(self, title=f"{self.name}: {self.target}", recent=recent, max_rate=max_rate)
+        self.dashboards = [d for d in self.dashboards if not d.closed] + [dash]
+        return dash
+
+    def connection_status(self) -> str:
+        return "closed" if self._closed else "connected"
+
+    def close(self) -> None:
+        """Close the dashboards, then what the session holds. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for dash in self.dashboards:
+            dash.close()
+        self.dashboards = []
+        self._close()
+
+    def _close(self) -> None:
+        """Release what the session holds (subclasses)."""
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class StoreSession(InventorySession):
+    """An inventory server embedded in this kernel over a store: the image lives here.
+
+    The server (``InventoryServer``) loads the image, serves the application port and the web port on
+    free loopback ports, and runs applications in forked children; reads come straight from the image
+    (under its lock) and events are the image's own listeners.
+    """
+
+    def __init__(self, name: str, store_url: str, timeout: float, lazy_files: bool = False,
+                 application_timeout: float = 600.0) -> None:
+        from workbench.inventory.client import InventoryClient
+        from workbench.inventory.server import InventoryServer
+        from workbench.inventory.web.client import WebClient
+
+        super().__init__(name, redact(store_url))
+        self.server = InventoryServer(store_url, port=0, web_port=0, lazy_files=lazy_files,
+                                      app_timeout=application_timeout).start()
+        self.inventory = self.server.inventory
+        self.web_url = self.server.web_url or ""
+        self.client = InventoryClient("%s:%s" % self.server.address, timeout=timeout)
+        self.web = WebClient(self.web_url, timeout=timeout)
+
+    def datasets(self, pattern: str | None) -> list[dict[str, Any]]:
+        with self.inventory.lock:
+            return [dataset_summary(d) for name, d in sorted(self.inventory.datasets.items())
+                    if pattern is None or fnmatch.fnmatchcase(name, pattern)]
+
+    def sites(self) -> list[dict[str, Any]]:
+        with self.inventory.lock:
+            return [site_summary(site) for _, site in sorted(self.inventory.sites.items())]
+
+    def stats(self) -> dict[str, Any]:
+        with self.inventory.lock:
+            return inventory_stats(self.inventory)
+
+    def data(self, page: str, **parameters: Any) -> Any:
+        return self.web.data(page, **parameters)
+
+    def add_listener(self, listener: Any) -> None:
+        self.inventory.add_listener(listener)
+
+    def remove_listener(self, listener: Any) -> None:
+        self.inventory.remove_listener(listener)
+
+    def flush_events(self, timeout: float | None = 10.0) -> bool:
+        return self.inventory.flush_events(timeout)
+
+    def _close(self) -> None:
+        self.web.close()
+        self.client.close()
+        self.server.stop()
+
+
+class WebSession(InventorySession):
+    """A running inventory server reached through its web port: ``/data`` reads, ``/events`` changes."""
+
+    def __init__(self, name: str, url: str, timeout: float, ssl_context: Any = None,
+                 server: str | None = None) -> None:
+        from workbench.inventory.protocol import DEFAULT_PORT
+        from workbench.inventory.web.client import WebClient
+
+        super().__init__(name, url)
+        self.web = WebClient(url, ssl_context=ssl_context, timeout=timeout)
+        # Applications go to the application port: the same host's default one unless told.
+        self.server_address = server or f"{self.web.host}:{DEFAULT_PORT}"
+        self._timeout = timeout
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:  # type: ignore[override]
+        """The application port's client, connected on first use (reads never need it)."""
+        from workbench.inventory.client import InventoryClient
+
+        if self._client is None:
+            self._client = InventoryClient(self.server_address, timeout=self._timeout)
+        return self._client
+
+    def datasets(self, pattern: str | None) -> list[dict[str, Any]]:
+        return self.web.data("inventory/datasets", dataset=pattern, limit=100_000)["datasets"]
+
+    def sites(self) -> list[dict[str, Any]]:
+        return self.web.data("inventory/sites")["sites"]
+
+    def stats(self) -> dict[str, Any]:
+        return self.web.data("inventory/stats")
+
+    def data(self, page: str, **parameters: Any) -> Any:
+        return self.web.data(page, **parameters)
+
+    def add_listener(self, listener: Any) -> None:
+        self.web.add_listener(listener)
+
+    def remove_listener(self, listener: Any) -> None:
+        self.web.remove_listener(listener)
+
+    def flush_events(self, timeout: float | None = 10.0) -> bool:
+        return self.web.flush_events(timeout)
+
+    def connection_status(self) -> str:
+        return "closed" if self.closed else self.web.connection_status()
+
+    def _close(self) -> None:
+        self.web.close()
+        if self._client is not None:
+            self._client.close()
+
+
+# -- results --------------------------------------------------------------------------------------
+
+@dataclass
+class ApplicationRun:
+    """What ``%%inventory exec`` shows: the exit code, output, and what was applied."""
+
+    title: str
+    write: bool
+    exit_code: int
+    stdout: str = ""
+    stderr: str = ""
+    applied: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+    status: str = "done"
+
+    @classmethod
+    def from_result(cls, title: str, write: bool, result: dict[str, Any]) -> "ApplicationRun":
+        applied = result.get("applied") or {}
+        return cls(title, write, int(result.get("exit_code") if result.get("exit_code") is not None else -1),
+                   result.get("stdout", ""), result.get("stderr", ""), int(applied.get("changes", 0)),
+                   dict(result), str(result.get("status", "")))
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and self.status == "done"
+
+    def __repr__(self) -> str:
+        mode = "read-write" if self.write else "read-only"
+        outcome = f"{self.applied} changes applied" if self.write and self.ok else (
+            "nothing applied" if self.write else "read-only: nothing applied")
+        return f"application {self.title!r} ({mode}): {self.status}, exit {self.exit_code}, {outcome}"
+
+
+def _frame(rows: list[dict[str, Any]], columns: list[str]) -> Any:
+    import pandas
+
+    frame = pandas.DataFrame(rows, columns=columns)
+    if "sites" in frame:
+        frame["sites"] = frame["sites"].map(lambda sites: ", ".join(sites))
+    return frame
+
+
+# -- argument parsers -----------------------------------------------------------------------------
+
+@magic_arguments(name="inventory connect")
+@argument("url", nargs="?", help="http(s)://HOST:PORT of a server's web port")
+@argument("--store", help="a SQLAlchemy URL: load the image into this kernel (e.g. sqlite:////tmp/inv.db)")
+@argument("--name", default="inventory", help="connection name in %%workbench (default: inventory)")
+@argument("--lazy-files", action="store_true", help="with --store: read a block's files on first use")
+@argument("--cert", help="client certificate (PEM) for https")
+@argument("--key", help="its private key (PEM)")
+@argument("--ca", help="CA bundle that signed the server's certificate")
+@argument("--server", help="HOST:PORT of the server's application port (default: the URL's host, port 39626)")
+def _connect_arguments(line: str) -> None:
+    """Connect to an inventory."""
+
+
+@magic_arguments(name="inventory exec")
+@argument("--write", action="store_true", help="apply the cell's changes when it finishes without error")
+@argument("--title", default="notebook cell", help="the application's title")
+@argument("args", nargs="*", help="arguments the application sees in sys.argv[1:]")
+def _exec_arguments(line: str) -> None:
+    """Run the cell as an inventory application."""
+
+
+@magic_arguments(name="inventory exec-auth")
+@argument("--title", required=True, help="the title the application will run under")
+@argument("--user", help="the user it runs as (default: your login name)")
+def _authorize_arguments(line: str) -> None:
+    """Authorize the cell (by its SHA-256) to run as a writing application."""
+
+
+@magic_arguments(name="inventory disconnect")
+@argument("name", nargs="?", help="connection to close (default: the current one)")
+def _disconnect_arguments(line: str) -> None:
+    """Close a connection."""
+
+
+# -- the magics -------------------------------------------------------------------------------------
+
+@magics_class
+class InventoryMagic(Magics, Configurable):
+    """Inventory magics; options are set with ``%config InventoryMagic.<name> = value``."""
+
+    timeout = Float(30.0, config=True, help="Seconds to wait for a server's answer.")
+    dashboard_max_rate = Float(5.0, config=True, help="Most updates per second of an inventory dashboard.")
+    recent_changes = Int(10, config=True, help="How many recent changes an inventory dashboard lists.")
+    application_timeout = Float(600.0, config=True, help="Seconds an application may run before it is killed.")
+    variable = Unicode("inventory", config=True,
+                       help="Name of the user variable bound to the in-kernel image of a --store connection.")
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.sessions: dict[str, InventorySession] = {}
+        self.current: str | None = None
+
+    @line_cell_magic("inventory")
+    def inventory(self, line: str, cell: str | None = None) -> Any:
+        """Connect to an inventory, show it, run applications on it.
+
+        ::
+
+            %inventory connect --store sqlite:////tmp/inventory.db [--name NAME] [--lazy-files]
+            %inventory connect http://HOST:8081 [--cert C --key K --ca CA] [--name NAME]
+            %inventory                     a live summary: datasets, sites, usage per site, recent changes
+            %inventory datasets [PATTERN]  datasets (shell-style pattern) as a DataFrame
+            %inventory sites               sites with usage and quotas as a DataFrame
+            %inventory stats               totals, replication and usage per site (a dict)
+            %inventory data PAGE [K=V...]  the data of /data/inventory/PAGE (e.g. data dataset name=/A/B/C)
+            %inventory status              the connections
+            %inventory disconnect [NAME]
+            %inventory NAME << COMMAND     keep the result in NAME
+            -c NAME / --connection NAME    before the command: use that connection
+
+            %%inventory exec [--write] [--title T] [ARGS...]
+            <Python: from workbench.inventory.executable import inventory, read_only>
+
+            %%inventory exec-auth --title T [--user U]
+            <the same Python: authorizes it (SHA-256 of the cell) to run with --write as T>
+
+        Errors are short messages; addresses are shown without passwords.
+        """
+        try:
+            return self._run(line, cell)
+        except UsageError as exc:
+            raise UsageError(redact(str(exc))) from None
+
+    # -- dispatch -----------------------------------------------------------------------------------
+    def _run(self, line: str, cell: str | None) -> Any:
+        connection = None
+        if match := _LEADING_OPTION.match(line):
+            connection, line = match.group(1), line[match.end():]
+        capture = None
+        if match := _CAPTURE.match(line):
+            capture, line = match.group(1), match.group(2)
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"inventory: {exc}") from None
+        command, args = (words[0], words[1:]) if words else ("dashboard", [])
+        if command not in COMMANDS:
+            raise UsageError(f"usage: {USAGE}")
+        if cell is not None and command not in CELL_COMMANDS:
+            raise UsageError("inventory: the cell forms are %%inventory exec [--write] [--title T] and "
+                             "%%inventory exec-auth --title T")
+        if command in CELL_COMMANDS and cell is None:
+            raise UsageError(f"inventory: {command} runs a cell: use %%inventory {command} ...")
+        rest = line.split(command, 1)[1] if words else ""
+        try:
+            result = self._command(command, args, rest, cell, connection)
+        except WorkbenchError as exc:
+            raise UsageError(f"inventory {command}: {exc.message}") from None
+        if capture is not None:
+            self.shell.user_ns[capture] = result
+            return None
+        return result
+
+    def _command(self, command: str, args: list[str], rest: str, cell: str | None, connection: str | None) -> Any:
+        if command == "connect":
+            return self.connect(rest)
+        if command == "disconnect":
+            return self.disconnect(parse_argstring(_disconnect_arguments, rest).name or connection)
+        if command == "status":
+            return [(s.name, s.kind, s.target, s.connection_status()) for s in self.sessions.values()]
+        session = self._session(connection)
+        if command == "dashboard":
+            self._no_arguments(command, args)
+            return session.dashboard(self.dashboard_max_rate, self.recent_changes)
+        if command == "datasets":
+            if len(args) > 1:
+                raise UsageError("inventory datasets: one PATTERN at most (quote it if it has spaces)")
+            return _frame(session.datasets(args[0] if args else None), _DATASET_COLUMNS)
+        if command == "sites":
+            self._no_arguments(command, args)
+            return _frame(session.sites(), _SITE_COLUMNS)
+        if command == "stats":
+            self._no_arguments(command, args)
+            return session.stats()
+        if command == "data":
+            if not args:
+                raise UsageError("inventory data: which page? (datasets, dataset, sites, site, groups, replicas, stats)")
+            parameters = {}
+            for word in args[1:]:
+                key, sep, value = word.partition("=")
+                if not sep or not key:
+                    raise UsageError(f"inventory data: parameters are KEY=VALUE (got {word!r})")
+                parameters[key] = value
+            page = args[0] if "/" in args[0] else f"inventory/{args[0]}"
+            return session.data(page, **parameters)
+        if command == "exec-auth":
+            parsed = parse_argstring(_authorize_arguments, rest)
+            if not (cell or "").strip():
+                raise UsageError("inventory exec-auth: the cell is empty")
+            granted = session.authorize(cell or "", parsed.title, parsed.user)
+            print(f"authorized {parsed.title!r} for {granted.get('user', parsed.user)!r}: "
+                  f"sha256 {str(granted.get('checksum', ''))[:16]}...")
+            return None
+        parsed = parse_argstring(_exec_arguments, rest)
+        return self._exec(session, cell or "", parsed.write, parsed.title, parsed.args)
+
+    @staticmethod
+    def _no_arguments(command: str, args: list[str]) -> None:
+        if args:
+            raise UsageError(f"inventory {command} takes no arguments (got {' '.join(args)!r})")
+
+    # -- connections --------------------------------------------------------------------------------
+    def connect(self, rest: str) -> None:
+        parsed = parse_argstring(_connect_arguments, rest)
+        if bool(parsed.url) == bool(parsed.store):
+            raise UsageError("inventory connect: give a server URL or --store URL (one of them)")
+        existing = connections.get(parsed.name)
+        if existing is not None and existing.kind != "inventory":
+            raise UsageError(f"inventory: {parsed.name!r} is already a {existing.kind} connection; "
+                             "choose another --name")
+        if parsed.store:
+            try:
+                session: InventorySession = StoreSession(parsed.name, parsed.store, self.timeout,
+                                                         parsed.lazy_files, self.application_timeout)
+            except WorkbenchError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a driver's error: one line, not a traceback
+                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise UsageError(f"inventory connect: cannot open the store: {type(exc).__name__}: "
+                                 f"{redact(first_line)}") from None
+        else:
+            session = WebSession(parsed.name, parsed.url, self.timeout, self._ssl_context(parsed), parsed.server)
+            try:
+                session.stats()
+            except WorkbenchError:
+                session.close()
+                raise
+        if parsed.name in self.sessions:
+            self._close_session(parsed.name)
+        self.sessions[parsed.name] = session
+        self.current = parsed.name
+        connections.add(Connection(parsed.name, "inventory", session.target, client=session))
+        stats = session.stats()
+        where = ""
+        if isinstance(session, StoreSession):
+            self.shell.user_ns[self.variable] = session.inventory
+            where = f"; `{self.variable}` is the image, web pages at {session.web_url}"
+        print(f"connected to {session.target} as {parsed.name!r}: {stats['datasets']} datasets, "
+              f"{stats['sites']} sites{where}")
+
+    @staticmethod
+    def _ssl_context(parsed: Any) -> Any:
+        if not (parsed.cert or parsed.ca):
+            return None
+        import ssl
+
+        try:
+            context = ssl.create_default_context(cafile=parsed.ca)
+            if parsed.cert:
+                context.load_cert_chain(parsed.cert, parsed.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"inventory connect: cannot load the TLS files: {exc}") from None
+        return context
+
+    def disconnect(self, name: str | None) -> None:
+        name = name or self.current
+        if name is None or name not in self.sessions:
+            raise UsageError(f"inventory: no inventory connection named {name!r}" if name
+                             else "inventory: not connected")
+        self._close_session(name)
+        print(f"disconnected {name!r}")
+
+    def _close_session(self, name: str) -> None:
+        session = self.sessions.pop(name)
+        registered = connections.get(name)
+        if registered is not None and registered.client is session:
+            connections.remove(name)
+        if isinstance(session, StoreSession) and self.shell is not None \
+                and self.shell.user_ns.get(self.variable) is session.inventory:
+            del self.shell.user_ns[self.variable]
+        session.close()
+        if self.current == name:
+            self.current = next(reversed(self.sessions), None)
+
+    def _session(self, name: str | None) -> InventorySession:
+        name = name or self.current
+        if name is None:
+            raise UsageError("inventory: not connected (%inventory connect URL|--store URL first)")
+        session = self.sessions.get(name)
+        if session is None:
+            raise UsageError(f"inventory: no inventory connection named {name!r}")
+        return session
+
+    def close(self) -> None:
+        """Close every connection and dashboard (the extension calls this on unload)."""
+        for name in list(self.sessions):
+            self._close_session(name)
+
+    # -- applications ---------------------------------------------------------------------------------
+    def _exec(self, session: InventorySession, source: str, write: bool, title: str, args: list[str]) -> Any:
+        if not source.strip():
+            raise UsageError("inventory exec: the cell is empty")
+        run = session.run_application(source, write, title, args, self.application_timeout)
+        if run.stdout:
+            print(run.stdout, end="" if run.stdout.endswith("\n") else "\n")
+        if run.stderr:
+            print(run.stderr, end="" if run.stderr.endswith("\n") else "\n", file=sys.stderr)
+        if not run.ok:
+            raise UsageError(f"inventory exec: the application {run.status} (exit {run.exit_code}); "
+                             "nothing was applied")
+        return run

@@ -1,0 +1,149 @@
+"""``workbench inventory serve|exec|exec-auth|status``: builds servers and clients from flags, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import ConfigurationError
+from workbench.inventory.protocol import DEFAULT_ADDRESS, DEFAULT_PORT
+
+DEFAULT_WEB_PORT = 8081
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="inventory_command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run an inventory server (primary, or secondary with --master)")
+    serve.add_argument("--store", required=True, help="SQLAlchemy URL of the inventory database")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"application port (default {DEFAULT_PORT})")
+    serve.add_argument("--web-port", type=int, default=DEFAULT_WEB_PORT,
+                       help=f"web port (default {DEFAULT_WEB_PORT}; -1: no web server)")
+    serve.add_argument("--master", help="the primary's database URL: start as a secondary server")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--server-id", help="name of this server in inv_servers (default host-pid-random)")
+    serve.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats (default 1)")
+    serve.add_argument("--takeover-after", type=float, default=10.0,
+                       help="seconds without a primary heartbeat before a secondary takes over (default 10)")
+    serve.add_argument("--poll", type=float, default=0.2, help="seconds between change log polls (default 0.2)")
+    serve.add_argument("--app-timeout", type=float, default=3600.0, help="longest application run in seconds")
+    serve.add_argument("--lazy-files", action="store_true", help="read a block's files on first access (primary)")
+    serve.add_argument("--web-modules", action="append", default=[], help="directory of extra web modules")
+    serve.add_argument("-v", "--verbose", action="count", default=0)
+    serve.set_defaults(func=cmd_serve)
+
+    run = commands.add_parser("exec", help="run a script as an application")
+    run.add_argument("script", help="the Python script")
+    run.add_argument("--write", action="store_true", help="keep its changes (needs exec-auth)")
+    run.add_argument("--title", help="application title (default: the script's file name)")
+    run.add_argument("--user", help="user name (default: your login)")
+    run.add_argument("--server", default=DEFAULT_ADDRESS, help=f"HOST:PORT (default {DEFAULT_ADDRESS})")
+    run.add_argument("--timeout", type=float, help="kill the script after this many seconds")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
+    run.set_defaults(func=cmd_exec)
+
+    auth = commands.add_parser("exec-auth", help="authorize a script to write (by its SHA-256), list or revoke")
+    auth.add_argument("script", nargs="?", help="the script to authorize")
+    auth.add_argument("--title", help="application title")
+    auth.add_argument("--user", help="user name (default: your login)")
+    auth.add_argument("--server", default=DEFAULT_ADDRESS, help=f"HOST:PORT (default {DEFAULT_ADDRESS})")
+    auth.add_argument("--revoke", action="store_true", help="remove the authorization of --title/--user")
+    auth.add_argument("--list", action="store_true", help="list authorizations")
+    auth.set_defaults(func=cmd_exec_auth)
+
+    status = commands.add_parser("status", help="a server's role, status and versions (JSON)")
+    status.add_argument("--server", default=DEFAULT_ADDRESS, help=f"HOST:PORT (default {DEFAULT_ADDRESS})")
+    status.add_argument("--checksum", action="store_true", help="include the checksum of the RAM image")
+    status.add_argument("--servers", action="store_true", help="list every server of the database instead")
+    status.set_defaults(func=cmd_status)
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from workbench.inventory.server import InventoryServer
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    web_options: dict[str, Any] = {}
+    if args.web_modules:
+        web_options["module_dirs"] = args.web_modules
+    server = InventoryServer(args.store, host=args.host, port=args.port,
+                             web_port=None if args.web_port < 0 else args.web_port, master_url=args.master,
+                             server_id=args.server_id, heartbeat=args.heartbeat, takeover_after=args.takeover_after,
+                             poll_interval=args.poll, app_timeout=args.app_timeout, lazy_files=args.lazy_files,
+                             web_options=web_options)
+    server.start()
+    signal.signal(signal.SIGTERM, lambda *_: server._stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: server._stopping.set())
+    print(json.dumps({"server": server.server_id, "role": server.role, "address": "%s:%s" % server.address,
+                      "web": server.web_url}), flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.stop()
+    return 0
+
+
+def _read_script(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"cannot read the script: {exc}", script=path) from None
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from workbench.inventory.client import InventoryClient
+
+    script = _read_script(args.script)
+    name = Path(args.script).name
+    arguments = args.args[1:] if args.args[:1] == ["--"] else args.args
+    with InventoryClient(args.server) as client:
+        result = client.exec_script(script, name=name, args=arguments, write=args.write, title=args.title or name,
+                                    user=args.user, timeout=args.timeout)
+    sys.stdout.write(result["stdout"])
+    sys.stderr.write(result["stderr"])
+    if result["status"] != "done":
+        print(f"workbench: application {result['status']}"
+              + (f" with exit code {result['exit_code']}" if result["exit_code"] is not None else "")
+              + "; no change applied", file=sys.stderr)
+    elif args.write:
+        applied = result.get("applied") or {"changes": 0}
+        print(f"workbench: {applied['changes']} change(s) applied", file=sys.stderr)
+    if result["status"] == "failed":
+        return int(result["exit_code"] or 1)
+    return 0 if result["status"] == "done" else 1
+
+
+def cmd_exec_auth(args: argparse.Namespace) -> int:
+    from workbench.inventory.client import InventoryClient
+
+    with InventoryClient(args.server) as client:
+        if args.list:
+            for entry in client.authorizations():
+                print(f"{entry['title']}\t{entry['user']}\t{entry['checksum']}")
+            return 0
+        if not args.title:
+            raise ConfigurationError("--title is required")
+        if args.revoke:
+            revoked = client.revoke(args.title, args.user)
+            print("revoked" if revoked else "no such authorization")
+            return 0 if revoked else 1
+        if not args.script:
+            raise ConfigurationError("give the SCRIPT to authorize")
+        entry = client.authorize(_read_script(args.script), args.title, args.user)
+    print(f"authorized {entry['title']} for {entry['user']}: sha256 {entry['checksum']}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from workbench.inventory.client import InventoryClient
+
+    with InventoryClient(args.server) as client:
+        answer: Any = client.servers() if args.servers else client.status(checksum=args.checksum)
+    print(json.dumps(answer, indent=2, sort_keys=True, default=str))
+    return 0

@@ -1,0 +1,121 @@
+"""The client of the application port: run applications, authorize them, ask servers for status.
+
+::
+
+    with InventoryClient("localhost:39626") as client:
+        result = client.exec_script(open("report.py").read(), name="report.py")
+        print(result["stdout"])
+        client.authorize(open("fix.py").read(), title="fix", user="alice")
+        client.exec_script(open("fix.py").read(), name="fix.py", write=True, title="fix", user="alice")
+
+Errors the server reports arrive as exceptions of the same class name when the library has one
+(``ApplicationRefused``, ``NotPrimaryError``, ``WriterBusyError``, ``ProtocolError``...), else as
+``InventoryRemoteError``; their ``fields`` are the server's. A write sent to a secondary is
+resent to the primary the secondary names.
+"""
+
+from __future__ import annotations
+
+import getpass
+from typing import Any
+
+from workbench.errors import InventoryError
+from workbench.inventory.applications import ApplicationRefused
+from workbench.inventory.dataformat import DataFormatError
+from workbench.inventory.inventory import UnknownReferenceError
+from workbench.inventory.protocol import DEFAULT_ADDRESS, ProtocolError, parse_address
+from workbench.inventory.store import NotPrimaryError, StoreError
+from workbench.inventory.transport import Connection, TransportError
+
+
+class InventoryRemoteError(InventoryError):
+    """The server failed a request with an error this library has no class for (fields: kind, ...)."""
+
+
+def _writer_busy() -> type[InventoryError]:
+    from workbench.inventory.server import WriterBusyError
+
+    return WriterBusyError
+
+
+_ERRORS: dict[str, Any] = {cls.__name__: cls for cls in (
+    ApplicationRefused, NotPrimaryError, ProtocolError, DataFormatError, UnknownReferenceError, StoreError)}
+
+
+def default_user() -> str:
+    """The user name sent with requests unless one is given: the login name."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+class InventoryClient:
+    """A connection to an inventory server's application port (``"HOST:PORT"``, default localhost:39626)."""
+
+    def __init__(self, address: str = DEFAULT_ADDRESS, timeout: float | None = 30.0) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._connection = Connection(parse_address(address), timeout)
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> InventoryClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def request(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Send one request; the reply's fields, or the server's error raised here."""
+        reply = self._connection.request(message, timeout)
+        if reply.get("ok"):
+            return {name: value for name, value in reply.items() if name != "ok"}
+        error = reply.get("error") or {}
+        kind = error.get("kind", "")
+        fields = dict(error.get("fields") or {})
+        cls = _ERRORS.get(kind) or (_writer_busy() if kind == "WriterBusyError" else None)
+        if cls is None:
+            raise InventoryRemoteError(error.get("message", "the server failed the request"), kind=kind, **fields)
+        raise cls(error.get("message", kind), **fields)
+
+    # -- requests -------------------------------------------------------------------------------------
+    def status(self, checksum: bool = False) -> dict[str, Any]:
+        """The server's id, role, status, applied and store seq (and image checksum if asked)."""
+        return self.request({"op": "status", "checksum": checksum}, timeout=max(self.timeout or 0, 300))
+
+    def servers(self) -> list[dict[str, Any]]:
+        return self.request({"op": "servers"})["servers"]
+
+    def exec_script(self, script: str, name: str = "<application>", args: list[str] | None = None,
+                    write: bool = False, title: str | None = None, user: str | None = None,
+                    timeout: float | None = None) -> dict[str, Any]:
+        """Run ``script`` as an application; returns status, exit_code, stdout, stderr, changes, applied.
+
+        A write sent to a secondary is resent once to the primary it names.
+        """
+        message = {"op": "exec", "script": script, "name": name, "args": list(args or []), "write": write,
+                   "title": title or name, "user": user or default_user(), "timeout": timeout}
+        wait = None if timeout is None else timeout + 60
+        try:
+            return self.request(message, timeout=wait if wait is not None else 24 * 3600)
+        except NotPrimaryError as exc:
+            primary = exc.fields.get("primary_address")
+            if not write or not primary or primary == self.address:
+                raise
+        with InventoryClient(primary, self.timeout) as redirected:
+            return redirected.request(message, timeout=wait if wait is not None else 24 * 3600)
+
+    def authorize(self, script: str, title: str, user: str | None = None) -> dict[str, Any]:
+        """Authorize ``script`` (by SHA-256 of its content) to write as (title, user)."""
+        return self.request({"op": "authorize", "script": script, "title": title, "user": user or default_user()})
+
+    def revoke(self, title: str, user: str | None = None) -> bool:
+        return self.request({"op": "revoke", "title": title, "user": user or default_user()})["revoked"]
+
+    def authorizations(self) -> list[dict[str, Any]]:
+        return self.request({"op": "authorizations"})["authorizations"]
+
+
+__all__ = ["InventoryClient", "InventoryRemoteError", "TransportError", "default_user"]

@@ -1,0 +1,131 @@
+"""The application port's wire format: length-prefixed JSON messages (no I/O here).
+
+A frame is a 4-byte big-endian length followed by that many bytes of UTF-8 JSON holding one
+object. Requests name an ``op``; replies carry ``ok`` and either the result fields or an
+``error`` (``message``, ``kind`` and structured ``fields``)::
+
+    >>> encode_frame({"op": "status"})[:4]
+    b'\\x00\\x00\\x00\\x10'
+    >>> decoder = FrameDecoder()
+    >>> decoder.feed(encode_frame({"op": "status"}))
+    [{'op': 'status'}]
+
+Requests (see ``server.ApplicationServer`` for their handlers and ``client.InventoryClient`` for
+the calls): ``status``, ``servers``, ``exec``, ``authorize``, ``revoke``, ``authorizations``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+from workbench.errors import InventoryError
+
+DEFAULT_PORT = 39626
+DEFAULT_ADDRESS = f"localhost:{DEFAULT_PORT}"
+#: largest frame accepted: a script, its output or 10^5 changes fit well within it
+MAX_FRAME_BYTES = 256 * 1024 * 1024
+_LENGTH = struct.Struct(">I")
+
+#: every request op and the fields it must carry
+REQUESTS: dict[str, tuple[str, ...]] = {
+    "status": (),
+    "servers": (),
+    "exec": ("script", "name", "args", "write", "title", "user"),
+    "authorize": ("script", "title", "user"),
+    "revoke": ("title", "user"),
+    "authorizations": (),
+}
+
+
+class ProtocolError(InventoryError):
+    """A frame or message is malformed (fields: reason)."""
+
+
+def encode_frame(message: dict[str, Any]) -> bytes:
+    """One message as a frame."""
+    body = json.dumps(message, separators=(",", ":")).encode()
+    if len(body) > MAX_FRAME_BYTES:
+        raise ProtocolError("message too large", reason="size", size=len(body), limit=MAX_FRAME_BYTES)
+    return _LENGTH.pack(len(body)) + body
+
+
+class FrameDecoder:
+    """Turns a byte stream into messages; raises ``ProtocolError`` on a bad length or bad JSON."""
+
+    def __init__(self, limit: int = MAX_FRAME_BYTES) -> None:
+        self.limit = limit
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        self._buffer += data
+        messages = []
+        while len(self._buffer) >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(self._buffer)
+            if length > self.limit:
+                raise ProtocolError("frame too large", reason="size", size=length, limit=self.limit)
+            if len(self._buffer) < _LENGTH.size + length:
+                break
+            body = bytes(self._buffer[_LENGTH.size:_LENGTH.size + length])
+            del self._buffer[:_LENGTH.size + length]
+            messages.append(decode_body(body))
+        return messages
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame held back."""
+        return len(self._buffer)
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    try:
+        message = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"frame is not UTF-8 JSON: {exc}", reason="json") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("a message is a JSON object", reason="type")
+    return message
+
+
+def check_request(message: dict[str, Any]) -> str:
+    """The op of a well-formed request; ``ProtocolError`` naming what is wrong otherwise."""
+    op = message.get("op")
+    if op not in REQUESTS:
+        raise ProtocolError(f"unknown op {op!r} (one of {sorted(REQUESTS)})", reason="op", op=op)
+    missing = [name for name in REQUESTS[op] if name not in message]
+    if missing:
+        raise ProtocolError(f"{op} needs {', '.join(missing)}", reason="fields", op=op, missing=missing)
+    return op
+
+
+def error_reply(exc: BaseException) -> dict[str, Any]:
+    """The reply carrying an exception: its class name, message and JSON-able fields."""
+    fields = getattr(exc, "fields", {}) or {}
+    safe = {}
+    for name, value in fields.items():
+        try:
+            json.dumps(value)
+            safe[name] = value
+        except (TypeError, ValueError):
+            safe[name] = repr(value)
+    return {"ok": False, "error": {"kind": type(exc).__name__, "message": getattr(exc, "message", str(exc)),
+                                   "fields": safe}}
+
+
+def parse_address(address: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """``"host:port"`` (or ``"host"``) -> (host, port); ``ConfigurationError`` when malformed."""
+    from workbench.errors import ConfigurationError
+
+    host, _, port = address.rpartition(":") if ":" in address else (address, "", str(default_port))
+    try:
+        number = int(port)
+    except ValueError:
+        raise ConfigurationError("an address is HOST:PORT", address=address) from None
+    if not host or not 0 < number < 65536:
+        raise ConfigurationError("an address is HOST:PORT", address=address)
+    return host, number
+
+
+__all__ = ["DEFAULT_ADDRESS", "DEFAULT_PORT", "FrameDecoder", "MAX_FRAME_BYTES", "ProtocolError", "REQUESTS",
+           "check_request", "decode_body", "encode_frame", "error_reply", "parse_address"]

@@ -1,0 +1,476 @@
+"""The inventory web server on tornado: ``/web/<module>/<name>`` pages and ``/data/<module>/<name>`` JSON.
+
+::
+
+    server = WebServer(inventory, port=0, module_dirs=["/etc/inventory/web"]).start()
+    print(server.url)            # http://127.0.0.1:PORT
+    ...
+    server.stop()
+
+Every request is answered by the ``WebModule`` instance exported under that name (see
+``discovery``), run on a worker thread so a slow page never stalls the others. ``/data`` answers
+the envelope ``{"result": "OK"|"Failed", "message": ..., "data": ...}``; ``/web`` an HTML page in
+the shared layout; ``/events`` streams the image's change events (server-sent events). Errors
+keep their status: 400 bad parameters, 401/403 writes without the right certificate, 404 unknown
+pages, 405 a write with GET, 409 a busy writer, 503 while the inventory is not loaded.
+
+With ``tls`` the server speaks HTTPS and maps client certificates to users (``auth``); without,
+it speaks HTTP and every caller is anonymous, which makes it read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import tornado.httpserver
+import tornado.iostream
+import tornado.netutil
+import tornado.web
+
+from workbench.errors import InventoryError
+from workbench.events import CLOSED, Event
+from workbench.inventory.web.auth import ANONYMOUS, TLSConfig, User, UserMap
+from workbench.inventory.web.discovery import ModuleRegistry, discover
+from workbench.inventory.web.errors import (AuthenticationRequired, BadRequest, Forbidden, InventoryUnavailable,
+                                            MethodNotAllowed, NotFound, WebError, WriteConflict)
+from workbench.inventory.web.modules._base import HTMLMixin, WebModule
+from workbench.inventory.web.page import PageLayout
+from workbench.inventory.web.writing import ApplyChanges, ChangeRecorder, apply_directly
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WEB_PORT = 8081
+#: bodies larger than this are refused before they are read
+MAX_BODY_BYTES = 64 * 1024 * 1024
+#: how long a write request waits for the previous writer before 409
+WRITE_WAIT_SECONDS = 30.0
+#: a comment line on an idle event stream, so proxies and clients see the connection is alive
+KEEPALIVE_SECONDS = 15.0
+#: errors of the apply path that mean "not now, or not here" rather than "bad request"
+_CONFLICTS = frozenset({"WriterBusyError", "NotPrimaryError"})
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+# Pages carry no scripts of their own; a name that slipped through escaping still cannot run.
+_HTML_POLICY = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'"
+
+
+def _decode(values: list[bytes], name: str) -> str | list[str]:
+    try:
+        decoded = [value.decode("utf-8") for value in values]
+    except UnicodeDecodeError:
+        raise BadRequest(f"parameter {name!r} is not UTF-8", parameter=name) from None
+    return decoded[0] if len(decoded) == 1 else decoded
+
+
+class _ModuleHandler(tornado.web.RequestHandler):
+    """Runs the module exported as ``(module, name)`` under this handler's ``kind`` (web or data)."""
+
+    kind = "data"
+
+    def initialize(self, web_server: "WebServer") -> None:
+        self.web_server = web_server
+
+    def set_default_headers(self) -> None:
+        for header, value in _SECURITY_HEADERS.items():
+            self.set_header(header, value)
+
+    async def get(self, module: str, name: str | None) -> None:
+        await self._answer(module, name or "")
+
+    async def post(self, module: str, name: str | None) -> None:
+        await self._answer(module, name or "")
+
+    # -- the request ------------------------------------------------------------------------------
+    def caller(self) -> User:
+        tls = self.web_server.tls
+        if tls is None:
+            return ANONYMOUS
+        der = self.request.get_ssl_certificate(binary_form=True)
+        return tls.users.for_certificate(der if isinstance(der, bytes) else None)
+
+    def parameters(self) -> dict[str, Any]:
+        """GET and POST parameters: a string each, a list when repeated; a JSON object body merged in."""
+        parameters: dict[str, Any] = {}
+        for source in (self.request.query_arguments, self.request.body_arguments):
+            for key, values in source.items():
+                value = _decode(values, key)
+                if key in parameters:
+                    previous = parameters[key]
+                    parameters[key] = (previous if isinstance(previous, list) else [previous]) + \
+                        (value if isinstance(value, list) else [value])
+                else:
+                    parameters[key] = value
+        content_type = self.request.headers.get("Content-Type", "")
+        if content_type.split(";")[0].strip().lower() == "application/json" and self.request.body:
+            try:
+                body = json.loads(self.request.body)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise BadRequest(f"the body is not valid JSON: {exc}") from None
+            if not isinstance(body, dict):
+                raise BadRequest("a JSON body must be an object of parameters")
+            parameters.update(body)
+        return parameters
+
+    async def _answer(self, module: str, name: str) -> None:
+        started = time.perf_counter()
+        caller = ANONYMOUS
+        try:
+            instance = self.web_server.modules.exports(self.kind).get((module, name))
+            if instance is None:
+                raise NotFound(f"no page /{self.kind}/{module}/{name}".rstrip("/"), module=module, name=name)
+            caller = self.caller()
+            if instance.write_enabled:
+                self._check_writer(instance, caller)
+            request = self.parameters()
+            result = await asyncio.get_running_loop().run_in_executor(
+                self.web_server.executor, self.web_server.run_module, instance, caller, request,
+                f"/{self.kind}/{module}/{name}")
+        except WebError as exc:
+            self._fail(exc.status, exc.message, caller)
+        except InventoryError as exc:  # the inventory refused the change or the lookup: the caller's fault
+            self._fail(400, str(exc), caller)
+        except Exception:
+            log.exception("%s /%s/%s/%s failed", self.request.method, self.kind, module, name)
+            self._fail(500, "internal error (see the server log)", caller)
+        else:
+            self._succeed(result)
+        finally:
+            self.web_server.count_request(time.perf_counter() - started)
+
+    def _check_writer(self, instance: WebModule, caller: User) -> None:
+        if self.request.method != "POST":
+            self.set_header("Allow", "POST")
+            raise MethodNotAllowed("this page changes the inventory: use POST")
+        if not caller.authenticated:
+            raise AuthenticationRequired("changing the inventory needs a client certificate (HTTPS)")
+        if not caller.has_role(instance.required_role):
+            raise Forbidden(f"user {caller.name!r} lacks the role {instance.required_role!r}",
+                            user=caller.name, required=instance.required_role)
+
+    # -- the answer -------------------------------------------------------------------------------
+    def _succeed(self, result: Any) -> None:
+        self.write_envelope("OK", "", result)
+
+    def _fail(self, status: int, message: str, caller: User) -> None:
+        self.set_status(status)
+        self.write_envelope("Failed", message, None)
+
+    def write_envelope(self, result: str, message: str, data: Any) -> None:
+        try:
+            body = json.dumps({"result": result, "message": message, "data": data}, ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            log.error("/data answer is not JSON-able: %s", exc)
+            self.set_status(500)
+            body = json.dumps({"result": "Failed", "message": "the module answered something that is not JSON",
+                               "data": None})
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        # "</" inside a string would end a <script> a page might embed this in.
+        self.finish(body.replace("</", "<\\/"))
+
+
+class _DataHandler(_ModuleHandler):
+    kind = "data"
+
+
+class _WebHandler(_ModuleHandler):
+    kind = "web"
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.set_header("Content-Security-Policy", _HTML_POLICY)
+
+    def _succeed(self, result: Any) -> None:
+        if not isinstance(result, str):
+            log.error("/web module answered %s, not an HTML string", type(result).__name__)
+            self._fail(500, "the module answered something that is not a page", ANONYMOUS)
+            return
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.finish(result)
+
+    def _fail(self, status: int, message: str, caller: User) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        title = f"{status} {self._reason}"
+        self.finish(self.web_server.layout.page(title, "<p class=\"error\">{{ message }}</p>",
+                                                user=caller.name, message=message))
+
+
+class _IndexHandler(_WebHandler):
+    async def get(self) -> None:  # type: ignore[override]
+        server = self.web_server
+        pages = [(kind, module, name) for kind in ("web", "data")
+                 for module, name in sorted(server.modules.exports(kind))]
+        rows = [(server.layout.link(f"/{kind}/{module}/{name}", f"/{kind}/{module}/{name}"), module)
+                for kind, module, name in pages]
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.finish(server.layout.page("Pages", server.layout.table(["page", "module"], rows),
+                                       user=self.caller().name))
+
+
+class _EventsHandler(tornado.web.RequestHandler):
+    """``/events``: the image's change events as a server-sent event stream (``text/event-stream``).
+
+    Each event is ``event: <kind>`` and ``data: <JSON list of its arguments>``, e.g.
+    ``object_updated`` with the object's dict. A comment line opens the stream once the
+    subscription is live, and another keeps it alive every ``KEEPALIVE_SECONDS``.
+    """
+
+    def initialize(self, web_server: "WebServer") -> None:
+        self.web_server = web_server
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def get(self) -> None:
+        try:
+            inventory = self.web_server.current_inventory()
+        except InventoryUnavailable as exc:
+            self.set_status(503)
+            self.finish(exc.message)
+            return
+        if not hasattr(inventory, "add_listener"):
+            self.set_status(404)
+            self.finish("this inventory sends no events")
+            return
+        loop = asyncio.get_running_loop()
+        queue = self.queue
+
+        def listener(event: Event) -> None:  # on the image's dispatcher thread
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        self.set_header("Content-Type", "text/event-stream; charset=UTF-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        inventory.add_listener(listener)
+        self.web_server.event_streams.add(queue)
+        try:
+            self.write(": subscribed\n\n")
+            await self.flush()
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                except asyncio.TimeoutError:
+                    self.write(": keepalive\n\n")
+                    await self.flush()
+                    continue
+                # Whatever else is queued goes out in the same flush: a burst is one write.
+                batch = [event]
+                while not queue.empty():
+                    batch.append(queue.get_nowait())
+                ended = any(item is None or item.kind == CLOSED for item in batch)
+                for item in batch:
+                    if item is not None and item.kind != CLOSED:
+                        payload = json.dumps(list(item.args), default=str, ensure_ascii=False)
+                        self.write(f"id: {item.seq}\nevent: {item.kind}\ndata: {payload}\n\n")
+                await self.flush()
+                if ended:
+                    break
+        except tornado.iostream.StreamClosedError:
+            pass
+        finally:
+            inventory.remove_listener(listener)
+            self.web_server.event_streams.discard(queue)
+        if not self._finished:
+            self.finish()
+
+    def on_connection_close(self) -> None:
+        self.queue.put_nowait(None)
+
+
+class _NotFoundHandler(_WebHandler):
+    async def get(self, *args: Any) -> None:  # type: ignore[override]
+        self._fail(404, f"no page {self.request.path}", ANONYMOUS)
+
+    post = get
+
+
+class WebServer:
+    """The inventory's web server: modules from the package and ``module_dirs``, HTTP or HTTPS.
+
+    ``inventory`` is the RAM image, or a callable returning the current one (None while there is
+    none: a server reloading after it went out of sync). An image whose ``loaded`` attribute is
+    false is answered with 503. ``apply(changes, title=..., user=...)`` applies what a write
+    module recorded (default: straight into the image); ``modules_config`` maps module names to
+    the ``Configuration`` their classes get.
+    """
+
+    def __init__(self, inventory: Any, port: int = 0, address: str = "127.0.0.1",
+                 module_dirs: Iterable[str] = (), tls: TLSConfig | None = None, *,
+                 modules_config: Mapping[str, Mapping[str, Any]] | None = None,
+                 apply: ApplyChanges | None = None, builtin_modules: bool = True,
+                 site_title: str = "workbench inventory", workers: int = 4,
+                 write_wait: float = WRITE_WAIT_SECONDS) -> None:
+        self._inventory = inventory
+        self.requested_port = port
+        self.address = address
+        self.tls = tls
+        self.apply = apply
+        self.write_wait = write_wait
+        self.modules: ModuleRegistry = discover(module_dirs, modules_config, builtin=builtin_modules)
+        nav = [(instance.nav_label, f"/web/{module}/{name}")
+               for (module, name), instance in sorted(self.modules.web.items()) if instance.nav_label]
+        self.layout = PageLayout(site_title, nav=nav)
+        for instance in self.modules.web.values():
+            if isinstance(instance, HTMLMixin):
+                instance.layout = self.layout
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inventory-web")
+        self._write_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self.event_streams: set[asyncio.Queue[Any]] = set()
+        self.requests = 0
+        self.request_seconds = 0.0
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._http: tornado.httpserver.HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    # -- the inventory ----------------------------------------------------------------------------
+    def current_inventory(self) -> Any:
+        """The image to answer from; raises ``InventoryUnavailable`` while there is none loaded."""
+        inventory = self._inventory
+        if callable(inventory) and not hasattr(inventory, "update"):
+            inventory = inventory()
+        if inventory is None or not getattr(inventory, "loaded", True):
+            raise InventoryUnavailable("the inventory is not loaded yet; try again shortly")
+        return inventory
+
+    def run_module(self, instance: WebModule, caller: User, request: dict[str, Any], title: str) -> Any:
+        """Run one request (worker thread). Write modules record, then apply under the write lock."""
+        inventory = self.current_inventory()
+        if not instance.write_enabled:
+            # The image's lock gives a page one consistent view (changes wait for it, briefly).
+            with getattr(inventory, "lock", contextlib.nullcontext()):
+                return instance.run(caller, request, inventory)
+        if not self._write_lock.acquire(timeout=self.write_wait):
+            raise WriteConflict("another web request is changing the inventory", waited=self.write_wait)
+        try:
+            recorder = ChangeRecorder(inventory)
+            result = instance.run(caller, request, recorder)
+            if recorder.changes:
+                apply = self.apply or apply_directly(inventory)
+                try:
+                    applied = apply(recorder.changes, title=title, user=caller.name)
+                except InventoryError as exc:
+                    # Another writer, or this server is a secondary: the request may succeed later or
+                    # elsewhere, which is what 409 says (the message names the primary).
+                    if type(exc).__name__ in _CONFLICTS:
+                        raise WriteConflict(exc.message, **exc.fields) from None
+                    raise
+                if isinstance(result, dict) and "applied" not in result and isinstance(applied, dict):
+                    result = {**result, "applied": applied}
+            return result
+        finally:
+            self._write_lock.release()
+
+    def count_request(self, seconds: float) -> None:
+        with self._stats_lock:
+            self.requests += 1
+            self.request_seconds += seconds
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+    @property
+    def url(self) -> str:
+        """``http(s)://ADDRESS:PORT`` once started (the real port when bound to 0)."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{self.scheme}://{host}:{self.port}"
+
+    def application(self) -> tornado.web.Application:
+        arguments = {"web_server": self}
+        return tornado.web.Application([
+            (r"/", _IndexHandler, arguments),
+            (r"/web/([^/]+)(?:/([^/]*))?/?", _WebHandler, arguments),
+            (r"/data/([^/]+)(?:/([^/]*))?/?", _DataHandler, arguments),
+            (r"/events", _EventsHandler, arguments),
+            (r"/(.*)", _NotFoundHandler, arguments),
+        ], compress_response=True)
+
+    def start(self) -> "WebServer":
+        """Bind and serve on a background thread; returns once the port is bound (``url`` is valid)."""
+        if self._thread is not None:
+            raise InventoryError("web server already started", url=self.url)
+        ssl_context = self.tls.server_context() if self.tls is not None else None
+        sockets = tornado.netutil.bind_sockets(self.requested_port, self.address)
+        self.port = sockets[0].getsockname()[1]
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            try:
+                self._http = tornado.httpserver.HTTPServer(
+                    self.application(), ssl_options=ssl_context, max_body_size=MAX_BODY_BYTES, xheaders=False)
+                self._http.add_sockets(sockets)
+            except BaseException as exc:  # pragma: no cover - reported to start()
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+                self._stopped.set()
+
+        self._thread = threading.Thread(target=serve, name=f"inventory-web-{self.port}", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            raise InventoryError(f"web server failed to start: {failure[0]}", port=self.port)
+        log.info("inventory web server on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop listening, finish, and release the port. Idempotent."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None or self._stopped.is_set():
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            return
+
+        async def shutdown() -> None:
+            if self._http is not None:
+                self._http.stop()
+                for queue in list(self.event_streams):  # end the open event streams first
+                    queue.put_nowait(None)
+                await self._http.close_all_connections()
+
+        def stop_loop() -> None:
+            task = loop.create_task(shutdown())
+            task.add_done_callback(lambda _: loop.stop())
+
+        loop.call_soon_threadsafe(stop_loop)
+        thread.join(10)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def serve_forever(self) -> None:
+        """Start if needed and block until ``stop()`` (from another thread or a signal handler)."""
+        if self._thread is None:
+            self.start()
+        while not self._stopped.wait(0.5):
+            pass
+
+    def __enter__(self) -> "WebServer":
+        return self.start() if self._thread is None else self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+__all__ = ["DEFAULT_WEB_PORT", "TLSConfig", "UserMap", "WebServer"]
