@@ -63,7 +63,9 @@ class CommandResult:
         """Self if the command succeeded, else ``CommandError`` with the command and stderr tail."""
         if self.exit_status != 0:
             tail = (self.stderr.strip() or self.stdout.strip())[-2000:]
-            raise CommandError(f"command failed with exit status {self.exit_status} on {self.host}: {tail}",
+            # the message keeps the last lines (the cause is usually there); the field keeps more
+            short = "\n".join(tail.splitlines()[-3:])[-600:]
+            raise CommandError(f"command failed with exit status {self.exit_status} on {self.host}: {short}",
                                command=self.command, exit_status=self.exit_status, stderr=tail, host=self.host)
         return self
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 import secrets
 import shlex
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
@@ -233,7 +234,6 @@ class BaseManager:
 
     def stop(self, instance: Instance, timeout: float = 60.0) -> None:
         """Stop the datastore: signal the pid in its pid file and wait until the process is gone."""
-        paths = self.paths(instance)
         ticks = int(timeout * 10)
         script = ('p=$(head -n 1 "$1" 2>/dev/null) || exit 0; [ -n "$p" ] || exit 0; '
                   'kill -"$2" "$p" 2>/dev/null || exit 0; '
@@ -295,7 +295,31 @@ class BaseManager:
     # -- replication, backups, accounts -----------------------------------------------------------
     def verify_replication(self, primary: Instance, replicas: Sequence[Instance], timeout: float = 60.0) -> str:
         """Write a fresh token on the primary and wait until every replica reads it; returns the token."""
+        token = self.new_token()
+        with self.connection(primary) as conn:
+            self.write_check(conn, primary, token)
+        for replica in replicas:
+            with self.connection(replica) as conn:
+                deadline = time.monotonic() + timeout
+                while not self.read_check(conn, replica, token):
+                    if time.monotonic() > deadline:
+                        raise ManagerError(f"replica {replica.name} did not receive a write on {primary.name} "
+                                           f"within {timeout:.0f}s ({self.replication_state(conn, replica)})",
+                                           manager=self.name, instance=replica.name)
+                    time.sleep(0.1)
+        return token
+
+    def write_check(self, conn: Connection, primary: Instance, token: str) -> None:
+        """Write ``token`` on the primary where ``read_check`` looks for it."""
         raise NotImplementedError
+
+    def read_check(self, conn: Connection, replica: Instance, token: str) -> bool:
+        """Whether ``replica`` has ``token`` yet."""
+        raise NotImplementedError
+
+    def replication_state(self, conn: Connection, replica: Instance) -> str:
+        """A short description of the replica's replication state, for error messages."""
+        return "no replication state available"
 
     def backup(self, instance: Instance, destination: Path) -> Path:
         """Preform a backup on the remote instance; the file is fetched into ``destination`` (a directory)."""

@@ -47,11 +47,26 @@ class LocalProvider(BaseProvider):
                     return port
         raise ProviderError("no free port found on 127.0.0.1", provider=self.name)
 
+    def check_traversable(self) -> None:
+        """Fail clearly when a parent of the instances root is closed to other users.
+
+        MariaDB and PostgreSQL run as their own users: they would otherwise die later with a bare
+        "Permission denied" on some file below.
+        """
+        if os.geteuid() != 0:
+            return
+        for parent in [self.root, *self.root.parents]:
+            if parent.exists() and not (parent.stat().st_mode & 0o001):
+                raise ProviderError(f"{parent} is closed to other users, so database servers running as "
+                                    f"mysql or postgres cannot reach instances below {self.root}; choose another "
+                                    f"instances_dir or chmod o+x {parent}", provider=self.name, directory=str(parent))
+
     def create(self, instance: Instance, **kwargs: Any) -> None:
         directory = self.root / instance.cluster.name / instance.name
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             os.chmod(self.root, 0o755)
+            self.check_traversable()
             directory.mkdir(parents=True, exist_ok=False)
             os.chmod(directory.parent, 0o755)
             os.chmod(directory, 0o755)
