@@ -77,14 +77,15 @@ def test_create_boots_with_the_cluster_key_and_polls_to_active(cloud, store, pro
     # what was learned is stored, not only set on the object
     stored = store.get_instance(instance.id)
     assert (stored.addr, stored.ssh_host, stored.ssh_port, stored.port) == (server.addr, server.addr, 22, 6379)
-    assert stored.server_status == "ACTIVE" and stored.progress == 100
+    assert stored.server_status == "ACTIVE" and stored.progress == 30
     assert stored.host_key == server.host_key  # vouched for from the console log
     assert stored.directory == "/var/lib/workbench/cache-1" and stored.user == "root"
-    # the progress moved as the server was polled, and each step was an event
+    # the progress moved as the server was polled (Nova's 33%, 66% scaled into the build's share
+    # of the bar, 5-30), and each step was an event
     store.flush_events()
     progress = [e.args[0].progress for e in recorder.events
                 if e.kind == "instance_changed" and e.args[0].name == "cache-1"]
-    assert progress == [0, 33, 66, 100]
+    assert progress == [5, 13, 21, 30]
     gets = [p for m, p in cloud.requests if m == "GET" and p.endswith(f"/servers/{instance.server}")]
     assert len(gets) == 3
 
@@ -271,3 +272,25 @@ def test_host_key_and_address_parsing():
     assert server_address(server) == "203.0.113.9"
     assert server_address({"accessIPv4": "198.51.100.1", **server}) == "198.51.100.1"
     assert server_address({"addresses": {}}) == ""
+
+
+# -- through the task runner -----------------------------------------------------------------------
+def test_a_cluster_whose_server_fails_ends_in_error_with_the_fault_and_no_server_left(cloud, store):
+    from workbench.clusters.tasks import TaskRunner
+
+    # one poll to the end of a build and of a deletion: the provider's default 2 s poll never sleeps
+    cloud.build_polls, cloud.delete_polls = 1, 0
+    cloud.fail_builds(FAULT, name="cache-2")
+    with TaskRunner(store) as runner:
+        handle = runner.create_cluster("cache", "redis-7", size=3, provider="openstack")
+        with pytest.raises(ProviderError, match="No valid host was found"):
+            handle.wait(timeout=60)
+    cluster = store.get_cluster("cache")
+    assert cluster.status == "error" and FAULT in cluster.message and "cache-2" in cluster.message
+    failed = store.get_instance("cache-2")
+    assert failed.status == "error" and FAULT in failed.message
+    assert all(i.status == "error" and i.server == "" for i in cluster.instances)
+    # every server the create booted (the two that came up and the one that failed) is deleted
+    assert len(cloud.keypairs) == 1 and cloud.servers == {}
+    deletes = [p for m, p in cloud.requests if m == "DELETE"]
+    assert len(deletes) == 3

@@ -457,8 +457,9 @@ class OpenStackStandIn:
     forever, for timeout tests), ``delete_polls`` GETs until a deleted server is gone,
     ``volume_polls`` GETs until a volume or snapshot is ready, ``max_servers`` the instances
     quota, ``max_volume_gb`` the largest volume that builds (bigger ones go to ``error``),
-    ``addresses`` a callable ``index -> address`` for new servers (default: 192.0.2.x, a
-    documentation range nothing is ever sent to).
+    ``addresses`` a callable ``index -> address`` for new servers (default: 127.0.1.x, loopback
+    addresses where nothing listens, so a client that tries to log in is refused at once and
+    nothing ever leaves the machine).
     """
 
     def __init__(self, *, username: str = "workbench", password: str | None = None,
@@ -479,7 +480,7 @@ class OpenStackStandIn:
         self.max_servers = max_servers
         self.max_volume_gb = max_volume_gb
         self.flavors = [dict(f) for f in flavors]
-        self.addresses = addresses or (lambda index: f"192.0.2.{10 + index % 240}")
+        self.addresses = addresses or (lambda index: f"127.0.1.{10 + index % 240}")
         self.lock = threading.RLock()
         self.tokens: dict[str, str] = {}  # token -> project id
         self.keypairs: dict[str, str] = {}

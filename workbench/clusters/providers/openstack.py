@@ -49,6 +49,9 @@ DEFAULT_PORTS = {"mysql": 3306, "redis": 6379, "postgresql": 5432}
 MIN_RAM_MB = {"mysql": 1024, "postgresql": 1024, "redis": 512}
 #: where instance directories live on a server (one instance per server)
 INSTANCE_ROOT = "/var/lib/workbench"
+#: the share of an instance's progress bar its server's build fills (the datastore's preparation
+#: follows), so Nova's 0-100 is scaled into this range while the server builds
+BUILD_PROGRESS = (5, 30)
 
 _HOST_KEYS = re.compile(r"-----BEGIN SSH HOST KEY KEYS-----(.*?)-----END SSH HOST KEY KEYS-----", re.S)
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
@@ -118,6 +121,7 @@ class OpenStackProvider(BaseProvider):
         self._session = session
         self._adapters: dict[str, Adapter] = {}
         self._lock = threading.Lock()
+        self._keypair_lock = threading.Lock()
 
     # -- keystone ---------------------------------------------------------------------------------
     @property
@@ -229,7 +233,8 @@ class OpenStackProvider(BaseProvider):
         ``kwargs`` may name ``flavor`` and ``image`` (ids or names), else ``os_flavor`` and the
         datastore's image are used. Records ``server`` as soon as Nova accepts the request (so a
         failure later can delete it), then ``progress`` while it builds, then ``addr``, ``port``,
-        ``user``, ``ssh_host``, ``directory`` and the vouched ``host_key``.
+        ``user``, ``ssh_host``, ``directory`` and the vouched ``host_key``. The instance's progress
+        goes from 5 to 30 as Nova reports the build's (the rest of the bar is the datastore's).
         """
         cluster = instance.cluster
         datastore = cluster.datastore
@@ -247,7 +252,7 @@ class OpenStackProvider(BaseProvider):
         server_id = str((created.get("server") or {}).get("id") or "")
         if not server_id:
             raise ProviderError("Nova accepted the server but gave no id", provider=self.name, instance=instance.name)
-        self.update(instance, server=server_id, server_status="BUILD", progress=0, message="")
+        self.update(instance, server=server_id, server_status="BUILD", progress=BUILD_PROGRESS[0], message="")
         server = self._wait(f"server {server_id} ({instance.name}) to become ACTIVE", self.build_timeout,
                             lambda: self._poll_build(instance, server_id), server=server_id,
                             instance=instance.name)
@@ -258,7 +263,7 @@ class OpenStackProvider(BaseProvider):
         self.update(instance, addr=addr, ssh_host=addr, ssh_port=22, user=self.settings.ssh_user,
                     port=instance.port or DEFAULT_PORTS.get(datastore.manager, 0),
                     directory=instance.directory or f"{INSTANCE_ROOT}/{instance.name}",
-                    host_key=self.host_key(instance), server_status="ACTIVE", progress=100)
+                    host_key=self.host_key(instance), server_status="ACTIVE", progress=BUILD_PROGRESS[1])
 
     def _poll_build(self, instance: Instance, server_id: str) -> dict[str, Any] | None:
         server = self._get_server(server_id, instance)
@@ -268,9 +273,10 @@ class OpenStackProvider(BaseProvider):
             self.update(instance, server_status="ERROR", message=fault)
             raise ProviderError(f"server {server_id} ({instance.name}) went to ERROR: {fault}", provider=self.name,
                                 server=server_id, instance=instance.name, status="ERROR", fault=fault)
-        progress = int(server.get("progress") or 0)
         if status == "ACTIVE":
             return server
+        low, high = BUILD_PROGRESS
+        progress = low + (high - low) * min(100, int(server.get("progress") or 0)) // 100
         if progress != instance.progress or status != instance.server_status:
             self.update(instance, server_status=status, progress=progress)
         return None
@@ -364,18 +370,32 @@ class OpenStackProvider(BaseProvider):
         return str(images[0]["id"])
 
     def _ensure_keypair(self, name: str, public: str) -> str:
-        """Register the cluster's public key in Nova under ``name`` (once); returns the name."""
-        body = self._request("compute", "GET", f"/os-keypairs/{_quote(name)}", missing_ok=True, keypair=name)
-        wanted = " ".join(public.split()[:2])
-        if body is not None:
-            existing = " ".join(str(body["keypair"].get("public_key", "")).split()[:2])
-            if existing != wanted:
-                raise ProviderError(f"Nova already has a different key pair named {name!r}", provider=self.name,
-                                    keypair=name)
+        """Register the cluster's public key in Nova under ``name`` (once); returns the name.
+
+        The instances of a cluster boot in parallel: one thread registers, the others find it.
+        """
+        with self._keypair_lock:
+            if self._keypair_matches(name, public):
+                return name
+            try:
+                self._request("compute", "POST", "/os-keypairs",
+                              json={"keypair": {"name": name, "public_key": public}}, keypair=name)
+            except ProviderError as exc:
+                # registered meanwhile by another process: fine if it is the same key
+                if exc.fields.get("status") != 409 or not self._keypair_matches(name, public):
+                    raise
             return name
-        self._request("compute", "POST", "/os-keypairs",
-                      json={"keypair": {"name": name, "public_key": public}}, keypair=name)
-        return name
+
+    def _keypair_matches(self, name: str, public: str) -> bool:
+        """False when Nova has no key pair ``name``; ``ProviderError`` when it has a different one."""
+        body = self._request("compute", "GET", f"/os-keypairs/{_quote(name)}", missing_ok=True, keypair=name)
+        if body is None:
+            return False
+        existing = " ".join(str(body["keypair"].get("public_key", "")).split()[:2])
+        if existing != " ".join(public.split()[:2]):
+            raise ProviderError(f"Nova already has a different key pair named {name!r}", provider=self.name,
+                                keypair=name)
+        return True
 
     # -- snapshots ----------------------------------------------------------------------------------
     def snapshot(self, instance: Instance) -> str:
