@@ -1,0 +1,472 @@
+"""The HTTP API of workbench.clusters (tornado): datastores, clusters, nodes and backups as JSON.
+
+::
+
+    with ClustersApi(store, token="s3cret") as api:        # port 0: a free port, see api.url
+        requests.post(f"{api.url}/api/clusters", headers={"Authorization": "Token s3cret"},
+                      json={"name": "cache", "datastore": "redis-7", "size": 3})
+
+Routes (every one needs the token, as ``Authorization: Token T``, ``Authorization: Bearer T`` or
+``X-Auth-Token: T``; without it: 401)::
+
+    GET    /api/datastores                 {"datastores": [...]}
+    POST   /api/datastores                 {"manager", "version", "image"?, "packages"?} -> 201
+    GET    /api/datastores/<id>            {"datastore": {...}}
+    GET    /api/clusters                   {"clusters": [...]}
+    POST   /api/clusters                   {"name", "datastore", "version"?, "size"?, "provider"?,
+                                            "restore_from"?} -> 202 {"cluster", "task"}
+    GET    /api/clusters/<id or name>      {"cluster": {..., "instances": [...]}}
+    DELETE /api/clusters/<id or name>      -> 202 {"cluster", "task"} (destroyed in the background)
+    POST   /api/clusters/<id>/nodes        {"count"?: 1} -> 202 {"cluster", "instances", "task"}
+    GET    /api/clusters/<id>/backups      {"backups": [...]}
+    POST   /api/clusters/<id>/backups      -> 202 {"task"}
+    GET    /api/tasks/<id>                 {"task": {..., "log"}}
+
+Long operations run on the :class:`~workbench.clusters.tasks.TaskRunner` and answer 202 with
+the task; clients poll the cluster or the task. Errors are JSON too::
+
+    400 {"error": "validation failed", "fields": {"size": "a cluster has at most 5 nodes ..."}}
+    401 {"error": "a valid API token is required"}
+    404 {"error": "no cluster nope"}       409 {"error": "cluster cache is building, not active"}
+
+Nothing is changed by a refused request: every field is checked before the store is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import socket
+import threading
+from typing import Any, Callable
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from workbench.clusters.errors import ClustersError, NotFoundError, TaskError, ValidationError
+from workbench.clusters.models import Backup, Cluster, ClusterStore, Datastore, Instance, Task
+from workbench.clusters.tasks import TaskHandle, TaskRunner
+
+#: the fields each request body may have, with their JSON types (checked before anything runs)
+CLUSTER_FIELDS: dict[str, tuple[type, ...]] = {"name": (str,), "datastore": (str, int), "version": (str,),
+                                               "size": (int,), "provider": (str,), "restore_from": (str, int)}
+DATASTORE_FIELDS: dict[str, tuple[type, ...]] = {"manager": (str,), "version": (str,), "image": (str,),
+                                                 "packages": (str,)}
+NODES_FIELDS: dict[str, tuple[type, ...]] = {"count": (int,)}
+
+
+# -- JSON shapes ------------------------------------------------------------------------------------
+def _time(value: Any) -> str | None:
+    return value.isoformat() + "Z" if value is not None else None
+
+
+def datastore_json(datastore: Datastore) -> dict[str, Any]:
+    return {"id": datastore.id, "manager": datastore.manager, "version": datastore.version, "name": datastore.name,
+            "image": datastore.image, "packages": datastore.package_list}
+
+
+def instance_json(instance: Instance) -> dict[str, Any]:
+    return {"id": instance.id, "name": instance.name, "role": instance.role, "addr": instance.addr,
+            "port": instance.port, "status": instance.status, "server_status": instance.server_status,
+            "progress": instance.progress, "message": instance.message, "task": instance.task,
+            "volume": instance.volume or None}
+
+
+def cluster_json(cluster: Cluster) -> dict[str, Any]:
+    return {"id": cluster.id, "name": cluster.name, "datastore": datastore_json(cluster.datastore),
+            "size": cluster.size, "provider": cluster.provider, "status": cluster.status,
+            "message": cluster.message, "created": _time(cluster.created),
+            "instances": [instance_json(i) for i in cluster.instances]}
+
+
+def backup_json(backup: Backup) -> dict[str, Any]:
+    return {"id": backup.id, "name": backup.name, "cluster": backup.cluster_name,
+            "datastore": backup.datastore.name, "size": backup.size, "sha256": backup.sha256,
+            "status": backup.status, "message": backup.message, "created": _time(backup.created)}
+
+
+def task_json(task: Task, log: bool = False) -> dict[str, Any]:
+    body = {"id": task.id, "name": task.name, "cluster": task.cluster_name, "status": task.status,
+            "progress": task.progress, "message": task.message, "created": _time(task.created),
+            "finished": _time(task.finished)}
+    if log:
+        body["log"] = task.log
+    return body
+
+
+def check_fields(body: Any, allowed: dict[str, tuple[type, ...]], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``body`` if it is an object with only ``allowed`` fields of the right types, else ``ValidationError``.
+
+    Every problem is reported at once, one message per field.
+    """
+    if not isinstance(body, dict):
+        raise ValidationError("the request body must be a JSON object", field="body",
+                              fields={"body": "must be a JSON object"})
+    problems: dict[str, str] = {}
+    for name in required:
+        if body.get(name) in (None, ""):
+            problems[name] = "this field is required"
+    for name, value in body.items():
+        if name not in allowed:
+            problems[name] = f"unknown field (allowed: {', '.join(allowed)})"
+        elif value is not None and name not in problems and (
+                not isinstance(value, allowed[name]) or isinstance(value, bool)):
+            kinds = " or ".join({str: "a string", int: "a whole number"}[t] for t in allowed[name])
+            problems[name] = f"must be {kinds}"
+    if problems:
+        raise ValidationError("validation failed", field=next(iter(problems)), fields=problems)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+# -- handlers ---------------------------------------------------------------------------------------
+class ApiHandler(tornado.web.RequestHandler):
+    """Base of the routes: token check, JSON bodies, store calls off the event loop, JSON errors."""
+
+    def initialize(self, api: ClustersApi) -> None:
+        self.api = api
+
+    def prepare(self) -> None:
+        if not self.api.token_matches(self._presented_token()):
+            self.set_header("WWW-Authenticate", 'Token realm="workbench-clusters"')
+            raise _HttpError(401, "a valid API token is required (Authorization: Token <token>)")
+
+    def _presented_token(self) -> str:
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() in ("token", "bearer") and value.strip():
+            return value.strip()
+        return self.request.headers.get("X-Auth-Token", "")
+
+    def parsed_body(self) -> Any:
+        """The request body parsed as JSON (an empty body is ``{}``), else ``ValidationError``."""
+        try:
+            return json.loads(self.request.body or b"{}")
+        except ValueError as exc:
+            raise ValidationError(f"the request body is not JSON: {exc}", field="body",
+                                  fields={"body": f"not JSON: {exc}"}) from None
+
+    def body_json(self, allowed: dict[str, tuple[type, ...]], required: tuple[str, ...] = ()) -> dict[str, Any]:
+        return check_fields(self.parsed_body(), allowed, required)
+
+    async def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run a store or runner call on a worker thread: SQL and key generation must not stall the loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.api.executor, function, *args)
+
+    async def task_reply(self, handle: TaskHandle) -> dict[str, Any]:
+        """The JSON of a submitted task, as stored now."""
+        return task_json(await self.call(self.api.store.get_task, handle.task_id))
+
+    def reply(self, body: dict[str, Any], status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps(body))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        if isinstance(error, _HttpError):
+            body: dict[str, Any] = {"error": error.message}
+        elif isinstance(error, tornado.web.HTTPError):
+            body = {"error": error.log_message or self._reason}
+        else:
+            body = {"error": "internal error (see the server log)"}
+        self.finish(json.dumps(body))
+
+    def _handle_request_exception(self, error: BaseException) -> None:
+        if isinstance(error, ClustersError) and not self._finished:
+            status, body = _error_reply(error)
+            self.clear()
+            self.reply(body, status)
+            return
+        super()._handle_request_exception(error)
+
+    def check_xsrf_cookie(self) -> None:  # token-authenticated API: no cookies, no forms
+        return None
+
+
+class _HttpError(tornado.web.HTTPError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.message = message
+
+
+def _error_reply(error: ClustersError) -> tuple[int, dict[str, Any]]:
+    """The status and body a library error becomes."""
+    if isinstance(error, ValidationError):
+        fields = error.fields.get("fields") or {error.fields.get("field", "body"): error.message}
+        return 400, {"error": "validation failed" if "fields" in error.fields else error.message,
+                     "fields": fields}
+    if isinstance(error, NotFoundError):
+        return 404, {"error": error.message}
+    if isinstance(error, TaskError):
+        return 409, {"error": error.message}
+    return 500, {"error": error.message, "kind": type(error).__name__}
+
+
+class DatastoresHandler(ApiHandler):
+    async def get(self) -> None:
+        datastores = await self.call(self.api.store.datastores)
+        self.reply({"datastores": [datastore_json(d) for d in datastores]})
+
+    async def post(self) -> None:
+        body = self.body_json(DATASTORE_FIELDS, required=("manager", "version"))
+        try:
+            datastore = await self.call(lambda: self.api.store.add_datastore(
+                body["manager"], body["version"], body.get("image", ""), body.get("packages", "")))
+        except ValidationError as exc:  # the store names the manager "datastore"
+            field = "manager" if exc.fields.get("field") == "datastore" else exc.fields.get("field", "body")
+            raise ValidationError("validation failed", field=field, fields={field: exc.message}) from None
+        self.set_header("Location", f"/api/datastores/{datastore.id}")
+        self.reply({"datastore": datastore_json(datastore)}, 201)
+
+
+class DatastoreHandler(ApiHandler):
+    async def get(self, ref: str) -> None:
+        datastore = await self.call(self.api.store.get_datastore, _ref(ref))
+        self.reply({"datastore": datastore_json(datastore)})
+
+
+class ClustersHandler(ApiHandler):
+    async def get(self) -> None:
+        clusters = await self.call(self.api.store.clusters)
+        self.reply({"clusters": [cluster_json(c) for c in clusters]})
+
+    async def post(self) -> None:
+        raw = self.parsed_body()
+        # a restore takes its datastore from the backup
+        restoring = isinstance(raw, dict) and raw.get("restore_from") is not None
+        body = check_fields(raw, CLUSTER_FIELDS, required=("name",) if restoring else ("name", "datastore"))
+        restore = body.get("restore_from")
+        datastore = body.get("datastore", "")
+        if body.get("version"):
+            if not isinstance(datastore, str) or not datastore:
+                raise ValidationError("validation failed", field="version",
+                                      fields={"version": "goes with a datastore manager name, e.g. redis"})
+            datastore = f"{datastore}-{body['version']}"
+
+        def create() -> tuple[Cluster, TaskHandle]:
+            handle = self.api.runner.create_cluster(body["name"], datastore, body.get("size", 1),
+                                                    body.get("provider"), restore_from=restore)
+            return self.api.store.get_cluster(body["name"]), handle
+
+        try:
+            cluster, handle = await self.call(create)
+        except NotFoundError as exc:  # a datastore or backup named in the body: the body is wrong
+            field = "restore_from" if "backup" in exc.fields else "datastore"
+            raise ValidationError("validation failed", field=field, fields={field: exc.message}) from None
+        self.set_header("Location", f"/api/clusters/{cluster.id}")
+        self.reply({"cluster": cluster_json(cluster), "task": await self.task_reply(handle)}, 202)
+
+
+class ClusterHandler(ApiHandler):
+    async def get(self, ref: str) -> None:
+        cluster = await self.call(self.api.store.get_cluster, _ref(ref))
+        self.reply({"cluster": cluster_json(cluster)})
+
+    async def delete(self, ref: str) -> None:
+        cluster = await self.call(self.api.store.get_cluster, _ref(ref))
+        handle = await self.call(self.api.runner.destroy_cluster, cluster.name)
+        cluster = await self.call(self.api.store.get_cluster, cluster.id)
+        self.reply({"cluster": cluster_json(cluster), "task": await self.task_reply(handle)}, 202)
+
+
+class NodesHandler(ApiHandler):
+    async def post(self, ref: str) -> None:
+        body = self.body_json(NODES_FIELDS)
+        cluster = await self.call(self.api.store.get_cluster, _ref(ref))
+        before = {i.id for i in cluster.instances}
+        handle = await self.call(self.api.runner.add_nodes, cluster.name, body.get("count", 1))
+        cluster = await self.call(self.api.store.get_cluster, cluster.id)
+        added = [instance_json(i) for i in cluster.instances if i.id not in before]
+        self.reply({"cluster": cluster_json(cluster), "instances": added, "task": await self.task_reply(handle)}, 202)
+
+
+class BackupsHandler(ApiHandler):
+    async def get(self, ref: str) -> None:
+        cluster = await self.call(self.api.store.get_cluster, _ref(ref))
+        backups = await self.call(self.api.store.backups, cluster.name)
+        self.reply({"backups": [backup_json(b) for b in backups]})
+
+    async def post(self, ref: str) -> None:
+        self.body_json({})
+        cluster = await self.call(self.api.store.get_cluster, _ref(ref))
+        if cluster.status != "active":
+            raise TaskError(f"cluster {cluster.name} is {cluster.status}, not active: cannot back it up",
+                            cluster=cluster.name)
+        handle = await self.call(self.api.runner.backup_cluster, cluster.name)
+        self.reply({"task": await self.task_reply(handle)}, 202)
+
+
+class TaskHandler(ApiHandler):
+    async def get(self, task_id: str) -> None:
+        task = await self.call(self.api.store.get_task, int(task_id))
+        self.reply({"task": task_json(task, log=True)})
+
+
+class NotFoundHandler(ApiHandler):
+    def prepare(self) -> None:
+        super().prepare()
+        raise _HttpError(404, f"no such resource: {self.request.path}")
+
+
+def _ref(value: str) -> int | str:
+    """A path segment as an id when it is a number, else as a name."""
+    return int(value) if value.isdigit() else value
+
+
+# -- the server -------------------------------------------------------------------------------------
+class ClustersApi:
+    """The clusters HTTP API as a server object: ``start()`` (returns once bound), ``url``, ``stop()``.
+
+    ``store`` holds the state; ``runner`` runs the long operations (default: a ``TaskRunner`` of
+    the store, closed by ``stop()``); ``token`` is the API token (default: a random one, see
+    ``token``); ``port`` 0 picks a free port.
+    """
+
+    def __init__(self, store: ClusterStore, runner: TaskRunner | None = None, *, token: str | None = None,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
+        if token is not None and len(token) < 8:
+            raise ValidationError("the API token must have at least 8 characters", field="token")
+        self.store = store
+        self._own_runner = runner is None
+        self.runner = runner or TaskRunner(store)
+        self.token = token or secrets.token_urlsafe(24)
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.executor = ThreadPoolExecutor(4, thread_name_prefix="clusters-api")
+        self._http = BackgroundHttpServer(self.application(), host, port, name="clusters-api")
+
+    def application(self) -> tornado.web.Application:
+        ident = r"([A-Za-z0-9_.-]+)"
+        routes: list[tuple[str, type[ApiHandler]]] = [
+            (r"/api/datastores/?", DatastoresHandler),
+            (rf"/api/datastores/{ident}/?", DatastoreHandler),
+            (r"/api/clusters/?", ClustersHandler),
+            (rf"/api/clusters/{ident}/?", ClusterHandler),
+            (rf"/api/clusters/{ident}/nodes/?", NodesHandler),
+            (rf"/api/clusters/{ident}/backups/?", BackupsHandler),
+            (r"/api/tasks/([0-9]+)/?", TaskHandler),
+            (r"/.*", NotFoundHandler),
+        ]
+        return tornado.web.Application([(path, handler, {"api": self}) for path, handler in routes])
+
+    def token_matches(self, presented: str) -> bool:
+        return bool(presented) and secrets.compare_digest(presented.encode(), self.token.encode())
+
+    @property
+    def url(self) -> str:
+        return self._http.url
+
+    @property
+    def address(self) -> str:
+        return f"{self._http.host}:{self._http.port}"
+
+    def start(self) -> ClustersApi:
+        self._http.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; a runner this API made is closed too (cancelling what it still runs)."""
+        self._http.stop()
+        self.executor.shutdown(wait=True)
+        if self._own_runner:
+            self.runner.close()
+
+    def serve_forever(self) -> None:
+        self._http.serve_forever()
+
+    def __enter__(self) -> ClustersApi:
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+
+class BackgroundHttpServer:
+    """A tornado application served on its own thread and event loop.
+
+    ``start()`` returns once the socket is bound (port 0 picks a free one: see ``port`` / ``url``);
+    ``stop()`` closes the listener and open connections, then the loop. A context manager.
+    """
+
+    def __init__(self, application: tornado.web.Application, host: str = "127.0.0.1", port: int = 0,
+                 name: str = "http") -> None:
+        self.application = application
+        self.host = host
+        self.port = port
+        self.name = name
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: tornado.httpserver.HTTPServer | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise ClustersError(f"{self.name} is not started", server=self.name)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> BackgroundHttpServer:
+        if self._thread is not None:
+            raise ClustersError(f"{self.name} is already started", server=self.name)
+        # Bind here, on the caller's thread, so a taken port is the caller's exception.
+        try:
+            sockets = tornado.netutil.bind_sockets(self.port, self.host, family=socket.AF_UNSPEC)
+        except OSError as exc:
+            raise ClustersError(f"{self.name} cannot listen on {self.host}:{self.port}: {exc.strerror}",
+                                server=self.name, host=self.host, port=self.port) from None
+        self.port = sockets[0].getsockname()[1]
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            self._server = tornado.httpserver.HTTPServer(self.application)
+            self._server.add_sockets(sockets)
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+                self._stopped.set()
+
+        self._thread = threading.Thread(target=run, name=self.name, daemon=True)
+        self._thread.start()
+        ready.wait()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop listening, close connections, end the loop; idempotent."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None or self._stopped.is_set():
+            return
+
+        async def shutdown() -> None:
+            assert self._server is not None
+            self._server.stop()
+            await self._server.close_all_connections()
+            loop.stop()
+
+        loop.call_soon_threadsafe(lambda: loop.create_task(shutdown()))
+        thread.join(timeout)
+
+    def serve_forever(self) -> None:
+        """Start if needed, then block until ``stop()`` is called from another thread."""
+        if self._thread is None:
+            self.start()
+        self._stopped.wait()
+
+    def __enter__(self) -> BackgroundHttpServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+
+__all__ = ["ClustersApi", "BackgroundHttpServer", "check_fields", "cluster_json", "instance_json",
+           "datastore_json", "backup_json", "task_json"]

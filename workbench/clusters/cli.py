@@ -1,0 +1,210 @@
+"""``workbench clusters create|list|show|destroy|backup|perform``: builds a store and runner from flags.
+
+State lives in ``--db URL`` (default: SQLite ``clusters.db`` under ``--state-dir``, itself
+``~/.workbench/clusters`` by default). ``create`` without ``--wait`` records the cluster, checks the
+request, and hands the build to a detached worker process, so the command returns at once and
+the build goes on after it exits; ``show`` follows its progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from typing import Any
+
+from workbench.clusters.errors import ValidationError
+
+#: version used when --version is not given
+DEFAULT_VERSIONS = {"redis": "7", "mysql": "10.11", "postgresql": "15"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", help="SQLAlchemy URL of the state database (default: SQLite under --state-dir)")
+    parser.add_argument("--state-dir", help="state directory (default ~/.workbench/clusters)")
+    parser.add_argument("--config", help="TOML settings file (default $WORKBENCH_CLUSTERS_CONFIG)")
+    commands = parser.add_subparsers(dest="clusters_command", metavar="COMMAND")
+
+    create = commands.add_parser("create", help="create a cluster")
+    create.add_argument("name")
+    create.add_argument("--datastore", required=True,
+                        help="redis, mysql or postgresql (or NAME-VERSION, e.g. redis-7)")
+    create.add_argument("--version", help="datastore version (default: redis 7, mysql 10.11, postgresql 15)")
+    create.add_argument("--size", type=int, default=1, help="number of nodes: 1 primary + N-1 replicas")
+    create.add_argument("--provider", help="provider name (default from settings: local)")
+    create.add_argument("--restore", metavar="BACKUP", help="load this backup into the new cluster")
+    create.add_argument("--wait", action="store_true", help="wait until the cluster is active (or failed)")
+    create.add_argument("--timeout", type=float, default=900.0, help="seconds --wait waits (default 900)")
+    create.set_defaults(func=cmd_create)
+
+    commands.add_parser("list", help="list clusters").set_defaults(func=cmd_list)
+
+    show = commands.add_parser("show", help="a cluster's instances: address, port, role, status")
+    show.add_argument("name")
+    show.set_defaults(func=cmd_show)
+
+    destroy = commands.add_parser("destroy", help="stop and remove every instance of a cluster")
+    destroy.add_argument("name")
+    destroy.set_defaults(func=cmd_destroy)
+
+    backup = commands.add_parser("backup", help="back up a cluster's primary into the backup directory")
+    backup.add_argument("name")
+    backup.set_defaults(func=cmd_backup)
+
+    perform = commands.add_parser("perform", help="run shell commands on every instance of a cluster")
+    perform.add_argument("name", help="cluster (or instance) name")
+    perform.add_argument("commands", nargs="+", metavar="CMD")
+    perform.set_defaults(func=cmd_perform)
+
+    commands.add_parser("backups", help="list backups").set_defaults(func=cmd_backups)
+
+    # the detached worker of `create` without --wait
+    build = commands.add_parser("build-worker", help=argparse.SUPPRESS)
+    build.add_argument("name")
+    build.set_defaults(func=cmd_build_worker)
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+
+# -- building the library objects from flags ---------------------------------------------------------
+def _store(args: argparse.Namespace) -> Any:
+    from workbench.clusters.models import ClusterStore
+    from workbench.clusters.settings import Settings
+
+    overrides: dict[str, Any] = {}
+    if args.state_dir:
+        overrides["state_dir"] = args.state_dir
+    if args.db:
+        overrides["database_url"] = args.db
+    settings = Settings.load(args.config, **overrides)
+    return ClusterStore(None, settings)
+
+
+def _global_flags(args: argparse.Namespace) -> list[str]:
+    flags = []
+    for flag, value in (("--db", args.db), ("--state-dir", args.state_dir), ("--config", args.config)):
+        if value:
+            flags += [flag, value]
+    return flags
+
+
+def _datastore(store: Any, spec: str, version: str | None) -> Any:
+    manager, _, inline_version = spec.partition("-")
+    if manager not in store.settings.datastore_managers:
+        raise ValidationError(f"unknown datastore {manager!r}; known: "
+                              f"{', '.join(sorted(store.settings.datastore_managers))}", field="datastore",
+                              value=spec)
+    return store.add_datastore(manager, version or inline_version or DEFAULT_VERSIONS.get(manager, "1"))
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_create(args: argparse.Namespace) -> int:
+    from workbench.clusters.tasks import TaskRunner, build_cluster
+
+    with _store(args) as store:
+        restore_id = store.get_backup(args.restore).id if args.restore else None
+        if restore_id is not None:
+            datastore = store.get_backup(restore_id).datastore
+        else:
+            datastore = _datastore(store, args.datastore, args.version)
+        cluster = store.create_cluster(args.name, datastore, args.size, args.provider, restore_from=restore_id)
+        if not args.wait:
+            worker = [sys.executable, "-m", "workbench.clusters", *_global_flags(args), "build-worker", args.name]
+            subprocess.Popen(worker, start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+            print(f"cluster {cluster.name}: building {cluster.size} x {cluster.datastore.name} in the background; "
+                  f"follow it with: workbench clusters show {cluster.name}")
+            return 0
+        with TaskRunner(store) as runner:
+            handle = runner.submit("create_cluster", build_cluster, cluster.id, cluster_name=cluster.name)
+            try:
+                handle.wait(args.timeout)
+            except TimeoutError:
+                handle.cancel()
+                handle.future.exception()
+                print(f"cluster {args.name}: not active after {args.timeout:.0f}s; cancelled", file=sys.stderr)
+                return 1
+            except Exception:
+                pass  # the cluster records the failure: show it below
+        _print_cluster(store, args.name)
+        return 0 if store.get_cluster(args.name).status == "active" else 1
+
+
+def cmd_build_worker(args: argparse.Namespace) -> int:
+    from workbench.clusters.tasks import TaskRunner, build_cluster
+
+    with _store(args) as store, TaskRunner(store) as runner:
+        cluster = store.get_cluster(args.name)
+        handle = runner.submit("create_cluster", build_cluster, cluster.id, cluster_name=cluster.name)
+        try:
+            handle.wait()
+        except Exception:
+            return 1
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        rows = [(c.name, c.datastore.name, str(c.size), c.provider, c.status, c.message[:60])
+                for c in store.clusters()]
+        _print_table(("NAME", "DATASTORE", "SIZE", "PROVIDER", "STATUS", "MESSAGE"), rows)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        _print_cluster(store, args.name)
+    return 0
+
+
+def _print_cluster(store: Any, name: str) -> None:
+    cluster = store.get_cluster(name)
+    print(f"cluster {cluster.name}: {cluster.datastore.name}, {cluster.size} node(s), provider {cluster.provider}, "
+          f"{cluster.status}" + (f": {cluster.message}" if cluster.message else ""))
+    rows = [(i.name, i.role, i.addr or "-", str(i.port or "-"), i.status, f"{i.progress}%", i.task or "",
+             i.message[:80]) for i in cluster.instances]
+    _print_table(("INSTANCE", "ROLE", "ADDRESS", "PORT", "STATUS", "PROGRESS", "TASK", "MESSAGE"), rows)
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    from workbench.clusters.tasks import TaskRunner
+
+    with _store(args) as store, TaskRunner(store) as runner:
+        runner.destroy_cluster(args.name).wait()
+    print(f"cluster {args.name} destroyed")
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from workbench.clusters.tasks import TaskRunner
+
+    with _store(args) as store, TaskRunner(store) as runner:
+        record = runner.backup_cluster(args.name).wait()
+    print(f"backup {record.name}: {record.size} bytes in {record.path} (sha256 {record.sha256})")
+    return 0
+
+
+def cmd_backups(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        rows = [(b.name, b.cluster_name, b.datastore.name, str(b.size), b.status, b.path) for b in store.backups()]
+        _print_table(("BACKUP", "CLUSTER", "DATASTORE", "SIZE", "STATUS", "PATH"), rows)
+    return 0
+
+
+def cmd_perform(args: argparse.Namespace) -> int:
+    from workbench.clusters.tasks import TaskRunner
+
+    def show(instance: str, line: str) -> None:
+        print(f"[{instance}] {line}", flush=True)
+
+    with _store(args) as store, TaskRunner(store) as runner:
+        runner.perform(args.name, "cli", *args.commands, on_output=show).wait()
+    return 0
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    for row in (header, *rows):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+__all__ = ["add_arguments", "DEFAULT_VERSIONS"]

@@ -1,0 +1,355 @@
+"""The datastore manager interface (the seed's BaseManager) and what every manager shares.
+
+A manager installs, configures, starts, stops, backs up and restores one kind of datastore on an
+instance, through a ``Connection`` it gets from its runtime (the task runner). Subclass and
+override what differs, as the seed shows::
+
+    from workbench.clusters.managers.base import BaseManager
+
+    class MyBackyardDBManager(BaseManager):
+        service_name = "backyardd"
+
+        def backup(self, instance, destination):
+            with self.connection(instance) as conn:
+                conn.run_shell("/bin/bash my_backup.sh")
+            ...
+
+        @property
+        def name(self):
+            return "ClassNameOverriddenDB"
+
+Templates live in ``managers/templates/<name>/`` where ``name`` is the lower-case class name
+without "Manager" (MySQLManager -> mysql); ``<name>/<version>/config`` wins over ``<name>/config``.
+Every instance has its own directory on its host: ``config``, ``data/``, ``run/``, ``log``,
+``backups/``; the server runs as a process on the instance's address and port (never the
+system service, so several instances share a host).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shlex
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
+
+import jinja2
+
+from workbench.clusters.connection import Connection
+from workbench.clusters.errors import CommandError, ManagerError, ValidationError
+
+if TYPE_CHECKING:
+    from workbench.clusters.models import Datastore, Instance
+    from workbench.clusters.settings import Settings
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+#: database and user names we put into SQL: identifiers cannot be bound parameters
+SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+#: package manager binary -> install command prefix (argv), tried in this order
+PACKAGE_MANAGERS: dict[str, list[str]] = {
+    "apt-get": ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "--no-install-recommends"],
+    "dnf": ["dnf", "install", "-y"],
+    "yum": ["yum", "install", "-y"],
+    "apk": ["apk", "add", "--no-cache"],
+    "zypper": ["zypper", "--non-interactive", "install"],
+}
+
+
+class ManagerRuntime(Protocol):
+    """What a manager needs from its surroundings (the task runner provides it)."""
+
+    settings: Settings
+
+    def connect(self, instance: Instance) -> Connection: ...
+
+    def secret(self, instance: Instance) -> str: ...
+
+
+def check_sql_name(value: str, field: str) -> str:
+    if not isinstance(value, str) or not SQL_NAME.match(value):
+        raise ValidationError(f"{field} must be letters, digits and _ (max 63), not starting with a digit",
+                              field=field, value=value)
+    return value
+
+
+def sql_literal(value: str) -> str:
+    """A single-quoted SQL string literal (backslashes doubled too, for MySQL's default sql_mode)."""
+    if "\x00" in value:
+        raise ValidationError("a NUL character cannot be part of a password", field="password")
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+class BaseManager:
+    """Manager base: ``datastore`` is the datastore version being managed (image and packages).
+
+    ``runtime`` gives connections and the cluster's secret; the task runner passes itself.
+    """
+
+    #: name of the service, i.e. 'mysql' (for logs; the server is run as a process, not the service)
+    service_name: str | None = None
+    #: binaries prepare() needs on the host (names on PATH or absolute paths)
+    required_binaries: Sequence[str] = ()
+    #: packages installed when binaries are missing and the datastore lists none
+    default_packages: Sequence[str] = ()
+    #: the OS user the server runs as when started by root (None: the login user)
+    server_user: str | None = None
+    #: signal stop() sends (pid from ``pid_file``)
+    stop_signal = "TERM"
+    package_managers: dict[str, list[str]] = PACKAGE_MANAGERS
+
+    def __init__(self, datastore: Datastore, runtime: ManagerRuntime | None = None) -> None:
+        self.datastore = datastore
+        self.runtime = runtime
+        self._templates = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                                             autoescape=False)
+        self._templates.filters["shell"] = lambda value: shlex.quote(str(value))
+
+    @property
+    def name(self) -> str:
+        """Returns the name of the manager ex: MySQLManager = mysql."""
+        return type(self).__name__.removesuffix("Manager").lower()
+
+    @property
+    def version(self) -> str:
+        return self.datastore.version
+
+    # -- reaching the instance --------------------------------------------------------------------
+    def connection(self, instance: Instance) -> Connection:
+        """A connection to the host of ``instance`` (use as a context manager)."""
+        if self.runtime is None:
+            raise ManagerError("this manager has no runtime to connect with", manager=self.name)
+        return self.runtime.connect(instance)
+
+    def secret(self, instance: Instance) -> str:
+        if self.runtime is None:
+            raise ManagerError("this manager has no runtime to read the cluster secret", manager=self.name)
+        return self.runtime.secret(instance)
+
+    # -- instance layout ----------------------------------------------------------------------------
+    def paths(self, instance: Instance) -> dict[str, str]:
+        """Where this instance's files are on its host."""
+        base = instance.directory.rstrip("/")
+        if not base:
+            raise ManagerError(f"instance {instance.name} has no directory (create its server first)",
+                               instance=instance.name)
+        return {"directory": base, "config": f"{base}/config", "data_dir": f"{base}/data",
+                "run_dir": f"{base}/run", "log_file": f"{base}/server.log", "backup_dir": f"{base}/backups",
+                "tmp_dir": f"{base}/tmp", "pid_file": f"{base}/run/server.pid"}
+
+    def as_server_user(self, conn: Connection, argv: Sequence[str]) -> list[str]:
+        """``argv`` run as ``server_user`` when we are root on the host (runuser), else as is."""
+        if self.server_user and self._is_root(conn):
+            return ["runuser", "-u", self.server_user, "--", *argv]
+        return list(argv)
+
+    def _is_root(self, conn: Connection) -> bool:
+        cached = getattr(conn, "_workbench_is_root", None)
+        if cached is None:
+            cached = conn.run(["id", "-u"]).stdout.strip() == "0"
+            setattr(conn, "_workbench_is_root", cached)
+        return cached
+
+    def give_to_server_user(self, conn: Connection, *paths: str) -> None:
+        if self.server_user and self._is_root(conn):
+            conn.run(["chown", "-R", f"{self.server_user}:{self.server_user}", *paths])
+
+    # -- templates --------------------------------------------------------------------------------
+    def template_names(self, filename: str = "config") -> list[str]:
+        """Lookup order of a template: ``<name>/<version>/<filename>``, then ``<name>/<filename>``."""
+        return [f"{self.name}/{self.version}/{filename}", f"{self.name}/{filename}"]
+
+    def template_context(self, instance: Instance, **extra: Any) -> dict[str, Any]:
+        return {"instance": instance, "datastore": self.datastore, "version": self.version,
+                "role": instance.role, "server_id": instance.index + 1, **self.paths(instance), **extra}
+
+    def render_config_file(self, instance: Instance, filename: str = "config", **extra: Any) -> str:
+        """Load and render a config file for this datastore (version-specific template first)."""
+        try:
+            template = self._templates.select_template(self.template_names(filename))
+        except jinja2.TemplatesNotFound:
+            raise ManagerError(f"no template for {self.name}: looked for {', '.join(self.template_names(filename))}",
+                               manager=self.name, templates=self.template_names(filename)) from None
+        return template.render(**self.template_context(instance, **extra))
+
+    # -- packages -------------------------------------------------------------------------------
+    def resolve_binaries(self, conn: Connection) -> dict[str, str]:
+        """name -> path on the host of each required binary; missing ones are absent."""
+        names = list(self.required_binaries)
+        if not names:
+            return {}
+        script = "for b in \"$@\"; do p=$(command -v \"$b\") && echo \"$b=$p\"; done; true"
+        found = conn.run(["sh", "-c", script, "sh", *names]).stdout.split()
+        return dict(line.split("=", 1) for line in found if "=" in line)
+
+    def ensure_packages(self, conn: Connection, log: Any = None) -> dict[str, str]:
+        """Find the required binaries, installing the datastore's packages when some are missing.
+
+        Raises ``ManagerError`` naming what is missing when nothing can install it (no known package
+        manager on the host, or ``install_packages`` is off).
+        """
+        binaries = self.resolve_binaries(conn)
+        missing = [b for b in self.required_binaries if b not in binaries]
+        if not missing:
+            return binaries
+        packages = self.datastore.package_list or list(self.default_packages)
+        settings = self.runtime.settings if self.runtime is not None else None
+        if settings is not None and not settings.install_packages:
+            raise ManagerError(f"{self.name}: {', '.join(missing)} missing on {conn.host} and installing "
+                               f"packages is turned off (install_packages); install: {' '.join(packages)}",
+                               manager=self.name, missing=missing, packages=packages, host=conn.host)
+        installer = None
+        for binary, argv in self.package_managers.items():
+            if conn.run(["sh", "-c", 'command -v "$1"', "sh", binary], check=False).ok:
+                installer = argv
+                break
+        if installer is None or not packages:
+            raise ManagerError(f"{self.name}: {', '.join(missing)} missing on {conn.host} and no known package "
+                               f"manager to install {' '.join(packages) or 'them'}", manager=self.name,
+                               missing=missing, packages=packages, host=conn.host)
+        if log:
+            log(f"installing {' '.join(packages)} with {installer[0] if installer[0] != 'env' else installer[2]}")
+        conn.run([*installer, *packages], timeout=1800)
+        binaries = self.resolve_binaries(conn)
+        still = [b for b in self.required_binaries if b not in binaries]
+        if still:
+            raise ManagerError(f"{self.name}: {', '.join(still)} still missing after installing "
+                               f"{' '.join(packages)}", manager=self.name, missing=still, host=conn.host)
+        return binaries
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def prepare(self, instance: Instance, primary: Instance | None = None, log: Any = None) -> None:
+        """Install and configure the datastore on the instance, then start it.
+
+        ``primary`` is given for a replica: it is set up to replicate from it.
+        """
+        raise NotImplementedError
+
+    def start(self, instance: Instance) -> None:
+        """Start the datastore (returns once it answers)."""
+        raise NotImplementedError
+
+    def stop(self, instance: Instance, timeout: float = 60.0) -> None:
+        """Stop the datastore: signal the pid in its pid file and wait until the process is gone."""
+        ticks = int(timeout * 10)
+        script = ('p=$(head -n 1 "$1" 2>/dev/null) || exit 0; [ -n "$p" ] || exit 0; '
+                  'kill -"$2" "$p" 2>/dev/null || exit 0; '
+                  'i=0; while kill -0 "$p" 2>/dev/null; do i=$((i+1)); '
+                  '[ $i -gt "$3" ] && { kill -KILL "$p"; sleep 0.2; exit 0; }; sleep 0.1; done')
+        with self.connection(instance) as conn:
+            conn.run(["sh", "-c", script, "sh", self.pid_file(instance), self.stop_signal, str(ticks)],
+                     timeout=timeout + 30)
+
+    def restart(self, instance: Instance) -> None:
+        """Restart the datastore."""
+        self.stop(instance)
+        self.start(instance)
+
+    def pid_file(self, instance: Instance) -> str:
+        return self.paths(instance)["pid_file"]
+
+    def status(self, instance: Instance) -> str:
+        """'running' when the server process is alive and answers, 'stopped' when not, else 'unresponsive'."""
+        with self.connection(instance) as conn:
+            alive = conn.run(["sh", "-c", 'p=$(head -n 1 "$1" 2>/dev/null) && [ -n "$p" ] && kill -0 "$p"',
+                              "sh", self.pid_file(instance)], check=False).ok
+            if not alive:
+                return "stopped"
+            return "running" if conn.run(self.ping_command(conn, instance), check=False).ok else "unresponsive"
+
+    def ping_command(self, conn: Connection, instance: Instance) -> list[str]:
+        """A command that succeeds once the server answers."""
+        raise NotImplementedError
+
+    def wait_until_ready(self, conn: Connection, instance: Instance, timeout: float = 60.0) -> None:
+        """Poll ``ping_command`` on the host (one round trip) until it succeeds; ``ManagerError`` on timeout."""
+        ping = shlex.join(self.ping_command(conn, instance))
+        script = (f'i=0; while [ $i -lt {int(timeout * 5)} ]; do {ping} >/dev/null 2>&1 && exit 0; '
+                  f'i=$((i+1)); sleep 0.2; done; exit 1')
+        result = conn.run(["sh", "-c", script], check=False, timeout=timeout + 30)
+        if not result.ok:
+            tail = conn.run(["tail", "-n", "20", self.paths(instance)["log_file"]], check=False).stdout
+            raise ManagerError(f"{self.name} on {instance.name} did not answer within {timeout:.0f}s: {tail[-1500:]}",
+                               manager=self.name, instance=instance.name)
+
+    def start_detached(self, conn: Connection, instance: Instance, argv: Sequence[str]) -> None:
+        """Start ``argv`` as a daemon in its own session, output appended to the instance log."""
+        log_file = self.paths(instance)["log_file"]
+        conn.run(["sh", "-c", 'log="$1"; shift; setsid -f "$@" >>"$log" 2>&1 </dev/null', "sh", log_file, *argv])
+
+    def make_directories(self, conn: Connection, instance: Instance) -> None:
+        paths = self.paths(instance)
+        conn.run(["mkdir", "-p", paths["data_dir"], paths["run_dir"], paths["backup_dir"], paths["tmp_dir"]])
+        conn.run(["chmod", "755", paths["directory"]])
+        conn.run(["touch", paths["log_file"]])
+
+    def write_config(self, conn: Connection, instance: Instance, filename: str = "config",
+                     remote: str | None = None, **extra: Any) -> str:
+        text = self.render_config_file(instance, filename, **extra)
+        conn.write_file(remote or self.paths(instance)["config"], text, mode=0o644)
+        return text
+
+    # -- replication, backups, accounts -----------------------------------------------------------
+    def verify_replication(self, primary: Instance, replicas: Sequence[Instance], timeout: float = 60.0) -> str:
+        """Write a fresh token on the primary and wait until every replica reads it; returns the token."""
+        token = self.new_token()
+        with self.connection(primary) as conn:
+            self.write_check(conn, primary, token)
+        for replica in replicas:
+            with self.connection(replica) as conn:
+                deadline = time.monotonic() + timeout
+                while not self.read_check(conn, replica, token):
+                    if time.monotonic() > deadline:
+                        raise ManagerError(f"replica {replica.name} did not receive a write on {primary.name} "
+                                           f"within {timeout:.0f}s ({self.replication_state(conn, replica)})",
+                                           manager=self.name, instance=replica.name)
+                    time.sleep(0.1)
+        return token
+
+    def write_check(self, conn: Connection, primary: Instance, token: str) -> None:
+        """Write ``token`` on the primary where ``read_check`` looks for it."""
+        raise NotImplementedError
+
+    def read_check(self, conn: Connection, replica: Instance, token: str) -> bool:
+        """Whether ``replica`` has ``token`` yet."""
+        raise NotImplementedError
+
+    def replication_state(self, conn: Connection, replica: Instance) -> str:
+        """A short description of the replica's replication state, for error messages."""
+        return "no replication state available"
+
+    def backup(self, instance: Instance, destination: Path) -> Path:
+        """Preform a backup on the remote instance; the file is fetched into ``destination`` (a directory)."""
+        raise NotImplementedError
+
+    def restore(self, instance: Instance, backup_file: Path) -> None:
+        """Load a backup file made by ``backup`` into the (primary) instance."""
+        raise NotImplementedError
+
+    def create_database(self, instance: Instance, name: str) -> None:
+        raise ManagerError(f"{self.name} has no databases to create", manager=self.name)
+
+    def create_user(self, instance: Instance, user: str, password: str, database: str | None = None) -> None:
+        raise NotImplementedError
+
+    # -- shared helpers ---------------------------------------------------------------------------
+    @staticmethod
+    def new_token() -> str:
+        return secrets.token_hex(8)
+
+    def fetch(self, conn: Connection, remote: str, destination: Path, name: str) -> Path:
+        destination.mkdir(parents=True, exist_ok=True)
+        local = destination / name
+        conn.download(remote, local)
+        conn.run(["rm", "-f", remote])
+        return local
+
+    def command_failed(self, exc: CommandError, what: str, instance: Instance) -> ManagerError:
+        return ManagerError(f"{self.name} on {instance.name}: {what} failed: {exc.fields.get('stderr', '')}",
+                            manager=self.name, instance=instance.name, command=exc.fields.get("command"))
+
+
+__all__ = ["BaseManager", "ManagerRuntime", "PACKAGE_MANAGERS", "check_sql_name", "sql_literal", "TEMPLATES"]

@@ -1,0 +1,171 @@
+"""The MySQL/MariaDB manager: a mariadbd (or mysqld) per instance, GTID replication, logical backups."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from workbench.clusters.connection import Connection
+from workbench.clusters.managers.base import BaseManager, check_sql_name, sql_literal
+
+if TYPE_CHECKING:
+    from workbench.clusters.models import Instance
+
+#: databases that belong to the server, never to users: not backed up, not restored
+SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
+#: the database where replication is verified: copied to new replicas, left out of backups
+CHECK_DATABASE = "workbench"
+REPLICATION_USER = "workbench_repl"
+
+
+class MySQLManager(BaseManager):
+    """MariaDB (or MySQL): the server drops to user mysql itself (``user = mysql`` in its config).
+
+    Replicas follow the primary by GTID: each one is seeded from a consistent dump of the
+    primary's user databases, then starts replicating at the dump's GTID position, so a replica
+    added to a cluster that already holds data gets all of it.
+    """
+
+    service_name = "mysql"
+    required_binaries = ("mariadbd", "mariadb", "mariadb-install-db", "mariadb-dump", "mariadb-admin")
+    default_packages = ("mariadb-server", "mariadb-client")
+    server_user = "mysql"
+
+    def socket(self, instance: Instance) -> str:
+        return f"{self.paths(instance)['run_dir']}/mysqld.sock"
+
+    def client(self, instance: Instance, tool: str = "mariadb") -> list[str]:
+        # --no-defaults: never the host's /etc/mysql; root over the socket (socket authentication)
+        return [tool, "--no-defaults", f"--socket={self.socket(instance)}", "-uroot"]
+
+    def ping_command(self, conn: Connection, instance: Instance) -> list[str]:
+        return [*self.client(instance, "mariadb-admin"), "ping"]
+
+    def sql(self, conn: Connection, instance: Instance, statement: str) -> str:
+        """Run SQL as root over the instance's socket; returns tab-separated rows."""
+        return conn.run([*self.client(instance), "-N", "-B", "-e", statement]).stdout
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def prepare(self, instance: Instance, primary: Instance | None = None, log: Any = None) -> None:
+        paths = self.paths(instance)
+        with self.connection(instance) as conn:
+            self.ensure_packages(conn, log)
+            self.make_directories(conn, instance)
+            self.write_config(conn, instance)
+            self.give_to_server_user(conn, paths["directory"])
+            if log:
+                log("initializing the data directory")
+            # --defaults-file must come first; socket authentication for root, no test database
+            conn.run(["mariadb-install-db", f"--defaults-file={paths['config']}",
+                      "--auth-root-authentication-method=socket", "--skip-test-db"], timeout=300)
+            self._start(conn, instance)
+            if primary is None:
+                self.sql(conn, instance,
+                         f"CREATE USER IF NOT EXISTS {REPLICATION_USER}@'%' IDENTIFIED BY "
+                         f"{sql_literal(self.secret(instance))}; "
+                         f"GRANT REPLICATION SLAVE ON *.* TO {REPLICATION_USER}@'%'; "
+                         f"CREATE DATABASE IF NOT EXISTS workbench")
+        if primary is not None:
+            self.follow(instance, primary, log)
+
+    def _start(self, conn: Connection, instance: Instance) -> None:
+        self.start_detached(conn, instance, ["mariadbd", f"--defaults-file={self.paths(instance)['config']}"])
+        self.wait_until_ready(conn, instance, timeout=120)
+
+    def start(self, instance: Instance) -> None:
+        with self.connection(instance) as conn:
+            self._start(conn, instance)
+
+    # -- replication ------------------------------------------------------------------------------
+    def follow(self, replica: Instance, primary: Instance, log: Any = None) -> None:
+        """Seed ``replica`` from a dump of ``primary`` and start replicating from the dump's GTID position."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as scratch:
+            dump = self._dump(primary, Path(scratch), with_position=True)
+            text = dump.read_text(errors="replace")
+            match = re.search(r"gtid_slave_pos\s*=\s*'([^']*)'", text)
+            position = match.group(1) if match else ""
+            with self.connection(replica) as conn:
+                remote = f"{self.paths(replica)['tmp_dir']}/seed.sql"
+                conn.upload(dump, remote, mode=0o600)
+                conn.run(["sh", "-c", '"$@" < "$0"', remote, *self.client(replica)])
+                conn.run(["rm", "-f", remote])
+                if log:
+                    log(f"replicating from {primary.name} at GTID position {position or '(start)'}")
+                self.sql(conn, replica,
+                         f"STOP SLAVE; SET GLOBAL gtid_slave_pos = {sql_literal(position)}; "
+                         f"CHANGE MASTER TO MASTER_HOST={sql_literal(primary.addr)}, MASTER_PORT={int(primary.port)}, "
+                         f"MASTER_USER={sql_literal(REPLICATION_USER)}, "
+                         f"MASTER_PASSWORD={sql_literal(self.secret(replica))}, "
+                         f"MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1; START SLAVE")
+
+    def write_check(self, conn: Connection, primary: Instance, token: str) -> None:
+        self.sql(conn, primary, f"CREATE TABLE IF NOT EXISTS {CHECK_DATABASE}.replication_check "
+                                "(token VARCHAR(64) PRIMARY KEY) ENGINE=InnoDB; "
+                                f"INSERT INTO {CHECK_DATABASE}.replication_check VALUES ({sql_literal(token)})")
+
+    def read_check(self, conn: Connection, replica: Instance, token: str) -> bool:
+        query = f"SELECT COUNT(*) FROM {CHECK_DATABASE}.replication_check WHERE token = {sql_literal(token)}"
+        result = conn.run([*self.client(replica), "-N", "-B", "-e", query], check=False)
+        return result.ok and result.stdout.strip() == "1"
+
+    def replication_state(self, conn: Connection, replica: Instance) -> str:
+        status = conn.run([*self.client(replica), "-e", "SHOW SLAVE STATUS\\G"], check=False).stdout
+        return "; ".join(re.findall(r"(?:Slave_IO_Running|Slave_SQL_Running|Last_(?:IO|SQL)_Error): (.+)", status))
+
+    # -- backups ----------------------------------------------------------------------------------
+    def user_databases(self, conn: Connection, instance: Instance, include_check: bool = False) -> list[str]:
+        names = self.sql(conn, instance, "SHOW DATABASES").split()
+        skip = SYSTEM_DATABASES if include_check else (*SYSTEM_DATABASES, CHECK_DATABASE)
+        return [name for name in names if name not in skip]
+
+    def _dump(self, instance: Instance, destination: Path, with_position: bool = False) -> Path:
+        """Dump the user databases (plus the check database for a replica seed) and fetch the file."""
+        name = f"{instance.name}-{time.strftime('%Y%m%dT%H%M%S')}-{self.new_token()[:6]}.sql"
+        remote = f"{self.paths(instance)['backup_dir']}/{name}"
+        with self.connection(instance) as conn:
+            databases = self.user_databases(conn, instance, include_check=with_position)
+            if databases:
+                argv = [*self.client(instance, "mariadb-dump"), "--single-transaction", "--routines", "--events",
+                        "--triggers"]
+                if with_position:
+                    # the GTID of the dump's snapshot, written as a comment the replica reads back
+                    argv += ["--gtid", "--master-data=2"]
+                conn.run(["sh", "-c", '"$@" > "$0"', remote, *argv, "--databases", *databases], timeout=3600)
+            else:
+                conn.write_file(remote, "-- no user databases\n", mode=0o600)
+            return self.fetch(conn, remote, destination, name)
+
+    def backup(self, instance: Instance, destination: Path) -> Path:
+        return self._dump(instance, destination)
+
+    def restore(self, instance: Instance, backup_file: Path) -> None:
+        with self.connection(instance) as conn:
+            remote = f"{self.paths(instance)['tmp_dir']}/restore.sql"
+            conn.upload(backup_file, remote, mode=0o600)
+            try:
+                conn.run(["sh", "-c", '"$@" < "$0"', remote, *self.client(instance)], timeout=3600)
+            finally:
+                conn.run(["rm", "-f", remote])
+
+    # -- accounts ---------------------------------------------------------------------------------
+    def create_database(self, instance: Instance, name: str) -> None:
+        check_sql_name(name, "database")
+        with self.connection(instance) as conn:
+            self.sql(conn, instance, f"CREATE DATABASE IF NOT EXISTS `{name}` "
+                                     "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+
+    def create_user(self, instance: Instance, user: str, password: str, database: str | None = None) -> None:
+        """A login from any address with all privileges on ``database`` (or none when not given)."""
+        check_sql_name(user, "user")
+        statements = [f"CREATE USER IF NOT EXISTS `{user}`@'%' IDENTIFIED BY {sql_literal(password)}",
+                      f"ALTER USER `{user}`@'%' IDENTIFIED BY {sql_literal(password)}"]
+        if database:
+            check_sql_name(database, "database")
+            statements.append(f"GRANT ALL PRIVILEGES ON `{database}`.* TO `{user}`@'%'")
+        with self.connection(instance) as conn:
+            # the statement (with the password) goes on stdin, not on a command line
+            conn.run(self.client(instance), input="; ".join(statements) + ";\n")

@@ -1,0 +1,90 @@
+"""The Redis manager: a redis-server per instance, replicas by ``replicaof``, backups as RDB files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from workbench.clusters.connection import Connection
+from workbench.clusters.errors import ManagerError, ValidationError
+from workbench.clusters.managers.base import BaseManager, check_sql_name
+
+if TYPE_CHECKING:
+    from workbench.clusters.models import Instance
+
+
+class RedisManager(BaseManager):
+    """Redis: ``redis-server <config>`` daemonized, its pid file under the instance's ``run/``."""
+
+    service_name = "redis-server"
+    required_binaries = ("redis-server", "redis-cli")
+    default_packages = ("redis-server",)
+
+    def cli(self, instance: Instance, *args: str) -> list[str]:
+        return ["redis-cli", "-h", instance.addr, "-p", str(instance.port), *args]
+
+    def ping_command(self, conn: Connection, instance: Instance) -> list[str]:
+        # redis-cli exits 0 even on an error reply; grep makes "PONG" the only success
+        return ["sh", "-c", '"$@" | grep -qx PONG', "sh", *self.cli(instance, "ping")]
+
+    def prepare(self, instance: Instance, primary: Instance | None = None, log: Any = None) -> None:
+        with self.connection(instance) as conn:
+            self.ensure_packages(conn, log)
+            self.make_directories(conn, instance)
+            self.write_config(conn, instance, primary=primary)
+            if log:
+                log(f"config written; starting redis-server on {instance.addr}:{instance.port}")
+            self._start(conn, instance)
+
+    def _start(self, conn: Connection, instance: Instance) -> None:
+        conn.run(["redis-server", self.paths(instance)["config"]])
+        self.wait_until_ready(conn, instance)
+
+    def start(self, instance: Instance) -> None:
+        with self.connection(instance) as conn:
+            self._start(conn, instance)
+
+    def query(self, conn: Connection, instance: Instance, *args: str) -> str:
+        """Run one redis command with redis-cli; an error reply raises ``ManagerError``."""
+        out = conn.run(self.cli(instance, *args)).stdout.strip()
+        if out.startswith("ERR") or out.startswith("(error)") or out.startswith("WRONGPASS"):
+            raise ManagerError(f"redis on {instance.name}: {' '.join(args[:2])}: {out}", manager=self.name,
+                               instance=instance.name)
+        return out
+
+    def write_check(self, conn: Connection, primary: Instance, token: str) -> None:
+        self.query(conn, primary, "SET", "workbench:replication-check", token)
+
+    def read_check(self, conn: Connection, replica: Instance, token: str) -> bool:
+        return self.query(conn, replica, "GET", "workbench:replication-check") == token
+
+    def replication_state(self, conn: Connection, replica: Instance) -> str:
+        info = conn.run(self.cli(replica, "INFO", "replication"), check=False).stdout
+        return ", ".join(line.strip() for line in info.splitlines() if line.startswith(("master_link_status",
+                                                                                        "role")))
+
+    def backup(self, instance: Instance, destination: Path) -> Path:
+        name = f"{instance.name}-{time.strftime('%Y%m%dT%H%M%S')}-{self.new_token()[:6]}.rdb"
+        remote = f"{self.paths(instance)['backup_dir']}/{name}"
+        with self.connection(instance) as conn:
+            conn.run(self.cli(instance, "--rdb", remote))
+            return self.fetch(conn, remote, destination, name)
+
+    def restore(self, instance: Instance, backup_file: Path) -> None:
+        """Stop the server, put the RDB file in place, start it (its replicas then resync)."""
+        self.stop(instance)
+        with self.connection(instance) as conn:
+            conn.upload(backup_file, f"{self.paths(instance)['data_dir']}/dump.rdb", mode=0o644)
+            self._start(conn, instance)
+
+    def create_user(self, instance: Instance, user: str, password: str, database: str | None = None) -> None:
+        """An ACL user with all commands on all keys (``database`` is not used by Redis)."""
+        check_sql_name(user, "user")
+        if not password or any(c.isspace() for c in password):
+            raise ValidationError("a Redis password must be non-empty and without spaces", field="password")
+        with self.connection(instance) as conn:
+            # the password travels on stdin, never on a command line another user could read
+            script = 'IFS= read -r pw; "$@" ">$pw" "~*" "&*" "+@all" | grep -qx OK'
+            conn.run(["sh", "-c", script, "sh", *self.cli(instance, "ACL", "SETUSER", user, "reset", "on")],
+                     input=password + "\n")

@@ -1,0 +1,716 @@
+"""SQLAlchemy models of workbench.clusters (Datastore, Cluster, Instance, Key, Backup, Task) and their store.
+
+The models hold what the seed's Django models held; status, progress and message are columns
+(stored, never a cache that forgets). :class:`ClusterStore` is the one way to change them: it opens
+a session per operation (tasks run on many threads), enforces the rules (names, the maximum
+cluster size on create and ``add_node``), and emits every change as an event::
+
+    >>> store = ClusterStore("sqlite://", Settings(master_key="m"))
+    >>> ds = store.add_datastore("redis", "7")
+    >>> cluster = store.create_cluster("cache", ds, size=3)
+    >>> [i.role for i in cluster.instances]
+    ['primary', 'replica', 'replica']
+
+Events (``store.add_listener``): ``cluster_changed(ClusterView)``, ``instance_changed(InstanceView)``,
+``cluster_removed(name)``, ``task_changed(TaskView)``, ``task_output(task_id, instance_name, line)``.
+The views are frozen snapshots, safe to keep on another thread.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import secrets
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from sqlalchemy import (DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine,
+                        event, select)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, mapped_column, lazyload, relationship, selectinload,
+                            sessionmaker)
+
+from workbench.clusters import encryption
+from workbench.clusters.errors import NotFoundError, ValidationError
+from workbench.clusters.settings import Settings
+from workbench.events import EventDispatcher, EventSource
+
+#: names of clusters, instances and keys: they become directory names and appear in commands
+NAME = re.compile(r"^[a-z][a-z0-9-]{0,47}$")
+
+# statuses of clusters and instances
+NEW, BUILDING, ACTIVE, ERROR, DESTROYING, DELETED = "new", "building", "active", "error", "destroying", "deleted"
+# statuses of tasks and backups
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+PRIMARY, REPLICA = "primary", "replica"
+
+
+def _split_datastore_ref(ref: str) -> tuple[str, str]:
+    """``"redis"`` -> (redis, ""); ``"redis-7"``, ``"redis 7"``, ``"redis - 7"`` -> (redis, 7)."""
+    match = re.match(r"^\s*([A-Za-z0-9_]+)(?:\s*-\s*|\s+)?(.*?)\s*$", ref)
+    if not match:
+        return ref, ""
+    return match.group(1), match.group(2)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def check_name(value: str, field: str = "name") -> str:
+    """``value`` if it is a valid cluster/instance/key name, else ``ValidationError`` naming ``field``."""
+    if not isinstance(value, str) or not NAME.match(value):
+        raise ValidationError(f"{field} must be 1-48 characters: a lower-case letter, then letters, "
+                              f"digits or '-'", field=field, value=value)
+    return value
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the clusters tables."""
+
+
+class Datastore(Base):
+    """A version of a datastore that clusters can be made of (the seed's Datastore).
+
+    ``manager`` names an entry of ``Settings.datastore_managers`` (mysql, redis, postgresql);
+    ``packages`` is a comma-separated list installed by ``prepare`` when missing; ``image`` is the
+    VM image a cloud provider boots.
+    """
+
+    __tablename__ = "clusters_datastores"
+    __table_args__ = (UniqueConstraint("manager", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    manager: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(32))
+    image: Mapped[str] = mapped_column(String(255), default="")
+    packages: Mapped[str] = mapped_column(String(1024), default="")
+
+    @property
+    def name(self) -> str:
+        """Display name, as the seed's: ``"mysql - 5.5"``."""
+        return f"{self.manager} - {self.version}"
+
+    @property
+    def package_list(self) -> list[str]:
+        return [p.strip() for p in self.packages.split(",") if p.strip()]
+
+    def __repr__(self) -> str:
+        return f"<Datastore: {self.name}>"
+
+
+class Key(Base):
+    """An SSH key pair whose private half is stored only encrypted (the seed's Key, made safe).
+
+    ::
+
+        key = Key.create("cache-key", passphrase="s3cret")      # ed25519; kind="rsa" for RSA
+        key.public          # "ssh-ed25519 AAAA... cache-key"
+        key.private         # an encrypted token, never the PEM
+        key.private_pem("s3cret")   # the OpenSSH private key, decrypted in memory
+    """
+
+    __tablename__ = "clusters_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    public: Mapped[str] = mapped_column(Text)
+    private: Mapped[str] = mapped_column(Text)  # encryption.encrypt() token of the OpenSSH PEM
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    @classmethod
+    def create(cls, name: str, passphrase: str | bytes, kind: str = "ed25519", bits: int = 3072) -> Key:
+        """Make a new key pair (``kind`` "ed25519" or "rsa"), its private half encrypted with ``passphrase``."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+        check_name(name, "key name")
+        if kind == "ed25519":
+            private_key: Any = ed25519.Ed25519PrivateKey.generate()
+        elif kind == "rsa":
+            if bits < 2048:
+                raise ValidationError("RSA keys must have at least 2048 bits", field="bits", value=bits)
+            private_key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        else:
+            raise ValidationError("key kind must be 'ed25519' or 'rsa'", field="kind", value=kind)
+        pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                        serialization.NoEncryption())
+        return cls.from_private_pem(name, pem, passphrase, kind=kind)
+
+    @classmethod
+    def from_private_pem(cls, name: str, pem: bytes, passphrase: str | bytes, kind: str = "") -> Key:
+        """Import an existing unencrypted OpenSSH/PEM private key, storing it encrypted."""
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
+        try:
+            private_key = serialization.load_ssh_private_key(pem, password=None)
+        except ValueError as exc:
+            raise ValidationError(f"not an unencrypted OpenSSH private key: {exc}", field="private") from None
+        public = private_key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                       serialization.PublicFormat.OpenSSH).decode()
+        digest = hashes.Hash(hashes.SHA256())
+        import base64
+
+        digest.update(base64.b64decode(public.split()[1]))
+        fingerprint = "SHA256:" + base64.b64encode(digest.finalize()).decode().rstrip("=")
+        kind = kind or ("ed25519" if isinstance(private_key, ed25519.Ed25519PrivateKey) else "rsa")
+        return cls(name=name, kind=kind, public=f"{public} {name}", fingerprint=fingerprint,
+                   private=encryption.encrypt(pem, passphrase))
+
+    def private_pem(self, passphrase: str | bytes) -> bytes:
+        """The decrypted OpenSSH private key (``KeyDecryptionError`` on a wrong passphrase)."""
+        return encryption.decrypt(self.private, passphrase)
+
+    def paramiko_key(self, passphrase: str | bytes) -> Any:
+        """The private key as a paramiko ``PKey``, built in memory (never written in clear)."""
+        import io
+
+        import paramiko
+
+        text = self.private_pem(passphrase).decode()
+        loader = paramiko.Ed25519Key if self.kind == "ed25519" else paramiko.RSAKey
+        return loader.from_private_key(io.StringIO(text))
+
+    def __repr__(self) -> str:
+        return f"<Key: {self.name} {self.fingerprint}>"
+
+
+class Cluster(Base):
+    """A datastore cluster: ``size`` nodes, one primary and ``size - 1`` replicas (the seed's Cluster)."""
+
+    __tablename__ = "clusters_clusters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    datastore_id: Mapped[int] = mapped_column(ForeignKey("clusters_datastores.id"))
+    size: Mapped[int] = mapped_column(Integer)
+    provider: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32), default=NEW)
+    message: Mapped[str] = mapped_column(Text, default="")
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("clusters_keys.id"), nullable=True)
+    #: encrypted token of the cluster's internal password (replication and admin accounts)
+    secret: Mapped[str] = mapped_column(Text, default="")
+    restore_from: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    datastore: Mapped[Datastore] = relationship(lazy="joined")
+    key: Mapped[Key | None] = relationship(lazy="joined")
+    instances: Mapped[list[Instance]] = relationship(back_populates="cluster", order_by="Instance.index",
+                                                     cascade="all, delete-orphan")
+
+    @property
+    def primary(self) -> Instance:
+        for instance in self.instances:
+            if instance.role == PRIMARY:
+                return instance
+        raise NotFoundError(f"cluster {self.name} has no primary", cluster=self.name)
+
+    @property
+    def replicas(self) -> list[Instance]:
+        return [i for i in self.instances if i.role == REPLICA]
+
+    def __repr__(self) -> str:
+        return f"<Cluster: {self.name}>"
+
+
+class Instance(Base):
+    """One server of a cluster (the seed's Instance): where it runs and how far its current task got.
+
+    ``addr``/``port`` is the datastore's address; ``ssh_host``/``ssh_port`` how to log in (empty for
+    the local provider); ``host_key`` the host key the provider vouched for; ``directory`` the
+    instance's own directory on that host (config, data, logs, backups).
+    """
+
+    __tablename__ = "clusters_instances"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    index: Mapped[int] = mapped_column(Integer)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters_clusters.id"))
+    role: Mapped[str] = mapped_column(String(16), default=REPLICA)
+    user: Mapped[str] = mapped_column(String(64), default="")
+    addr: Mapped[str] = mapped_column(String(255), default="")
+    port: Mapped[int] = mapped_column(Integer, default=0)
+    ssh_host: Mapped[str] = mapped_column(String(255), default="")
+    ssh_port: Mapped[int] = mapped_column(Integer, default=22)
+    ssh_key_file: Mapped[str] = mapped_column(String(1024), default="")
+    host_key: Mapped[str] = mapped_column(Text, default="")
+    server: Mapped[str] = mapped_column(String(255), default="")
+    volume: Mapped[str] = mapped_column(String(255), default="")
+    directory: Mapped[str] = mapped_column(String(1024), default="")
+    status: Mapped[str] = mapped_column(String(32), default=NEW)
+    server_status: Mapped[str] = mapped_column(String(32), default="")
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str] = mapped_column(Text, default="")
+    task: Mapped[str] = mapped_column(String(64), default="")
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    cluster: Mapped[Cluster] = relationship(back_populates="instances", lazy="joined")
+
+    @property
+    def prefix_fields(self) -> dict[str, Any]:
+        """What ``Settings.command_prefix`` may refer to as ``%(field)s``."""
+        return {"name": self.name, "server": self.server, "local_id": self.server, "addr": self.addr,
+                "port": self.port, "directory": self.directory, "user": self.user}
+
+    def __repr__(self) -> str:
+        return f"<Instance: {self.name} {self.role} {self.addr}:{self.port} {self.status}>"
+
+
+class Backup(Base):
+    """A backup file fetched from a cluster's primary into the workbench's backup directory."""
+
+    __tablename__ = "clusters_backups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    cluster_name: Mapped[str] = mapped_column(String(64))
+    datastore_id: Mapped[int] = mapped_column(ForeignKey("clusters_datastores.id"))
+    path: Mapped[str] = mapped_column(String(1024), default="")
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    sha256: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[str] = mapped_column(String(32), default=QUEUED)
+    message: Mapped[str] = mapped_column(Text, default="")
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    datastore: Mapped[Datastore] = relationship(lazy="joined")
+
+
+class Task(Base):
+    """One background task: its state and its log, kept after it ends."""
+
+    __tablename__ = "clusters_tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    cluster_name: Mapped[str] = mapped_column(String(64), default="")
+    instance_name: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[str] = mapped_column(String(32), default=QUEUED)
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str] = mapped_column(Text, default="")
+    log: Mapped[str] = mapped_column(Text, default="")
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    finished: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+# -- snapshots delivered with events -------------------------------------------------------------
+@dataclass(frozen=True)
+class InstanceView:
+    """A frozen copy of an Instance row, as events carry it."""
+
+    id: int
+    name: str
+    cluster: str
+    role: str
+    addr: str
+    port: int
+    status: str
+    progress: int
+    message: str
+    task: str
+
+    @classmethod
+    def of(cls, instance: Instance, cluster_name: str) -> InstanceView:
+        return cls(instance.id, instance.name, cluster_name, instance.role, instance.addr, instance.port,
+                   instance.status, instance.progress, instance.message, instance.task)
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """A frozen copy of a Cluster row with its instances."""
+
+    id: int
+    name: str
+    datastore: str
+    size: int
+    provider: str
+    status: str
+    message: str
+    instances: tuple[InstanceView, ...]
+
+    @classmethod
+    def of(cls, cluster: Cluster) -> ClusterView:
+        return cls(cluster.id, cluster.name, cluster.datastore.name, cluster.size, cluster.provider,
+                   cluster.status, cluster.message,
+                   tuple(InstanceView.of(i, cluster.name) for i in cluster.instances))
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """A frozen copy of a Task row (without its log)."""
+
+    id: int
+    name: str
+    cluster: str
+    instance: str
+    status: str
+    progress: int
+    message: str
+
+    @classmethod
+    def of(cls, task: Task) -> TaskView:
+        return cls(task.id, task.name, task.cluster_name, task.instance_name, task.status, task.progress,
+                   task.message)
+
+
+# -- the store -----------------------------------------------------------------------------------
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # tasks write from several threads: wait for the lock instead of failing at once
+    cursor.execute("PRAGMA busy_timeout = 30000")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def load_master_key(settings: Settings) -> str:
+    """``settings.master_key``, or the one kept in ``<state_dir>/master.key`` (made on first use)."""
+    if settings.master_key:
+        return settings.master_key
+    path = settings.state_path / "master.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+class ClusterStore(EventSource):
+    """The state database of clusters: every read and change goes through here, every change is an event.
+
+    ``url`` is a SQLAlchemy URL (``sqlite:///file.db`` by default from settings,
+    ``mysql+pymysql://...``, ``postgresql+psycopg://...``). Tables are created if missing.
+    """
+
+    def __init__(self, url: str | None = None, settings: Settings | None = None, *,
+                 engine: Engine | None = None) -> None:
+        self.settings = settings or Settings.load()
+        url = url or self.settings.db_url
+        if url.startswith("sqlite:///") and url != "sqlite://":
+            Path(url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        self.url = url
+        self.engine = engine or create_engine(url, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._events = EventDispatcher(f"clusters:{self.engine.url.render_as_string(hide_password=True)}")
+        self._log_lock = threading.Lock()
+        self._master_key: str | None = None
+
+    @property
+    def master_key(self) -> str:
+        if self._master_key is None:
+            self._master_key = load_master_key(self.settings)
+        return self._master_key
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session committed on success, rolled back on error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def close(self) -> None:
+        """Deliver pending events, stop the dispatcher and dispose of the engine."""
+        self._events.close()
+        self.engine.dispose()
+
+    def __enter__(self) -> ClusterStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def initial_events(self) -> list[tuple[str, tuple[Any, ...]]]:
+        return [("cluster_changed", (view,)) for view in self.cluster_views()]
+
+    # -- datastores -----------------------------------------------------------------------------
+    def add_datastore(self, manager: str, version: str, image: str = "", packages: str = "") -> Datastore:
+        """Register a datastore version (idempotent: an existing (manager, version) is returned)."""
+        if manager not in self.settings.datastore_managers:
+            raise ValidationError(f"unknown datastore manager {manager!r}; known: "
+                                  f"{', '.join(sorted(self.settings.datastore_managers))}",
+                                  field="datastore", value=manager)
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$", version or ""):
+            raise ValidationError("version must be letters, digits, '.', '_' or '-'", field="version",
+                                  value=version)
+        with self.session() as session:
+            found = session.scalar(select(Datastore).filter_by(manager=manager, version=version))
+            if found is not None:
+                return found
+            datastore = Datastore(manager=manager, version=version, image=image, packages=packages)
+            session.add(datastore)
+        return datastore
+
+    def datastores(self) -> list[Datastore]:
+        with self.session() as session:
+            return list(session.scalars(select(Datastore).order_by(Datastore.id)))
+
+    def get_datastore(self, ref: int | str) -> Datastore:
+        """A datastore by id, ``"manager"`` (newest version), ``"manager-version"`` or ``"manager - version"``."""
+        with self.session() as session:
+            if isinstance(ref, int):
+                found = session.get(Datastore, ref)
+            else:
+                manager, version = _split_datastore_ref(ref)
+                query = select(Datastore).filter_by(manager=manager)
+                if version:
+                    query = query.filter_by(version=version)
+                found = session.scalars(query.order_by(Datastore.id.desc())).first()
+        if found is None:
+            raise NotFoundError(f"no datastore {ref!r}", datastore=ref)
+        return found
+
+    # -- keys -----------------------------------------------------------------------------------
+    def add_key(self, key: Key) -> Key:
+        with self.session() as session:
+            session.add(key)
+        return key
+
+    def get_key(self, key_id: int) -> Key:
+        with self.session() as session:
+            key = session.get(Key, key_id)
+        if key is None:
+            raise NotFoundError(f"no key {key_id}", key=key_id)
+        return key
+
+    # -- clusters -------------------------------------------------------------------------------
+    def _check_size(self, size: Any, field: str = "size") -> int:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ValidationError(f"{field} must be a whole number >= 1", field=field, value=size)
+        if size > self.settings.max_cluster_size:
+            raise ValidationError(f"a cluster has at most {self.settings.max_cluster_size} nodes "
+                                  f"(max_cluster_size)", field=field, value=size,
+                                  limit=self.settings.max_cluster_size)
+        return size
+
+    def create_cluster(self, name: str, datastore: Datastore | int | str, size: int = 1,
+                       provider: str | None = None, restore_from: int | None = None) -> Cluster:
+        """Record a new cluster with its instances (primary first) and its own SSH key.
+
+        Nothing is provisioned here: the task runner does that. Raises ``ValidationError`` for a
+        bad name or size (above ``max_cluster_size``) or an existing name.
+        """
+        check_name(name)
+        self._check_size(size)
+        provider = provider or self.settings.provider
+        if provider not in self.settings.providers:
+            raise ValidationError(f"unknown provider {provider!r}", field="provider", value=provider)
+        if not isinstance(datastore, Datastore):
+            datastore = self.get_datastore(datastore)
+        key = Key.create(f"{name}-key", self.master_key)
+        secret = encryption.encrypt(secrets.token_urlsafe(24).encode(), self.master_key)
+        try:
+            with self.session() as session:
+                if session.scalar(select(Cluster.id).filter_by(name=name)) is not None:
+                    raise ValidationError(f"a cluster named {name} exists", field="name", value=name)
+                old_key = session.scalar(select(Key).filter_by(name=key.name))
+                if old_key is not None:  # left by a destroyed cluster of the same name
+                    session.delete(old_key)
+                    session.flush()
+                session.add(key)
+                cluster = Cluster(name=name, datastore_id=datastore.id, size=size, provider=provider,
+                                  key=key, secret=secret, restore_from=restore_from, status=NEW)
+                session.add(cluster)
+                for index in range(size):
+                    cluster.instances.append(self._new_instance(cluster, index))
+        except IntegrityError as exc:
+            raise ValidationError(f"a cluster named {name} exists", field="name", value=name) from exc
+        view = self.get_cluster(name)
+        self._events.emit("cluster_changed", ClusterView.of(view))
+        return view
+
+    def _new_instance(self, cluster: Cluster, index: int) -> Instance:
+        return Instance(name=f"{cluster.name}-{index + 1}", index=index,
+                        role=PRIMARY if index == 0 else REPLICA, user=self.settings.ssh_user, status=NEW)
+
+    def add_node(self, name: str, count: int = 1) -> list[Instance]:
+        """Record ``count`` more replicas of cluster ``name`` (max cluster size enforced); returns them."""
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ValidationError("count must be a whole number >= 1", field="count", value=count)
+        with self.session() as session:
+            # no joined eager loads here: PostgreSQL refuses FOR UPDATE on the nullable side of an outer join
+            query = select(Cluster).options(lazyload(Cluster.datastore), lazyload(Cluster.key))
+            cluster = session.scalar(query.filter_by(name=name).with_for_update())
+            if cluster is None:
+                raise NotFoundError(f"no cluster {name}", cluster=name)
+            self._check_size(len(cluster.instances) + count, field="count")
+            start = max((i.index for i in cluster.instances), default=-1) + 1
+            added = [self._new_instance(cluster, start + n) for n in range(count)]
+            cluster.instances.extend(added)
+            cluster.size = len(cluster.instances)
+            session.flush()
+            ids = [i.id for i in added]
+        self.emit_cluster(name)
+        return [self.get_instance(i) for i in ids]
+
+    def get_cluster(self, ref: int | str) -> Cluster:
+        """A cluster (with datastore, key and instances loaded) by id or name."""
+        with self.session() as session:
+            query = select(Cluster).options(selectinload(Cluster.instances))
+            query = query.filter_by(id=ref) if isinstance(ref, int) else query.filter_by(name=ref)
+            cluster = session.scalars(query).unique().first()
+        if cluster is None:
+            raise NotFoundError(f"no cluster {ref}", cluster=ref)
+        return cluster
+
+    def clusters(self) -> list[Cluster]:
+        with self.session() as session:
+            return list(session.scalars(select(Cluster).options(selectinload(Cluster.instances))
+                                        .order_by(Cluster.id)).unique())
+
+    def cluster_views(self) -> list[ClusterView]:
+        return [ClusterView.of(c) for c in self.clusters()]
+
+    def cluster_secret(self, cluster: Cluster) -> str:
+        """The cluster's internal password (replication and admin accounts), decrypted."""
+        return encryption.decrypt(cluster.secret, self.master_key).decode()
+
+    def update_cluster(self, ref: int | str, **fields: Any) -> Cluster:
+        """Change columns of a cluster (status, message...) and emit ``cluster_changed``."""
+        with self.session() as session:
+            query = select(Cluster).filter_by(id=ref) if isinstance(ref, int) else select(Cluster).filter_by(name=ref)
+            cluster = session.scalars(query).unique().first()
+            if cluster is None:
+                raise NotFoundError(f"no cluster {ref}", cluster=ref)
+            for key, value in fields.items():
+                setattr(cluster, key, value)
+            name = cluster.name
+        return self.emit_cluster(name)
+
+    def emit_cluster(self, name: str) -> Cluster:
+        cluster = self.get_cluster(name)
+        self._events.emit("cluster_changed", ClusterView.of(cluster))
+        return cluster
+
+    def delete_cluster(self, name: str) -> None:
+        """Remove a cluster and its instances from the database (after its servers are gone)."""
+        with self.session() as session:
+            cluster = session.scalar(select(Cluster).filter_by(name=name))
+            if cluster is None:
+                raise NotFoundError(f"no cluster {name}", cluster=name)
+            key = cluster.key
+            session.delete(cluster)
+            session.flush()
+            if key is not None:
+                session.delete(key)
+        self._events.emit("cluster_removed", name)
+
+    # -- instances ------------------------------------------------------------------------------
+    def get_instance(self, ref: int | str) -> Instance:
+        with self.session() as session:
+            query = select(Instance).filter_by(id=ref) if isinstance(ref, int) else select(Instance).filter_by(name=ref)
+            instance = session.scalars(query).unique().first()
+        if instance is None:
+            raise NotFoundError(f"no instance {ref}", instance=ref)
+        return instance
+
+    def update_instance(self, instance_id: int, **fields: Any) -> Instance:
+        """Change columns of an instance (status, progress, message, addr...) and emit ``instance_changed``."""
+        with self.session() as session:
+            instance = session.get(Instance, instance_id)
+            if instance is None:
+                raise NotFoundError(f"no instance {instance_id}", instance=instance_id)
+            for key, value in fields.items():
+                if not hasattr(Instance, key):
+                    raise ValidationError(f"Instance has no field {key}", field=key)
+                setattr(instance, key, value)
+            cluster_name = instance.cluster.name
+        self._events.emit("instance_changed", InstanceView.of(instance, cluster_name))
+        return instance
+
+    def remove_instance(self, instance_id: int) -> None:
+        with self.session() as session:
+            instance = session.get(Instance, instance_id)
+            if instance is not None:
+                cluster = instance.cluster
+                session.delete(instance)
+                session.flush()
+                cluster.size = len([i for i in cluster.instances if i.id != instance_id])
+                name = cluster.name
+            else:
+                return
+        self.emit_cluster(name)
+
+    # -- backups --------------------------------------------------------------------------------
+    def add_backup(self, cluster: Cluster) -> Backup:
+        stamp = utcnow().strftime("%Y%m%dT%H%M%S")
+        with self.session() as session:
+            backup = Backup(name=f"{cluster.name}-{stamp}-{secrets.token_hex(3)}", cluster_name=cluster.name,
+                            datastore_id=cluster.datastore_id, status=RUNNING)
+            session.add(backup)
+        return self.get_backup(backup.id)
+
+    def update_backup(self, backup_id: int, **fields: Any) -> Backup:
+        with self.session() as session:
+            backup = session.get(Backup, backup_id)
+            for key, value in fields.items():
+                setattr(backup, key, value)
+        return self.get_backup(backup_id)
+
+    def get_backup(self, ref: int | str) -> Backup:
+        with self.session() as session:
+            query = select(Backup).filter_by(id=ref) if isinstance(ref, int) else select(Backup).filter_by(name=ref)
+            backup = session.scalars(query).unique().first()
+        if backup is None:
+            raise NotFoundError(f"no backup {ref}", backup=ref)
+        return backup
+
+    def backups(self, cluster_name: str | None = None) -> list[Backup]:
+        with self.session() as session:
+            query = select(Backup).order_by(Backup.id)
+            if cluster_name:
+                query = query.filter_by(cluster_name=cluster_name)
+            return list(session.scalars(query).unique())
+
+    # -- tasks ----------------------------------------------------------------------------------
+    def add_task(self, name: str, cluster_name: str = "", instance_name: str = "") -> Task:
+        with self.session() as session:
+            task = Task(name=name, cluster_name=cluster_name, instance_name=instance_name, status=QUEUED)
+            session.add(task)
+        self._events.emit("task_changed", TaskView.of(task))
+        return task
+
+    def update_task(self, task_id: int, **fields: Any) -> Task:
+        with self.session() as session:
+            task = session.get(Task, task_id)
+            for key, value in fields.items():
+                setattr(task, key, value)
+        self._events.emit("task_changed", TaskView.of(task))
+        return task
+
+    def append_task_log(self, task_id: int, line: str, instance_name: str = "") -> None:
+        """Append a line to a task's stored log and emit ``task_output``."""
+        with self._log_lock, self.session() as session:
+            task = session.get(Task, task_id)
+            if task is not None:
+                task.log = (task.log or "") + line.rstrip("\n") + "\n"
+        self._events.emit("task_output", task_id, instance_name, line.rstrip("\n"))
+
+    def get_task(self, task_id: int) -> Task:
+        with self.session() as session:
+            task = session.get(Task, task_id)
+        if task is None:
+            raise NotFoundError(f"no task {task_id}", task=task_id)
+        return task
+
+    def tasks(self, cluster_name: str | None = None) -> list[Task]:
+        with self.session() as session:
+            query = select(Task).order_by(Task.id)
+            if cluster_name:
+                query = query.filter_by(cluster_name=cluster_name)
+            return list(session.scalars(query))
+
+
+__all__ = ["Base", "Datastore", "Key", "Cluster", "Instance", "Backup", "Task", "ClusterStore",
+           "ClusterView", "InstanceView", "TaskView", "check_name", "load_master_key",
+           "NEW", "BUILDING", "ACTIVE", "ERROR", "DESTROYING", "DELETED",
+           "QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED", "PRIMARY", "REPLICA"]

@@ -1,0 +1,554 @@
+"""Background tasks: the seed's perform, create_server, create_volume, attach_volume, prepare, backup,
+plus restore and destroy, and the runner that executes them on threads.
+
+Each task is a function ``task(ctx, ...)`` where ``ctx`` (:class:`TaskContext`) logs lines into the
+task's stored log, reports progress, and raises ``TaskCancelled`` once the task is cancelled. The
+:class:`TaskRunner` runs whole operations (create a cluster, add nodes, back up, restore, destroy,
+perform) as tasks and returns a :class:`TaskHandle`::
+
+    runner = TaskRunner(store)
+    handle = runner.create_cluster("cache", "redis-7", size=3)
+    handle.wait(timeout=300)                 # raises the task's error, if any
+    runner.perform("cache", "uptime", "uptime").wait()
+
+Instances of one cluster are created and prepared in parallel (the primary first for a restore
+or for PostgreSQL, whose replicas copy it). A failed step marks the instance and the cluster as
+error with the message, then stops and destroys every server the operation created.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import logging
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from workbench.clusters.connection import Connection, OutputCallback
+from workbench.clusters.errors import (ClustersError, ConnectionFailed, NotFoundError, TaskCancelled, TaskError,
+                                       UnknownHostKeyError)
+from workbench.clusters.managers.base import BaseManager
+from workbench.clusters.models import (ACTIVE, BUILDING, CANCELLED, DELETED, DESTROYING, DONE, ERROR, FAILED,
+                                       RUNNING, Backup, Cluster, ClusterStore, Datastore, Instance)
+from workbench.clusters.providers import BaseProvider, get_provider, load_object
+from workbench.clusters.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class TaskContext:
+    """What a running task can do besides its work: log, report progress, notice cancellation."""
+
+    def __init__(self, runner: TaskRunner, task_id: int, name: str, cancelled: threading.Event,
+                 cluster_name: str = "") -> None:
+        self.runner = runner
+        self.store = runner.store
+        self.task_id = task_id
+        self.name = name
+        self.cancelled = cancelled
+        self.cluster_name = cluster_name
+
+    def log(self, line: str, instance_name: str = "") -> None:
+        """Append a line to the task's stored log (and emit it as ``task_output``)."""
+        prefix = f"[{instance_name}] " if instance_name else ""
+        self.store.append_task_log(self.task_id, prefix + line, instance_name)
+
+    def output(self, instance_name: str, extra: OutputCallback | None = None) -> OutputCallback:
+        """A callback for command output lines: logged as ``out: ...`` and passed on to ``extra``."""
+        def write(line: str) -> None:
+            self.log(f"out: {line}", instance_name)
+            if extra is not None:
+                extra(line)
+        return write
+
+    def progress(self, percent: int, message: str | None = None) -> None:
+        fields: dict[str, Any] = {"progress": max(0, min(100, int(percent)))}
+        if message is not None:
+            fields["message"] = message
+        self.store.update_task(self.task_id, **fields)
+
+    def check_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise TaskCancelled(f"task {self.name} was cancelled", task=self.name)
+
+    def step(self, instance: Instance, task: str, progress: int | None = None, **fields: Any) -> None:
+        """Record that ``instance`` is at step ``task`` (stored, emitted) after a cancellation check."""
+        self.check_cancelled()
+        fields["task"] = task
+        if progress is not None:
+            fields["progress"] = progress
+        self.runner.store.update_instance(instance.id, **fields)
+        self.log(task, instance.name)
+
+    def retry(self, action: Callable[[], Any], what: str, attempts: int | None = None) -> Any:
+        """Run ``action``, repeating it after connection failures (only for actions safe to repeat)."""
+        attempts = (self.runner.settings.task_retries if attempts is None else attempts) + 1
+        for attempt in range(1, attempts + 1):
+            self.check_cancelled()
+            try:
+                return action()
+            except UnknownHostKeyError:
+                raise
+            except ConnectionFailed as exc:
+                if attempt == attempts:
+                    raise
+                self.log(f"{what}: {exc}; retrying ({attempt}/{attempts - 1})")
+                time.sleep(min(0.5 * 2 ** attempt, 5.0))
+        raise AssertionError("unreachable")
+
+
+class TaskHandle:
+    """A submitted task: wait for it, cancel it, read its state from the store."""
+
+    def __init__(self, runner: TaskRunner, task_id: int, name: str, future: concurrent.futures.Future[Any],
+                 cancelled: threading.Event) -> None:
+        self.runner = runner
+        self.task_id = task_id
+        self.name = name
+        self.future = future
+        self._cancelled = cancelled
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """The task's result; re-raises its error; ``TimeoutError`` if not done in ``timeout`` seconds."""
+        try:
+            return self.future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"task {self.name} ({self.task_id}) not done after {timeout}s") from None
+
+    def cancel(self) -> None:
+        """Ask the task to stop at its next step; a failed-step cleanup then runs as for any failure."""
+        self._cancelled.set()
+        self.runner.store.append_task_log(self.task_id, "cancel requested")
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    @property
+    def status(self) -> str:
+        return self.runner.store.get_task(self.task_id).status
+
+    @property
+    def log(self) -> str:
+        return self.runner.store.get_task(self.task_id).log
+
+    def __repr__(self) -> str:
+        return f"<TaskHandle {self.task_id} {self.name} {'done' if self.done() else 'running'}>"
+
+
+# -- the tasks -----------------------------------------------------------------------------------------
+def perform(ctx: TaskContext, instance_id: int, name: str, *cmds: str,
+            on_output: OutputCallback | None = None) -> list[str]:
+    """Execute remote commands (shell scripts, on purpose) on an instance; returns each one's output."""
+    instance = ctx.store.get_instance(instance_id)
+    outputs = []
+    with ctx.runner.connect(instance) as conn:
+        for cmd in cmds:
+            ctx.check_cancelled()
+            ctx.log(f"[{instance.user or 'local'}@{instance.addr}] run: {cmd}", instance.name)
+            result = conn.run_shell(cmd, check=False, on_output=ctx.output(instance.name, on_output))
+            for line in result.stderr.splitlines():
+                ctx.log(f"err: {line}", instance.name)
+            result.check()
+            outputs.append(result.stdout)
+    ctx.log(f"{name}: done", instance.name)
+    return outputs
+
+
+def create_server(ctx: TaskContext, instance_id: int, volume_id: str | None = None) -> Instance:
+    """Create the server of an instance with its cluster's provider (and attach ``volume_id``)."""
+    instance = ctx.store.get_instance(instance_id)
+    ctx.step(instance, "create_server", progress=5, status=BUILDING)
+    provider = ctx.runner.provider_for(instance.cluster)
+    provider.create(instance)
+    if volume_id:
+        attach_volume(ctx, instance_id, volume_id)
+    return ctx.store.get_instance(instance_id)
+
+
+def create_volume(ctx: TaskContext, instance_id: int, size_gb: int = 1) -> str:
+    """Create a volume for the instance; returns its id."""
+    instance = ctx.store.get_instance(instance_id)
+    ctx.step(instance, "create_volume")
+    return ctx.runner.provider_for(instance.cluster).create_volume(instance, size_gb)
+
+
+def attach_volume(ctx: TaskContext, instance_id: int, volume_id: str) -> str:
+    """Attach a volume to the instance's server."""
+    instance = ctx.store.get_instance(instance_id)
+    ctx.step(instance, "attach_volume")
+    return ctx.runner.provider_for(instance.cluster).attach_volume(instance, volume_id)
+
+
+def prepare(ctx: TaskContext, instance_id: int, primary_id: int | None = None) -> None:
+    """Install, configure and start the datastore on the instance (a replica of ``primary_id`` if given)."""
+    instance = ctx.store.get_instance(instance_id)
+    ctx.step(instance, "prepare", progress=40)
+    manager = ctx.runner.manager_for(instance.cluster.datastore)
+    primary = ctx.store.get_instance(primary_id) if primary_id is not None else None
+    manager.prepare(instance, primary=primary, log=lambda line: ctx.log(line, instance.name))
+    ctx.store.update_instance(instance.id, progress=80, server_status="running")
+
+
+def backup(ctx: TaskContext, cluster_id: int) -> Backup:
+    """Back up a cluster's primary into the workbench's backup directory; returns the Backup record."""
+    cluster = ctx.store.get_cluster(cluster_id)
+    if cluster.status != ACTIVE:
+        raise TaskError(f"cluster {cluster.name} is {cluster.status}, not active: cannot back it up",
+                        task="backup", cluster=cluster.name)
+    record = ctx.store.add_backup(cluster)
+    primary = cluster.primary
+    ctx.step(primary, "backup")
+    try:
+        manager = ctx.runner.manager_for(cluster.datastore)
+        path = manager.backup(primary, ctx.runner.settings.backup_path / cluster.name)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        record = ctx.store.update_backup(record.id, path=str(path), size=path.stat().st_size, sha256=digest,
+                                         status=DONE)
+    except BaseException as exc:
+        ctx.store.update_backup(record.id, status=FAILED, message=str(exc))
+        raise
+    finally:
+        ctx.store.update_instance(primary.id, task="")
+    ctx.log(f"backup {record.name}: {record.size} bytes in {record.path}", primary.name)
+    return record
+
+
+def restore(ctx: TaskContext, instance_id: int, backup_id: int) -> None:
+    """Load a backup into an instance (the primary of a new cluster)."""
+    instance = ctx.store.get_instance(instance_id)
+    record = ctx.store.get_backup(backup_id)
+    ctx.step(instance, "restore", progress=85)
+    path = Path(record.path)
+    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != record.sha256:
+        raise TaskError(f"backup file {path} is missing or does not match its checksum", task="restore",
+                        backup=record.name)
+    ctx.runner.manager_for(instance.cluster.datastore).restore(instance, path)
+
+
+def destroy(ctx: TaskContext, instance_id: int) -> None:
+    """Stop the datastore of an instance and destroy its server (best effort on the datastore)."""
+    instance = ctx.store.get_instance(instance_id)
+    ctx.store.update_instance(instance.id, task="destroy", status=DESTROYING)
+    ctx.log("destroy", instance.name)
+    _stop_and_release(ctx, instance)
+    ctx.store.update_instance(instance.id, status=DELETED, server="", task="", progress=0)
+
+
+def _stop_and_release(ctx: TaskContext, instance: Instance) -> None:
+    """Stop the datastore (best effort: the server goes anyway), destroy the server, delete its volume."""
+    if instance.server and instance.directory:
+        try:
+            ctx.runner.manager_for(instance.cluster.datastore).stop(instance)
+        except ClustersError as exc:
+            ctx.log(f"stop failed, destroying anyway: {exc}", instance.name)
+    if instance.server:
+        ctx.runner.provider_for(instance.cluster).destroy(instance)
+    if instance.volume:
+        ctx.runner.provider_for(instance.cluster).delete_volume(instance.volume)
+
+
+# -- the runner ----------------------------------------------------------------------------------
+class TaskRunner:
+    """Runs tasks on background threads and is the managers' runtime (connections, cluster secrets).
+
+    ``max_workers`` operations run at once; inside one operation the instances of a cluster are
+    handled by up to ``settings.parallel_instances`` threads.
+    """
+
+    def __init__(self, store: ClusterStore, settings: Settings | None = None, max_workers: int = 4) -> None:
+        self.store = store
+        self.settings = settings or store.settings
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="clusters-task")
+        self._providers: dict[str, BaseProvider] = {}
+        self._lock = threading.Lock()
+        self._handles: list[TaskHandle] = []
+
+    # -- runtime of managers and providers -----------------------------------------------------
+    def provider_for(self, cluster: Cluster | str) -> BaseProvider:
+        name = cluster if isinstance(cluster, str) else cluster.provider
+        with self._lock:
+            if name not in self._providers:
+                self._providers[name] = get_provider(self.settings, name, self.store)
+            return self._providers[name]
+
+    def manager_for(self, datastore: Datastore) -> BaseManager:
+        path = self.settings.datastore_managers.get(datastore.manager)
+        if path is None:
+            raise NotFoundError(f"no manager configured for datastore {datastore.manager}",
+                                datastore=datastore.manager)
+        cls = load_object(path, "datastore_managers")
+        return cls(datastore, self)
+
+    def connect(self, instance: Instance) -> Connection:
+        """A connection to the instance's host, from its cluster's provider (with the cluster key)."""
+        cluster = instance.cluster
+        provider = self.provider_for(cluster)
+        key = None
+        if getattr(provider, "uses_cluster_key", True) and cluster.key_id is not None:
+            key = self.store.get_key(cluster.key_id).paramiko_key(self.store.master_key)
+        return provider.connect(instance, key)
+
+    def secret(self, instance: Instance) -> str:
+        return self.store.cluster_secret(self.store.get_cluster(instance.cluster_id))
+
+    # -- submitting ------------------------------------------------------------------------------
+    def submit(self, name: str, function: Callable[..., Any], *args: Any, cluster_name: str = "",
+               instance_name: str = "", **kwargs: Any) -> TaskHandle:
+        """Run ``function(ctx, *args, **kwargs)`` as a task in the background."""
+        task = self.store.add_task(name, cluster_name, instance_name)
+        cancelled = threading.Event()
+        ctx = TaskContext(self, task.id, name, cancelled, cluster_name)
+
+        def run() -> Any:
+            self.store.update_task(task.id, status=RUNNING)
+            try:
+                result = function(ctx, *args, **kwargs)
+            except TaskCancelled as exc:
+                self.store.append_task_log(task.id, f"cancelled: {exc.message}")
+                self.store.update_task(task.id, status=CANCELLED, message=exc.message, finished=_now())
+                raise
+            except BaseException as exc:
+                message = exc.message if isinstance(exc, ClustersError) else f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, ClustersError):
+                    self.store.append_task_log(task.id, traceback.format_exc())
+                self.store.append_task_log(task.id, f"failed: {message}")
+                self.store.update_task(task.id, status=FAILED, message=message, finished=_now())
+                raise
+            self.store.update_task(task.id, status=DONE, progress=100, finished=_now())
+            return result
+
+        handle = TaskHandle(self, task.id, name, self._pool.submit(run), cancelled)
+        with self._lock:
+            self._handles.append(handle)
+        return handle
+
+    def close(self, cancel: bool = True, timeout: float | None = 120.0) -> None:
+        """Cancel (by default) and wait for running tasks, then stop the threads."""
+        with self._lock:
+            handles = list(self._handles)
+        if cancel:
+            for handle in handles:
+                if not handle.done():
+                    handle.cancel()
+        concurrent.futures.wait([h.future for h in handles], timeout=timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> TaskRunner:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- operations ------------------------------------------------------------------------------
+    def create_cluster(self, name: str, datastore: Datastore | int | str, size: int = 1,
+                       provider: str | None = None, restore_from: Backup | int | str | None = None) -> TaskHandle:
+        """Record a cluster and build it in the background (``restore_from``: a backup to load)."""
+        backup_id = None
+        if restore_from is not None:
+            record = restore_from if isinstance(restore_from, Backup) else self.store.get_backup(restore_from)
+            backup_id = record.id
+            datastore = record.datastore_id if isinstance(datastore, str) and not datastore else datastore
+        cluster = self.store.create_cluster(name, datastore, size, provider, restore_from=backup_id)
+        return self.submit("create_cluster", build_cluster, cluster.id, cluster_name=name)
+
+    def restore_backup(self, backup: Backup | int | str, name: str, size: int = 1,
+                       provider: str | None = None) -> TaskHandle:
+        """A new cluster ``name`` holding the data of ``backup``."""
+        record = backup if isinstance(backup, Backup) else self.store.get_backup(backup)
+        return self.create_cluster(name, record.datastore_id, size, provider, restore_from=record)
+
+    def add_nodes(self, name: str, count: int = 1) -> TaskHandle:
+        """Add ``count`` replicas to an active cluster (max cluster size enforced before anything runs)."""
+        cluster = self.store.get_cluster(name)
+        if cluster.status != ACTIVE:
+            raise TaskError(f"cluster {name} is {cluster.status}, not active", task="add_nodes", cluster=name)
+        added = self.store.add_node(name, count)
+        return self.submit("add_nodes", grow_cluster, cluster.id, [i.id for i in added], cluster_name=name)
+
+    def destroy_cluster(self, name: str) -> TaskHandle:
+        cluster = self.store.get_cluster(name)
+        return self.submit("destroy_cluster", tear_down_cluster, cluster.id, cluster_name=name)
+
+    def backup_cluster(self, name: str) -> TaskHandle:
+        cluster = self.store.get_cluster(name)
+        return self.submit("backup", backup, cluster.id, cluster_name=name)
+
+    def perform(self, target: str, name: str, *cmds: str, on_output: Callable[[str, str], None] | None = None
+                ) -> TaskHandle:
+        """Run shell commands on every instance of cluster ``target`` (or on instance ``target``).
+
+        ``on_output(instance_name, line)`` receives output lines as they come. The result is
+        ``{instance_name: [stdout of each command]}``.
+        """
+        try:
+            instances = list(self.store.get_cluster(target).instances)
+            cluster_name = target
+        except NotFoundError:
+            instance = self.store.get_instance(target)
+            instances, cluster_name = [instance], instance.cluster.name
+        if not cmds:
+            raise TaskError("perform needs at least one command", task="perform")
+
+        def run_all(ctx: TaskContext) -> dict[str, list[str]]:
+            results = {}
+            for instance in instances:
+                callback = (lambda line, n=instance.name: on_output(n, line)) if on_output else None
+                results[instance.name] = perform(ctx, instance.id, name, *cmds, on_output=callback)
+            return results
+
+        return self.submit(f"perform:{name}", run_all, cluster_name=cluster_name)
+
+
+def _now() -> Any:
+    from workbench.clusters.models import utcnow
+
+    return utcnow()
+
+
+# -- cluster-wide operations (run as one task each) ----------------------------------------------------
+def _in_parallel(ctx: TaskContext, instances: Sequence[Instance], action: Callable[[Instance], Any]) -> None:
+    """Run ``action`` on each instance on its own thread; the first failure is re-raised after all end.
+
+    A failure marks its instance as error with the message, and cancels the rest at their next step.
+    """
+    if not instances:
+        return
+    errors: list[BaseException] = []
+
+    def guarded(instance: Instance) -> None:
+        try:
+            action(instance)
+        except BaseException as exc:
+            errors.append(exc)
+            _mark_failed(ctx, instance, exc)
+            if not isinstance(exc, TaskCancelled):
+                ctx.cancelled.set()  # the others stop at their next step: the cluster is failing anyway
+
+    workers = min(len(instances), ctx.runner.settings.parallel_instances)
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="clusters-instance") as pool:
+        list(pool.map(guarded, instances))
+    if errors:
+        first = next((e for e in errors if not isinstance(e, TaskCancelled)), errors[0])
+        raise first
+
+
+def _mark_failed(ctx: TaskContext, instance: Instance, exc: BaseException) -> None:
+    message = exc.message if isinstance(exc, ClustersError) else f"{type(exc).__name__}: {exc}"
+    current = ctx.store.get_instance(instance.id)
+    step = current.task or "?"
+    if isinstance(exc, TaskCancelled):
+        message = f"cancelled during {step}"
+    ctx.store.update_instance(instance.id, status=ERROR, message=f"{step}: {message}")
+    ctx.log(f"{step} failed: {message}", instance.name)
+
+
+def _cleanup(ctx: TaskContext, instance_ids: Sequence[int], reason: str) -> list[str]:
+    """Stop and destroy what an operation created; returns what could not be cleaned up."""
+    problems = []
+    for instance_id in instance_ids:
+        instance = ctx.store.get_instance(instance_id)
+        try:
+            _stop_and_release(ctx, instance)
+        except Exception as exc:  # keep cleaning the others; report it on the cluster
+            problems.append(f"{instance.name}: {exc}")
+            ctx.log(f"cleanup failed: {exc}", instance.name)
+            continue
+        fields: dict[str, Any] = {"server": "", "volume": "", "task": "", "server_status": ""}
+        if instance.status != ERROR:
+            fields.update(status=ERROR, message=f"cleaned up: {reason}")
+        ctx.store.update_instance(instance.id, **fields)
+        ctx.log("cleaned up", instance.name)
+    return problems
+
+
+def _fail_cluster(ctx: TaskContext, cluster_id: int, created: Sequence[int], exc: BaseException) -> None:
+    message = exc.message if isinstance(exc, ClustersError) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, TaskCancelled):
+        message = "cancelled"
+    failed = [i for i in ctx.store.get_cluster(cluster_id).instances if i.status == ERROR and i.message]
+    if failed and not isinstance(exc, TaskCancelled):
+        message = f"{failed[0].name}: {failed[0].message}"
+    problems = _cleanup(ctx, created, message)
+    if problems:
+        message += "; cleanup incomplete: " + "; ".join(problems)
+    ctx.store.update_cluster(cluster_id, status=ERROR, message=message)
+
+
+def _build_instances(ctx: TaskContext, cluster: Cluster, new: Sequence[Instance], primary: Instance,
+                     restore_id: int | None) -> None:
+    manager = ctx.runner.manager_for(cluster.datastore)
+    provider = ctx.runner.provider_for(cluster)
+
+    def make_server(instance: Instance) -> None:
+        volume_id = None
+        if getattr(manager, "wants_volume", False) and provider.supports_volumes:
+            volume_id = create_volume(ctx, instance.id)
+        create_server(ctx, instance.id, volume_id)
+
+    _in_parallel(ctx, new, make_server)
+    if any(i.id == primary.id for i in new):
+        prepare(ctx, primary.id)
+        ctx.store.update_instance(primary.id, progress=90)
+    replicas = [i for i in new if i.id != primary.id]
+    _in_parallel(ctx, replicas, lambda i: prepare(ctx, i.id, primary.id))
+    if restore_id is not None:
+        restore(ctx, primary.id, restore_id)
+    cluster = ctx.store.get_cluster(cluster.id)
+    all_replicas = cluster.replicas
+    if all_replicas:
+        for instance in cluster.instances:
+            ctx.step(instance, "verify_replication", progress=95)
+        token = ctx.retry(lambda: manager.verify_replication(cluster.primary, all_replicas), "verify replication")
+        ctx.log(f"replication verified: token {token} written on {cluster.primary.name}, "
+                f"read on {', '.join(i.name for i in all_replicas)}")
+    for instance in cluster.instances:
+        ctx.store.update_instance(instance.id, status=ACTIVE, progress=100, task="", message="")
+
+
+def build_cluster(ctx: TaskContext, cluster_id: int) -> Cluster:
+    """Create every server of a cluster, prepare the primary and the replicas, verify replication."""
+    cluster = ctx.store.update_cluster(cluster_id, status=BUILDING, message="")
+    created = [i.id for i in cluster.instances]
+    try:
+        _build_instances(ctx, cluster, cluster.instances, cluster.primary, cluster.restore_from)
+    except BaseException as exc:
+        _fail_cluster(ctx, cluster_id, created, exc)
+        raise
+    return ctx.store.update_cluster(cluster_id, status=ACTIVE, message="")
+
+
+def grow_cluster(ctx: TaskContext, cluster_id: int, instance_ids: Sequence[int]) -> Cluster:
+    """Create and prepare new replicas of an active cluster; on failure only they are removed."""
+    cluster = ctx.store.update_cluster(cluster_id, status=BUILDING, message="")
+    new = [ctx.store.get_instance(i) for i in instance_ids]
+    try:
+        _build_instances(ctx, cluster, new, cluster.primary, None)
+    except BaseException as exc:
+        message = exc.message if isinstance(exc, ClustersError) else str(exc)
+        problems = _cleanup(ctx, instance_ids, message)
+        for instance_id in instance_ids:
+            ctx.store.remove_instance(instance_id)
+        note = "; cleanup incomplete: " + "; ".join(problems) if problems else ""
+        ctx.store.update_cluster(cluster_id, status=ACTIVE, message=f"adding nodes failed: {message}{note}")
+        raise
+    return ctx.store.update_cluster(cluster_id, status=ACTIVE, message="")
+
+
+def tear_down_cluster(ctx: TaskContext, cluster_id: int) -> None:
+    """Destroy every instance of a cluster, then forget the cluster."""
+    cluster = ctx.store.update_cluster(cluster_id, status=DESTROYING, message="")
+    try:
+        _in_parallel(ctx, cluster.instances, lambda i: destroy(ctx, i.id))
+    except BaseException as exc:
+        message = exc.message if isinstance(exc, ClustersError) else str(exc)
+        ctx.store.update_cluster(cluster_id, status=ERROR, message=f"destroy failed: {message}")
+        raise
+    ctx.store.delete_cluster(cluster.name)
+
+
+__all__ = ["TaskRunner", "TaskHandle", "TaskContext", "perform", "create_server", "create_volume",
+           "attach_volume", "prepare", "backup", "restore", "destroy", "build_cluster", "grow_cluster",
+           "tear_down_cluster"]
