@@ -18,6 +18,8 @@ from pathlib import Path
 from workbench.testing.process import processes_mentioning, wait_until_gone
 
 ROOT = Path(__file__).resolve().parent.parent
+ALL_PORTS_FREE = ("--domain-port 0 --commits-port 0 --inventory-port 0 --inventory-web-port 0 "
+                  "--clusters-port 0")
 
 
 def run(argv: list[str], **options) -> subprocess.CompletedProcess:
@@ -36,7 +38,7 @@ def test_binder_environment_starts_the_stack_and_runs_the_tour(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
-           "WORKBENCH_DOMAIN_PORT": "0", "JUPYTER_PLATFORM_DIRS": "1"}
+           "WORKBENCH_UP_OPTIONS": ALL_PORTS_FREE, "JUPYTER_PLATFORM_DIRS": "1"}
     run(["bash", str(ROOT / "binder" / "postBuild")], cwd=ROOT, env=env, timeout=600)
     check = run([python, "-c", "import workbench, workbench_jupyter; print(workbench.__file__)"], env=env)
     assert check.stdout.strip().startswith(str(ROOT))

@@ -9,6 +9,8 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,13 +19,15 @@ from workbench.testing.process import processes_mentioning, wait_until_gone
 from workbench.zdb import client
 
 WORKBENCH = [sys.executable, "-m", "workbench.cli"]
+ALL_PORTS_FREE = ["--domain-port", "0", "--commits-port", "0", "--inventory-port", "0",
+                  "--inventory-web-port", "0", "--clusters-port", "0"]
 
 
 class RunningStack:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.process = subprocess.Popen(
-            WORKBENCH + ["up", "--state-dir", str(state_dir), "--domain-port", "0"],
+            WORKBENCH + ["up", "--state-dir", str(state_dir), *ALL_PORTS_FREE],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.output: list[str] = []
         deadline = time.monotonic() + 120
@@ -76,6 +80,19 @@ def test_up_serves_the_demo_database_reports_status_and_stops_without_orphans(st
         assert db["morning"]["checked"]._run() == ["domain", "zdb"]
         connection.close()
         assert processes_mentioning(str(state_dir / "zdb" / "demo")), "the SM should run under the state dir"
+
+        endpoints = json.loads((state_dir / "stack.json").read_text())["endpoints"]
+        with urllib.request.urlopen(endpoints["commits"]["url"] + "/", timeout=10) as reply:
+            assert reply.status == 200 and isinstance(json.load(reply), (list, dict))
+        with urllib.request.urlopen(endpoints["inventory"]["web"] + "/data/inventory/stats", timeout=10) as reply:
+            assert json.load(reply)["result"] == "OK"
+        request = urllib.request.Request(endpoints["clusters"]["url"] + "/api/datastores",
+                                         headers={"Authorization": f"Token {secrets['clusters']['token']}"})
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert reply.status == 200
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(endpoints["clusters"]["url"] + "/api/datastores", timeout=10)
+        assert refused.value.code == 401
     finally:
         code = stack.stop()
     assert code == 0, "".join(stack.output)
@@ -110,7 +127,7 @@ def test_a_restarted_stack_keeps_its_credentials_and_data(state_dir):
 def test_a_second_stack_on_the_same_state_dir_is_refused(state_dir):
     first = RunningStack(state_dir)
     try:
-        second = subprocess.run(WORKBENCH + ["up", "--state-dir", str(state_dir), "--domain-port", "0"],
+        second = subprocess.run(WORKBENCH + ["up", "--state-dir", str(state_dir), *ALL_PORTS_FREE],
                                 capture_output=True, text=True, timeout=60)
         assert second.returncode == 1
         assert "a stack already runs on this state directory" in second.stderr
@@ -121,7 +138,8 @@ def test_a_second_stack_on_the_same_state_dir_is_refused(state_dir):
 def test_workbench_magic_shows_the_stack_named_by_the_environment(state_dir, loaded, monkeypatch):
     from workbench.stack import EmbeddedStack
 
-    with EmbeddedStack(state_dir, domain_port=0) as stack:
+    with EmbeddedStack(state_dir, domain_port=0, commits_port=0, inventory_port=0, inventory_web_port=0,
+                       clusters_port=0) as stack:
         monkeypatch.setenv("WORKBENCH_STACK", str(stack.stack_file))
         status = loaded.run_cell("%workbench").result
         text, page = repr(status), status._repr_html_()

@@ -50,9 +50,9 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from workbench.stack import EmbeddedStack
+    from workbench.stack import from_arguments
 
-    stack = EmbeddedStack(args.state_dir, domain_port=args.domain_port)
+    stack = from_arguments(args)
     print(f"starting the workbench stack in {stack.state_dir} ...", flush=True)
     stack.start()
     try:
@@ -109,11 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_arguments(lab_parser)
     lab_parser.set_defaults(func=cmd_lab)
 
+    from workbench import stack
     from workbench.stack import DEFAULT_STATE_DIR
 
-    up = subcommands.add_parser("up", help="run the embedded stack (domain, zdb demo...) until Ctrl-C")
-    up.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="where state lives (default ~/.workbench)")
-    up.add_argument("--domain-port", type=int, default=48004, help="the domain broker's port (0: a free one)")
+    up = subcommands.add_parser("up", help="run the embedded stack (domain, zdb, commits, inventory, "
+                                           "clusters) until Ctrl-C")
+    stack.add_arguments(up)
     up.set_defaults(func=cmd_up)
     status = subcommands.add_parser("status", help="what the embedded stack runs and whether it answers")
     status.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="the stack's state directory")

@@ -91,8 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", action=argparse.BooleanOptionalAction, default=True,
                         help="run the embedded stack (as `workbench up`) while the Lab runs, and point "
                              "the notebooks' extension at it (default: --stack)")
-    parser.add_argument("--state-dir", default="~/.workbench", help="the stack's state directory")
-    parser.add_argument("--domain-port", type=int, default=48004, help="the stack's domain broker port")
+    from workbench import stack
+
+    stack.add_arguments(parser)
 
 
 def _check_port(ip: str, port: int) -> int:
@@ -156,10 +157,9 @@ def _run_with_stack(args: argparse.Namespace, argv: list[str], env: dict[str, st
                     url: str) -> int:
     """Start the embedded stack, run JupyterLab as a child pointed at it, stop the stack after."""
     from workbench.cli import print_stack
-    from workbench.stack import ENVIRONMENT_VARIABLE, EmbeddedStack
+    from workbench.stack import ENVIRONMENT_VARIABLE, from_arguments
 
-    stack = EmbeddedStack(getattr(args, "state_dir", "~/.workbench"),
-                          domain_port=getattr(args, "domain_port", 48004))
+    stack = from_arguments(args)
     print(f"starting the workbench stack in {stack.state_dir} ...", flush=True)
     stack.start()
     try:

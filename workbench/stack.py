@@ -71,6 +71,7 @@ def load_credentials(state_dir: Path) -> dict[str, dict[str, str]]:
     credentials = {
         "domain": {"user": "domain", "password": secrets.token_urlsafe(12)},
         "zdb": {"user": "dba", "password": secrets.token_urlsafe(12)},
+        "clusters": {"token": secrets.token_urlsafe(24)},
     }
     _write_private(path, json.dumps(credentials, indent=2))
     return credentials
@@ -150,14 +151,106 @@ class DomainComponent:
         }
 
 
+class CommitsComponent:
+    """A commits (Rainer) HTTP server on SQLite in the state dir, or ``sql_url``; ZooKeeper when given."""
+
+    name = "commits"
+
+    def __init__(self, port: int = 0, sql_url: str | None = None, zookeeper: str | None = None) -> None:
+        self.port = port
+        self.sql_url = sql_url
+        self.zookeeper = zookeeper
+        self.rainer: Any = None
+
+    def start(self, stack: "EmbeddedStack") -> None:
+        from workbench.commits.builder import create_rainer
+
+        url = self.sql_url or f"sqlite:///{stack.state_dir / 'commits.db'}"
+        zk_options = {"zookeeper": self.zookeeper, "zk_path": "/workbench/commits"} if self.zookeeper else {}
+        self.rainer = create_rainer(url, port=self.port, **zk_options).start()
+
+    def stop(self) -> None:
+        if self.rainer is not None:
+            self.rainer.stop()
+
+    def endpoints(self) -> dict[str, Any]:
+        values = {"url": self.rainer.url}
+        if self.zookeeper:
+            values["zookeeper"] = f"{self.zookeeper}/workbench/commits"
+        return {"commits": values}
+
+
+class InventoryComponent:
+    """An inventory server (application port and web port) on SQLite in the state dir, or ``sql_url``."""
+
+    name = "inventory"
+
+    def __init__(self, port: int = 0, web_port: int = 0, sql_url: str | None = None) -> None:
+        self.port = port
+        self.web_port = web_port
+        self.sql_url = sql_url
+        self.server: Any = None
+
+    def start(self, stack: "EmbeddedStack") -> None:
+        from workbench.inventory.server import InventoryServer
+
+        url = self.sql_url or f"sqlite:///{stack.state_dir / 'inventory.db'}"
+        workdir = stack.state_dir / "inventory"
+        workdir.mkdir(exist_ok=True)
+        self.server = InventoryServer(url, port=self.port, web_port=self.web_port, workdir=str(workdir)).start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    def endpoints(self) -> dict[str, Any]:
+        host, port = self.server.address
+        return {"inventory": {"address": f"{host}:{port}", "web": self.server.web_url or ""}}
+
+
+class ClustersComponent:
+    """The clusters task runner with the local provider, and its HTTP API (token in the credentials)."""
+
+    name = "clusters"
+
+    def __init__(self, port: int = 0, sql_url: str | None = None) -> None:
+        self.port = port
+        self.sql_url = sql_url
+        self.api: Any = None
+        self.store: Any = None
+
+    def start(self, stack: "EmbeddedStack") -> None:
+        from workbench.clusters.api import ClustersApi
+        from workbench.clusters.models import ClusterStore
+        from workbench.clusters.settings import Settings
+
+        settings = Settings.load().replace(state_dir=str(stack.state_dir / "clusters"), provider="local")
+        self.store = ClusterStore(self.sql_url or settings.db_url, settings)
+        token = stack.credentials.setdefault("clusters", {}).setdefault("token", secrets.token_urlsafe(24))
+        self.api = ClustersApi(self.store, token=token, port=self.port).start()
+
+    def stop(self) -> None:
+        if self.api is not None:
+            self.api.stop()
+
+    def endpoints(self) -> dict[str, Any]:
+        return {"clusters": {"url": self.api.url, "provider": "local", "database": self.store.url}}
+
+
 class EmbeddedStack:
     """The workbench servers for one user, state under ``state_dir`` (default ``~/.workbench``)."""
 
     def __init__(self, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR, domain_port: int = 48004,
-                 components: list[StackComponent] | None = None) -> None:
+                 components: list[StackComponent] | None = None, *, commits_port: int = 0,
+                 inventory_port: int = 0, inventory_web_port: int = 0, clusters_port: int = 0,
+                 sql_url: str | None = None, zookeeper: str | None = None) -> None:
         self.state_dir = Path(state_dir).expanduser().resolve()
         self.components: list[StackComponent] = components if components is not None else [
-            DomainComponent(port=domain_port)]
+            DomainComponent(port=domain_port),
+            CommitsComponent(port=commits_port, sql_url=sql_url, zookeeper=zookeeper),
+            InventoryComponent(port=inventory_port, web_port=inventory_web_port, sql_url=sql_url),
+            ClustersComponent(port=clusters_port, sql_url=sql_url),
+        ]
         self.started: list[StackComponent] = []
         self.credentials: dict[str, dict[str, str]] = {}
 
@@ -184,6 +277,8 @@ class EmbeddedStack:
         except BaseException:
             self.stop()
             raise
+        # Components may have added credentials of their own (a file from an older stack lacks them).
+        _write_private(self.state_dir / CREDENTIALS_FILE, json.dumps(self.credentials, indent=2))
         _write_private(self.stack_file, json.dumps(self.describe(), indent=2))
         return self
 
@@ -229,6 +324,32 @@ class EmbeddedStack:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def add_arguments(parser: Any, domain_port: int = 48004) -> None:
+    """The flags that shape the stack, shared by ``workbench up`` and ``workbench lab``."""
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="where state lives (default ~/.workbench)")
+    parser.add_argument("--domain-port", type=int, default=domain_port,
+                        help=f"the domain broker's port (default {domain_port}; 0 picks a free one)")
+    parser.add_argument("--commits-port", type=int, default=8080, help="the commits HTTP port (default 8080)")
+    parser.add_argument("--inventory-port", type=int, default=39626,
+                        help="the inventory application port (default 39626)")
+    parser.add_argument("--inventory-web-port", type=int, default=8081,
+                        help="the inventory web port (default 8081)")
+    parser.add_argument("--clusters-port", type=int, default=0,
+                        help="the clusters HTTP API port (default: a free one)")
+    parser.add_argument("--sql", default=None, metavar="URL",
+                        help="a SQLAlchemy URL for commits, inventory and clusters (default: SQLite files "
+                             "in the state dir), e.g. mysql+pymysql://... or postgresql+psycopg://...")
+    parser.add_argument("--zookeeper", default=None, metavar="HOST:PORT",
+                        help="publish commits through this ZooKeeper (default: none)")
+
+
+def from_arguments(args: Any) -> "EmbeddedStack":
+    """An (unstarted) stack shaped by the flags of :func:`add_arguments`."""
+    return EmbeddedStack(args.state_dir, domain_port=args.domain_port, commits_port=args.commits_port,
+                         inventory_port=args.inventory_port, inventory_web_port=args.inventory_web_port,
+                         clusters_port=args.clusters_port, sql_url=args.sql, zookeeper=args.zookeeper)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -353,7 +474,8 @@ def use_stack(**options: Any) -> StackHandle:
         return StackHandle(described)
     import tempfile
 
-    stack = EmbeddedStack(tempfile.mkdtemp(prefix="workbench-stack-"), **{"domain_port": 0, **options}).start()
+    free = {"domain_port": 0, "commits_port": 0, "inventory_port": 0, "inventory_web_port": 0, "clusters_port": 0}
+    stack = EmbeddedStack(tempfile.mkdtemp(prefix="workbench-stack-"), **{**free, **options}).start()
     described = {**stack.describe(), "secrets": stack.credentials}
     # So that %workbench and the magics' defaults see this stack too, as under `workbench lab`.
     os.environ[ENVIRONMENT_VARIABLE] = str(stack.stack_file)

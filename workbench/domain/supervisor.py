@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 from workbench.domain.model import EXITED, FAILED, QUIESCED, RUNNING, SM, STARTING, TE, ProcessRecord
 from workbench.errors import DomainError
 from workbench.ports import free_port, port_open
+from workbench.zdb.cli import DBA_PASSWORD_VARIABLE
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,16 @@ class ProcessSupervisor:
         if not database or not database.replace("-", "").replace("_", "").isalnum():
             raise ProcessStartError("database names are letters, digits, - and _", database=database)
         extra: list[str] = []
+        environment = dict(os.environ)
         allowed = ALLOWED_OPTIONS[TE if standby else process_type]  # a standby runs as a zdb replica
         for name, value in options:
             if name not in allowed:
                 raise ProcessStartError(f"option {name} is not allowed for a {process_type}", option=name)
-            extra += [name, str(value)]
+            if name == "--dba-password":
+                # Through the environment: a command line is visible to every user through ps.
+                environment[DBA_PASSWORD_VARIABLE] = str(value)
+            else:
+                extra.append(f"{name}={value}")  # one word, so a value starting with "-" stays a value
         port = free_port(self.bind_host)
         bind = f"tcp://{self.bind_host}:{port}"
         if process_type == SM and not standby:
@@ -101,7 +107,7 @@ class ProcessSupervisor:
         with open(log_path, "ab") as log_file:
             # A session of its own: the process outlives a killed agent, which adopts it again.
             popen = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, env=environment)
         record = ProcessRecord(id=f"{self.peer_id}/{popen.pid}", peer=self.peer_id, database=database,
                                type=process_type, hostname=self.hostname, port=port, pid=popen.pid,
                                status=STARTING, archive=str(archive or "") if not standby else "", standby=standby,
