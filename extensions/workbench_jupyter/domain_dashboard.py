@@ -86,13 +86,19 @@ def describe_event(event: Event) -> str:
     return ", ".join(str(getattr(a, "name", a)) if event.kind.startswith("database") else str(a) for a in args)
 
 
+_CELL = "style='padding:2px 12px 2px 0;text-align:left;vertical-align:top'"
+
+
 def _table(css: str, rows: list[dict[str, Any]], columns: list[str], empty: str) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(row.get(c, '')))}</td>" for c in columns) + "</tr>"
-                   for row in rows)
+    title = css.split("-", 1)[1]  # domain-processes -> processes
+    head = "".join(f"<th {_CELL}>{html.escape(c.replace('_', ' '))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td {_CELL}>{html.escape(str(row.get(c, '')))}</td>" for c in columns)
+                   + "</tr>" for row in rows)
     if not rows:
-        body = f"<tr><td colspan={len(columns)}>{html.escape(empty)}</td></tr>"
-    return f"<table class='{css}'><tr>{head}</tr>{body}</table>"
+        body = f"<tr><td {_CELL} colspan={len(columns)}>{html.escape(empty)}</td></tr>"
+    return (f"<table class='{css}' style='border-collapse:collapse;margin:4px 0 8px 0'>"
+            f"<caption style='text-align:left;font-weight:bold'>{html.escape(title)}</caption>"
+            f"<tr style='border-bottom:1px solid #ccc'>{head}</tr>{body}</table>")
 
 
 class DomainDashboard(Dashboard):
