@@ -93,7 +93,7 @@ def test_connect_binds_the_domain_and_registers_a_live_connection(loaded, domain
     loaded.run_cell("%domain disconnect")
     assert "disconnected 'domain'" in capsys.readouterr().out
     assert connections.get("domain") is None and "domain" not in loaded.user_ns
-    assert domain._closed
+    assert domain.closed
     with pytest.raises(UsageError, match="^domain: not connected"):
         loaded.run_cell("%domain processes")
 

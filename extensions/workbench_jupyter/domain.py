@@ -95,7 +95,7 @@ class DomainSession:
                                              wait_seconds=wait_seconds)
 
     def connection_status(self) -> str:
-        return "closed" if self._closed or self.domain._closed else "connected"
+        return "closed" if self._closed or self.domain.closed else "connected"
 
     def close(self) -> None:
         """Close the dashboards and the session. Idempotent."""
@@ -124,7 +124,7 @@ def processes_frame(domain: Domain, database: str | None = None) -> Any:
     """Every process of the domain (or of one database) as a DataFrame."""
     from workbench_jupyter.domain_dashboard import process_row
 
-    rows = [process_row(p) for p in domain._all_processes() if database is None or p.database.name == database]
+    rows = [process_row(p) for p in domain.processes if database is None or p.database_name == database]
     return _frame(sorted(rows, key=lambda r: (r["database"], r["type"], r["hostname"], r["port"])), PROCESS_COLUMNS)
 
 
@@ -160,7 +160,7 @@ def templates_frame(domain: Domain) -> Any:
 
 def find_process(domain: Domain, text: str) -> Process:
     """The process named by a pid, ``HOST:PORT`` or its id ``PEER/PID``."""
-    processes = domain._all_processes()
+    processes = domain.processes
     if text.isdigit():
         found = [p for p in processes if p.pid == int(text)]
     elif "/" in text:
@@ -370,7 +370,7 @@ class DomainMagic(Magics, Configurable):
         connections.add(Connection(parsed.name, "domain", session.target, client=session))
         self.shell.user_ns[self.variable] = client
         print(f"connected to {address} as {user} ({parsed.name!r}): {len(client.peers)} peers, "
-              f"{len(client.databases)} databases, {len(client._all_processes())} processes; "
+              f"{len(client.databases)} databases, {len(client.processes)} processes; "
               f"`{self.variable}` is the Domain")
 
     def _cmd_disconnect(self, args: str, connection: str | None) -> None:
@@ -618,8 +618,8 @@ def _complete(shell: Any, event: Any) -> list[str]:
     if previous == "--peer":
         candidates = [peer.id for peer in domain.peers]
     elif command == "stop":
-        candidates = [f"{p.hostname}:{p.port}" for p in domain._all_processes()] + \
-                     [str(p.pid) for p in domain._all_processes()]
+        processes = domain.processes
+        candidates = [f"{p.hostname}:{p.port}" for p in processes] + [str(p.pid) for p in processes]
     elif command in ("shutdown", "processes") or (command == "start" and len(words) == 3):
         candidates = [db.name for db in domain.databases]
     elif command == "start" and len(words) == 2:

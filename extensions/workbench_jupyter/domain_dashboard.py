@@ -33,11 +33,9 @@ _PROCESS_EVENTS = frozenset({"process_joined", "process_status_changed"})
 
 def process_row(process: Any, status: str | None = None) -> dict[str, Any]:
     """A process as a table row (what ``%domain processes`` and the dashboard show)."""
-    # A process id is "peer/pid"; reading the peer from it works after the peer has left too.
-    return {"process": str(process), "database": process.database.name,
-            "type": "TE" if process.is_transactional else "SM", "hostname": process.hostname,
-            "port": process.port, "pid": process.pid, "status": status or process.status,
-            "peer": process.id.rpartition("/")[0], "id": process.id}
+    return {"process": str(process), "database": process.database_name, "type": process.type,
+            "hostname": process.hostname, "port": process.port, "pid": process.pid,
+            "status": status or process.status, "peer": process.peer_id, "id": process.id}
 
 
 def peer_row(peer: Any) -> dict[str, Any]:
