@@ -146,7 +146,9 @@ def test_the_acting_broker_heals_a_description_on_an_agent_of_another_broker(bro
         assert len(description.database.transaction_engines) == 3
         description.wait_for_status("RUNNING", 30)
         # Both brokers hold the same copy of the description.
-        assert broker.state.descriptions.get("teas") == second_broker.state.descriptions.get("teas")
+        wait_until(lambda: broker.state.descriptions.get("teas") == second_broker.state.descriptions.get("teas"),
+                   what="both brokers to hold the same copy")
+        assert broker.state.descriptions.get("teas").status == "RUNNING"
         d.stop_description("teas")
         heard.wait_for("database_left", timeout=30)
         assert description.status == "STOPPED"

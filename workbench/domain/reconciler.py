@@ -46,7 +46,7 @@ class Reconciler:
         self._started: dict[str, tuple[float, str, str]] = {}  # process id -> (when, database, slot kind)
         self._backoff: dict[str, float] = {}
         self._waiting_said: dict[str, str] = {}  # the last "waiting" detail told, so it is told once
-        self._replacing: set[str] = set()  # followers of a gone SM asked to stop
+        self._replacing: set[str] = set()  # processes asked to stop (followers of a gone SM, extra TEs)
 
     def start(self) -> None:
         self._thread.start()
@@ -140,6 +140,9 @@ class Reconciler:
             engines.append(ProcessRecord(id="", peer=peer, database=record.name, type=TE, hostname="", port=0, pid=0))
         if missing < 0:
             for extra in sorted((e for e in engines if e.id), key=lambda e: e.id)[wanted:]:
+                if extra.id in self._replacing:
+                    continue  # asked already; it is on its way out
+                self._replacing.add(extra.id)
                 self.state.reconciler_action(record.name, "stop", f"transaction engine {extra.id} beyond {wanted}")
                 self.state.send_to_peer(extra.peer, Message.make("Command", Type="StopProcess", Process=extra.id))
         running = all(p.status in (RUNNING, QUIESCED) for p in [primary, *standbys, *engines] if p.id)
@@ -189,6 +192,8 @@ class Reconciler:
                                ProcessType=slot.type, **attrs)
         what = {"primary": "storage manager", "standby": "standby storage manager",
                 "engine": "transaction engine"}[kind]
+        if not self.state.descriptions.get(record.name).started:
+            return  # stopped while this pass ran
         self.state.reconciler_action(record.name, "start", f"{what} {slot.name} on {peer}")
         response = self.state._start_process(request)
         if response.get("Status") != "ok":
