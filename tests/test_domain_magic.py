@@ -419,3 +419,10 @@ def test_description_errors_are_short_usage_errors(dm, line, error):
         dm.run_cell(line)
     assert "\n" not in str(refused.value)
     assert dm.run_cell("%domain descriptions").result.empty
+
+
+def test_a_shutdown_always_waits_for_each_group():
+    from workbench_jupyter.domain_dashboard import shutdown_wait
+
+    assert (shutdown_wait(None), shutdown_wait(0), shutdown_wait(0.0), shutdown_wait(5.0)) == (30.0, 86400.0,
+                                                                                            86400.0, 5.0)

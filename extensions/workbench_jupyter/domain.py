@@ -265,8 +265,9 @@ class DomainMagic(Magics, Configurable):
                              help="Broker HOST[:PORT] that `%domain connect` uses when none is given.")
     default_user = Unicode("domain", config=True, help="Domain user when `%domain connect` names none.")
     wait_seconds = Float(30.0, allow_none=True, config=True,
-                         help="Seconds `%domain start` waits for the process to run and `%domain stop` / "
-                              "`shutdown` for it to leave (0: no limit; None: do not wait).")
+                         help="Seconds `%domain start` waits for the process to run and `%domain stop` "
+                              "for it to leave (0: no limit; None: do not wait). `shutdown` always waits "
+                              "for each group (TEs, then SMs): this long, 30 s when None.")
     timeout = Float(10.0, config=True, help="Seconds to wait for the broker to connect and answer.")
     known_brokers = Unicode("", config=True,
                             help="File of pinned broker certificates (default: ~/.workbench/known_brokers "
@@ -484,6 +485,8 @@ class DomainMagic(Magics, Configurable):
             print(f"asked {process} to stop; it has not left within {self.wait_seconds:g}s")
 
     def _cmd_shutdown(self, args: str, connection: str | None) -> None:
+        from workbench_jupyter.domain_dashboard import shutdown_wait
+
         parsed = _parse(_shutdown_arguments, args, "shutdown")
         session = self.session(connection)
         database: Database | None = session.domain.get_database(parsed.database)
@@ -492,7 +495,7 @@ class DomainMagic(Magics, Configurable):
             raise UsageError(f"domain shutdown: no database {parsed.database!r} (databases: {known})")
         count = len(database.processes)
         try:
-            database.shutdown(graceful=not parsed.kill, wait_seconds=self.wait_seconds or 30.0)
+            database.shutdown(graceful=not parsed.kill, wait_seconds=shutdown_wait(self.wait_seconds))
         except DomainError as exc:
             raise UsageError(f"domain shutdown: {_reason(exc)}") from None
         left = len(database.processes)

@@ -70,6 +70,17 @@ def database_summary(name: str, processes: list[dict[str, Any]]) -> dict[str, An
             "status": status}
 
 
+def shutdown_wait(wait_seconds: float | None) -> float:
+    """How long a shutdown waits for each group (TEs, then SMs) to leave.
+
+    A shutdown always waits, or its SMs would stop under TEs still serving: None (the setting
+    for "do not wait" elsewhere) means the default 30 s, 0 means without limit (a day).
+    """
+    if wait_seconds is None:
+        return 30.0
+    return wait_seconds if wait_seconds > 0 else 86400.0
+
+
 def describe_event(event: Event) -> str:
     """One event as a line of the log: ``process_joined localhost:50450 [pid=48802] (TE)``."""
     args = event.args
@@ -225,7 +236,7 @@ class DomainDashboard(Dashboard):
             self._note("shut down: choose a database first")
             return None
         return self._act(f"shut down {name}", lambda: database.shutdown(
-            wait_seconds=self.wait_seconds if self.wait_seconds else 30.0))
+            wait_seconds=shutdown_wait(self.wait_seconds)))
 
     def start_transaction_engine(self, database: str | None = None,
                                  peer_id: str | None = None) -> threading.Thread | None:
