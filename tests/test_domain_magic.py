@@ -133,6 +133,17 @@ def test_a_wrong_password_is_a_short_usage_error_and_leaves_nothing(loaded, doma
     assert capsys.readouterr().out == ""
 
 
+def test_a_password_typed_in_the_wrong_place_is_not_echoed(dm):
+    dm.user_ns.update(dba_pw=DBA_PASSWORD)
+    # Errors that quote what was typed: argparse's invalid value, an unknown process.
+    for line, error in [("%domain start te teas --dba dba:{dba_pw} --wait dba:{dba_pw}",
+                         "^domain start: argument --wait: invalid float value: 'dba:\\*\\*\\*'$"),
+                        ("%domain stop domain:{pw}", "^domain: no process 'domain:\\*\\*\\*'")]:
+        with pytest.raises(UsageError, match=error) as refused:
+            dm.run_cell(line)
+        assert PASSWORD not in str(refused.value) and DBA_PASSWORD not in str(refused.value)
+
+
 def test_a_front_end_that_cannot_prompt_gets_a_short_usage_error(loaded, magic, domain_broker):
     def cannot_prompt(prompt):
         raise EOFError
@@ -144,7 +155,7 @@ def test_a_front_end_that_cannot_prompt_gets_a_short_usage_error(loaded, magic, 
 
 
 @pytest.mark.parametrize("line, error", [
-    ("%domain connect 127.0.0.1:1 domain:x", "^domain: cannot connect to 127.0.0.1:1: "),
+    ("%domain connect 127.0.0.1:1 domain:pw-unused", "^domain: cannot connect to 127.0.0.1:1: "),
     ("%domain connect somehost:notaport domain:x", "^domain: the broker is HOST\\[:PORT\\]"),
     ("%domain frobnicate", "^domain: unknown command 'frobnicate'"),
     ("%domain processes", "^domain: not connected"),

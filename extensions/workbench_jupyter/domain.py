@@ -313,7 +313,7 @@ class DomainMagic(Magics, Configurable):
 
         Errors are short messages; passwords never appear in them.
         """
-        secrets = self._secrets()
+        secrets = self._secrets() + _line_secrets(line)
         try:
             return self._run(line)
         except UsageError as exc:
@@ -587,6 +587,16 @@ def _unquote(text: str | None) -> str | None:
 def _reason(exc: DomainError) -> str:
     reason = exc.fields.get("reason")
     return f"{exc.message}: {reason}" if reason and reason not in exc.message else exc.message
+
+
+def _line_secrets(line: str) -> tuple[str, ...]:
+    """What may be a password in a line: the part after ``USER:`` of a word (a port is digits)."""
+    found = []
+    for word in line.split():
+        _, sep, rest = word.partition(":")
+        if sep and rest and not rest.isdigit() and not word.startswith("-"):
+            found.append(rest)
+    return tuple(found)
 
 
 def _redact(text: str, secrets: tuple[str, ...]) -> str:
