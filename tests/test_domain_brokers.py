@@ -192,3 +192,27 @@ def test_descriptions_survive_the_acting_broker(broker, tmp_path):
         if agent is not None:
             agent.stop()
         b.stop()
+
+
+def test_a_frozen_broker_leaves_after_the_heartbeat_timeout(broker, tmp_path):
+    heard = EventRecorder()
+    d = Domain(broker.address, "domain", "bird", heard)
+    b = AgentProcess(tmp_path / "broker-b", broker.address, broker=True).start()
+    agent = None
+    try:
+        heard.wait_for("peer_joined", lambda e: e.args[0].id == b.peer_id)
+        agent = Agent(port=0, state_dir=tmp_path / "b1", domain_password="bird", peer=b.peer_id).start()
+        heard.wait_for("peer_joined", lambda e: e.args[0].id == agent.address)
+        wait_until(lambda: broker.address in agent._link.brokers, what="the agent to learn of broker A")
+        os.kill(b.process.pid, signal.SIGSTOP)  # alive but silent: only the heartbeats tell
+        frozen_at = time.monotonic()
+        heard.wait_for("peer_left", lambda e: e.args[0].id == b.peer_id, timeout=30)
+        assert time.monotonic() - frozen_at >= 3.0  # it took the heartbeat timeout, not a closed socket
+        wait_until(lambda: agent.address in broker.state.links, timeout=30, what="the agent to fail over to A")
+        assert d.find_peer(agent.address) is not None
+    finally:
+        os.kill(b.process.pid, signal.SIGCONT)
+        d.disconnect()
+        if agent is not None:
+            agent.stop()
+        b.stop()

@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from workbench.domain.broker import HEARTBEAT_SECONDS, DomainState
+from workbench.domain.broker import HEARTBEAT_SECONDS, HEARTBEAT_TIMEOUT, DomainState
 from workbench.domain.model import PeerRecord, ProcessRecord
 from workbench.domain.protocol import Message, ProtocolError
 from workbench.domain.supervisor import ProcessSupervisor
@@ -280,7 +280,8 @@ class BrokerLink:
             beat = threading.Thread(target=self._heartbeat, args=(conn,), daemon=True)
             beat.start()
             while not self._stop.is_set():
-                command = conn.receive()
+                # The broker beats every second: silence past the timeout means it is frozen or cut off.
+                command = conn.receive(timeout=HEARTBEAT_TIMEOUT)
                 if command is None:
                     return
                 if command.tag == "Command":

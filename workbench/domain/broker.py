@@ -601,6 +601,16 @@ class CommandChannel:
             if not future.done():
                 future.set_exception(DomainError("the peer left the domain", peer=self.peer_id))
 
+    def start_heartbeats(self) -> None:
+        """Send a heartbeat every ``HEARTBEAT_SECONDS`` until the connection closes (so the other end can tell
+        a silent peer from a frozen one)."""
+        threading.Thread(target=self._heartbeat, name=f"heartbeat-{self.peer_id}", daemon=True).start()
+
+    def _heartbeat(self) -> None:
+        while not self.conn.closed:
+            self.send(Message.make("Heartbeat", Time=f"{time.time():.3f}"))
+            time.sleep(HEARTBEAT_SECONDS)
+
     def receive(self) -> Message | None:
         """The next message; None when the link ended (closed, broken, or silent past the heartbeat timeout)."""
         try:
@@ -614,6 +624,7 @@ class AgentConnection(CommandChannel):
     """The broker's end of an agent's connection: commands out, reports and heartbeats in."""
 
     def serve(self, state: DomainState) -> None:
+        self.start_heartbeats()  # the agent fails over to another broker when we go silent
         try:
             while (message := self.receive()) is not None:
                 if message.tag == "ProcessUpdate":
@@ -622,6 +633,7 @@ class AgentConnection(CommandChannel):
                 elif message.tag == "Response":
                     self.resolve(message)
         finally:
+            self.conn.close()  # also ends the heartbeats
             self.fail_waiting()
 
 
@@ -633,8 +645,7 @@ class BrokerConnection(CommandChannel):
         self.dialer = dialer  # the id of the broker that opened the link
 
     def serve(self, state: DomainState) -> None:
-        beat = threading.Thread(target=self._heartbeat, name=f"broker-heartbeat-{self.peer_id}", daemon=True)
-        beat.start()
+        self.start_heartbeats()
         try:
             while (message := self.receive()) is not None:
                 if message.tag == "Heartbeat":
@@ -657,11 +668,6 @@ class BrokerConnection(CommandChannel):
             response = error_response(exc)
         response.attrs["Id"] = command.require("Id")
         self.send(response)
-
-    def _heartbeat(self) -> None:
-        while not self.conn.closed:
-            self.send(Message.make("Heartbeat", Time=f"{time.time():.3f}"))
-            time.sleep(HEARTBEAT_SECONDS)
 
 
 class BrokerDialer:
