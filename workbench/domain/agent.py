@@ -134,6 +134,8 @@ class Agent:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        if self.state is not None:
+            self.state.reconciler.stop()  # first: it must not start again what we are stopping
         if self.supervisor is not None:
             self.supervisor.stop_all()
         if self._link is not None:
