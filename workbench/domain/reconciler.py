@@ -54,7 +54,8 @@ class Reconciler:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join(5)
+        if self._thread.is_alive():
+            self._thread.join(5)
 
     def wake(self) -> None:
         self._wake.set()
