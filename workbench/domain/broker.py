@@ -439,6 +439,9 @@ class DomainState:
         with self.lock:
             available = len(self.peers)
         needed = template.peers_needed(variables)
+        host = variables.get("HOST")
+        if host and host not in self.peers:
+            raise DescriptionError(f"HOST {host!r} is no peer of the domain", description=name, host=host)
         if available < needed:
             raise DescriptionError(f"template {template.name!r} needs {needed} peers; the domain has {available}",
                                    description=name, needed=needed, available=available)

@@ -73,7 +73,7 @@ class Reconciler:
                     self.reconcile(record)
                 except DomainError as exc:
                     self._backoff[record.name] = time.monotonic() + BACKOFF_SECONDS
-                    self.state.reconciler_action(record.name, "start_failed", exc.message)
+                    self._tell_once(record, "start_failed", exc.message)  # retried quietly after the backoff
                     self._set_status(record, "DEGRADED")
                 except Exception:  # noqa: BLE001 - one bad pass must not end self-healing
                     log.exception("reconciler pass for %s failed", record.name)
@@ -207,9 +207,13 @@ class Reconciler:
         self.state.reconciler_action(record.name, "started", load_note)
 
     def _waiting(self, record: DescriptionRecord, detail: str) -> None:
-        if self._waiting_said.get(record.name) != detail:
-            self._waiting_said[record.name] = detail
-            self.state.reconciler_action(record.name, "waiting", detail)
+        self._tell_once(record, "waiting", detail)
+
+    def _tell_once(self, record: DescriptionRecord, action: str, detail: str) -> None:
+        """Tell clients why the description cannot be made true, once per reason (not every pass)."""
+        if self._waiting_said.get(record.name) != f"{action}: {detail}":
+            self._waiting_said[record.name] = f"{action}: {detail}"
+            self.state.reconciler_action(record.name, action, detail)
 
     def _set_status(self, record: DescriptionRecord, status: str) -> None:
         current = self.state.descriptions.get(record.name)
