@@ -212,3 +212,23 @@ def test_descriptions_survive_the_acting_broker(broker, tmp_path):
             agent.stop()
         b.stop()
 
+
+
+def test_three_brokers_learn_of_each_other_and_link_in_a_full_mesh(broker, second_broker, tmp_path):
+    third = Agent(port=0, state_dir=tmp_path / "broker-c", domain_password="bird", broker=True,
+                  peer=broker.address).start()
+    agent = Agent(port=0, state_dir=tmp_path / "b1", domain_password="bird", peer=second_broker.address).start()
+    try:
+        everyone = {broker.address, second_broker.address, third.address}
+        for b in (broker, second_broker, third):
+            wait_until(lambda b=b: set(b.state.brokers) == everyone - {b.address}, what=f"{b.address} linked to all")
+        with Domain(third.address, "domain", "bird") as d:
+            wait_until(lambda: d.find_peer(agent.address) is not None, what="B's agent seen through C")
+            process = d.find_peer(agent.address).start_storage_manager("teas", str(tmp_path / "teas"), True,
+                                                                        wait_seconds=30)  # C -> B -> agent
+            assert process.pid in {r.pid for r in agent.supervisor.running()}
+            process.shutdown()
+            assert process.wait_for_left(15)
+    finally:
+        agent.stop()
+        third.stop()
