@@ -320,8 +320,10 @@ def test_dashboard_buttons_without_a_choice_say_so(dm):
     assert dash.flush()
     assert dash.stop_process() is None and dash.shutdown_database() is None
     assert dash.start_transaction_engine() is None
+    assert dash.start_description() is None and dash.stop_description() is None
     notes = [line.split(" ", 2)[2] for line in dash.log if " action " in line]
-    assert notes == ["start TE: choose a database and a peer first", "shut down: choose a database first",
+    assert notes == ["stop description: choose a description first", "start description: choose a description first",
+                     "start TE: choose a database and a peer first", "shut down: choose a database first",
                      "stop: choose a running process first"]
 
 
@@ -372,7 +374,8 @@ def test_descriptions_and_the_reconciler_show_on_the_dashboard(dm, outside, tmp_
     outside.create_description("chai", "Single Host", dba_user="dba", dba_password=DBA_PASSWORD,
                                archive_dir=str(tmp_path / "chai"))
     assert dash.wait_for(lambda d: d.descriptions.get("chai", {}).get("status") == "STOPPED")
-    outside.start_description("chai", wait_seconds=60)
+    assert dash.flush() and [value for _, value in dash.description_picker.options] == ["chai"]
+    dash.start_description_button.click()  # the picker chose the only description
     assert dash.wait_for(lambda d: d.descriptions["chai"]["status"] == "RUNNING"
                          and d.databases.get("chai", {}).get("status") == "RUNNING", 30)
     assert dash.descriptions["chai"] == {"description": "chai", "template": "Single Host", "status": "RUNNING",
@@ -387,8 +390,10 @@ def test_descriptions_and_the_reconciler_show_on_the_dashboard(dm, outside, tmp_
     assert any(" reconciler_action chai: start transaction engine" in line for line in dash.log)
     assert dash.flush() and "chai" in dash.descriptions_table.value
 
-    outside.stop_description("chai")
+    dash.description_picker.value = "chai"
+    dash.stop_description_button.click()
     assert dash.wait_for(lambda d: "chai" not in d.databases and not d.descriptions["chai"]["started"], 60)
+    assert dash.wait_for(lambda d: any("action stop description chai: done" in line for line in d.log))
     outside.delete_description("chai")
     assert dash.wait_for(lambda d: not d.descriptions)
     assert dm.run_cell("%domain descriptions").result.empty

@@ -63,14 +63,14 @@ def test_dashboard_renders_and_its_buttons_stop_a_te_and_shut_down(jupyter_lab: 
 
         te_label = next(line for line in text.splitlines() if "(TE)" in line).split("\t")[0].strip()
         dashboard.locator("select").nth(0).select_option(label=te_label)
-        dashboard.get_by_role("button", name="Stop").click()
+        dashboard.get_by_role("button", name="Stop", exact=True).click()
         wait_until(lambda: "(TE)" not in processes.inner_text(), what="the TE to leave the table")
         wait_until(lambda: f"action stop {te_label}: done" in dashboard.locator(".domain-log").inner_text(),
                    what="the stop action's outcome in the log")
         assert processes.inner_text().count("RUNNING") == 1
 
         dashboard.locator("select").nth(1).select_option(label="teas")
-        dashboard.get_by_role("button", name="Shut down").click()
+        dashboard.get_by_role("button", name="Shut down", exact=True).click()
         wait_until(lambda: "no processes" in processes.inner_text(), what="the database to shut down")
         assert "no databases" in dashboard.locator("table.domain-databases").inner_text()
         save_screenshot(lab_page, artifacts_dir / "test_domain_dashboard_in_lab.png")

@@ -8,7 +8,7 @@ into plain Python state on the client's dispatcher thread (``peers``, ``processe
 second by the render thread of ``Dashboard``.
 
 Buttons act on the domain: stop or kill the chosen process, shut down the chosen database, start
-a transaction engine of it on the chosen peer. An action runs in a thread of its own (a shutdown
+a transaction engine of it on the chosen peer, start or stop the chosen description. An action runs in a thread of its own (a shutdown
 waits for its processes to leave, which must not freeze the kernel) and its outcome goes to the
 event log; the tables change when the domain's events say so, never on the button's word.
 """
@@ -174,6 +174,12 @@ class DomainDashboard(Dashboard):
                                               tooltip="stop its TEs, then its SMs")
         self.start_te_button = widgets.Button(description="Start TE", button_style="success",
                                               tooltip="start a transaction engine on the chosen peer")
+        self.description_picker = widgets.Dropdown(description="description", options=[])
+        self.start_description_button = widgets.Button(description="Start description", button_style="success",
+                                                       tooltip="the brokers start it and keep it running")
+        self.stop_description_button = widgets.Button(description="Stop description", tooltip="let its processes go")
+        self.start_description_button.on_click(lambda _: self.start_description())
+        self.stop_description_button.on_click(lambda _: self.stop_description())
         self.stop_button.on_click(lambda _: self.stop_process(kill=False))
         self.kill_button.on_click(lambda _: self.stop_process(kill=True))
         self.shutdown_button.on_click(lambda _: self.shutdown_database())
@@ -181,6 +187,7 @@ class DomainDashboard(Dashboard):
         controls = widgets.VBox([
             widgets.HBox([self.process_picker, self.stop_button, self.kill_button]),
             widgets.HBox([self.database_picker, self.peer_picker, self.start_te_button, self.shutdown_button]),
+            widgets.HBox([self.description_picker, self.start_description_button, self.stop_description_button]),
         ])
         return widgets.VBox([self.header, self.peers_table, self.databases_table, self.processes_table,
                              self.descriptions_table, controls, self.log_view])
@@ -248,6 +255,22 @@ class DomainDashboard(Dashboard):
             return None
         return self._act(f"start TE of {database} on {peer.id}", lambda: self.start_te(database, peer))
 
+    def start_description(self, name: str | None = None) -> threading.Thread | None:
+        """Start the description chosen in the picker (the reconciler starts its processes)."""
+        name = name or self.description_picker.value
+        if not name:
+            self._note("start description: choose a description first")
+            return None
+        return self._act(f"start description {name}", lambda: self.domain.start_description(name))
+
+    def stop_description(self, name: str | None = None) -> threading.Thread | None:
+        """Stop the description chosen in the picker (its processes stop, TEs first)."""
+        name = name or self.description_picker.value
+        if not name:
+            self._note("stop description: choose a description first")
+            return None
+        return self._act(f"stop description {name}", lambda: self.domain.stop_description(name))
+
     def _act(self, what: str, action: Callable[[], Any]) -> threading.Thread:
         def run() -> None:
             try:
@@ -299,6 +322,7 @@ class DomainDashboard(Dashboard):
                                                 sorted(self.processes.items(), key=lambda i: i[1]["process"])])
         self._set_options(self.database_picker, [(name, name) for name in databases])
         self._set_options(self.peer_picker, [(peer_id, peer_id) for peer_id in sorted(self.peers)])
+        self._set_options(self.description_picker, [(name, name) for name in sorted(self.descriptions)])
         self._progress.notify_all()
 
     def _descriptions_html(self) -> str:
