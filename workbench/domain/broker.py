@@ -53,6 +53,8 @@ COMMAND_TIMEOUT = 30.0
 STOP_WAIT_SECONDS = 30.0
 #: how long a TE's start waits for its database's storage manager to finish starting
 PRIMARY_WAIT_SECONDS = 30.0
+#: a client or broker that takes no data for this long is dropped, so it cannot stall the broker
+SEND_TIMEOUT = 5.0
 
 
 def error_response(exc: DomainError) -> Message:
@@ -96,7 +98,7 @@ class DomainState:
         for conn in list(self.subscribers):
             try:
                 for event in events:
-                    conn.send(event)
+                    conn.send(event, timeout=SEND_TIMEOUT)
             except (TransportError, OSError):
                 if conn in self.subscribers:
                     self.subscribers.remove(conn)
@@ -353,7 +355,7 @@ class DomainState:
                     return
                 if message.tag == "Subscribe":
                     with self.lock:  # the snapshot and the subscription are one step: no event lost
-                        conn.send(self.state_message())
+                        conn.send(self.state_message(), timeout=SEND_TIMEOUT)
                         self.subscribers.append(conn)
                 elif message.tag == "Request":
                     self._answer(conn, message)
@@ -576,7 +578,7 @@ class CommandChannel:
 
     def send(self, message: Message) -> None:
         try:
-            self.conn.send(message)
+            self.conn.send(message, timeout=SEND_TIMEOUT)
         except (TransportError, OSError) as exc:
             log.debug("send to %s failed: %s", self.peer_id, exc)  # its reader notices and cleans up
 
