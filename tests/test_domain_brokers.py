@@ -91,7 +91,9 @@ def test_a_client_of_either_broker_sees_the_whole_domain_and_hears_every_event(b
         on_b.disconnect()
 
 
-def test_a_killed_broker_leaves_and_its_agents_fail_over(broker, tmp_path):
+@pytest.fixture
+def broker_process(broker, tmp_path):
+    """Broker B as a real process linked to A, agent b1 attached to B, and a session with A hearing it all."""
     heard = EventRecorder()
     d = Domain(broker.address, "domain", "bird", heard)
     b = AgentProcess(tmp_path / "broker-b", broker.address, broker=True).start()
@@ -99,27 +101,44 @@ def test_a_killed_broker_leaves_and_its_agents_fail_over(broker, tmp_path):
     try:
         heard.wait_for("peer_joined", lambda e: e.args[0].id == b.peer_id)
         agent = Agent(port=0, state_dir=tmp_path / "b1", domain_password="bird", peer=b.peer_id).start()
-        joined = heard.wait_for("peer_joined", lambda e: e.args[0].id == agent.address).args[0]
-        assert d.find_peer(agent.address) is joined
-        d.entry_peer.start_storage_manager("teas", str(tmp_path / "teas"), True, wait_seconds=30)
-        te = joined.start_transaction_engine("teas", wait_seconds=30)  # routed A -> B -> agent
+        heard.wait_for("peer_joined", lambda e: e.args[0].id == agent.address)
         wait_until(lambda: broker.address in agent._link.brokers, what="the agent to learn of broker A")
-        os.killpg(b.process.pid, signal.SIGKILL)
-        left = heard.wait_for("peer_left", lambda e: e.args[0].id == b.peer_id, timeout=20).args[0]
-        assert left.is_broker and d.find_peer(b.peer_id) is None
-        # The agent fails over to A and rejoins with its TE still running.
-        wait_until(lambda: agent.address in broker.state.links, what="the agent to rejoin through A")
-        wait_until(lambda: any(p.pid == te.pid and p.status == "RUNNING" for p in d.get_database("teas").processes),
-                   what="the TE to be reported again")
-        assert d.find_peer(agent.address).get_local_processes("teas")[0].pid == te.pid
-        # Commands reach it through A now.
-        d.find_peer(agent.address).get_local_processes("teas")[0].shutdown()
-        heard.wait_for("process_left", lambda e: e.args[0].pid == te.pid and e.args[0].status == "EXITED")
+        yield d, heard, b, agent
     finally:
+        if b.running:
+            os.kill(b.process.pid, signal.SIGCONT)
         d.disconnect()
         if agent is not None:
             agent.stop()
         b.stop()
+
+
+def test_a_killed_broker_leaves_and_its_agents_fail_over(broker, broker_process, tmp_path):
+    d, heard, b, agent = broker_process
+    joined = d.find_peer(agent.address)
+    d.entry_peer.start_storage_manager("teas", str(tmp_path / "teas"), True, wait_seconds=30)
+    te = joined.start_transaction_engine("teas", wait_seconds=30)  # routed A -> B -> agent
+    os.killpg(b.process.pid, signal.SIGKILL)
+    left = heard.wait_for("peer_left", lambda e: e.args[0].id == b.peer_id, timeout=20).args[0]
+    assert left.is_broker and d.find_peer(b.peer_id) is None
+    # The agent fails over to A and rejoins with its TE still running.
+    wait_until(lambda: agent.address in broker.state.links, what="the agent to rejoin through A")
+    wait_until(lambda: any(p.pid == te.pid and p.status == "RUNNING" for p in d.get_database("teas").processes),
+               what="the TE to be reported again")
+    assert d.find_peer(agent.address).get_local_processes("teas")[0].pid == te.pid
+    # Commands reach it through A now.
+    d.find_peer(agent.address).get_local_processes("teas")[0].shutdown()
+    heard.wait_for("process_left", lambda e: e.args[0].pid == te.pid and e.args[0].status == "EXITED")
+
+
+def test_a_frozen_broker_leaves_after_the_heartbeat_timeout(broker, broker_process):
+    d, heard, b, agent = broker_process
+    os.kill(b.process.pid, signal.SIGSTOP)  # alive but silent: only the heartbeats tell
+    frozen_at = time.monotonic()
+    heard.wait_for("peer_left", lambda e: e.args[0].id == b.peer_id, timeout=30)
+    assert time.monotonic() - frozen_at >= 3.0  # it took the heartbeat timeout, not a closed socket
+    wait_until(lambda: agent.address in broker.state.links, timeout=30, what="the agent to fail over to A")
+    assert d.find_peer(agent.address) is not None
 
 
 def test_the_acting_broker_heals_a_description_on_an_agent_of_another_broker(broker, second_broker, agents,
@@ -146,7 +165,9 @@ def test_the_acting_broker_heals_a_description_on_an_agent_of_another_broker(bro
         assert len(description.database.transaction_engines) == 3
         description.wait_for_status("RUNNING", 30)
         # Both brokers hold the same copy of the description.
-        assert broker.state.descriptions.get("teas") == second_broker.state.descriptions.get("teas")
+        wait_until(lambda: broker.state.descriptions.get("teas") == second_broker.state.descriptions.get("teas"),
+                   what="both brokers to hold the same copy")
+        assert broker.state.descriptions.get("teas").status == "RUNNING"
         d.stop_description("teas")
         heard.wait_for("database_left", timeout=30)
         assert description.status == "STOPPED"
@@ -190,3 +211,24 @@ def test_descriptions_survive_the_acting_broker(broker, tmp_path):
         if agent is not None:
             agent.stop()
         b.stop()
+
+
+
+def test_three_brokers_learn_of_each_other_and_link_in_a_full_mesh(broker, second_broker, tmp_path):
+    third = Agent(port=0, state_dir=tmp_path / "broker-c", domain_password="bird", broker=True,
+                  peer=broker.address).start()
+    agent = Agent(port=0, state_dir=tmp_path / "b1", domain_password="bird", peer=second_broker.address).start()
+    try:
+        everyone = {broker.address, second_broker.address, third.address}
+        for b in (broker, second_broker, third):
+            wait_until(lambda b=b: set(b.state.brokers) == everyone - {b.address}, what=f"{b.address} linked to all")
+        with Domain(third.address, "domain", "bird") as d:
+            wait_until(lambda: d.find_peer(agent.address) is not None, what="B's agent seen through C")
+            process = d.find_peer(agent.address).start_storage_manager("teas", str(tmp_path / "teas"), True,
+                                                                        wait_seconds=30)  # C -> B -> agent
+            assert process.pid in {r.pid for r in agent.supervisor.running()}
+            process.shutdown()
+            assert process.wait_for_left(15)
+    finally:
+        agent.stop()
+        third.stop()

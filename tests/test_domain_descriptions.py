@@ -44,6 +44,11 @@ def test_bad_templates_and_variables_are_clear_errors_and_change_nothing(domain,
     with pytest.raises(DescriptionError, match="needs 2 peers; the domain has 1"):
         domain.start_description("teas")
     assert domain.get_description("teas").status == "STOPPED"
+    domain.create_description("coffee", "Single Host", {"HOST": "nowhere:1"})
+    with pytest.raises(DescriptionError, match="HOST 'nowhere:1' is no peer of the domain"):
+        domain.start_description("coffee")
+    assert domain.get_description("coffee").status == "STOPPED" and domain.databases == []
+    domain.delete_description("coffee")
     with pytest.raises(DescriptionError, match="no description named 'coffee'"):
         domain.get_description("coffee")
     with pytest.raises(DescriptionError, match="no description named 'coffee'"):

@@ -93,7 +93,7 @@ def test_connect_binds_the_domain_and_registers_a_live_connection(loaded, domain
     loaded.run_cell("%domain disconnect")
     assert "disconnected 'domain'" in capsys.readouterr().out
     assert connections.get("domain") is None and "domain" not in loaded.user_ns
-    assert domain._closed
+    assert domain.closed
     with pytest.raises(UsageError, match="^domain: not connected"):
         loaded.run_cell("%domain processes")
 
@@ -133,6 +133,17 @@ def test_a_wrong_password_is_a_short_usage_error_and_leaves_nothing(loaded, doma
     assert capsys.readouterr().out == ""
 
 
+def test_a_password_typed_in_the_wrong_place_is_not_echoed(dm):
+    dm.user_ns.update(dba_pw=DBA_PASSWORD)
+    # Errors that quote what was typed: argparse's invalid value, an unknown process.
+    for line, error in [("%domain start te teas --dba dba:{dba_pw} --wait dba:{dba_pw}",
+                         "^domain start: argument --wait: invalid float value: 'dba:\\*\\*\\*'$"),
+                        ("%domain stop domain:{pw}", "^domain: no process 'domain:\\*\\*\\*'")]:
+        with pytest.raises(UsageError, match=error) as refused:
+            dm.run_cell(line)
+        assert PASSWORD not in str(refused.value) and DBA_PASSWORD not in str(refused.value)
+
+
 def test_a_front_end_that_cannot_prompt_gets_a_short_usage_error(loaded, magic, domain_broker):
     def cannot_prompt(prompt):
         raise EOFError
@@ -144,7 +155,7 @@ def test_a_front_end_that_cannot_prompt_gets_a_short_usage_error(loaded, magic, 
 
 
 @pytest.mark.parametrize("line, error", [
-    ("%domain connect 127.0.0.1:1 domain:x", "^domain: cannot connect to 127.0.0.1:1: "),
+    ("%domain connect 127.0.0.1:1 domain:pw-unused", "^domain: cannot connect to 127.0.0.1:1: "),
     ("%domain connect somehost:notaport domain:x", "^domain: the broker is HOST\\[:PORT\\]"),
     ("%domain frobnicate", "^domain: unknown command 'frobnicate'"),
     ("%domain processes", "^domain: not connected"),
@@ -309,8 +320,10 @@ def test_dashboard_buttons_without_a_choice_say_so(dm):
     assert dash.flush()
     assert dash.stop_process() is None and dash.shutdown_database() is None
     assert dash.start_transaction_engine() is None
+    assert dash.start_description() is None and dash.stop_description() is None
     notes = [line.split(" ", 2)[2] for line in dash.log if " action " in line]
-    assert notes == ["start TE: choose a database and a peer first", "shut down: choose a database first",
+    assert notes == ["stop description: choose a description first", "start description: choose a description first",
+                     "start TE: choose a database and a peer first", "shut down: choose a database first",
                      "stop: choose a running process first"]
 
 
@@ -361,7 +374,8 @@ def test_descriptions_and_the_reconciler_show_on_the_dashboard(dm, outside, tmp_
     outside.create_description("chai", "Single Host", dba_user="dba", dba_password=DBA_PASSWORD,
                                archive_dir=str(tmp_path / "chai"))
     assert dash.wait_for(lambda d: d.descriptions.get("chai", {}).get("status") == "STOPPED")
-    outside.start_description("chai", wait_seconds=60)
+    assert dash.flush() and [value for _, value in dash.description_picker.options] == ["chai"]
+    dash.start_description_button.click()  # the picker chose the only description
     assert dash.wait_for(lambda d: d.descriptions["chai"]["status"] == "RUNNING"
                          and d.databases.get("chai", {}).get("status") == "RUNNING", 30)
     assert dash.descriptions["chai"] == {"description": "chai", "template": "Single Host", "status": "RUNNING",
@@ -376,8 +390,10 @@ def test_descriptions_and_the_reconciler_show_on_the_dashboard(dm, outside, tmp_
     assert any(" reconciler_action chai: start transaction engine" in line for line in dash.log)
     assert dash.flush() and "chai" in dash.descriptions_table.value
 
-    outside.stop_description("chai")
+    dash.description_picker.value = "chai"
+    dash.stop_description_button.click()
     assert dash.wait_for(lambda d: "chai" not in d.databases and not d.descriptions["chai"]["started"], 60)
+    assert dash.wait_for(lambda d: any("action stop description chai: done" in line for line in d.log))
     outside.delete_description("chai")
     assert dash.wait_for(lambda d: not d.descriptions)
     assert dm.run_cell("%domain descriptions").result.empty
@@ -419,3 +435,10 @@ def test_description_errors_are_short_usage_errors(dm, line, error):
         dm.run_cell(line)
     assert "\n" not in str(refused.value)
     assert dm.run_cell("%domain descriptions").result.empty
+
+
+def test_a_shutdown_always_waits_for_each_group():
+    from workbench_jupyter.domain_dashboard import shutdown_wait
+
+    assert (shutdown_wait(None), shutdown_wait(0), shutdown_wait(0.0), shutdown_wait(5.0)) == (30.0, 86400.0,
+                                                                                            86400.0, 5.0)

@@ -13,17 +13,7 @@ import queue
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-from workbench.domain import Agent
-
-PASSWORD = "Corr3ct-Horse-domain"
-
-
-@pytest.fixture
-def domain_broker(tmp_path, known_brokers):
-    agent = Agent(port=0, state_dir=tmp_path / "broker", domain_user="domain", domain_password=PASSWORD,
-                  broker=True).start()
-    yield agent
-    agent.stop()
+from test_domain_magic import PASSWORD, domain_broker  # noqa: F401 - a fixture
 
 
 @pytest.fixture

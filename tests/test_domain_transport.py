@@ -372,3 +372,22 @@ def test_a_thousand_rapid_connects_leave_no_threads_behind(identity, known):
         assert threading.active_count() <= baseline + 2
     server.stop()
     assert threading.active_count() <= baseline + 1  # slack for a thread of someone else's still exiting
+
+
+def test_a_peer_that_stops_reading_is_dropped_after_the_send_timeout(serve, known):
+    outcome: queue.Queue = queue.Queue()
+
+    def flood(conn: Connection) -> None:
+        big = Message.make("Blob", Data="x" * 200_000)
+        started = time.monotonic()
+        try:
+            while True:
+                conn.send(big, timeout=0.5)
+        except TransportError as exc:
+            outcome.put((exc, time.monotonic() - started, conn.closed))
+
+    server = serve(flood)
+    with connect(server.address, known):  # connected, and never reads
+        error, elapsed, closed = outcome.get(timeout=20)
+    assert "send timed out" in error.message and closed
+    assert elapsed < 15  # the sender was freed, not blocked for good

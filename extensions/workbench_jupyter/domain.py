@@ -95,7 +95,7 @@ class DomainSession:
                                              wait_seconds=wait_seconds)
 
     def connection_status(self) -> str:
-        return "closed" if self._closed or self.domain._closed else "connected"
+        return "closed" if self._closed or self.domain.closed else "connected"
 
     def close(self) -> None:
         """Close the dashboards and the session. Idempotent."""
@@ -124,7 +124,7 @@ def processes_frame(domain: Domain, database: str | None = None) -> Any:
     """Every process of the domain (or of one database) as a DataFrame."""
     from workbench_jupyter.domain_dashboard import process_row
 
-    rows = [process_row(p) for p in domain._all_processes() if database is None or p.database.name == database]
+    rows = [process_row(p) for p in domain.processes if database is None or p.database_name == database]
     return _frame(sorted(rows, key=lambda r: (r["database"], r["type"], r["hostname"], r["port"])), PROCESS_COLUMNS)
 
 
@@ -160,7 +160,7 @@ def templates_frame(domain: Domain) -> Any:
 
 def find_process(domain: Domain, text: str) -> Process:
     """The process named by a pid, ``HOST:PORT`` or its id ``PEER/PID``."""
-    processes = domain._all_processes()
+    processes = domain.processes
     if text.isdigit():
         found = [p for p in processes if p.pid == int(text)]
     elif "/" in text:
@@ -265,8 +265,9 @@ class DomainMagic(Magics, Configurable):
                              help="Broker HOST[:PORT] that `%domain connect` uses when none is given.")
     default_user = Unicode("domain", config=True, help="Domain user when `%domain connect` names none.")
     wait_seconds = Float(30.0, allow_none=True, config=True,
-                         help="Seconds `%domain start` waits for the process to run and `%domain stop` / "
-                              "`shutdown` for it to leave (0: no limit; None: do not wait).")
+                         help="Seconds `%domain start` waits for the process to run and `%domain stop` "
+                              "for it to leave (0: no limit; None: do not wait). `shutdown` always waits "
+                              "for each group (TEs, then SMs): this long, 30 s when None.")
     timeout = Float(10.0, config=True, help="Seconds to wait for the broker to connect and answer.")
     known_brokers = Unicode("", config=True,
                             help="File of pinned broker certificates (default: ~/.workbench/known_brokers "
@@ -312,7 +313,7 @@ class DomainMagic(Magics, Configurable):
 
         Errors are short messages; passwords never appear in them.
         """
-        secrets = self._secrets()
+        secrets = self._secrets() + _line_secrets(line)
         try:
             return self._run(line)
         except UsageError as exc:
@@ -370,7 +371,7 @@ class DomainMagic(Magics, Configurable):
         connections.add(Connection(parsed.name, "domain", session.target, client=session))
         self.shell.user_ns[self.variable] = client
         print(f"connected to {address} as {user} ({parsed.name!r}): {len(client.peers)} peers, "
-              f"{len(client.databases)} databases, {len(client._all_processes())} processes; "
+              f"{len(client.databases)} databases, {len(client.processes)} processes; "
               f"`{self.variable}` is the Domain")
 
     def _cmd_disconnect(self, args: str, connection: str | None) -> None:
@@ -484,6 +485,8 @@ class DomainMagic(Magics, Configurable):
             print(f"asked {process} to stop; it has not left within {self.wait_seconds:g}s")
 
     def _cmd_shutdown(self, args: str, connection: str | None) -> None:
+        from workbench_jupyter.domain_dashboard import shutdown_wait
+
         parsed = _parse(_shutdown_arguments, args, "shutdown")
         session = self.session(connection)
         database: Database | None = session.domain.get_database(parsed.database)
@@ -492,7 +495,7 @@ class DomainMagic(Magics, Configurable):
             raise UsageError(f"domain shutdown: no database {parsed.database!r} (databases: {known})")
         count = len(database.processes)
         try:
-            database.shutdown(graceful=not parsed.kill, wait_seconds=self.wait_seconds or 30.0)
+            database.shutdown(graceful=not parsed.kill, wait_seconds=shutdown_wait(self.wait_seconds))
         except DomainError as exc:
             raise UsageError(f"domain shutdown: {_reason(exc)}") from None
         left = len(database.processes)
@@ -586,6 +589,16 @@ def _reason(exc: DomainError) -> str:
     return f"{exc.message}: {reason}" if reason and reason not in exc.message else exc.message
 
 
+def _line_secrets(line: str) -> tuple[str, ...]:
+    """What may be a password in a line: the part after ``USER:`` of a word (a port is digits)."""
+    found = []
+    for word in line.split():
+        _, sep, rest = word.partition(":")
+        if sep and rest and not rest.isdigit() and not word.startswith("-"):
+            found.append(rest)
+    return tuple(found)
+
+
 def _redact(text: str, secrets: tuple[str, ...]) -> str:
     for secret in secrets:
         if secret:
@@ -618,8 +631,8 @@ def _complete(shell: Any, event: Any) -> list[str]:
     if previous == "--peer":
         candidates = [peer.id for peer in domain.peers]
     elif command == "stop":
-        candidates = [f"{p.hostname}:{p.port}" for p in domain._all_processes()] + \
-                     [str(p.pid) for p in domain._all_processes()]
+        processes = domain.processes
+        candidates = [f"{p.hostname}:{p.port}" for p in processes] + [str(p.pid) for p in processes]
     elif command in ("shutdown", "processes") or (command == "start" and len(words) == 3):
         candidates = [db.name for db in domain.databases]
     elif command == "start" and len(words) == 2:

@@ -8,7 +8,7 @@ into plain Python state on the client's dispatcher thread (``peers``, ``processe
 second by the render thread of ``Dashboard``.
 
 Buttons act on the domain: stop or kill the chosen process, shut down the chosen database, start
-a transaction engine of it on the chosen peer. An action runs in a thread of its own (a shutdown
+a transaction engine of it on the chosen peer, start or stop the chosen description. An action runs in a thread of its own (a shutdown
 waits for its processes to leave, which must not freeze the kernel) and its outcome goes to the
 event log; the tables change when the domain's events say so, never on the button's word.
 """
@@ -33,11 +33,9 @@ _PROCESS_EVENTS = frozenset({"process_joined", "process_status_changed"})
 
 def process_row(process: Any, status: str | None = None) -> dict[str, Any]:
     """A process as a table row (what ``%domain processes`` and the dashboard show)."""
-    # A process id is "peer/pid"; reading the peer from it works after the peer has left too.
-    return {"process": str(process), "database": process.database.name,
-            "type": "TE" if process.is_transactional else "SM", "hostname": process.hostname,
-            "port": process.port, "pid": process.pid, "status": status or process.status,
-            "peer": process.id.rpartition("/")[0], "id": process.id}
+    return {"process": str(process), "database": process.database_name, "type": process.type,
+            "hostname": process.hostname, "port": process.port, "pid": process.pid,
+            "status": status or process.status, "peer": process.peer_id, "id": process.id}
 
 
 def peer_row(peer: Any) -> dict[str, Any]:
@@ -72,6 +70,17 @@ def database_summary(name: str, processes: list[dict[str, Any]]) -> dict[str, An
             "status": status}
 
 
+def shutdown_wait(wait_seconds: float | None) -> float:
+    """How long a shutdown waits for each group (TEs, then SMs) to leave.
+
+    A shutdown always waits, or its SMs would stop under TEs still serving: None (the setting
+    for "do not wait" elsewhere) means the default 30 s, 0 means without limit (a day).
+    """
+    if wait_seconds is None:
+        return 30.0
+    return wait_seconds if wait_seconds > 0 else 86400.0
+
+
 def describe_event(event: Event) -> str:
     """One event as a line of the log: ``process_joined localhost:50450 [pid=48802] (TE)``."""
     args = event.args
@@ -86,13 +95,19 @@ def describe_event(event: Event) -> str:
     return ", ".join(str(getattr(a, "name", a)) if event.kind.startswith("database") else str(a) for a in args)
 
 
+_CELL = "style='padding:2px 12px 2px 0;text-align:left;vertical-align:top'"
+
+
 def _table(css: str, rows: list[dict[str, Any]], columns: list[str], empty: str) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(row.get(c, '')))}</td>" for c in columns) + "</tr>"
-                   for row in rows)
+    title = css.split("-", 1)[1]  # domain-processes -> processes
+    head = "".join(f"<th {_CELL}>{html.escape(c.replace('_', ' '))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td {_CELL}>{html.escape(str(row.get(c, '')))}</td>" for c in columns)
+                   + "</tr>" for row in rows)
     if not rows:
-        body = f"<tr><td colspan={len(columns)}>{html.escape(empty)}</td></tr>"
-    return f"<table class='{css}'><tr>{head}</tr>{body}</table>"
+        body = f"<tr><td {_CELL} colspan={len(columns)}>{html.escape(empty)}</td></tr>"
+    return (f"<table class='{css}' style='border-collapse:collapse;margin:4px 0 8px 0'>"
+            f"<caption style='text-align:left;font-weight:bold'>{html.escape(title)}</caption>"
+            f"<tr style='border-bottom:1px solid #ccc'>{head}</tr>{body}</table>")
 
 
 class DomainDashboard(Dashboard):
@@ -159,6 +174,12 @@ class DomainDashboard(Dashboard):
                                               tooltip="stop its TEs, then its SMs")
         self.start_te_button = widgets.Button(description="Start TE", button_style="success",
                                               tooltip="start a transaction engine on the chosen peer")
+        self.description_picker = widgets.Dropdown(description="description", options=[])
+        self.start_description_button = widgets.Button(description="Start description", button_style="success",
+                                                       tooltip="the brokers start it and keep it running")
+        self.stop_description_button = widgets.Button(description="Stop description", tooltip="let its processes go")
+        self.start_description_button.on_click(lambda _: self.start_description())
+        self.stop_description_button.on_click(lambda _: self.stop_description())
         self.stop_button.on_click(lambda _: self.stop_process(kill=False))
         self.kill_button.on_click(lambda _: self.stop_process(kill=True))
         self.shutdown_button.on_click(lambda _: self.shutdown_database())
@@ -166,6 +187,7 @@ class DomainDashboard(Dashboard):
         controls = widgets.VBox([
             widgets.HBox([self.process_picker, self.stop_button, self.kill_button]),
             widgets.HBox([self.database_picker, self.peer_picker, self.start_te_button, self.shutdown_button]),
+            widgets.HBox([self.description_picker, self.start_description_button, self.stop_description_button]),
         ])
         return widgets.VBox([self.header, self.peers_table, self.databases_table, self.processes_table,
                              self.descriptions_table, controls, self.log_view])
@@ -221,7 +243,7 @@ class DomainDashboard(Dashboard):
             self._note("shut down: choose a database first")
             return None
         return self._act(f"shut down {name}", lambda: database.shutdown(
-            wait_seconds=self.wait_seconds if self.wait_seconds else 30.0))
+            wait_seconds=shutdown_wait(self.wait_seconds)))
 
     def start_transaction_engine(self, database: str | None = None,
                                  peer_id: str | None = None) -> threading.Thread | None:
@@ -232,6 +254,22 @@ class DomainDashboard(Dashboard):
             self._note("start TE: choose a database and a peer first")
             return None
         return self._act(f"start TE of {database} on {peer.id}", lambda: self.start_te(database, peer))
+
+    def start_description(self, name: str | None = None) -> threading.Thread | None:
+        """Start the description chosen in the picker (the reconciler starts its processes)."""
+        name = name or self.description_picker.value
+        if not name:
+            self._note("start description: choose a description first")
+            return None
+        return self._act(f"start description {name}", lambda: self.domain.start_description(name))
+
+    def stop_description(self, name: str | None = None) -> threading.Thread | None:
+        """Stop the description chosen in the picker (its processes stop, TEs first)."""
+        name = name or self.description_picker.value
+        if not name:
+            self._note("stop description: choose a description first")
+            return None
+        return self._act(f"stop description {name}", lambda: self.domain.stop_description(name))
 
     def _act(self, what: str, action: Callable[[], Any]) -> threading.Thread:
         def run() -> None:
@@ -284,6 +322,7 @@ class DomainDashboard(Dashboard):
                                                 sorted(self.processes.items(), key=lambda i: i[1]["process"])])
         self._set_options(self.database_picker, [(name, name) for name in databases])
         self._set_options(self.peer_picker, [(peer_id, peer_id) for peer_id in sorted(self.peers)])
+        self._set_options(self.description_picker, [(name, name) for name in sorted(self.descriptions)])
         self._progress.notify_all()
 
     def _descriptions_html(self) -> str:

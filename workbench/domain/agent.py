@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from workbench.domain.broker import HEARTBEAT_SECONDS, DomainState
+from workbench.domain.broker import HEARTBEAT_SECONDS, HEARTBEAT_TIMEOUT, DomainState
 from workbench.domain.model import PeerRecord, ProcessRecord
 from workbench.domain.protocol import Message, ProtocolError
 from workbench.domain.supervisor import ProcessSupervisor
@@ -134,6 +134,8 @@ class Agent:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        if self.state is not None:
+            self.state.reconciler.stop()  # first: it must not start again what we are stopping
         if self.supervisor is not None:
             self.supervisor.stop_all()
         if self._link is not None:
@@ -282,7 +284,8 @@ class BrokerLink:
             beat = threading.Thread(target=self._heartbeat, args=(conn,), daemon=True)
             beat.start()
             while not self._stop.is_set():
-                command = conn.receive()
+                # The broker beats every second: silence past the timeout means it is frozen or cut off.
+                command = conn.receive(timeout=HEARTBEAT_TIMEOUT)
                 if command is None:
                     return
                 if command.tag == "Command":

@@ -53,6 +53,8 @@ COMMAND_TIMEOUT = 30.0
 STOP_WAIT_SECONDS = 30.0
 #: how long a TE's start waits for its database's storage manager to finish starting
 PRIMARY_WAIT_SECONDS = 30.0
+#: a client or broker that takes no data for this long is dropped, so it cannot stall the broker
+SEND_TIMEOUT = 5.0
 
 
 def error_response(exc: DomainError) -> Message:
@@ -96,7 +98,7 @@ class DomainState:
         for conn in list(self.subscribers):
             try:
                 for event in events:
-                    conn.send(event)
+                    conn.send(event, timeout=SEND_TIMEOUT)
             except (TransportError, OSError):
                 if conn in self.subscribers:
                     self.subscribers.remove(conn)
@@ -353,7 +355,7 @@ class DomainState:
                     return
                 if message.tag == "Subscribe":
                     with self.lock:  # the snapshot and the subscription are one step: no event lost
-                        conn.send(self.state_message())
+                        conn.send(self.state_message(), timeout=SEND_TIMEOUT)
                         self.subscribers.append(conn)
                 elif message.tag == "Request":
                     self._answer(conn, message)
@@ -439,6 +441,9 @@ class DomainState:
         with self.lock:
             available = len(self.peers)
         needed = template.peers_needed(variables)
+        host = variables.get("HOST")
+        if host and host not in self.peers:
+            raise DescriptionError(f"HOST {host!r} is no peer of the domain", description=name, host=host)
         if available < needed:
             raise DescriptionError(f"template {template.name!r} needs {needed} peers; the domain has {available}",
                                    description=name, needed=needed, available=available)
@@ -573,7 +578,7 @@ class CommandChannel:
 
     def send(self, message: Message) -> None:
         try:
-            self.conn.send(message)
+            self.conn.send(message, timeout=SEND_TIMEOUT)
         except (TransportError, OSError) as exc:
             log.debug("send to %s failed: %s", self.peer_id, exc)  # its reader notices and cleans up
 
@@ -601,6 +606,16 @@ class CommandChannel:
             if not future.done():
                 future.set_exception(DomainError("the peer left the domain", peer=self.peer_id))
 
+    def start_heartbeats(self) -> None:
+        """Send a heartbeat every ``HEARTBEAT_SECONDS`` until the connection closes (so the other end can tell
+        a silent peer from a frozen one)."""
+        threading.Thread(target=self._heartbeat, name=f"heartbeat-{self.peer_id}", daemon=True).start()
+
+    def _heartbeat(self) -> None:
+        while not self.conn.closed:
+            self.send(Message.make("Heartbeat", Time=f"{time.time():.3f}"))
+            time.sleep(HEARTBEAT_SECONDS)
+
     def receive(self) -> Message | None:
         """The next message; None when the link ended (closed, broken, or silent past the heartbeat timeout)."""
         try:
@@ -614,6 +629,7 @@ class AgentConnection(CommandChannel):
     """The broker's end of an agent's connection: commands out, reports and heartbeats in."""
 
     def serve(self, state: DomainState) -> None:
+        self.start_heartbeats()  # the agent fails over to another broker when we go silent
         try:
             while (message := self.receive()) is not None:
                 if message.tag == "ProcessUpdate":
@@ -622,6 +638,7 @@ class AgentConnection(CommandChannel):
                 elif message.tag == "Response":
                     self.resolve(message)
         finally:
+            self.conn.close()  # also ends the heartbeats
             self.fail_waiting()
 
 
@@ -633,8 +650,7 @@ class BrokerConnection(CommandChannel):
         self.dialer = dialer  # the id of the broker that opened the link
 
     def serve(self, state: DomainState) -> None:
-        beat = threading.Thread(target=self._heartbeat, name=f"broker-heartbeat-{self.peer_id}", daemon=True)
-        beat.start()
+        self.start_heartbeats()
         try:
             while (message := self.receive()) is not None:
                 if message.tag == "Heartbeat":
@@ -657,11 +673,6 @@ class BrokerConnection(CommandChannel):
             response = error_response(exc)
         response.attrs["Id"] = command.require("Id")
         self.send(response)
-
-    def _heartbeat(self) -> None:
-        while not self.conn.closed:
-            self.send(Message.make("Heartbeat", Time=f"{time.time():.3f}"))
-            time.sleep(HEARTBEAT_SECONDS)
 
 
 class BrokerDialer:

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     agent.add_argument("--domain-user", default="domain", help="the domain's management user (default: domain)")
     agent.add_argument("--domain-password", required=True, help="the domain's management password")
     agent.add_argument("--broker", action="store_true", help="also act as a broker")
-    agent.add_argument("--peer", help="HOST:PORT of a broker to join")
+    agent.add_argument("--peer", help="HOST:PORT of a broker to join (with --broker: a broker to replicate with)")
     agent.add_argument("--hostname", default="localhost", help="the name other peers and clients use for this host")
     agent.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     agent.add_argument("--tag", action="append", default=[], metavar="NAME=VALUE", help="a host tag (repeatable)")

@@ -84,11 +84,13 @@ class Peer:
 
     def start_transaction_engine(self, db_name: str, options: Iterable[tuple[str, str]] | None = None,
                                  wait_seconds: float | None = None) -> "Process":
-        """Start a TE of ``db_name`` on this peer (the database's SM must be running)."""
+        """Start a TE of ``db_name`` on this peer (its SM must be running, or starting: then the start waits)."""
         return self.domain._start(self, db_name, TE, options, wait_seconds)
 
     def get_local_processes(self, db_name: str | None = None) -> list["Process"]:
-        return [p for p in self.domain._all_processes() if p.peer is self and (db_name is None or p.database.name == db_name)]
+        """The processes this peer runs (of database ``db_name`` only, if given)."""
+        return [p for p in self.domain._all_processes()
+                if p.peer_id == self.id and (db_name is None or p.database_name == db_name)]
 
     def __str__(self) -> str:
         return f"{self.connect_str} [role={'broker' if self.is_broker else 'agent'}]"

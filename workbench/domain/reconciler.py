@@ -46,7 +46,7 @@ class Reconciler:
         self._started: dict[str, tuple[float, str, str]] = {}  # process id -> (when, database, slot kind)
         self._backoff: dict[str, float] = {}
         self._waiting_said: dict[str, str] = {}  # the last "waiting" detail told, so it is told once
-        self._replacing: set[str] = set()  # followers of a gone SM asked to stop
+        self._replacing: set[str] = set()  # processes asked to stop (followers of a gone SM, extra TEs)
 
     def start(self) -> None:
         self._thread.start()
@@ -54,7 +54,8 @@ class Reconciler:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join(5)
+        if self._thread.is_alive():
+            self._thread.join(5)
 
     def wake(self) -> None:
         self._wake.set()
@@ -72,7 +73,7 @@ class Reconciler:
                     self.reconcile(record)
                 except DomainError as exc:
                     self._backoff[record.name] = time.monotonic() + BACKOFF_SECONDS
-                    self.state.reconciler_action(record.name, "start_failed", exc.message)
+                    self._tell_once(record, "start_failed", exc.message)  # retried quietly after the backoff
                     self._set_status(record, "DEGRADED")
                 except Exception:  # noqa: BLE001 - one bad pass must not end self-healing
                     log.exception("reconciler pass for %s failed", record.name)
@@ -140,6 +141,9 @@ class Reconciler:
             engines.append(ProcessRecord(id="", peer=peer, database=record.name, type=TE, hostname="", port=0, pid=0))
         if missing < 0:
             for extra in sorted((e for e in engines if e.id), key=lambda e: e.id)[wanted:]:
+                if extra.id in self._replacing:
+                    continue  # asked already; it is on its way out
+                self._replacing.add(extra.id)
                 self.state.reconciler_action(record.name, "stop", f"transaction engine {extra.id} beyond {wanted}")
                 self.state.send_to_peer(extra.peer, Message.make("Command", Type="StopProcess", Process=extra.id))
         running = all(p.status in (RUNNING, QUIESCED) for p in [primary, *standbys, *engines] if p.id)
@@ -189,6 +193,8 @@ class Reconciler:
                                ProcessType=slot.type, **attrs)
         what = {"primary": "storage manager", "standby": "standby storage manager",
                 "engine": "transaction engine"}[kind]
+        if not self.state.descriptions.get(record.name).started:
+            return  # stopped while this pass ran
         self.state.reconciler_action(record.name, "start", f"{what} {slot.name} on {peer}")
         response = self.state._start_process(request)
         if response.get("Status") != "ok":
@@ -201,9 +207,13 @@ class Reconciler:
         self.state.reconciler_action(record.name, "started", load_note)
 
     def _waiting(self, record: DescriptionRecord, detail: str) -> None:
-        if self._waiting_said.get(record.name) != detail:
-            self._waiting_said[record.name] = detail
-            self.state.reconciler_action(record.name, "waiting", detail)
+        self._tell_once(record, "waiting", detail)
+
+    def _tell_once(self, record: DescriptionRecord, action: str, detail: str) -> None:
+        """Tell clients why the description cannot be made true, once per reason (not every pass)."""
+        if self._waiting_said.get(record.name) != f"{action}: {detail}":
+            self._waiting_said[record.name] = f"{action}: {detail}"
+            self.state.reconciler_action(record.name, action, detail)
 
     def _set_status(self, record: DescriptionRecord, status: str) -> None:
         current = self.state.descriptions.get(record.name)

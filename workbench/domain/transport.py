@@ -268,10 +268,18 @@ class Connection:
     def closed(self) -> bool:
         return self._closed
 
-    def send(self, message: Message) -> None:
-        """Send one message whole; TransportError if the connection is closed or broken."""
+    def send(self, message: Message, timeout: float | None = None) -> None:
+        """Send one message whole; TransportError if the connection is closed or broken.
+
+        With ``timeout``, a peer that takes no data for that long has its connection closed
+        (TransportError "send timed out"): a frame half sent cannot be taken back, and a broker
+        must not wait forever on a client that stopped reading.
+        """
         frame = memoryview(encode_frame(message))  # ProtocolError for a message too large, before any I/O
-        with self._send_lock:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._send_lock.acquire(timeout=-1 if timeout is None else timeout):
+            self._give_up_sending(timeout)
+        try:
             while frame:
                 with self._lock:
                     if self._closed:
@@ -286,7 +294,16 @@ class Connection:
                         want_write = False
                     except (ssl.SSLError, OSError) as exc:
                         raise TransportError(f"send failed: {_describe(exc)}", address=self.address) from None
-                self._wait(want_write, None)
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    self._give_up_sending(timeout)
+                self._wait(want_write, remaining)
+        finally:
+            self._send_lock.release()
+
+    def _give_up_sending(self, timeout: float | None) -> None:
+        self.close()
+        raise TransportError("send timed out: the peer takes no data", address=self.address, timeout=timeout)
 
     def receive(self, timeout: float | None = None) -> Message | None:
         """The next message, or None once the peer has closed cleanly.
