@@ -53,7 +53,7 @@ def test_connect_by_url_registers_and_says_there_is_no_push(loaded, rainer, othe
     loaded.user_ns["url"] = rainer.url
     loaded.run_cell("%commits connect {url}")
     out = capsys.readouterr().out
-    assert out.startswith(f"connected to {rainer.url} as 'commits': 1 keys;")
+    assert out.startswith(f"connected to {rainer.url} as 'commits': 1 key;")
     assert "no push channel" in out
     connection = connections.get("commits")
     assert (connection.kind, connection.target) == ("commits", rainer.url)
@@ -246,6 +246,8 @@ def test_table_through_zookeeper_shows_commits_made_anywhere(loaded, rainer_zk, 
     loaded.run_cell(f"%commits connect {{url}} --zookeeper {{zk}} --zk-path {ZK_PATH} --name live")
     assert "live: commits made anywhere show as they land" in capsys.readouterr().out
     assert connections.get("live").status() == "live (ZooKeeper)"
+    assert value(loaded, "%commits status") == (f"live: {rainer_zk.url} + zookeeper {rainer_zk.zk_hosts}{ZK_PATH}: "
+                                                "live (ZooKeeper), 0 keys")
     dash = value(loaded, "%commits")
     assert dash.flush() and dash.refresh_button is None and "live from ZooKeeper" in dash.header.value
     assert "0 keys" in dash.header.value and "no keys" in dash.table.value
@@ -275,7 +277,7 @@ def test_zookeeper_only_connection_reads_the_mirror_and_refuses_writes(loaded, r
     rainer_zk.mirror.wait_for("foo", 1)
     loaded.user_ns["zk"] = rainer_zk.zk_hosts
     loaded.run_cell(f"%commits connect --zookeeper {{zk}} --zk-path {ZK_PATH}")
-    assert "1 keys" in capsys.readouterr().out
+    assert "1 key;" in capsys.readouterr().out
     assert value(loaded, "%commits show foo") == {"hey": "what"}
     dash = value(loaded, "%commits")
     rainer_zk.storage.save(Commit.from_value("bar", 1, [1], author="gian"))

@@ -62,6 +62,11 @@ _URL_CREDENTIALS = re.compile(r"(\b[a-z][\w+.-]*://[^\s:/@]*):[^\s@]*@", re.I)
 SERIALIZATIONS = {"json": JSON, "yaml": YAML, "text": TEXT, "raw": RAW, "suffix": serialization_by_suffix}
 
 
+def count(number: int, noun: str) -> str:
+    """``1 key``, ``3 keys``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def redact(text: str) -> str:
     """Hide ``:password@`` in URLs."""
     return _URL_CREDENTIALS.sub(r"\1:***@", text)
@@ -437,7 +442,8 @@ class CommitsMagic(Magics, Configurable):
             return self.refresh(args)
         if name == "status":
             session = self._session()
-            return f"{session.name}: {session.target}: {session.connection_status()}, {len(session.keys())} keys"
+            keys = count(len(session.keys()), "key")
+            return f"{session.name}: {session.target}: {session.connection_status()}, {keys}"
         handler = {"show": self.show, "log": self.log, "diff": self.diff, "revert": self.revert,
                    "delete": self.delete}[name]
         parser = {"show": _show_arguments, "log": _log_arguments, "diff": _diff_arguments,
@@ -467,7 +473,7 @@ class CommitsMagic(Magics, Configurable):
         how = ("live: commits made anywhere show as they land (ZooKeeper)" if session.live else
                "the HTTP API has no push channel: the table shows this notebook's commits and "
                "re-reads on Refresh")
-        print(f"connected to {session.target} as {args.name!r}: {len(session.keys())} keys; {how}")
+        print(f"connected to {session.target} as {args.name!r}: {count(len(session.keys()), 'key')}; {how}")
 
     def disconnect(self, name: str | None) -> None:
         name = name or self.current
@@ -570,7 +576,7 @@ class CommitsMagic(Magics, Configurable):
             print("the table follows ZooKeeper: nothing to refresh")
             return
         changed = self._call(session.refresh)
-        print(f"refreshed: {changed} keys changed")
+        print(f"refreshed: {count(changed, 'key')} changed")
 
     def _commit_cell(self, line: str, cell: str) -> None:
         try:

@@ -1,4 +1,4 @@
-"""Clients of a commits server's HTTP API (Rainer's): pyrainer's ``RainerClient``, ``CommitClient``, ``HttpCommitStorage``.
+"""Clients of a commits server's HTTP API: pyrainer's ``RainerClient``, ``CommitClient``, ``HttpCommitStorage``.
 
 Three faces over one :class:`~workbench.commits.http_transport.HttpTransport`:
 
