@@ -262,9 +262,6 @@ def confirm_and_post(client: Any, terminal: Terminal, key: str, current: bytes |
     if new_value == current and not meta.get("empty"):
         terminal.line("No change, not committing.")
         return False
-    if meta.get("empty") and current is None:
-        terminal.line("Already empty, not committing.")
-        return False
     terminal.diff(_text(current), _text(new_value), f"{key} (current)", f"{key} (new)")
     if not _ask(terminal, f"Commit to {client.commit_uri(key)} (yes/no)? "):
         terminal.line("OK, not committing.")
@@ -331,16 +328,20 @@ def cmd_commit_value(args: argparse.Namespace) -> int:
 
 
 def cmd_uncommit(args: argparse.Namespace) -> int:
+    """An empty commit after VERSION (default: the head); a VERSION that is no longer the head is a
+    conflict, so nobody deletes a value they have not seen."""
+    from workbench.commits.client import CommitNotFound
+
     terminal = Terminal(getattr(args, "color", None))
     with _client(args) as client:
         meta, value = _current(client, args.key, args.version)
         if int(meta["version"]) == 0:
-            from workbench.commits.client import CommitNotFound
-
             raise CommitNotFound(f"no key {args.key!r} to uncommit", status=404, body="Key not found",
                                  method="GET", url=client.commit_uri(args.key))
-        head = int(client.get_metadata(args.key)["version"]) if args.version is not None else int(meta["version"])
-        prepared = prepare_commit(next_commit(head, value, _author(args), empty=True), b"")
+        if meta.get("empty"):
+            print(f"{args.key} version {meta['version']} is already empty, not committing.")
+            return 0
+        prepared = prepare_commit(next_commit(int(meta["version"]), value, _author(args), empty=True), b"")
         if args.yes:
             _print_json(post_prepared(client, args.key, prepared))
         else:
