@@ -162,6 +162,9 @@ def test_bad_input_is_a_bad_request_and_nothing_is_stored(client):
         client.get_value("json")
     with pytest.raises(InvalidCommit):
         client.post_commit({"key": "json", "version": 1}, "1")  # no author: refused before sending
+    with pytest.raises(InvalidCommit) as version:
+        client.post_commit(meta("json", "two"), "1")
+    assert version.value.fields["reason"] == "version"
     with pytest.raises(ConfigurationError):
         client.get_value("")
 

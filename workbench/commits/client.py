@@ -192,7 +192,12 @@ class RainerClient:
         mtime = metadata.get("mtime")
         if mtime:
             headers["X-Rainer-Modified-Time"] = format_mtime(mtime) if isinstance(mtime, datetime) else str(mtime)
-        path = commit_path(str(metadata["key"]), int(metadata["version"]))
+        try:
+            version = int(metadata["version"])
+        except (TypeError, ValueError):
+            raise InvalidCommit("metadata['version'] must be an integer", version=metadata["version"],
+                                reason="version") from None
+        path = commit_path(str(metadata["key"]), version)
         return self.transport.request("POST", path, body=payload, headers=headers).json()
 
     # -- lifecycle ----------------------------------------------------------------------------------
