@@ -59,6 +59,20 @@ def test_older_and_equal_versions_are_refused(keeper):
     assert keeper.get("foo").value == "three"
 
 
+def test_writes_without_a_read_still_see_other_writers(keeper, second_client):
+    other = CommitKeeper(second_client, PATH)
+    keeper.save(commit("foo", 1))
+    other.save(commit("foo", 5))
+    assert keeper.save(commit("foo", 2)) is False  # its remembered znode version is stale now
+    assert keeper.get("foo").version == 5
+    assert keeper.save(commit("foo", 6)) is True
+    second_client.delete(keeper.node_path("foo"))  # out of band
+    assert keeper.save(commit("foo", 7)) is True
+    assert other.get("foo").version == 7
+    second_client.set(keeper.node_path("foo"), b"garbage")
+    assert keeper.save(commit("foo", 8)) is True and other.get("foo").version == 8
+
+
 def test_tombstones_delete_the_znode(keeper, zookeeper_client):
     keeper.save(commit("foo", 1))
     assert keeper.save(Commit.tombstone("foo", 2, "gian")) is True
