@@ -18,7 +18,7 @@ from workbench.commits import Commit, CommitServer, MemoryCommitStorage, SqlComm
 from workbench.commits.server import BasicAuth, ServiceBindError, TokenAuth, auth_from_spec, decode_header, \
     encode_header
 from workbench.errors import ConfigurationError
-from workbench.testing.commits import commit_server, wait_until  # noqa: F401
+from workbench.testing.commits import commit_server  # noqa: F401
 
 MTIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d)"
 
