@@ -64,6 +64,30 @@ def test_connect_by_url_registers_and_says_there_is_no_push(loaded, rainer, othe
     assert connections.get("commits") is None and connection.client.closed
 
 
+def test_two_connections_and_the_connection_option(loaded, rainer, tmp_path, capsys):
+    from workbench.testing.commits_servers import start_rainer
+
+    second = start_rainer(tmp_path / "second")
+    try:
+        loaded.user_ns.update(url=rainer.url, second=second.url)
+        loaded.run_cell("%commits connect {url} --name first")
+        loaded.run_cell("%commits connect {second} --name second")
+        loaded.run_cell("%%commits where -m here\n\"second\"\n")        # the last connected is current
+        loaded.run_cell("%%commits where -m here -c first\n\"first\"\n")
+        assert value(loaded, "%commits show where") == "second"
+        assert value(loaded, "%commits -c first show where") == "first"
+        loaded.run_cell("%commits value << --connection first show where")
+        assert loaded.user_ns["value"] == "first"
+        assert value(loaded, "%commits -c first").title == "first"
+        with pytest.raises(UsageError, match="no commits connection named 'third'"):
+            loaded.run_cell("%commits -c third show where")
+        assert {c.name for c in connections} == {"first", "second"}
+    finally:
+        loaded.run_cell("%commits disconnect second")
+        loaded.run_cell("%commits disconnect first")
+        second.stop()
+
+
 def test_connect_errors_are_short(loaded, rainer):
     with pytest.raises(UsageError, match="not connected"):
         loaded.run_cell("%commits show foo")

@@ -54,7 +54,7 @@ KEY_COMMANDS = ("show", "log", "diff", "revert", "delete")
 USAGE = ("%commits connect [URL] [--zookeeper HOST:PORT --zk-path PATH] [--name NAME] | %commits | "
          "%commits show KEY [VERSION] | %commits log KEY | %commits diff KEY [OLD [NEW]] | "
          "%commits revert KEY VERSION [-m MESSAGE] | %commits delete KEY [-m MESSAGE] | %commits refresh | "
-         "%commits disconnect [NAME] | %commits NAME << COMMAND | %%commits KEY -m MESSAGE")
+         "%commits disconnect [NAME] | %commits [-c NAME] ... | %commits VAR << COMMAND | %%commits KEY -m MESSAGE")
 
 _CAPTURE = re.compile(r"\s*([A-Za-z_]\w*)\s*<<(?!<)(.*)\Z", re.S)
 _URL_CREDENTIALS = re.compile(r"(\b[a-z][\w+.-]*://[^\s:/@]*):[^\s@]*@", re.I)
@@ -380,6 +380,7 @@ class CommitsMagic(Magics, Configurable):
         super().__init__(shell=shell, **kwargs)
         self.sessions: dict[str, CommitsSession] = {}
         self.current: str | None = None
+        self._selected: str | None = None  # the -c NAME of the line being run
         if shell is not None:
             shell.set_hook("complete_command", _complete, str_key="%commits")
             shell.set_hook("complete_command", _complete, str_key="%%commits")
@@ -401,6 +402,7 @@ class CommitsMagic(Magics, Configurable):
             %commits refresh                  read every key again (URL connections have no push)
             %commits disconnect [NAME]
             %commits NAME << show KEY         keep the result in NAME instead of showing it
+            %commits -c NAME show KEY         use connection NAME for this line (default: the last one)
 
             %%commits KEY -m MESSAGE [--version N]
             ... the cell's body is committed as KEY's next version, byte for byte ...
@@ -422,12 +424,22 @@ class CommitsMagic(Magics, Configurable):
             words = shlex.split(line)
         except ValueError as exc:
             raise UsageError(f"commits: {exc}") from None
-        if not words:
-            result = self.table()
-        elif words[0] in COMMANDS:
-            result = self._command(words[0], words[1:])
-        else:
-            raise UsageError(f"commits: unknown command {words[0]!r}; usage: {USAGE}")
+        selected = None
+        if words and words[0] in ("-c", "--connection"):  # `-c NAME` picks a connection for this line
+            if len(words) < 2:
+                raise UsageError("commits: -c needs a connection name")
+            selected, words = words[1], words[2:]
+            self._session(selected)  # an unknown name is an error before anything runs
+        self._selected = selected
+        try:
+            if not words:
+                result = self.table()
+            elif words[0] in COMMANDS:
+                result = self._command(words[0], words[1:])
+            else:
+                raise UsageError(f"commits: unknown command {words[0]!r}; usage: {USAGE}")
+        finally:
+            self._selected = None
         if capture is not None:
             self.shell.user_ns[capture] = result
             return None
@@ -492,7 +504,7 @@ class CommitsMagic(Magics, Configurable):
             self.current = next(reversed(self.sessions), None)
 
     def _session(self, name: str | None = None) -> CommitsSession:
-        name = name or self.current
+        name = name or self._selected or self.current
         if name is None:
             raise UsageError("commits: not connected (%commits connect URL first)")
         session = self.sessions.get(name)
