@@ -79,6 +79,7 @@ def test_two_connections_and_the_connection_option(loaded, rainer, tmp_path, cap
         loaded.run_cell("%commits value << --connection first show where")
         assert loaded.user_ns["value"] == "first"
         assert value(loaded, "%commits -c first").title == "first"
+        assert completions(loaded, "%commits -c first show wh") == ["where"]
         with pytest.raises(UsageError, match="no commits connection named 'third'"):
             loaded.run_cell("%commits -c third show where")
         assert {c.name for c in connections} == {"first", "second"}

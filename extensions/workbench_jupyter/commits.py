@@ -626,9 +626,12 @@ def _complete(shell: Any, event: Any) -> list[str]:
     if not words:
         return []
     completing_new_word = before.endswith((" ", "\t"))
+    selected = None
+    if len(words) > 2 and words[1] in ("-c", "--connection") and (len(words) > 3 or completing_new_word):
+        selected, words = words[2], words[:1] + words[3:]  # `%commits -c NAME ...`: that connection's keys
     position = len(words) if completing_new_word else len(words) - 1  # index of the word being typed
     try:
-        keys = magics._session().keys()
+        keys = magics._session(selected).keys()
     except UsageError:
         keys = []
     is_cell = words[0].startswith("%%")
