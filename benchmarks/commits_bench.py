@@ -49,7 +49,6 @@ from _common import (  # noqa: E402
     Cleanup,
     ProcessClients,
     Report,
-    format_seconds,
     percentile,
 )
 

@@ -9,7 +9,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from workbench.commits import RAW, Commit, CommitConflict, InvalidCommit, create_rainer
+from workbench.commits import RAW, Commit, CommitConflict, InvalidCommit
 from workbench.commits.client import (
     CommitBadRequest,
     CommitClient,

@@ -55,12 +55,12 @@ from workbench.commits.http_transport import (
     encode_key,
 )
 from workbench.commits.model import (
+    JSON,
     Commit,
     CommitMetadata,
     InvalidCommit,
     Serialization,
     SerializationChooser,
-    JSON,
     format_mtime,
 )
 from workbench.commits.storage import CommitStorage
