@@ -278,7 +278,6 @@ class _Handler(tornado.web.RequestHandler):
             raise _HttpProblem(404, _NOT_FOUND, "text/plain; charset=utf-8")
         return commit, False
 
-
     async def find_and_describe(self, key: str, version: str | None) -> Commit:
         """``find`` from URL parts, with the commit's X-Rainer-* headers set on the answer."""
         commit, cached = await self.find(key, None if version is None else self.parse_version(version))
