@@ -327,3 +327,29 @@ def test_unloading_closes_connections_tables_and_completion(shell, rainer):
         shell.user_ns.pop("url", None)
     assert session.closed and dash.closed and session.view.closed
     assert "%commits" not in shell.strdispatchers["complete_command"].strs
+
+
+# -- in a real browser --------------------------------------------------------------------------------------
+def test_live_table_in_jupyterlab_shows_and_refreshes(jupyter_lab, lab_page, rainer, artifacts_dir):
+    """The table renders in JupyterLab; a commit made elsewhere shows after pressing its Refresh button."""
+    from workbench.testing.jupyter import WIDGET, run_notebook_in_lab, save_screenshot, write_notebook
+
+    write_notebook(jupyter_lab.root_dir / "commits" / "table.ipynb", [
+        f"%load_ext workbench\n%config CommitsMagic.author = 'browser'\n%commits connect {rainer.url}",
+        '%%commits flags -m "from the notebook"\n{"dark_mode": false}\n',
+        "%commits",
+    ])
+    run = run_notebook_in_lab(lab_page, jupyter_lab.url, "commits/table.ipynb", timeout=180)
+    table = run.panel.locator(f"{WIDGET} table.commits-keys").first
+    table.wait_for(state="visible", timeout=30_000)
+    row = table.locator("tr", has_text="flags")
+    assert row.locator("td").all_inner_texts()[:4] == ["flags", "1", "browser", "from the notebook"]
+
+    with RainerClient(rainer.url) as elsewhere:
+        elsewhere.post_commit({"key": "flags", "version": 2, "author": "elsewhere", "comment": "dark now"},
+                              '{"dark_mode": true}')
+    assert row.locator("td").nth(1).inner_text() == "1"  # no push over HTTP: unchanged until Refresh
+    run.panel.locator(f"{WIDGET} button", has_text="Refresh").click()
+    table.locator("tr", has_text="elsewhere").wait_for(state="visible", timeout=30_000)
+    assert row.locator("td").all_inner_texts()[:4] == ["flags", "2", "elsewhere", "dark now"]
+    save_screenshot(lab_page, artifacts_dir / "test_commits_live_table.png", target=table)
