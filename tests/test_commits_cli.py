@@ -324,7 +324,9 @@ class ServeProcess:
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(30)
+            code = self.process.wait(30)
+            self.log = self.process.stderr.read()
+            return code
         finally:
             self.process.stdout.close()
             self.process.stderr.close()
@@ -332,7 +334,7 @@ class ServeProcess:
 
 def test_serve_runs_the_seed_session_and_stops_on_sigterm(tmp_path):
     server = ServeProcess("--storage", f"sqlite:///{tmp_path / 'served.db'}", "--port", "0",
-                          "--prefix", "/diary")
+                          "--prefix", "/diary", "--access-log")
     try:
         assert server.url.endswith("/diary")
         client = RainerClient(server.url)
@@ -343,6 +345,7 @@ def test_serve_runs_the_seed_session_and_stops_on_sigterm(tmp_path):
         client.close()
     finally:
         assert server.stop() == 0
+    assert "200 POST /diary/foo/1" in server.log  # --access-log: every request is logged
     # the commits outlive the server: a new one on the same file serves them
     again = ServeProcess("--storage", f"sqlite:///{tmp_path / 'served.db'}", "--port", "0")
     try:

@@ -84,6 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--auth", metavar="SPEC", default=os.environ.get(AUTH_ENVIRONMENT),
                        help="require credentials on writes: token:SECRET or basic:USER:PASSWORD "
                        f"(default: ${AUTH_ENVIRONMENT}, which keeps the secret out of the process list)")
+    serve.add_argument("--access-log", action="store_true", help="log every request (default: server errors only)")
     serve.add_argument("--publish-period", type=float, default=30.0,
                        help="seconds between the leader's checks that ZooKeeper holds every head (default 30)")
     serve.set_defaults(func=cmd_serve)
@@ -426,7 +427,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     rainer = create_rainer(args.storage, port=args.port, prefix=args.prefix, zookeeper=args.zookeeper,
                            zk_path=args.zk_path, auth=args.auth or None, address=args.host,
-                           publish_period=args.publish_period, publish_fuzz=args.publish_period / 6)
+                           publish_period=args.publish_period, publish_fuzz=args.publish_period / 6,
+                           access_log=args.access_log)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stopped.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stopped.set())
