@@ -207,6 +207,7 @@ def test_an_unreachable_server_is_one_clear_error():
         client.list()
     assert caught.value.url == f"http://127.0.0.1:{port}/diary"
     assert "cannot reach the commits server" in str(caught.value) and caught.value.reason
+    assert (caught.value.status, caught.value.body) == (None, "")
 
 
 def test_a_server_that_never_answers_times_out():

@@ -117,7 +117,8 @@ class CommitsSession:
             self.zk.start(timeout=timeout)
         except Exception as exc:  # kazoo raises its own timeout class, among others
             raise CommitServerUnreachable(f"cannot reach ZooKeeper at {self.zookeeper}: {exc}",
-                                          url=str(self.zookeeper), reason=str(exc)) from None
+                                          url=str(self.zookeeper), reason=str(exc), status=None,
+                                          body="") from None
         self.mirror = CommitKeeper(self.zk, str(self.zk_path), serialization).mirror(timeout)
 
     # -- what it shows ------------------------------------------------------------------------------
