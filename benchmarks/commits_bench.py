@@ -12,8 +12,9 @@ What is measured, and against what:
    ``keeper_publishing`` storage saves (SQL first, then the keeper's version-guarded znode write),
    and a ``CommitMirror`` on a second kazoo client (a second ZooKeeper session) is timed until it
    shows the new version. The limit: a raw kazoo ``set`` on one client until the watch armed by
-   the other fires and its read returns the new data (the watch-then-read a mirror must do too). Measured with the storage on
-   SQLite (the system of record as deployed) and in memory (the keeper and mirror path alone).
+   the other fires and its read returns the new data (the watch-then-read a mirror must do too).
+   Measured with the storage on SQLite (the system of record as deployed) and in memory (the
+   keeper and mirror path alone).
    Target: SQLite mirror latency <= 1.5x the raw watch (p50).
 2. **HTTP GET of a value, 8 concurrent clients** (each its own process, keep-alive connections):
    requests per second of ``GET /diary/KEY`` on a commits server, against a bare tornado handler
@@ -48,7 +49,6 @@ from _common import (  # noqa: E402
     Cleanup,
     ProcessClients,
     Report,
-    format_seconds,
     percentile,
 )
 

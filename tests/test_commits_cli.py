@@ -253,6 +253,15 @@ def test_uncommit_yes_flag_does_not_ask(rainer, seeded):
     result = run_cli("uncommit", "hey", "-y", url=rainer.url)
     assert result.returncode == 0 and "(yes/no)" not in result.stdout
     assert seeded.get_metadata("hey")["empty"] is True and seeded.get_metadata("hey")["version"] == 7
+    again = run_cli("uncommit", "hey", "-y", url=rainer.url)
+    assert again.returncode == 0 and "already empty, not committing" in again.stdout
+    assert seeded.get_metadata("hey")["version"] == 7
+
+
+def test_uncommit_of_a_version_that_is_no_longer_the_head_is_a_conflict(rainer, seeded):
+    result = run_cli("uncommit", "hey", "5", "-y", url=rainer.url)
+    assert result.returncode == 1 and "conflict on key 'hey': the next version is 7, not 6" in result.stderr
+    assert seeded.get_metadata("hey")["version"] == 6 and "empty" not in seeded.get_metadata("hey")
 
 
 def test_log_shows_the_history_as_diffs_newest_first(rainer, client):
@@ -315,7 +324,9 @@ class ServeProcess:
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(30)
+            code = self.process.wait(30)
+            self.log = self.process.stderr.read()
+            return code
         finally:
             self.process.stdout.close()
             self.process.stderr.close()
@@ -323,7 +334,7 @@ class ServeProcess:
 
 def test_serve_runs_the_seed_session_and_stops_on_sigterm(tmp_path):
     server = ServeProcess("--storage", f"sqlite:///{tmp_path / 'served.db'}", "--port", "0",
-                          "--prefix", "/diary")
+                          "--prefix", "/diary", "--access-log")
     try:
         assert server.url.endswith("/diary")
         client = RainerClient(server.url)
@@ -334,6 +345,7 @@ def test_serve_runs_the_seed_session_and_stops_on_sigterm(tmp_path):
         client.close()
     finally:
         assert server.stop() == 0
+    assert "200 POST /diary/foo/1" in server.log  # --access-log: every request is logged
     # the commits outlive the server: a new one on the same file serves them
     again = ServeProcess("--storage", f"sqlite:///{tmp_path / 'served.db'}", "--port", "0")
     try:

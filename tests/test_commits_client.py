@@ -9,7 +9,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from workbench.commits import RAW, Commit, CommitConflict, InvalidCommit, create_rainer
+from workbench.commits import RAW, Commit, CommitConflict, InvalidCommit
 from workbench.commits.client import (
     CommitBadRequest,
     CommitClient,
@@ -162,6 +162,9 @@ def test_bad_input_is_a_bad_request_and_nothing_is_stored(client):
         client.get_value("json")
     with pytest.raises(InvalidCommit):
         client.post_commit({"key": "json", "version": 1}, "1")  # no author: refused before sending
+    with pytest.raises(InvalidCommit) as version:
+        client.post_commit(meta("json", "two"), "1")
+    assert version.value.fields["reason"] == "version"
     with pytest.raises(ConfigurationError):
         client.get_value("")
 
@@ -204,6 +207,7 @@ def test_an_unreachable_server_is_one_clear_error():
         client.list()
     assert caught.value.url == f"http://127.0.0.1:{port}/diary"
     assert "cannot reach the commits server" in str(caught.value) and caught.value.reason
+    assert (caught.value.status, caught.value.body) == (None, "")
 
 
 def test_a_server_that_never_answers_times_out():

@@ -59,6 +59,20 @@ def test_older_and_equal_versions_are_refused(keeper):
     assert keeper.get("foo").value == "three"
 
 
+def test_writes_without_a_read_still_see_other_writers(keeper, second_client):
+    other = CommitKeeper(second_client, PATH)
+    keeper.save(commit("foo", 1))
+    other.save(commit("foo", 5))
+    assert keeper.save(commit("foo", 2)) is False  # its remembered znode version is stale now
+    assert keeper.get("foo").version == 5
+    assert keeper.save(commit("foo", 6)) is True
+    second_client.delete(keeper.node_path("foo"))  # out of band
+    assert keeper.save(commit("foo", 7)) is True
+    assert other.get("foo").version == 7
+    second_client.set(keeper.node_path("foo"), b"garbage")
+    assert keeper.save(commit("foo", 8)) is True and other.get("foo").version == 8
+
+
 def test_tombstones_delete_the_znode(keeper, zookeeper_client):
     keeper.save(commit("foo", 1))
     assert keeper.save(Commit.tombstone("foo", 2, "gian")) is True
@@ -315,3 +329,22 @@ def test_two_publishers_never_both_lead(zookeeper_server, zookeeper_chroot, keep
             b.close()
         assert both == []
         assert len(leaders) >= 3  # leadership really moved: first, second, first again
+
+
+def test_auto_publisher_leads_and_heals_again_after_a_zookeeper_restart(own_zookeeper):
+    storage = MemoryCommitStorage([commit("foo", 1), commit("bar", 1)])
+    with quick_reconnecting_client(own_zookeeper.hosts) as client, \
+            quick_reconnecting_client(own_zookeeper.hosts) as operator:
+        keeper = CommitKeeper(client, PATH)
+        recorder = EventRecorder()
+        with keeper.auto_publisher(storage, period=0.3, fuzz=0.1) as publisher:
+            publisher.add_listener(recorder)
+            wait_until(lambda: versions(keeper.heads()) == {"foo": 1, "bar": 1}, what="first publication")
+            own_zookeeper.restart(down_seconds=0.5)
+            recorder.wait_for("leadership_lost", timeout=30)
+            wait_until(lambda: client.connected and operator.connected, timeout=45, what="reconnected")
+            wait_until(lambda: publisher.is_leader, timeout=30, what="leading again")
+            operator.delete(keeper.node_path("foo"))
+            storage.save(commit("bar", 2))
+            wait_until(lambda: versions(CommitKeeper(operator, PATH).heads()) == {"foo": 1, "bar": 2},
+                       timeout=20, what="healed after the restart")

@@ -53,7 +53,7 @@ def test_connect_by_url_registers_and_says_there_is_no_push(loaded, rainer, othe
     loaded.user_ns["url"] = rainer.url
     loaded.run_cell("%commits connect {url}")
     out = capsys.readouterr().out
-    assert out.startswith(f"connected to {rainer.url} as 'commits': 1 keys;")
+    assert out.startswith(f"connected to {rainer.url} as 'commits': 1 key;")
     assert "no push channel" in out
     connection = connections.get("commits")
     assert (connection.kind, connection.target) == ("commits", rainer.url)
@@ -62,6 +62,31 @@ def test_connect_by_url_registers_and_says_there_is_no_push(loaded, rainer, othe
                                                        "connected (refresh on demand)")]
     loaded.run_cell("%commits disconnect")
     assert connections.get("commits") is None and connection.client.closed
+
+
+def test_two_connections_and_the_connection_option(loaded, rainer, tmp_path, capsys):
+    from workbench.testing.commits_servers import start_rainer
+
+    second = start_rainer(tmp_path / "second")
+    try:
+        loaded.user_ns.update(url=rainer.url, second=second.url)
+        loaded.run_cell("%commits connect {url} --name first")
+        loaded.run_cell("%commits connect {second} --name second")
+        loaded.run_cell("%%commits where -m here\n\"second\"\n")        # the last connected is current
+        loaded.run_cell("%%commits where -m here -c first\n\"first\"\n")
+        assert value(loaded, "%commits show where") == "second"
+        assert value(loaded, "%commits -c first show where") == "first"
+        loaded.run_cell("%commits value << --connection first show where")
+        assert loaded.user_ns["value"] == "first"
+        assert value(loaded, "%commits -c first").title == "first"
+        assert completions(loaded, "%commits -c first show wh") == ["where"]
+        with pytest.raises(UsageError, match="no commits connection named 'third'"):
+            loaded.run_cell("%commits -c third show where")
+        assert {c.name for c in connections} == {"first", "second"}
+    finally:
+        loaded.run_cell("%commits disconnect second")
+        loaded.run_cell("%commits disconnect first")
+        second.stop()
 
 
 def test_connect_errors_are_short(loaded, rainer):
@@ -246,6 +271,8 @@ def test_table_through_zookeeper_shows_commits_made_anywhere(loaded, rainer_zk, 
     loaded.run_cell(f"%commits connect {{url}} --zookeeper {{zk}} --zk-path {ZK_PATH} --name live")
     assert "live: commits made anywhere show as they land" in capsys.readouterr().out
     assert connections.get("live").status() == "live (ZooKeeper)"
+    assert value(loaded, "%commits status") == (f"live: {rainer_zk.url} + zookeeper {rainer_zk.zk_hosts}{ZK_PATH}: "
+                                                "live (ZooKeeper), 0 keys")
     dash = value(loaded, "%commits")
     assert dash.flush() and dash.refresh_button is None and "live from ZooKeeper" in dash.header.value
     assert "0 keys" in dash.header.value and "no keys" in dash.table.value
@@ -275,7 +302,7 @@ def test_zookeeper_only_connection_reads_the_mirror_and_refuses_writes(loaded, r
     rainer_zk.mirror.wait_for("foo", 1)
     loaded.user_ns["zk"] = rainer_zk.zk_hosts
     loaded.run_cell(f"%commits connect --zookeeper {{zk}} --zk-path {ZK_PATH}")
-    assert "1 keys" in capsys.readouterr().out
+    assert "1 key;" in capsys.readouterr().out
     assert value(loaded, "%commits show foo") == {"hey": "what"}
     dash = value(loaded, "%commits")
     rainer_zk.storage.save(Commit.from_value("bar", 1, [1], author="gian"))
@@ -300,3 +327,29 @@ def test_unloading_closes_connections_tables_and_completion(shell, rainer):
         shell.user_ns.pop("url", None)
     assert session.closed and dash.closed and session.view.closed
     assert "%commits" not in shell.strdispatchers["complete_command"].strs
+
+
+# -- in a real browser --------------------------------------------------------------------------------------
+def test_live_table_in_jupyterlab_shows_and_refreshes(jupyter_lab, lab_page, rainer, artifacts_dir):
+    """The table renders in JupyterLab; a commit made elsewhere shows after pressing its Refresh button."""
+    from workbench.testing.jupyter import WIDGET, run_notebook_in_lab, save_screenshot, write_notebook
+
+    write_notebook(jupyter_lab.root_dir / "commits" / "table.ipynb", [
+        f"%load_ext workbench\n%config CommitsMagic.author = 'browser'\n%commits connect {rainer.url}",
+        '%%commits flags -m "from the notebook"\n{"dark_mode": false}\n',
+        "%commits",
+    ])
+    run = run_notebook_in_lab(lab_page, jupyter_lab.url, "commits/table.ipynb", timeout=180)
+    table = run.panel.locator(f"{WIDGET} table.commits-keys").first
+    table.wait_for(state="visible", timeout=30_000)
+    row = table.locator("tr", has_text="flags")
+    assert row.locator("td").all_inner_texts()[:4] == ["flags", "1", "browser", "from the notebook"]
+
+    with RainerClient(rainer.url) as elsewhere:
+        elsewhere.post_commit({"key": "flags", "version": 2, "author": "elsewhere", "comment": "dark now"},
+                              '{"dark_mode": true}')
+    assert row.locator("td").nth(1).inner_text() == "1"  # no push over HTTP: unchanged until Refresh
+    run.panel.locator(f"{WIDGET} button", has_text="Refresh").click()
+    table.locator("tr", has_text="elsewhere").wait_for(state="visible", timeout=30_000)
+    assert row.locator("td").all_inner_texts()[:4] == ["flags", "2", "elsewhere", "dark now"]
+    save_screenshot(lab_page, artifacts_dir / "test_commits_live_table.png", target=table)

@@ -18,7 +18,7 @@ from workbench.commits import Commit, CommitServer, MemoryCommitStorage, SqlComm
 from workbench.commits.server import BasicAuth, ServiceBindError, TokenAuth, auth_from_spec, decode_header, \
     encode_header
 from workbench.errors import ConfigurationError
-from workbench.testing.commits import commit_server, wait_until  # noqa: F401
+from workbench.testing.commits import CommitServeProcess, commit_server, wait_until  # noqa: F401
 
 MTIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d)"
 
@@ -351,3 +351,42 @@ def test_malformed_http_gets_a_4xx_or_a_closed_connection(commit_server, raw):
         assert 400 <= status < 500, answer[:200]
     assert commit_server.storage.heads() == {}
     assert http("GET", commit_server.url + "/")[0] == 200  # and the server still serves
+
+
+def test_acknowledged_commits_survive_a_kill_9_of_the_server(tmp_path):
+    url = f"sqlite:///{tmp_path / 'diary.db'}"
+    server = CommitServeProcess(tmp_path / "serve", url).start()
+    try:
+        acknowledged = []
+        for version in range(1, 31):
+            status, _, body = http("POST", f"{server.url}/foo/{version}", json.dumps([version]).encode(),
+                                   {"X-Rainer-Author": "gian"})
+            assert status == 200, body
+            acknowledged.append(version)
+        server.kill9()
+        server.start()  # same storage, same port
+        listing = json.loads(http("GET", server.url + "/")[2])
+        assert listing["foo"]["version"] == acknowledged[-1]
+        for version in (1, 15, 30):
+            assert http("GET", f"{server.url}/foo/{version}")[2] == json.dumps([version]).encode()
+        status, _, body = http("POST", f"{server.url}/foo/31", b"[31]", {"X-Rainer-Author": "gian"})
+        assert status == 200
+    finally:
+        server.stop()
+
+
+def test_two_servers_of_one_cluster_see_each_others_commits(tmp_path, zookeeper_chroot):
+    common = dict(storage_url=f"sqlite:///{tmp_path / 'shared.db'}", prefix="/diary",
+                  zookeeper=zookeeper_chroot, zk_path="/rainer/diary", publish_period=0.5, publish_fuzz=0.1)
+    with create_rainer(**common) as a, create_rainer(**common) as b:
+        assert post(a, "foo", 1, b'{"from":"a"}')[0] == 200
+        b.mirror.wait_for("foo", 1)
+        status, headers, body = http("GET", b.url + "/foo")
+        assert (status, body, headers["X-Rainer-Cached"]) == (200, b'{"from":"a"}', "Yes")
+        status, _, body = post(b, "foo", 1, b'{"from":"b"}')  # the same version through the other server
+        assert status == 409 and json.loads(body)["conflict"]["expectedVersion"] == 2
+        assert post(b, "foo", 2, b'{"from":"b"}')[0] == 200
+        a.mirror.wait_for("foo", 2)
+        assert http("GET", a.url + "/foo")[2] == b'{"from":"b"}'
+        wait_until(lambda: a.publisher.is_leader or b.publisher.is_leader, what="a publisher leads")
+        assert not (a.publisher.is_leader and b.publisher.is_leader)

@@ -54,12 +54,17 @@ KEY_COMMANDS = ("show", "log", "diff", "revert", "delete")
 USAGE = ("%commits connect [URL] [--zookeeper HOST:PORT --zk-path PATH] [--name NAME] | %commits | "
          "%commits show KEY [VERSION] | %commits log KEY | %commits diff KEY [OLD [NEW]] | "
          "%commits revert KEY VERSION [-m MESSAGE] | %commits delete KEY [-m MESSAGE] | %commits refresh | "
-         "%commits disconnect [NAME] | %commits NAME << COMMAND | %%commits KEY -m MESSAGE")
+         "%commits disconnect [NAME] | %commits [-c NAME] ... | %commits VAR << COMMAND | %%commits KEY -m MESSAGE")
 
 _CAPTURE = re.compile(r"\s*([A-Za-z_]\w*)\s*<<(?!<)(.*)\Z", re.S)
 _URL_CREDENTIALS = re.compile(r"(\b[a-z][\w+.-]*://[^\s:/@]*):[^\s@]*@", re.I)
 
 SERIALIZATIONS = {"json": JSON, "yaml": YAML, "text": TEXT, "raw": RAW, "suffix": serialization_by_suffix}
+
+
+def count(number: int, noun: str) -> str:
+    """``1 key``, ``3 keys``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def redact(text: str) -> str:
@@ -112,7 +117,8 @@ class CommitsSession:
             self.zk.start(timeout=timeout)
         except Exception as exc:  # kazoo raises its own timeout class, among others
             raise CommitServerUnreachable(f"cannot reach ZooKeeper at {self.zookeeper}: {exc}",
-                                          url=str(self.zookeeper), reason=str(exc)) from None
+                                          url=str(self.zookeeper), reason=str(exc), status=None,
+                                          body="") from None
         self.mirror = CommitKeeper(self.zk, str(self.zk_path), serialization).mirror(timeout)
 
     # -- what it shows ------------------------------------------------------------------------------
@@ -375,6 +381,7 @@ class CommitsMagic(Magics, Configurable):
         super().__init__(shell=shell, **kwargs)
         self.sessions: dict[str, CommitsSession] = {}
         self.current: str | None = None
+        self._selected: str | None = None  # the -c NAME of the line being run
         if shell is not None:
             shell.set_hook("complete_command", _complete, str_key="%commits")
             shell.set_hook("complete_command", _complete, str_key="%%commits")
@@ -396,6 +403,7 @@ class CommitsMagic(Magics, Configurable):
             %commits refresh                  read every key again (URL connections have no push)
             %commits disconnect [NAME]
             %commits NAME << show KEY         keep the result in NAME instead of showing it
+            %commits -c NAME show KEY         use connection NAME for this line (default: the last one)
 
             %%commits KEY -m MESSAGE [--version N]
             ... the cell's body is committed as KEY's next version, byte for byte ...
@@ -417,12 +425,22 @@ class CommitsMagic(Magics, Configurable):
             words = shlex.split(line)
         except ValueError as exc:
             raise UsageError(f"commits: {exc}") from None
-        if not words:
-            result = self.table()
-        elif words[0] in COMMANDS:
-            result = self._command(words[0], words[1:])
-        else:
-            raise UsageError(f"commits: unknown command {words[0]!r}; usage: {USAGE}")
+        selected = None
+        if words and words[0] in ("-c", "--connection"):  # `-c NAME` picks a connection for this line
+            if len(words) < 2:
+                raise UsageError("commits: -c needs a connection name")
+            selected, words = words[1], words[2:]
+            self._session(selected)  # an unknown name is an error before anything runs
+        self._selected = selected
+        try:
+            if not words:
+                result = self.table()
+            elif words[0] in COMMANDS:
+                result = self._command(words[0], words[1:])
+            else:
+                raise UsageError(f"commits: unknown command {words[0]!r}; usage: {USAGE}")
+        finally:
+            self._selected = None
         if capture is not None:
             self.shell.user_ns[capture] = result
             return None
@@ -437,7 +455,8 @@ class CommitsMagic(Magics, Configurable):
             return self.refresh(args)
         if name == "status":
             session = self._session()
-            return f"{session.name}: {session.target}: {session.connection_status()}, {len(session.keys())} keys"
+            keys = count(len(session.keys()), "key")
+            return f"{session.name}: {session.target}: {session.connection_status()}, {keys}"
         handler = {"show": self.show, "log": self.log, "diff": self.diff, "revert": self.revert,
                    "delete": self.delete}[name]
         parser = {"show": _show_arguments, "log": _log_arguments, "diff": _diff_arguments,
@@ -467,7 +486,7 @@ class CommitsMagic(Magics, Configurable):
         how = ("live: commits made anywhere show as they land (ZooKeeper)" if session.live else
                "the HTTP API has no push channel: the table shows this notebook's commits and "
                "re-reads on Refresh")
-        print(f"connected to {session.target} as {args.name!r}: {len(session.keys())} keys; {how}")
+        print(f"connected to {session.target} as {args.name!r}: {count(len(session.keys()), 'key')}; {how}")
 
     def disconnect(self, name: str | None) -> None:
         name = name or self.current
@@ -486,7 +505,7 @@ class CommitsMagic(Magics, Configurable):
             self.current = next(reversed(self.sessions), None)
 
     def _session(self, name: str | None = None) -> CommitsSession:
-        name = name or self.current
+        name = name or self._selected or self.current
         if name is None:
             raise UsageError("commits: not connected (%commits connect URL first)")
         session = self.sessions.get(name)
@@ -570,7 +589,7 @@ class CommitsMagic(Magics, Configurable):
             print("the table follows ZooKeeper: nothing to refresh")
             return
         changed = self._call(session.refresh)
-        print(f"refreshed: {changed} keys changed")
+        print(f"refreshed: {count(changed, 'key')} changed")
 
     def _commit_cell(self, line: str, cell: str) -> None:
         try:
@@ -608,9 +627,12 @@ def _complete(shell: Any, event: Any) -> list[str]:
     if not words:
         return []
     completing_new_word = before.endswith((" ", "\t"))
+    selected = None
+    if len(words) > 2 and words[1] in ("-c", "--connection") and (len(words) > 3 or completing_new_word):
+        selected, words = words[2], words[:1] + words[3:]  # `%commits -c NAME ...`: that connection's keys
     position = len(words) if completing_new_word else len(words) - 1  # index of the word being typed
     try:
-        keys = magics._session().keys()
+        keys = magics._session(selected).keys()
     except UsageError:
         keys = []
     is_cell = words[0].startswith("%%")

@@ -113,7 +113,8 @@ class CommitsDashboard(Dashboard):
         note = (f" · refresh failed: {html.escape(self.refresh_error)}" if self.refresh_error else "")
         origin = f" · {html.escape(self.origin)}" if self.origin else ""
         with self.header.hold_sync():
-            self.header.value = (f"<b>{html.escape(self.title)}</b>: {len(self.rows)} keys"
+            keys = f"{len(self.rows)} key{'' if len(self.rows) == 1 else 's'}"
+            self.header.value = (f"<b>{html.escape(self.title)}</b>: {keys}"
                                  f"{origin}{state}{note}")
         with self.table.hold_sync():
             self.table.value = self.table_html()

@@ -137,13 +137,15 @@ def create_rainer(storage_url: str | CommitStorage = "sqlite://", port: int = 0,
                   zookeeper: str | KazooClient | None = None, zk_path: str | None = None,
                   auth: WriteAuth | str | None = None, publish_period: float = 30.0, publish_fuzz: float = 5.0,
                   address: str = "127.0.0.1", max_body: int = DEFAULT_MAX_BODY,
-                  serialization: Serialization | SerializationChooser = JSON) -> Rainer:
+                  serialization: Serialization | SerializationChooser = JSON, access_log: bool = False) -> Rainer:
     """Build (not start) storage + keeper + mirror + auto-publisher + HTTP server.
 
     ``storage_url``: a SQLAlchemy URL (or a ready :class:`CommitStorage`). ``zookeeper``: a
     kazoo hosts string (or a started KazooClient, which stays the caller's) and ``zk_path`` the
     keeper's znode path; both or neither. ``auth``: a WriteAuth or ``"token:SECRET"`` /
-    ``"basic:USER:PASSWORD"``. Call ``start()`` on the result (or use it as a context manager).
+    ``"basic:USER:PASSWORD"``. ``serialization`` validates POSTed payloads (JSON for every key by
+    default; e.g. ``serialization_by_suffix``). ``access_log`` logs every request. Call
+    ``start()`` on the result (or use it as a context manager).
     """
     if (zookeeper is None) != (zk_path is None):
         raise ConfigurationError("zookeeper and zk_path go together", zookeeper=zookeeper, zk_path=zk_path)
@@ -153,5 +155,6 @@ def create_rainer(storage_url: str | CommitStorage = "sqlite://", port: int = 0,
         underlying = SqlCommitStorage(storage_url, serialization=serialization)
     if isinstance(auth, str):
         auth = auth_from_spec(auth)
-    options = {"port": port, "address": address, "prefix": prefix, "auth": auth, "max_body": max_body}
+    options = {"port": port, "address": address, "prefix": prefix, "auth": auth, "max_body": max_body,
+               "access_log": access_log}
     return Rainer(underlying, options, zookeeper, zk_path, publish_period, publish_fuzz)

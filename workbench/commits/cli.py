@@ -84,6 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--auth", metavar="SPEC", default=os.environ.get(AUTH_ENVIRONMENT),
                        help="require credentials on writes: token:SECRET or basic:USER:PASSWORD "
                        f"(default: ${AUTH_ENVIRONMENT}, which keeps the secret out of the process list)")
+    serve.add_argument("--access-log", action="store_true", help="log every request (default: server errors only)")
     serve.add_argument("--publish-period", type=float, default=30.0,
                        help="seconds between the leader's checks that ZooKeeper holds every head (default 30)")
     serve.set_defaults(func=cmd_serve)
@@ -262,9 +263,6 @@ def confirm_and_post(client: Any, terminal: Terminal, key: str, current: bytes |
     if new_value == current and not meta.get("empty"):
         terminal.line("No change, not committing.")
         return False
-    if meta.get("empty") and current is None:
-        terminal.line("Already empty, not committing.")
-        return False
     terminal.diff(_text(current), _text(new_value), f"{key} (current)", f"{key} (new)")
     if not _ask(terminal, f"Commit to {client.commit_uri(key)} (yes/no)? "):
         terminal.line("OK, not committing.")
@@ -331,16 +329,20 @@ def cmd_commit_value(args: argparse.Namespace) -> int:
 
 
 def cmd_uncommit(args: argparse.Namespace) -> int:
+    """An empty commit after VERSION (default: the head); a VERSION that is no longer the head is a
+    conflict, so nobody deletes a value they have not seen."""
+    from workbench.commits.client import CommitNotFound
+
     terminal = Terminal(getattr(args, "color", None))
     with _client(args) as client:
         meta, value = _current(client, args.key, args.version)
         if int(meta["version"]) == 0:
-            from workbench.commits.client import CommitNotFound
-
             raise CommitNotFound(f"no key {args.key!r} to uncommit", status=404, body="Key not found",
                                  method="GET", url=client.commit_uri(args.key))
-        head = int(client.get_metadata(args.key)["version"]) if args.version is not None else int(meta["version"])
-        prepared = prepare_commit(next_commit(head, value, _author(args), empty=True), b"")
+        if meta.get("empty"):
+            print(f"{args.key} version {meta['version']} is already empty, not committing.")
+            return 0
+        prepared = prepare_commit(next_commit(int(meta["version"]), value, _author(args), empty=True), b"")
         if args.yes:
             _print_json(post_prepared(client, args.key, prepared))
         else:
@@ -425,7 +427,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     rainer = create_rainer(args.storage, port=args.port, prefix=args.prefix, zookeeper=args.zookeeper,
                            zk_path=args.zk_path, auth=args.auth or None, address=args.host,
-                           publish_period=args.publish_period, publish_fuzz=args.publish_period / 6)
+                           publish_period=args.publish_period, publish_fuzz=args.publish_period / 6,
+                           access_log=args.access_log)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stopped.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stopped.set())

@@ -1,4 +1,4 @@
-"""Clients of a commits server's HTTP API (Rainer's): pyrainer's ``RainerClient``, ``CommitClient``, ``HttpCommitStorage``.
+"""Clients of a commits server's HTTP API: pyrainer's ``RainerClient``, ``CommitClient``, ``HttpCommitStorage``.
 
 Three faces over one :class:`~workbench.commits.http_transport.HttpTransport`:
 
@@ -55,12 +55,12 @@ from workbench.commits.http_transport import (
     encode_key,
 )
 from workbench.commits.model import (
+    JSON,
     Commit,
     CommitMetadata,
     InvalidCommit,
     Serialization,
     SerializationChooser,
-    JSON,
     format_mtime,
 )
 from workbench.commits.storage import CommitStorage
@@ -192,7 +192,12 @@ class RainerClient:
         mtime = metadata.get("mtime")
         if mtime:
             headers["X-Rainer-Modified-Time"] = format_mtime(mtime) if isinstance(mtime, datetime) else str(mtime)
-        path = commit_path(str(metadata["key"]), int(metadata["version"]))
+        try:
+            version = int(metadata["version"])
+        except (TypeError, ValueError):
+            raise InvalidCommit("metadata['version'] must be an integer", version=metadata["version"],
+                                reason="version") from None
+        path = commit_path(str(metadata["key"]), version)
         return self.transport.request("POST", path, body=payload, headers=headers).json()
 
     # -- lifecycle ----------------------------------------------------------------------------------

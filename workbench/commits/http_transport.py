@@ -110,7 +110,8 @@ def _rebuild_conflict(key: str, expected: int, provided: int, status: int, body:
 
 
 class CommitServerUnreachable(CommitsError):
-    """No HTTP answer: the connection was refused, reset or timed out (fields: url, reason)."""
+    """No HTTP answer: the connection was refused, reset or timed out (fields: url, reason, and
+    ``status`` None and ``body`` "" like every error of the client, since nothing was answered)."""
 
     url: str
     reason: str
@@ -307,7 +308,7 @@ class HttpTransport:
         else:
             reason = str(exc) or type(exc).__name__
         return CommitServerUnreachable(f"cannot reach the commits server at {self.address.url}: {reason}",
-                                       url=self.address.url, reason=reason)
+                                       url=self.address.url, reason=reason, status=None, body="")
 
     def error_for(self, method: str, url: str, response: HttpResponse) -> CommitsHttpError:
         """The error a non-2xx answer stands for (409 becomes the conflict error, with its fields)."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import unicodedata
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from workbench.errors import CommitsError
@@ -95,6 +95,7 @@ def format_mtime(moment: datetime) -> str:
 
     ::
 
+        >>> from datetime import timezone
         >>> format_mtime(datetime(2014, 2, 11, 14, 1, 28, 839000, timezone(timedelta(hours=-8))))
         '2014-02-11T14:01:28.839-08:00'
     """

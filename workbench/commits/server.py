@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hmac
 import json
 import logging
@@ -63,7 +64,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["CommitServer", "TokenAuth", "BasicAuth", "WriteAuth", "auth_from_spec", "encode_header",
-           "decode_header", "DEFAULT_MAX_BODY", "meta_document"]
+           "decode_header", "commit_header_values", "DEFAULT_MAX_BODY", "meta_document"]
 
 #: the largest accepted POST body: ZooKeeper's default 1 MiB znode limit holds a base64 payload
 #: of about 750 KiB, so a bigger commit could be stored but never published
@@ -97,6 +98,17 @@ def meta_document(meta: CommitMetadata) -> dict[str, Any]:
     if meta.empty:
         document["empty"] = True
     return document
+
+
+@functools.lru_cache(maxsize=4096)
+def commit_header_values(meta: CommitMetadata) -> tuple[tuple[str, str], ...]:
+    """The X-Rainer-* headers describing a commit (cached: hot keys are read again and again)."""
+    return (("X-Rainer-Key", encode_header(meta.key)),
+            ("X-Rainer-Version", str(meta.version)),
+            ("X-Rainer-Author", encode_header(meta.author)),
+            ("X-Rainer-Comment", encode_header(meta.comment)),
+            ("X-Rainer-Modified-Time", format_mtime(meta.mtime)),
+            ("X-Rainer-Empty", "Yes" if meta.empty else "No"))
 
 
 def _compact(document: Any) -> bytes:
@@ -226,12 +238,8 @@ class _Handler(tornado.web.RequestHandler):
             super().log_exception(typ, value, tb)
 
     def commit_headers(self, meta: CommitMetadata) -> None:
-        self.set_header("X-Rainer-Key", encode_header(meta.key))
-        self.set_header("X-Rainer-Version", str(meta.version))
-        self.set_header("X-Rainer-Author", encode_header(meta.author))
-        self.set_header("X-Rainer-Comment", encode_header(meta.comment))
-        self.set_header("X-Rainer-Modified-Time", format_mtime(meta.mtime))
-        self.set_header("X-Rainer-Empty", "Yes" if meta.empty else "No")
+        for name, value in commit_header_values(meta):
+            self.set_header(name, value)
 
     async def run(self, work: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -269,7 +277,6 @@ class _Handler(tornado.web.RequestHandler):
         if commit is None:
             raise _HttpProblem(404, _NOT_FOUND, "text/plain; charset=utf-8")
         return commit, False
-
 
     async def find_and_describe(self, key: str, version: str | None) -> Commit:
         """``find`` from URL parts, with the commit's X-Rainer-* headers set on the answer."""
@@ -428,12 +435,14 @@ class CommitServer:
     ``start()`` binds (``port=0`` picks a free port) and returns self; ``url`` is the base URL
     (with ``prefix``); ``stop()``; ``serve_forever()`` serves on the calling thread; a context
     manager. ``mirror`` serves cached head reads; ``auth`` (a :class:`WriteAuth`) guards POSTs;
+    ``access_log`` logs every request (logger ``tornado.access``; otherwise only 5xx answers are);
     ``max_body`` bounds POST bodies (413 beyond it).
     """
 
     def __init__(self, storage: CommitStorage, port: int = 0, address: str = "127.0.0.1", prefix: str = "",
                  mirror: CommitMirror | None = None, auth: WriteAuth | None = None,
-                 max_body: int = DEFAULT_MAX_BODY, workers: int = 8, mirror_wait: float = 2.0) -> None:
+                 max_body: int = DEFAULT_MAX_BODY, workers: int = 8, mirror_wait: float = 2.0,
+                 access_log: bool = False) -> None:
         prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         if any(ch in prefix for ch in "?#%") or " " in prefix:
             raise ConfigurationError("prefix must be a plain URL path like /diary", prefix=prefix)
@@ -445,6 +454,7 @@ class CommitServer:
         self.auth = auth
         self.max_body = max_body
         self.mirror_wait = mirror_wait
+        self.access_log = access_log
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="commits-http")
         # Only a storage that publishes to the mirror's keeper makes waiting for the mirror useful.
         self._publishing = storage if mirror is not None and getattr(storage, "keeper", None) is \
@@ -471,7 +481,8 @@ class CommitServer:
             (rf"{p}/([^/]+)/([^/]+)/meta", _MetaHandler, args),
             (rf"{p}/([^/]+)", _CommitHandler, args),
             (rf"{p}/([^/]+)/([^/]+)", _CommitHandler, args),
-        ], default_handler_class=_NotFoundHandler, default_handler_args=args, compress_response=False)
+        ], default_handler_class=_NotFoundHandler, default_handler_args=args, compress_response=False,
+            **({} if self.access_log else {"log_function": _log_server_errors_only}))
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> CommitServer:
@@ -532,6 +543,15 @@ class CommitServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _log_server_errors_only(handler: tornado.web.RequestHandler) -> None:
+    # A line per request costs as much as serving a cached read; client errors are the
+    # clients' business. Server errors are always worth a line.
+    if handler.get_status() >= 500:
+        request = handler.request
+        log.error("%d %s %s %.2fms", handler.get_status(), request.method, request.uri,
+                  1000.0 * request.request_time())
 
 
 class _NotFoundHandler(_Handler):

@@ -6,6 +6,8 @@ Fixtures (import them into a test module: ``from workbench.testing.commits impor
   SQLite storage with prefix ``/diary`` (``commit_server.url`` ends in ``/diary``).
 * ``own_zookeeper``: a ZooKeeper of this test alone, which the test may ``restart``.
 
+:class:`CommitServeProcess` runs ``workbench commits serve`` as a process a test can kill -9.
+
 Functions: :func:`expire_session` ends a kazoo client's session the way ZooKeeper does when a
 client stays away too long; :func:`race_saves` is the body of a thread or process that keeps
 saving the next version of one key (importable, so ``spawn`` processes can run it).
@@ -13,14 +15,18 @@ saving the next version of one key (importable, so ``spawn`` processes can run i
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import pytest
 
+from workbench.testing.process import ServiceProcess
 from workbench.testing.services import ZooKeeperServer
 
 if TYPE_CHECKING:
@@ -28,7 +34,7 @@ if TYPE_CHECKING:
 
     from workbench.commits.server import CommitServer
 
-__all__ = ["commit_server", "own_zookeeper", "RestartableZooKeeper", "expire_session", "race_saves",
+__all__ = ["commit_server", "own_zookeeper", "CommitServeProcess", "RestartableZooKeeper", "expire_session", "race_saves",
            "quick_reconnecting_client", "wait_until"]
 
 
@@ -57,6 +63,35 @@ def commit_server() -> Iterator[CommitServer]:
     finally:
         server.stop()
         storage.close()
+
+
+class CommitServeProcess(ServiceProcess):
+    """``python -m workbench.commits serve --storage URL --port PORT --prefix PREFIX`` as a real
+    process, for tests that kill it (``kill9``) and start it again on the same storage."""
+
+    name = "commits-serve"
+    start_timeout = 60.0
+
+    def __init__(self, workdir: Path, storage_url: str, prefix: str = "/diary", extra: Sequence[str] = ()) -> None:
+        super().__init__(workdir)
+        self.storage_url = storage_url
+        self.prefix = prefix
+        self.extra = list(extra)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}{self.prefix}"
+
+    def command(self) -> Sequence[str]:
+        return [sys.executable, "-m", "workbench.commits", "serve", "--storage", self.storage_url,
+                "--port", str(self.port), "--prefix", self.prefix, *self.extra]
+
+    def kill9(self) -> None:
+        """SIGKILL the server: no shutdown code runs, exactly like a crash."""
+        process, self.process = self.process, None
+        if process is not None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
 
 
 class RestartableZooKeeper(ZooKeeperServer):
