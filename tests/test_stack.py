@@ -151,3 +151,53 @@ def test_workbench_magic_shows_the_stack_named_by_the_environment(state_dir, loa
         assert secrets["zdb"]["password"] not in text + page
     # Stopped: the same environment no longer shows a stack.
     assert "stack:" not in repr(loaded.run_cell("%workbench").result)
+
+
+def _widget_texts(widget) -> str:
+    """Every string value in a widget tree (what the front end would be sent)."""
+    texts = [str(getattr(widget, "value", "") or "")]
+    for child in getattr(widget, "children", ()):
+        texts.append(_widget_texts(child))
+    return "\n".join(texts)
+
+
+def test_workbench_dashboard_combines_every_subsystem_and_follows_the_domain(state_dir, loaded, monkeypatch):
+    from workbench.domain import Domain
+    from workbench.stack import EmbeddedStack
+    from workbench.testing.commits import wait_until
+
+    with EmbeddedStack(state_dir, domain_port=0, commits_port=0, inventory_port=0, inventory_web_port=0,
+                       clusters_port=0) as stack:
+        monkeypatch.setenv("WORKBENCH_STACK", str(stack.stack_file))
+        dashboard = loaded.run_cell("%workbench dashboard").result
+        try:
+            titles = [part.title for part in dashboard.parts]
+            assert titles == ["domain", "zdb", "commits", "inventory", "clusters"]
+            assert [part.problem for part in dashboard.parts] == [""] * 5
+            domain_view = dashboard.part("domain")
+            assert dashboard.flush(30)
+            assert len([p for p in domain_view.processes.values() if p["database"] == "demo"]) == 2
+
+            # A TE started and killed from outside the notebook appears, then leaves, on its own.
+            creds = stack.credentials
+            outside = Domain(stack.endpoints()["domain"]["broker"], creds["domain"]["user"],
+                             creds["domain"]["password"])
+            try:
+                agent = outside.get_peer(stack.endpoints()["domain"]["agent"])
+                te = agent.start_transaction_engine("demo", wait_seconds=60)
+                wait_until(lambda: any(p["pid"] == te.pid for p in domain_view.processes.values()), 30)
+                assert dashboard.flush(30)
+                assert str(te.pid) in domain_view.processes_table.value
+                te.kill()
+                wait_until(lambda: all(p["pid"] != te.pid for p in domain_view.processes.values()), 30)
+                assert dashboard.flush(30)
+                assert str(te.pid) not in domain_view.processes_table.value
+            finally:
+                outside.disconnect()
+            shown = _widget_texts(dashboard.widget)
+            for values in creds.values():
+                for kind, secret in values.items():
+                    if kind in ("password", "token"):
+                        assert secret not in shown
+        finally:
+            dashboard.close()

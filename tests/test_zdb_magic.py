@@ -257,6 +257,8 @@ def test_parse_address():
     address = parse_address("zdb://alice:p%40ss@db1:5559/teas")
     assert (address.endpoint, address.user, address.password) == ("tcp://db1:5559", "alice", "p@ss")
     assert address.shown == "zdb://alice@db1:5559/teas" and "p@ss" not in repr(address)
+    assert address.database == "teas"  # a path names a database of the domain whose broker is db1:5559
+    assert parse_address("zdb://alice:pw@db1:5559").database is None  # no path: a zdb server itself
     assert parse_address("tcp://127.0.0.1:5559").endpoint == "tcp://127.0.0.1:5559"
     assert parse_address("tcp://bob:x/y@h:1").password == "x/y"
     assert parse_address("ipc:///tmp/zdb.sock").endpoint == "ipc:///tmp/zdb.sock"
@@ -278,7 +280,7 @@ def secured(tmp_path):
 
 def test_the_password_is_never_shown(loaded, secured, capsys):
     host_port = secured.address.removeprefix("tcp://")
-    loaded.user_ns["uri"] = f"zdb://alice:{PASSWORD}@{host_port}/teas"
+    loaded.user_ns["uri"] = f"zdb://alice:{PASSWORD}@{host_port}"
     shown = []
     loaded.run_cell("%zdb connect {uri}")
     loaded.run_cell("%zdb db['x'] = [1, 2]")
@@ -300,11 +302,11 @@ def test_the_password_is_never_shown(loaded, secured, capsys):
             loaded.run_cell(bad)
         shown.append(str(info.value))
     shown.append(capsys.readouterr().out)
-    assert f"zdb://alice@{host_port}/teas" in shown[-1]
+    assert f"zdb://alice@{host_port}" in shown[-1]
     assert any("wrong database user or password" in text for text in shown)
     for text in shown:
         assert PASSWORD not in text, text
-    assert connections.get("zdb").target == f"zdb://alice@{host_port}/teas"
+    assert connections.get("zdb").target == f"zdb://alice@{host_port}"
 
 
 def test_a_wrong_password_is_a_usage_error(loaded, secured):

@@ -234,7 +234,8 @@ class ClustersComponent:
             self.api.stop()
 
     def endpoints(self) -> dict[str, Any]:
-        return {"clusters": {"url": self.api.url, "provider": "local", "database": self.store.url}}
+        return {"clusters": {"url": self.api.url, "provider": "local", "database": self.store.url,
+                             "state_dir": str(self.store.settings.state_path)}}
 
 
 class EmbeddedStack:

@@ -100,8 +100,9 @@ class Workbench(Magics, Configurable):
         self.dashboards = []
 
     @magic_arguments()
-    @argument("action", nargs="?", default="status", choices=["status", "events"],
-              help="status (default): version and connections; events: a live feed of a connection's events")
+    @argument("action", nargs="?", default="status", choices=["status", "events", "dashboard"],
+              help="status (default): version, stack and connections; events: a live feed of a "
+                   "connection's events; dashboard: one live dashboard of the whole stack")
     @argument("name", nargs="?", help="connection name (for events)")
     @line_magic("workbench")
     def workbench_magic(self, line: str) -> Any:
@@ -111,6 +112,7 @@ class Workbench(Magics, Configurable):
 
             %workbench
             %workbench events domain
+            %workbench dashboard          # domain, zdb, commits, inventory, clusters in tabs
         """
         try:
             args = parse_argstring(self.workbench_magic, line)
@@ -118,7 +120,18 @@ class Workbench(Magics, Configurable):
             raise UsageError(f"%workbench: bad arguments: {line!r}") from exc
         if args.action == "status":
             return self.status()
+        if args.action == "dashboard":
+            return self.open_dashboard(self._stack_dashboard())
         return self.open_dashboard(self._event_feed(args.name))
+
+    def _stack_dashboard(self) -> Any:
+        from workbench_jupyter.stack_dashboard import build_stack_dashboard
+
+        stack = environment_stack()
+        if stack is None:
+            raise UsageError("no running workbench stack: open the notebook with `workbench lab`, or run "
+                             "`stack = workbench.stack.use_stack()` first")
+        return build_stack_dashboard(stack, self.shell.run_line_magic)
 
     def _event_feed(self, name: str | None) -> Dashboard:
         if not name:

@@ -30,7 +30,7 @@ from traitlets import Bool, Float, Int, Unicode
 from traitlets.config import Configurable
 
 from workbench.errors import ZdbError
-from workbench.zdb.client import Client, Proxy, ZdbRemoteError, ZdbTimeout
+from workbench.zdb.client import Client, Proxy, ZdbRemoteError, ZdbTimeout, resolve_domain_uri
 from workbench_jupyter.connections import Connection, connections
 
 COMMANDS = ("connect", "disconnect", "undo", "redo", "save", "lock", "unlock", "status", "dashboard")
@@ -54,14 +54,17 @@ class ZdbAddress:
     user: str | None = None
     password: str | None = field(default=None, repr=False)
     shown: str = ""  # the address as typed, without the password
+    #: for ``zdb://...@broker:port/DB``: a database run by a domain, located through its broker
+    database: str | None = None
+    uri: str = field(default="", repr=False)  # as typed, password included: the broker locates with it
 
 
 def parse_address(uri: str) -> ZdbAddress:
     """``zdb://user:pw@host:port/db`` -> endpoint ``tcp://host:port``, user, password, shown text.
 
     ``tcp://``, ``ipc://`` and ``inproc://`` endpoints are taken as they are (credentials allowed
-    before the host); ``zdb://HOST:PORT`` means ``tcp://HOST:PORT``, and a path after it is
-    ignored (a zdb server holds one database).
+    before the host); ``zdb://HOST:PORT`` means ``tcp://HOST:PORT``; ``zdb://HOST:PORT/DB`` names
+    database DB of the domain whose broker is HOST:PORT (the broker hands out one of its TEs).
     """
     scheme, sep, rest = uri.partition("://")
     scheme = scheme.lower()
@@ -75,12 +78,13 @@ def parse_address(uri: str) -> ZdbAddress:
         user, password = unquote(raw_user), (unquote(raw_password) if has_password else None)
         if not user:
             raise UsageError("zdb: a password needs a user (zdb://USER:PASSWORD@HOST:PORT)")
-    host = rest.split("/", 1)[0] if scheme in ("zdb", "tcp") else rest
+    host, _, path = rest.partition("/") if scheme in ("zdb", "tcp") else (rest, "", "")
     if not host:
         raise UsageError(f"zdb: no host in {redact(uri)!r}")
     endpoint = f"tcp://{host}" if scheme == "zdb" else f"{scheme}://{host}"
     shown = f"{scheme}://{user + '@' if user else ''}{rest}"
-    return ZdbAddress(endpoint, user, password, shown)
+    database = path.strip("/") if scheme == "zdb" and path.strip("/") else None
+    return ZdbAddress(endpoint, user, password, shown, database, uri)
 
 
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
@@ -126,8 +130,13 @@ class ZdbConnection:
         self.target = address.shown + (f" (reads: {read_address.shown})" if read_address else "")
         self._credentials: dict[str, Any] = (
             {"user": address.user, "password": address.password or ""} if address.user else {})
-        self.client = _ClosingClient(address.endpoint, read_address.endpoint if read_address else None,
-                                     timeout=timeout, read_your_writes=read_your_writes, **self._credentials)
+        if address.database:
+            # A domain database: the broker picks a TE now and again whenever that TE goes away.
+            endpoint, options = resolve_domain_uri(address.uri, timeout=timeout)
+            self.client = _ClosingClient(endpoint, None, **options)
+        else:
+            self.client = _ClosingClient(address.endpoint, read_address.endpoint if read_address else None,
+                                         timeout=timeout, read_your_writes=read_your_writes, **self._credentials)
         self.db = Proxy(self.client)
         self.dashboards: list[Any] = []
         self._monitor: Any = None
@@ -143,7 +152,9 @@ class ZdbConnection:
             if self._closed:
                 raise ZdbError("connection is closed")
             if self._monitor is None:
-                self._monitor = ZdbMonitor(self.address.endpoint, timeout=self.client.timeout,
+                # The client's endpoint, not the address typed: for a domain database that is the TE
+                # the broker handed out.
+                self._monitor = ZdbMonitor(self.client.write_uri, timeout=self.client.timeout,
                                            **self._credentials)
             return self._monitor
 
@@ -159,7 +170,7 @@ class ZdbConnection:
 
     def reader(self) -> Client:
         """A client of its own for a dashboard's reads: short timeout, no retries."""
-        return _ClosingClient(self.address.endpoint, timeout=min(1.0, self.client.timeout), retries=0,
+        return _ClosingClient(self.client.write_uri, timeout=min(1.0, self.client.timeout), retries=0,
                               **self._credentials)
 
     def dashboard(self, max_rate: float, recent: int) -> Any:

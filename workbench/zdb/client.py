@@ -472,6 +472,11 @@ def connect(uri: str = DEFAULT_URI, **options: Any) -> Proxy:
     return client(uri, **options)[0]
 
 
+def resolve_domain_uri(uri: str, **options: Any) -> tuple[str, dict[str, Any]]:
+    """``zdb://user:pw@broker:port/db`` -> (a TE's endpoint, Client options that log in and relocate)."""
+    return _domain_database(uri, options)
+
+
 def _domain_database(uri: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     from urllib.parse import unquote, urlsplit
 

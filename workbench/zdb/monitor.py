@@ -18,6 +18,7 @@ from typing import Any
 
 import zmq
 
+from workbench.errors import ZdbError
 from workbench.events import EventDispatcher, EventSource
 from workbench.zdb.client import Client
 from workbench.zdb.protocol import decode
@@ -34,7 +35,7 @@ class ZdbMonitor(EventSource):
         except BaseException:
             self._client.close()
             raise
-        self.publish_address = self.status["publish"]
+        self.publish_address = self.status.get("publish") or self._primary_publish_address(client_options)
         self._last_seq: int = self.status["seq"]
         self._events = EventDispatcher(f"zdb {uri}")
         self._stop = threading.Event()
@@ -49,6 +50,23 @@ class ZdbMonitor(EventSource):
         self._subscriber.connect(self.publish_address)
         self._thread = threading.Thread(target=self._follow, name=f"zdb-monitor-{uri}", daemon=True)
         self._thread.start()
+
+    def _primary_publish_address(self, client_options: dict[str, Any]) -> str:
+        """A transaction engine publishes nothing itself: follow the stream of its storage manager."""
+        primary = self.status.get("primary")
+        if not primary:
+            self._client.close()
+            raise ZdbError("this server publishes no change stream", uri=self.uri)
+        anonymous = {k: v for k, v in client_options.items() if k not in ("user", "password")}
+        # The SM may not require the TE's dba login (a domain starts SMs without one): try both.
+        for options in (client_options, anonymous):
+            try:
+                with Client(primary, **options) as primary_client:
+                    return primary_client.status()["publish"]
+            except ZdbError:
+                continue
+        self._client.close()
+        raise ZdbError("cannot reach the storage manager behind this engine", uri=self.uri, primary=primary)
 
     def initial_events(self) -> list[tuple[str, tuple[Any, ...]]]:
         return [("server_status", (dict(self.status),))]
