@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from workbench.clusters.connection import Connection, OutputCallback
+from workbench.clusters.connection import Connection, OutputCallback, SharedConnection, SshConnection
 from workbench.clusters.errors import (ClustersError, ConnectionFailed, NotFoundError, TaskCancelled, TaskError,
                                        UnknownHostKeyError)
 from workbench.clusters.managers.base import BaseManager
@@ -192,6 +192,15 @@ def prepare(ctx: TaskContext, instance_id: int, primary_id: int | None = None) -
     ctx.store.update_instance(instance.id, progress=80, server_status="running")
 
 
+def replicate(ctx: TaskContext, instance_id: int, primary_id: int) -> None:
+    """Make a running replica follow its primary (for datastores whose replicas need no copy)."""
+    instance = ctx.store.get_instance(instance_id)
+    ctx.step(instance, "replicate", progress=85)
+    primary = ctx.store.get_instance(primary_id)
+    ctx.runner.manager_for(instance.cluster.datastore).follow(instance, primary,
+                                                             log=lambda line: ctx.log(line, instance.name))
+
+
 def backup(ctx: TaskContext, cluster_id: int) -> Backup:
     """Back up a cluster's primary into the workbench's backup directory; returns the Backup record."""
     cluster = ctx.store.get_cluster(cluster_id)
@@ -265,6 +274,9 @@ class TaskRunner:
         self._providers: dict[str, BaseProvider] = {}
         self._lock = threading.Lock()
         self._handles: list[TaskHandle] = []
+        self._sessions: dict[tuple[Any, ...], SshConnection] = {}
+        self._keys: dict[int, Any] = {}
+        self._secrets: dict[int, str] = {}
 
     # -- runtime of managers and providers -----------------------------------------------------
     def provider_for(self, cluster: Cluster | str) -> BaseProvider:
@@ -288,11 +300,33 @@ class TaskRunner:
         provider = self.provider_for(cluster)
         key = None
         if getattr(provider, "uses_cluster_key", True) and cluster.key_id is not None:
-            key = self.store.get_key(cluster.key_id).paramiko_key(self.store.master_key)
-        return provider.connect(instance, key)
+            key = self._cluster_key(cluster.key_id)
+        conn = provider.connect(instance, key)
+        if not isinstance(conn, SshConnection):
+            return conn
+        # one SSH session per host for every task of this runner (the view keeps the prefix)
+        with self._lock:
+            session = self._sessions.setdefault(conn.session_key, conn)
+        return SharedConnection(session, conn.prefix, conn.timeout)
+
+    def _cluster_key(self, key_id: int) -> Any:
+        with self._lock:
+            cached = self._keys.get(key_id)
+        if cached is None:
+            # decrypted once per runner: the key derivation is deliberately slow
+            cached = self.store.get_key(key_id).paramiko_key(self.store.master_key)
+            with self._lock:
+                self._keys[key_id] = cached
+        return cached
 
     def secret(self, instance: Instance) -> str:
-        return self.store.cluster_secret(self.store.get_cluster(instance.cluster_id))
+        with self._lock:
+            cached = self._secrets.get(instance.cluster_id)
+        if cached is None:
+            cached = self.store.cluster_secret(self.store.get_cluster(instance.cluster_id))
+            with self._lock:
+                self._secrets[instance.cluster_id] = cached
+        return cached
 
     # -- submitting ------------------------------------------------------------------------------
     def submit(self, name: str, function: Callable[..., Any], *args: Any, cluster_name: str = "",
@@ -335,6 +369,10 @@ class TaskRunner:
                     handle.cancel()
         concurrent.futures.wait([h.future for h in handles], timeout=timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.close()
 
     def __enter__(self) -> TaskRunner:
         return self
@@ -489,11 +527,17 @@ def _build_instances(ctx: TaskContext, cluster: Cluster, new: Sequence[Instance]
         create_server(ctx, instance.id, volume_id)
 
     _in_parallel(ctx, new, make_server)
-    if any(i.id == primary.id for i in new):
-        prepare(ctx, primary.id)
-        ctx.store.update_instance(primary.id, progress=90)
     replicas = [i for i in new if i.id != primary.id]
-    _in_parallel(ctx, replicas, lambda i: prepare(ctx, i.id, primary.id))
+    if manager.replica_copies_primary:
+        # replicas are copies of the running primary: it goes first
+        if any(i.id == primary.id for i in new):
+            prepare(ctx, primary.id)
+            ctx.store.update_instance(primary.id, progress=90)
+        _in_parallel(ctx, replicas, lambda i: prepare(ctx, i.id, primary.id))
+    else:
+        # every server is installed and started at once; replicas then follow the primary
+        _in_parallel(ctx, new, lambda i: prepare(ctx, i.id))
+        _in_parallel(ctx, replicas, lambda i: replicate(ctx, i.id, primary.id))
     if restore_id is not None:
         restore(ctx, primary.id, restore_id)
     cluster = ctx.store.get_cluster(cluster.id)
@@ -550,5 +594,5 @@ def tear_down_cluster(ctx: TaskContext, cluster_id: int) -> None:
 
 
 __all__ = ["TaskRunner", "TaskHandle", "TaskContext", "perform", "create_server", "create_volume",
-           "attach_volume", "prepare", "backup", "restore", "destroy", "build_cluster", "grow_cluster",
+           "attach_volume", "prepare", "replicate", "backup", "restore", "destroy", "build_cluster", "grow_cluster",
            "tear_down_cluster"]

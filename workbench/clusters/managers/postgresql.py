@@ -67,7 +67,9 @@ class PostgresManager(BaseManager):
         return [*self.psql(conn, instance), "-c", "SELECT 1"]
 
     # -- lifecycle --------------------------------------------------------------------------------
-    def prepare(self, instance: Instance, primary: Instance | None = None, log: Any = None) -> None:
+    replica_copies_primary = True
+
+    def install(self, instance: Instance, log: Any = None, primary: Instance | None = None) -> None:
         paths = self.paths(instance)
         context = {"replication_user": REPLICATION_USER}
         with self.connection(instance) as conn:

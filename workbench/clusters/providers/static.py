@@ -63,8 +63,10 @@ class StaticHostsProvider(BaseProvider):
 
     def _choose(self, instance: Instance) -> StaticHost:
         counts = self._load()
-        siblings = {other.server.split("/", 1)[0] for other in instance.cluster.instances
-                    if other.id != instance.id and other.server} if self.store is not None else set()
+        siblings = set()
+        if self.store is not None:
+            siblings = {other.server.split("/", 1)[0] for other in self.store.get_cluster(instance.cluster_id).instances
+                        if other.id != instance.id and other.server}
         # prefer a host without a sibling of this cluster, then the least loaded one
         return min(self.hosts, key=lambda h: (h.label in siblings, counts.get(h.label, 0), h.label))
 
