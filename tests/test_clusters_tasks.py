@@ -11,7 +11,8 @@ import psycopg
 import pytest
 import redis
 
-from workbench.clusters.errors import ManagerError, TaskCancelled, ValidationError
+from workbench.clusters.errors import (CommandError, ConnectionFailed, ManagerError, TaskCancelled,
+                                       UnknownHostKeyError, ValidationError)
 from workbench.clusters.managers.redis import RedisManager
 from workbench.events import EventRecorder
 from workbench.testing.clusters import (clusters_runner, clusters_settings, leftovers,  # noqa: F401
@@ -239,21 +240,50 @@ def test_cancelled_create_stops_and_cleans_up(clusters_settings):
         assert_nothing_left(runner)
 
 
-def test_perform_streams_output_and_logs_it(static_runner):
-    runner = static_runner
-    runner.create_cluster("ops", "redis-7", size=2).wait(TIMEOUT)
-    seen: list[tuple[str, str]] = []
-    handle = runner.perform("ops", "hello", "echo hello from $(basename $PWD)", "echo 'two words'",
-                            on_output=lambda instance, line: seen.append((instance, line)))
-    results = handle.wait(60)
-    assert set(results) == {"ops-1", "ops-2"}
-    assert ("ops-1", "two words") in seen and ("ops-2", "two words") in seen
-    assert "run: echo 'two words'" in handle.log and "out: two words" in handle.log
-    with pytest.raises(Exception) as info:
-        runner.perform("ops-1", "fails", "echo partial; exit 4").wait(60)
-    assert info.value.fields["exit_status"] == 4
-    runner.destroy_cluster("ops").wait(TIMEOUT)
-    assert_nothing_left(runner)
+def test_perform_streams_output_and_every_command_goes_through_the_prefix(clusters_settings, static_pool):
+    # the prefix wraps every command of the build too: the cluster only works if it is honoured
+    settings = clusters_settings.replace(provider="static", static_hosts=static_pool,
+                                         command_prefix="env WB_PREFIXED=%(name)s ")
+    with running_clusters(settings) as runner:
+        runner.create_cluster("ops", "redis-7", size=2).wait(TIMEOUT)
+        seen: list[tuple[str, str]] = []
+        handle = runner.perform("ops", "hello", "echo prefixed for $WB_PREFIXED", "echo 'two words'",
+                                on_output=lambda instance, line: seen.append((instance, line)))
+        results = handle.wait(60)
+        assert results["ops-1"][0] == "prefixed for ops-1\n" and results["ops-2"][0] == "prefixed for ops-2\n"
+        assert ("ops-1", "two words") in seen and ("ops-2", "two words") in seen
+        assert "run: echo 'two words'" in handle.log and "out: two words" in handle.log
+        with pytest.raises(CommandError) as info:
+            runner.perform("ops-1", "fails", "echo partial; exit 4").wait(60)
+        assert info.value.fields["exit_status"] == 4
+        runner.destroy_cluster("ops").wait(TIMEOUT)
+        assert_nothing_left(runner)
+
+
+def test_retries_repeat_connection_failures_only(clusters_runner):
+    attempts: list[str] = []
+
+    def blip_then_ok(ctx):
+        def action():
+            attempts.append("try")
+            if len(attempts) < 2:
+                raise ConnectionFailed("network blip", host="db1", port=22)
+            return "ok"
+        return ctx.retry(action, "connect")
+
+    handle = clusters_runner.submit("blip", blip_then_ok)
+    assert handle.wait(60) == "ok" and len(attempts) == 2
+    assert "connect: network blip" in handle.log and "retrying" in handle.log
+
+    def refused(ctx):
+        def action():
+            attempts.append("refused")
+            raise UnknownHostKeyError("unknown host key", host="db1", port=22)
+        return ctx.retry(action, "connect")
+
+    with pytest.raises(UnknownHostKeyError):
+        clusters_runner.submit("refused", refused).wait(60)
+    assert attempts.count("refused") == 1  # a refused host key is never tried again
 
 
 # -- helpers -----------------------------------------------------------------------------------------

@@ -439,5 +439,31 @@ class SharedConnection(Connection):
         self.session.download(remote, local)
 
 
-__all__ = ["CommandResult", "Connection", "LocalConnection", "SshConnection", "SharedConnection", "format_prefix", "parse_host_key",
+class SessionPool:
+    """Keeps one SSH session per (host, port, user, key...) and hands out ``SharedConnection`` views.
+
+    ``share(conn)`` returns a view of the pooled session equal to ``conn`` (``conn`` itself becomes
+    the pooled one the first time); local connections are returned as they are. ``close()`` ends
+    every session.
+    """
+
+    def __init__(self) -> None:
+        self._sessions: dict[tuple[Any, ...], SshConnection] = {}
+        self._lock = threading.Lock()
+
+    def share(self, conn: Connection) -> Connection:
+        if not isinstance(conn, SshConnection):
+            return conn
+        with self._lock:
+            session = self._sessions.setdefault(conn.session_key, conn)
+        return SharedConnection(session, conn.prefix, conn.timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.close()
+
+
+__all__ = ["CommandResult", "Connection", "LocalConnection", "SshConnection", "SharedConnection", "SessionPool", "format_prefix", "parse_host_key",
            "OutputCallback"]

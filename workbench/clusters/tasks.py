@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from workbench.clusters.connection import Connection, OutputCallback, SharedConnection, SshConnection
+from workbench.clusters.connection import Connection, OutputCallback, SessionPool
 from workbench.clusters.errors import (ClustersError, ConnectionFailed, NotFoundError, TaskCancelled, TaskError,
                                        UnknownHostKeyError)
 from workbench.clusters.managers.base import BaseManager
@@ -274,7 +274,7 @@ class TaskRunner:
         self._providers: dict[str, BaseProvider] = {}
         self._lock = threading.Lock()
         self._handles: list[TaskHandle] = []
-        self._sessions: dict[tuple[Any, ...], SshConnection] = {}
+        self.sessions = SessionPool()
         self._keys: dict[int, Any] = {}
         self._secrets: dict[int, str] = {}
 
@@ -283,7 +283,9 @@ class TaskRunner:
         name = cluster if isinstance(cluster, str) else cluster.provider
         with self._lock:
             if name not in self._providers:
-                self._providers[name] = get_provider(self.settings, name, self.store)
+                provider = get_provider(self.settings, name, self.store)
+                provider.sessions = self.sessions
+                self._providers[name] = provider
             return self._providers[name]
 
     def manager_for(self, datastore: Datastore) -> BaseManager:
@@ -301,13 +303,8 @@ class TaskRunner:
         key = None
         if getattr(provider, "uses_cluster_key", True) and cluster.key_id is not None:
             key = self._cluster_key(cluster.key_id)
-        conn = provider.connect(instance, key)
-        if not isinstance(conn, SshConnection):
-            return conn
         # one SSH session per host for every task of this runner (the view keeps the prefix)
-        with self._lock:
-            session = self._sessions.setdefault(conn.session_key, conn)
-        return SharedConnection(session, conn.prefix, conn.timeout)
+        return self.sessions.share(provider.connect(instance, key))
 
     def _cluster_key(self, key_id: int) -> Any:
         with self._lock:
@@ -369,10 +366,7 @@ class TaskRunner:
                     handle.cancel()
         concurrent.futures.wait([h.future for h in handles], timeout=timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        with self._lock:
-            sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
-            session.close()
+        self.sessions.close()
 
     def __enter__(self) -> TaskRunner:
         return self

@@ -298,9 +298,9 @@ class BaseManager:
 
     def make_directories(self, conn: Connection, instance: Instance) -> None:
         paths = self.paths(instance)
-        conn.run(["mkdir", "-p", paths["data_dir"], paths["run_dir"], paths["backup_dir"], paths["tmp_dir"]])
-        conn.run(["chmod", "755", paths["directory"]])
-        conn.run(["touch", paths["log_file"]])
+        conn.run(["sh", "-c", 'mkdir -p "$2" "$3" "$4" "$5" && chmod 755 "$1" && touch "$6"', "sh",
+                  paths["directory"], paths["data_dir"], paths["run_dir"], paths["backup_dir"], paths["tmp_dir"],
+                  paths["log_file"]])
 
     def write_config(self, conn: Connection, instance: Instance, filename: str = "config",
                      remote: str | None = None, **extra: Any) -> str:
