@@ -324,3 +324,15 @@ def _mysql(instance, user, password, database, admin=None):
 def _pg(instance, user, password, database):
     return psycopg.connect(host=instance.addr, port=instance.port, user=user, password=password,
                            dbname=database, autocommit=True, connect_timeout=10)
+
+
+def test_volumes_hold_the_data_and_go_with_the_cluster(clusters_settings):
+    with running_clusters(clusters_settings.replace(use_volumes=True)) as runner:
+        runner.create_cluster("vol", "postgresql-15", size=1).wait(TIMEOUT)
+        primary = runner.store.get_cluster("vol").primary
+        data = Path(primary.directory) / "data"
+        assert primary.volume and data.is_symlink() and data.resolve() == Path(primary.volume).resolve()
+        assert (Path(primary.volume) / "PG_VERSION").is_file()  # initdb wrote onto the volume
+        runner.destroy_cluster("vol").wait(TIMEOUT)
+        assert not Path(primary.volume).exists()
+        assert_nothing_left(runner)

@@ -516,8 +516,8 @@ def _build_instances(ctx: TaskContext, cluster: Cluster, new: Sequence[Instance]
 
     def make_server(instance: Instance) -> None:
         volume_id = None
-        if getattr(manager, "wants_volume", False) and provider.supports_volumes:
-            volume_id = create_volume(ctx, instance.id)
+        if ctx.runner.settings.use_volumes and provider.supports_volumes:
+            volume_id = create_volume(ctx, instance.id, ctx.runner.settings.volume_size_gb)
         create_server(ctx, instance.id, volume_id)
 
     _in_parallel(ctx, new, make_server)

@@ -56,7 +56,7 @@ class MySQLManager(BaseManager):
             self.ensure_packages(conn, log)
             self.make_directories(conn, instance)
             self.write_config(conn, instance)
-            self.give_to_server_user(conn, paths["directory"])
+            self.give_to_server_user(conn, paths["directory"], paths["data_dir"] + "/")
             if log:
                 log("initializing the data directory")
             # --defaults-file must come first; socket authentication for root, no test database

@@ -76,12 +76,12 @@ class PostgresManager(BaseManager):
             binaries = self.ensure_packages(conn, log)
             setattr(conn, "_workbench_pg_binaries", binaries)
             self.make_directories(conn, instance)
-            conn.run(["rmdir", paths["data_dir"]])  # initdb and pg_basebackup make it themselves
             self.write_config(conn, instance, **context)
             self.write_config(conn, instance, "hba", f"{paths['directory']}/pg_hba.conf", **context)
             self.write_config(conn, instance, "ident", f"{paths['directory']}/pg_ident.conf", **context)
-            self.give_to_server_user(conn, paths["directory"])
-            conn.run(["chmod", "700", paths["run_dir"]])
+            # data_dir + "/": a data directory on an attached volume is a link, which -R does not follow
+            self.give_to_server_user(conn, paths["directory"], paths["data_dir"] + "/")
+            conn.run(["chmod", "700", paths["run_dir"], paths["data_dir"] + "/"])
             if primary is None:
                 if log:
                     log("initdb")
