@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pwd
 import shutil
 import statistics
 import subprocess
@@ -128,6 +129,16 @@ def ssh_round_trips(report: Report, args: argparse.Namespace, sshd, host_key: st
     report.seconds("2", "ssh -S master HOST true, multiplexed (median)", raw_kept)
     report.ratio("2", "kept session: SshConnection / OpenSSH (lower is better)", project_kept / raw_kept)
 
+    # What the login shell itself costs: sshd runs every command as `SHELL -c COMMAND`, and bash
+    # started by sshd (SSH_CLIENT set) reads ~/.bashrc, whatever that does (pyenv init...).
+    shell = pwd.getpwnam(sshd.username).pw_shell or "/bin/sh"
+    env = {"HOME": os.path.expanduser("~"), "PATH": os.environ.get("PATH", ""), "USER": sshd.username,
+           "SSH_CLIENT": f"{sshd.host} 50000 {sshd.port}"}
+    startup = per_call(lambda: subprocess.run([shell, "-c", "true"], env=env, check=True, stdin=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL), max(10, args.ssh_count // 10))
+    report.seconds("2", f"the login shell alone: {shell} -c true as sshd starts it (median)", startup,
+                   "(in every figure of this section)")
+
     # a fresh connection per command: the handshake dominates
     fresh = max(10, args.ssh_count // 10)
 
@@ -153,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     workdir = traversable_tempdir("wb-clusters-bench-")
     cleanup = Cleanup()
-    report = Report(width=58)
+    report = Report(width=66)
     print(f"clusters benchmark ({'quick' if args.quick else 'full'}: {args.rounds} provisioning round(s) per "
           f"size, {args.ssh_count} SSH round trips)")
     for line in machine_facts(redis_server="redis-server"):

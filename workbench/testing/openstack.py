@@ -680,7 +680,7 @@ class OpenStackStandIn:
             raise ApiError(400, "Invalid input for field/attribute metadata.")
         with self.lock:
             if key_name and key_name not in self.keypairs:
-                raise ApiError(400, f"Invalid key_name provided.")
+                raise ApiError(400, "Invalid key_name provided.")
             if len(self.live_servers()) >= self.max_servers:
                 raise ApiError(403, f"Quota exceeded for instances: Requested 1, but already used "
                                     f"{len(self.live_servers())} of {self.max_servers} instances")
@@ -731,7 +731,7 @@ class OpenStackStandIn:
             "-----BEGIN SSH HOST KEY KEYS-----",
             f"{server.host_key} root@{server.name}",
             "-----END SSH HOST KEY KEYS-----",
-            f"Cloud-init v. 22.4.2 finished. Datasource DataSourceOpenStack.  Up 7.21 seconds",
+            "Cloud-init v. 22.4.2 finished. Datasource DataSourceOpenStack.  Up 7.21 seconds",
             "",
         ])
 
