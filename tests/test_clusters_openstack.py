@@ -294,3 +294,19 @@ def test_a_cluster_whose_server_fails_ends_in_error_with_the_fault_and_no_server
     assert len(cloud.keypairs) == 1 and cloud.servers == {}
     deletes = [p for m, p in cloud.requests if m == "DELETE"]
     assert len(deletes) == 3
+
+
+def test_with_volumes_a_failed_build_deletes_the_volume_it_made_too(cloud, settings, tmp_path):
+    from workbench.clusters.tasks import TaskRunner
+
+    cloud.build_polls, cloud.delete_polls, cloud.volume_polls = 1, 0, 1
+    cloud.fail_builds(FAULT)
+    with ClusterStore(f"sqlite:///{tmp_path / 'volumes.db'}", settings.replace(use_volumes=True)) as store:
+        store.add_datastore("redis", "7", image="debian-12")
+        with TaskRunner(store) as runner:
+            with pytest.raises(ProviderError, match="No valid host was found"):
+                runner.create_cluster("cache", "redis-7", size=1, provider="openstack").wait(timeout=60)
+        assert len([p for m, p in cloud.requests if m == "POST" and p.endswith("/volumes")]) == 1
+        assert cloud.volumes == {} and cloud.servers == {}
+        instance = store.get_cluster("cache").instances[0]
+        assert (instance.status, instance.volume, instance.server) == ("error", "", "")
