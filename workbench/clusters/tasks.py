@@ -275,6 +275,7 @@ class TaskRunner:
         self._lock = threading.Lock()
         self._handles: list[TaskHandle] = []
         self.sessions = SessionPool()
+        self._managers: dict[tuple[int, str], BaseManager] = {}
         self._keys: dict[int, Any] = {}
         self._secrets: dict[int, str] = {}
 
@@ -293,8 +294,13 @@ class TaskRunner:
         if path is None:
             raise NotFoundError(f"no manager configured for datastore {datastore.manager}",
                                 datastore=datastore.manager)
-        cls = load_object(path, "datastore_managers")
-        return cls(datastore, self)
+        with self._lock:
+            manager = self._managers.get((datastore.id, path))
+            if manager is None:
+                # one manager per datastore and runner: it may remember what it did (staged hosts)
+                manager = load_object(path, "datastore_managers")(datastore, self)
+                self._managers[(datastore.id, path)] = manager
+        return manager
 
     def connect(self, instance: Instance) -> Connection:
         """A connection to the instance's host, from its cluster's provider (with the cluster key)."""
@@ -523,11 +529,26 @@ def _build_instances(ctx: TaskContext, cluster: Cluster, new: Sequence[Instance]
     _in_parallel(ctx, new, make_server)
     replicas = [i for i in new if i.id != primary.id]
     if manager.replica_copies_primary:
-        # replicas are copies of the running primary: it goes first
-        if any(i.id == primary.id for i in new):
-            prepare(ctx, primary.id)
-            ctx.store.update_instance(primary.id, progress=90)
-        _in_parallel(ctx, replicas, lambda i: prepare(ctx, i.id, primary.id))
+        # replicas are copies of the running primary: they stage (packages, directories, config)
+        # while the primary is prepared, then copy it once it runs
+        primary_ready = threading.Event()
+        if not any(i.id == primary.id for i in new):
+            primary_ready.set()
+
+        def build(instance: Instance) -> None:
+            if instance.id == primary.id:
+                prepare(ctx, primary.id)
+                ctx.store.update_instance(primary.id, progress=90)
+                primary_ready.set()
+                return
+            ctx.step(instance, "stage", progress=30)
+            instance = ctx.store.get_instance(instance.id)  # with what create_server recorded
+            manager.stage(instance, log=lambda line: ctx.log(line, instance.name))
+            while not primary_ready.wait(0.2):
+                ctx.check_cancelled()  # a failed primary cancels the operation
+            prepare(ctx, instance.id, primary.id)
+
+        _in_parallel(ctx, new, build)
     else:
         # every server is installed and started at once; replicas then follow the primary
         _in_parallel(ctx, new, lambda i: prepare(ctx, i.id))

@@ -236,6 +236,10 @@ class BaseManager:
         if primary is not None and not self.replica_copies_primary:
             self.follow(instance, primary, log)
 
+    def stage(self, instance: Instance, log: Any = None) -> None:
+        """Work that needs no running primary (packages, directories, config), done early for
+        replicas of a datastore whose replicas copy their primary; ``install`` skips what was staged."""
+
     def install(self, instance: Instance, log: Any = None, primary: Instance | None = None) -> None:
         """Packages, directories, config, data directory; then start the server (a primary is set up
         for replication, a replica is made read-only as far as the datastore allows)."""
