@@ -8,7 +8,6 @@ import time
 import redis
 
 from workbench.cli import main
-from workbench.testing.clusters import leftovers  # noqa: F401
 from workbench.testing.services import traversable_tempdir
 
 
