@@ -162,6 +162,14 @@ def test_create_grow_back_up_and_destroy_a_redis_cluster(api, http, store):
     assert backup["status"] == "done" and backup["size"] > 0 and len(backup["sha256"]) == 64
     assert "path" not in backup  # where files live on the workbench host is not the client's business
 
+    # a new cluster from the backup: its datastore comes from the backup
+    code, body = call(http, api, "POST", "/api/clusters", {"name": "copy", "restore_from": backup["name"]})
+    assert code == 202 and body["cluster"]["datastore"]["name"] == "redis - 7", body
+    copy = wait_for_cluster(http, api, "copy")
+    with redis_of(copy["instances"][0]) as restored:
+        assert restored.get("tea") == "sencha"
+    assert call(http, api, "DELETE", "/api/clusters/copy")[0] == 202
+
     code, body = call(http, api, "DELETE", "/api/clusters/cache")
     assert code == 202 and body["task"]["name"] == "destroy_cluster"
     deadline = time.monotonic() + 120
@@ -169,7 +177,11 @@ def test_create_grow_back_up_and_destroy_a_redis_cluster(api, http, store):
         assert code == 200 and time.monotonic() < deadline
         time.sleep(0.2)
     assert not any(port_open(i) for i in cluster["instances"])
-    assert call(http, api, "GET", "/api/clusters")[1] == {"clusters": []}
+    deadline = time.monotonic() + 120
+    while call(http, api, "GET", "/api/clusters")[1] != {"clusters": []}:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert not port_open(copy["instances"][0])
 
 
 # -- authentication ---------------------------------------------------------------------------------

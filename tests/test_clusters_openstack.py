@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from workbench.clusters.errors import ProviderError
@@ -294,3 +296,48 @@ def test_a_cluster_whose_server_fails_ends_in_error_with_the_fault_and_no_server
     assert len(cloud.keypairs) == 1 and cloud.servers == {}
     deletes = [p for m, p in cloud.requests if m == "DELETE"]
     assert len(deletes) == 3
+
+
+def test_with_volumes_a_failed_build_deletes_the_volume_it_made_too(cloud, settings, tmp_path):
+    from workbench.clusters.tasks import TaskRunner
+
+    cloud.build_polls, cloud.delete_polls, cloud.volume_polls = 1, 0, 1
+    cloud.fail_builds(FAULT)
+    with ClusterStore(f"sqlite:///{tmp_path / 'volumes.db'}", settings.replace(use_volumes=True)) as store:
+        store.add_datastore("redis", "7", image="debian-12")
+        with TaskRunner(store) as runner:
+            with pytest.raises(ProviderError, match="No valid host was found"):
+                runner.create_cluster("cache", "redis-7", size=1, provider="openstack").wait(timeout=60)
+        assert len([p for m, p in cloud.requests if m == "POST" and p.endswith("/volumes")]) == 1
+        assert cloud.volumes == {} and cloud.servers == {}
+        instance = store.get_cluster("cache").instances[0]
+        assert (instance.status, instance.volume, instance.server) == ("error", "", "")
+
+
+def test_ssh_trusts_exactly_the_host_key_the_servers_console_shows(cloud, store, settings, ssh_server):
+    """Servers put on a real sshd: the key cloud-init printed is pinned; another key is refused."""
+    import paramiko
+
+    from workbench.clusters.errors import UnknownHostKeyError
+    from workbench.testing.openstack import new_host_key_line
+
+    real_key = " ".join(Path(f"{ssh_server.host_key_path}.pub").read_text().split()[:2])
+    impostor = new_host_key_line()
+    cloud.addresses = lambda index: ssh_server.host
+    cloud.host_keys = lambda index: real_key if index == 0 else impostor
+    provider = make_provider(settings.replace(ssh_user=ssh_server.username), store, ssh_port=ssh_server.port)
+    login = paramiko.Ed25519Key.from_private_key_file(str(ssh_server.client_key_path))
+
+    good = new_instance(store, "good")
+    provider.create(good)
+    assert (good.host_key, good.ssh_host, good.ssh_port) == (real_key, ssh_server.host, ssh_server.port)
+    with provider.connect(good, login) as conn:
+        assert conn.run(["echo", "reached", "over", "ssh"]).stdout == "reached over ssh\n"
+
+    # the console of this one shows another key than the host answering at its address
+    bad = new_instance(store, "bad")
+    provider.create(bad)
+    assert bad.host_key == impostor
+    with pytest.raises(UnknownHostKeyError):
+        with provider.connect(bad, login) as conn:
+            conn.run(["true"])

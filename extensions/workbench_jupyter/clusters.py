@@ -313,10 +313,14 @@ class ClustersMagic(Magics, Configurable):
         parsed = _parse(_create_arguments, args, "create")
         datastore = self._datastore(parsed.datastore, parsed.version)
         handle = self.runner.create_cluster(parsed.name, datastore, parsed.size, parsed.provider)
-        if not parsed.wait:
-            return self.open_dashboard(parsed.name)
-        self._wait(handle, f"create {parsed.name}")
-        return self._summary(parsed.name)
+        return self._follow(handle, parsed.name, parsed.wait, f"create {parsed.name}")
+
+    def _follow(self, handle: TaskHandle, name: str, wait: bool, what: str) -> Any:
+        """With ``wait``: block until the task ends and show the cluster; else its live dashboard."""
+        if not wait:
+            return self.open_dashboard(name)
+        self._wait(handle, what)
+        return self._summary(name)
 
     def _datastore(self, ref: str, version: str | None) -> Any:
         """The datastore ``ref`` ("redis-7", "redis" + version); a known manager's new version is registered."""
@@ -398,18 +402,12 @@ class ClustersMagic(Magics, Configurable):
     def cmd_restore(self, args: str, cell: str | None) -> Any:
         parsed = _parse(_restore_arguments, args, "restore")
         handle = self.runner.restore_backup(parsed.backup, parsed.name, parsed.size, parsed.provider)
-        if not parsed.wait:
-            return self.open_dashboard(parsed.name)
-        self._wait(handle, f"restore {parsed.backup} into {parsed.name}")
-        return self._summary(parsed.name)
+        return self._follow(handle, parsed.name, parsed.wait, f"restore {parsed.backup} into {parsed.name}")
 
     def cmd_add_node(self, args: str, cell: str | None) -> Any:
         parsed = _parse(_add_node_arguments, args, "add-node")
         handle = self.runner.add_nodes(parsed.name, parsed.count)
-        if not parsed.wait:
-            return self.open_dashboard(parsed.name)
-        self._wait(handle, f"add-node {parsed.name}")
-        return self._summary(parsed.name)
+        return self._follow(handle, parsed.name, parsed.wait, f"add-node {parsed.name}")
 
     def cmd_destroy(self, args: str, cell: str | None) -> Any:
         parsed = _parse(_named_arguments, args, "destroy")

@@ -39,6 +39,7 @@ import json
 import secrets
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import tornado.httpserver
@@ -333,8 +334,6 @@ class ClustersApi:
         self._own_runner = runner is None
         self.runner = runner or TaskRunner(store)
         self.token = token or secrets.token_urlsafe(24)
-        from concurrent.futures import ThreadPoolExecutor
-
         self.executor = ThreadPoolExecutor(4, thread_name_prefix="clusters-api")
         self._http = BackgroundHttpServer(self.application(), host, port, name="clusters-api")
 

@@ -397,14 +397,73 @@ class SshConnection(Connection):
             return self._sftp
 
     def upload(self, local: str | os.PathLike[str], remote: str, mode: int | None = None) -> None:
-        sftp = self._sftp_client()
-        sftp.put(str(local), remote)
-        if mode is not None:
-            sftp.chmod(remote, mode)
+        # one SFTP channel per session, used by one thread at a time
+        with self._lock:
+            sftp = self._sftp_client()
+            sftp.put(str(local), remote)
+            if mode is not None:
+                sftp.chmod(remote, mode)
 
     def download(self, remote: str, local: str | os.PathLike[str]) -> None:
-        self._sftp_client().get(remote, str(local))
+        with self._lock:
+            self._sftp_client().get(remote, str(local))
+
+    @property
+    def session_key(self) -> tuple[Any, ...]:
+        """What identifies the SSH session: connections with equal keys can share one."""
+        key_id = self.key.get_fingerprint() if self.key is not None else None
+        return (self.host, self.port, self.user, self.key_filename, key_id, str(self.known_hosts),
+                self.trusted_host_key)
 
 
-__all__ = ["CommandResult", "Connection", "LocalConnection", "SshConnection", "format_prefix", "parse_host_key",
+class SharedConnection(Connection):
+    """A view of another connection with its own prefix; closing it leaves the session open.
+
+    The task runner keeps one SSH session per host and hands out these views, so the steps of a
+    task (and parallel tasks on one host) do not each pay for a key exchange.
+    """
+
+    def __init__(self, session: Connection, prefix: str = "", timeout: float | None = None) -> None:
+        super().__init__(prefix, timeout or session.timeout)
+        self.session = session
+        self.host = session.host
+
+    def _execute(self, command: str, timeout: float, input: str | bytes | None,
+                 on_output: OutputCallback | None) -> CommandResult:
+        return self.session._execute(command, timeout, input, on_output)
+
+    def upload(self, local: str | os.PathLike[str], remote: str, mode: int | None = None) -> None:
+        self.session.upload(local, remote, mode)
+
+    def download(self, remote: str, local: str | os.PathLike[str]) -> None:
+        self.session.download(remote, local)
+
+
+class SessionPool:
+    """Keeps one SSH session per (host, port, user, key...) and hands out ``SharedConnection`` views.
+
+    ``share(conn)`` returns a view of the pooled session equal to ``conn`` (``conn`` itself becomes
+    the pooled one the first time); local connections are returned as they are. ``close()`` ends
+    every session.
+    """
+
+    def __init__(self) -> None:
+        self._sessions: dict[tuple[Any, ...], SshConnection] = {}
+        self._lock = threading.Lock()
+
+    def share(self, conn: Connection) -> Connection:
+        if not isinstance(conn, SshConnection):
+            return conn
+        with self._lock:
+            session = self._sessions.setdefault(conn.session_key, conn)
+        return SharedConnection(session, conn.prefix, conn.timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.close()
+
+
+__all__ = ["CommandResult", "Connection", "LocalConnection", "SshConnection", "SharedConnection", "SessionPool", "format_prefix", "parse_host_key",
            "OutputCallback"]

@@ -367,6 +367,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # tasks write from several threads: wait for the lock instead of failing at once
     cursor.execute("PRAGMA busy_timeout = 30000")
     cursor.execute("PRAGMA foreign_keys = ON")
+    # every progress step and log line is a commit: WAL with NORMAL sync makes them cheap while
+    # other processes (the CLI's show, a build worker) keep reading
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.close()
 
 

@@ -110,6 +110,9 @@ class Settings:
     parallel_instances: int = 8
     #: may prepare() install missing packages through the host's package manager?
     install_packages: bool = True
+    #: give every instance a volume of ``volume_size_gb`` for its data (when the provider supports volumes)
+    use_volumes: bool = False
+    volume_size_gb: int = 1
     static_hosts: tuple[StaticHost, ...] = ()
     # OpenStack (seed: OS_*)
     os_auth_url: str = "http://0.0.0.0:5000/v2.0"

@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from workbench.clusters.connection import Connection, OutputCallback
+from workbench.clusters.connection import Connection, OutputCallback, SessionPool
 from workbench.clusters.errors import (ClustersError, ConnectionFailed, NotFoundError, TaskCancelled, TaskError,
                                        UnknownHostKeyError)
 from workbench.clusters.managers.base import BaseManager
@@ -192,6 +192,15 @@ def prepare(ctx: TaskContext, instance_id: int, primary_id: int | None = None) -
     ctx.store.update_instance(instance.id, progress=80, server_status="running")
 
 
+def replicate(ctx: TaskContext, instance_id: int, primary_id: int) -> None:
+    """Make a running replica follow its primary (for datastores whose replicas need no copy)."""
+    instance = ctx.store.get_instance(instance_id)
+    ctx.step(instance, "replicate", progress=85)
+    primary = ctx.store.get_instance(primary_id)
+    ctx.runner.manager_for(instance.cluster.datastore).follow(instance, primary,
+                                                             log=lambda line: ctx.log(line, instance.name))
+
+
 def backup(ctx: TaskContext, cluster_id: int) -> Backup:
     """Back up a cluster's primary into the workbench's backup directory; returns the Backup record."""
     cluster = ctx.store.get_cluster(cluster_id)
@@ -265,13 +274,19 @@ class TaskRunner:
         self._providers: dict[str, BaseProvider] = {}
         self._lock = threading.Lock()
         self._handles: list[TaskHandle] = []
+        self.sessions = SessionPool()
+        self._managers: dict[tuple[int, str], BaseManager] = {}
+        self._keys: dict[int, Any] = {}
+        self._secrets: dict[int, str] = {}
 
     # -- runtime of managers and providers -----------------------------------------------------
     def provider_for(self, cluster: Cluster | str) -> BaseProvider:
         name = cluster if isinstance(cluster, str) else cluster.provider
         with self._lock:
             if name not in self._providers:
-                self._providers[name] = get_provider(self.settings, name, self.store)
+                provider = get_provider(self.settings, name, self.store)
+                provider.sessions = self.sessions
+                self._providers[name] = provider
             return self._providers[name]
 
     def manager_for(self, datastore: Datastore) -> BaseManager:
@@ -279,8 +294,13 @@ class TaskRunner:
         if path is None:
             raise NotFoundError(f"no manager configured for datastore {datastore.manager}",
                                 datastore=datastore.manager)
-        cls = load_object(path, "datastore_managers")
-        return cls(datastore, self)
+        with self._lock:
+            manager = self._managers.get((datastore.id, path))
+            if manager is None:
+                # one manager per datastore and runner: it may remember what it did (staged hosts)
+                manager = load_object(path, "datastore_managers")(datastore, self)
+                self._managers[(datastore.id, path)] = manager
+        return manager
 
     def connect(self, instance: Instance) -> Connection:
         """A connection to the instance's host, from its cluster's provider (with the cluster key)."""
@@ -288,11 +308,28 @@ class TaskRunner:
         provider = self.provider_for(cluster)
         key = None
         if getattr(provider, "uses_cluster_key", True) and cluster.key_id is not None:
-            key = self.store.get_key(cluster.key_id).paramiko_key(self.store.master_key)
-        return provider.connect(instance, key)
+            key = self._cluster_key(cluster.key_id)
+        # one SSH session per host for every task of this runner (the view keeps the prefix)
+        return self.sessions.share(provider.connect(instance, key))
+
+    def _cluster_key(self, key_id: int) -> Any:
+        with self._lock:
+            cached = self._keys.get(key_id)
+        if cached is None:
+            # decrypted once per runner: the key derivation is deliberately slow
+            cached = self.store.get_key(key_id).paramiko_key(self.store.master_key)
+            with self._lock:
+                self._keys[key_id] = cached
+        return cached
 
     def secret(self, instance: Instance) -> str:
-        return self.store.cluster_secret(self.store.get_cluster(instance.cluster_id))
+        with self._lock:
+            cached = self._secrets.get(instance.cluster_id)
+        if cached is None:
+            cached = self.store.cluster_secret(self.store.get_cluster(instance.cluster_id))
+            with self._lock:
+                self._secrets[instance.cluster_id] = cached
+        return cached
 
     # -- submitting ------------------------------------------------------------------------------
     def submit(self, name: str, function: Callable[..., Any], *args: Any, cluster_name: str = "",
@@ -335,6 +372,7 @@ class TaskRunner:
                     handle.cancel()
         concurrent.futures.wait([h.future for h in handles], timeout=timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.sessions.close()
 
     def __enter__(self) -> TaskRunner:
         return self
@@ -484,16 +522,37 @@ def _build_instances(ctx: TaskContext, cluster: Cluster, new: Sequence[Instance]
 
     def make_server(instance: Instance) -> None:
         volume_id = None
-        if getattr(manager, "wants_volume", False) and provider.supports_volumes:
-            volume_id = create_volume(ctx, instance.id)
+        if ctx.runner.settings.use_volumes and provider.supports_volumes:
+            volume_id = create_volume(ctx, instance.id, ctx.runner.settings.volume_size_gb)
         create_server(ctx, instance.id, volume_id)
 
     _in_parallel(ctx, new, make_server)
-    if any(i.id == primary.id for i in new):
-        prepare(ctx, primary.id)
-        ctx.store.update_instance(primary.id, progress=90)
     replicas = [i for i in new if i.id != primary.id]
-    _in_parallel(ctx, replicas, lambda i: prepare(ctx, i.id, primary.id))
+    if manager.replica_copies_primary:
+        # replicas are copies of the running primary: they stage (packages, directories, config)
+        # while the primary is prepared, then copy it once it runs
+        primary_ready = threading.Event()
+        if not any(i.id == primary.id for i in new):
+            primary_ready.set()
+
+        def build(instance: Instance) -> None:
+            if instance.id == primary.id:
+                prepare(ctx, primary.id)
+                ctx.store.update_instance(primary.id, progress=90)
+                primary_ready.set()
+                return
+            ctx.step(instance, "stage", progress=30)
+            instance = ctx.store.get_instance(instance.id)  # with what create_server recorded
+            manager.stage(instance, log=lambda line: ctx.log(line, instance.name))
+            while not primary_ready.wait(0.2):
+                ctx.check_cancelled()  # a failed primary cancels the operation
+            prepare(ctx, instance.id, primary.id)
+
+        _in_parallel(ctx, new, build)
+    else:
+        # every server is installed and started at once; replicas then follow the primary
+        _in_parallel(ctx, new, lambda i: prepare(ctx, i.id))
+        _in_parallel(ctx, replicas, lambda i: replicate(ctx, i.id, primary.id))
     if restore_id is not None:
         restore(ctx, primary.id, restore_id)
     cluster = ctx.store.get_cluster(cluster.id)
@@ -550,5 +609,5 @@ def tear_down_cluster(ctx: TaskContext, cluster_id: int) -> None:
 
 
 __all__ = ["TaskRunner", "TaskHandle", "TaskContext", "perform", "create_server", "create_volume",
-           "attach_volume", "prepare", "backup", "restore", "destroy", "build_cluster", "grow_cluster",
+           "attach_volume", "prepare", "replicate", "backup", "restore", "destroy", "build_cluster", "grow_cluster",
            "tear_down_cluster"]

@@ -67,7 +67,7 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _host_key_line() -> str:
+def new_host_key_line() -> str:
     """A fresh ed25519 public host key as one ``type base64`` line."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -459,7 +459,9 @@ class OpenStackStandIn:
     quota, ``max_volume_gb`` the largest volume that builds (bigger ones go to ``error``),
     ``addresses`` a callable ``index -> address`` for new servers (default: 127.0.1.x, loopback
     addresses where nothing listens, so a client that tries to log in is refused at once and
-    nothing ever leaves the machine).
+    nothing ever leaves the machine), and ``host_keys`` a callable ``index -> "type base64"`` for
+    the host key its console shows (default: a new ed25519 key per server). Pointing both at a
+    real sshd on loopback makes the servers reachable.
     """
 
     def __init__(self, *, username: str = "workbench", password: str | None = None,
@@ -467,7 +469,8 @@ class OpenStackStandIn:
                  user_domain: str = "Default", build_polls: int | None = 3, delete_polls: int = 1,
                  volume_polls: int = 1, max_servers: int = 10, max_volume_gb: int = 100,
                  flavors: tuple[dict[str, Any], ...] = DEFAULT_FLAVORS, images: tuple[str, ...] = DEFAULT_IMAGES,
-                 addresses: Callable[[int], str] | None = None) -> None:
+                 addresses: Callable[[int], str] | None = None,
+                 host_keys: Callable[[int], str] | None = None) -> None:
         self.username = username
         self.password = password if password is not None else secrets.token_urlsafe(12)
         self.project_id = project_id or uuid.uuid4().hex
@@ -481,6 +484,7 @@ class OpenStackStandIn:
         self.max_volume_gb = max_volume_gb
         self.flavors = [dict(f) for f in flavors]
         self.addresses = addresses or (lambda index: f"127.0.1.{10 + index % 240}")
+        self.host_keys = host_keys or (lambda index: new_host_key_line())
         self.lock = threading.RLock()
         self.tokens: dict[str, str] = {}  # token -> project id
         self.keypairs: dict[str, str] = {}
@@ -680,12 +684,13 @@ class OpenStackStandIn:
             raise ApiError(400, "Invalid input for field/attribute metadata.")
         with self.lock:
             if key_name and key_name not in self.keypairs:
-                raise ApiError(400, f"Invalid key_name provided.")
+                raise ApiError(400, "Invalid key_name provided.")
             if len(self.live_servers()) >= self.max_servers:
                 raise ApiError(403, f"Quota exceeded for instances: Requested 1, but already used "
                                     f"{len(self.live_servers())} of {self.max_servers} instances")
             server = StandInServer(uuid.uuid4().hex, name, image.id, flavor["id"], key_name,
-                                   self.addresses(self._server_count), _host_key_line(), dict(metadata),
+                                   self.addresses(self._server_count), self.host_keys(self._server_count),
+                                   dict(metadata),
                                    request.get("networks"))
             self._server_count += 1
             for rule in self.faults:
@@ -731,7 +736,7 @@ class OpenStackStandIn:
             "-----BEGIN SSH HOST KEY KEYS-----",
             f"{server.host_key} root@{server.name}",
             "-----END SSH HOST KEY KEYS-----",
-            f"Cloud-init v. 22.4.2 finished. Datasource DataSourceOpenStack.  Up 7.21 seconds",
+            "Cloud-init v. 22.4.2 finished. Datasource DataSourceOpenStack.  Up 7.21 seconds",
             "",
         ])
 
@@ -851,5 +856,5 @@ class OpenStackStandIn:
             return snapshot.as_json()
 
 
-__all__ = ["OpenStackStandIn", "BuildFault", "StandInServer", "StandInVolume", "StandInImage",
+__all__ = ["OpenStackStandIn", "BuildFault", "new_host_key_line", "StandInServer", "StandInVolume", "StandInImage",
            "StandInSnapshot"]

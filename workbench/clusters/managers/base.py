@@ -221,12 +221,32 @@ class BaseManager:
         return binaries
 
     # -- lifecycle --------------------------------------------------------------------------------
-    def prepare(self, instance: Instance, primary: Instance | None = None, log: Any = None) -> None:
-        """Install and configure the datastore on the instance, then start it.
+    #: True when a replica is made by copying its running primary (PostgreSQL's pg_basebackup); False
+    #: when every instance can be installed and started at once and replicas follow the primary after
+    replica_copies_primary = False
 
-        ``primary`` is given for a replica: it is set up to replicate from it.
+    def prepare(self, instance: Instance, primary: Instance | None = None, log: Any = None) -> None:
+        """Install and configure the datastore on the instance and start it.
+
+        ``primary`` is given for a replica: it is set up to replicate from it (the primary must be
+        running). The task runner calls ``install`` and ``follow`` separately to prepare a whole
+        cluster in parallel when ``replica_copies_primary`` is False.
         """
+        self.install(instance, log, primary=primary if self.replica_copies_primary else None)
+        if primary is not None and not self.replica_copies_primary:
+            self.follow(instance, primary, log)
+
+    def stage(self, instance: Instance, log: Any = None) -> None:
+        """Work that needs no running primary (packages, directories, config), done early for
+        replicas of a datastore whose replicas copy their primary; ``install`` skips what was staged."""
+
+    def install(self, instance: Instance, log: Any = None, primary: Instance | None = None) -> None:
+        """Packages, directories, config, data directory; then start the server (a primary is set up
+        for replication, a replica is made read-only as far as the datastore allows)."""
         raise NotImplementedError
+
+    def follow(self, replica: Instance, primary: Instance, log: Any = None) -> None:
+        """Make a running ``replica`` replicate from the running ``primary``."""
 
     def start(self, instance: Instance) -> None:
         """Start the datastore (returns once it answers)."""
@@ -282,9 +302,9 @@ class BaseManager:
 
     def make_directories(self, conn: Connection, instance: Instance) -> None:
         paths = self.paths(instance)
-        conn.run(["mkdir", "-p", paths["data_dir"], paths["run_dir"], paths["backup_dir"], paths["tmp_dir"]])
-        conn.run(["chmod", "755", paths["directory"]])
-        conn.run(["touch", paths["log_file"]])
+        conn.run(["sh", "-c", 'mkdir -p "$2" "$3" "$4" "$5" && chmod 755 "$1" && touch "$6"', "sh",
+                  paths["directory"], paths["data_dir"], paths["run_dir"], paths["backup_dir"], paths["tmp_dir"],
+                  paths["log_file"]])
 
     def write_config(self, conn: Connection, instance: Instance, filename: str = "config",
                      remote: str | None = None, **extra: Any) -> str:

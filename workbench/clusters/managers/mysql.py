@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from workbench.clusters.connection import Connection
 from workbench.clusters.managers.base import BaseManager, check_sql_name, sql_literal
 
+from workbench.clusters.models import PRIMARY
+
 if TYPE_CHECKING:
     from workbench.clusters.models import Instance
 
@@ -48,27 +50,25 @@ class MySQLManager(BaseManager):
         return conn.run([*self.client(instance), "-N", "-B", "-e", statement]).stdout
 
     # -- lifecycle --------------------------------------------------------------------------------
-    def prepare(self, instance: Instance, primary: Instance | None = None, log: Any = None) -> None:
+    def install(self, instance: Instance, log: Any = None, primary: Instance | None = None) -> None:
         paths = self.paths(instance)
         with self.connection(instance) as conn:
             self.ensure_packages(conn, log)
             self.make_directories(conn, instance)
             self.write_config(conn, instance)
-            self.give_to_server_user(conn, paths["directory"])
+            self.give_to_server_user(conn, paths["directory"], paths["data_dir"] + "/")
             if log:
                 log("initializing the data directory")
             # --defaults-file must come first; socket authentication for root, no test database
             conn.run(["mariadb-install-db", f"--defaults-file={paths['config']}",
                       "--auth-root-authentication-method=socket", "--skip-test-db"], timeout=300)
             self._start(conn, instance)
-            if primary is None:
+            if instance.role == PRIMARY:
                 self.sql(conn, instance,
                          f"CREATE USER IF NOT EXISTS {REPLICATION_USER}@'%' IDENTIFIED BY "
                          f"{sql_literal(self.secret(instance))}; "
                          f"GRANT REPLICATION SLAVE ON *.* TO {REPLICATION_USER}@'%'; "
-                         f"CREATE DATABASE IF NOT EXISTS workbench")
-        if primary is not None:
-            self.follow(instance, primary, log)
+                         f"CREATE DATABASE IF NOT EXISTS {CHECK_DATABASE}")
 
     def _start(self, conn: Connection, instance: Instance) -> None:
         self.start_detached(conn, instance, ["mariadbd", f"--defaults-file={self.paths(instance)['config']}"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,19 +68,40 @@ class PostgresManager(BaseManager):
         return [*self.psql(conn, instance), "-c", "SELECT 1"]
 
     # -- lifecycle --------------------------------------------------------------------------------
-    def prepare(self, instance: Instance, primary: Instance | None = None, log: Any = None) -> None:
+    replica_copies_primary = True
+
+    def __init__(self, datastore: Any, runtime: Any = None) -> None:
+        super().__init__(datastore, runtime)
+        self._staged: set[int] = set()
+        self._staged_lock = threading.Lock()
+
+    def stage(self, instance: Instance, log: Any = None) -> None:
+        """Packages, directories and the three config files, owned by postgres."""
         paths = self.paths(instance)
         context = {"replication_user": REPLICATION_USER}
         with self.connection(instance) as conn:
-            binaries = self.ensure_packages(conn, log)
-            setattr(conn, "_workbench_pg_binaries", binaries)
+            self.ensure_packages(conn, log)
             self.make_directories(conn, instance)
-            conn.run(["rmdir", paths["data_dir"]])  # initdb and pg_basebackup make it themselves
             self.write_config(conn, instance, **context)
             self.write_config(conn, instance, "hba", f"{paths['directory']}/pg_hba.conf", **context)
             self.write_config(conn, instance, "ident", f"{paths['directory']}/pg_ident.conf", **context)
-            self.give_to_server_user(conn, paths["directory"])
-            conn.run(["chmod", "700", paths["run_dir"]])
+            # data_dir + "/": a data directory on an attached volume is a link, which -R does not follow
+            self.give_to_server_user(conn, paths["directory"], paths["data_dir"] + "/")
+            conn.run(["chmod", "700", paths["run_dir"], paths["data_dir"] + "/"])
+        with self._staged_lock:
+            self._staged.add(instance.id)
+
+    def install(self, instance: Instance, log: Any = None, primary: Instance | None = None) -> None:
+        paths = self.paths(instance)
+        with self._staged_lock:
+            staged = instance.id in self._staged and instance.id is not None
+            self._staged.discard(instance.id)
+        if not staged:
+            self.stage(instance, log)
+            with self._staged_lock:
+                self._staged.discard(instance.id)
+        with self.connection(instance) as conn:
+            binaries = self._binaries(conn)
             if primary is None:
                 if log:
                     log("initdb")

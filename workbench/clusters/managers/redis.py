@@ -28,7 +28,7 @@ class RedisManager(BaseManager):
         # redis-cli exits 0 even on an error reply; grep makes "PONG" the only success
         return ["sh", "-c", '"$@" | grep -qx PONG', "sh", *self.cli(instance, "ping")]
 
-    def prepare(self, instance: Instance, primary: Instance | None = None, log: Any = None) -> None:
+    def install(self, instance: Instance, log: Any = None, primary: Instance | None = None) -> None:
         with self.connection(instance) as conn:
             self.ensure_packages(conn, log)
             self.make_directories(conn, instance)
@@ -36,6 +36,14 @@ class RedisManager(BaseManager):
             if log:
                 log(f"config written; starting redis-server on {instance.addr}:{instance.port}")
             self._start(conn, instance)
+
+    def follow(self, replica: Instance, primary: Instance, log: Any = None) -> None:
+        with self.connection(replica) as conn:
+            self.query(conn, replica, "REPLICAOF", primary.addr, str(primary.port))
+            # written back to the config file, so a restarted replica still follows its primary
+            self.query(conn, replica, "CONFIG", "REWRITE")
+        if log:
+            log(f"replicating from {primary.name}")
 
     def _start(self, conn: Connection, instance: Instance) -> None:
         conn.run(["redis-server", self.paths(instance)["config"]])

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from workbench.clusters.connection import Connection, SshConnection, format_prefix
+from workbench.clusters.connection import Connection, SessionPool, SshConnection, format_prefix
 from workbench.clusters.errors import ProviderError
 from workbench.clusters.settings import Settings
 
@@ -42,6 +42,12 @@ class BaseProvider:
     def __init__(self, settings: Settings, store: ClusterStore | None = None) -> None:
         self.settings = settings
         self.store = store
+        #: set by the task runner: the provider's own SSH connections then share its sessions
+        self.sessions: SessionPool | None = None
+
+    def shared(self, conn: Connection) -> Connection:
+        """``conn``, or a view of the equal pooled session when the runner gave this provider a pool."""
+        return self.sessions.share(conn) if self.sessions is not None else conn
 
     # -- recording --------------------------------------------------------------------------------
     def update(self, instance: Instance, **fields: Any) -> Instance:

@@ -97,8 +97,9 @@ class OpenStackProvider(BaseProvider):
     takes what is rarely changed: ``user_domain`` (Keystone domain of the user, "Default"),
     ``region``, ``poll_interval`` (seconds between status polls), ``request_timeout`` (per HTTP
     request), ``build_timeout`` / ``delete_timeout`` / ``volume_timeout`` (whole waits),
-    ``volume_size`` (GB of volumes made by ``attach_volume``) and ``session`` (a ready
-    keystoneauth session to use instead of one made from the settings).
+    ``volume_size`` (GB of volumes made by ``attach_volume``), ``ssh_port`` (where the image's sshd
+    listens) and ``session`` (a ready keystoneauth session to use instead of one made from the
+    settings).
     """
 
     name = "openstack"
@@ -108,7 +109,7 @@ class OpenStackProvider(BaseProvider):
     def __init__(self, settings: Settings, store: ClusterStore | None = None, *, user_domain: str = "Default",
                  region: str | None = None, poll_interval: float = 2.0, request_timeout: float = 30.0,
                  build_timeout: float = 900.0, delete_timeout: float = 300.0, volume_timeout: float = 300.0,
-                 volume_size: int = 1, session: Session | None = None) -> None:
+                 volume_size: int = 1, ssh_port: int = 22, session: Session | None = None) -> None:
         super().__init__(settings, store)
         self.user_domain = user_domain
         self.region = region
@@ -118,6 +119,7 @@ class OpenStackProvider(BaseProvider):
         self.delete_timeout = delete_timeout
         self.volume_timeout = volume_timeout
         self.volume_size = volume_size
+        self.ssh_port = ssh_port
         self._session = session
         self._adapters: dict[str, Adapter] = {}
         self._lock = threading.Lock()
@@ -260,7 +262,7 @@ class OpenStackProvider(BaseProvider):
         if not addr:
             raise ProviderError(f"server {server_id} is ACTIVE but has no address", provider=self.name,
                                 server=server_id, instance=instance.name)
-        self.update(instance, addr=addr, ssh_host=addr, ssh_port=22, user=self.settings.ssh_user,
+        self.update(instance, addr=addr, ssh_host=addr, ssh_port=self.ssh_port, user=self.settings.ssh_user,
                     port=instance.port or DEFAULT_PORTS.get(datastore.manager, 0),
                     directory=instance.directory or f"{INSTANCE_ROOT}/{instance.name}",
                     host_key=self.host_key(instance), server_status="ACTIVE", progress=BUILD_PROGRESS[1])

@@ -63,17 +63,19 @@ class StaticHostsProvider(BaseProvider):
 
     def _choose(self, instance: Instance) -> StaticHost:
         counts = self._load()
-        siblings = {other.server.split("/", 1)[0] for other in instance.cluster.instances
-                    if other.id != instance.id and other.server} if self.store is not None else set()
+        siblings = set()
+        if self.store is not None:
+            siblings = {other.server.split("/", 1)[0] for other in self.store.get_cluster(instance.cluster_id).instances
+                        if other.id != instance.id and other.server}
         # prefer a host without a sibling of this cluster, then the least loaded one
         return min(self.hosts, key=lambda h: (h.label in siblings, counts.get(h.label, 0), h.label))
 
-    def host_connection(self, host: StaticHost, instance: Instance | None = None) -> SshConnection:
+    def host_connection(self, host: StaticHost, instance: Instance | None = None) -> Connection:
         fields = instance.prefix_fields if instance is not None else {}
-        return SshConnection(host.address, host.ssh_port, host.user, key_filename=host.key_file,
+        return self.shared(SshConnection(host.address, host.ssh_port, host.user, key_filename=host.key_file,
                              known_hosts=self.settings.known_hosts_path, trusted_host_key=host.host_key,
                              prefix=format_prefix(self.settings.command_prefix, fields),
-                             timeout=self.settings.command_timeout, connect_timeout=self.settings.ssh_timeout)
+                             timeout=self.settings.command_timeout, connect_timeout=self.settings.ssh_timeout))
 
     def create(self, instance: Instance, **kwargs: Any) -> None:
         with self._lock:
@@ -83,12 +85,16 @@ class StaticHostsProvider(BaseProvider):
             self.update(instance, server=f"{host.label}/{instance.name}")
         try:
             with self.host_connection(host, instance) as conn:
-                if conn.run(["test", "-e", directory], check=False).ok:
+                # one round trip: refuse a directory another instance owns, make it, open it to
+                # the database users, and ask the kernel for a free port
+                script = ('[ -e "$1" ] && { echo "exists" >&2; exit 17; }; mkdir -p "$1" && '
+                          'chmod 755 "$2" "$(dirname "$1")" "$1" && exec python3 -c "$3" "$4"')
+                result = conn.run(["sh", "-c", script, "sh", directory, host.base_dir, FREE_PORT_SCRIPT,
+                                   host.address], check=False)
+                if result.exit_status == 17:
                     raise ProviderError(f"{directory} exists on {host.label}: another instance owns it",
                                         provider=self.name, host=host.label, directory=directory)
-                conn.run(["mkdir", "-p", directory])
-                conn.run(["chmod", "755", host.base_dir, posixpath.dirname(directory), directory])
-                port = self._free_port(conn, host)
+                port = self._claim_port(conn, host, int(result.check().stdout.strip()))
         except ClustersError as exc:
             self.update(instance, server="")
             if isinstance(exc, ProviderError):
@@ -99,13 +105,13 @@ class StaticHostsProvider(BaseProvider):
                     ssh_host=host.address, ssh_port=host.ssh_port, ssh_key_file=host.key_file,
                     host_key=host.host_key, server_status="ACTIVE", progress=30)
 
-    def _free_port(self, conn: Connection, host: StaticHost) -> int:
+    def _claim_port(self, conn: Connection, host: StaticHost, port: int) -> int:
         for _ in range(20):
-            port = int(conn.run(["python3", "-c", FREE_PORT_SCRIPT, host.address]).stdout.strip())
             with self._lock:
                 if (host.address, port) not in self._handed_out:
                     self._handed_out.add((host.address, port))
                     return port
+            port = int(conn.run(["python3", "-c", FREE_PORT_SCRIPT, host.address]).stdout.strip())
         raise ProviderError(f"no free port found on {host.label}", provider=self.name, host=host.label)
 
     def destroy(self, instance: Instance) -> None:
@@ -119,8 +125,8 @@ class StaticHostsProvider(BaseProvider):
                 raise ProviderError(f"refusing to remove {directory}: not below {host.base_dir}",
                                     provider=self.name, host=host.label)
             with self.host_connection(host, instance) as conn:
-                conn.run(["rm", "-rf", directory])
-                conn.run(["rmdir", posixpath.dirname(directory)], check=False)
+                conn.run(["sh", "-c", 'rm -rf "$1" && { rmdir "$(dirname "$1")" 2>/dev/null; true; }', "sh",
+                          directory])
         with self._lock:
             self._handed_out.discard((host.address, instance.port))
         self.update(instance, server_status="DELETED")

@@ -1,0 +1,156 @@
+"""Connections: local and SSH (real sshd, key auth, pinned host keys), quoting, prefix, timeouts, SFTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from workbench.clusters.connection import LocalConnection, SshConnection, format_prefix
+from workbench.clusters.errors import CommandError, ConnectionFailed, UnknownHostKeyError
+from workbench.clusters.models import Key
+from workbench.ports import free_port
+
+HOSTILE = ["it's", "a b", "$(touch {canary})", "`touch {canary}`", "; touch {canary}", "x && touch {canary}",
+           "| touch {canary}", "\"quoted\"", "$HOME", "back\\slash", "new\nline", "*"]
+
+
+def host_key_line(ssh_server) -> str:
+    return " ".join(Path(f"{ssh_server.host_key_path}.pub").read_text().split()[:2])
+
+
+@pytest.fixture
+def ssh_connection(ssh_server, tmp_path):
+    conn = SshConnection(ssh_server.host, ssh_server.port, ssh_server.username,
+                         key_filename=str(ssh_server.client_key_path), known_hosts=tmp_path / "known_hosts",
+                         trusted_host_key=host_key_line(ssh_server), timeout=30)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(params=["local", "ssh"])
+def connection(request, tmp_path):
+    if request.param == "local":
+        conn = LocalConnection(timeout=30)
+    else:
+        conn = request.getfixturevalue("ssh_connection")
+    yield conn
+    conn.close()
+
+
+def test_arguments_are_quoted_so_names_cannot_inject(connection, tmp_path):
+    canary = tmp_path / "injected"
+    args = [arg.format(canary=canary) for arg in HOSTILE]
+    result = connection.run(["printf", "%s\\0", *args])
+    assert result.stdout.split("\0")[:-1] == args
+    assert not canary.exists()
+    with pytest.raises(TypeError):
+        connection.run(f"echo {args[2]}")  # a plain string is never taken as a command line
+
+
+def test_prefix_is_honoured_and_its_fields_are_quoted(connection, tmp_path):
+    canary = tmp_path / "prefix-injected"
+    connection.prefix = format_prefix("env WB_PREFIX=%(name)s ", {"name": f"db; touch {canary}"})
+    assert connection.run(["sh", "-c", 'printf %s "$WB_PREFIX"']).stdout == f"db; touch {canary}"
+    assert connection.run_shell('echo "prefixed: $WB_PREFIX"').stdout.startswith("prefixed: db;")
+    assert not canary.exists()
+    assert connection.command_line(["ls", "a b"]).startswith("env WB_PREFIX=")
+    with pytest.raises(CommandError):
+        format_prefix("sudo %(nosuch)s ", {"name": "x"})
+
+
+def test_failures_timeouts_input_and_streamed_output(connection):
+    with pytest.raises(CommandError) as info:
+        connection.run(["sh", "-c", "echo oops >&2; exit 3"])
+    assert info.value.fields["exit_status"] == 3 and "oops" in info.value.fields["stderr"]
+    assert not connection.run(["false"], check=False).ok
+    with pytest.raises(CommandError) as info:
+        connection.run(["sleep", "20"], timeout=0.5)
+    assert "timed out" in info.value.message
+    assert connection.run(["cat"], input="from stdin\n").stdout == "from stdin\n"
+    lines: list[str] = []
+    connection.run_shell("for i in 1 2 3; do echo line $i; done; printf tail", on_output=lines.append)
+    assert lines == ["line 1", "line 2", "line 3", "tail"]
+
+
+def test_upload_download_and_write_file(connection, tmp_path):
+    remote_dir = tmp_path / "remote"
+    remote_dir.mkdir()
+    source = tmp_path / "source.bin"
+    source.write_bytes(bytes(range(256)) * 100)
+    connection.upload(source, str(remote_dir / "copy.bin"), mode=0o600)
+    assert (remote_dir / "copy.bin").read_bytes() == source.read_bytes()
+    assert (remote_dir / "copy.bin").stat().st_mode & 0o777 == 0o600
+    connection.download(str(remote_dir / "copy.bin"), tmp_path / "back.bin")
+    assert (tmp_path / "back.bin").read_bytes() == source.read_bytes()
+    connection.write_file(str(remote_dir / "text"), "hello\n")
+    assert connection.run(["cat", str(remote_dir / "text")]).stdout == "hello\n"
+
+
+def test_vouched_host_key_is_pinned_in_known_hosts(ssh_server, tmp_path):
+    known = tmp_path / "known_hosts"
+    with SshConnection(ssh_server.host, ssh_server.port, ssh_server.username,
+                       key_filename=str(ssh_server.client_key_path), known_hosts=known,
+                       trusted_host_key=host_key_line(ssh_server)) as conn:
+        assert conn.run(["echo", "ok"]).stdout == "ok\n"
+    assert host_key_line(ssh_server).split()[1] in known.read_text()
+    # later connections need nothing but the known_hosts file
+    with SshConnection(ssh_server.host, ssh_server.port, ssh_server.username,
+                       key_filename=str(ssh_server.client_key_path), known_hosts=known) as conn:
+        assert conn.run(["true"]).ok
+
+
+def test_unknown_or_changed_host_keys_are_refused(ssh_server, tmp_path):
+    common = dict(key_filename=str(ssh_server.client_key_path), connect_attempts=1)
+    with pytest.raises(UnknownHostKeyError):
+        SshConnection(ssh_server.host, ssh_server.port, ssh_server.username, known_hosts=tmp_path / "empty",
+                      **common).connect()
+    other = paramiko.Ed25519Key.from_private_key_file(str(ssh_server.client_key_path))
+    impostor = f"{other.get_name()} {other.get_base64()}"
+    with pytest.raises(UnknownHostKeyError):
+        SshConnection(ssh_server.host, ssh_server.port, ssh_server.username, known_hosts=tmp_path / "k2",
+                      trusted_host_key=impostor, **common).connect()
+    # a known_hosts entry that disagrees with the vouched key: refused, and the file is unchanged
+    known = tmp_path / "k3"
+    entries = paramiko.HostKeys()
+    entries.add(f"[{ssh_server.host}]:{ssh_server.port}", other.get_name(), other)
+    entries.save(str(known))
+    before = known.read_text()
+    with pytest.raises(UnknownHostKeyError):
+        SshConnection(ssh_server.host, ssh_server.port, ssh_server.username, known_hosts=known,
+                      trusted_host_key=host_key_line(ssh_server), **common).connect()
+    with pytest.raises(UnknownHostKeyError):
+        SshConnection(ssh_server.host, ssh_server.port, ssh_server.username, known_hosts=known, **common).connect()
+    assert known.read_text() == before
+
+
+def test_login_failures_are_clear(ssh_server, tmp_path):
+    stranger = Key.create("stranger", passphrase="p")
+    with pytest.raises(ConnectionFailed) as info:
+        SshConnection(ssh_server.host, ssh_server.port, ssh_server.username, key=stranger.paramiko_key("p"),
+                      known_hosts=tmp_path / "k", trusted_host_key=host_key_line(ssh_server),
+                      connect_attempts=1).connect()
+    assert info.value.fields["port"] == ssh_server.port
+    closed = free_port()
+    with pytest.raises(ConnectionFailed) as info:
+        SshConnection("127.0.0.1", closed, "root", key=stranger.paramiko_key("p"), known_hosts=tmp_path / "k",
+                      connect_attempts=2, connect_timeout=2).connect()
+    assert info.value.fields["port"] == closed
+    with pytest.raises(ConnectionFailed):
+        SshConnection("127.0.0.1", 22, "root")  # no key: password logins are never tried
+
+
+def test_stored_key_logs_in_and_a_dropped_session_reconnects(ssh_server, tmp_path):
+    key = Key.create("cluster-key", passphrase="master")
+    authorized = Path(ssh_server.authorized_keys_path)
+    original = authorized.read_text()
+    authorized.write_text(original + key.public + "\n")
+    try:
+        with SshConnection(ssh_server.host, ssh_server.port, ssh_server.username, key=key.paramiko_key("master"),
+                           known_hosts=tmp_path / "k", trusted_host_key=host_key_line(ssh_server)) as conn:
+            assert conn.run(["echo", "first"]).stdout == "first\n"
+            conn._client.get_transport().close()  # the network drops the session
+            assert conn.run(["echo", "second"]).stdout == "second\n"
+    finally:
+        authorized.write_text(original)
