@@ -6,11 +6,12 @@ import json
 import shutil
 import socket
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
 import redis
-from tornado.httpclient import HTTPClient, HTTPClientError
 
 from workbench.clusters.api import ClustersApi
 from workbench.clusters.errors import ClustersError, ValidationError
@@ -50,13 +51,13 @@ def api(store):
 
 
 @pytest.fixture
-def http():
-    client = HTTPClient()
-    yield client
-    client.close()
+def http() -> urllib.request.OpenerDirector:
+    # urllib rather than tornado's blocking HTTPClient: that one runs an event loop on this thread,
+    # which fails when another library (the browser tests' Playwright) keeps one running here.
+    return urllib.request.build_opener()
 
 
-def call(http: HTTPClient, api: ClustersApi, method: str, path: str, body: Any = None, *,
+def call(http: urllib.request.OpenerDirector, api: ClustersApi, method: str, path: str, body: Any = None, *,
          token: str | None = TOKEN, headers: dict[str, str] | None = None, raw: bytes | None = None
          ) -> tuple[int, dict[str, Any]]:
     """(status, JSON body) of one request; error statuses are returned, not raised."""
@@ -66,14 +67,14 @@ def call(http: HTTPClient, api: ClustersApi, method: str, path: str, body: Any =
     payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     if method in ("POST", "PUT") and payload is None:
         payload = b""
+    request = urllib.request.Request(api.url + path, data=payload, method=method, headers=all_headers)
     try:
-        response = http.fetch(api.url + path, method=method, headers=all_headers, body=payload,
-                              request_timeout=60)
-    except HTTPClientError as exc:
-        response = exc.response
-        assert response is not None, exc
-    assert response.headers["Content-Type"].startswith("application/json")
-    return response.code, json.loads(response.body or b"{}")
+        response = http.open(request, timeout=60)
+    except urllib.error.HTTPError as exc:
+        response = exc
+    with response:
+        assert response.headers["Content-Type"].startswith("application/json")
+        return response.status, json.loads(response.read() or b"{}")
 
 
 def wait_for_cluster(http, api, name: str, status: str = "active", timeout: float = 180.0) -> dict[str, Any]:
