@@ -33,8 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--poll", type=float, default=0.2, help="seconds between change log polls (default 0.2)")
     serve.add_argument("--app-timeout", type=float, default=3600.0, help="longest application run in seconds")
     serve.add_argument("--lazy-files", action="store_true", help="read a block's files on first access (primary)")
-    serve.add_argument("--web-modules", action="append", default=[], help="directory of extra web modules")
     serve.add_argument("-v", "--verbose", action="count", default=0)
+    try:
+        from workbench.inventory.web.options import add_web_arguments
+    except ImportError:  # the web part is optional
+        pass
+    else:
+        add_web_arguments(serve)
     serve.set_defaults(func=cmd_serve)
 
     run = commands.add_parser("exec", help="run a script as an application")
@@ -69,14 +74,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    web_options: dict[str, Any] = {}
-    if args.web_modules:
-        web_options["module_dirs"] = args.web_modules
+    web_factory = None
+    if args.web_port >= 0 and hasattr(args, "web_address"):
+        from workbench.inventory.web.options import web_server_from_arguments
+
+        def web_factory(inventory: Any, port: int, apply: Any) -> Any:
+            return web_server_from_arguments(args, inventory, port, apply)
+
     server = InventoryServer(args.store, host=args.host, port=args.port,
                              web_port=None if args.web_port < 0 else args.web_port, master_url=args.master,
                              server_id=args.server_id, heartbeat=args.heartbeat, takeover_after=args.takeover_after,
                              poll_interval=args.poll, app_timeout=args.app_timeout, lazy_files=args.lazy_files,
-                             web_options=web_options)
+                             web_factory=web_factory)
     server.start()
     signal.signal(signal.SIGTERM, lambda *_: server._stopping.set())
     signal.signal(signal.SIGINT, lambda *_: server._stopping.set())

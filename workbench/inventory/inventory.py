@@ -97,6 +97,8 @@ class Inventory(EventSource):
         self._sinks: list[Sink] = []
         self._events: EventDispatcher = EventDispatcher(name)
         self.emit_events = True
+        #: False while a server has not loaded the image yet (web pages answer 503 then)
+        self.loaded = True
 
     # -- listeners and sinks ------------------------------------------------------------------
     def add_sink(self, sink: Sink) -> None:

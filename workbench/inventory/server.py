@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from sqlalchemy import insert, select, update
 
@@ -53,7 +53,9 @@ class InventoryServer:
 
     ``store_url`` is the shared database; ``master_url`` (secondaries) names the primary's database
     and defaults to ``store_url``. A server started without ``master_url`` becomes the primary unless
-    a live primary exists; with it, it starts as a secondary. ``web_port=None`` runs no web server.
+    a live primary exists; with it, it starts as a secondary. ``web_port=None`` runs no web server;
+    ``web_factory(inventory, port, apply)`` builds the web server (default: the package's
+    ``WebServer`` on ``host``).
     """
 
     def __init__(self, store_url: str, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
@@ -61,7 +63,7 @@ class InventoryServer:
                  server_id: str | None = None, heartbeat: float = 1.0, takeover_after: float = 10.0,
                  poll_interval: float = 0.2, app_timeout: float = applications.DEFAULT_TIMEOUT,
                  writer_wait: float = 30.0, lazy_files: bool = False, workdir: str | None = None,
-                 web_options: dict[str, Any] | None = None) -> None:
+                 web_factory: Callable[[Inventory, int, Callable[..., Any]], Any] | None = None) -> None:
         if master_url is not None and store_url != master_url:
             raise ConfigurationError("a secondary server shares the primary's database: --store must equal --master",
                                      store=store_url, master=master_url)
@@ -77,9 +79,9 @@ class InventoryServer:
         self.app_timeout = app_timeout
         self.writer_wait = writer_wait
         self.lazy_files = lazy_files and not self.secondary_requested
-        self.web_options = dict(web_options or {})
+        self.web_factory = web_factory
         self.inventory = Inventory(f"inventory-{self.server_id}")
-        self.inventory.loaded = False  # type: ignore[attr-defined]
+        self.inventory.loaded = False
         self.runner = ApplicationRunner(self.inventory, self.store, workdir, app_timeout)
         self.role = "secondary"
         self.status = STARTING
@@ -113,13 +115,18 @@ class InventoryServer:
         return self
 
     def _start_web(self) -> None:
-        try:
-            from workbench.inventory.web.server import WebServer
-        except ImportError:  # the web part is optional
-            log.warning("workbench.inventory.web is not available: no web server")
-            return
-        self.web = WebServer(self.inventory, port=self.web_port_requested, address=self.host,
-                             apply=self.apply_changes, **self.web_options).start()
+        assert self.web_port_requested is not None
+        if self.web_factory is not None:
+            web = self.web_factory(self.inventory, self.web_port_requested, self.apply_changes)
+        else:
+            try:
+                from workbench.inventory.web.server import WebServer
+            except ImportError:  # the web part is optional
+                log.warning("workbench.inventory.web is not available: no web server")
+                return
+            web = WebServer(self.inventory, port=self.web_port_requested, address=self.host, apply=self.apply_changes)
+        # Writes from web modules go through apply_changes: the primary's one write slot and its store.
+        self.web = web.start()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -296,7 +303,7 @@ class InventoryServer:
             self._set_status(OUT_OF_SYNC)
         with self.inventory.lock:
             self.applied_seq = self.store.load(self.inventory, lazy_files=self.lazy_files)
-            self.inventory.loaded = True  # type: ignore[attr-defined]
+            self.inventory.loaded = True
         self.inventory.emit("inventory_loaded", {"seq": self.applied_seq, **self.inventory.summary()})
         if out_of_sync:
             self._set_status(ONLINE)
