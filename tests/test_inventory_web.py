@@ -532,3 +532,53 @@ def test_command_line_options(tmp_path: Path, certificates: CertificateAuthority
     config.write_text("- a list\n")
     with pytest.raises(ConfigurationError, match="maps module names"):
         web_server_from_arguments(parser.parse_args(["--web-modules-config", str(config)]), sample_inventory, 0)
+
+
+# -- on an inventory server: writes through its apply path ---------------------------------------------------
+
+def test_writes_go_through_the_servers_apply_path(tmp_path: Path, certificates: CertificateAuthority) -> None:
+    from workbench.inventory.server import InventoryServer
+    from workbench.inventory.store import Store
+
+    store_url = f"sqlite:///{tmp_path / 'inventory.db'}"
+    cert, key = certificates.server()
+    tls = TLSConfig(cert, key, certificates.cafile, UserMap({certificates.subject("alice"): ("alice", ["write"])}))
+    alice = certificates.client_context("alice")
+
+    def web_factory(inventory: Any, port: int, apply: Any) -> WebServer:
+        return WebServer(inventory, port=port, tls=tls, apply=apply)
+
+    with InventoryServer(store_url, port=0, web_port=0, web_factory=web_factory) as server:
+        url = f"{server.web_url}/data/inventory"
+        site = {"kind": "Site", "name": "T2_US_MIT", "host": "mit.example.org"}
+        dataset = {"kind": "Dataset", "name": "/Web/Run2025-v1/AOD", "status": "valid"}
+        block = {"kind": "Block", "name": "b0001", "dataset": "/Web/Run2025-v1/AOD"}
+        status, reply = data(f"{url}/inject", {"objects": [site, dataset, block]}, alice)
+        assert status == 200 and reply["data"]["injected"] == 3 and reply["data"]["applied"]["changes"] == 3
+        assert "b0001" in server.inventory.datasets["/Web/Run2025-v1/AOD"].blocks
+
+        # One object refers to what is not there: the whole request is refused and nothing stays.
+        before = server.inventory.checksum()
+        orphan = {"kind": "Block", "name": "b0002", "dataset": "/Missing/A/B"}
+        status, reply = data(f"{url}/inject",
+                             {"objects": [{"kind": "Dataset", "name": "/Web/Second/AOD"}, orphan]}, alice)
+        assert status == 400 and "/Missing/A/B" in reply["message"]
+        assert server.inventory.checksum() == before and "/Web/Second/AOD" not in server.inventory.datasets
+
+        status, reply = data(f"{url}/delete", {"objects": [dataset]}, alice)
+        assert status == 200 and "/Web/Run2025-v1/AOD" not in server.inventory.datasets
+        stored = Inventory("check")
+        store = Store(store_url)
+        try:
+            store.load(stored)
+        finally:
+            store.close()
+        assert stored.checksum() == server.inventory.checksum() and "T2_US_MIT" in stored.sites
+
+        # A secondary's web port sends writers to the primary.
+        with InventoryServer(store_url, port=0, web_port=0, master_url=store_url,
+                             web_factory=web_factory) as secondary:
+            assert secondary.role == "secondary"
+            status, reply = data(f"{secondary.web_url}/data/inventory/inject", {"objects": [dataset]}, alice)
+            assert status == 409 and "primary" in reply["message"]
+            assert data(f"{secondary.web_url}/data/inventory/stats", context=alice)[0] == 200
