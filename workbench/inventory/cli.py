@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="seconds without a primary heartbeat before a secondary takes over (default 10)")
     serve.add_argument("--poll", type=float, default=0.2, help="seconds between change log polls (default 0.2)")
     serve.add_argument("--app-timeout", type=float, default=3600.0, help="longest application run in seconds")
+    serve.add_argument("--keep-changes", type=int, default=100000,
+                       help="changes kept in the log for secondaries (default 100000)")
     serve.add_argument("--lazy-files", action="store_true", help="read a block's files on first access (primary)")
     serve.add_argument("-v", "--verbose", action="count", default=0)
     try:
@@ -85,6 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              web_port=None if args.web_port < 0 else args.web_port, master_url=args.master,
                              server_id=args.server_id, heartbeat=args.heartbeat, takeover_after=args.takeover_after,
                              poll_interval=args.poll, app_timeout=args.app_timeout, lazy_files=args.lazy_files,
+                             keep_changes=args.keep_changes,
                              web_factory=web_factory)
     server.start()
     signal.signal(signal.SIGTERM, lambda *_: server._stopping.set())

@@ -63,6 +63,7 @@ class InventoryServer:
                  server_id: str | None = None, heartbeat: float = 1.0, takeover_after: float = 10.0,
                  poll_interval: float = 0.2, app_timeout: float = applications.DEFAULT_TIMEOUT,
                  writer_wait: float = 30.0, lazy_files: bool = False, workdir: str | None = None,
+                 keep_changes: int = 100000, prune_every: float = 60.0,
                  web_factory: Callable[[Inventory, int, Callable[..., Any]], Any] | None = None) -> None:
         if master_url is not None and store_url != master_url:
             raise ConfigurationError("a secondary server shares the primary's database: --store must equal --master",
@@ -80,6 +81,8 @@ class InventoryServer:
         self.writer_wait = writer_wait
         self.lazy_files = lazy_files and not self.secondary_requested
         self.web_factory = web_factory
+        self.keep_changes = keep_changes
+        self.prune_every = prune_every
         self.inventory = Inventory(f"inventory-{self.server_id}")
         self.inventory.loaded = False
         self.runner = ApplicationRunner(self.inventory, self.store, workdir, app_timeout)
@@ -217,6 +220,7 @@ class InventoryServer:
     # -- the sync thread ----------------------------------------------------------------------------------
     def _sync_loop(self) -> None:
         next_beat = 0.0
+        next_prune = time.monotonic() + self.prune_every
         while not self._stopping.wait(self.poll_interval):
             try:
                 now = time.monotonic()
@@ -224,6 +228,10 @@ class InventoryServer:
                     self._beat_row()
                     next_beat = now + self.heartbeat
                 self._sync_once()
+                if self.role == "primary" and now >= next_prune:
+                    # a secondary further behind than this reloads the whole image instead
+                    self.store.prune_changes(self.keep_changes)
+                    next_prune = now + self.prune_every
             except Exception:  # noqa: BLE001 - a database hiccup must not end the thread
                 log.warning("%s: sync failed; retrying", self.server_id, exc_info=True)
 
