@@ -49,9 +49,9 @@ def test_exec_exec_auth_and_status_from_the_command_line(served, tmp_path):
     report.write_text(REPORT)
     add_site.write_text(ADD_SITE)
 
-    done = workbench("exec", "--server", server, str(report), "one", "two")
+    done = workbench("exec", "--server", server, str(report), "one", "--top", "5", "--", "--write")
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "datasets: 0 read_only: True args: ['one', 'two']\n"
+    assert done.stdout == "datasets: 0 read_only: True args: ['one', '--top', '5', '--write']\n"
 
     refused = workbench("exec", "--server", server, "--write", "--title", "sites", "--user", "alice", str(add_site),
                         "T2_CLI")
@@ -62,7 +62,8 @@ def test_exec_exec_auth_and_status_from_the_command_line(served, tmp_path):
     listed = workbench("exec-auth", "--list", "--server", server)
     assert listed.stdout.split("\t")[:2] == ["sites", "alice"]
 
-    applied = workbench("exec", "--server", server, "--write", "--title", "sites", "--user", "alice", str(add_site),
+    # the options may follow the script, as in `exec SCRIPT --write --title T --server HOST:PORT ARGS`
+    applied = workbench("exec", str(add_site), "--write", "--title", "sites", "--user", "alice", "--server", server,
                         "T2_CLI")
     assert applied.returncode == 0, applied.stderr
     assert applied.stdout == "read_only: False\n" and "2 change(s) applied" in applied.stderr

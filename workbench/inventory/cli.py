@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--user", help="user name (default: your login)")
     run.add_argument("--server", default=DEFAULT_ADDRESS, help=f"HOST:PORT (default {DEFAULT_ADDRESS})")
     run.add_argument("--timeout", type=float, help="kill the script after this many seconds")
-    run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
+    run.add_argument("args", nargs=argparse.REMAINDER,
+                     help="arguments for the script (the options above may also follow SCRIPT; after -- all is the script's)")
     run.set_defaults(func=cmd_exec)
 
     auth = commands.add_parser("exec-auth", help="authorize a script to write (by its SHA-256), list or revoke")
@@ -111,9 +112,10 @@ def _read_script(path: str) -> str:
 def cmd_exec(args: argparse.Namespace) -> int:
     from workbench.inventory.client import InventoryClient
 
+    _options_after_script(args)
     script = _read_script(args.script)
     name = Path(args.script).name
-    arguments = args.args[1:] if args.args[:1] == ["--"] else args.args
+    arguments = args.args
     with InventoryClient(args.server) as client:
         result = client.exec_script(script, name=name, args=arguments, write=args.write, title=args.title or name,
                                     user=args.user, timeout=args.timeout)
@@ -129,6 +131,26 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if result["status"] == "failed":
         return int(result["exit_code"] or 1)
     return 0 if result["status"] == "done" else 1
+
+
+def _options_after_script(args: argparse.Namespace) -> None:
+    """``exec SCRIPT --write --title T ARGS``: take our options out of what follows SCRIPT (up to ``--``)."""
+    tail = list(args.args)
+    cut = tail.index("--") if "--" in tail else len(tail)
+    before, after = tail[:cut], tail[cut + 1:]
+    own = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    own.add_argument("--write", action="store_true")
+    for flag in ("--title", "--user", "--server"):
+        own.add_argument(flag)
+    own.add_argument("--timeout", type=float)
+    known, rest = own.parse_known_args(before)
+    args.write = args.write or known.write
+    for name in ("title", "user", "timeout"):
+        if getattr(known, name) is not None:
+            setattr(args, name, getattr(known, name))
+    if known.server is not None:
+        args.server = known.server
+    args.args = rest + after
 
 
 def cmd_exec_auth(args: argparse.Namespace) -> int:
