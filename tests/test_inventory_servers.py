@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 import time
+import urllib.request
 from typing import Any, Callable
 
 import pytest
@@ -64,7 +66,8 @@ print("recorded", blocks * files, "files")
 def test_a_secondary_follows_the_primary_in_order(tmp_path):
     url = f"sqlite:///{tmp_path}/shared.db"
     options = dict(port=0, web_port=None, heartbeat=0.2, takeover_after=30.0, poll_interval=0.05)
-    with InventoryServer(url, **options) as primary, InventoryServer(url, master_url=url, **options) as secondary:
+    with InventoryServer(url, **options) as primary, \
+            InventoryServer(url, master_url=url, **{**options, "web_port": 0}) as secondary:
         assert (primary.role, secondary.role) == ("primary", "secondary")
         recorder = EventRecorder()
         secondary.inventory.add_listener(recorder)
@@ -73,6 +76,9 @@ def test_a_secondary_follows_the_primary_in_order(tmp_path):
         wait_until(lambda: secondary.applied_seq == primary.applied_seq, "the secondary to catch up")
         assert secondary.inventory.checksum() == primary.inventory.checksum() == primary.store.version()["checksum"]
         assert sorted(secondary.inventory.datasets["/Follow/A/AOD"].blocks) == ["b0", "b2"]
+        # the secondary's web port answers from its own image
+        with urllib.request.urlopen(f"{secondary.web_url}/data/inventory/datasets", timeout=30) as answer:
+            assert "/Follow/A/AOD" in json.dumps(json.load(answer)["data"])
         recorder.wait_for("object_deleted")
         kinds = [e.args[0]["kind"] for e in recorder.events if e.kind in ("object_updated", "object_deleted")]
         assert kinds == ["Dataset"] + (["Block"] + ["File"] * 4) * 3 + ["Block"]
