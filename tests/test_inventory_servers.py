@@ -255,3 +255,19 @@ def test_two_servers_on_postgresql(backend, postgres_url, tmp_path):
         secondary.stop()
         primary.stop()
         store.close()
+
+
+def test_a_secondary_with_its_own_store_keeps_a_copy(tmp_path):
+    shared, local = f"sqlite:///{tmp_path}/shared.db", f"sqlite:///{tmp_path}/local.db"
+    options = dict(port=0, web_port=None, heartbeat=0.2, takeover_after=30.0, poll_interval=0.05)
+    with InventoryServer(shared, **options) as primary:
+        primary.apply_changes(dataset_changes("/Before/A/AOD", 2, 3))
+        with InventoryServer(local, master_url=shared, **options) as secondary:
+            copy = Store(local)
+            assert copy.version() == primary.store.version()  # copied at load
+            primary.apply_changes(dataset_changes("/After/A/AOD", 1, 4))
+            primary.apply_changes([Change("delete", {"kind": "Dataset", "name": "/Before/A/AOD"})])
+            wait_until(lambda: secondary.applied_seq == primary.applied_seq, "the secondary")
+            assert copy.version() == primary.store.version()  # then written through change by change
+            assert secondary.status_info()["store_seq"] == primary.applied_seq
+            copy.close()

@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"application port (default {DEFAULT_PORT})")
     serve.add_argument("--web-port", type=int, default=DEFAULT_WEB_PORT,
                        help=f"web port (default {DEFAULT_WEB_PORT}; -1: no web server)")
-    serve.add_argument("--master", help="the primary's database URL: start as a secondary server")
+    serve.add_argument("--master", help="the shared database of the primary: start as a secondary server "
+                       "(with a different --store, that database keeps a local copy of the image)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--server-id", help="name of this server in inv_servers (default host-pid-random)")
     serve.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats (default 1)")

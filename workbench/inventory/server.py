@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 
 from sqlalchemy import insert, select, update
 
-from workbench.errors import ConfigurationError, InventoryError
+from workbench.errors import InventoryError
 from workbench.inventory import applications
 from workbench.inventory.applications import ApplicationRefused, ApplicationRunner
 from workbench.inventory.inventory import Change, Inventory
@@ -52,7 +52,8 @@ class InventoryServer:
     """One inventory server process's worth of state and threads.
 
     ``store_url`` is the shared database; ``master_url`` (secondaries) names the primary's database
-    and defaults to ``store_url``. A server started without ``master_url`` becomes the primary unless
+    and defaults to ``store_url``. A secondary whose ``store_url`` differs keeps a copy of the image
+    there (rewritten at each load, then written through change by change) while it is a secondary. A server started without ``master_url`` becomes the primary unless
     a live primary exists; with it, it starts as a secondary. ``web_port=None`` runs no web server;
     ``web_factory(inventory, port, apply)`` builds the web server (default: the package's
     ``WebServer`` on ``host``).
@@ -65,11 +66,11 @@ class InventoryServer:
                  writer_wait: float = 30.0, lazy_files: bool = False, workdir: str | None = None,
                  keep_changes: int = 100000, prune_every: float = 60.0,
                  web_factory: Callable[[Inventory, int, Callable[..., Any]], Any] | None = None) -> None:
-        if master_url is not None and store_url != master_url:
-            raise ConfigurationError("a secondary server shares the primary's database: --store must equal --master",
-                                     store=store_url, master=master_url)
         self.secondary_requested = master_url is not None
+        # The shared database carries the change log, roles and heartbeats; a secondary given its
+        # own --store keeps a full copy there too (a backup of the primary's database).
         self.store = Store(master_url or store_url)
+        self.local_store = Store(store_url) if master_url is not None and master_url != store_url else None
         self.host = host
         self.requested_port = port
         self.web_port_requested = web_port
@@ -163,6 +164,8 @@ class InventoryServer:
             log.warning("could not record the stop of %s", self.server_id, exc_info=True)
         self.inventory.close()
         self.store.close()
+        if self.local_store is not None:
+            self.local_store.close()
 
     def serve_forever(self) -> None:
         """Block until ``stop()`` is called from another thread (or a signal handler)."""
@@ -212,6 +215,9 @@ class InventoryServer:
         self._follow()
         with self._state_lock:
             self.role = "primary"
+        if self.local_store is not None:
+            log.warning("%s: as the primary it writes the shared database; its local copy stays at seq %s",
+                        self.server_id, self.applied_seq)
         log.info("%s is the primary now (was %s)", self.server_id, old_master)
         self.inventory.emit("role_changed", {"server": self.server_id, "role": "primary", "previous": old_master})
         self._beat_row()
@@ -296,7 +302,10 @@ class InventoryServer:
                 batch.append(change)
                 if index + 1 == len(rows) or rows[index + 1][1] != batch_id:
                     with self.inventory.lock:
-                        self.inventory.apply_all(batch)
+                        if self.local_store is not None:
+                            self.local_store.apply_and_write(self.inventory, batch)
+                        else:
+                            self.inventory.apply_all(batch)
                         self.applied_seq = seq
                     self.inventory.emit("changes_applied", {"seq": seq, "batch": batch_id, "changes": len(batch)})
                     batch = []
@@ -311,6 +320,8 @@ class InventoryServer:
             self._set_status(OUT_OF_SYNC)
         with self.inventory.lock:
             self.applied_seq = self.store.load(self.inventory, lazy_files=self.lazy_files)
+            if self.local_store is not None and self.role == "secondary":
+                self.local_store.replace_image(self.inventory, self.applied_seq)
             self.inventory.loaded = True
         self.inventory.emit("inventory_loaded", {"seq": self.applied_seq, **self.inventory.summary()})
         if out_of_sync:

@@ -428,6 +428,28 @@ class Store:
             last = conn.execute(select(state_table.c.seq)).scalar_one()
             return conn.execute(delete(changes_table).where(changes_table.c.seq <= last - keep)).rowcount
 
+    def replace_image(self, inventory: Inventory, seq: int) -> None:
+        """Make the stored image a copy of ``inventory`` at change ``seq`` (one transaction; the log is emptied)."""
+        conn = self.engine.connect()
+        try:
+            with conn.begin():
+                tx = StoreTransaction(self, conn)
+                tx.begin(None)
+                for table in reversed(OBJECT_TABLES):
+                    conn.execute(delete(table))
+                conn.execute(delete(changes_table))
+                with inventory.lock:
+                    for obj in inventory.objects():
+                        table, key, values = tx._row(obj)
+                        tx._inserts.append((table, {**key, **values}))
+                tx._flush()
+                conn.execute(update(state_table).where(state_table.c.id == 1).values(seq=seq))
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot copy the image into the store: {exc}", url=self.safe_url,
+                             operation="replace") from exc
+        finally:
+            conn.close()
+
     @contextmanager
     def transaction(self, master_id: str | None = None) -> Iterator[StoreTransaction]:
         """One SQL transaction for a batch of changes: commit on success, roll back on any error.
