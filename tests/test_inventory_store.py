@@ -165,3 +165,17 @@ def test_a_loaded_file_takes_at_most_200_bytes(tmp_path):
     assert with_files.summary()["files"] == blocks * files_per_block
     assert per_file <= 200, per_file
     store.close()
+
+
+def test_the_change_log_numbers_changes_without_gaps_across_chunks(store):
+    inventory = Inventory()
+    batch = [Change("update", {"kind": "Site", "name": f"T3_S{i:04d}"}) for i in range(1200)]
+    assert store.apply_and_write(inventory, batch) == 1200
+    store.apply_and_write(inventory, [Change("delete", {"kind": "Site", "name": "T3_S0000"})])
+    after = store.changes_since(700)
+    assert [seq for seq, _, _ in after] == list(range(701, 1202))
+    assert after[0][2].data["name"] == "T3_S0700" and after[-1][2].op == "delete"
+    assert {batch_id for _, batch_id, _ in after} == {1, 2}
+    store.prune_changes(keep=300)
+    assert store.oldest_change() <= 1201 - 300 + 1
+    assert [seq for seq, _, _ in store.changes_since(1000)] == list(range(1001, 1202))

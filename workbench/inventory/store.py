@@ -14,7 +14,8 @@ Object tables hold the inventory (identifiers are unique keys; foreign keys casc
 image does: deleting a dataset row removes its blocks, files and replicas, deleting a group row
 sets its replicas' group to NULL, the null group). The service tables carry what servers share:
 
-* ``inv_changes``: every applied change in order (``seq``, no gaps), read by secondary servers;
+* ``inv_changes``: every applied change in order (numbered without gaps, stored in chunks), read
+  by secondary servers;
 * ``inv_state``: one row with the last ``seq``, the primary's id and heartbeat counter, and the
   application writer currently holding the one write slot;
 * ``inv_servers``: one row per server (status, role, applied seq, heartbeat, ports);
@@ -168,13 +169,17 @@ block_replicas_table = Table(
     Column("last_update", BigInteger, nullable=False),
     PrimaryKeyConstraint("block_id", "site_id"),
 )
+#: the change log: each row a chunk of consecutive changes ``first..seq`` of one batch, as a JSON
+#: list of ``{"op", "object"}`` (one row per change would cost a round of escaping per change)
 changes_table = Table(
     "inv_changes", metadata,
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("first", BigInteger, nullable=False),
     Column("batch", BigInteger, nullable=False),
-    Column("op", String(8), nullable=False),
     Column("data", _text_type(), nullable=False),
 )
+#: most changes in one row of the change log
+CHANGES_PER_ROW = 500
 state_table = Table(
     "inv_state", metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
@@ -412,15 +417,22 @@ class Store:
 
     # -- changes ------------------------------------------------------------------------------------
     def changes_since(self, seq: int, limit: int = 100000) -> list[tuple[int, int, Change]]:
-        """Committed changes after ``seq``, in order, as (seq, batch, change)."""
+        """Committed changes after ``seq``, in order, as (seq, batch, change); at most about ``limit``."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(changes_table).where(changes_table.c.seq > seq)
-                                .order_by(changes_table.c.seq).limit(limit)).all()
-        return [(row.seq, row.batch, Change(row.op, json.loads(row.data))) for row in rows]
+                                .order_by(changes_table.c.seq).limit(max(1, limit // CHANGES_PER_ROW))).all()
+        changes = []
+        for row in rows:
+            for offset, item in enumerate(json.loads(row.data)):
+                number = row.first + offset
+                if number > seq:
+                    changes.append((number, row.batch, Change.from_json(item)))
+        return changes
 
     def oldest_change(self) -> int | None:
+        """The number of the oldest change still in the log (None when it is empty)."""
         with self.engine.connect() as conn:
-            return conn.execute(select(func.min(changes_table.c.seq))).scalar()
+            return conn.execute(select(func.min(changes_table.c.first))).scalar()
 
     def prune_changes(self, keep: int) -> int:
         """Delete all but the newest ``keep`` changes; returns how many were removed."""
@@ -486,6 +498,10 @@ class Store:
         return tx.seq
 
 
+#: tables whose rows other rows refer to by id
+_REFERENCED_TABLES = frozenset({datasets_table, blocks_table, sites_table, groups_table, partitions_table})
+
+
 class StoreTransaction:
     """Writes the row effects of changes (``sink``) and appends the changes to the change log.
 
@@ -522,14 +538,19 @@ class StoreTransaction:
                 self._dirty_blocks[obj.key()] = obj
             elif op == "add":
                 table, key, values = self._row(obj)
-                self._inserts.append((table, {**key, **values}))
+                if table in _REFERENCED_TABLES:
+                    # Inserted now, so its id is known to the rows that refer to it; buffered rows
+                    # never depend on it the other way round, so they need not be flushed first.
+                    result = self.conn.execute(insert(table).values(**key, **values))
+                    self._ids[(table.name, *key.items())] = int(result.inserted_primary_key[0])
+                else:
+                    self._inserts.append((table, {**key, **values}))
             elif op == "put":
                 self._put(obj)
             else:
                 self._drop(obj)
         self.seq += 1
-        self._log.append({"seq": self.seq, "batch": self.batch, "op": change.op,
-                          "data": json.dumps(change.data, separators=(",", ":"))})
+        self._log.append(change.to_json())
 
     def finish(self) -> None:
         for block in self._dirty_blocks.values():
@@ -540,7 +561,13 @@ class StoreTransaction:
         self._flush()
         if not self._log:
             return
-        self.conn.execute(insert(changes_table), self._log)
+        first = self.seq - len(self._log) + 1
+        rows = []
+        for start in range(0, len(self._log), CHANGES_PER_ROW):
+            chunk = self._log[start:start + CHANGES_PER_ROW]
+            rows.append({"seq": first + start + len(chunk) - 1, "first": first + start, "batch": self.batch,
+                         "data": json.dumps(chunk, separators=(",", ":"))})
+        self.conn.execute(insert(changes_table), rows)
         self.conn.execute(update(state_table).where(state_table.c.id == 1).values(seq=self.seq, batch=self.batch))
 
     # -- statements --------------------------------------------------------------------------------
