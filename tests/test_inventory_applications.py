@@ -189,3 +189,12 @@ def test_malformed_requests_get_structured_errors(inventory_server, inventory_cl
     # the server still answers well-formed requests
     assert inventory_client.status()["status"] == "online"
     assert inventory_server.inventory.datasets == {}  # nothing was created by the garbage
+
+
+def test_the_child_holds_none_of_the_servers_sockets(inventory_client):
+    script = ("import os\n"
+              "targets = {os.readlink(f'/proc/self/fd/{fd}') for fd in os.listdir('/proc/self/fd') if int(fd) > 2}\n"
+              "print(sorted(t for t in targets if not t.startswith('/proc/')))\n")
+    result = inventory_client.exec_script(script, name="fds.py")
+    assert result["status"] == "done"
+    assert result["stdout"] in ("['/dev/null']\n", "[]\n"), result["stdout"]
