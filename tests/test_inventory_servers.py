@@ -271,3 +271,39 @@ def test_a_secondary_with_its_own_store_keeps_a_copy(tmp_path):
             assert copy.version() == primary.store.version()  # then written through change by change
             assert secondary.status_info()["store_seq"] == primary.applied_seq
             copy.close()
+
+
+def test_a_crashed_server_takes_its_running_applications_with_it(tmp_path):
+    server = InventoryServerProcess(tmp_path / "crash", f"sqlite:///{tmp_path}/crash.db", "crash")
+    pid_file = tmp_path / "app.pid"
+    script = f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(300)\n"
+    try:
+        server.start()
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                with client_of(server) as client:
+                    outcome["result"] = client.exec_script(script, name="sleeper.py")
+            except TransportError as exc:
+                outcome["error"] = exc
+
+        runner = threading.Thread(target=run)
+        runner.start()
+        pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text(), "the application to start"))
+        server.kill9()
+        runner.join(30)
+        assert "error" in outcome
+
+        def gone() -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            # a zombie waiting for its (re)parent counts as gone
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().split(") ", 1)[1].startswith("Z")
+
+        wait_until(gone, "the orphaned application to be killed", timeout=30)
+    finally:
+        server.stop()
