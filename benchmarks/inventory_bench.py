@@ -278,6 +278,7 @@ def propagation(report: Report, stores: dict[str, str], workdir: Path, cleanup: 
         report.seconds("3", f"{name}: application run (10^4 updates, in the child)", exited_at - began)
         report.seconds("3", f"{name}: exit -> applied on the primary", applied_at - exited_at)
         report.seconds("3", f"{name}: exit -> visible on a secondary", visible_at - exited_at)
+        report.seconds("3", f"{name}: primary's commit -> visible on a secondary", visible_at - applied_at)
         report.ratio("3", f"{name}: secondary delay vs the 2 s target", (visible_at - exited_at) / 2.0, at_most=1.0)
 
 
