@@ -126,6 +126,10 @@ def test_lazy_files_are_checked_against_the_block(tmp_path):
     with pytest.raises(StoreError) as info:
         lazy.datasets["/Higgs/Run2024-v1/AOD"].blocks["b1"].files
     assert info.value.expected_size == 3003 and info.value.found_size == 2004
+    # a full load checks every block the same way
+    with pytest.raises(StoreError) as info:
+        store.load(Inventory())
+    assert info.value.block == "/Higgs/Run2024-v1/AOD#b1" and info.value.found_files == 3
     store.close()
 
 

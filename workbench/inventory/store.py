@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
@@ -244,12 +245,15 @@ class _StoredFiles(FileLoader):
             rows = conn.execute(select(files_table.c.lfn, files_table.c.size, files_table.c.adler32,
                                        files_table.c.md5).where(files_table.c.block_id == self.block_id)).all()
         files = [File.trusted(lfn, block, size, adler32, md5) for lfn, size, adler32, md5 in rows]
-        total = sum(file.size for file in files)
-        if len(files) != block.num_files or total != block.size:
-            raise StoreError("the stored files of a block do not add up to the block's totals",
-                             block=block.full_name, expected_files=block.num_files, found_files=len(files),
-                             expected_size=block.size, found_size=total)
+        _check_block_files(block, files, sum(file.size for file in files))
         return files
+
+
+def _check_block_files(block: Block, files: list[File], total: int) -> None:
+    if len(files) != block.num_files or total != block.size:
+        raise StoreError("the stored files of a block do not add up to the block's totals",
+                         block=block.full_name, expected_files=block.num_files, found_files=len(files),
+                         expected_size=block.size, found_size=total)
 
 
 class Store:
@@ -295,18 +299,21 @@ class Store:
         def _begin(conn: Connection) -> None:
             conn.exec_driver_sql("BEGIN")
 
-    def create_schema(self) -> None:
+    def create_schema(self, attempts: int = 3) -> None:
         """Create missing tables and the state row (idempotent, safe with several servers starting)."""
-        try:
-            metadata.create_all(self.engine)
-            with self.engine.begin() as conn:
-                if conn.execute(select(state_table.c.id)).first() is None:
-                    conn.execute(insert(state_table).values(id=1, seq=0, batch=0, master_id=None, master_beat=0))
-        except SQLAlchemyError as exc:
-            # a server starting at the same moment may have created the row first
-            with self.engine.connect() as conn:
-                if conn.execute(select(state_table.c.id)).first() is None:
+        for attempt in range(attempts):
+            try:
+                metadata.create_all(self.engine)
+                with self.engine.begin() as conn:
+                    if conn.execute(select(state_table.c.id)).first() is None:
+                        conn.execute(insert(state_table).values(id=1, seq=0, batch=0, master_id=None,
+                                                                master_beat=0))
+                return
+            except SQLAlchemyError as exc:
+                # another server creating the same tables at this moment: look again
+                if attempt + 1 == attempts:
                     raise StoreError(f"cannot create the schema: {exc}", url=self.safe_url) from exc
+                time.sleep(0.2 * (attempt + 1))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -380,16 +387,7 @@ class Store:
                 block._files = _StoredFiles(self, row.id)
             blocks[row.id] = dataset.blocks[row.name] = block
         if not lazy_files:
-            query = select(files_table.c.block_id, files_table.c.lfn, files_table.c.size, files_table.c.adler32,
-                           files_table.c.md5).order_by(files_table.c.block_id)
-            trusted = File.trusted
-            current_id, current_block, current_files = None, None, []
-            for block_id, lfn, size, adler32, md5 in conn.execution_options(yield_per=20000).execute(query):
-                if block_id != current_id:
-                    current_id = block_id
-                    current_block = blocks[block_id]
-                    current_files = current_block._files  # type: ignore[assignment]
-                current_files.append(trusted(lfn, current_block, size, adler32, md5))  # type: ignore[arg-type]
+            self._read_files(conn, blocks)
         for dataset_id, site_id, growing, group_id in conn.execute(select(dataset_replicas_table)):
             dataset, site = datasets[dataset_id], sites[site_id]
             replica = DatasetReplica(dataset, site, bool(growing), groups[group_id])
@@ -401,6 +399,30 @@ class Store:
                                          row.last_update)
             block.replicas[site.name] = block_replica
             site.block_replicas.add(block_replica)
+
+    @staticmethod
+    def _read_files(conn: Connection, blocks: dict[int, Block]) -> None:
+        """Stream every file into its block, checking each block's file count and total size."""
+        query = select(files_table.c.block_id, files_table.c.lfn, files_table.c.size, files_table.c.adler32,
+                       files_table.c.md5).order_by(files_table.c.block_id)
+        trusted = File.trusted
+        current: Block | None = None
+        files: list[File] = []
+        total = 0
+        for block_id, lfn, size, adler32, md5 in conn.execution_options(yield_per=20000).execute(query):
+            if current is None or blocks[block_id] is not current:
+                if current is not None:
+                    _check_block_files(current, files, total)
+                current = blocks[block_id]
+                files = current._files  # type: ignore[assignment]
+                total = 0
+            files.append(trusted(lfn, current, size, adler32, md5))
+            total += size
+        if current is not None:
+            _check_block_files(current, files, total)
+        for block in blocks.values():
+            if not block._files and block.num_files:  # a block whose files are all missing
+                _check_block_files(block, [], 0)
 
     # -- version ------------------------------------------------------------------------------------
     def seq(self) -> int:
