@@ -228,6 +228,8 @@ def test_web_pages_show_the_inventory(web_server: WebServer, sample_inventory: I
         assert f'href="/web/inventory/dataset?name={q(name)}"' in text
     status, _, index = fetch(f"{url}/")
     assert status == 200 and 'href="/data/inventory/inject"' in index
+    assert fetch(f"{url}/", body={"x": 1})[0] == 405
+    assert fetch(f"{url}/events", body={"x": 1})[0] == 405
 
 
 def test_hostile_names_are_escaped_everywhere(web_server: WebServer) -> None:

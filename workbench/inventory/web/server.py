@@ -207,6 +207,10 @@ class _WebHandler(_ModuleHandler):
 
 
 class _IndexHandler(_WebHandler):
+    """``/``: every page and data URL the server has, linked."""
+
+    SUPPORTED_METHODS = ("GET",)
+
     async def get(self) -> None:  # type: ignore[override]
         server = self.web_server
         pages = [(kind, module, name) for kind in ("web", "data")
