@@ -218,7 +218,8 @@ print(repr(time.time()))
 PROPAGATION_CHANGES = 10_000
 
 
-def start_inventory_server(name: str, url: str, workdir: Path, cleanup: Cleanup, master: bool = False) -> dict[str, Any]:
+def start_inventory_server(name: str, url: str, workdir: Path, cleanup: Cleanup,
+                           master: bool = False) -> dict[str, Any]:
     """``workbench inventory serve`` as a child process; returns the JSON line it prints once online."""
     argv = [sys.executable, "-m", "workbench.inventory", "serve", "--store", url, "--port", "0", "--web-port", "0"]
     if master:

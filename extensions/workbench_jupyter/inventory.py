@@ -421,7 +421,8 @@ class InventoryMagic(Magics, Configurable):
             return session.stats()
         if command == "data":
             if not args:
-                raise UsageError("inventory data: which page? (datasets, dataset, sites, site, groups, replicas, stats)")
+                raise UsageError("inventory data: which page? "
+                                 "(datasets, dataset, sites, site, groups, replicas, stats)")
             parameters = {}
             for word in args[1:]:
                 key, sep, value = word.partition("=")
