@@ -83,7 +83,7 @@ def test_a_write_application_that_does_not_exit_0_applies_nothing(inventory_serv
     inventory_client.authorize(script, title="partial", user="bob")
     before = inventory_server.store.version()
     result = inventory_client.exec_script(script, name="partial.py", write=True, title="partial", user="bob",
-                                          timeout=2)
+                                          timeout=4)
     assert (result["status"], result["exit_code"]) == (status, exit_code)
     assert "before the end" in result["stdout"]
     assert result["applied"] is None
