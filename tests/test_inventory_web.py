@@ -54,6 +54,7 @@ def q(value: str) -> str:
 
 SEED_MODULE = '''
 from workbench.inventory.web.modules._base import HTMLMixin, WebModule
+from workbench.inventory.web.server import WebServer
 
 class WebClassDefinedInMyMod(HTMLMixin, WebModule):
     def __init__(self, config):
@@ -68,7 +69,7 @@ class WebClassDefinedInMyMod(HTMLMixin, WebModule):
 class DataClassDefinedInMyMod(WebModule):
     def run(self, caller, request, inventory):
         return {"caller": caller.name, "request": dict(request), "datasets": sorted(inventory.datasets),
-                "config": dict(self.config)}
+                "config": dict(self.config), "user_object": isinstance(caller, WebServer.User)}
 
 export_web = {'myweb': WebClassDefinedInMyMod}
 export_data = {'mydata': DataClassDefinedInMyMod}
@@ -114,7 +115,7 @@ def test_seed_web_module_example(sample_inventory: Inventory, module_dir: Path) 
         assert reply["result"] == "OK" and reply["message"] == ""
         assert reply["data"] == {"caller": "anonymous", "request": {"who": "x", "tag": ["a", "b"]},
                                  "datasets": sorted(sample_inventory.datasets),
-                                 "config": {"greeting": "Welcome"}}
+                                 "config": {"greeting": "Welcome"}, "user_object": True}
 
         # A package maps through its __init__'s exports; abc.py itself is no URL.
         status, reply = data(f"{server.url}/data/mypkg/sitenames")

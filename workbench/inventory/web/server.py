@@ -307,6 +307,9 @@ class WebServer:
     the ``Configuration`` their classes get.
     """
 
+    #: the class of ``run``'s ``caller`` (where the seed's modules look for it)
+    User = User
+
     def __init__(self, inventory: Any, port: int = 0, address: str = "127.0.0.1",
                  module_dirs: Iterable[str] = (), tls: TLSConfig | None = None, *,
                  modules_config: Mapping[str, Mapping[str, Any]] | None = None,
