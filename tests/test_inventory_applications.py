@@ -83,7 +83,7 @@ def test_a_write_application_that_does_not_exit_0_applies_nothing(inventory_serv
     inventory_client.authorize(script, title="partial", user="bob")
     before = inventory_server.store.version()
     result = inventory_client.exec_script(script, name="partial.py", write=True, title="partial", user="bob",
-                                          timeout=2)
+                                          timeout=4)
     assert (result["status"], result["exit_code"]) == (status, exit_code)
     assert "before the end" in result["stdout"]
     assert result["applied"] is None
@@ -189,3 +189,18 @@ def test_malformed_requests_get_structured_errors(inventory_server, inventory_cl
     # the server still answers well-formed requests
     assert inventory_client.status()["status"] == "online"
     assert inventory_server.inventory.datasets == {}  # nothing was created by the garbage
+
+
+def test_the_child_holds_none_of_the_servers_sockets(inventory_client):
+    script = ("import os\n"
+              "targets = set()\n"
+              "for fd in os.listdir('/proc/self/fd'):\n"
+              "    try:\n"
+              "        if int(fd) > 2:\n"
+              "            targets.add(os.readlink(f'/proc/self/fd/{fd}'))\n"
+              "    except FileNotFoundError:\n"
+              "        pass  # the listing's own descriptor\n"
+              "print(sorted(targets))\n")
+    result = inventory_client.exec_script(script, name="fds.py")
+    assert result["status"] == "done"
+    assert result["stdout"] in ("['/dev/null']\n", "[]\n"), result["stdout"]

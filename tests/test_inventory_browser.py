@@ -59,3 +59,48 @@ def test_site_and_dataset_pages(web_server: WebServer, sample_inventory: Invento
     page.goto(f"{web_server.url}/web/inventory/datasets")
     assert HOSTILE_DATASET in page.locator("table.inventory").inner_text()
     assert dialogs == []
+
+
+def test_dashboard_renders_in_lab(jupyter_lab, lab_page, artifacts_dir: Path) -> None:
+    from workbench.testing.jupyter import run_notebook_in_lab, write_notebook
+
+    workdir = jupyter_lab.root_dir / "inventory-dashboard"
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_notebook(workdir / "dashboard.ipynb", [
+        ("markdown", "# Inventory dashboard probe"),
+        "from workbench.inventory import Dataset, Inventory\n"
+        "from workbench.inventory.store import Store\n"
+        "from workbench.testing.inventory_web import build_sample_inventory\n"
+        f"url = 'sqlite:///{workdir / 'inventory.db'}'\n"
+        "changes = []\n"
+        "builder = Inventory('builder')\n"
+        "builder.add_sink(lambda change, writes: changes.append(change))\n"
+        "build_sample_inventory(builder)\n"
+        "Store(url).apply_and_write(Inventory('writer'), changes)",
+        "%load_ext workbench\n%inventory connect --store {url}",
+        "dash = %inventory\ndash",
+        "inventory.update(Dataset('/Lab/Shown/AOD', status='valid'))\ndash.flush()",
+    ])
+    run = run_notebook_in_lab(lab_page, jupyter_lab.url, "inventory-dashboard/dashboard.ipynb", timeout=180)
+    widget = run.panel.locator(".jupyter-widgets", has=lab_page.locator("table.inventory-usage")).first
+    widget.wait_for(state="visible", timeout=30_000)
+    changes = widget.locator("table.inventory-changes")
+    changes.get_by_text("/Lab/Shown/AOD").wait_for(timeout=30_000)
+    assert "update" in changes.inner_text()
+    sites = widget.locator("table.inventory-usage td:first-child").all_inner_texts()
+    assert sorted(sites) == sorted(build_sample_sites())
+    assert widget.locator(".inventory-bar").count() == len(sites)
+    assert widget.locator("table.inventory-usage img").count() == 0  # the hostile site's name is text
+    assert "6 datasets" in widget.inner_text()  # five in the sample and the one added above
+    shot = save_screenshot(lab_page, artifacts_dir / "test_inventory_dashboard.png")
+    assert shot.stat().st_size > 10_000
+
+
+def build_sample_sites() -> list[str]:
+    from workbench.testing.inventory_web import build_sample_inventory
+
+    sample = build_sample_inventory()
+    try:
+        return list(sample.sites)
+    finally:
+        sample.close()

@@ -294,7 +294,7 @@ def test_exec_write_needs_authorization_and_applies_atomically(connected, stored
     assert image.checksum() == before
 
     connected.run_cell("%%inventory exec-auth --title retire\n" + RETIRE)
-    assert "authorized 'retire'" in capsys.readouterr().out
+    assert "authorized 'retire': sha256 " in capsys.readouterr().out
     dash = value(connected, "%inventory")
     run = value(connected, "%%inventory exec --write --title retire\n" + RETIRE)
     assert "retired /Sample3, read_only = False" in capsys.readouterr().out

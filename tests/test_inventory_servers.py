@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 import time
+import urllib.request
 from typing import Any, Callable
 
 import pytest
@@ -64,7 +66,8 @@ print("recorded", blocks * files, "files")
 def test_a_secondary_follows_the_primary_in_order(tmp_path):
     url = f"sqlite:///{tmp_path}/shared.db"
     options = dict(port=0, web_port=None, heartbeat=0.2, takeover_after=30.0, poll_interval=0.05)
-    with InventoryServer(url, **options) as primary, InventoryServer(url, master_url=url, **options) as secondary:
+    with InventoryServer(url, **options) as primary, \
+            InventoryServer(url, master_url=url, **{**options, "web_port": 0}) as secondary:
         assert (primary.role, secondary.role) == ("primary", "secondary")
         recorder = EventRecorder()
         secondary.inventory.add_listener(recorder)
@@ -73,6 +76,9 @@ def test_a_secondary_follows_the_primary_in_order(tmp_path):
         wait_until(lambda: secondary.applied_seq == primary.applied_seq, "the secondary to catch up")
         assert secondary.inventory.checksum() == primary.inventory.checksum() == primary.store.version()["checksum"]
         assert sorted(secondary.inventory.datasets["/Follow/A/AOD"].blocks) == ["b0", "b2"]
+        # the secondary's web port answers from its own image
+        with urllib.request.urlopen(f"{secondary.web_url}/data/inventory/datasets", timeout=30) as answer:
+            assert "/Follow/A/AOD" in json.dumps(json.load(answer)["data"])
         recorder.wait_for("object_deleted")
         kinds = [e.args[0]["kind"] for e in recorder.events if e.kind in ("object_updated", "object_deleted")]
         assert kinds == ["Dataset"] + (["Block"] + ["File"] * 4) * 3 + ["Block"]
@@ -249,3 +255,55 @@ def test_two_servers_on_postgresql(backend, postgres_url, tmp_path):
         secondary.stop()
         primary.stop()
         store.close()
+
+
+def test_a_secondary_with_its_own_store_keeps_a_copy(tmp_path):
+    shared, local = f"sqlite:///{tmp_path}/shared.db", f"sqlite:///{tmp_path}/local.db"
+    options = dict(port=0, web_port=None, heartbeat=0.2, takeover_after=30.0, poll_interval=0.05)
+    with InventoryServer(shared, **options) as primary:
+        primary.apply_changes(dataset_changes("/Before/A/AOD", 2, 3))
+        with InventoryServer(local, master_url=shared, **options) as secondary:
+            copy = Store(local)
+            assert copy.version() == primary.store.version()  # copied at load
+            primary.apply_changes(dataset_changes("/After/A/AOD", 1, 4))
+            primary.apply_changes([Change("delete", {"kind": "Dataset", "name": "/Before/A/AOD"})])
+            wait_until(lambda: secondary.applied_seq == primary.applied_seq, "the secondary")
+            assert copy.version() == primary.store.version()  # then written through change by change
+            assert secondary.status_info()["store_seq"] == primary.applied_seq
+            copy.close()
+
+
+def test_a_crashed_server_takes_its_running_applications_with_it(tmp_path):
+    server = InventoryServerProcess(tmp_path / "crash", f"sqlite:///{tmp_path}/crash.db", "crash")
+    pid_file = tmp_path / "app.pid"
+    script = f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(300)\n"
+    try:
+        server.start()
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                with client_of(server) as client:
+                    outcome["result"] = client.exec_script(script, name="sleeper.py")
+            except TransportError as exc:
+                outcome["error"] = exc
+
+        runner = threading.Thread(target=run)
+        runner.start()
+        pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text(), "the application to start"))
+        server.kill9()
+        runner.join(30)
+        assert "error" in outcome
+
+        def gone() -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            # a zombie waiting for its (re)parent counts as gone
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().split(") ", 1)[1].startswith("Z")
+
+        wait_until(gone, "the orphaned application to be killed", timeout=30)
+    finally:
+        server.stop()

@@ -105,7 +105,9 @@ def test_only_the_named_primary_writes(store):
     assert info.value.primary == "server-a"
     assert store.apply_and_write(inventory, [Change("update", {"kind": "Site", "name": "T3_X"})],
                                  master_id="server-a") == store.seq()
-    assert "T3_X" in Inventory().sites or store.version()["checksum"] == inventory.checksum()
+    loaded = Inventory()
+    store.load(loaded)
+    assert "T3_X" in loaded.sites and loaded.checksum() == inventory.checksum()
 
 
 def test_lazy_files_are_checked_against_the_block(tmp_path):
@@ -126,6 +128,10 @@ def test_lazy_files_are_checked_against_the_block(tmp_path):
     with pytest.raises(StoreError) as info:
         lazy.datasets["/Higgs/Run2024-v1/AOD"].blocks["b1"].files
     assert info.value.expected_size == 3003 and info.value.found_size == 2004
+    # a full load checks every block the same way
+    with pytest.raises(StoreError) as info:
+        store.load(Inventory())
+    assert info.value.block == "/Higgs/Run2024-v1/AOD#b1" and info.value.found_files == 3
     store.close()
 
 
@@ -165,3 +171,17 @@ def test_a_loaded_file_takes_at_most_200_bytes(tmp_path):
     assert with_files.summary()["files"] == blocks * files_per_block
     assert per_file <= 200, per_file
     store.close()
+
+
+def test_the_change_log_numbers_changes_without_gaps_across_chunks(store):
+    inventory = Inventory()
+    batch = [Change("update", {"kind": "Site", "name": f"T3_S{i:04d}"}) for i in range(1200)]
+    assert store.apply_and_write(inventory, batch) == 1200
+    store.apply_and_write(inventory, [Change("delete", {"kind": "Site", "name": "T3_S0000"})])
+    after = store.changes_since(700)
+    assert [seq for seq, _, _ in after] == list(range(701, 1202))
+    assert after[0][2].data["name"] == "T3_S0700" and after[-1][2].op == "delete"
+    assert {batch_id for _, batch_id, _ in after} == {1, 2}
+    store.prune_changes(keep=300)
+    assert store.oldest_change() <= 1201 - 300 + 1
+    assert [seq for seq, _, _ in store.changes_since(1000)] == list(range(1001, 1202))

@@ -54,6 +54,7 @@ def q(value: str) -> str:
 
 SEED_MODULE = '''
 from workbench.inventory.web.modules._base import HTMLMixin, WebModule
+from workbench.inventory.web.server import WebServer
 
 class WebClassDefinedInMyMod(HTMLMixin, WebModule):
     def __init__(self, config):
@@ -68,7 +69,7 @@ class WebClassDefinedInMyMod(HTMLMixin, WebModule):
 class DataClassDefinedInMyMod(WebModule):
     def run(self, caller, request, inventory):
         return {"caller": caller.name, "request": dict(request), "datasets": sorted(inventory.datasets),
-                "config": dict(self.config)}
+                "config": dict(self.config), "user_object": isinstance(caller, WebServer.User)}
 
 export_web = {'myweb': WebClassDefinedInMyMod}
 export_data = {'mydata': DataClassDefinedInMyMod}
@@ -114,7 +115,7 @@ def test_seed_web_module_example(sample_inventory: Inventory, module_dir: Path) 
         assert reply["result"] == "OK" and reply["message"] == ""
         assert reply["data"] == {"caller": "anonymous", "request": {"who": "x", "tag": ["a", "b"]},
                                  "datasets": sorted(sample_inventory.datasets),
-                                 "config": {"greeting": "Welcome"}}
+                                 "config": {"greeting": "Welcome"}, "user_object": True}
 
         # A package maps through its __init__'s exports; abc.py itself is no URL.
         status, reply = data(f"{server.url}/data/mypkg/sitenames")
@@ -228,6 +229,8 @@ def test_web_pages_show_the_inventory(web_server: WebServer, sample_inventory: I
         assert f'href="/web/inventory/dataset?name={q(name)}"' in text
     status, _, index = fetch(f"{url}/")
     assert status == 200 and 'href="/data/inventory/inject"' in index
+    assert fetch(f"{url}/", body={"x": 1})[0] == 405
+    assert fetch(f"{url}/events", body={"x": 1})[0] == 405
 
 
 def test_hostile_names_are_escaped_everywhere(web_server: WebServer) -> None:
@@ -532,3 +535,53 @@ def test_command_line_options(tmp_path: Path, certificates: CertificateAuthority
     config.write_text("- a list\n")
     with pytest.raises(ConfigurationError, match="maps module names"):
         web_server_from_arguments(parser.parse_args(["--web-modules-config", str(config)]), sample_inventory, 0)
+
+
+# -- on an inventory server: writes through its apply path ---------------------------------------------------
+
+def test_writes_go_through_the_servers_apply_path(tmp_path: Path, certificates: CertificateAuthority) -> None:
+    from workbench.inventory.server import InventoryServer
+    from workbench.inventory.store import Store
+
+    store_url = f"sqlite:///{tmp_path / 'inventory.db'}"
+    cert, key = certificates.server()
+    tls = TLSConfig(cert, key, certificates.cafile, UserMap({certificates.subject("alice"): ("alice", ["write"])}))
+    alice = certificates.client_context("alice")
+
+    def web_factory(inventory: Any, port: int, apply: Any) -> WebServer:
+        return WebServer(inventory, port=port, tls=tls, apply=apply)
+
+    with InventoryServer(store_url, port=0, web_port=0, web_factory=web_factory) as server:
+        url = f"{server.web_url}/data/inventory"
+        site = {"kind": "Site", "name": "T2_US_MIT", "host": "mit.example.org"}
+        dataset = {"kind": "Dataset", "name": "/Web/Run2025-v1/AOD", "status": "valid"}
+        block = {"kind": "Block", "name": "b0001", "dataset": "/Web/Run2025-v1/AOD"}
+        status, reply = data(f"{url}/inject", {"objects": [site, dataset, block]}, alice)
+        assert status == 200 and reply["data"]["injected"] == 3 and reply["data"]["applied"]["changes"] == 3
+        assert "b0001" in server.inventory.datasets["/Web/Run2025-v1/AOD"].blocks
+
+        # One object refers to what is not there: the whole request is refused and nothing stays.
+        before = server.inventory.checksum()
+        orphan = {"kind": "Block", "name": "b0002", "dataset": "/Missing/A/B"}
+        status, reply = data(f"{url}/inject",
+                             {"objects": [{"kind": "Dataset", "name": "/Web/Second/AOD"}, orphan]}, alice)
+        assert status == 400 and "/Missing/A/B" in reply["message"]
+        assert server.inventory.checksum() == before and "/Web/Second/AOD" not in server.inventory.datasets
+
+        status, reply = data(f"{url}/delete", {"objects": [dataset]}, alice)
+        assert status == 200 and "/Web/Run2025-v1/AOD" not in server.inventory.datasets
+        stored = Inventory("check")
+        store = Store(store_url)
+        try:
+            store.load(stored)
+        finally:
+            store.close()
+        assert stored.checksum() == server.inventory.checksum() and "T2_US_MIT" in stored.sites
+
+        # A secondary's web port sends writers to the primary.
+        with InventoryServer(store_url, port=0, web_port=0, master_url=store_url,
+                             web_factory=web_factory) as secondary:
+            assert secondary.role == "secondary"
+            status, reply = data(f"{secondary.web_url}/data/inventory/inject", {"objects": [dataset]}, alice)
+            assert status == 409 and "primary" in reply["message"]
+            assert data(f"{secondary.web_url}/data/inventory/stats", context=alice)[0] == 200

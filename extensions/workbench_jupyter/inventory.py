@@ -421,7 +421,8 @@ class InventoryMagic(Magics, Configurable):
             return session.stats()
         if command == "data":
             if not args:
-                raise UsageError("inventory data: which page? (datasets, dataset, sites, site, groups, replicas, stats)")
+                raise UsageError("inventory data: which page? "
+                                 "(datasets, dataset, sites, site, groups, replicas, stats)")
             parameters = {}
             for word in args[1:]:
                 key, sep, value = word.partition("=")
@@ -435,8 +436,7 @@ class InventoryMagic(Magics, Configurable):
             if not (cell or "").strip():
                 raise UsageError("inventory exec-auth: the cell is empty")
             granted = session.authorize(cell or "", parsed.title, parsed.user)
-            print(f"authorized {parsed.title!r} for {granted.get('user', parsed.user)!r}: "
-                  f"sha256 {str(granted.get('checksum', ''))[:16]}...")
+            print(f"authorized {parsed.title!r}: sha256 {str(granted.get('checksum', ''))[:16]}...")
             return None
         parsed = parse_argstring(_exec_arguments, rest)
         return self._exec(session, cell or "", parsed.write, parsed.title, parsed.args)

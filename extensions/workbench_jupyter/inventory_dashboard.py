@@ -95,7 +95,8 @@ class InventoryDashboard(Dashboard):
         note = f" · <i>{html.escape(self.stats_error)}</i>" if self.stats_error else ""
         with self.header.hold_sync():
             self.header.value = (f"<b>{html.escape(self.title)}</b> ({html.escape(self.state)}): {counts} · "
-                                 f"{size} unique · {self.changes_seen} changes seen{note}")
+                                 f"{size} unique · {self.changes_seen} change{'' if self.changes_seen == 1 else 's'} "
+                                 f"seen{note}")
         with self.usage.hold_sync():
             self.usage.value = self._usage_html()
         with self.changes.hold_sync():
@@ -118,7 +119,8 @@ class InventoryDashboard(Dashboard):
     def _changes_html(self) -> str:
         rows = "".join(f"<tr><td>{number}</td><td>{html.escape(verb)}</td><td>{html.escape(kind)}</td>"
                        f"<td>{html.escape(name)}</td></tr>" for number, verb, kind, name in self.recent)
-        return ("<table class='inventory-changes'><tr><th>#</th><th>change</th><th>kind</th><th>object</th></tr>"
+        return ("<table class='inventory-changes' style='margin-left:2em'>"
+                "<tr><th>#</th><th>change</th><th>kind</th><th>object</th></tr>"
                 f"{rows or '<tr><td colspan=4>no changes seen yet</td></tr>'}</table>")
 
     # -- waiting ------------------------------------------------------------------------------------

@@ -12,6 +12,11 @@ Servers (``workbench inventory serve``) keep the image in a SQL store, run appli
 (``workbench inventory exec SCRIPT``) that see it through
 ``from workbench.inventory.executable import inventory, read_only``, and scale out with
 secondary servers fed through tables of the shared database.
+
+Modules: ``dataformat`` (the objects) and ``inventory`` (the RAM image) know nothing of storage
+or networks; ``store`` (SQL), ``applications`` (forked runs, authorizations); the application
+port is ``protocol`` (frames, no I/O) -> ``transport`` (TCP) -> ``server`` / ``client`` -> ``cli``;
+``web`` serves ``/web`` and ``/data``.
 """
 
 from workbench.inventory.dataformat import (

@@ -234,6 +234,8 @@ class ApplicationRunner:
             null = os.open(os.devnull, os.O_RDONLY)
             os.dup2(null, 0)
             os.close(null)
+            _release_inherited_descriptors()
+            _die_with_parent()
             sys.stdin = open(0, closefd=False)
             sys.stdout = open(1, "w", buffering=1, closefd=False)
             sys.stderr = open(2, "w", buffering=1, closefd=False)
@@ -283,6 +285,41 @@ class ApplicationRunner:
             except BaseException:  # noqa: BLE001
                 pass
             os._exit(status)
+
+
+def _release_inherited_descriptors() -> None:
+    """Point every inherited descriptor above 2 at /dev/null.
+
+    The child must not keep the server's listening sockets or database connections alive (a
+    restarted server could not bind its port). The numbers stay taken, so closing a stale
+    Python object later cannot close a file the script opened.
+    """
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd > 2 and fd != null:
+                try:
+                    os.dup2(null, fd)
+                except OSError:
+                    pass  # the descriptor of the listing itself, already closed
+    except OSError:
+        pass  # no /proc: keep what was inherited
+    finally:
+        os.close(null)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this child if the server dies: an orphan's changes would never be applied."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before the request took effect
+            os._exit(1)
+    except (OSError, AttributeError):
+        pass
 
 
 def _tail(path: str, limit: int = OUTPUT_LIMIT) -> str:

@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"application port (default {DEFAULT_PORT})")
     serve.add_argument("--web-port", type=int, default=DEFAULT_WEB_PORT,
                        help=f"web port (default {DEFAULT_WEB_PORT}; -1: no web server)")
-    serve.add_argument("--master", help="the primary's database URL: start as a secondary server")
+    serve.add_argument("--master", help="the shared database of the primary: start as a secondary server "
+                       "(with a different --store, that database keeps a local copy of the image)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--server-id", help="name of this server in inv_servers (default host-pid-random)")
     serve.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats (default 1)")
@@ -32,9 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="seconds without a primary heartbeat before a secondary takes over (default 10)")
     serve.add_argument("--poll", type=float, default=0.2, help="seconds between change log polls (default 0.2)")
     serve.add_argument("--app-timeout", type=float, default=3600.0, help="longest application run in seconds")
+    serve.add_argument("--keep-changes", type=int, default=100000,
+                       help="changes kept in the log for secondaries (default 100000)")
     serve.add_argument("--lazy-files", action="store_true", help="read a block's files on first access (primary)")
-    serve.add_argument("--web-modules", action="append", default=[], help="directory of extra web modules")
     serve.add_argument("-v", "--verbose", action="count", default=0)
+    try:
+        from workbench.inventory.web.options import add_web_arguments
+    except ImportError:  # the web part is optional
+        pass
+    else:
+        add_web_arguments(serve)
     serve.set_defaults(func=cmd_serve)
 
     run = commands.add_parser("exec", help="run a script as an application")
@@ -44,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--user", help="user name (default: your login)")
     run.add_argument("--server", default=DEFAULT_ADDRESS, help=f"HOST:PORT (default {DEFAULT_ADDRESS})")
     run.add_argument("--timeout", type=float, help="kill the script after this many seconds")
-    run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
+    run.add_argument("args", nargs=argparse.REMAINDER,
+                     help="arguments for the script (the options above may also follow SCRIPT; after -- all is the script's)")
     run.set_defaults(func=cmd_exec)
 
     auth = commands.add_parser("exec-auth", help="authorize a script to write (by its SHA-256), list or revoke")
@@ -69,14 +78,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    web_options: dict[str, Any] = {}
-    if args.web_modules:
-        web_options["module_dirs"] = args.web_modules
+    web_factory = None
+    if args.web_port >= 0 and hasattr(args, "web_address"):
+        from workbench.inventory.web.options import web_server_from_arguments
+
+        def web_factory(inventory: Any, port: int, apply: Any) -> Any:
+            return web_server_from_arguments(args, inventory, port, apply)
+
     server = InventoryServer(args.store, host=args.host, port=args.port,
                              web_port=None if args.web_port < 0 else args.web_port, master_url=args.master,
                              server_id=args.server_id, heartbeat=args.heartbeat, takeover_after=args.takeover_after,
                              poll_interval=args.poll, app_timeout=args.app_timeout, lazy_files=args.lazy_files,
-                             web_options=web_options)
+                             keep_changes=args.keep_changes,
+                             web_factory=web_factory)
     server.start()
     signal.signal(signal.SIGTERM, lambda *_: server._stopping.set())
     signal.signal(signal.SIGINT, lambda *_: server._stopping.set())
@@ -99,9 +113,10 @@ def _read_script(path: str) -> str:
 def cmd_exec(args: argparse.Namespace) -> int:
     from workbench.inventory.client import InventoryClient
 
+    _options_after_script(args)
     script = _read_script(args.script)
     name = Path(args.script).name
-    arguments = args.args[1:] if args.args[:1] == ["--"] else args.args
+    arguments = args.args
     with InventoryClient(args.server) as client:
         result = client.exec_script(script, name=name, args=arguments, write=args.write, title=args.title or name,
                                     user=args.user, timeout=args.timeout)
@@ -117,6 +132,26 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if result["status"] == "failed":
         return int(result["exit_code"] or 1)
     return 0 if result["status"] == "done" else 1
+
+
+def _options_after_script(args: argparse.Namespace) -> None:
+    """``exec SCRIPT --write --title T ARGS``: take our options out of what follows SCRIPT (up to ``--``)."""
+    tail = list(args.args)
+    cut = tail.index("--") if "--" in tail else len(tail)
+    before, after = tail[:cut], tail[cut + 1:]
+    own = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    own.add_argument("--write", action="store_true")
+    for flag in ("--title", "--user", "--server"):
+        own.add_argument(flag)
+    own.add_argument("--timeout", type=float)
+    known, rest = own.parse_known_args(before)
+    args.write = args.write or known.write
+    for name in ("title", "user", "timeout"):
+        if getattr(known, name) is not None:
+            setattr(args, name, getattr(known, name))
+    if known.server is not None:
+        args.server = known.server
+    args.args = rest + after
 
 
 def cmd_exec_auth(args: argparse.Namespace) -> int:

@@ -782,6 +782,15 @@ _FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _stub_block(name: str, dataset_name: str) -> Block:
+    """A block that only carries its identifier (a reference inside a serialized file): built without checks."""
+    dataset = Dataset.__new__(Dataset)
+    dataset.name = dataset_name
+    block = Block.__new__(Block)
+    block.name, block.dataset = name, dataset
+    return block
+
+
 def from_dict(data: Any, *, key_only: bool = False) -> InventoryObject:
     """Build an unlinked object from its ``to_dict()`` form (references become identifier stubs).
 
@@ -814,7 +823,7 @@ def from_dict(data: Any, *, key_only: bool = False) -> InventoryObject:
             return Block(need("name"), Dataset(need("dataset")), **attrs(Block))
         if kind == "File":
             lfn, block, dataset = need("lfn"), need("block"), need("dataset")
-            return File(lfn, Block(block, Dataset(dataset)), **attrs(File))
+            return File(lfn, _stub_block(_name(block, kind, "block"), _name(dataset, kind, "dataset")), **attrs(File))
         if kind == "Site":
             return Site(need("name"), **attrs(Site))
         if kind == "Group":

@@ -97,6 +97,11 @@ class Inventory(EventSource):
         self._sinks: list[Sink] = []
         self._events: EventDispatcher = EventDispatcher(name)
         self.emit_events = True
+        #: False while a server has not loaded the image yet (web pages answer 503 then)
+        self.loaded = True
+        # lfn -> File of the blocks changed most recently: bulk file changes would otherwise scan
+        # a block's list once per file. Bounded, so it never costs memory per file of the image.
+        self._file_index: dict[Block, dict[str, File]] = {}
 
     # -- listeners and sinks ------------------------------------------------------------------
     def add_sink(self, sink: Sink) -> None:
@@ -172,7 +177,7 @@ class Inventory(EventSource):
         if isinstance(obj, Block):
             return self._dataset(obj.dataset, obj).blocks.get(obj.name)
         if isinstance(obj, File):
-            return self._block(obj.block, obj).find_file(obj.lfn)
+            return self._find_file(self._block(obj.block, obj), obj.lfn)
         if isinstance(obj, Site):
             return self.sites.get(obj.name)
         if isinstance(obj, Group):
@@ -254,13 +259,32 @@ class Inventory(EventSource):
             return None
         return existing, [("put", existing)]
 
+    _INDEXED_BLOCKS = 32
+    _INDEX_FROM_FILES = 16
+
+    def _find_file(self, block: Block, lfn: str) -> File | None:
+        files = block.files
+        if len(files) < self._INDEX_FROM_FILES:
+            return block.find_file(lfn)
+        index = self._file_index.get(block)
+        if index is None or len(index) != len(files):
+            index = {file.lfn: file for file in files}
+            if len(self._file_index) >= self._INDEXED_BLOCKS:
+                self._file_index.pop(next(iter(self._file_index)))
+            self._file_index[block] = index
+        return index.get(lfn)
+
     def _update_file(self, obj: File) -> tuple[InventoryObject, list[Write]] | None:
         block = self._block(obj.block, obj)
-        existing = block.find_file(obj.lfn)
+        lfn = obj.lfn
+        existing = self._find_file(block, lfn)
         if existing is None:
-            existing = File(obj.lfn, block)
+            existing = File(lfn, block)
             existing._packed = obj._packed
             block.files.append(existing)
+            index = self._file_index.get(block)
+            if index is not None:
+                index[lfn] = existing
             block.num_files += 1
             block.size += existing.size
             return existing, [("add", existing), ("put", block)]
@@ -355,6 +379,7 @@ class Inventory(EventSource):
         replica.site.block_replicas.discard(replica)
 
     def _delete_block(self, block: Block) -> None:
+        self._file_index.pop(block, None)
         for replica in list(block.replicas.values()):
             self._unlink_block_replica(replica)
         block.dataset.blocks.pop(block.name, None)
@@ -370,6 +395,9 @@ class Inventory(EventSource):
     def _delete_file(self, file: File) -> None:
         block = file.block
         block.files.remove(file)
+        index = self._file_index.get(block)
+        if index is not None:
+            index.pop(file.lfn, None)
         block.num_files -= 1
         block.size -= file.size
 
@@ -485,6 +513,7 @@ class Inventory(EventSource):
     def replace_with(self, other: Inventory) -> None:
         """Take over ``other``'s objects (a reload), keeping this object, its lock, sinks and listeners."""
         with self.lock:
+            self._file_index.clear()
             self.datasets, self.sites = other.datasets, other.sites
             self.groups, self.partitions = other.groups, other.partitions
             for partition in self.partitions.values():

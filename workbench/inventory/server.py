@@ -26,11 +26,11 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from sqlalchemy import insert, select, update
 
-from workbench.errors import ConfigurationError, InventoryError
+from workbench.errors import InventoryError
 from workbench.inventory import applications
 from workbench.inventory.applications import ApplicationRefused, ApplicationRunner
 from workbench.inventory.inventory import Change, Inventory
@@ -52,8 +52,11 @@ class InventoryServer:
     """One inventory server process's worth of state and threads.
 
     ``store_url`` is the shared database; ``master_url`` (secondaries) names the primary's database
-    and defaults to ``store_url``. A server started without ``master_url`` becomes the primary unless
-    a live primary exists; with it, it starts as a secondary. ``web_port=None`` runs no web server.
+    and defaults to ``store_url``. A secondary whose ``store_url`` differs keeps a copy of the image
+    there (rewritten at each load, then written through change by change) while it is a secondary. A server started without ``master_url`` becomes the primary unless
+    a live primary exists; with it, it starts as a secondary. ``web_port=None`` runs no web server;
+    ``web_factory(inventory, port, apply)`` builds the web server (default: the package's
+    ``WebServer`` on ``host``).
     """
 
     def __init__(self, store_url: str, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
@@ -61,12 +64,13 @@ class InventoryServer:
                  server_id: str | None = None, heartbeat: float = 1.0, takeover_after: float = 10.0,
                  poll_interval: float = 0.2, app_timeout: float = applications.DEFAULT_TIMEOUT,
                  writer_wait: float = 30.0, lazy_files: bool = False, workdir: str | None = None,
-                 web_options: dict[str, Any] | None = None) -> None:
-        if master_url is not None and store_url != master_url:
-            raise ConfigurationError("a secondary server shares the primary's database: --store must equal --master",
-                                     store=store_url, master=master_url)
+                 keep_changes: int = 100000, prune_every: float = 60.0,
+                 web_factory: Callable[[Inventory, int, Callable[..., Any]], Any] | None = None) -> None:
         self.secondary_requested = master_url is not None
+        # The shared database carries the change log, roles and heartbeats; a secondary given its
+        # own --store keeps a full copy there too (a backup of the primary's database).
         self.store = Store(master_url or store_url)
+        self.local_store = Store(store_url) if master_url is not None and master_url != store_url else None
         self.host = host
         self.requested_port = port
         self.web_port_requested = web_port
@@ -77,9 +81,11 @@ class InventoryServer:
         self.app_timeout = app_timeout
         self.writer_wait = writer_wait
         self.lazy_files = lazy_files and not self.secondary_requested
-        self.web_options = dict(web_options or {})
+        self.web_factory = web_factory
+        self.keep_changes = keep_changes
+        self.prune_every = prune_every
         self.inventory = Inventory(f"inventory-{self.server_id}")
-        self.inventory.loaded = False  # type: ignore[attr-defined]
+        self.inventory.loaded = False
         self.runner = ApplicationRunner(self.inventory, self.store, workdir, app_timeout)
         self.role = "secondary"
         self.status = STARTING
@@ -113,13 +119,18 @@ class InventoryServer:
         return self
 
     def _start_web(self) -> None:
-        try:
-            from workbench.inventory.web.server import WebServer
-        except ImportError:  # the web part is optional
-            log.warning("workbench.inventory.web is not available: no web server")
-            return
-        self.web = WebServer(self.inventory, port=self.web_port_requested, address=self.host,
-                             apply=self.apply_changes, **self.web_options).start()
+        assert self.web_port_requested is not None
+        if self.web_factory is not None:
+            web = self.web_factory(self.inventory, self.web_port_requested, self.apply_changes)
+        else:
+            try:
+                from workbench.inventory.web.server import WebServer
+            except ImportError:  # the web part is optional
+                log.warning("workbench.inventory.web is not available: no web server")
+                return
+            web = WebServer(self.inventory, port=self.web_port_requested, address=self.host, apply=self.apply_changes)
+        # Writes from web modules go through apply_changes: the primary's one write slot and its store.
+        self.web = web.start()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -153,6 +164,8 @@ class InventoryServer:
             log.warning("could not record the stop of %s", self.server_id, exc_info=True)
         self.inventory.close()
         self.store.close()
+        if self.local_store is not None:
+            self.local_store.close()
 
     def serve_forever(self) -> None:
         """Block until ``stop()`` is called from another thread (or a signal handler)."""
@@ -202,6 +215,9 @@ class InventoryServer:
         self._follow()
         with self._state_lock:
             self.role = "primary"
+        if self.local_store is not None:
+            log.warning("%s: as the primary it writes the shared database; its local copy stays at seq %s",
+                        self.server_id, self.applied_seq)
         log.info("%s is the primary now (was %s)", self.server_id, old_master)
         self.inventory.emit("role_changed", {"server": self.server_id, "role": "primary", "previous": old_master})
         self._beat_row()
@@ -210,6 +226,7 @@ class InventoryServer:
     # -- the sync thread ----------------------------------------------------------------------------------
     def _sync_loop(self) -> None:
         next_beat = 0.0
+        next_prune = time.monotonic() + self.prune_every
         while not self._stopping.wait(self.poll_interval):
             try:
                 now = time.monotonic()
@@ -217,6 +234,10 @@ class InventoryServer:
                     self._beat_row()
                     next_beat = now + self.heartbeat
                 self._sync_once()
+                if self.role == "primary" and now >= next_prune:
+                    # a secondary further behind than this reloads the whole image instead
+                    self.store.prune_changes(self.keep_changes)
+                    next_prune = now + self.prune_every
             except Exception:  # noqa: BLE001 - a database hiccup must not end the thread
                 log.warning("%s: sync failed; retrying", self.server_id, exc_info=True)
 
@@ -281,7 +302,10 @@ class InventoryServer:
                 batch.append(change)
                 if index + 1 == len(rows) or rows[index + 1][1] != batch_id:
                     with self.inventory.lock:
-                        self.inventory.apply_all(batch)
+                        if self.local_store is not None:
+                            self.local_store.apply_and_write(self.inventory, batch)
+                        else:
+                            self.inventory.apply_all(batch)
                         self.applied_seq = seq
                     self.inventory.emit("changes_applied", {"seq": seq, "batch": batch_id, "changes": len(batch)})
                     batch = []
@@ -296,7 +320,9 @@ class InventoryServer:
             self._set_status(OUT_OF_SYNC)
         with self.inventory.lock:
             self.applied_seq = self.store.load(self.inventory, lazy_files=self.lazy_files)
-            self.inventory.loaded = True  # type: ignore[attr-defined]
+            if self.local_store is not None and self.role == "secondary":
+                self.local_store.replace_image(self.inventory, self.applied_seq)
+            self.inventory.loaded = True
         self.inventory.emit("inventory_loaded", {"seq": self.applied_seq, **self.inventory.summary()})
         if out_of_sync:
             self._set_status(ONLINE)

@@ -14,7 +14,8 @@ Object tables hold the inventory (identifiers are unique keys; foreign keys casc
 image does: deleting a dataset row removes its blocks, files and replicas, deleting a group row
 sets its replicas' group to NULL, the null group). The service tables carry what servers share:
 
-* ``inv_changes``: every applied change in order (``seq``, no gaps), read by secondary servers;
+* ``inv_changes``: every applied change in order (numbered without gaps, stored in chunks), read
+  by secondary servers;
 * ``inv_state``: one row with the last ``seq``, the primary's id and heartbeat counter, and the
   application writer currently holding the one write slot;
 * ``inv_servers``: one row per server (status, role, applied seq, heartbeat, ports);
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
@@ -168,13 +170,17 @@ block_replicas_table = Table(
     Column("last_update", BigInteger, nullable=False),
     PrimaryKeyConstraint("block_id", "site_id"),
 )
+#: the change log: each row a chunk of consecutive changes ``first..seq`` of one batch, as a JSON
+#: list of ``{"op", "object"}`` (one row per change would cost a round of escaping per change)
 changes_table = Table(
     "inv_changes", metadata,
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("first", BigInteger, nullable=False),
     Column("batch", BigInteger, nullable=False),
-    Column("op", String(8), nullable=False),
     Column("data", _text_type(), nullable=False),
 )
+#: most changes in one row of the change log
+CHANGES_PER_ROW = 500
 state_table = Table(
     "inv_state", metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
@@ -239,12 +245,15 @@ class _StoredFiles(FileLoader):
             rows = conn.execute(select(files_table.c.lfn, files_table.c.size, files_table.c.adler32,
                                        files_table.c.md5).where(files_table.c.block_id == self.block_id)).all()
         files = [File.trusted(lfn, block, size, adler32, md5) for lfn, size, adler32, md5 in rows]
-        total = sum(file.size for file in files)
-        if len(files) != block.num_files or total != block.size:
-            raise StoreError("the stored files of a block do not add up to the block's totals",
-                             block=block.full_name, expected_files=block.num_files, found_files=len(files),
-                             expected_size=block.size, found_size=total)
+        _check_block_files(block, files, sum(file.size for file in files))
         return files
+
+
+def _check_block_files(block: Block, files: list[File], total: int) -> None:
+    if len(files) != block.num_files or total != block.size:
+        raise StoreError("the stored files of a block do not add up to the block's totals",
+                         block=block.full_name, expected_files=block.num_files, found_files=len(files),
+                         expected_size=block.size, found_size=total)
 
 
 class Store:
@@ -290,18 +299,21 @@ class Store:
         def _begin(conn: Connection) -> None:
             conn.exec_driver_sql("BEGIN")
 
-    def create_schema(self) -> None:
+    def create_schema(self, attempts: int = 3) -> None:
         """Create missing tables and the state row (idempotent, safe with several servers starting)."""
-        try:
-            metadata.create_all(self.engine)
-            with self.engine.begin() as conn:
-                if conn.execute(select(state_table.c.id)).first() is None:
-                    conn.execute(insert(state_table).values(id=1, seq=0, batch=0, master_id=None, master_beat=0))
-        except SQLAlchemyError as exc:
-            # a server starting at the same moment may have created the row first
-            with self.engine.connect() as conn:
-                if conn.execute(select(state_table.c.id)).first() is None:
+        for attempt in range(attempts):
+            try:
+                metadata.create_all(self.engine)
+                with self.engine.begin() as conn:
+                    if conn.execute(select(state_table.c.id)).first() is None:
+                        conn.execute(insert(state_table).values(id=1, seq=0, batch=0, master_id=None,
+                                                                master_beat=0))
+                return
+            except SQLAlchemyError as exc:
+                # another server creating the same tables at this moment: look again
+                if attempt + 1 == attempts:
                     raise StoreError(f"cannot create the schema: {exc}", url=self.safe_url) from exc
+                time.sleep(0.2 * (attempt + 1))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -375,16 +387,7 @@ class Store:
                 block._files = _StoredFiles(self, row.id)
             blocks[row.id] = dataset.blocks[row.name] = block
         if not lazy_files:
-            query = select(files_table.c.block_id, files_table.c.lfn, files_table.c.size, files_table.c.adler32,
-                           files_table.c.md5).order_by(files_table.c.block_id)
-            trusted = File.trusted
-            current_id, current_block, current_files = None, None, []
-            for block_id, lfn, size, adler32, md5 in conn.execution_options(yield_per=20000).execute(query):
-                if block_id != current_id:
-                    current_id = block_id
-                    current_block = blocks[block_id]
-                    current_files = current_block._files  # type: ignore[assignment]
-                current_files.append(trusted(lfn, current_block, size, adler32, md5))  # type: ignore[arg-type]
+            self._read_files(conn, blocks)
         for dataset_id, site_id, growing, group_id in conn.execute(select(dataset_replicas_table)):
             dataset, site = datasets[dataset_id], sites[site_id]
             replica = DatasetReplica(dataset, site, bool(growing), groups[group_id])
@@ -396,6 +399,30 @@ class Store:
                                          row.last_update)
             block.replicas[site.name] = block_replica
             site.block_replicas.add(block_replica)
+
+    @staticmethod
+    def _read_files(conn: Connection, blocks: dict[int, Block]) -> None:
+        """Stream every file into its block, checking each block's file count and total size."""
+        query = select(files_table.c.block_id, files_table.c.lfn, files_table.c.size, files_table.c.adler32,
+                       files_table.c.md5).order_by(files_table.c.block_id)
+        trusted = File.trusted
+        current: Block | None = None
+        files: list[File] = []
+        total = 0
+        for block_id, lfn, size, adler32, md5 in conn.execution_options(yield_per=20000).execute(query):
+            if current is None or blocks[block_id] is not current:
+                if current is not None:
+                    _check_block_files(current, files, total)
+                current = blocks[block_id]
+                files = current._files  # type: ignore[assignment]
+                total = 0
+            files.append(trusted(lfn, current, size, adler32, md5))
+            total += size
+        if current is not None:
+            _check_block_files(current, files, total)
+        for block in blocks.values():
+            if not block._files and block.num_files:  # a block whose files are all missing
+                _check_block_files(block, [], 0)
 
     # -- version ------------------------------------------------------------------------------------
     def seq(self) -> int:
@@ -412,21 +439,50 @@ class Store:
 
     # -- changes ------------------------------------------------------------------------------------
     def changes_since(self, seq: int, limit: int = 100000) -> list[tuple[int, int, Change]]:
-        """Committed changes after ``seq``, in order, as (seq, batch, change)."""
+        """Committed changes after ``seq``, in order, as (seq, batch, change); at most about ``limit``."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(changes_table).where(changes_table.c.seq > seq)
-                                .order_by(changes_table.c.seq).limit(limit)).all()
-        return [(row.seq, row.batch, Change(row.op, json.loads(row.data))) for row in rows]
+                                .order_by(changes_table.c.seq).limit(max(1, limit // CHANGES_PER_ROW))).all()
+        changes = []
+        for row in rows:
+            for offset, item in enumerate(json.loads(row.data)):
+                number = row.first + offset
+                if number > seq:
+                    changes.append((number, row.batch, Change.from_json(item)))
+        return changes
 
     def oldest_change(self) -> int | None:
+        """The number of the oldest change still in the log (None when it is empty)."""
         with self.engine.connect() as conn:
-            return conn.execute(select(func.min(changes_table.c.seq))).scalar()
+            return conn.execute(select(func.min(changes_table.c.first))).scalar()
 
     def prune_changes(self, keep: int) -> int:
         """Delete all but the newest ``keep`` changes; returns how many were removed."""
         with self.engine.begin() as conn:
             last = conn.execute(select(state_table.c.seq)).scalar_one()
             return conn.execute(delete(changes_table).where(changes_table.c.seq <= last - keep)).rowcount
+
+    def replace_image(self, inventory: Inventory, seq: int) -> None:
+        """Make the stored image a copy of ``inventory`` at change ``seq`` (one transaction; the log is emptied)."""
+        conn = self.engine.connect()
+        try:
+            with conn.begin():
+                tx = StoreTransaction(self, conn)
+                tx.begin(None)
+                for table in reversed(OBJECT_TABLES):
+                    conn.execute(delete(table))
+                conn.execute(delete(changes_table))
+                with inventory.lock:
+                    for obj in inventory.objects():
+                        table, key, values = tx._row(obj)
+                        tx._inserts.append((table, {**key, **values}))
+                tx._flush()
+                conn.execute(update(state_table).where(state_table.c.id == 1).values(seq=seq))
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot copy the image into the store: {exc}", url=self.safe_url,
+                             operation="replace") from exc
+        finally:
+            conn.close()
 
     @contextmanager
     def transaction(self, master_id: str | None = None) -> Iterator[StoreTransaction]:
@@ -462,6 +518,10 @@ class Store:
             finally:
                 inventory.remove_sink(tx.sink)
         return tx.seq
+
+
+#: tables whose rows other rows refer to by id
+_REFERENCED_TABLES = frozenset({datasets_table, blocks_table, sites_table, groups_table, partitions_table})
 
 
 class StoreTransaction:
@@ -500,14 +560,19 @@ class StoreTransaction:
                 self._dirty_blocks[obj.key()] = obj
             elif op == "add":
                 table, key, values = self._row(obj)
-                self._inserts.append((table, {**key, **values}))
+                if table in _REFERENCED_TABLES:
+                    # Inserted now, so its id is known to the rows that refer to it; buffered rows
+                    # never depend on it the other way round, so they need not be flushed first.
+                    result = self.conn.execute(insert(table).values(**key, **values))
+                    self._ids[(table.name, *key.items())] = int(result.inserted_primary_key[0])
+                else:
+                    self._inserts.append((table, {**key, **values}))
             elif op == "put":
                 self._put(obj)
             else:
                 self._drop(obj)
         self.seq += 1
-        self._log.append({"seq": self.seq, "batch": self.batch, "op": change.op,
-                          "data": json.dumps(change.data, separators=(",", ":"))})
+        self._log.append(change.to_json())
 
     def finish(self) -> None:
         for block in self._dirty_blocks.values():
@@ -518,7 +583,13 @@ class StoreTransaction:
         self._flush()
         if not self._log:
             return
-        self.conn.execute(insert(changes_table), self._log)
+        first = self.seq - len(self._log) + 1
+        rows = []
+        for start in range(0, len(self._log), CHANGES_PER_ROW):
+            chunk = self._log[start:start + CHANGES_PER_ROW]
+            rows.append({"seq": first + start + len(chunk) - 1, "first": first + start, "batch": self.batch,
+                         "data": json.dumps(chunk, separators=(",", ":"))})
+        self.conn.execute(insert(changes_table), rows)
         self.conn.execute(update(state_table).where(state_table.c.id == 1).values(seq=self.seq, batch=self.batch))
 
     # -- statements --------------------------------------------------------------------------------

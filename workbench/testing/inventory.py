@@ -20,13 +20,18 @@ from workbench.testing.process import ServiceProcess
 
 
 class InventoryServerProcess(ServiceProcess):
-    """``python -m workbench.inventory serve --store URL --port P --web-port -1 --server-id NAME ...``."""
+    """``python -m workbench.inventory serve --store URL --port P --web-port W --server-id NAME ...``.
+
+    No web server unless ``web_port`` is given; ready once the application port answers (and the
+    web port, when there is one).
+    """
 
     name = "inventory"
     start_timeout = 60.0
 
     def __init__(self, workdir: Path, store_url: str, server_id: str, *, master: bool = False,
-                 heartbeat: float = 0.2, takeover_after: float = 2.0, extra: Sequence[str] = ()) -> None:
+                 heartbeat: float = 0.2, takeover_after: float = 2.0, web_port: int | None = None,
+                 extra: Sequence[str] = ()) -> None:
         self.name = f"inventory-{server_id}"
         super().__init__(workdir)
         self.store_url = store_url
@@ -34,16 +39,22 @@ class InventoryServerProcess(ServiceProcess):
         self.master = master
         self.heartbeat = heartbeat
         self.takeover_after = takeover_after
+        self.web_port = web_port
         self.extra = list(extra)
 
     def command(self) -> Sequence[str]:
         argv = [sys.executable, "-m", "workbench.inventory", "serve", "--store", self.store_url,
-                "--port", str(self.port), "--web-port", "-1", "--server-id", self.server_id,
+                "--port", str(self.port), "--web-port", str(-1 if self.web_port is None else self.web_port), "--server-id", self.server_id,
                 "--heartbeat", str(self.heartbeat), "--takeover-after", str(self.takeover_after),
                 "--poll", "0.05", "-v", *self.extra]
         if self.master:
             argv += ["--master", self.store_url]
         return argv
+
+    def is_ready(self) -> bool:
+        from workbench.ports import port_open
+
+        return super().is_ready() and (self.web_port is None or port_open(self.host, self.web_port))
 
     def kill9(self) -> None:
         """SIGKILL the server's process group: no shutdown code runs, exactly like a crash."""

@@ -74,5 +74,6 @@ class ModuleLoadError(WebError):
     """A web module failed to import or exports something that is not a web module class."""
 
 
-__all__ = ["WebError", "BadRequest", "AuthenticationRequired", "Forbidden", "NotFound", "MethodNotAllowed", "WriteConflict",
+__all__ = ["WebError", "BadRequest", "AuthenticationRequired", "Forbidden", "NotFound", "MethodNotAllowed",
+           "WriteConflict",
            "InventoryUnavailable", "ModuleLoadError"]

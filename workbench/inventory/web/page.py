@@ -53,7 +53,8 @@ footer { color: #777; font-size: 0.8em; padding: 1em; }
 
 TABLE = """<table class="inventory{% if css %} {{ css }}{% endif %}">
 <tr>{% for column in columns %}<th>{{ column }}</th>{% endfor %}</tr>
-{% for row in rows %}<tr>{% for cell in row %}<td{% if cell is number %} class="number"{% endif %}>{{ cell }}</td>{% endfor %}</tr>
+{% for row in rows %}<tr>{% for cell in row %}
+<td{% if cell is number %} class="number"{% endif %}>{{ cell }}</td>{% endfor %}</tr>
 {% else %}<tr><td colspan="{{ columns|length }}">{{ empty }}</td></tr>
 {% endfor %}</table>"""
 

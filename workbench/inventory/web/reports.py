@@ -114,7 +114,8 @@ def inventory_stats(inventory: Any) -> dict[str, Any]:
     replication = Counter(len(dataset.replicas) for dataset in datasets)
     return {
         "datasets": len(datasets), "blocks": len(blocks), "files": sum(block.num_files for block in blocks),
-        "sites": len(sites), "groups": sum(1 for name in inventory.groups if name is not None), "size": unique, "stored": stored,
+        "sites": len(sites), "groups": sum(1 for name in inventory.groups if name is not None),
+        "size": unique, "stored": stored,
         "replication_factor": (stored / unique) if unique else 0.0,
         "datasets_by_status": dict(sorted(Counter(d.status.value for d in datasets).items())),
         "datasets_by_replicas": {str(n): replication[n] for n in sorted(replication)},

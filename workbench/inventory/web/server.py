@@ -207,6 +207,10 @@ class _WebHandler(_ModuleHandler):
 
 
 class _IndexHandler(_WebHandler):
+    """``/``: every page and data URL the server has, linked."""
+
+    SUPPORTED_METHODS = ("GET",)
+
     async def get(self) -> None:  # type: ignore[override]
         server = self.web_server
         pages = [(kind, module, name) for kind in ("web", "data")
@@ -302,6 +306,9 @@ class WebServer:
     module recorded (default: straight into the image); ``modules_config`` maps module names to
     the ``Configuration`` their classes get.
     """
+
+    #: the class of ``run``'s ``caller`` (where the seed's modules look for it)
+    User = User
 
     def __init__(self, inventory: Any, port: int = 0, address: str = "127.0.0.1",
                  module_dirs: Iterable[str] = (), tls: TLSConfig | None = None, *,

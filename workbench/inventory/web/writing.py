@@ -39,9 +39,12 @@ class ChangeRecorder:
 
 
 def apply_directly(inventory: Any) -> ApplyChanges:
-    """An apply function for a server without a store: apply to the RAM image in order.
+    """An apply function for a web server without a store: apply to the RAM image in order.
 
-    Servers with a store pass their own (write-through, secondaries, one writer across servers).
+    Without a store there is nothing to roll back to: a change the image refuses (an unknown
+    reference) stops the batch with that error, and the changes before it stay. Inventory servers
+    pass their own apply (``InventoryServer.apply_changes``: one transaction with the store, a
+    reload on failure, so a batch is all or nothing; one writer across servers).
     """
 
     def apply(changes: list[Change], title: str = "", user: str = "") -> dict[str, Any]:
