@@ -48,7 +48,9 @@ class WorkbenchStatus:
         lines = [f"workbench {self.version}"]
         if self.stack:
             lines.append("stack:")
-            lines += [f"  {service:<20} {endpoint:<40} {state}" for service, endpoint, state in self.stack]
+            # No column padding: endpoints and paths vary in length from machine to machine.
+            lines += [f"  {service}: {endpoint}" + (f" ({state})" if state else "")
+                      for service, endpoint, state in self.stack]
         if not self.connections:
             lines.append("no connections")
         for name, kind, target, status in self.connections:

@@ -98,7 +98,10 @@ def build_stack_dashboard(stack: dict[str, Any], run_magic: Callable[[str, str],
             line += f" --zookeeper {hosts} --zk-path /{path}"
         steps.append(("commits", [("commits", line), ("commits", "")]))
     if "inventory" in endpoints and endpoints["inventory"].get("web"):
-        steps.append(("inventory", [("inventory", f"connect {endpoints['inventory']['web']}"), ("inventory", "")]))
+        line = f"connect {endpoints['inventory']['web']}"
+        if endpoints["inventory"].get("address"):
+            line += f" --server {endpoints['inventory']['address']}"  # where applications run
+        steps.append(("inventory", [("inventory", line), ("inventory", "")]))
     if "clusters" in endpoints and endpoints["clusters"].get("state_dir"):
         state_dir = endpoints["clusters"]["state_dir"]
         steps.append(("clusters", [("config", f"ClustersMagic.state_dir = {state_dir!r}"),
