@@ -130,3 +130,14 @@ def test_a_changed_broker_certificate_is_refused(tmp_path, known_brokers):
             Domain(impostor.address, "domain", "bird")
         assert refused.value.fields["got"] != refused.value.fields["expected"]
         assert impostor.state.subscribers == []  # it was told nothing, not even the credentials
+
+
+def test_a_stopped_agent_starts_nothing_more(tmp_path):
+    """A start that arrives while an agent stops (a reconciler's, say) is refused, not orphaned."""
+    from workbench.domain.supervisor import ProcessStartError, ProcessSupervisor
+
+    supervisor = ProcessSupervisor("localhost:1", "localhost", tmp_path, lambda record: None)
+    supervisor.stop_all()
+    with pytest.raises(ProcessStartError, match="this agent is stopping"):
+        supervisor.start("teas", "SM", archive=str(tmp_path / "teas"), initialize=True)
+    assert supervisor.records == {}

@@ -18,6 +18,7 @@ restarted stack keeps its passwords and data; the file's path is printed, never 
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -278,6 +279,9 @@ class EmbeddedStack:
         except BaseException:
             self.stop()
             raise
+        # A kernel or script that exits without stop() must not leave database processes behind
+        # (the agent starts them in sessions of their own, so they would outlive it).
+        atexit.register(self.stop)
         # Components may have added credentials of their own (a file from an older stack lacks them).
         _write_private(self.state_dir / CREDENTIALS_FILE, json.dumps(self.credentials, indent=2))
         _write_private(self.stack_file, json.dumps(self.describe(), indent=2))
@@ -285,6 +289,7 @@ class EmbeddedStack:
 
     def stop(self) -> None:
         """Stop every started component, newest first; forget the stack file."""
+        atexit.unregister(self.stop)
         while self.started:
             component = self.started.pop()
             try:

@@ -59,6 +59,7 @@ class ProcessSupervisor:
         self._stopping: set[str] = set()
         self._credentials: dict[str, list[str] | None] = {}  # the dba user and password a process was given
         self._lock = threading.Lock()
+        self._closed = False  # set by stop_all: a start arriving later would outlive the agent
 
     def start(self, database: str, process_type: str, archive: str | None = None, initialize: bool | None = False,
               primary: str | None = None, options: Sequence[tuple[str, str]] = (),
@@ -68,6 +69,8 @@ class ProcessSupervisor:
         ``initialize=None`` creates the archive when it is empty and reuses it otherwise. A
         ``standby`` SM keeps a current copy of the data by following ``primary`` (no archive).
         """
+        if self._closed:
+            raise ProcessStartError("this agent is stopping", database=database, type=process_type)
         if process_type not in (SM, TE):
             raise ProcessStartError("process type is SM or TE", type=process_type)
         if not database or not database.replace("-", "").replace("_", "").isalnum():
@@ -113,9 +116,15 @@ class ProcessSupervisor:
                                status=STARTING, archive=str(archive or "") if not standby else "", standby=standby,
                                primary=(primary or "") if (process_type == TE or standby) else "")
         with self._lock:
-            self.records[record.id] = record
-            self._popen[record.id] = popen
-            self._credentials[record.id] = _dba_credentials(options)
+            closed_meanwhile = self._closed
+            if not closed_meanwhile:
+                self.records[record.id] = record
+                self._popen[record.id] = popen
+                self._credentials[record.id] = _dba_credentials(options)
+        if closed_meanwhile:  # stop_all ran while it was spawning: it would never stop this one
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
+            raise ProcessStartError("this agent is stopping", database=database, type=process_type)
         self._write_record_file(record, command, log_path)
         self.on_change(record.copy())
         threading.Thread(target=self._watch, args=(record.id, log_path), daemon=True,
@@ -282,7 +291,9 @@ class ProcessSupervisor:
         return result
 
     def stop_all(self, timeout: float = 15.0) -> None:
-        """Stop every process: TEs first (their clients move on), then SMs."""
+        """Stop every process: TEs first (their clients move on), then SMs; refuse new starts."""
+        with self._lock:
+            self._closed = True
         for process_type in (TE, SM):
             ids = [pid for pid, r in self.records.items() if r.type == process_type and self._alive(pid)]
             for process_id in ids:
