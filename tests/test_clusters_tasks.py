@@ -120,6 +120,17 @@ def test_mysql_cluster_of_3_over_ssh_with_database_user_backup_and_restore(stati
                 cursor.execute("INSERT INTO items VALUES (3, 'cup')")
     with pytest.raises(ValidationError):
         manager.create_database(cluster.primary, "x`; DROP DATABASE mysql; --")
+    # a node added later is seeded with the data and accounts already there, then follows the
+    # primary (from a fresh dump: not one kept from the create)
+    manager.SEED_REUSE_SECONDS = 0
+    runner.add_nodes("shop", 1).wait(TIMEOUT)
+    added = runner.store.get_cluster("shop").instances[3]
+    with _mysql(cluster.primary, "shopper", "pa'ss\\word", "orders") as db, db.cursor() as cursor:
+        cursor.execute("INSERT INTO items VALUES (3, 'cup')")
+    with _mysql(added, "shopper", "pa'ss\\word", "orders") as db, db.cursor() as cursor:
+        _wait(lambda: _count(cursor, "SELECT COUNT(*) FROM items") == 3)
+    with _mysql(cluster.primary, "shopper", "pa'ss\\word", "orders") as db, db.cursor() as cursor:
+        cursor.execute("DELETE FROM items WHERE id = 3")
 
     record = runner.backup_cluster("shop").wait(TIMEOUT)
     assert b"teapot" in Path(record.path).read_bytes()

@@ -451,11 +451,13 @@ class SessionPool:
         self._sessions: dict[tuple[Any, ...], SshConnection] = {}
         self._lock = threading.Lock()
 
-    def share(self, conn: Connection) -> Connection:
+    def share(self, conn: Connection, tag: str = "") -> Connection:
+        """A view of the pooled session equal to ``conn``; a different ``tag`` gets its own session
+        (e.g. one per pool entry, so entries on one sshd still work in parallel)."""
         if not isinstance(conn, SshConnection):
             return conn
         with self._lock:
-            session = self._sessions.setdefault(conn.session_key, conn)
+            session = self._sessions.setdefault((*conn.session_key, tag), conn)
         return SharedConnection(session, conn.prefix, conn.timeout)
 
     def close(self) -> None:

@@ -310,7 +310,7 @@ class TaskRunner:
         if getattr(provider, "uses_cluster_key", True) and cluster.key_id is not None:
             key = self._cluster_key(cluster.key_id)
         # one SSH session per host for every task of this runner (the view keeps the prefix)
-        return self.sessions.share(provider.connect(instance, key))
+        return self.sessions.share(provider.connect(instance, key), provider.session_tag(instance))
 
     def _cluster_key(self, key_id: int) -> Any:
         with self._lock:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +36,14 @@ class MySQLManager(BaseManager):
     required_binaries = ("mariadbd", "mariadb", "mariadb-install-db", "mariadb-dump", "mariadb-admin")
     default_packages = ("mariadb-server", "mariadb-client")
     server_user = "mysql"
+    #: seconds a seed dump is reused for further replicas of the same primary
+    SEED_REUSE_SECONDS = 60.0
+
+    def __init__(self, datastore: Any, runtime: Any = None) -> None:
+        super().__init__(datastore, runtime)
+        self._seed_lock = threading.Lock()
+        self._seeds: dict[int, tuple[Path, str, float]] = {}
+        self._seed_dir: tempfile.TemporaryDirectory[str] | None = None
 
     def socket(self, instance: Instance) -> str:
         return f"{self.paths(instance)['run_dir']}/mysqld.sock"
@@ -79,28 +89,61 @@ class MySQLManager(BaseManager):
             self._start(conn, instance)
 
     # -- replication ------------------------------------------------------------------------------
+    def seed(self, primary: Instance) -> tuple[Path, str]:
+        """A dump of ``primary`` for new replicas and its GTID position.
+
+        Replicas added together share one dump: any dump is a valid seed, because each replica
+        starts replicating at the position of the snapshot it loaded.
+        """
+        with self._seed_lock:
+            if self._seed_dir is None:
+                # removed with the manager (or at exit): dumps never outlive the process
+                self._seed_dir = tempfile.TemporaryDirectory(prefix="workbench-mysql-seed-")
+            cached = self._seeds.get(primary.id)
+            if cached is not None and time.monotonic() - cached[2] < self.SEED_REUSE_SECONDS and cached[0].exists():
+                return cached[0], cached[1]
+            # accounts first (they live in the mysql schema, which the dump leaves out), read before
+            # the snapshot: one made in between is missed rather than replayed twice, which would
+            # stop replication
+            accounts = self.account_statements(primary)
+            dump = self._dump(primary, Path(self._seed_dir.name), with_position=True)
+            dump.write_text(accounts + dump.read_text(errors="replace"))
+            match = re.search(r"gtid_slave_pos\s*=\s*'([^']*)'", dump.read_text(errors="replace"))
+            position = match.group(1) if match else ""
+            if cached is not None:
+                cached[0].unlink(missing_ok=True)
+            self._seeds[primary.id] = (dump, position, time.monotonic())
+            return dump, position
+
+    def account_statements(self, instance: Instance) -> str:
+        """``CREATE USER`` and ``GRANT`` statements of the accounts users made (not the server's own)."""
+        system = ("root", "mysql", "mariadb.sys", "", REPLICATION_USER)
+        listed = ", ".join(sql_literal(name) for name in system)
+        with self.connection(instance) as conn:
+            rows = self.sql(conn, instance, "SELECT CONCAT(QUOTE(User), '@', QUOTE(Host)) FROM mysql.user "
+                                            f"WHERE User NOT IN ({listed}) AND is_role = 'N'").split("\n")
+            accounts = [row for row in rows if row.strip()]
+            if not accounts:
+                return ""
+            queries = "; ".join(f"SHOW CREATE USER {a}; SHOW GRANTS FOR {a}" for a in accounts)
+            out = conn.run([*self.client(instance), "-N", "-B", "-r", "-e", queries]).stdout
+        return "".join(f"{line};\n" for line in out.splitlines() if line.strip())
+
     def follow(self, replica: Instance, primary: Instance, log: Any = None) -> None:
         """Seed ``replica`` from a dump of ``primary`` and start replicating from the dump's GTID position."""
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as scratch:
-            dump = self._dump(primary, Path(scratch), with_position=True)
-            text = dump.read_text(errors="replace")
-            match = re.search(r"gtid_slave_pos\s*=\s*'([^']*)'", text)
-            position = match.group(1) if match else ""
-            with self.connection(replica) as conn:
-                remote = f"{self.paths(replica)['tmp_dir']}/seed.sql"
-                conn.upload(dump, remote, mode=0o600)
-                conn.run(["sh", "-c", '"$@" < "$0"', remote, *self.client(replica)])
-                conn.run(["rm", "-f", remote])
-                if log:
-                    log(f"replicating from {primary.name} at GTID position {position or '(start)'}")
-                self.sql(conn, replica,
-                         f"STOP SLAVE; SET GLOBAL gtid_slave_pos = {sql_literal(position)}; "
-                         f"CHANGE MASTER TO MASTER_HOST={sql_literal(primary.addr)}, MASTER_PORT={int(primary.port)}, "
-                         f"MASTER_USER={sql_literal(REPLICATION_USER)}, "
-                         f"MASTER_PASSWORD={sql_literal(self.secret(replica))}, "
-                         f"MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1; START SLAVE")
+        dump, position = self.seed(primary)
+        with self.connection(replica) as conn:
+            remote = f"{self.paths(replica)['tmp_dir']}/seed.sql"
+            conn.upload(dump, remote, mode=0o600)
+            conn.run(["sh", "-c", '"$@" < "$0"; rm -f "$0"', remote, *self.client(replica)])
+            if log:
+                log(f"replicating from {primary.name} at GTID position {position or '(start)'}")
+            self.sql(conn, replica,
+                     f"STOP SLAVE; SET GLOBAL gtid_slave_pos = {sql_literal(position)}; "
+                     f"CHANGE MASTER TO MASTER_HOST={sql_literal(primary.addr)}, MASTER_PORT={int(primary.port)}, "
+                     f"MASTER_USER={sql_literal(REPLICATION_USER)}, "
+                     f"MASTER_PASSWORD={sql_literal(self.secret(replica))}, "
+                     f"MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1; START SLAVE")
 
     def write_check(self, conn: Connection, primary: Instance, token: str) -> None:
         self.sql(conn, primary, f"CREATE TABLE IF NOT EXISTS {CHECK_DATABASE}.replication_check "

@@ -45,9 +45,13 @@ class BaseProvider:
         #: set by the task runner: the provider's own SSH connections then share its sessions
         self.sessions: SessionPool | None = None
 
-    def shared(self, conn: Connection) -> Connection:
+    def shared(self, conn: Connection, tag: str = "") -> Connection:
         """``conn``, or a view of the equal pooled session when the runner gave this provider a pool."""
-        return self.sessions.share(conn) if self.sessions is not None else conn
+        return self.sessions.share(conn, tag) if self.sessions is not None else conn
+
+    def session_tag(self, instance: Instance) -> str:
+        """Instances with different tags never share an SSH session (default: sessions are per host)."""
+        return ""
 
     # -- recording --------------------------------------------------------------------------------
     def update(self, instance: Instance, **fields: Any) -> Instance:

@@ -72,10 +72,14 @@ class StaticHostsProvider(BaseProvider):
 
     def host_connection(self, host: StaticHost, instance: Instance | None = None) -> Connection:
         fields = instance.prefix_fields if instance is not None else {}
-        return self.shared(SshConnection(host.address, host.ssh_port, host.user, key_filename=host.key_file,
+        return self.shared(tag=host.label, conn=SshConnection(host.address, host.ssh_port, host.user, key_filename=host.key_file,
                              known_hosts=self.settings.known_hosts_path, trusted_host_key=host.host_key,
                              prefix=format_prefix(self.settings.command_prefix, fields),
                              timeout=self.settings.command_timeout, connect_timeout=self.settings.ssh_timeout))
+
+    def session_tag(self, instance: Instance) -> str:
+        # one session per pool entry: entries that share an sshd still run commands in parallel
+        return self.host_of(instance).label if instance.server else ""
 
     def create(self, instance: Instance, **kwargs: Any) -> None:
         with self._lock:
