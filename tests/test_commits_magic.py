@@ -212,6 +212,9 @@ def test_config_options_reach_the_magic(loaded, rainer, other):
         assert value(loaded, "%commits").max_rate == 3.0
         loaded.run_cell("%%commits notes -m two\n[2]\n")
         assert value(loaded, "%commits log notes")._repr_html_().count("<pre class='commits-diff'>") == 1
+        loaded.run_cell("%config CommitsMagic.author = 'later-author'")  # after connect counts too
+        loaded.run_cell("%%commits notes -m three\n[3]\n")
+        assert other.get("notes").author == "later-author"
         loaded.run_cell("%config CommitsMagic.serialization = 'xml'")  # refused (logged) by traitlets
         assert magics(loaded).serialization == "text"
     finally:

@@ -599,7 +599,9 @@ class CommitsMagic(Magics, Configurable):
         args = _parse(_cell_arguments, words, "cell")
         client = self._session(args.connection).writer()
         commit = self._call(lambda: client.save(args.key, payload=cell, comment=args.message,
-                                                version=args.version, author=args.author))
+                                                version=args.version,
+                                                # %config CommitsMagic.author counts after connect too
+                                                author=args.author or self.author or None))
         print(f"committed {commit.key} version {commit.version}")
 
     def _call(self, action: Callable[[], Any]) -> Any:
