@@ -19,6 +19,7 @@ restarted stack keeps its passwords and data; the file's path is printed, never 
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import logging
 import os
@@ -225,7 +226,13 @@ class ClustersComponent:
         from workbench.clusters.models import ClusterStore
         from workbench.clusters.settings import Settings
 
-        settings = Settings.load().replace(state_dir=str(stack.state_dir / "clusters"), provider="local")
+        settings = Settings.load()
+        # Instance directories cannot live in the (private) state dir: MariaDB and PostgreSQL run
+        # as their own users. One root per stack below the shared default keeps two stacks (and
+        # their cluster names) apart.
+        stack_id = hashlib.sha256(str(stack.state_dir).encode()).hexdigest()[:12]
+        settings = settings.replace(state_dir=str(stack.state_dir / "clusters"), provider="local",
+                                    instances_dir=str(Path(settings.instances_dir) / f"stack-{stack_id}"))
         self.store = ClusterStore(self.sql_url or settings.db_url, settings)
         token = stack.credentials.setdefault("clusters", {}).setdefault("token", secrets.token_urlsafe(24))
         self.api = ClustersApi(self.store, token=token, port=self.port).start()
@@ -233,10 +240,16 @@ class ClustersComponent:
     def stop(self) -> None:
         if self.api is not None:
             self.api.stop()
+        if self.store is not None:
+            try:  # the stack's own instances root goes once no cluster lives in it
+                Path(self.store.settings.instances_dir).rmdir()
+            except OSError:
+                pass
 
     def endpoints(self) -> dict[str, Any]:
         return {"clusters": {"url": self.api.url, "provider": "local", "database": self.store.url,
-                             "state_dir": str(self.store.settings.state_path)}}
+                             "state_dir": str(self.store.settings.state_path),
+                             "instances_dir": self.store.settings.instances_dir}}
 
 
 class EmbeddedStack:

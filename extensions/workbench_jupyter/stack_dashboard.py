@@ -104,8 +104,10 @@ def build_stack_dashboard(stack: dict[str, Any], run_magic: Callable[[str, str],
         steps.append(("inventory", [("inventory", line), ("inventory", "")]))
     if "clusters" in endpoints and endpoints["clusters"].get("state_dir"):
         state_dir = endpoints["clusters"]["state_dir"]
-        steps.append(("clusters", [("config", f"ClustersMagic.state_dir = {state_dir!r}"),
-                                   ("clusters", "dashboard")]))
+        calls = [("config", f"ClustersMagic.state_dir = {state_dir!r}")]
+        if endpoints["clusters"].get("instances_dir"):
+            calls.append(("config", f"ClustersMagic.instances_dir = {endpoints['clusters']['instances_dir']!r}"))
+        steps.append(("clusters", [*calls, ("clusters", "dashboard")]))
     parts = []
     for title, calls in steps:
         part = StackPart(title)
