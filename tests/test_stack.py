@@ -7,49 +7,14 @@ import os
 import signal
 import stat
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from workbench.testing.process import processes_mentioning, wait_until_gone
+from workbench.testing.stack import ALL_PORTS_FREE, WORKBENCH, RunningStack
 from workbench.zdb import client
-
-WORKBENCH = [sys.executable, "-m", "workbench.cli"]
-ALL_PORTS_FREE = ["--domain-port", "0", "--commits-port", "0", "--inventory-port", "0",
-                  "--inventory-web-port", "0", "--clusters-port", "0"]
-
-
-class RunningStack:
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-        self.process = subprocess.Popen(
-            WORKBENCH + ["up", "--state-dir", str(state_dir), *ALL_PORTS_FREE],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.output: list[str] = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                raise AssertionError("workbench up ended early:\n" + "".join(self.output))
-            self.output.append(line)
-            if line.startswith("ready"):
-                return
-        raise AssertionError("workbench up never became ready:\n" + "".join(self.output))
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGINT)
-        rest, _ = self.process.communicate(timeout=60)
-        self.output.append(rest)
-        return self.process.returncode
-
-    def uri(self) -> str:
-        described = json.loads((self.state_dir / "stack.json").read_text())
-        password = json.loads((self.state_dir / "credentials.json").read_text())["zdb"]["password"]
-        return described["endpoints"]["zdb"]["uri"].replace("PASSWORD", password)
 
 
 @pytest.fixture
