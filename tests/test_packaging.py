@@ -88,6 +88,13 @@ def test_notebooks_named_by_binder_and_readme_exist():
         assert (ROOT / path).is_file(), path
 
 
+def test_pictures_the_readme_shows_exist():
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (ROOT / "README.md").read_text())
+    assert pictures, "the README shows the dashboard"
+    for path in pictures:
+        assert (ROOT / path).is_file(), path
+
+
 def test_readme_shows_exactly_the_two_commands_and_ci_runs_the_test_one():
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", readme.split("## Two commands", 1)[1].split("\n## ", 1)[0], re.S)

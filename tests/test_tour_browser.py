@@ -132,6 +132,10 @@ def test_the_tour_runs_in_lab_and_its_dashboard_follows_the_stack_live(stack_and
         wait_until(lambda: f"pid={te_pid}" in processes.inner_text(), what="the outside TE on the page")
         assert processes.inner_text().count("RUNNING") == 4
         save_screenshot(lab_page, artifacts_dir / "test_tour_domain_te_started.png")
+        lab_page.set_viewport_size({"width": 1400, "height": 1800})  # the whole tab on screen at once
+        tabs.scroll_into_view_if_needed()
+        save_screenshot(lab_page, artifacts_dir / "test_tour_dashboard.png", target=tabs)  # README's picture
+        lab_page.set_viewport_size({"width": 1400, "height": 900})
         os.kill(te_pid, signal.SIGKILL)
         wait_until(lambda: f"pid={te_pid}" not in processes.inner_text(), what="the killed TE to leave the page")
         assert processes.inner_text().count("RUNNING") == 3
