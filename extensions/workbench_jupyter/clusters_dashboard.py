@@ -39,6 +39,8 @@ class ClusterPanel:
         self.header = widgets.HTML()
         self.rows = widgets.VBox()
         self.bars: dict[str, widgets.IntProgress] = {}
+        #: instance -> every value its bar was given, from the bar's creation on
+        self.bar_values: dict[str, list[int]] = {}
         self.labels: dict[str, widgets.HTML] = {}
         self.add_node = widgets.Button(description="Add node", icon="plus", tooltip=f"add a replica to {name}")
         self.backup = widgets.Button(description="Back up", icon="download", tooltip=f"back up {name}")
@@ -80,6 +82,9 @@ class ClusterPanel:
                                                             style={"description_width": "initial"})
                 self.labels[name] = widgets.HTML()
             bar.value = max(0, min(100, int(instance.progress)))
+            shown = self.bar_values.setdefault(name, [])
+            if not shown or shown[-1] != bar.value:
+                shown.append(bar.value)
             bar.bar_style = BAR_STYLES.get(instance.status, "info")
             where = f"{instance.addr}:{instance.port}" if instance.addr else "—"
             step = instance.task or instance.status
@@ -90,6 +95,7 @@ class ClusterPanel:
         for gone in set(self.bars) - set(instances):
             self.bars.pop(gone).close()
             self.labels.pop(gone).close()
+            self.bar_values.pop(gone, None)
         self.rows.children = rows
         busy = view.status not in ("active",)
         self.add_node.disabled = self.backup.disabled = busy
