@@ -7,8 +7,10 @@ import os
 import signal
 import stat
 import subprocess
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -166,3 +168,49 @@ def test_workbench_dashboard_combines_every_subsystem_and_follows_the_domain(sta
                         assert secret not in shown
         finally:
             dashboard.close()
+
+
+def test_lab_runs_the_stack_points_jupyter_at_it_and_stops_both(state_dir, tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    env = {**os.environ, **{name: str(tmp_path / name.lower()) for name in (
+        "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR")}}
+    lab = subprocess.Popen(WORKBENCH + ["lab", "--state-dir", str(state_dir), "--notebook-dir", str(notebooks),
+                                        "--port", "0", *ALL_PORTS_FREE],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)
+    output: list[str] = []
+    try:
+        while not (output and output[-1].startswith("  http://")):
+            line = lab.stdout.readline()
+            assert line, "workbench lab ended early:\n" + "".join(output)
+            output.append(line)
+        text = "".join(output)
+        secrets = json.loads((state_dir / "credentials.json").read_text())
+        assert "zdb://dba:PASSWORD@" in text and secrets["zdb"]["password"] not in text
+        url = output[-1].strip()
+        base, token = url.split("/lab?token=")
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as reply:
+                    assert "started" in json.load(reply)
+                break
+            except urllib.error.URLError:
+                assert lab.poll() is None and time.monotonic() < deadline, "the Lab did not answer"
+                time.sleep(0.3)
+        # Kernels inherit the Lab's environment: it names the stack this command started.
+        children = Path(f"/proc/{lab.pid}/task/{lab.pid}/children").read_text().split()
+        environments = [Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") for pid in children]
+        wanted = f"WORKBENCH_STACK={state_dir.resolve() / 'stack.json'}".encode()
+        assert any(wanted in environ for environ in environments)
+        status = subprocess.run(WORKBENCH + ["status", "--state-dir", str(state_dir)],
+                                capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0 and "NOT ANSWERING" not in status.stdout, status.stdout
+    finally:
+        lab.send_signal(signal.SIGTERM)  # as a service manager stops it: the Lab first, then the stack
+        rest, _ = lab.communicate(timeout=90)
+        output.append(rest)
+    assert "stopping the stack" in output[-1], "".join(output)
+    assert wait_until_gone(str(state_dir), 10) == {} and wait_until_gone(str(notebooks), 10) == {}
+    assert not (state_dir / "stack.json").exists()
