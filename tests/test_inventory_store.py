@@ -258,3 +258,40 @@ def test_a_changed_row_missing_from_the_store_fails_the_whole_batch(store):
         store.apply_and_write(inventory, batch)
     assert info.value.table == "inv_sites" and info.value.key == {"name": "T1_US_FNAL"}
     assert store.version() == before
+
+
+def test_removals_that_wait_keep_their_order_with_additions(store):
+    inventory, _ = filled(store)
+    higgs = "/Higgs/Run2024-v1/AOD"
+
+    def file(lfn: str, block: str, **fields) -> dict:
+        return {"kind": "File", "lfn": lfn, "block": block, "dataset": higgs, **fields}
+
+    batch = [
+        # removed, then added again under the same name with other values
+        Change("delete", file("/store/data/Higgs/AOD/0/0000.root", "b0")),
+        Change("update", file("/store/data/Higgs/AOD/0/0000.root", "b0", size=77)),
+        # added, then removed: never written
+        Change("update", file("/store/data/Higgs/AOD/0/short.root", "b0", size=5)),
+        Change("delete", file("/store/data/Higgs/AOD/0/short.root", "b0")),
+        # changed, then removed
+        Change("update", file("/store/data/Higgs/AOD/1/0000.root", "b1", size=6)),
+        Change("delete", file("/store/data/Higgs/AOD/1/0000.root", "b1")),
+        Change("delete", {"kind": "BlockReplica", "block": "b1", "dataset": higgs, "site": "T1_US_FNAL"}),
+        Change("update", {"kind": "BlockReplica", "block": "b1", "dataset": higgs, "site": "T1_US_FNAL",
+                          "group": "AnalysisOps", "size": 1}),
+        Change("delete", {"kind": "BlockReplica", "block": "b0", "dataset": higgs, "site": "T2_CH_CERN"}),
+    ]
+    store.apply_and_write(inventory, batch)
+    loaded = Inventory()
+    store.load(loaded)
+    assert loaded.checksum() == inventory.checksum()
+    blocks = loaded.datasets[higgs].blocks
+    assert sorted((f.lfn, f.size) for f in blocks["b0"].files) == [
+        ("/store/data/Higgs/AOD/0/0000.root", 77), ("/store/data/Higgs/AOD/0/0001.root", 1001),
+        ("/store/data/Higgs/AOD/0/0002.root", 1002)]
+    assert sorted(f.lfn for f in blocks["b1"].files) == ["/store/data/Higgs/AOD/1/0001.root",
+                                                          "/store/data/Higgs/AOD/1/0002.root"]
+    assert (blocks["b1"].replicas["T1_US_FNAL"].group.name, sorted(blocks["b0"].replicas)) == (
+        "AnalysisOps", ["T1_US_FNAL"])
+    assert count(store, files_table) == 5 and count(store, block_replicas_table) == 3

@@ -523,6 +523,8 @@ class Store:
 
 #: tables whose rows other rows refer to by id
 _REFERENCED_TABLES = frozenset({datasets_table, blocks_table, sites_table, groups_table, partitions_table})
+#: tables no row refers to: deleting one of their rows cascades nowhere, so it can wait with the rest
+_LEAF_TABLES = frozenset({files_table, block_replicas_table, site_partitions_table})
 #: the table of each kind of object
 _TABLE_OF: dict[type, Table] = {
     Dataset: datasets_table, Block: blocks_table, File: files_table, Site: sites_table, Group: groups_table,
@@ -530,16 +532,20 @@ _TABLE_OF: dict[type, Table] = {
     BlockReplica: block_replicas_table}
 #: rows built and sent per executemany while flushing (bounds the memory of a large flush)
 _FLUSH_ROWS = 10000
-#: update statements by (table, key columns, value columns): built once, executed many times
-_UPDATES: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
+#: update and delete statements by (table, key columns, value columns): built once, executed many times
+_STATEMENTS: dict[tuple[str, tuple[str, ...], tuple[str, ...] | None], Any] = {}
 
 
-def _update_statement(table: Table, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
-    found = _UPDATES.get((table.name, keys, columns))
+def _keyed_statement(table: Table, keys: tuple[str, ...], columns: tuple[str, ...] | None) -> Any:
+    """``UPDATE table SET columns WHERE keys`` (or ``DELETE`` when ``columns`` is None), parameters k_*, v_*."""
+    found = _STATEMENTS.get((table.name, keys, columns))
     if found is None:
-        found = (update(table).where(and_(*(table.c[name] == bindparam(f"k_{name}") for name in keys)))
-                 .values({name: bindparam(f"v_{name}") for name in columns}))
-        _UPDATES[(table.name, keys, columns)] = found
+        where = and_(*(table.c[name] == bindparam(f"k_{name}") for name in keys))
+        if columns is None:
+            found = delete(table).where(where)
+        else:
+            found = update(table).where(where).values({name: bindparam(f"v_{name}") for name in columns})
+        _STATEMENTS[(table.name, keys, columns)] = found
     return found
 
 
@@ -549,10 +555,13 @@ class StoreTransaction:
     A batch costs few statements, whatever its size. A new row gets its id here, the next
     after the table's largest (read once per transaction: the state row's lock, taken in
     ``begin``, makes this transaction the only writer), so rows that refer to it need no round
-    trip. New and changed rows are only noted (their objects) until a statement that must see
-    them runs (a delete) or the batch ends; then they are written with one executemany per
-    table, inserts parents first, then updates, each row's columns taken from its object at that
-    moment, which is the state the changes so far left it in.
+    trip. New and changed rows, and removed rows that nothing refers to (files, block replicas,
+    site partitions), are only noted until a statement that must see them runs (a delete that
+    cascades) or the batch ends; then they are written with one executemany per table: deletes
+    first (a row removed and added again within the window is a new object, added after), then
+    inserts parents first, then updates, each row's columns taken from its object at that moment,
+    which is the state the changes so far left it in. A row added and removed within the window
+    is never written.
     """
 
     def __init__(self, store: Store, conn: Connection) -> None:
@@ -563,9 +572,9 @@ class StoreTransaction:
         self._log: list[dict[str, Any]] = []
         self._ids: dict[tuple[Any, ...], int] = {}
         self._next_id: dict[Table, int] = {}
-        # pending work: new objects (with their ids) by table, changed objects by identity
-        self._inserts: dict[Table, list[tuple[InventoryObject, int | None]]] = {}
-        self._new: set[int] = set()
+        # pending work: new objects (by identity, with their ids) and removed keys by table, changed objects
+        self._inserts: dict[Table, dict[int, tuple[InventoryObject, int | None]]] = {}
+        self._deletes: dict[Table, list[dict[str, Any]]] = {}
         self._puts: dict[int, InventoryObject] = {}
         self._dirty_blocks: dict[tuple[str, str], Block] = {}
 
@@ -588,10 +597,12 @@ class StoreTransaction:
                 if isinstance(obj, Block):
                     # file changes touch their block's totals: written once, when the batch ends
                     self._dirty_blocks[obj.key()] = obj
-                elif id(obj) not in self._new:  # a row still to be inserted is written as it is then
+                elif not self._is_new(obj):  # a row still to be inserted is written as it is then
                     self._puts[id(obj)] = obj
             elif op == "add":
                 self.add(obj)
+            elif _TABLE_OF.get(type(obj)) in _LEAF_TABLES:
+                self._drop_later(obj)
             else:
                 self._drop(obj)
         self.seq += 1
@@ -607,13 +618,22 @@ class StoreTransaction:
                 row_id = (self.conn.execute(select(func.max(table.c.id))).scalar() or 0) + 1
             self._next_id[table] = row_id + 1
             self._ids[(table.name, *key.items())] = row_id
-        self._inserts.setdefault(table, []).append((obj, row_id))
-        self._new.add(id(obj))
+        self._inserts.setdefault(table, {})[id(obj)] = (obj, row_id)
+
+    def _is_new(self, obj: InventoryObject) -> bool:
+        return id(obj) in self._inserts.get(_TABLE_OF[type(obj)], ())
+
+    def _drop_later(self, obj: InventoryObject) -> None:
+        table, key = self._key(obj)  # the ids it needs are known now
+        if self._inserts.get(table, {}).pop(id(obj), None) is not None:
+            return  # added in this window: never written, nothing to remove
+        self._puts.pop(id(obj), None)
+        self._deletes.setdefault(table, []).append(key)
 
     def finish(self) -> None:
         for block in self._dirty_blocks.values():
             # a block deleted (or replaced) later in the batch is not this object any more
-            if block.dataset.blocks.get(block.name) is block and id(block) not in self._new:
+            if block.dataset.blocks.get(block.name) is block and not self._is_new(block):
                 self._puts[id(block)] = block
         self._dirty_blocks.clear()
         self._flush()
@@ -631,14 +651,22 @@ class StoreTransaction:
 
     # -- statements --------------------------------------------------------------------------------
     def _flush(self) -> None:
-        """Write the pending new rows (parents first) and then the pending changed rows."""
-        inserts, self._inserts, self._new = self._inserts, {}, set()
+        """Write the pending deletes, then the new rows (parents first), then the changed rows."""
+        inserts, self._inserts = self._inserts, {}
+        deletes, self._deletes = self._deletes, {}
         puts, self._puts = self._puts, {}
+        for table, keys in deletes.items():
+            for start in range(0, len(keys), _FLUSH_ROWS):
+                groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+                for key in keys[start:start + _FLUSH_ROWS]:
+                    groups.setdefault(tuple(key), []).append({f"k_{name}": value for name, value in key.items()})
+                for names, params in groups.items():
+                    self.conn.execute(_keyed_statement(table, names, None), params)
         for table in OBJECT_TABLES:
-            pending = inserts.get(table)
-            for start in range(0, len(pending or ()), _FLUSH_ROWS):
+            pending = list(inserts.get(table, {}).values())
+            for start in range(0, len(pending), _FLUSH_ROWS):
                 rows = []
-                for obj, row_id in pending[start:start + _FLUSH_ROWS]:  # type: ignore[index]
+                for obj, row_id in pending[start:start + _FLUSH_ROWS]:
                     _, key, values = self._row(obj)
                     row = {**key, **values}
                     if row_id is not None:
@@ -660,7 +688,7 @@ class StoreTransaction:
             params.update((f"v_{name}", value) for name, value in values.items())
             groups.setdefault((tuple(key), tuple(values)), []).append(params)
         for (keys, columns), rows in groups.items():
-            statement = _update_statement(table, keys, columns)
+            statement = _keyed_statement(table, keys, columns)
             if self.conn.dialect.supports_sane_multi_rowcount:
                 if self.conn.execute(statement, rows).rowcount == len(rows):
                     continue
@@ -677,7 +705,7 @@ class StoreTransaction:
                 self.conn.execute(select(func.setval(func.pg_get_serial_sequence(table.name, "id"), next_id - 1)))
 
     def _exec(self, statement: Any) -> Any:
-        if self._inserts or self._puts:
+        if self._inserts or self._puts or self._deletes:
             self._flush()
         return self.conn.execute(statement)
 
@@ -688,7 +716,8 @@ class StoreTransaction:
         found = self._ids.get(key)
         if found is None:
             clause = and_(*(table.c[name] == value for name, value in where.items()))
-            # No flush needed: every row still to be inserted has its id in the cache.
+            # No flush needed: every row still to be inserted has its id in the cache, and the
+            # rows whose deletes wait have no id.
             found = self.conn.execute(select(table.c.id).where(clause)).scalar()
             if found is not None:
                 self._ids[key] = found
