@@ -615,10 +615,17 @@ class StoreTransaction:
         if table in _REFERENCED_TABLES:
             row_id = self._next_id.get(table)
             if row_id is None:
-                row_id = (self.conn.execute(select(func.max(table.c.id))).scalar() or 0) + 1
+                row_id = self._largest_id(table) + 1
             self._next_id[table] = row_id + 1
             self._ids[(table.name, *key.items())] = row_id
         self._inserts.setdefault(table, {})[id(obj)] = (obj, row_id)
+
+    def _largest_id(self, table: Table) -> int:
+        query = select(func.max(table.c.id))
+        if self.conn.dialect.name in ("mysql", "mariadb"):
+            # a locking read sees the latest rows whatever snapshot REPEATABLE READ would give
+            query = query.with_for_update()
+        return self.conn.execute(query).scalar() or 0
 
     def _is_new(self, obj: InventoryObject) -> bool:
         return id(obj) in self._inserts.get(_TABLE_OF[type(obj)], ())
