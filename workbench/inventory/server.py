@@ -10,7 +10,8 @@
 Every server holds its own RAM image loaded from the shared database. One server is the
 *primary*: it alone writes, applying each batch of changes to its image and to the database in
 one transaction that also appends the changes to ``inv_changes``. *Secondary* servers follow that
-table in order (no ports between servers), report their status (starting, online, updating,
+table in order (no ports between servers: every ``poll_interval``, 0.05 s by default, one
+single-row read of ``inv_state``, then the new changes in bulk), report their status (starting, online, updating,
 out-of-sync) in ``inv_servers``, and reload the whole image when they find a gap. Every server
 beats its row in ``inv_servers``; when the primary's beat stops for ``takeover_after`` seconds a
 secondary takes the role with a compare-and-set on ``inv_state`` and catches up before writing.

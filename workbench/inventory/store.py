@@ -20,6 +20,9 @@ sets its replicas' group to NULL, the null group). The service tables carry what
   application writer currently holding the one write slot;
 * ``inv_servers``: one row per server (status, role, applied seq, heartbeat, ports);
 * ``inv_authorizations`` and ``inv_applications``: authorized scripts and the runs' history.
+
+A batch's row effects go out in a few bulk statements whatever its size (see ``StoreTransaction``):
+new rows get their ids from the writing transaction, so nothing waits for the database's.
 """
 
 from __future__ import annotations
