@@ -356,16 +356,23 @@ def queries(report: Report, url: str, datasets: int, seconds: float, workdir: Pa
 
 # -- main -------------------------------------------------------------------------------------------------
 
+#: the parts of the benchmark, in the order they run (figures 1 to 4)
+PARTS = ("bytes", "loads", "propagation", "queries")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the scale (10^3/10^4/10^5)")
     parser.add_argument("--seconds", type=float, default=None, help="seconds per throughput measurement")
     parser.add_argument("--no-mariadb", action="store_true", help="SQLite only")
+    parser.add_argument("--only", choices=PARTS, action="append",
+                        help="run only this part (repeatable): " + ", ".join(PARTS))
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    parts = set(args.only or PARTS)
     scale = (1_000, 10, 10) if args.quick else (10_000, 10, 10)
     seconds = args.seconds or (3.0 if args.quick else 8.0)
     report = Report(width=56)
@@ -375,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="inventory-bench-"))
     cleanup = Cleanup()
     try:
-        file_bytes(report, 100_000 if args.quick else 1_000_000)
+        if "bytes" in parts:
+            file_bytes(report, 100_000 if args.quick else 1_000_000)
         stores = {"SQLite": f"sqlite:///{workdir / 'inventory.db'}"}
         # Propagation runs on databases of its own: two servers loading 10^6 files would only add waiting.
         small = {"SQLite": f"sqlite:///{workdir / 'propagation.db'}"}
@@ -391,9 +399,12 @@ def main(argv: list[str] | None = None) -> int:
             mariadb.create_database("inventory_propagation")
             stores["MariaDB"] = mariadb.url("inventory_bench")
             small["MariaDB"] = mariadb.url("inventory_propagation")
-        full_loads(report, stores, scale)
-        propagation(report, small, workdir, cleanup)
-        queries(report, stores["SQLite"], scale[0], seconds, workdir, cleanup)
+        if "loads" in parts or "queries" in parts:
+            full_loads(report, stores, scale)  # the queries run over the image it writes
+        if "propagation" in parts:
+            propagation(report, small, workdir, cleanup)
+        if "queries" in parts:
+            queries(report, stores["SQLite"], scale[0], seconds, workdir, cleanup)
     finally:
         cleanup.run()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -6,7 +6,7 @@ import gc
 import tracemalloc
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from workbench.inventory import Block, Change, Dataset, File, Inventory, Site
 from workbench.inventory.store import (
@@ -15,7 +15,9 @@ from workbench.inventory.store import (
     StoreError,
     block_replicas_table,
     blocks_table,
+    datasets_table,
     files_table,
+    sites_table,
     state_table,
 )
 from tests.test_inventory_dataformat import small_inventory
@@ -185,3 +187,111 @@ def test_the_change_log_numbers_changes_without_gaps_across_chunks(store):
     store.prune_changes(keep=300)
     assert store.oldest_change() <= 1201 - 300 + 1
     assert [seq for seq, _, _ in store.changes_since(1000)] == list(range(1001, 1202))
+
+
+def test_one_batch_that_adds_changes_and_removes_rows_is_stored_as_applied(store):
+    inventory, _ = filled(store)
+    name, higgs = "/Mixed/Run2025-v1/AOD", "/Higgs/Run2024-v1/AOD"
+    batch = [Change("update", {"kind": "Dataset", "name": name, "status": "production"})]
+    for b in range(3):
+        batch.append(Change("update", {"kind": "Block", "name": f"b{b}", "dataset": name}))
+        batch += [Change("update", {"kind": "File", "lfn": f"{name}/{b}/{f}.root", "block": f"b{b}", "dataset": name,
+                                    "size": 10 + f}) for f in range(4)]
+    batch += [
+        # changed after it was added, in the same batch
+        Change("update", {"kind": "Dataset", "name": name, "status": "valid"}),
+        Change("update", {"kind": "File", "lfn": f"{name}/0/0.root", "block": "b0", "dataset": name, "size": 99}),
+        # added, removed and added again
+        Change("delete", {"kind": "Block", "name": "b1", "dataset": name}),
+        Change("update", {"kind": "Block", "name": "b1", "dataset": name}),
+        Change("update", {"kind": "File", "lfn": f"{name}/1/again.root", "block": "b1", "dataset": name, "size": 7}),
+        # rows that were there before the batch: changed, one removed
+        Change("update", {"kind": "Dataset", "name": higgs, "status": "deprecated"}),
+        Change("update", {"kind": "File", "lfn": "/store/data/Higgs/AOD/0/0000.root", "block": "b0",
+                          "dataset": higgs, "size": 5}),
+        Change("delete", {"kind": "File", "lfn": "/store/data/Higgs/AOD/1/0001.root", "block": "b1",
+                          "dataset": higgs}),
+        Change("update", {"kind": "DatasetReplica", "dataset": name, "site": "T2_CH_CERN", "group": "DataOps"}),
+        Change("update", {"kind": "BlockReplica", "block": "b2", "dataset": name, "site": "T2_CH_CERN",
+                          "group": "DataOps", "size": 42}),
+        Change("delete", {"kind": "Group", "name": "DataOps"}),
+    ]
+    assert store.apply_and_write(inventory, batch) == store.seq()
+    loaded = Inventory()
+    store.load(loaded)
+    assert loaded.checksum() == inventory.checksum()
+    block = loaded.datasets[name].blocks["b1"]
+    assert [(f.lfn, f.size) for f in block.files] == [(f"{name}/1/again.root", 7)]
+    assert (loaded.datasets[name].blocks["b0"].size, loaded.datasets[higgs].blocks["b1"].num_files) == (99 + 11 + 12 + 13, 2)
+    assert loaded.datasets[name].replicas["T2_CH_CERN"].group.name is None
+
+
+def test_rows_inserted_by_others_and_by_batches_do_not_collide(store):
+    # a batch gives new rows their ids itself: the database's own numbering must stay usable
+    inventory, _ = filled(store)
+    with store.engine.begin() as conn:
+        conn.execute(insert(datasets_table).values(name="/Outside/Tool/AOD", status="valid", data_type="data",
+                                                   last_update=0, is_open=False))
+    store.load(inventory)
+    store.apply_and_write(inventory, [Change("update", {"kind": "Dataset", "name": "/After/Outside/AOD"}),
+                                      Change("update", {"kind": "Block", "name": "b", "dataset": "/After/Outside/AOD"})])
+    with store.engine.begin() as conn:
+        conn.execute(insert(datasets_table).values(name="/Outside/Again/AOD", status="valid", data_type="data",
+                                                   last_update=0, is_open=False))
+        ids = conn.execute(select(datasets_table.c.id)).scalars().all()
+    assert len(ids) == len(set(ids)) == 4
+    loaded = Inventory()
+    store.load(loaded)
+    assert sorted(loaded.datasets) == ["/After/Outside/AOD", "/Higgs/Run2024-v1/AOD", "/Outside/Again/AOD",
+                                       "/Outside/Tool/AOD"]
+
+
+def test_a_changed_row_missing_from_the_store_fails_the_whole_batch(store):
+    inventory, _ = filled(store)
+    with store.engine.begin() as conn:  # behind the image's back
+        conn.execute(delete(sites_table).where(sites_table.c.name == "T1_US_FNAL"))
+    before = store.version()
+    batch = [Change("update", {"kind": "Site", "name": f"T3_New{i}"}) for i in range(3)]
+    batch += [Change("update", {"kind": "Site", "name": "T2_CH_CERN", "host": "cern.ch"}),
+              Change("update", {"kind": "Site", "name": "T1_US_FNAL", "host": "elsewhere.gov"})]
+    with pytest.raises(StoreError) as info:
+        store.apply_and_write(inventory, batch)
+    assert info.value.table == "inv_sites" and info.value.key == {"name": "T1_US_FNAL"}
+    assert store.version() == before
+
+
+def test_removals_that_wait_keep_their_order_with_additions(store):
+    inventory, _ = filled(store)
+    higgs = "/Higgs/Run2024-v1/AOD"
+
+    def file(lfn: str, block: str, **fields) -> dict:
+        return {"kind": "File", "lfn": lfn, "block": block, "dataset": higgs, **fields}
+
+    batch = [
+        # removed, then added again under the same name with other values
+        Change("delete", file("/store/data/Higgs/AOD/0/0000.root", "b0")),
+        Change("update", file("/store/data/Higgs/AOD/0/0000.root", "b0", size=77)),
+        # added, then removed: never written
+        Change("update", file("/store/data/Higgs/AOD/0/short.root", "b0", size=5)),
+        Change("delete", file("/store/data/Higgs/AOD/0/short.root", "b0")),
+        # changed, then removed
+        Change("update", file("/store/data/Higgs/AOD/1/0000.root", "b1", size=6)),
+        Change("delete", file("/store/data/Higgs/AOD/1/0000.root", "b1")),
+        Change("delete", {"kind": "BlockReplica", "block": "b1", "dataset": higgs, "site": "T1_US_FNAL"}),
+        Change("update", {"kind": "BlockReplica", "block": "b1", "dataset": higgs, "site": "T1_US_FNAL",
+                          "group": "AnalysisOps", "size": 1}),
+        Change("delete", {"kind": "BlockReplica", "block": "b0", "dataset": higgs, "site": "T2_CH_CERN"}),
+    ]
+    store.apply_and_write(inventory, batch)
+    loaded = Inventory()
+    store.load(loaded)
+    assert loaded.checksum() == inventory.checksum()
+    blocks = loaded.datasets[higgs].blocks
+    assert sorted((f.lfn, f.size) for f in blocks["b0"].files) == [
+        ("/store/data/Higgs/AOD/0/0000.root", 77), ("/store/data/Higgs/AOD/0/0001.root", 1001),
+        ("/store/data/Higgs/AOD/0/0002.root", 1002)]
+    assert sorted(f.lfn for f in blocks["b1"].files) == ["/store/data/Higgs/AOD/1/0001.root",
+                                                          "/store/data/Higgs/AOD/1/0002.root"]
+    assert (blocks["b1"].replicas["T1_US_FNAL"].group.name, sorted(blocks["b0"].replicas)) == (
+        "AnalysisOps", ["T1_US_FNAL"])
+    assert count(store, files_table) == 5 and count(store, block_replicas_table) == 3

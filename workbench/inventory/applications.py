@@ -38,6 +38,7 @@ from sqlalchemy import delete, insert, select as sql_select, update
 
 from workbench.errors import InventoryError
 from workbench.inventory import executable
+from workbench.inventory.dataformat import DataFormatError
 from workbench.inventory.inventory import Change, Inventory
 from workbench.inventory.store import Store, authorizations_table
 
@@ -180,7 +181,11 @@ class ApplicationRunner:
             changes: list[Change] = []
             if write:
                 with open(paths["changes"], encoding="utf-8") as journal:
-                    changes = [Change.from_json(json.loads(line)) for line in journal if line.strip()]
+                    items = json.load(journal)  # one document: one parse in C, not one per change
+                if not isinstance(items, list):
+                    raise DataFormatError("the change journal is not a list", kind=None, field="changes",
+                                          value=type(items).__name__)
+                changes = [Change.from_json(item) for item in items]
             return ApplicationResult("done", 0, stdout, stderr, changes, seconds)
 
     def _wait(self, pid: int, limit: float) -> tuple[int, bool]:
@@ -270,8 +275,7 @@ class ApplicationRunner:
                 status = 1
             if status == 0 and write:
                 with open(paths["changes"], "w", encoding="utf-8") as out:
-                    for change in journal:
-                        out.write(json.dumps(change.to_json(), separators=(",", ":")) + "\n")
+                    out.write(json.dumps([change.to_json() for change in journal], separators=(",", ":")))
         except BaseException:  # noqa: BLE001 - the child must never return into the server's code
             try:
                 traceback.print_exc()

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats (default 1)")
     serve.add_argument("--takeover-after", type=float, default=10.0,
                        help="seconds without a primary heartbeat before a secondary takes over (default 10)")
-    serve.add_argument("--poll", type=float, default=0.2, help="seconds between change log polls (default 0.2)")
+    serve.add_argument("--poll", type=float, default=0.05,
+                       help="seconds between change log polls (default 0.05: one single-row query each)")
     serve.add_argument("--app-timeout", type=float, default=3600.0, help="longest application run in seconds")
     serve.add_argument("--keep-changes", type=int, default=100000,
                        help="changes kept in the log for secondaries (default 100000)")

@@ -121,6 +121,8 @@ class Inventory(EventSource):
         self._events.close()
 
     def _applied(self, op: str, obj: InventoryObject, writes: list[Write]) -> None:
+        if not self._sinks and not (self.emit_events and self._events.listeners):
+            return  # nobody to tell (a secondary following the log): no need to describe the change
         data = obj.to_dict() if op == "update" else {"kind": obj.KIND, **obj.key_dict()}
         change = Change(op, data)
         for sink in self._sinks:

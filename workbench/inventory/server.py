@@ -10,7 +10,8 @@
 Every server holds its own RAM image loaded from the shared database. One server is the
 *primary*: it alone writes, applying each batch of changes to its image and to the database in
 one transaction that also appends the changes to ``inv_changes``. *Secondary* servers follow that
-table in order (no ports between servers), report their status (starting, online, updating,
+table in order (no ports between servers: every ``poll_interval``, 0.05 s by default, one
+single-row read of ``inv_state``, then the new changes in bulk), report their status (starting, online, updating,
 out-of-sync) in ``inv_servers``, and reload the whole image when they find a gap. Every server
 beats its row in ``inv_servers``; when the primary's beat stops for ``takeover_after`` seconds a
 secondary takes the role with a compare-and-set on ``inv_state`` and catches up before writing.
@@ -44,6 +45,12 @@ DEFAULT_WEB_PORT = 8081
 STARTING, ONLINE, UPDATING, OUT_OF_SYNC, STOPPED = "starting", "online", "updating", "out-of-sync", "stopped"
 
 
+#: the store's seq, the primary's id and its row's beat and status (NULL when it has no row)
+_STATE_QUERY = (select(state_table.c.seq, state_table.c.master_id, servers_table.c.beat, servers_table.c.status)
+                .select_from(state_table.outerjoin(servers_table, servers_table.c.id == state_table.c.master_id))
+                .where(state_table.c.id == 1))
+
+
 class WriterBusyError(InventoryError):
     """Another writer holds the one write slot (fields: writer, server, waited)."""
 
@@ -62,7 +69,7 @@ class InventoryServer:
     def __init__(self, store_url: str, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                  web_port: int | None = DEFAULT_WEB_PORT, master_url: str | None = None,
                  server_id: str | None = None, heartbeat: float = 1.0, takeover_after: float = 10.0,
-                 poll_interval: float = 0.2, app_timeout: float = applications.DEFAULT_TIMEOUT,
+                 poll_interval: float = 0.05, app_timeout: float = applications.DEFAULT_TIMEOUT,
                  writer_wait: float = 30.0, lazy_files: bool = False, workdir: str | None = None,
                  keep_changes: int = 100000, prune_every: float = 60.0,
                  web_factory: Callable[[Inventory, int, Callable[..., Any]], Any] | None = None) -> None:
@@ -180,15 +187,10 @@ class InventoryServer:
     # -- roles ----------------------------------------------------------------------------------------
     def _read_state(self) -> tuple[int, str | None, int | None]:
         """(last seq, primary id, primary's beat or None when it has no live row)."""
+        # One round trip: secondaries ask this at every poll, and the benchmark's status queries too.
         with self.store.engine.connect() as conn:
-            seq, master = conn.execute(select(state_table.c.seq, state_table.c.master_id)).one()
-            beat = None
-            if master is not None:
-                row = conn.execute(select(servers_table.c.beat, servers_table.c.status)
-                                   .where(servers_table.c.id == master)).first()
-                if row is not None and row.status != STOPPED:
-                    beat = row.beat
-        return seq, master, beat
+            seq, master, beat, status = conn.execute(_STATE_QUERY).one()
+        return seq, master, None if beat is None or status == STOPPED else beat
 
     def _claim_primary_at_start(self) -> None:
         _, master, beat = self._read_state()

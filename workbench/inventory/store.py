@@ -20,6 +20,9 @@ sets its replicas' group to NULL, the null group). The service tables carry what
   application writer currently holding the one write slot;
 * ``inv_servers``: one row per server (status, role, applied seq, heartbeat, ports);
 * ``inv_authorizations`` and ``inv_applications``: authorized scripts and the runs' history.
+
+A batch's row effects go out in a few bulk statements whatever its size (see ``StoreTransaction``):
+new rows get their ids from the writing transaction, so nothing waits for the database's.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -474,9 +478,9 @@ class Store:
                 conn.execute(delete(changes_table))
                 with inventory.lock:
                     for obj in inventory.objects():
-                        table, key, values = tx._row(obj)
-                        tx._inserts.append((table, {**key, **values}))
-                tx._flush()
+                        tx.add(obj)
+                    tx._flush()
+                tx._sync_sequences()
                 conn.execute(update(state_table).where(state_table.c.id == 1).values(seq=seq))
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot copy the image into the store: {exc}", url=self.safe_url,
@@ -522,13 +526,45 @@ class Store:
 
 #: tables whose rows other rows refer to by id
 _REFERENCED_TABLES = frozenset({datasets_table, blocks_table, sites_table, groups_table, partitions_table})
+#: tables no row refers to: deleting one of their rows cascades nowhere, so it can wait with the rest
+_LEAF_TABLES = frozenset({files_table, block_replicas_table, site_partitions_table})
+#: the table of each kind of object
+_TABLE_OF: dict[type, Table] = {
+    Dataset: datasets_table, Block: blocks_table, File: files_table, Site: sites_table, Group: groups_table,
+    Partition: partitions_table, SitePartition: site_partitions_table, DatasetReplica: dataset_replicas_table,
+    BlockReplica: block_replicas_table}
+#: rows built and sent per executemany while flushing (bounds the memory of a large flush)
+_FLUSH_ROWS = 10000
+#: update and delete statements by (table, key columns, value columns): built once, executed many times
+_STATEMENTS: dict[tuple[str, tuple[str, ...], tuple[str, ...] | None], Any] = {}
+
+
+def _keyed_statement(table: Table, keys: tuple[str, ...], columns: tuple[str, ...] | None) -> Any:
+    """``UPDATE table SET columns WHERE keys`` (or ``DELETE`` when ``columns`` is None), parameters k_*, v_*."""
+    found = _STATEMENTS.get((table.name, keys, columns))
+    if found is None:
+        where = and_(*(table.c[name] == bindparam(f"k_{name}") for name in keys))
+        if columns is None:
+            found = delete(table).where(where)
+        else:
+            found = update(table).where(where).values({name: bindparam(f"v_{name}") for name in columns})
+        _STATEMENTS[(table.name, keys, columns)] = found
+    return found
 
 
 class StoreTransaction:
     """Writes the row effects of changes (``sink``) and appends the changes to the change log.
 
-    New rows are buffered and inserted in bulk (``executemany``) until any other statement runs;
-    block totals touched by file changes are written once, when the batch ends.
+    A batch costs few statements, whatever its size. A new row gets its id here, the next
+    after the table's largest (read once per transaction: the state row's lock, taken in
+    ``begin``, makes this transaction the only writer), so rows that refer to it need no round
+    trip. New and changed rows, and removed rows that nothing refers to (files, block replicas,
+    site partitions), are only noted until a statement that must see them runs (a delete that
+    cascades) or the batch ends; then they are written with one executemany per table: deletes
+    first (a row removed and added again within the window is a new object, added after), then
+    inserts parents first, then updates, each row's columns taken from its object at that moment,
+    which is the state the changes so far left it in. A row added and removed within the window
+    is never written.
     """
 
     def __init__(self, store: Store, conn: Connection) -> None:
@@ -538,7 +574,11 @@ class StoreTransaction:
         self.batch = 0
         self._log: list[dict[str, Any]] = []
         self._ids: dict[tuple[Any, ...], int] = {}
-        self._inserts: list[tuple[Table, dict[str, Any]]] = []
+        self._next_id: dict[Table, int] = {}
+        # pending work: new objects (by identity, with their ids) and removed keys by table, changed objects
+        self._inserts: dict[Table, dict[int, tuple[InventoryObject, int | None]]] = {}
+        self._deletes: dict[Table, list[dict[str, Any]]] = {}
+        self._puts: dict[int, InventoryObject] = {}
         self._dirty_blocks: dict[tuple[str, str], Block] = {}
 
     def begin(self, master_id: str | None) -> None:
@@ -554,33 +594,60 @@ class StoreTransaction:
         self.seq, self.batch = seq, batch + 1
 
     def sink(self, change: Change, writes: list[Write]) -> None:
-        """Inventory sink: write the row effects, log the change for secondaries."""
+        """Inventory sink: note the row effects, log the change for secondaries."""
         for op, obj in writes:
-            if op == "put" and isinstance(obj, Block):
-                self._dirty_blocks[obj.key()] = obj
+            if op == "put":
+                if isinstance(obj, Block):
+                    # file changes touch their block's totals: written once, when the batch ends
+                    self._dirty_blocks[obj.key()] = obj
+                elif not self._is_new(obj):  # a row still to be inserted is written as it is then
+                    self._puts[id(obj)] = obj
             elif op == "add":
-                table, key, values = self._row(obj)
-                if table in _REFERENCED_TABLES:
-                    # Inserted now, so its id is known to the rows that refer to it; buffered rows
-                    # never depend on it the other way round, so they need not be flushed first.
-                    result = self.conn.execute(insert(table).values(**key, **values))
-                    self._ids[(table.name, *key.items())] = int(result.inserted_primary_key[0])
-                else:
-                    self._inserts.append((table, {**key, **values}))
-            elif op == "put":
-                self._put(obj)
+                self.add(obj)
+            elif _TABLE_OF.get(type(obj)) in _LEAF_TABLES:
+                self._drop_later(obj)
             else:
                 self._drop(obj)
         self.seq += 1
         self._log.append(change.to_json())
 
+    def add(self, obj: InventoryObject) -> None:
+        """Note a new row for ``obj`` (its id, for tables that have one, is given now)."""
+        table, key = self._key(obj)
+        row_id = None
+        if table in _REFERENCED_TABLES:
+            row_id = self._next_id.get(table)
+            if row_id is None:
+                row_id = self._largest_id(table) + 1
+            self._next_id[table] = row_id + 1
+            self._ids[(table.name, *key.items())] = row_id
+        self._inserts.setdefault(table, {})[id(obj)] = (obj, row_id)
+
+    def _largest_id(self, table: Table) -> int:
+        query = select(func.max(table.c.id))
+        if self.conn.dialect.name in ("mysql", "mariadb"):
+            # a locking read sees the latest rows whatever snapshot REPEATABLE READ would give
+            query = query.with_for_update()
+        return self.conn.execute(query).scalar() or 0
+
+    def _is_new(self, obj: InventoryObject) -> bool:
+        return id(obj) in self._inserts.get(_TABLE_OF[type(obj)], ())
+
+    def _drop_later(self, obj: InventoryObject) -> None:
+        table, key = self._key(obj)  # the ids it needs are known now
+        if self._inserts.get(table, {}).pop(id(obj), None) is not None:
+            return  # added in this window: never written, nothing to remove
+        self._puts.pop(id(obj), None)
+        self._deletes.setdefault(table, []).append(key)
+
     def finish(self) -> None:
         for block in self._dirty_blocks.values():
             # a block deleted (or replaced) later in the batch is not this object any more
-            if block.dataset.blocks.get(block.name) is block:
-                self._put(block)
+            if block.dataset.blocks.get(block.name) is block and not self._is_new(block):
+                self._puts[id(block)] = block
         self._dirty_blocks.clear()
         self._flush()
+        self._sync_sequences()
         if not self._log:
             return
         first = self.seq - len(self._log) + 1
@@ -594,20 +661,64 @@ class StoreTransaction:
 
     # -- statements --------------------------------------------------------------------------------
     def _flush(self) -> None:
-        pending, self._inserts = self._inserts, []
-        start = 0
-        while start < len(pending):
-            table = pending[start][0]
-            end = start
-            while end < len(pending) and pending[end][0] is table and pending[end][1].keys() == pending[start][1].keys():
-                end += 1
-            self.conn.execute(insert(table), [values for _, values in pending[start:end]])
-            start = end
+        """Write the pending deletes, then the new rows (parents first), then the changed rows."""
+        inserts, self._inserts = self._inserts, {}
+        deletes, self._deletes = self._deletes, {}
+        puts, self._puts = self._puts, {}
+        for table, keys in deletes.items():
+            for start in range(0, len(keys), _FLUSH_ROWS):
+                groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+                for key in keys[start:start + _FLUSH_ROWS]:
+                    groups.setdefault(tuple(key), []).append({f"k_{name}": value for name, value in key.items()})
+                for names, params in groups.items():
+                    self.conn.execute(_keyed_statement(table, names, None), params)
+        for table in OBJECT_TABLES:
+            pending = list(inserts.get(table, {}).values())
+            for start in range(0, len(pending), _FLUSH_ROWS):
+                rows = []
+                for obj, row_id in pending[start:start + _FLUSH_ROWS]:
+                    _, key, values = self._row(obj)
+                    row = {**key, **values}
+                    if row_id is not None:
+                        row["id"] = row_id
+                    rows.append(row)
+                self.conn.execute(insert(table), rows)
+        by_table: dict[Table, list[InventoryObject]] = {}
+        for obj in puts.values():
+            by_table.setdefault(_TABLE_OF[type(obj)], []).append(obj)
+        for table, objects in by_table.items():
+            for start in range(0, len(objects), _FLUSH_ROWS):
+                self._update_rows(table, objects[start:start + _FLUSH_ROWS])
+
+    def _update_rows(self, table: Table, objects: list[InventoryObject]) -> None:
+        groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[dict[str, Any]]] = {}
+        for obj in objects:
+            _, key, values = self._row(obj)
+            params = {f"k_{name}": value for name, value in key.items()}
+            params.update((f"v_{name}", value) for name, value in values.items())
+            groups.setdefault((tuple(key), tuple(values)), []).append(params)
+        for (keys, columns), rows in groups.items():
+            statement = _keyed_statement(table, keys, columns)
+            if self.conn.dialect.supports_sane_multi_rowcount:
+                if self.conn.execute(statement, rows).rowcount == len(rows):
+                    continue
+            # a row is missing (or the driver cannot say how many matched): find which, one by one
+            for params in rows:
+                if self.conn.execute(statement, params).rowcount == 0:
+                    raise StoreError("the store lacks a row the RAM image changed", table=table.name,
+                                     key={name: params[f"k_{name}"] for name in keys})
+
+    def _sync_sequences(self) -> None:
+        # PostgreSQL's id sequences do not follow explicit ids: move them past the ids given here
+        if self.conn.dialect.name == "postgresql":
+            for table, next_id in self._next_id.items():
+                self.conn.execute(select(func.setval(func.pg_get_serial_sequence(table.name, "id"), next_id - 1)))
 
     def _exec(self, statement: Any) -> Any:
-        if self._inserts:
+        if self._inserts or self._puts or self._deletes:
             self._flush()
         return self.conn.execute(statement)
+
 
     # -- ids ---------------------------------------------------------------------------------------
     def _id(self, table: Table, **where: Any) -> int | None:
@@ -615,7 +726,9 @@ class StoreTransaction:
         found = self._ids.get(key)
         if found is None:
             clause = and_(*(table.c[name] == value for name, value in where.items()))
-            found = self._exec(select(table.c.id).where(clause)).scalar()
+            # No flush needed: every row still to be inserted has its id in the cache, and the
+            # rows whose deletes wait have no id.
+            found = self.conn.execute(select(table.c.id).where(clause)).scalar()
             if found is not None:
                 self._ids[key] = found
         return found
@@ -675,11 +788,9 @@ class StoreTransaction:
                 "last_update": obj.last_update}
         raise StoreError("cannot store this object", kind=type(obj).__name__)
 
-    def _put(self, obj: InventoryObject) -> None:
-        table, key, values = self._row(obj)
-        clause = and_(*(table.c[name] == value for name, value in key.items()))
-        if self._exec(update(table).where(clause).values(**values)).rowcount == 0:
-            raise StoreError("the store lacks a row the RAM image changed", table=table.name, key=repr(obj))
+    def _key(self, obj: InventoryObject) -> tuple[Table, dict[str, Any]]:
+        table, key, _ = self._row(obj)
+        return table, key
 
     def _drop(self, obj: InventoryObject) -> None:
         # Foreign keys cascade in the database as the RAM image cascades (see the schema).
