@@ -9,6 +9,7 @@ import time
 import pytest
 
 from workbench.domain import Agent, Domain
+from workbench.domain.supervisor import NoSuchProcessError
 from workbench.errors import AuthenticationError, DomainError
 from workbench.events import EventRecorder
 from workbench.testing.domain import AgentProcess, domain  # noqa: F401 - a fixture
@@ -126,6 +127,36 @@ def test_a_killed_te_is_failed_and_left(domain, tmp_path):
     assert failed.args[0] is peer and "code -9" in failed.args[1]
     recorder.wait_for("process_left", lambda e: e.args[0] is te)
     assert te not in peer.get_local_processes()
+
+
+def test_stopping_a_process_that_left_is_a_no_such_process_error(domain, tmp_path):
+    peer = domain.entry_peer
+    peer.start_storage_manager("teas", str(tmp_path / "teas"), True, wait_seconds=30)
+    te = peer.start_transaction_engine("teas", wait_seconds=30)
+    os.kill(te.pid, signal.SIGKILL)
+    assert te.wait_for_left(15)
+    with pytest.raises(NoSuchProcessError, match="no such process"):
+        te.shutdown()
+    assert isinstance(NoSuchProcessError("x"), DomainError)
+
+
+def test_a_database_shut_down_right_after_a_te_dies_stops_without_error(broker, tmp_path):
+    # The broker has forgotten the dead TE while this client still lists it (its process_left
+    # on the way): the shutdown must not fail on it. Started the moment the broker forgets it,
+    # and repeated, so that window is hit.
+    with Domain(broker.address, "domain", "bird") as d:
+        peer = d.entry_peer
+        for round_ in range(3):
+            peer.start_storage_manager("teas", str(tmp_path / f"teas{round_}"), True, wait_seconds=30)
+            te = peer.start_transaction_engine("teas", wait_seconds=30)
+            database = d.get_database("teas")
+            os.kill(te.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 15
+            while te.id in broker.state.processes and time.monotonic() < deadline:
+                time.sleep(0.0002)
+            database.shutdown()
+            assert te.wait_for_left(15)
+            assert d.get_database("teas") is None or not d.get_database("teas").processes
 
 
 def test_an_agent_joins_runs_a_te_and_its_death_is_noticed(broker, domain, tmp_path):

@@ -36,7 +36,7 @@ from workbench.domain.model import (
 )
 from workbench.domain.protocol import Message, ProtocolError
 from workbench.domain.reconciler import Reconciler
-from workbench.domain.supervisor import ProcessStartError
+from workbench.domain.supervisor import NoSuchProcessError, ProcessStartError
 from workbench.domain.templates import DescriptionError, find_template
 from workbench.domain.transport import Connection, KnownBrokers, TransportError, connect
 from workbench.errors import DomainError
@@ -389,7 +389,7 @@ class DomainState:
         with self.lock:
             record = self.processes.get(process_id)
         if record is None:
-            raise DomainError("no such process", process=process_id)
+            raise NoSuchProcessError("no such process", process=process_id)
         return self.send_to_peer(record.peer, request)
 
     def _quiesce_database(self, request: Message) -> Message:

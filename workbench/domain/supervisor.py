@@ -43,6 +43,10 @@ class ProcessStartError(DomainError):
     """A database process could not be started (bad options, archive problems, early exit)."""
 
 
+class NoSuchProcessError(DomainError):
+    """The process asked for is not (or no longer) known: it never ran there, or it has left."""
+
+
 class ProcessSupervisor:
     """Starts, watches and stops this peer's database processes; reports every change to ``on_change``."""
 
@@ -244,7 +248,7 @@ class ProcessSupervisor:
         """SIGTERM (a clean shutdown: the SM syncs its journal) or SIGKILL with ``kill``."""
         record = self.records.get(process_id)
         if record is None:
-            raise DomainError("no such process on this peer", process=process_id, peer=self.peer_id)
+            raise NoSuchProcessError("no such process on this peer", process=process_id, peer=self.peer_id)
         self._stopping.add(process_id)
         if self._alive(process_id):
             try:
@@ -271,7 +275,7 @@ class ProcessSupervisor:
         """Ask a storage manager to refuse writes (``quiesced``) or take them again; its status follows."""
         record = self.records.get(process_id)
         if record is None:
-            raise DomainError("no such process on this peer", process=process_id, peer=self.peer_id)
+            raise NoSuchProcessError("no such process on this peer", process=process_id, peer=self.peer_id)
         if record.type != SM or record.standby:
             raise DomainError("only a database's storage manager is quiesced", process=process_id)
         try:
