@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -66,3 +67,17 @@ def test_a_pid_that_is_gone_gives_no_wakeup_and_the_caller_checks():
     end = ProcessEnd(child.pid)  # reaped: nothing to open
     assert not end.immediate and end.wait(0.01) is False
     end.close()
+
+
+@linux_only
+def test_closed_watches_give_their_descriptors_back(tmp_path):
+    log = tmp_path / "te.log"
+    log.write_text("")
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with FileWrites(log) as writes:
+            assert writes.immediate
+    deadline = time.monotonic() + 30  # the closes finish on the closer thread
+    while len(os.listdir("/proc/self/fd")) > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(os.listdir("/proc/self/fd")) <= before

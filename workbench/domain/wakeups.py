@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import ctypes
 import os
+import queue
 import select
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +26,9 @@ _IN_MODIFY = 0x00000002
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
 _libc: ctypes.CDLL | None = None
+_to_close: queue.SimpleQueue[int] = queue.SimpleQueue()
+_closer: threading.Thread | None = None
+_closer_lock = threading.Lock()
 
 
 def _inotify_functions() -> ctypes.CDLL | None:
@@ -36,6 +41,30 @@ def _inotify_functions() -> ctypes.CDLL | None:
             return None
         _libc = libc
     return _libc
+
+
+def _close_later(fd: int) -> None:
+    """Close ``fd`` on the closer thread.
+
+    Closing an inotify instance waits out a kernel grace period (about 8 ms here): a watcher
+    must not spend that before its next wait (for the process's end). One long-lived thread
+    takes the closes, so handing one over costs a queue put, not a thread start.
+    """
+    global _closer
+    with _closer_lock:
+        if _closer is None or not _closer.is_alive():
+            _closer = threading.Thread(target=_close_queued, name="inotify-closer", daemon=True)
+            _closer.start()
+    _to_close.put(fd)
+
+
+def _close_queued() -> None:
+    while True:
+        fd = _to_close.get()
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _readable(fd: int, timeout: float | None) -> bool:
@@ -79,9 +108,10 @@ class FileWrites:
         return True
 
     def close(self) -> None:
+        """Stop watching; returns at once (the kernel's part finishes on a thread of its own)."""
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
+            _close_later(fd)
 
     def __enter__(self) -> "FileWrites":
         return self
