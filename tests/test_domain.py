@@ -238,3 +238,72 @@ def test_an_agent_rejoins_a_restarted_broker_with_what_it_still_runs(tmp_path, k
     finally:
         agent.stop()
         broker.stop()
+
+
+def test_the_rest_of_the_entity_api(broker, tmp_path):
+    heard = EventRecorder()
+    d = Domain(broker.address, "domain", "bird", heard)
+    peer = d.get_peer(broker.address)
+    assert peer is d.entry_peer and d.get_peer("nowhere:1") is None
+    assert d.find_peer("localhost", broker.port) is peer and d.find_peer("localhost", 1) is None
+    assert peer.connect_str == broker.address and peer.address == "localhost" and peer.is_broker
+    sm = peer.start_storage_manager("teas", str(tmp_path / "teas"), True, wait_seconds=0)  # 0: no limit
+    assert sm.status == "RUNNING"
+    te = peer.start_transaction_engine("teas")  # None: returns at once
+    assert te.status in ("STARTING", "RUNNING") and te.wait_for_status("RUNNING", 30) is te
+    assert te.peer is peer and te.database is d.get_database("teas") and te.is_transactional
+    assert not sm.is_transactional and te.address == "localhost" and te.database_name == "teas"
+    assert d.processes == d.get_database("teas").processes and set(d.processes) == {sm, te}
+    d.shutdown()  # every database (TEs first), then the session
+    assert d.closed and heard.kinds()[-1] == "closed"
+    left = [e.args[0] for e in heard.events if e.kind == "process_left"]
+    assert left == [te, sm] and heard.kinds().index("database_left") > heard.kinds().index("process_left")
+    with Domain(broker.address, "domain", "bird") as again:
+        assert again.databases == [] and again.processes == []
+
+
+def test_a_listener_that_raises_does_not_break_the_session(domain, tmp_path):
+    class Broken:
+        def process_joined(self, process):
+            raise RuntimeError("a listener's own bug")
+
+    heard = EventRecorder()
+    domain.add_listener(Broken())
+    domain.add_listener(heard)
+    sm = domain.entry_peer.start_storage_manager("teas", str(tmp_path / "teas"), True, wait_seconds=30)
+    heard.wait_for("process_status_changed", lambda e: e.args[0] is sm and e.args[1] == "RUNNING")
+    sm.shutdown()
+    heard.wait_for("process_left", lambda e: e.args[0] is sm)
+    assert not domain.closed and domain.get_database("teas") is None
+
+
+def test_the_agent_command_takes_a_domain_user_and_a_hostname(tmp_path, known_brokers):
+    class NamedBroker(AgentProcess):
+        def command(self):
+            return [*super().command(), "--domain-user", "admin", "--hostname", "db1.example"]
+
+    broker = NamedBroker(tmp_path / "broker", None, broker=True).start()
+    try:
+        with Domain(broker.address, "admin", "bird") as d:
+            assert str(d.entry_peer) == f"db1.example:{broker.port} [role=broker]"
+            assert d.entry_peer.hostname == "db1.example"
+        with pytest.raises(AuthenticationError):
+            Domain(broker.address, "domain", "bird")  # the default user is not this domain's user
+        stored = (broker.state_dir / "domain-credentials.json").read_text()
+        assert '"admin"' in stored and "bird" not in stored  # a salted hash, never the password
+    finally:
+        broker.stop()
+
+
+def test_the_seed_connects_with_a_host_alone_on_the_default_port(tmp_path, known_brokers):
+    from workbench.ports import port_open
+
+    if port_open("127.0.0.1", 48004):
+        pytest.skip("port 48004 is taken on this machine")
+    with Agent(state_dir=tmp_path / "broker", domain_password="bird", broker=True) as broker:
+        assert broker.port == 48004
+        d = Domain('localhost', 'domain', 'bird')  # as the seed writes it
+        try:
+            assert [str(peer) for peer in d.peers] == ["localhost:48004 [role=broker]"]
+        finally:
+            d.disconnect()

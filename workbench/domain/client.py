@@ -188,6 +188,10 @@ class Process:
     type = property(lambda self: self._record.type)
     is_standby = property(lambda self: self._record.standby)
     archive = property(lambda self: self._record.archive)
+    #: once it ended: its exit code (None if unknown, as for a process adopted after an agent restart)
+    exit_code = property(lambda self: self._record.exit_code)
+    #: why it failed (with the last lines of its log), or why it did not start
+    reason = property(lambda self: self._record.reason)
 
     database_name = property(lambda self: self._record.database)
     peer_id = property(lambda self: self._record.peer)
