@@ -299,7 +299,11 @@ def test_the_seed_connects_with_a_host_alone_on_the_default_port(tmp_path, known
     from workbench.ports import port_open
 
     if port_open("127.0.0.1", 48004):
-        pytest.skip("port 48004 is taken on this machine")
+        # Something else of this machine holds the port (an embedded stack, say): the client
+        # must still dial it, and be refused there (it is no broker of this test's domain).
+        with pytest.raises(DomainError, match="localhost:48004"):
+            Domain('localhost', 'domain', 'bird').disconnect()
+        return
     with Agent(state_dir=tmp_path / "broker", domain_password="bird", broker=True) as broker:
         assert broker.port == 48004
         d = Domain('localhost', 'domain', 'bird')  # as the seed writes it
@@ -307,3 +311,37 @@ def test_the_seed_connects_with_a_host_alone_on_the_default_port(tmp_path, known
             assert [str(peer) for peer in d.peers] == ["localhost:48004 [role=broker]"]
         finally:
             d.disconnect()
+
+
+def test_tes_on_two_peers_serve_the_same_data_and_a_client_moves_across_peers(broker, domain, tmp_path):
+    from workbench.zdb import connect
+
+    agent = Agent(port=0, state_dir=tmp_path / "agent", domain_password="bird", peer=broker.address).start()
+    clients = []
+    try:
+        dba = [("--dba-user", "dba"), ("--dba-password", "dba")]
+        domain.entry_peer.start_storage_manager("teas", str(tmp_path / "teas"), True, wait_seconds=30)
+        here = domain.entry_peer.start_transaction_engine("teas", options=dba, wait_seconds=30)
+        there = domain.find_peer(agent.address).start_transaction_engine("teas", options=dba, wait_seconds=30)
+        assert here.peer is not there.peer
+        uri = f"zdb://dba:dba@{broker.address}/teas"
+        clients = [connect(uri, timeout=1.0, retries=5) for _ in range(2)]
+        first, second = clients
+        assert {c._client.write_uri for c in clients} == {here.endpoint, there.endpoint}  # one on each peer
+        first["pot"] = ["sencha"]
+        deadline = time.monotonic() + 10
+        while "pot" not in second and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert second["pot"]._run() == ["sencha"]  # written through one peer's TE, read through the other's
+        victim = here if first._client.write_uri == here.endpoint else there
+        survivor = there if victim is here else here
+        os.kill(victim.pid, signal.SIGKILL)
+        assert victim.wait_for_left(15)
+        assert first["pot"]._run() == ["sencha"]  # a read moves to the TE on the other peer
+        assert first._client.write_uri == survivor.endpoint
+        first["pot"] += ["gyokuro"]
+        assert second["pot"]._run() == ["sencha", "gyokuro"]
+    finally:
+        for c in clients:
+            c._client.close()
+        agent.stop()
