@@ -99,3 +99,37 @@ def test_a_storm_of_sessions_leaves_no_subscribers_behind(broker):
     assert len(broker.state.subscribers) == baseline
     assert list(broker.state.peers) == [broker.address]
     still_serves(broker)
+
+
+def test_a_thousand_rapid_connects_leave_the_broker_up_and_consistent(broker, tmp_path):
+    """TCP and TLS connects that close at once, with a subscribed session that must go on hearing events."""
+    import threading
+
+    from workbench.events import EventRecorder
+
+    heard = EventRecorder()
+    with Domain(broker.address, "domain", "bird", heard) as watcher:
+        subscribers = len(broker.state.subscribers)
+
+        def churn(count: int) -> None:
+            for i in range(count):
+                if i % 4:
+                    socket.create_connection(("127.0.0.1", broker.port)).close()
+                else:
+                    connect(broker.address).close()
+
+        churn(600)
+        workers = [threading.Thread(target=churn, args=(100,)) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        assert not any(worker.is_alive() for worker in workers)
+        # The session made before the storm still works and still hears what happens.
+        sm = watcher.entry_peer.start_storage_manager("teas", str(tmp_path / "teas"), True, wait_seconds=30)
+        heard.wait_for("process_status_changed", lambda e: e.args[0] is sm and e.args[1] == "RUNNING")
+        sm.shutdown()
+        heard.wait_for("process_left", lambda e: e.args[0] is sm)
+        assert len(broker.state.subscribers) == subscribers and list(broker.state.peers) == [broker.address]
+        assert broker.state.processes == {}
+    still_serves(broker)
