@@ -133,3 +133,18 @@ def test_a_thousand_rapid_connects_leave_the_broker_up_and_consistent(broker, tm
         assert len(broker.state.subscribers) == subscribers and list(broker.state.peers) == [broker.address]
         assert broker.state.processes == {}
     still_serves(broker)
+
+
+def test_domain_credentials_are_kept_as_a_salted_slow_hash(tmp_path):
+    import json
+
+    from workbench.domain.agent import Credentials
+
+    first, second = Credentials.create("domain", "bird"), Credentials.create("domain", "bird")
+    assert first.salt != second.salt and first.digest != second.digest  # salted: equal passwords, unequal hashes
+    assert first.verify("domain", "bird") and second.verify("domain", "bird")
+    assert not first.verify("domain", "crow") and not first.verify("root", "bird") and not first.verify(None, None)
+    first.save(tmp_path / "credentials.json")
+    stored = json.loads((tmp_path / "credentials.json").read_text())
+    assert set(stored) == {"user", "salt", "scrypt"} and "bird" not in json.dumps(stored)
+    assert (tmp_path / "credentials.json").stat().st_mode & 0o077 == 0  # readable by its owner only
