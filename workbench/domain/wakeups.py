@@ -84,8 +84,8 @@ class FileWrites:
         fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
         if fd < 0:  # e.g. the user's inotify instances are used up: poll instead
             return
-        if libc.inotify_add_watch(fd, os.fsencode(str(path)), _IN_MODIFY) < 0:
-            os.close(fd)
+        if libc.inotify_add_watch(fd, os.fsencode(str(path)), _IN_MODIFY) < 0:  # e.g. no such file
+            _close_later(fd)
             return
         self._fd = fd
 
