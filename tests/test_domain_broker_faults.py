@@ -99,3 +99,53 @@ def test_a_storm_of_sessions_leaves_no_subscribers_behind(broker):
     assert len(broker.state.subscribers) == baseline
     assert list(broker.state.peers) == [broker.address]
     still_serves(broker)
+
+
+def test_a_thousand_rapid_connects_leave_the_broker_up_and_consistent(broker, tmp_path):
+    """TCP and TLS connects that close at once, with a subscribed session that must go on hearing events."""
+    import threading
+
+    from workbench.events import EventRecorder
+
+    heard = EventRecorder()
+    before = len(broker.state.subscribers)
+    with Domain(broker.address, "domain", "bird", heard) as watcher:
+
+        def churn(count: int) -> None:
+            for i in range(count):
+                if i % 4:
+                    socket.create_connection(("127.0.0.1", broker.port)).close()
+                else:
+                    connect(broker.address).close()
+
+        churn(600)
+        workers = [threading.Thread(target=churn, args=(100,)) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        assert not any(worker.is_alive() for worker in workers)
+        # The session made before the storm still works and still hears what happens.
+        sm = watcher.entry_peer.start_storage_manager("teas", str(tmp_path / "teas"), True, wait_seconds=30)
+        heard.wait_for("process_status_changed", lambda e: e.args[0] is sm and e.args[1] == "RUNNING")
+        sm.shutdown()
+        heard.wait_for("process_left", lambda e: e.args[0] is sm)
+        # The watcher heard events, so it is subscribed; the storm left no subscriber behind.
+        assert len(broker.state.subscribers) == before + 1 and list(broker.state.peers) == [broker.address]
+        assert broker.state.processes == {}
+    still_serves(broker)
+
+
+def test_domain_credentials_are_kept_as_a_salted_slow_hash(tmp_path):
+    import json
+
+    from workbench.domain.agent import Credentials
+
+    first, second = Credentials.create("domain", "bird"), Credentials.create("domain", "bird")
+    assert first.salt != second.salt and first.digest != second.digest  # salted: equal passwords, unequal hashes
+    assert first.verify("domain", "bird") and second.verify("domain", "bird")
+    assert not first.verify("domain", "crow") and not first.verify("root", "bird") and not first.verify(None, None)
+    first.save(tmp_path / "credentials.json")
+    stored = json.loads((tmp_path / "credentials.json").read_text())
+    assert set(stored) == {"user", "salt", "scrypt"} and "bird" not in json.dumps(stored)
+    assert (tmp_path / "credentials.json").stat().st_mode & 0o077 == 0  # readable by its owner only

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -141,3 +142,52 @@ def test_a_stopped_agent_starts_nothing_more(tmp_path):
     with pytest.raises(ProcessStartError, match="this agent is stopping"):
         supervisor.start("teas", "SM", archive=str(tmp_path / "teas"), initialize=True)
     assert supervisor.records == {}
+
+
+def test_a_frozen_agent_leaves_after_the_heartbeat_timeout_and_rejoins_with_what_runs(broker, domain, tmp_path):
+    """An agent cut off without a closed socket (SIGSTOP: as a lost network looks) is noticed by heartbeats."""
+    heard = EventRecorder()
+    domain.add_listener(heard)
+    agent = AgentProcess(tmp_path / "agent", broker.address).start()
+    te = None
+    try:
+        peer = heard.wait_for("peer_joined", lambda e: e.args[0].id == agent.peer_id, timeout=20).args[0]
+        domain.entry_peer.start_storage_manager("teas", str(tmp_path / "teas"), True, wait_seconds=30)
+        te = peer.start_transaction_engine("teas", options=DBA, wait_seconds=30)
+        os.kill(agent.process.pid, signal.SIGSTOP)  # alive, its socket open, but silent
+        heard.wait_for("peer_left", lambda e: e.args[0] is peer, timeout=30)
+        heard.wait_for("process_left", lambda e: e.args[0] is te)
+        assert domain.find_peer(agent.peer_id) is None and te not in domain.processes
+        mark = heard.events[-1].seq
+        os.kill(agent.process.pid, signal.SIGCONT)  # back: it reconnects and reports its TE, still running
+        heard.wait_for("peer_joined", lambda e: e.seq > mark and e.args[0] is peer, timeout=30)
+        back = heard.wait_for("process_joined", lambda e: e.seq > mark and e.args[0].pid == te.pid).args[0]
+        assert back.status == "RUNNING" and peer.get_local_processes("teas") == [back]
+    finally:
+        if agent.running:
+            os.kill(agent.process.pid, signal.SIGCONT)
+        agent.stop()
+        if te is not None:
+            try:
+                os.kill(te.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_a_process_keeps_its_log_in_the_agent_state_dir_and_its_exit_code(broker, domain, tmp_path):
+    peer = domain.entry_peer
+    sm = peer.start_storage_manager("teas", str(tmp_path / "teas"), True, wait_seconds=30)
+    te = peer.start_transaction_engine("teas", options=DBA, wait_seconds=30)
+    for process, name in ((te, f"teas-te-{te.port}.log"), (sm, f"teas-sm-{sm.port}.log")):
+        log = broker.state_dir / "processes" / name  # its stdout and stderr
+        said = f"zdb {process.type.lower()} serving on tcp://127.0.0.1:{process.port}"
+        deadline = time.monotonic() + 15  # it may answer on its port a moment before it says so
+        while said not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert said in log.read_text()
+    os.kill(te.pid, signal.SIGKILL)
+    assert te.wait_for_left(15)
+    assert te.status == "FAILED" and te.exit_code == -9 and "exited with code -9" in te.reason
+    sm.shutdown()
+    assert sm.wait_for_left(15)
+    assert sm.status == "EXITED" and sm.exit_code == 0 and sm.reason == ""

@@ -391,3 +391,22 @@ def test_a_peer_that_stops_reading_is_dropped_after_the_send_timeout(serve, know
         error, elapsed, closed = outcome.get(timeout=20)
     assert "send timed out" in error.message and closed
     assert elapsed < 15  # the sender was freed, not blocked for good
+
+
+def test_send_all_puts_several_messages_in_one_record_in_order(serve, known):
+    def burst(conn: Connection) -> None:
+        while (message := conn.receive()) is not None:
+            conn.send_all([Message.make("Event", Seq=i, Type=message.tag) for i in range(3)])
+
+    server = serve(burst)
+    sock = raw_tls(server)
+    try:
+        sock.sendall(encode_frame(Message.make("Go")))
+        data = sock.recv(65536)  # one read returns one whole TLS record
+        assert [(m.get("Seq"), m.get("Type")) for m in FrameDecoder().feed(data)] == [
+            ("0", "Go"), ("1", "Go"), ("2", "Go")]
+    finally:
+        sock.close()
+    with connect(server.address, known) as conn:
+        conn.send_frames(encode_frame(Message.make("Big", Text="y" * 100_000)))  # beyond one record
+        assert [conn.receive(timeout=5).get("Seq") for _ in range(3)] == ["0", "1", "2"]

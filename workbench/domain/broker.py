@@ -34,9 +34,9 @@ from workbench.domain.model import (
     PeerRecord,
     ProcessRecord,
 )
-from workbench.domain.protocol import Message, ProtocolError
+from workbench.domain.protocol import Message, ProtocolError, encode_frame
 from workbench.domain.reconciler import Reconciler
-from workbench.domain.supervisor import ProcessStartError
+from workbench.domain.supervisor import NoSuchProcessError, ProcessStartError
 from workbench.domain.templates import DescriptionError, find_template
 from workbench.domain.transport import Connection, KnownBrokers, TransportError, connect
 from workbench.errors import DomainError
@@ -95,18 +95,19 @@ class DomainState:
 
     # -- fan-out --------------------------------------------------------------------------------
     def _broadcast(self, *events: Message) -> None:
+        if not events or not self.subscribers:
+            return
+        frames = b"".join(encode_frame(event) for event in events)  # encoded once for every subscriber
         for conn in list(self.subscribers):
             try:
-                for event in events:
-                    conn.send(event, timeout=SEND_TIMEOUT)
+                conn.send_frames(frames, timeout=SEND_TIMEOUT)
             except (TransportError, OSError):
                 if conn in self.subscribers:
                     self.subscribers.remove(conn)
 
     def _replicate(self, *messages: Message) -> None:
         for link in list(self.brokers.values()):
-            for message in messages:
-                link.send(message)
+            link.send_all(messages)
 
     def is_acting(self) -> bool:
         """Whether this broker acts for the domain (runs the reconciler): the lowest id among linked brokers."""
@@ -389,7 +390,7 @@ class DomainState:
         with self.lock:
             record = self.processes.get(process_id)
         if record is None:
-            raise DomainError("no such process", process=process_id)
+            raise NoSuchProcessError("no such process", process=process_id)
         return self.send_to_peer(record.peer, request)
 
     def _quiesce_database(self, request: Message) -> Message:
@@ -577,8 +578,11 @@ class CommandChannel:
         self._waiting: dict[str, Future[Message]] = {}
 
     def send(self, message: Message) -> None:
+        self.send_all((message,))
+
+    def send_all(self, messages: tuple[Message, ...]) -> None:
         try:
-            self.conn.send(message, timeout=SEND_TIMEOUT)
+            self.conn.send_all(messages, timeout=SEND_TIMEOUT)
         except (TransportError, OSError) as exc:
             log.debug("send to %s failed: %s", self.peer_id, exc)  # its reader notices and cleans up
 

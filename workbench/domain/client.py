@@ -35,7 +35,7 @@ from workbench.domain.model import (
     PeerRecord,
     ProcessRecord,
 )
-from workbench.domain.supervisor import ProcessStartError
+from workbench.domain.supervisor import NoSuchProcessError, ProcessStartError
 from workbench.domain.templates import TEMPLATES, DescriptionError, Template, find_template
 from workbench.domain.protocol import Message, ProtocolError
 from workbench.domain.transport import Connection, KnownBrokers, TransportError, connect
@@ -43,7 +43,8 @@ from workbench.errors import AuthenticationError, DomainError
 from workbench.events import EventDispatcher, EventSource
 
 _ERRORS_BY_CODE: dict[str, type[DomainError]] = {"DescriptionError": DescriptionError,
-                                                 "ProcessStartError": ProcessStartError}
+                                                 "ProcessStartError": ProcessStartError,
+                                                 "NoSuchProcessError": NoSuchProcessError}
 
 
 def locate_database(broker_addr: str, database: str, known_brokers: KnownBrokers | None = None,
@@ -148,10 +149,17 @@ class Database:
         return [p for p in self.storage_managers if not p._record.standby]
 
     def shutdown(self, graceful: bool = True, wait_seconds: float = 30.0) -> None:
-        """Stop the TEs first (their clients can move on), then the SMs."""
+        """Stop the TEs first (their clients can move on), then the SMs.
+
+        A process that ends on its own meanwhile (killed, crashed) is not an error: the broker
+        forgot it, and its ``process_left`` reaches this client before the broker's answer.
+        """
         for group in (self.transaction_engines, self.storage_managers):
             for process in group:
-                process.shutdown(graceful)
+                try:
+                    process.shutdown(graceful)
+                except NoSuchProcessError:
+                    pass  # left between the listing and the request: nothing to stop
             for process in group:
                 process.wait_for_left(wait_seconds)
 
@@ -180,6 +188,10 @@ class Process:
     type = property(lambda self: self._record.type)
     is_standby = property(lambda self: self._record.standby)
     archive = property(lambda self: self._record.archive)
+    #: once it ended: its exit code (None if unknown, as for a process adopted after an agent restart)
+    exit_code = property(lambda self: self._record.exit_code)
+    #: why it failed (with the last lines of its log), or why it did not start
+    reason = property(lambda self: self._record.reason)
 
     database_name = property(lambda self: self._record.database)
     peer_id = property(lambda self: self._record.peer)

@@ -62,8 +62,10 @@ class ProcessRecord:
         return f"tcp://{self.hostname if self.hostname != 'localhost' else '127.0.0.1'}:{self.port}"
 
     def to_message(self) -> Message:
-        return Message.make("Process", **{_attr_name(f.name): getattr(self, f.name) for f in fields(self)
-                                          if getattr(self, f.name) not in (None, "", False)})
+        # Unset fields stay out; "is" for False, since an exit code of 0 equals False and must travel.
+        return Message.make("Process", **{_attr_name(f.name): value for f in fields(self)
+                                          if (value := getattr(self, f.name)) is not None and value != ""
+                                          and value is not False})
 
     @classmethod
     def from_message(cls, message: Message) -> "ProcessRecord":

@@ -3,6 +3,9 @@
 Each process gets a free port, its own log file under the agent's state dir and a watcher thread
 that reports its status changes: STARTING, then RUNNING once its zdb endpoint answers, then
 EXITED (asked to stop, or exit code 0) or FAILED (with the exit code and the log's last lines).
+The watcher blocks until something happens rather than looking on an interval: a write to the
+log (inotify) sends it to try the port, the end of the process wakes it from waitpid() (or from
+a pidfd, for an adopted process that is not our child).
 
 Processes run in sessions of their own, so they outlive an agent that is killed. Each has a
 record file (``processes/<pid>.json``: its record and command line) while it runs; an agent
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from workbench.domain.model import EXITED, FAILED, QUIESCED, RUNNING, SM, STARTING, TE, ProcessRecord
+from workbench.domain.wakeups import FileWrites, ProcessEnd
 from workbench.errors import DomainError
 from workbench.ports import free_port, port_open
 from workbench.zdb.cli import DBA_PASSWORD_VARIABLE
@@ -41,6 +45,10 @@ ADOPTED_POLL_SECONDS = 0.2
 
 class ProcessStartError(DomainError):
     """A database process could not be started (bad options, archive problems, early exit)."""
+
+
+class NoSuchProcessError(DomainError):
+    """The process asked for is not (or no longer) known: it never ran there, or it has left."""
 
 
 class ProcessSupervisor:
@@ -189,10 +197,16 @@ class ProcessSupervisor:
 
     def _watch_adopted(self, process_id: str, command: list[str]) -> None:
         record = self.records[process_id]
-        while _runs(record.pid, command):
-            if record.status == STARTING and port_open(self.bind_host, record.port):
-                self._set(process_id, status=RUNNING)
-            time.sleep(ADOPTED_POLL_SECONDS)
+        # Not our child, so no wait(): a pidfd wakes us when it ends (opened before the check
+        # below, it is on the very process that check saw). Without pidfds, look on an interval.
+        with ProcessEnd(record.pid) as end:
+            while _runs(record.pid, command):
+                if record.status == STARTING:
+                    if port_open(self.bind_host, record.port):
+                        self._set(process_id, status=RUNNING)
+                    end.wait(ADOPTED_POLL_SECONDS)
+                else:
+                    end.wait(None if end.immediate else ADOPTED_POLL_SECONDS)
         # Not our child: its exit code went to whoever reaped it.
         if process_id in self._stopping:
             self._set(process_id, status=EXITED)
@@ -203,16 +217,19 @@ class ProcessSupervisor:
         popen = self._popen[process_id]
         record = self.records[process_id]
         deadline = time.monotonic() + START_TIMEOUT
-        while popen.poll() is None and record.status == STARTING:
-            if port_open(self.bind_host, record.port):
-                self._set(process_id, status=RUNNING)
-                break
-            if time.monotonic() > deadline:
-                self._set(process_id, reason=f"did not answer within {START_TIMEOUT:.0f}s")
-                os.killpg(popen.pid, signal.SIGKILL)
-                break
-            time.sleep(0.01)  # a fine poll: this is most of the latency from start to RUNNING
-        code = popen.wait()
+        # A zdb process logs "... serving on ..." once bound: each write to its log wakes us to
+        # try its port at once. The interval catches an early death (and is all, without inotify).
+        with FileWrites(log_path) as writes:
+            while popen.poll() is None and record.status == STARTING:
+                if port_open(self.bind_host, record.port):
+                    self._set(process_id, status=RUNNING)
+                    break
+                if time.monotonic() > deadline:
+                    self._set(process_id, reason=f"did not answer within {START_TIMEOUT:.0f}s")
+                    os.killpg(popen.pid, signal.SIGKILL)
+                    break
+                writes.wait(0.01)
+        code = popen.wait()  # blocks in waitpid(): the death of a child wakes us at once
         requested = process_id in self._stopping
         tail = _tail(log_path)
         if requested or code == 0:
@@ -244,7 +261,7 @@ class ProcessSupervisor:
         """SIGTERM (a clean shutdown: the SM syncs its journal) or SIGKILL with ``kill``."""
         record = self.records.get(process_id)
         if record is None:
-            raise DomainError("no such process on this peer", process=process_id, peer=self.peer_id)
+            raise NoSuchProcessError("no such process on this peer", process=process_id, peer=self.peer_id)
         self._stopping.add(process_id)
         if self._alive(process_id):
             try:
@@ -271,7 +288,7 @@ class ProcessSupervisor:
         """Ask a storage manager to refuse writes (``quiesced``) or take them again; its status follows."""
         record = self.records.get(process_id)
         if record is None:
-            raise DomainError("no such process on this peer", process=process_id, peer=self.peer_id)
+            raise NoSuchProcessError("no such process on this peer", process=process_id, peer=self.peer_id)
         if record.type != SM or record.standby:
             raise DomainError("only a database's storage manager is quiesced", process=process_id)
         try:

@@ -34,7 +34,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -275,7 +275,20 @@ class Connection:
         (TransportError "send timed out"): a frame half sent cannot be taken back, and a broker
         must not wait forever on a client that stopped reading.
         """
-        frame = memoryview(encode_frame(message))  # ProtocolError for a message too large, before any I/O
+        self.send_all((message,), timeout)
+
+    def send_all(self, messages: Iterable[Message], timeout: float | None = None) -> None:
+        """Send several messages back to back, in order, as one write (like ``send`` otherwise).
+
+        The events of one change (a process's status, its failure, its leaving) then travel in
+        one TLS record and one TCP segment: the receiver wakes once for all of them, not once each.
+        """
+        # ProtocolError for a message too large, before any I/O
+        self.send_frames(b"".join(encode_frame(message) for message in messages), timeout)
+
+    def send_frames(self, frames: bytes, timeout: float | None = None) -> None:
+        """Send frames made by ``protocol.encode_frame`` (so a broadcast encodes its events once for all)."""
+        frame = memoryview(frames)
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._send_lock.acquire(timeout=-1 if timeout is None else timeout):
             self._give_up_sending(timeout)
