@@ -22,6 +22,13 @@ def test_templates_are_built_in(domain):
     multi = domain.templates[2]
     assert "TE_COUNT" in multi.summary and multi.requirements
     assert [s.name for s in multi.slots(multi.resolve({"TE_COUNT": 3}))] == ["sm1", "te1", "te2", "te3"]
+    # 2 SMs + N TEs on distinct peers
+    redundant = domain.templates[1]
+    slots = redundant.slots(redundant.resolve({"TE_COUNT": 3}))
+    assert [(s.name, s.standby) for s in slots] == [("sm1", False), ("sm2", True), ("te1", False),
+                                                    ("te2", False), ("te3", False)]
+    assert redundant.peers_needed(redundant.resolve({"TE_COUNT": 3})) == 3
+    assert len(redundant.slots(redundant.resolve({}))) == 4 and redundant.peers_needed(redundant.resolve({})) == 2
 
 
 def test_bad_templates_and_variables_are_clear_errors_and_change_nothing(domain, broker):
@@ -147,15 +154,17 @@ def test_a_killed_sm_comes_back_on_its_archive_and_its_tes_are_replaced(broker, 
     domain.stop_description("teas")
 
 
-def test_minimally_redundant_puts_each_pair_on_distinct_peers(broker, domain, tmp_path):
+def test_minimally_redundant_puts_2_sms_and_n_tes_each_on_distinct_peers(broker, domain, tmp_path):
     agent = Agent(port=0, state_dir=tmp_path / "agent", domain_password="bird", peer=broker.address).start()
+    second = Agent(port=0, state_dir=tmp_path / "second", domain_password="bird", peer=broker.address).start()
     try:
-        description = domain.create_description("teas", "Minimally Redundant")
+        description = domain.create_description("teas", "Minimally Redundant", {"TE_COUNT": 3})
         domain.start_description("teas", wait_seconds=60)
         managers = description.database.storage_managers
         engines = description.database.transaction_engines
-        assert len(managers) == 2 and len(engines) == 2
-        assert {p.peer.id for p in managers} == {p.peer.id for p in engines} == {broker.address, agent.address}
+        assert len(managers) == 2 and len(engines) == 3
+        assert len({p.peer.id for p in managers}) == 2
+        assert {p.peer.id for p in engines} == {broker.address, agent.address, second.address}
         primary = next(p for p in managers if not p.is_standby)
         standby = next(p for p in managers if p.is_standby)
         assert primary.archive.endswith("archives/teas") and standby.archive == ""
@@ -174,6 +183,7 @@ def test_minimally_redundant_puts_each_pair_on_distinct_peers(broker, domain, tm
         domain.stop_description("teas")
         assert description.processes == []
     finally:
+        second.stop()
         agent.stop()
 
 

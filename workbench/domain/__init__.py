@@ -9,8 +9,8 @@ Descriptions
 ------------
 Instead of starting processes one by one, declare a database from a template and let the brokers
 keep it running. ``d.templates`` lists the built-in templates (``Single Host``: 1 SM + 1 TE on one
-peer; ``Minimally Redundant``: 2 SMs, the second a standby copy, + 2 TEs on distinct peers;
-``Multi Host``: 1 SM + ``TE_COUNT`` TEs on distinct peers)::
+peer; ``Minimally Redundant``: 2 SMs, the second a standby copy, + ``TE_COUNT`` (default 2) TEs,
+each kind on distinct peers; ``Multi Host``: 1 SM + ``TE_COUNT`` TEs on distinct peers)::
 
     d.create_description('teas', 'Multi Host', {'TE_COUNT': 2}, dba_user='dba', dba_password='dba')
     d.start_description('teas', wait_seconds=60)     # status RUNNING

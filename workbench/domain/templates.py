@@ -4,8 +4,8 @@ A template turns a description's variables into the processes a database needs, 
 (``sm1``, ``te1``, ``te2``...), and says how they are placed on peers. Three are built in:
 
 * ``Single Host``: one storage manager and one transaction engine on one peer;
-* ``Minimally Redundant``: two storage managers and two transaction engines, each pair on
-  distinct peers;
+* ``Minimally Redundant``: two storage managers and ``TE_COUNT`` (default 2) transaction engines,
+  each kind on distinct peers;
 * ``Multi Host``: one storage manager and ``TE_COUNT`` transaction engines on distinct peers.
 
 zdb has one primary per database, so a template's first storage manager (``sm1``) owns the
@@ -100,8 +100,9 @@ TEMPLATES: tuple[Template, ...] = (
              "1 peer (HOST names it; default: the least busy peer)", {"HOST": ""}, sm_count=1, te_count=1,
              single_peer=True),
     Template("Minimally Redundant",
-             "2 storage managers (the second a standby copy) and 2 transaction engines, each pair on distinct peers",
-             "2 peers", {}, sm_count=2, te_count=2, distinct_peers=True),
+             "2 storage managers (the second a standby copy) and TE_COUNT transaction engines, each kind on "
+             "distinct peers", "2 peers, or TE_COUNT when more (default 2)", {"TE_COUNT": "2"}, sm_count=2,
+             te_count="TE_COUNT", distinct_peers=True),
     Template("Multi Host", "1 storage manager and TE_COUNT transaction engines on distinct peers",
              "TE_COUNT peers (default 2)", {"TE_COUNT": "2"}, sm_count=1, te_count="TE_COUNT",
              distinct_peers=True),
