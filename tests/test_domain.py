@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -293,6 +296,29 @@ def test_the_agent_command_takes_a_domain_user_and_a_hostname(tmp_path, known_br
         assert '"admin"' in stored and "bird" not in stored  # a salted hash, never the password
     finally:
         broker.stop()
+
+
+def test_the_agent_command_reads_the_password_from_the_environment_off_its_command_line(tmp_path, known_brokers):
+    class QuietBroker(AgentProcess):
+        def command(self):
+            command = super().command()
+            at = command.index("--domain-password")
+            return command[:at] + command[at + 2:]
+
+        def environment(self):
+            return {**os.environ, "WORKBENCH_DOMAIN_PASSWORD": "bird"}
+
+    broker = QuietBroker(tmp_path / "broker", None, broker=True).start()
+    try:
+        assert "bird" not in Path(f"/proc/{broker.process.pid}/cmdline").read_text()
+        with Domain(broker.address, "domain", "bird") as d:
+            assert d.entry_peer.is_broker
+    finally:
+        broker.stop()
+    without = subprocess.run([sys.executable, "-m", "workbench", "domain", "agent", "--state-dir",
+                              str(tmp_path / "none"), "--port", "0"], capture_output=True, text=True,
+                             timeout=60, env={k: v for k, v in os.environ.items() if k != "WORKBENCH_DOMAIN_PASSWORD"})
+    assert without.returncode != 0 and "--domain-password or $WORKBENCH_DOMAIN_PASSWORD" in without.stderr
 
 
 def test_the_seed_connects_with_a_host_alone_on_the_default_port(tmp_path, known_brokers):

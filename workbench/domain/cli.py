@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 
 from workbench.domain.agent import DEFAULT_PORT
+
+#: where `agent` reads the domain password when --domain-password is not given: a command line is
+#: visible to every user of the host (`ps`), a process's environment only to its owner
+DOMAIN_PASSWORD_VARIABLE = "WORKBENCH_DOMAIN_PASSWORD"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     agent.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"management port (default {DEFAULT_PORT})")
     agent.add_argument("--state-dir", required=True, help="where the agent keeps its TLS identity, logs and archives")
     agent.add_argument("--domain-user", default="domain", help="the domain's management user (default: domain)")
-    agent.add_argument("--domain-password", required=True, help="the domain's management password")
+    agent.add_argument("--domain-password", help="the domain's management password (default: "
+                                                 f"${DOMAIN_PASSWORD_VARIABLE}, which ps does not show)")
     agent.add_argument("--broker", action="store_true", help="also act as a broker")
     agent.add_argument("--peer", help="HOST:PORT of a broker to join (with --broker: a broker to replicate with)")
     agent.add_argument("--hostname", default="localhost", help="the name other peers and clients use for this host")
@@ -30,6 +36,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from workbench.domain.agent import Agent
     from workbench.errors import ConfigurationError
 
+    password = args.domain_password or os.environ.get(DOMAIN_PASSWORD_VARIABLE)
+    if not password:
+        raise ConfigurationError(f"the domain password is needed: --domain-password or ${DOMAIN_PASSWORD_VARIABLE}")
     tags = {}
     for tag in args.tag:
         name, sep, value = tag.partition("=")
@@ -38,7 +47,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         tags[name] = value
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     agent = Agent(port=args.port, state_dir=args.state_dir, domain_user=args.domain_user,
-                  domain_password=args.domain_password, broker=args.broker, peer=args.peer,
+                  domain_password=password, broker=args.broker, peer=args.peer,
                   hostname=args.hostname, host=args.bind, tags=tags).start()
     stop_requested = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.set())
