@@ -287,6 +287,14 @@ class SqlCommitStorage(CommitStorage):
             Column("id", Integer, primary_key=True, autoincrement=False),
             Column("version", Integer, nullable=False),
         )
+        # The statements of a save, built once: building and cache-keying them again on every
+        # save cost more than SQLite's whole transaction (fsync included).
+        from sqlalchemy import bindparam, func, select
+
+        table = self._table
+        self._current_version_query = (select(func.max(table.c.version))
+                                       .where(table.c.commit_key == bindparam("key")))
+        self._insert_statement = table.insert()
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> SqlCommitStorage:
@@ -412,10 +420,7 @@ class SqlCommitStorage(CommitStorage):
 
     # -- writes ------------------------------------------------------------------------------------
     def _current_version(self, connection: Any, key: str) -> int:
-        from sqlalchemy import func, select
-
-        return connection.execute(select(func.max(self._table.c.version))
-                                  .where(self._table.c.commit_key == key)).scalar() or 0
+        return connection.execute(self._current_version_query, {"key": key}).scalar() or 0
 
     def _insert(self, commit: Commit) -> None:
         from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -427,7 +432,7 @@ class SqlCommitStorage(CommitStorage):
                     current = self._current_version(connection, commit.key)
                     if commit.version != current + 1:
                         raise CommitConflict(commit.key, current + 1, commit.version)
-                    connection.execute(self._table.insert().values(**self._row_from_commit(commit)))
+                    connection.execute(self._insert_statement, self._row_from_commit(commit))
                 return
             except IntegrityError:
                 # Another saver inserted this (key, version) between our read and our insert.
