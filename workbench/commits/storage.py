@@ -141,6 +141,12 @@ class CommitStorage(EventSource, ABC):
         Raises :class:`CommitConflict` (key, expected_version, provided_version) otherwise, and
         whatever a pre-save hook raises. Nothing is stored in either case.
         """
+        self._store(commit)
+        self._announce(commit)
+        return commit
+
+    def _store(self, commit: Commit) -> None:
+        """``save`` up to the event: pre-save hooks, the version check and write, post-save hooks."""
         if not isinstance(commit, Commit):
             raise InvalidCommit("save() takes a Commit", got=type(commit).__name__)
         for hook in self._pre_save:
@@ -151,8 +157,10 @@ class CommitStorage(EventSource, ABC):
                 hook(commit)
             except Exception:
                 log.exception("post-save hook %r failed for %r (the commit is stored)", hook, commit)
+
+    def _announce(self, commit: Commit) -> None:
+        """The end of ``save``: ``commit_saved`` to listeners (delivered on the event thread)."""
         self._events.emit("commit_saved", commit)
-        return commit
 
     # -- to implement ------------------------------------------------------------------------------
     @abstractmethod
