@@ -165,8 +165,8 @@ def test_sql_engines_store_and_read_everything(sql_url):
         assert caught.value.expected_version == 4
 
 
-def test_schema_newer_than_the_code_is_refused(tmp_path):
-    url = f"sqlite:///{tmp_path / 'c.db'}"
+def test_schema_newer_than_the_code_is_refused(sql_url):
+    url = sql_url
     with SqlCommitStorage(url) as storage:
         storage.save(commit())
         with storage.engine.begin() as connection:
@@ -176,8 +176,10 @@ def test_schema_newer_than_the_code_is_refused(tmp_path):
     assert caught.value.fields["schema_version"] == 99
 
 
-def test_an_older_schema_is_migrated_on_start(tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'c.db'}"
+def test_an_older_schema_is_migrated_on_start(sql_url, monkeypatch):
+    from sqlalchemy import inspect
+
+    url = sql_url
     with SqlCommitStorage(url) as storage:
         storage.save(commit())
     ran = []
@@ -192,8 +194,7 @@ def test_an_older_schema_is_migrated_on_start(tmp_path, monkeypatch):
     with SqlCommitStorage(url) as storage:
         assert storage.schema_version() == 2 and ran == ["commits"]
         assert storage.get("foo").version == 1
-        with storage.engine.connect() as connection:
-            columns = [row[1] for row in connection.exec_driver_sql("PRAGMA table_info(commits)")]
+        columns = [column["name"] for column in inspect(storage.engine).get_columns("commits")]
         assert "origin" in columns
     with SqlCommitStorage(url) as storage:  # already migrated: nothing runs again
         assert ran == ["commits"]
