@@ -430,3 +430,41 @@ def test_serve_on_mariadb_and_postgres_answers_the_seeds_curl_examples(tmp_path,
         assert curl(f"{url}/foo/1") == '{"hey":"what"}'
     finally:
         server.stop()
+
+
+def test_two_servers_on_one_mariadb_or_postgres_database_race_and_heal(server_sql_url, zookeeper_chroot,
+                                                                      zookeeper_client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    common = dict(storage_url=server_sql_url, prefix="/diary", zookeeper=zookeeper_chroot,
+                  zk_path="/rainer/diary", publish_period=0.5, publish_fuzz=0.1)
+    with create_rainer(**common) as a, create_rainer(**common) as b:
+        # HTTP clients of both servers race for the same versions of one key
+        def racer(server, name):
+            won = []
+            for _ in range(20):
+                listing = json.loads(http("GET", server.url + "/")[2])
+                version = listing.get("hot", {}).get("version", 0) + 1
+                if post(server, "hot", version, json.dumps(name).encode(), author=name)[0] == 200:
+                    won.append(version)
+            return won
+
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(racer, server, f"{label}{n}") for n in range(2) for label, server in
+                       (("a", a), ("b", b))]
+            wins = sorted(v for future in futures for v in future.result(timeout=120))
+        assert wins == list(range(1, len(wins) + 1))  # one winner per version, none lost
+        head = wins[-1]
+        a.mirror.wait_for("hot", head)
+        b.mirror.wait_for("hot", head)
+        history = a.underlying.history("hot")
+        assert [c.version for c in history] == wins
+        assert http("GET", b.url + "/hot")[1]["X-Rainer-Cached"] == "Yes"
+        # an out-of-band deletion in ZooKeeper is healed from the database by the leading publisher
+        node = "/rainer/diary/hot"
+        deleted = zookeeper_client.exists(node).czxid
+        zookeeper_client.delete(node)
+        wait_until(lambda: getattr(zookeeper_client.exists(node), "czxid", deleted) != deleted, timeout=20,
+                   what="the deleted znode recreated")
+        assert zookeeper_client.exists(node).czxid != deleted
+        assert b.mirror.wait_for("hot", head, timeout=20)["hot"].value == history[-1].value
