@@ -13,8 +13,10 @@ What is measured, and against what:
    and a ``CommitMirror`` on a second kazoo client (a second ZooKeeper session) is timed until it
    shows the new version. The limit: a raw kazoo ``set`` on one client until the watch armed by
    the other fires and its read returns the new data (the watch-then-read a mirror must do too).
-   Measured with the storage on SQLite (the system of record as deployed) and in memory (the
-   keeper and mirror path alone).
+   Measured with the storage on SQLite (the system of record as deployed), in memory (the
+   keeper and mirror path alone), and, as reference lines, on MariaDB and PostgreSQL servers
+   that flush their log on every commit (``innodb_flush_log_at_trx_commit=1``; ``fsync=on``,
+   ``synchronous_commit=on``) as deployed, unlike the test harness's servers.
    Target: SQLite mirror latency <= 1.5x the raw watch (p50).
    The ZooKeeper of this figure is the test harness's, which skips fsync (``forceSync=no``): its
    limit has no fsync in it while the SQLite save has one. So the figure also breaks the SQLite
@@ -26,7 +28,8 @@ What is measured, and against what:
    in its own process returning the same bytes (the limit: tornado's own floor). Measured with
    reads served from the ZooKeeper mirror (``X-Rainer-Cached: Yes``, the builder's setup with
    ZooKeeper) and from SQLite directly. Target: mirror-served >= 0.7x the bare handler.
-3. **Saves per second** on SQLite (a file, WAL), MariaDB and PostgreSQL: ``SqlCommitStorage.save``
+3. **Saves per second** on SQLite (a file, WAL, an fsync per commit), MariaDB and PostgreSQL (the
+   harness's servers, which do not flush their log on commit): ``SqlCommitStorage.save``
    of successive versions of one key, one client, back to back (each save is a transaction: read
    the head, insert, commit); and 8 threads saving to 8 keys of their own.
 
@@ -117,16 +120,51 @@ def start_zookeeper(workdir: Path, cleanup: Cleanup) -> Any:
     return server
 
 
-def start_sql_server(kind: str, cleanup: Cleanup) -> Any:
-    """A MariaDB or PostgreSQL server in a world-traversable temp dir (their system users must reach it)."""
+def start_sql_server(kind: str, cleanup: Cleanup, durable: bool = False) -> Any:
+    """A MariaDB or PostgreSQL server in a world-traversable temp dir (their system users must reach it).
+
+    The harness's servers do not flush their log on commit (throwaway test data); ``durable``
+    turns that back on (the settings a deployment runs with), for the reference lines of figure 1.
+    """
     from workbench.testing.services import MariaDBServer, PostgresServer, traversable_tempdir
+
+    class DurableMariaDB(MariaDBServer):
+        def command(self) -> Any:  # the last occurrence of an option wins
+            return [*super().command(), "--innodb-flush-log-at-trx-commit=1"]
+
+    class DurablePostgres(PostgresServer):
+        def command(self) -> Any:  # the last -c of a setting wins
+            return [*super().command(), "-c", "fsync=on", "-c", "synchronous_commit=on",
+                    "-c", "full_page_writes=on"]
 
     workdir = traversable_tempdir(f"workbench-bench-{kind}-")
     cleanup.add(lambda: shutil.rmtree(workdir, ignore_errors=True))
-    server = {"mariadb": MariaDBServer, "postgres": PostgresServer}[kind](workdir)
+    kinds = {"mariadb": DurableMariaDB if durable else MariaDBServer,
+             "postgres": DurablePostgres if durable else PostgresServer}
+    server = kinds[kind](workdir)
     server.start()
     cleanup.add(server.stop)
+    if durable:
+        check_durable(kind, server)
     return server
+
+
+def check_durable(kind: str, server: Any) -> None:
+    """Make sure the server really flushes its log on commit (or the lines would say otherwise)."""
+    with server.admin_connection() as connection:
+        cursor = connection.cursor()
+        if kind == "mariadb":
+            cursor.execute("SELECT @@innodb_flush_log_at_trx_commit")
+            settings = {"innodb_flush_log_at_trx_commit": str(cursor.fetchone()[0])}
+            wanted = {"innodb_flush_log_at_trx_commit": "1"}
+        else:
+            settings = {}
+            for name in ("fsync", "synchronous_commit"):
+                cursor.execute(f"SHOW {name}")
+                settings[name] = cursor.fetchone()[0]
+            wanted = {"fsync": "on", "synchronous_commit": "on"}
+    if settings != wanted:
+        raise RuntimeError(f"{kind} is not durable: {settings}")
 
 
 def start_commits_server(workdir: Path, name: str, cleanup: Cleanup, *extra: str) -> ChildServer:
@@ -258,7 +296,7 @@ class DurableZooKeeper:
 
 
 def mirror_latency(report: Report, args: argparse.Namespace, workdir: Path, cleanup: Cleanup,
-                   zookeeper: Any) -> None:
+                   zookeeper: Any, sql_servers: dict[str, Any]) -> None:
     from workbench.commits.keeper import CommitKeeper, keeper_publishing
     from workbench.commits.storage import MemoryCommitStorage, SqlCommitStorage
 
@@ -275,8 +313,13 @@ def mirror_latency(report: Report, args: argparse.Namespace, workdir: Path, clea
     cleanup.add(sqlite.close)
     keeper = CommitKeeper(writer, ZK_PATH)
     returned: list[float] = []
-    for label, underlying, key in (("SQLite", sqlite, "on-sqlite"),
-                                   ("memory", MemoryCommitStorage(), "in-memory")):
+    storages: list[tuple[str, Any, str]] = [("SQLite", sqlite, "on-sqlite"),
+                                            ("memory", MemoryCommitStorage(), "in-memory")]
+    for name, server in sql_servers.items():  # reference lines: the system of record on a server
+        on_server = SqlCommitStorage(sql_database(server, cleanup)).start()
+        cleanup.add(on_server.close)
+        storages.append((name, on_server, f"on-{name.split()[-1].lower()}"))
+    for label, underlying, key in storages:
         storage = keeper_publishing(underlying, keeper)
         latencies = mirror_latencies(storage, mirror, key, args.samples,
                                      returned if label == "SQLite" else None)
@@ -387,14 +430,14 @@ def http_reads(report: Report, args: argparse.Namespace, workdir: Path, cleanup:
 
 
 # -- figure 3 ------------------------------------------------------------------------------------------
-def saves_per_second(report: Report, args: argparse.Namespace, workdir: Path, cleanup: Cleanup) -> None:
+def saves_per_second(report: Report, args: argparse.Namespace, workdir: Path, cleanup: Cleanup,
+                     sql_servers: dict[str, Any]) -> None:
     from workbench.commits.storage import SqlCommitStorage
 
     fig = "3"
     urls: dict[str, Callable[[], Any]] = {"SQLite": lambda: f"sqlite:///{workdir / 'saves.db'}"}
-    if not args.no_servers:
-        urls["MariaDB"] = lambda: sql_database(start_sql_server("mariadb", cleanup), cleanup)
-        urls["PostgreSQL"] = lambda: sql_database(start_sql_server("postgres", cleanup), cleanup)
+    for name, server in sql_servers.items():
+        urls[name] = lambda server=server: sql_database(server, cleanup)
     for name, make_url in urls.items():
         storage = SqlCommitStorage(make_url()).start()
         try:
@@ -488,9 +531,14 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_line(), flush=True)
     try:
         zookeeper = start_zookeeper(workdir, cleanup)
-        mirror_latency(report, args, workdir, cleanup, zookeeper)
+        sql_servers = {} if args.no_servers else {"MariaDB": start_sql_server("mariadb", cleanup),
+                                                  "PostgreSQL": start_sql_server("postgres", cleanup)}
+        durable_servers = {} if args.no_servers else {
+            "durable MariaDB": start_sql_server("mariadb", cleanup, durable=True),
+            "durable PostgreSQL": start_sql_server("postgres", cleanup, durable=True)}
+        mirror_latency(report, args, workdir, cleanup, zookeeper, durable_servers)
         http_reads(report, args, workdir, cleanup, zookeeper)
-        saves_per_second(report, args, workdir, cleanup)
+        saves_per_second(report, args, workdir, cleanup, sql_servers)
     finally:
         cleanup.run()
         shutil.rmtree(workdir, ignore_errors=True)
