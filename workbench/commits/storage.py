@@ -305,6 +305,18 @@ class SqlCommitStorage(CommitStorage):
         self._current_version_query = (select(func.max(table.c.version))
                                        .where(table.c.commit_key == bindparam("key")))
         self._insert_statement = table.insert()
+        # On a database server the version check and the insert are one statement (one round
+        # trip): the row is inserted only if the key's current version is :previous. Two savers
+        # of one version both pass the check, and the primary key stops the second.
+        existing = table.alias("existing")
+        current = (select(func.coalesce(func.max(existing.c.version), 0))
+                   .where(existing.c.commit_key == bindparam("commit_key", type_=table.c.commit_key.type))
+                   .scalar_subquery())
+        row = select(*[bindparam(column.name, type_=column.type) for column in table.c]).where(
+            current == bindparam("previous", type_=table.c.version.type))
+        # rowcount says whether the check passed; SQLAlchemy keeps it for INSERTs only when asked
+        self._guarded_insert = (table.insert().from_select([column.name for column in table.c], row)
+                                .execution_options(preserve_rowcount=True))
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> SqlCommitStorage:
@@ -446,10 +458,11 @@ class SqlCommitStorage(CommitStorage):
         for attempt in range(_TRANSIENT_RETRIES + 1):
             try:
                 with self._connection(write=True) as connection, connection.begin():
-                    current = self._current_version(connection, commit.key)
-                    if commit.version != current + 1:
+                    inserted = connection.execute(self._guarded_insert,
+                                                  {**self._row_from_commit(commit), "previous": commit.version - 1})
+                    if inserted.rowcount != 1:
+                        current = self._current_version(connection, commit.key)
                         raise CommitConflict(commit.key, current + 1, commit.version)
-                    connection.execute(self._insert_statement, self._row_from_commit(commit))
                 return
             except IntegrityError:
                 # Another saver inserted this (key, version) between our read and our insert.
