@@ -247,10 +247,12 @@ class SqlCommitStorage(CommitStorage):
     (``<table>_schema``) if missing and runs migrations from an older schema version; a schema
     newer than this code is refused with a CommitsError.
 
-    The table's primary key is ``(commit_key, version)``. ``save`` reads the key's current version
-    and inserts in one transaction; a concurrent winner makes the insert hit the primary key,
-    which becomes a ``CommitConflict``. Deadlocks and serialization failures reported by the
-    database are retried, so callers only ever see success or a conflict.
+    The table's primary key is ``(commit_key, version)``. ``save`` checks the key's current
+    version and inserts in one transaction (on SQLite under ``BEGIN IMMEDIATE``, on a database
+    server as one ``INSERT ... SELECT`` that inserts only over the expected version); a concurrent
+    winner makes the insert hit the primary key, which becomes a ``CommitConflict``. Deadlocks and
+    serialization failures reported by the database are retried, so callers only ever see success
+    or a conflict. A save returns once the database committed it.
     """
 
     def __init__(self, url: str = "sqlite://", table: str = "commits", *, engine: Any = None,
