@@ -323,3 +323,24 @@ def test_a_sqlite_error_in_a_save_rolls_back_and_is_a_sqlalchemy_error(tmp_path)
             connection.exec_driver_sql("DROP TRIGGER refuse")
         storage.save(commit("foo", 2))  # the writing connection is not left inside a transaction
         assert [c.version for c in storage.history("foo")] == [1, 2]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_saves_on_its_own_sqlite_connection(tmp_path):
+    import os
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    with SqlCommitStorage(url) as storage:
+        storage.save(commit("foo", 1))  # the parent's writing connection exists now
+        pid = os.fork()
+        if pid == 0:  # the child: save through the inherited storage object, then leave at once
+            code = 1
+            try:
+                storage.save(commit("foo", 2, author="child"))
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        storage.save(commit("foo", 3))  # the parent's connection still works
+        assert [(c.version, c.author) for c in storage.history("foo")] == [(1, "gian"), (2, "child"), (3, "gian")]

@@ -264,6 +264,7 @@ class SqlCommitStorage(CommitStorage):
         self._owns_engine = engine is None
         self._shared_lock = threading.RLock() if _is_memory_sqlite(self._engine.url) else None
         self._sqlite_writer: _SqliteWriter | None = None
+        self._inherited_writers: list[_SqliteWriter] = []
         self._writer_lock = threading.Lock()
         self._started = False
         self._start_lock = threading.Lock()
@@ -481,7 +482,12 @@ class SqlCommitStorage(CommitStorage):
         """The save of a file SQLite database, on this storage's writing connection."""
         with self._writer_lock:
             writer = self._sqlite_writer
-            if writer is None or not writer.usable:
+            if writer is not None and not writer.usable:
+                # a forked child: keep the parent's connection referenced but never touch it
+                # (finalizing it here would roll back on the parent's connection)
+                self._inherited_writers.append(writer)
+                writer = None
+            if writer is None:
                 writer = self._sqlite_writer = _SqliteWriter(self)
             writer.insert(commit)
 
@@ -538,6 +544,8 @@ class _SqliteWriter:
         row = self._storage._row_from_commit(commit)
         values = [row[name] for name in self._insert_order]
         driver = self._driver
+        if driver.in_transaction:  # left open by a failed ROLLBACK: start clean
+            driver.rollback()
         for attempt in range(_TRANSIENT_RETRIES + 1):
             try:
                 driver.execute("BEGIN IMMEDIATE")
