@@ -400,8 +400,11 @@ class CommitMirror(EventSource, Mapping[str, Commit]):
 
     def _resync(self) -> None:
         self._resyncs += 1
+        known = set(self._snapshot)
         for name in self._read_children():
-            self._read_node(name)
+            # keys new to the snapshot were just read by _read_children: read the others once
+            if _key_of(name) in known:
+                self._read_node(name)
 
     def _read_children(self) -> list[str]:
         """Re-arm the children watch; drop vanished keys; read new ones. Returns all names."""
