@@ -13,15 +13,23 @@ What is measured, and against what:
    and a ``CommitMirror`` on a second kazoo client (a second ZooKeeper session) is timed until it
    shows the new version. The limit: a raw kazoo ``set`` on one client until the watch armed by
    the other fires and its read returns the new data (the watch-then-read a mirror must do too).
-   Measured with the storage on SQLite (the system of record as deployed) and in memory (the
-   keeper and mirror path alone).
+   Measured with the storage on SQLite (the system of record as deployed), in memory (the
+   keeper and mirror path alone), and, as reference lines, on MariaDB and PostgreSQL servers
+   that flush their log on every commit (``innodb_flush_log_at_trx_commit=1``; ``fsync=on``,
+   ``synchronous_commit=on``) as deployed, unlike the test harness's servers.
    Target: SQLite mirror latency <= 1.5x the raw watch (p50).
+   The ZooKeeper of this figure is the test harness's, which skips fsync (``forceSync=no``): its
+   limit has no fsync in it while the SQLite save has one. So the figure also breaks the SQLite
+   save down (the fsynced sqlite3 transaction alone, the same without the fsync: the fsync's
+   cost, measured only), and is measured again, as reference lines without a target, against a
+   second ZooKeeper that fsyncs its transaction log as a deployed one does (``forceSync=yes``).
 2. **HTTP GET of a value, 8 concurrent clients** (each its own process, keep-alive connections):
    requests per second of ``GET /diary/KEY`` on a commits server, against a bare tornado handler
    in its own process returning the same bytes (the limit: tornado's own floor). Measured with
    reads served from the ZooKeeper mirror (``X-Rainer-Cached: Yes``, the builder's setup with
    ZooKeeper) and from SQLite directly. Target: mirror-served >= 0.7x the bare handler.
-3. **Saves per second** on SQLite (a file, WAL), MariaDB and PostgreSQL: ``SqlCommitStorage.save``
+3. **Saves per second** on SQLite (a file, WAL, an fsync per commit), MariaDB and PostgreSQL (the
+   harness's servers, which do not flush their log on commit): ``SqlCommitStorage.save``
    of successive versions of one key, one client, back to back (each save is a transaction: read
    the head, insert, commit); and 8 threads saving to 8 keys of their own.
 
@@ -112,16 +120,51 @@ def start_zookeeper(workdir: Path, cleanup: Cleanup) -> Any:
     return server
 
 
-def start_sql_server(kind: str, cleanup: Cleanup) -> Any:
-    """A MariaDB or PostgreSQL server in a world-traversable temp dir (their system users must reach it)."""
+def start_sql_server(kind: str, cleanup: Cleanup, durable: bool = False) -> Any:
+    """A MariaDB or PostgreSQL server in a world-traversable temp dir (their system users must reach it).
+
+    The harness's servers do not flush their log on commit (throwaway test data); ``durable``
+    turns that back on (the settings a deployment runs with), for the reference lines of figure 1.
+    """
     from workbench.testing.services import MariaDBServer, PostgresServer, traversable_tempdir
+
+    class DurableMariaDB(MariaDBServer):
+        def command(self) -> Any:  # the last occurrence of an option wins
+            return [*super().command(), "--innodb-flush-log-at-trx-commit=1"]
+
+    class DurablePostgres(PostgresServer):
+        def command(self) -> Any:  # the last -c of a setting wins
+            return [*super().command(), "-c", "fsync=on", "-c", "synchronous_commit=on",
+                    "-c", "full_page_writes=on"]
 
     workdir = traversable_tempdir(f"workbench-bench-{kind}-")
     cleanup.add(lambda: shutil.rmtree(workdir, ignore_errors=True))
-    server = {"mariadb": MariaDBServer, "postgres": PostgresServer}[kind](workdir)
+    kinds = {"mariadb": DurableMariaDB if durable else MariaDBServer,
+             "postgres": DurablePostgres if durable else PostgresServer}
+    server = kinds[kind](workdir)
     server.start()
     cleanup.add(server.stop)
+    if durable:
+        check_durable(kind, server)
     return server
+
+
+def check_durable(kind: str, server: Any) -> None:
+    """Make sure the server really flushes its log on commit (or the lines would say otherwise)."""
+    with server.admin_connection() as connection:
+        cursor = connection.cursor()
+        if kind == "mariadb":
+            cursor.execute("SELECT @@innodb_flush_log_at_trx_commit")
+            settings = {"innodb_flush_log_at_trx_commit": str(cursor.fetchone()[0])}
+            wanted = {"innodb_flush_log_at_trx_commit": "1"}
+        else:
+            settings = {}
+            for name in ("fsync", "synchronous_commit"):
+                cursor.execute(f"SHOW {name}")
+                settings[name] = cursor.fetchone()[0]
+            wanted = {"fsync": "on", "synchronous_commit": "on"}
+    if settings != wanted:
+        raise RuntimeError(f"{kind} is not durable: {settings}")
 
 
 def start_commits_server(workdir: Path, name: str, cleanup: Cleanup, *extra: str) -> ChildServer:
@@ -178,8 +221,12 @@ def raw_watch_latencies(writer: Any, reader: Any, samples: int) -> list[float]:
     return latencies
 
 
-def mirror_latencies(storage: Any, mirror: Any, key: str, samples: int) -> list[float]:
-    """storage.save (publishing) -> the other client's mirror shows the version."""
+def mirror_latencies(storage: Any, mirror: Any, key: str, samples: int,
+                     returned: list[float] | None = None) -> list[float]:
+    """storage.save (publishing) -> the other client's mirror shows the version.
+
+    ``returned`` collects how long each save took to return (SQL save plus znode write).
+    """
     from workbench.commits.model import Commit
 
     latencies = []
@@ -188,14 +235,68 @@ def mirror_latencies(storage: Any, mirror: Any, key: str, samples: int) -> list[
         commit = Commit.from_bytes(key, version, VALUE, "bench", validate=False)
         began = time.perf_counter()
         storage.save(commit)
+        saved = time.perf_counter()
         mirror.wait_for(key, version, timeout=10)
         if n >= 10:
             latencies.append(time.perf_counter() - began)
+            if returned is not None:
+                returned.append(saved - began)
     return latencies
 
 
+def sqlite3_transactions(path: Path, samples: int, synchronous: str) -> list[float]:
+    """The SQL of one save straight on sqlite3 (WAL): BEGIN IMMEDIATE, version query, insert, COMMIT.
+
+    With ``synchronous="FULL"`` (what the storage runs) COMMIT fsyncs the log; ``"OFF"`` is timed
+    only to tell the fsync's share apart, never used to store anything.
+    """
+    import sqlite3
+
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(f"PRAGMA synchronous={synchronous}")
+        connection.execute("CREATE TABLE commits (commit_key VARCHAR(255), version INTEGER, author, comment, "
+                           "mtime, is_empty, payload BLOB, PRIMARY KEY (commit_key, version))")
+        latencies = []
+        for version in range(1, samples + 11):
+            began = time.perf_counter()
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("SELECT max(version) FROM commits WHERE commit_key = ?", ("k",)).fetchone()
+            connection.execute("INSERT INTO commits VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               ("k", version, "bench", "", "2026-01-01T00:00:00.000Z", False, VALUE))
+            connection.execute("COMMIT")
+            if version > 10:
+                latencies.append(time.perf_counter() - began)
+        return latencies
+    finally:
+        connection.close()
+
+
+class DurableZooKeeper:
+    """Builds the harness's ZooKeeper, but fsyncing its transaction log as a deployed one does."""
+
+    @staticmethod
+    def start(workdir: Path, cleanup: Cleanup) -> Any:
+        from workbench.testing.services import ZooKeeperServer
+
+        class Fsyncing(ZooKeeperServer):
+            def prepare(self) -> None:
+                super().prepare()
+                config = self.conf_dir / "zoo.cfg"
+                text = config.read_text()
+                if "forceSync=no" not in text:
+                    raise RuntimeError("the harness's zoo.cfg changed: cannot make it fsync")
+                config.write_text(text.replace("forceSync=no", "forceSync=yes"))
+
+        server = Fsyncing(workdir / "zookeeper-fsync")
+        server.start()
+        cleanup.add(server.stop)
+        return server
+
+
 def mirror_latency(report: Report, args: argparse.Namespace, workdir: Path, cleanup: Cleanup,
-                   zookeeper: Any) -> None:
+                   zookeeper: Any, sql_servers: dict[str, Any]) -> None:
     from workbench.commits.keeper import CommitKeeper, keeper_publishing
     from workbench.commits.storage import MemoryCommitStorage, SqlCommitStorage
 
@@ -211,18 +312,63 @@ def mirror_latency(report: Report, args: argparse.Namespace, workdir: Path, clea
     sqlite = SqlCommitStorage(f"sqlite:///{workdir / 'mirror.db'}").start()
     cleanup.add(sqlite.close)
     keeper = CommitKeeper(writer, ZK_PATH)
-    for label, underlying, key in (("SQLite", sqlite, "on-sqlite"),
-                                   ("memory", MemoryCommitStorage(), "in-memory")):
+    returned: list[float] = []
+    storages: list[tuple[str, Any, str]] = [("SQLite", sqlite, "on-sqlite"),
+                                            ("memory", MemoryCommitStorage(), "in-memory")]
+    for name, server in sql_servers.items():  # reference lines: the system of record on a server
+        on_server = SqlCommitStorage(sql_database(server, cleanup)).start()
+        cleanup.add(on_server.close)
+        storages.append((name, on_server, f"on-{name.split()[-1].lower()}"))
+    for label, underlying, key in storages:
         storage = keeper_publishing(underlying, keeper)
-        latencies = mirror_latencies(storage, mirror, key, args.samples)
+        latencies = mirror_latencies(storage, mirror, key, args.samples,
+                                     returned if label == "SQLite" else None)
         p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
         report.seconds(fig, f"save ({label}) -> other client's mirror p50", p50)
         report.seconds(fig, f"save ({label}) -> other client's mirror p99", p99)
         target = {"at_most": 1.5} if label == "SQLite" else {}
         report.ratio(fig, f"mirror latency ({label}) / raw watch, p50", p50 / percentile(raw, 50), **target)
         report.ratio(fig, f"mirror latency ({label}) / raw watch, p99", p99 / percentile(raw, 99))
+    sqlite_breakdown(report, args, workdir, returned)
+    durable_zookeeper(report, args, workdir, cleanup)
+
+
+def sqlite_breakdown(report: Report, args: argparse.Namespace, workdir: Path, returned: list[float]) -> None:
+    """Where the SQLite figure's extra time goes, each step timed on its own."""
+    from workbench.commits.storage import SqlCommitStorage
+
+    fig = "1"
+    report.seconds(fig, "  SQLite: publishing save returned p50 (SQL + znode)", percentile(returned, 50))
     sql_only = sql_save_latencies(SqlCommitStorage(f"sqlite:///{workdir / 'alone.db'}").start(), args.samples)
-    report.seconds(fig, "SQLite save alone p50 (part of the SQLite figure)", percentile(sql_only, 50))
+    report.seconds(fig, "  SQLite: SqlCommitStorage.save alone p50", percentile(sql_only, 50))
+    full = sqlite3_transactions(workdir / "raw-full.db", args.samples, "FULL")
+    report.seconds(fig, "  sqlite3 transaction, fsynced (synchronous=FULL) p50", percentile(full, 50))
+    unsynced = sqlite3_transactions(workdir / "raw-off.db", args.samples, "OFF")
+    report.seconds(fig, "  sqlite3 transaction, no fsync (measured only) p50", percentile(unsynced, 50))
+    report.seconds(fig, "  SQLite's commit fsync (difference of the two)",
+                   percentile(full, 50) - percentile(unsynced, 50))
+
+
+def durable_zookeeper(report: Report, args: argparse.Namespace, workdir: Path, cleanup: Cleanup) -> None:
+    """Figure 1 again against a ZooKeeper that fsyncs its log (reference lines, no target)."""
+    from workbench.commits.keeper import CommitKeeper, keeper_publishing
+    from workbench.commits.storage import SqlCommitStorage
+
+    fig = "1"
+    zookeeper = DurableZooKeeper.start(workdir, cleanup)
+    writer = kazoo_client(zookeeper.hosts, cleanup)
+    reader = kazoo_client(zookeeper.hosts, cleanup)
+    raw = raw_watch_latencies(writer, reader, args.samples)
+    report.seconds(fig, "fsyncing ZooKeeper: raw set -> data watch p50", percentile(raw, 50))
+    mirror = CommitKeeper(reader, ZK_PATH).mirror()
+    cleanup.add(mirror.close)
+    sqlite = SqlCommitStorage(f"sqlite:///{workdir / 'mirror-fsync.db'}").start()
+    cleanup.add(sqlite.close)
+    storage = keeper_publishing(sqlite, CommitKeeper(writer, ZK_PATH))
+    latencies = mirror_latencies(storage, mirror, "on-sqlite", args.samples)
+    report.seconds(fig, "fsyncing ZooKeeper: save (SQLite) -> mirror p50", percentile(latencies, 50))
+    report.ratio(fig, "fsyncing ZooKeeper: mirror (SQLite) / raw watch, p50",
+                 percentile(latencies, 50) / percentile(raw, 50))
 
 
 def sql_save_latencies(storage: Any, samples: int) -> list[float]:
@@ -284,14 +430,14 @@ def http_reads(report: Report, args: argparse.Namespace, workdir: Path, cleanup:
 
 
 # -- figure 3 ------------------------------------------------------------------------------------------
-def saves_per_second(report: Report, args: argparse.Namespace, workdir: Path, cleanup: Cleanup) -> None:
+def saves_per_second(report: Report, args: argparse.Namespace, workdir: Path, cleanup: Cleanup,
+                     sql_servers: dict[str, Any]) -> None:
     from workbench.commits.storage import SqlCommitStorage
 
     fig = "3"
     urls: dict[str, Callable[[], Any]] = {"SQLite": lambda: f"sqlite:///{workdir / 'saves.db'}"}
-    if not args.no_servers:
-        urls["MariaDB"] = lambda: sql_database(start_sql_server("mariadb", cleanup), cleanup)
-        urls["PostgreSQL"] = lambda: sql_database(start_sql_server("postgres", cleanup), cleanup)
+    for name, server in sql_servers.items():
+        urls[name] = lambda server=server: sql_database(server, cleanup)
     for name, make_url in urls.items():
         storage = SqlCommitStorage(make_url()).start()
         try:
@@ -385,9 +531,14 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_line(), flush=True)
     try:
         zookeeper = start_zookeeper(workdir, cleanup)
-        mirror_latency(report, args, workdir, cleanup, zookeeper)
+        sql_servers = {} if args.no_servers else {"MariaDB": start_sql_server("mariadb", cleanup),
+                                                  "PostgreSQL": start_sql_server("postgres", cleanup)}
+        durable_servers = {} if args.no_servers else {
+            "durable MariaDB": start_sql_server("mariadb", cleanup, durable=True),
+            "durable PostgreSQL": start_sql_server("postgres", cleanup, durable=True)}
+        mirror_latency(report, args, workdir, cleanup, zookeeper, durable_servers)
         http_reads(report, args, workdir, cleanup, zookeeper)
-        saves_per_second(report, args, workdir, cleanup)
+        saves_per_second(report, args, workdir, cleanup, sql_servers)
     finally:
         cleanup.run()
         shutil.rmtree(workdir, ignore_errors=True)

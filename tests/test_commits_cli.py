@@ -377,3 +377,58 @@ def test_serve_with_zookeeper_publishes_heads(tmp_path, zookeeper_chroot, zookee
 def test_serve_flags_are_checked(tmp_path):
     result = run_cli("serve", "--storage", f"sqlite:///{tmp_path / 'x.db'}", "--zookeeper", "127.0.0.1:1")
     assert result.returncode == 1 and "--zookeeper and --zk-path go together" in result.stderr
+
+
+# -- the seed's wrapper script, and sessions on MariaDB and PostgreSQL --------------------------------
+def test_a_wrapper_script_as_the_seed_suggests(rainer, seeded, tmp_path):
+    script = tmp_path / "diary"
+    script.write_text(f'#!/bin/sh -e\nexec {sys.executable} -m workbench.commits --url "{rainer.url}" "$@"\n')
+    script.chmod(0o755)
+    environment = {name: value for name, value in os.environ.items() if name != "WORKBENCH_COMMITS_URL"}
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(script), *args], input=stdin, capture_output=True, text=True,
+                              env={**environment, "NO_COLOR": "1"}, timeout=60)
+
+    assert run("list").stdout == f"foo\t1\t{rainer.url}/foo/1\nhey\t6\t{rainer.url}/hey/6\n"
+    assert run("show", "hey").stdout == '{"hey":"whatsit"}\n'
+    assert run("commit-value", "hey", "-m", "scripted", stdin='{"hey":"scripted"}').returncode == 0
+    assert seeded.get_value("hey") == b'{"hey":"scripted"}'
+    missing = run("show", "nope")  # sh -e passes the exit status on
+    assert missing.returncode == 1 and "Key not found" in missing.stderr
+
+
+@pytest.fixture(params=["mariadb", "postgres"])
+def served_sql(request, tmp_path):
+    """``workbench commits serve`` on an empty MariaDB or PostgreSQL database."""
+    server = ServeProcess("--storage", request.getfixturevalue(f"{request.param}_url"), "--port", "0",
+                          "--prefix", "/diary")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_client_and_cli_sessions_on_mariadb_and_postgres(served_sql, editor, edit_env):
+    url = served_sql.url
+    with RainerClient(url) as client:
+        client.post_commit({"key": "foo", "version": 1, "author": "gian", "comment": "rofl"}, '{"hey":"what"}')
+        for version in range(1, 7):
+            value = '{"hey":"whatsit"}' if version == 6 else f'{{"hey":{version}}}'
+            client.post_commit({"key": "hey", "version": version, "author": "gian", "comment": f"v{version}"},
+                               value)
+        assert run_cli("list", url=url).stdout == f"foo\t1\t{url}/foo/1\nhey\t6\t{url}/hey/6\n"
+        assert run_cli("show", "hey", url=url).stdout == '{"hey":"whatsit"}\n'
+        env, _ = edit_env(editor("text = text.replace('whatsit', 'edited')"))
+        edited = run_cli("edit", "hey", url=url, env=env, stdin="yes\n")
+        assert edited.returncode == 0, edited.stderr
+        assert client.get_value("hey") == b'{"hey":"edited"}'
+        assert client.get_metadata("hey")["version"] == 7
+        stale = run_cli("commit-value", "hey", "3", "-m", "late", url=url, stdin="[1]")
+        assert stale.returncode == 1 and "the next version is 8, not 3" in stale.stderr
+        assert run_cli("uncommit", "foo", "-y", url=url).returncode == 0
+        assert run_cli("list", url=url).stdout == f"hey\t7\t{url}/hey/7\n"
+        full = client.list_full(all=True)
+        assert full["foo"].meta["empty"] is True and full["hey"].meta["version"] == 7
+        log = run_cli("log", "hey", url=url)
+        assert log.returncode == 0 and "Commit 7" in log.stdout and "Commit 1" in log.stdout

@@ -239,6 +239,25 @@ def test_keeper_publishing_saves_sql_first_then_zookeeper(keeper):
     storage.close()
 
 
+def test_the_system_of_records_commit_saved_event_comes_after_the_publish(keeper, tmp_path):
+    underlying = SqlCommitStorage(f"sqlite:///{tmp_path / 'c.db'}").start()
+    storage = keeper_publishing(underlying, keeper)
+    seen_in_zookeeper = []
+    underlying.add_listener(lambda event: seen_in_zookeeper.append(
+        (event.args[0].version, getattr(keeper.get(event.args[0].key), "version", None)))
+        if event.kind == "commit_saved" else None)
+    recorder = EventRecorder()
+    underlying.add_listener(recorder)
+    storage.save(commit("foo", 1))
+    storage.save(commit("foo", 2))
+    recorder.wait_for("commit_saved", count=2)
+    # each event is emitted once ZooKeeper has its version: a listener reading the keeper never
+    # finds ZooKeeper behind the event it is handling
+    assert [version for version, _ in seen_in_zookeeper] == [1, 2]
+    assert all(published is not None and published >= version for version, published in seen_in_zookeeper)
+    storage.close()
+
+
 def test_saves_go_on_while_zookeeper_is_down_and_are_published_after(own_zookeeper):
     with quick_reconnecting_client(own_zookeeper.hosts) as client:
         keeper = CommitKeeper(client, PATH)

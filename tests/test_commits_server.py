@@ -390,3 +390,81 @@ def test_two_servers_of_one_cluster_see_each_others_commits(tmp_path, zookeeper_
         assert http("GET", a.url + "/foo")[2] == b'{"from":"b"}'
         wait_until(lambda: a.publisher.is_leader or b.publisher.is_leader, what="a publisher leads")
         assert not (a.publisher.is_leader and b.publisher.is_leader)
+
+
+# -- the served API on MariaDB and PostgreSQL --------------------------------------------------------
+@pytest.fixture(params=["mariadb", "postgres"])
+def server_sql_url(request):
+    """A SQLAlchemy URL of an empty MariaDB or PostgreSQL database."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+def test_serve_on_mariadb_and_postgres_answers_the_seeds_curl_examples(tmp_path, server_sql_url):
+    server = CommitServeProcess(tmp_path / "serve", server_sql_url).start()
+    try:
+        url = server.url
+        answer = curl("-XPOST", "-H", "Content-Type: application/octet-stream", "-H", "X-Rainer-Author: gian",
+                      "-H", "X-Rainer-Comment: rofl", "--data-binary", '{"hey":"what"}', f"{url}/foo/1")
+        assert re.fullmatch(r'\{"author":"gian","comment":"rofl","key":"foo","mtime":"' + MTIME
+                            + r'","version":1\}', answer), answer
+        mtime = json.loads(answer)["mtime"]
+        assert curl(f"{url}/foo") == '{"hey":"what"}'
+        assert curl(f"{url}/foo/1") == '{"hey":"what"}'
+        assert curl(f"{url}/foo/1/meta") == \
+            '{"author":"gian","key":"foo","version":1,"mtime":"' + mtime + '","comment":"rofl"}'
+        out = curl("-i", "-XPOST", "-H", "X-Rainer-Author: sue", "--data-binary", "[2]", f"{url}/foo/1")
+        assert "409" in out.splitlines()[0]
+        assert out.endswith('{"conflict":{"key":"foo","expectedVersion":2,"providedVersion":1}}')
+        # keys that differ only by case or a trailing space are distinct, unicode keys round-trip
+        for key in ("Foo", "foo ", "ключ 日本?%"):
+            status, _, _ = post(server, key, 1, json.dumps(key).encode())
+            assert status == 200, key
+            assert http("GET", f"{url}/{quote(key, safe='')}")[2] == json.dumps(key).encode()
+        assert post(server, "foo", 2, b"", X_Rainer_Empty="yes")[0] == 200
+        assert http("GET", f"{url}/foo")[0] == 404
+        server.kill9()
+        server.start()  # every acknowledged commit is in the database
+        listing = json.loads(http("GET", url + "/?all=yes")[2])
+        assert {key: meta["version"] for key, meta in listing.items()} == \
+            {"foo": 2, "Foo": 1, "foo ": 1, "ключ 日本?%": 1}
+        assert curl(f"{url}/foo/1") == '{"hey":"what"}'
+    finally:
+        server.stop()
+
+
+def test_two_servers_on_one_mariadb_or_postgres_database_race_and_heal(server_sql_url, zookeeper_chroot,
+                                                                      zookeeper_client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    common = dict(storage_url=server_sql_url, prefix="/diary", zookeeper=zookeeper_chroot,
+                  zk_path="/rainer/diary", publish_period=0.5, publish_fuzz=0.1)
+    with create_rainer(**common) as a, create_rainer(**common) as b:
+        # HTTP clients of both servers race for the same versions of one key
+        def racer(server, name):
+            won = []
+            for _ in range(20):
+                listing = json.loads(http("GET", server.url + "/")[2])
+                version = listing.get("hot", {}).get("version", 0) + 1
+                if post(server, "hot", version, json.dumps(name).encode(), author=name)[0] == 200:
+                    won.append(version)
+            return won
+
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(racer, server, f"{label}{n}") for n in range(2) for label, server in
+                       (("a", a), ("b", b))]
+            wins = sorted(v for future in futures for v in future.result(timeout=120))
+        assert wins == list(range(1, len(wins) + 1))  # one winner per version, none lost
+        head = wins[-1]
+        a.mirror.wait_for("hot", head)
+        b.mirror.wait_for("hot", head)
+        history = a.underlying.history("hot")
+        assert [c.version for c in history] == wins
+        assert http("GET", b.url + "/hot")[1]["X-Rainer-Cached"] == "Yes"
+        # an out-of-band deletion in ZooKeeper is healed from the database by the leading publisher
+        node = "/rainer/diary/hot"
+        deleted = zookeeper_client.exists(node).czxid
+        zookeeper_client.delete(node)
+        wait_until(lambda: getattr(zookeeper_client.exists(node), "czxid", deleted) != deleted, timeout=20,
+                   what="the deleted znode recreated")
+        assert zookeeper_client.exists(node).czxid != deleted
+        assert b.mirror.wait_for("hot", head, timeout=20)["hot"].value == history[-1].value

@@ -165,8 +165,8 @@ def test_sql_engines_store_and_read_everything(sql_url):
         assert caught.value.expected_version == 4
 
 
-def test_schema_newer_than_the_code_is_refused(tmp_path):
-    url = f"sqlite:///{tmp_path / 'c.db'}"
+def test_schema_newer_than_the_code_is_refused(sql_url):
+    url = sql_url
     with SqlCommitStorage(url) as storage:
         storage.save(commit())
         with storage.engine.begin() as connection:
@@ -176,8 +176,10 @@ def test_schema_newer_than_the_code_is_refused(tmp_path):
     assert caught.value.fields["schema_version"] == 99
 
 
-def test_an_older_schema_is_migrated_on_start(tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'c.db'}"
+def test_an_older_schema_is_migrated_on_start(sql_url, monkeypatch):
+    from sqlalchemy import inspect
+
+    url = sql_url
     with SqlCommitStorage(url) as storage:
         storage.save(commit())
     ran = []
@@ -192,8 +194,7 @@ def test_an_older_schema_is_migrated_on_start(tmp_path, monkeypatch):
     with SqlCommitStorage(url) as storage:
         assert storage.schema_version() == 2 and ran == ["commits"]
         assert storage.get("foo").version == 1
-        with storage.engine.connect() as connection:
-            columns = [row[1] for row in connection.exec_driver_sql("PRAGMA table_info(commits)")]
+        columns = [column["name"] for column in inspect(storage.engine).get_columns("commits")]
         assert "origin" in columns
     with SqlCommitStorage(url) as storage:  # already migrated: nothing runs again
         assert ran == ["commits"]
@@ -258,3 +259,88 @@ def test_processes_race_on_one_key_with_one_winner_per_version(sql_url):
     wins = [reported[name] for name in racers]
     assert sum(len(w) for w in wins) >= 15
     check_race(sql_url, "hot", wins, racers)
+
+
+# -- the writing connection of a file SQLite database -----------------------------------------------
+def test_threads_sharing_one_sqlite_storage_race_with_one_winner_per_version(tmp_path):
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    racers = [f"thread-{i}" for i in range(8)]
+    barrier = threading.Barrier(len(racers))
+    wins: dict[str, list[int]] = {name: [] for name in racers}
+    with SqlCommitStorage(url) as shared:
+
+        def race(name: str) -> None:
+            barrier.wait()
+            for _ in range(40):
+                current = shared.get("hot")
+                try:
+                    version = (current.version if current else 0) + 1
+                    shared.save(commit("hot", version, {"by": name}, author=name))
+                    wins[name].append(version)
+                except CommitConflict:
+                    pass
+
+        with ThreadPoolExecutor(len(racers)) as pool:
+            list(pool.map(race, racers))
+    check_race(url, "hot", [wins[name] for name in racers], racers)
+
+
+def test_sqlite_saves_are_durable_and_visible_to_other_connections(tmp_path):
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    with SqlCommitStorage(url) as writer, SqlCommitStorage(url) as reader:
+        writer.save(commit("foo", 1, {"a": 1}, comment="first"))
+        writer.save(Commit.tombstone("foo", 2, author="sue", comment="gone"))
+        assert [(c.version, c.empty, c.author) for c in reader.history("foo")] == [(1, False, "gian"),
+                                                                                  (2, True, "sue")]
+        assert reader.get("foo", 1).value == {"a": 1}
+        with writer.engine.connect() as connection:
+            # the writing connection has the engine's settings: WAL journal, synchronous=FULL
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        with writer._writer_lock:
+            driver = writer._sqlite_writer._driver
+            assert driver.execute("PRAGMA synchronous").fetchone()[0] == 2
+            assert driver.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        with pytest.raises(CommitConflict) as caught:
+            writer.save(commit("foo", 2))
+        assert (caught.value.expected_version, caught.value.provided_version) == (3, 2)
+    with SqlCommitStorage(url) as reopened:
+        assert reopened.get("foo").version == 2 and reopened.get("foo").empty
+
+
+def test_a_sqlite_error_in_a_save_rolls_back_and_is_a_sqlalchemy_error(tmp_path):
+    from sqlalchemy.exc import DBAPIError
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    with SqlCommitStorage(url) as storage:
+        storage.save(commit("foo", 1))
+        with storage.engine.begin() as connection:
+            # a trigger refusing inserts stands in for any database error during the transaction
+            connection.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON commits "
+                                       "BEGIN INSERT INTO missing_table VALUES (1); END")
+        with pytest.raises(DBAPIError, match="missing_table"):
+            storage.save(commit("foo", 2))
+        with storage.engine.begin() as connection:
+            connection.exec_driver_sql("DROP TRIGGER refuse")
+        storage.save(commit("foo", 2))  # the writing connection is not left inside a transaction
+        assert [c.version for c in storage.history("foo")] == [1, 2]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_saves_on_its_own_sqlite_connection(tmp_path):
+    import os
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    with SqlCommitStorage(url) as storage:
+        storage.save(commit("foo", 1))  # the parent's writing connection exists now
+        pid = os.fork()
+        if pid == 0:  # the child: save through the inherited storage object, then leave at once
+            code = 1
+            try:
+                storage.save(commit("foo", 2, author="child"))
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        storage.save(commit("foo", 3))  # the parent's connection still works
+        assert [(c.version, c.author) for c in storage.history("foo")] == [(1, "gian"), (2, "child"), (3, "gian")]

@@ -400,8 +400,11 @@ class CommitMirror(EventSource, Mapping[str, Commit]):
 
     def _resync(self) -> None:
         self._resyncs += 1
+        known = set(self._snapshot)
         for name in self._read_children():
-            self._read_node(name)
+            # keys new to the snapshot were just read by _read_children: read the others once
+            if _key_of(name) in known:
+                self._read_node(name)
 
     def _read_children(self) -> list[str]:
         """Re-arm the children watch; drop vanished keys; read new ones. Returns all names."""
@@ -487,9 +490,18 @@ class KeeperPublishingStorage(CommitStorage):
         return self.underlying.history(key)
 
     def _insert(self, commit: Commit) -> None:
+        # Stored (durably) in the system of record first, its post-save hooks run; its event
+        # (which wakes its dispatcher thread) waits until ZooKeeper has the commit, so little
+        # stands between the SQL commit and the znode write every other server is waiting for.
+        self.underlying._store(commit)
+        try:
+            self._publish(commit)
+        finally:
+            self.underlying._announce(commit)
+
+    def _publish(self, commit: Commit) -> None:
         from kazoo.exceptions import KazooException
 
-        self.underlying.save(commit)
         if not self.keeper.zk.connected:
             # kazoo would queue the request until ZooKeeper is back, holding this save hostage
             log.warning("stored %r while ZooKeeper is unreachable; the auto-publisher will publish it", commit)

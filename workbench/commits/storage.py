@@ -141,6 +141,12 @@ class CommitStorage(EventSource, ABC):
         Raises :class:`CommitConflict` (key, expected_version, provided_version) otherwise, and
         whatever a pre-save hook raises. Nothing is stored in either case.
         """
+        self._store(commit)
+        self._announce(commit)
+        return commit
+
+    def _store(self, commit: Commit) -> None:
+        """``save`` up to the event: pre-save hooks, the version check and write, post-save hooks."""
         if not isinstance(commit, Commit):
             raise InvalidCommit("save() takes a Commit", got=type(commit).__name__)
         for hook in self._pre_save:
@@ -151,8 +157,10 @@ class CommitStorage(EventSource, ABC):
                 hook(commit)
             except Exception:
                 log.exception("post-save hook %r failed for %r (the commit is stored)", hook, commit)
+
+    def _announce(self, commit: Commit) -> None:
+        """The end of ``save``: ``commit_saved`` to listeners (delivered on the event thread)."""
         self._events.emit("commit_saved", commit)
-        return commit
 
     # -- to implement ------------------------------------------------------------------------------
     @abstractmethod
@@ -239,10 +247,12 @@ class SqlCommitStorage(CommitStorage):
     (``<table>_schema``) if missing and runs migrations from an older schema version; a schema
     newer than this code is refused with a CommitsError.
 
-    The table's primary key is ``(commit_key, version)``. ``save`` reads the key's current version
-    and inserts in one transaction; a concurrent winner makes the insert hit the primary key,
-    which becomes a ``CommitConflict``. Deadlocks and serialization failures reported by the
-    database are retried, so callers only ever see success or a conflict.
+    The table's primary key is ``(commit_key, version)``. ``save`` checks the key's current
+    version and inserts in one transaction (on SQLite under ``BEGIN IMMEDIATE``, on a database
+    server as one ``INSERT ... SELECT`` that inserts only over the expected version); a concurrent
+    winner makes the insert hit the primary key, which becomes a ``CommitConflict``. Deadlocks and
+    serialization failures reported by the database are retried, so callers only ever see success
+    or a conflict. A save returns once the database committed it.
     """
 
     def __init__(self, url: str = "sqlite://", table: str = "commits", *, engine: Any = None,
@@ -253,6 +263,9 @@ class SqlCommitStorage(CommitStorage):
         self._engine = engine if engine is not None else _make_engine(url, echo)
         self._owns_engine = engine is None
         self._shared_lock = threading.RLock() if _is_memory_sqlite(self._engine.url) else None
+        self._sqlite_writer: _SqliteWriter | None = None
+        self._inherited_writers: list[_SqliteWriter] = []
+        self._writer_lock = threading.Lock()
         self._started = False
         self._start_lock = threading.Lock()
         self._build_tables()
@@ -287,6 +300,26 @@ class SqlCommitStorage(CommitStorage):
             Column("id", Integer, primary_key=True, autoincrement=False),
             Column("version", Integer, nullable=False),
         )
+        # The statements of a save, built once: building and cache-keying them again on every
+        # save cost more than SQLite's whole transaction (fsync included).
+        from sqlalchemy import bindparam, func, select
+
+        table = self._table
+        self._current_version_query = (select(func.max(table.c.version))
+                                       .where(table.c.commit_key == bindparam("key")))
+        self._insert_statement = table.insert()
+        # On a database server the version check and the insert are one statement (one round
+        # trip): the row is inserted only if the key's current version is :previous. Two savers
+        # of one version both pass the check, and the primary key stops the second.
+        existing = table.alias("existing")
+        current = (select(func.coalesce(func.max(existing.c.version), 0))
+                   .where(existing.c.commit_key == bindparam("commit_key", type_=table.c.commit_key.type))
+                   .scalar_subquery())
+        row = select(*[bindparam(column.name, type_=column.type) for column in table.c]).where(
+            current == bindparam("previous", type_=table.c.version.type))
+        # rowcount says whether the check passed; SQLAlchemy keeps it for INSERTs only when asked
+        self._guarded_insert = (table.insert().from_select([column.name for column in table.c], row)
+                                .execution_options(preserve_rowcount=True))
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> SqlCommitStorage:
@@ -312,6 +345,10 @@ class SqlCommitStorage(CommitStorage):
 
     def close(self) -> None:
         super().close()
+        with self._writer_lock:
+            if self._sqlite_writer is not None:
+                self._sqlite_writer.close()
+                self._sqlite_writer = None
         if self._owns_engine:
             self._engine.dispose()
 
@@ -412,22 +449,23 @@ class SqlCommitStorage(CommitStorage):
 
     # -- writes ------------------------------------------------------------------------------------
     def _current_version(self, connection: Any, key: str) -> int:
-        from sqlalchemy import func, select
-
-        return connection.execute(select(func.max(self._table.c.version))
-                                  .where(self._table.c.commit_key == key)).scalar() or 0
+        return connection.execute(self._current_version_query, {"key": key}).scalar() or 0
 
     def _insert(self, commit: Commit) -> None:
         from sqlalchemy.exc import DBAPIError, IntegrityError
 
         self._ensure_started()
+        if self._engine.url.get_backend_name() == "sqlite" and self._shared_lock is None:
+            self._insert_sqlite(commit)
+            return
         for attempt in range(_TRANSIENT_RETRIES + 1):
             try:
                 with self._connection(write=True) as connection, connection.begin():
-                    current = self._current_version(connection, commit.key)
-                    if commit.version != current + 1:
+                    inserted = connection.execute(self._guarded_insert,
+                                                  {**self._row_from_commit(commit), "previous": commit.version - 1})
+                    if inserted.rowcount != 1:
+                        current = self._current_version(connection, commit.key)
                         raise CommitConflict(commit.key, current + 1, commit.version)
-                    connection.execute(self._table.insert().values(**self._row_from_commit(commit)))
                 return
             except IntegrityError:
                 # Another saver inserted this (key, version) between our read and our insert.
@@ -437,6 +475,100 @@ class SqlCommitStorage(CommitStorage):
             except DBAPIError as exc:
                 if attempt == _TRANSIENT_RETRIES or not _is_transient(exc):
                     raise
+                time.sleep(0.005 * (attempt + 1))
+
+
+    def _insert_sqlite(self, commit: Commit) -> None:
+        """The save of a file SQLite database, on this storage's writing connection."""
+        with self._writer_lock:
+            writer = self._sqlite_writer
+            if writer is not None and not writer.usable:
+                # a forked child: keep the parent's connection referenced but never touch it
+                # (finalizing it here would roll back on the parent's connection)
+                self._inherited_writers.append(writer)
+                writer = None
+            if writer is None:
+                writer = self._sqlite_writer = _SqliteWriter(self)
+            writer.insert(commit)
+
+
+class _SqliteWriter:
+    """The save transaction of a file SQLite database, on one connection kept for writing.
+
+    SQLite runs in this process, so SQLAlchemy's per-statement work (a pool checkout and return,
+    events, parameter and result objects) cost about as much as the fsynced commit itself. A
+    save here runs the statements SQLAlchemy compiled once for this database on the driver
+    connection directly: BEGIN IMMEDIATE (the write lock before the version is read), the version
+    query, the insert, COMMIT. The connection comes from the engine's pool, so it has every
+    setting the engine gives its connections (WAL journal, the driver's default
+    ``synchronous=FULL``): a save is as durable as before once it returns. Savers of this process
+    take turns on the storage's lock (SQLite admits one writer at a time anyway); savers in other
+    processes are waited for by SQLite's busy timeout, as before.
+    """
+
+    def __init__(self, storage: SqlCommitStorage) -> None:
+        import os
+
+        self._pid = os.getpid()
+        self._storage = storage
+        self._pooled = storage.engine.raw_connection()
+        self._driver = self._pooled.driver_connection
+        dialect = storage.engine.dialect
+        version_query = storage._current_version_query.compile(dialect=dialect)
+        self._version_sql = version_query.string
+        columns = [column.name for column in storage._table.c]
+        insert = storage._insert_statement.compile(dialect=dialect, column_keys=columns)
+        self._insert_sql = insert.string
+        self._insert_order = list(insert.positiontup or columns)
+
+    @property
+    def usable(self) -> bool:
+        """False in a forked child: the parent's connection must not be used there."""
+        import os
+
+        return os.getpid() == self._pid
+
+    def close(self) -> None:
+        if self.usable:
+            self._pooled.close()
+
+    def _current_version(self, key: str) -> int:
+        row = self._driver.execute(self._version_sql, (key,)).fetchone()
+        return (row[0] if row else None) or 0
+
+    def insert(self, commit: Commit) -> None:
+        import sqlite3
+
+        from sqlalchemy.exc import DBAPIError
+
+        row = self._storage._row_from_commit(commit)
+        values = [row[name] for name in self._insert_order]
+        driver = self._driver
+        if driver.in_transaction:  # left open by a failed ROLLBACK: start clean
+            driver.rollback()
+        for attempt in range(_TRANSIENT_RETRIES + 1):
+            try:
+                driver.execute("BEGIN IMMEDIATE")
+                try:
+                    current = self._current_version(commit.key)
+                    if commit.version != current + 1:
+                        raise CommitConflict(commit.key, current + 1, commit.version)
+                    driver.execute(self._insert_sql, values)
+                    driver.execute("COMMIT")
+                except BaseException:
+                    if driver.in_transaction:
+                        driver.execute("ROLLBACK")
+                    raise
+                return
+            except sqlite3.IntegrityError:
+                # BEGIN IMMEDIATE excludes other savers, so only a row written behind SQLite's
+                # back (or a broken lock) gets here: report what is stored now.
+                raise CommitConflict(commit.key, self._current_version(commit.key) + 1,
+                                     commit.version) from None
+            except sqlite3.Error as exc:
+                wrapped = DBAPIError.instance(self._insert_sql, values, exc, sqlite3.Error)
+                if attempt == _TRANSIENT_RETRIES or not _is_transient(wrapped):
+                    raise wrapped from exc
                 time.sleep(0.005 * (attempt + 1))
 
 
