@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="comma-separated managers to measure (default: redis,mysql,postgresql)")
     parser.add_argument("--ssh-count", type=int, default=None, help="SSH round trips per measurement "
                         "(default 300, quick 100)")
+    parser.add_argument("--profile", action="store_true", help="also print every SSH command of each build "
+                        "(start, duration, instance thread) and the time per step")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.ssh_count = args.ssh_count or (100 if args.quick else 300)
@@ -60,7 +62,57 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # -- provisioning ------------------------------------------------------------------------------------
+class CommandTimeline:
+    """Records every command and file transfer the project's SSH sessions make (start, duration,
+    thread), by wrapping ``SshConnection``'s methods: they still run, only timed."""
+
+    def __init__(self) -> None:
+        from workbench.clusters.connection import SshConnection
+
+        self.events: list[tuple[float, float, str, str]] = []
+        self.origin = time.perf_counter()
+        self._originals = {name: getattr(SshConnection, name) for name in ("_execute", "upload", "download")}
+        timeline = self
+
+        def timed(name: str, describe: Callable[..., str]):
+            original = self._originals[name]
+
+            def wrapper(conn, *args, **kwargs):
+                began = time.perf_counter()
+                try:
+                    return original(conn, *args, **kwargs)
+                finally:
+                    import threading
+                    timeline.events.append((began - timeline.origin, time.perf_counter() - began,
+                                            threading.current_thread().name, describe(*args)))
+            return wrapper
+
+        SshConnection._execute = timed("_execute", lambda command, *rest: command)
+        SshConnection.upload = timed("upload", lambda local, remote, *rest: f"(sftp put) {remote}")
+        SshConnection.download = timed("download", lambda remote, *rest: f"(sftp get) {remote}")
+
+    def restart(self) -> None:
+        self.events.clear()
+        self.origin = time.perf_counter()
+
+    def print(self, title: str, roots: list[str]) -> None:
+        print(f"  -- {title}: {len(self.events)} SSH commands/transfers "
+              f"(busy {sum(e[1] for e in self.events):.2f} s summed over threads)")
+        for start, took, thread, what in sorted(self.events):
+            for root in roots:
+                what = what.replace(root, "…")
+            print(f"  {start:7.3f} +{took:6.3f}  {thread[-12:]:>12}  {what[:150]}")
+
+    def close(self) -> None:
+        from workbench.clusters.connection import SshConnection
+
+        for name, original in self._originals.items():
+            setattr(SshConnection, name, original)
+
+
 def provisioning(report: Report, args: argparse.Namespace, runner, wanted: list[str]) -> None:
+    timeline = CommandTimeline() if args.profile else None
+    roots = sorted((h.base_dir for h in runner.settings.static_hosts), key=len, reverse=True)
     for manager, datastore in DATASTORES:
         if manager not in wanted:
             continue
@@ -69,9 +121,13 @@ def provisioning(report: Report, args: argparse.Namespace, runner, wanted: list[
         for round_number in range(args.rounds):
             for size in (1, 3):  # interleaved, so drift of a shared machine hits both sizes alike
                 name = f"b-{manager[:5]}-{size}-{round_number}"
+                if timeline is not None:
+                    timeline.restart()
                 began = time.perf_counter()
                 runner.create_cluster(name, datastore, size, "static").wait(timeout=900)
                 times[size].append(time.perf_counter() - began)
+                if timeline is not None:
+                    timeline.print(f"{name}: built in {times[size][-1]:.2f} s", roots)
                 began = time.perf_counter()
                 runner.destroy_cluster(name).wait(timeout=300)
                 destroys.append(time.perf_counter() - began)
