@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import pwd
+import resource
 import shutil
 import statistics
 import subprocess
@@ -110,7 +111,60 @@ class CommandTimeline:
             setattr(SshConnection, name, original)
 
 
-def provisioning(report: Report, args: argparse.Namespace, runner, wanted: list[str]) -> None:
+class CpuMeter:
+    """CPU seconds spent by a build: the commands sshd ran (its process tree, reaped children
+    included), the datastore servers started (processes naming ``root``, and their children) and
+    this process (the task runner, paramiko, SQLite). Sampled from /proc before and after."""
+
+    def __init__(self, sshd_pid: int, root: str) -> None:
+        self.sshd_pid, self.root = sshd_pid, root
+        self.ticks = os.sysconf("SC_CLK_TCK")
+
+    def _processes(self) -> dict[int, tuple[int, float, str]]:
+        """pid -> (ppid, cpu seconds with reaped children, command line)."""
+        found = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            # after the command: state ppid ... utime(12) stime(13) cutime(14) cstime(15), 1-based from state
+            cpu = sum(int(fields[i]) for i in (11, 12, 13, 14)) / self.ticks
+            found[int(entry)] = (int(fields[1]), cpu, cmdline)
+        return found
+
+    def sample(self) -> tuple[float, float, float]:
+        processes = self._processes()
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _, _) in processes.items():
+            children.setdefault(ppid, []).append(pid)
+
+        def tree(pid: int) -> set[int]:
+            seen, todo = set(), [pid]
+            while todo:
+                current = todo.pop()
+                if current not in seen:
+                    seen.add(current)
+                    todo += children.get(current, [])
+            return seen
+
+        commands = tree(self.sshd_pid)
+        servers: set[int] = set()
+        for pid, (_, _, cmdline) in processes.items():
+            if self.root in cmdline and pid not in commands and pid != os.getpid():
+                servers |= tree(pid)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return (sum(processes[p][1] for p in commands if p in processes),
+                sum(processes[p][1] for p in servers - commands if p in processes),
+                usage.ru_utime + usage.ru_stime)
+
+
+def provisioning(report: Report, args: argparse.Namespace, runner, wanted: list[str],
+                 meter: CpuMeter | None = None) -> None:
     timeline = CommandTimeline() if args.profile else None
     roots = sorted((h.base_dir for h in runner.settings.static_hosts), key=len, reverse=True)
     for manager, datastore in DATASTORES:
@@ -123,9 +177,17 @@ def provisioning(report: Report, args: argparse.Namespace, runner, wanted: list[
                 name = f"b-{manager[:5]}-{size}-{round_number}"
                 if timeline is not None:
                     timeline.restart()
+                cpu_before = meter.sample() if meter is not None else None
                 began = time.perf_counter()
                 runner.create_cluster(name, datastore, size, "static").wait(timeout=900)
                 times[size].append(time.perf_counter() - began)
+                if meter is not None and cpu_before is not None:
+                    after = meter.sample()
+                    commands, servers, client = (a - b for a, b in zip(after, cpu_before))
+                    print(f"  {name}: wall {times[size][-1]:.2f} s; CPU: commands over SSH {commands:.2f} s, "
+                          f"datastore servers {servers:.2f} s, this process {client:.2f} s "
+                          f"(sum {commands + servers + client:.2f} s on {os.cpu_count()} cores; "
+                          f"load avg {os.getloadavg()[0]:.2f})", flush=True)
                 if timeline is not None:
                     timeline.print(f"{name}: built in {times[size][-1]:.2f} s", roots)
                 began = time.perf_counter()
@@ -242,8 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(master_key="bench-master-key", state_dir=str(workdir / "state"),
                             instances_dir=str(workdir / "instances"), provider="static",
                             static_hosts=tuple(hosts), known_hosts=str(workdir / "state" / "known_hosts"))
+        meter = CpuMeter(sshd.process.pid, str(workdir)) if args.profile else None
         with running_clusters(settings) as runner:
-            provisioning(report, args, runner, wanted)
+            provisioning(report, args, runner, wanted, meter)
         ssh_round_trips(report, args, sshd, host_key, workdir, cleanup)
     finally:
         cleanup.run()
