@@ -50,6 +50,8 @@ class TaskContext:
         self.name = name
         self.cancelled = cancelled
         self.cluster_name = cluster_name
+        #: the instance whose failure (not a cancellation) stopped the operation: its message is the cluster's
+        self.first_failure: int | None = None
 
     def log(self, line: str, instance_name: str = "") -> None:
         """Append a line to the task's stored log (and emit it as ``task_output``)."""
@@ -464,6 +466,9 @@ def _in_parallel(ctx: TaskContext, instances: Sequence[Instance], action: Callab
             errors.append(exc)
             _mark_failed(ctx, instance, exc)
             if not isinstance(exc, TaskCancelled):
+                with ctx.runner._lock:
+                    if ctx.first_failure is None:
+                        ctx.first_failure = instance.id
                 ctx.cancelled.set()  # the others stop at their next step: the cluster is failing anyway
 
     workers = min(len(instances), ctx.runner.settings.parallel_instances)
@@ -508,6 +513,8 @@ def _fail_cluster(ctx: TaskContext, cluster_id: int, created: Sequence[int], exc
     if isinstance(exc, TaskCancelled):
         message = "cancelled"
     failed = [i for i in ctx.store.get_cluster(cluster_id).instances if i.status == ERROR and i.message]
+    # the instance that failed first, not one the failure then cancelled
+    failed.sort(key=lambda i: i.id != ctx.first_failure)
     if failed and not isinstance(exc, TaskCancelled):
         message = f"{failed[0].name}: {failed[0].message}"
     problems = _cleanup(ctx, created, message)
