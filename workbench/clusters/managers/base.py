@@ -381,7 +381,10 @@ class BaseManager:
         return f"setsid -f {shlex.join(argv)} >>{log_file} 2>&1 </dev/null\n"
 
     def ping_script(self, instance: Instance) -> str:
-        """Shell text that succeeds once the server answers (in a step script: ``$uid`` is known)."""
+        """Shell text that succeeds once the server answers (in a step script: ``$uid`` is known).
+
+        The default quotes ``ping_command`` (given no connection); a manager whose ping needs one
+        overrides this."""
         return shlex.join(self.ping_command(None, instance))  # type: ignore[arg-type]
 
     def sh_wait_until_ready(self, instance: Instance, timeout: float = 60.0) -> str:
@@ -413,7 +416,7 @@ class BaseManager:
                          if line.startswith("fact: ") and "=" in line)
             if facts:
                 self.remember_facts(conn, facts)
-            if result.exit_status == self.MISSING_BINARIES and attempt == 1:
+            if result.exit_status == self.MISSING_BINARIES and "missing:" in result.stderr and attempt == 1:
                 self.ensure_packages(conn, log)
                 continue
             break
