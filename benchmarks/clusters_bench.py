@@ -20,6 +20,10 @@ What is measured, and against what:
    command on an open session). Also a fresh connection per command for both (``SshConnection``
    opened, ``true``, closed; plain ``ssh HOST true``), where the handshake dominates.
 
+``--profile`` also prints, for each build, every SSH command and file transfer (start, duration,
+instance thread) and the CPU seconds the build cost (commands over SSH, datastore servers, this
+process): where a 3-node build waits on its primary, and how much more CPU it needs than a 1-node one.
+
 Figures are printed one per line; ratios come from the same run; targets show PASS or MISS.
 Nothing here is run by the test suite.
 """
