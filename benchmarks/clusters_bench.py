@@ -20,6 +20,10 @@ What is measured, and against what:
    command on an open session). Also a fresh connection per command for both (``SshConnection``
    opened, ``true``, closed; plain ``ssh HOST true``), where the handshake dominates.
 
+``--profile`` also prints, for each build, every SSH command and file transfer (start, duration,
+instance thread) and the CPU seconds the build cost (commands over SSH, datastore servers, this
+process): where a 3-node build waits on its primary, and how much more CPU it needs than a 1-node one.
+
 Figures are printed one per line; ratios come from the same run; targets show PASS or MISS.
 Nothing here is run by the test suite.
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 import pwd
+import resource
 import shutil
 import statistics
 import subprocess
@@ -53,6 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="comma-separated managers to measure (default: redis,mysql,postgresql)")
     parser.add_argument("--ssh-count", type=int, default=None, help="SSH round trips per measurement "
                         "(default 300, quick 100)")
+    parser.add_argument("--profile", action="store_true", help="also print every SSH command of each build "
+                        "(start, duration, instance thread) and the time per step")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.ssh_count = args.ssh_count or (100 if args.quick else 300)
@@ -60,7 +67,110 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # -- provisioning ------------------------------------------------------------------------------------
-def provisioning(report: Report, args: argparse.Namespace, runner, wanted: list[str]) -> None:
+class CommandTimeline:
+    """Records every command and file transfer the project's SSH sessions make (start, duration,
+    thread), by wrapping ``SshConnection``'s methods: they still run, only timed."""
+
+    def __init__(self) -> None:
+        from workbench.clusters.connection import SshConnection
+
+        self.events: list[tuple[float, float, str, str]] = []
+        self.origin = time.perf_counter()
+        self._originals = {name: getattr(SshConnection, name) for name in ("_execute", "upload", "download")}
+        timeline = self
+
+        def timed(name: str, describe: Callable[..., str]):
+            original = self._originals[name]
+
+            def wrapper(conn, *args, **kwargs):
+                began = time.perf_counter()
+                try:
+                    return original(conn, *args, **kwargs)
+                finally:
+                    import threading
+                    timeline.events.append((began - timeline.origin, time.perf_counter() - began,
+                                            threading.current_thread().name, describe(*args)))
+            return wrapper
+
+        SshConnection._execute = timed("_execute", lambda command, *rest: command)
+        SshConnection.upload = timed("upload", lambda local, remote, *rest: f"(sftp put) {remote}")
+        SshConnection.download = timed("download", lambda remote, *rest: f"(sftp get) {remote}")
+
+    def restart(self) -> None:
+        self.events.clear()
+        self.origin = time.perf_counter()
+
+    def print(self, title: str, roots: list[str]) -> None:
+        print(f"  -- {title}: {len(self.events)} SSH commands/transfers "
+              f"(busy {sum(e[1] for e in self.events):.2f} s summed over threads)")
+        for start, took, thread, what in sorted(self.events):
+            for root in roots:
+                what = what.replace(root, "…")
+            print(f"  {start:7.3f} +{took:6.3f}  {thread[-12:]:>12}  {what[:150]}")
+
+    def close(self) -> None:
+        from workbench.clusters.connection import SshConnection
+
+        for name, original in self._originals.items():
+            setattr(SshConnection, name, original)
+
+
+class CpuMeter:
+    """CPU seconds spent by a build: the commands sshd ran (its process tree, reaped children
+    included), the datastore servers started (processes naming ``root``, and their children) and
+    this process (the task runner, paramiko, SQLite). Sampled from /proc before and after."""
+
+    def __init__(self, sshd_pid: int, root: str) -> None:
+        self.sshd_pid, self.root = sshd_pid, root
+        self.ticks = os.sysconf("SC_CLK_TCK")
+
+    def _processes(self) -> dict[int, tuple[int, float, str]]:
+        """pid -> (ppid, cpu seconds with reaped children, command line)."""
+        found = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            # after the command: state ppid ... utime(12) stime(13) cutime(14) cstime(15), 1-based from state
+            cpu = sum(int(fields[i]) for i in (11, 12, 13, 14)) / self.ticks
+            found[int(entry)] = (int(fields[1]), cpu, cmdline)
+        return found
+
+    def sample(self) -> tuple[float, float, float]:
+        processes = self._processes()
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _, _) in processes.items():
+            children.setdefault(ppid, []).append(pid)
+
+        def tree(pid: int) -> set[int]:
+            seen, todo = set(), [pid]
+            while todo:
+                current = todo.pop()
+                if current not in seen:
+                    seen.add(current)
+                    todo += children.get(current, [])
+            return seen
+
+        commands = tree(self.sshd_pid)
+        servers: set[int] = set()
+        for pid, (_, _, cmdline) in processes.items():
+            if self.root in cmdline and pid not in commands and pid != os.getpid():
+                servers |= tree(pid)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return (sum(processes[p][1] for p in commands if p in processes),
+                sum(processes[p][1] for p in servers - commands if p in processes),
+                usage.ru_utime + usage.ru_stime)
+
+
+def provisioning(report: Report, args: argparse.Namespace, runner, wanted: list[str],
+                 meter: CpuMeter | None = None) -> None:
+    timeline = CommandTimeline() if args.profile else None
+    roots = sorted((h.base_dir for h in runner.settings.static_hosts), key=len, reverse=True)
     for manager, datastore in DATASTORES:
         if manager not in wanted:
             continue
@@ -69,9 +179,21 @@ def provisioning(report: Report, args: argparse.Namespace, runner, wanted: list[
         for round_number in range(args.rounds):
             for size in (1, 3):  # interleaved, so drift of a shared machine hits both sizes alike
                 name = f"b-{manager[:5]}-{size}-{round_number}"
+                if timeline is not None:
+                    timeline.restart()
+                cpu_before = meter.sample() if meter is not None else None
                 began = time.perf_counter()
                 runner.create_cluster(name, datastore, size, "static").wait(timeout=900)
                 times[size].append(time.perf_counter() - began)
+                if meter is not None and cpu_before is not None:
+                    after = meter.sample()
+                    commands, servers, client = (a - b for a, b in zip(after, cpu_before))
+                    print(f"  {name}: wall {times[size][-1]:.2f} s; CPU: commands over SSH {commands:.2f} s, "
+                          f"datastore servers {servers:.2f} s, this process {client:.2f} s "
+                          f"(sum {commands + servers + client:.2f} s on {os.cpu_count()} cores; "
+                          f"load avg {os.getloadavg()[0]:.2f})", flush=True)
+                if timeline is not None:
+                    timeline.print(f"{name}: built in {times[size][-1]:.2f} s", roots)
                 began = time.perf_counter()
                 runner.destroy_cluster(name).wait(timeout=300)
                 destroys.append(time.perf_counter() - began)
@@ -186,8 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(master_key="bench-master-key", state_dir=str(workdir / "state"),
                             instances_dir=str(workdir / "instances"), provider="static",
                             static_hosts=tuple(hosts), known_hosts=str(workdir / "state" / "known_hosts"))
+        meter = CpuMeter(sshd.process.pid, str(workdir)) if args.profile else None
         with running_clusters(settings) as runner:
-            provisioning(report, args, runner, wanted)
+            provisioning(report, args, runner, wanted, meter)
         ssh_round_trips(report, args, sshd, host_key, workdir, cleanup)
     finally:
         cleanup.run()

@@ -148,6 +148,9 @@ def test_create_show_perform_backup_restore_destroy(clusters, capsys, monkeypatc
 
 # -- the dashboard --------------------------------------------------------------------------------------
 def test_dashboard_bars_move_and_its_buttons_act(clusters):
+    # a local Redis cluster of 2 builds in well under a second: the dashboard must render more
+    # often than its default 4 times a second for a bar to be seen between two steps
+    magic_of(clusters).dashboard_max_rate = 50.0
     dash = value(clusters, "%clusters")
     assert isinstance(dash, ClustersDashboard) and dash.only is None
     assert dash.flush() and "no clusters" in dash.heading.value

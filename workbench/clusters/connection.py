@@ -126,6 +126,10 @@ class Connection:
     def download(self, remote: str, local: str | os.PathLike[str]) -> None:
         raise NotImplementedError
 
+    def remove(self, remote: str) -> None:
+        """Remove the file ``remote`` if it is there."""
+        self.run(["rm", "-f", remote])
+
     def write_file(self, remote: str, content: str | bytes, mode: int = 0o644) -> None:
         """Write ``content`` to ``remote`` (through a temp file uploaded in one piece)."""
         import tempfile
@@ -207,6 +211,9 @@ class LocalConnection(Connection):
 
     def download(self, remote: str, local: str | os.PathLike[str]) -> None:
         shutil.copyfile(remote, local)
+
+    def remove(self, remote: str) -> None:
+        Path(remote).unlink(missing_ok=True)
 
 
 def parse_host_key(line: str) -> paramiko.PKey:
@@ -408,6 +415,16 @@ class SshConnection(Connection):
         with self._lock:
             self._sftp_client().get(remote, str(local))
 
+    def remove(self, remote: str) -> None:
+        # over SFTP: no login shell on the host for it; through the prefix when the login user may not
+        try:
+            with self._lock:
+                self._sftp_client().remove(remote)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            super().remove(remote)
+
     @property
     def session_key(self) -> tuple[Any, ...]:
         """What identifies the SSH session: connections with equal keys can share one."""
@@ -437,6 +454,9 @@ class SharedConnection(Connection):
 
     def download(self, remote: str, local: str | os.PathLike[str]) -> None:
         self.session.download(remote, local)
+
+    def remove(self, remote: str) -> None:
+        self.session.remove(remote)
 
 
 class SessionPool:

@@ -11,8 +11,8 @@ perform) as tasks and returns a :class:`TaskHandle`::
     handle.wait(timeout=300)                 # raises the task's error, if any
     runner.perform("cache", "uptime", "uptime").wait()
 
-Instances of one cluster are created and prepared in parallel (the primary first for a restore
-or for PostgreSQL, whose replicas copy it). A failed step marks the instance and the cluster as
+Instances of one cluster are created and installed in parallel; each replica then follows the
+primary as soon as the primary runs. A failed step marks the instance and the cluster as
 error with the message, then stops and destroys every server the operation created.
 """
 
@@ -50,6 +50,8 @@ class TaskContext:
         self.name = name
         self.cancelled = cancelled
         self.cluster_name = cluster_name
+        #: the instance whose failure (not a cancellation) stopped the operation: its message is the cluster's
+        self.first_failure: int | None = None
 
     def log(self, line: str, instance_name: str = "") -> None:
         """Append a line to the task's stored log (and emit it as ``task_output``)."""
@@ -183,7 +185,8 @@ def attach_volume(ctx: TaskContext, instance_id: int, volume_id: str) -> str:
 
 
 def prepare(ctx: TaskContext, instance_id: int, primary_id: int | None = None) -> None:
-    """Install, configure and start the datastore on the instance (a replica of ``primary_id`` if given)."""
+    """Install and configure the datastore on the instance (and make it follow ``primary_id`` if given;
+    the cluster build leaves that to ``replicate``, which runs once the primary is up)."""
     instance = ctx.store.get_instance(instance_id)
     ctx.step(instance, "prepare", progress=40)
     manager = ctx.runner.manager_for(instance.cluster.datastore)
@@ -193,7 +196,7 @@ def prepare(ctx: TaskContext, instance_id: int, primary_id: int | None = None) -
 
 
 def replicate(ctx: TaskContext, instance_id: int, primary_id: int) -> None:
-    """Make a running replica follow its primary (for datastores whose replicas need no copy)."""
+    """Make an installed replica follow its running primary."""
     instance = ctx.store.get_instance(instance_id)
     ctx.step(instance, "replicate", progress=85)
     primary = ctx.store.get_instance(primary_id)
@@ -463,6 +466,9 @@ def _in_parallel(ctx: TaskContext, instances: Sequence[Instance], action: Callab
             errors.append(exc)
             _mark_failed(ctx, instance, exc)
             if not isinstance(exc, TaskCancelled):
+                with ctx.runner._lock:
+                    if ctx.first_failure is None:
+                        ctx.first_failure = instance.id
                 ctx.cancelled.set()  # the others stop at their next step: the cluster is failing anyway
 
     workers = min(len(instances), ctx.runner.settings.parallel_instances)
@@ -507,6 +513,8 @@ def _fail_cluster(ctx: TaskContext, cluster_id: int, created: Sequence[int], exc
     if isinstance(exc, TaskCancelled):
         message = "cancelled"
     failed = [i for i in ctx.store.get_cluster(cluster_id).instances if i.status == ERROR and i.message]
+    # the instance that failed first, not one the failure then cancelled
+    failed.sort(key=lambda i: i.id != ctx.first_failure)
     if failed and not isinstance(exc, TaskCancelled):
         message = f"{failed[0].name}: {failed[0].message}"
     problems = _cleanup(ctx, created, message)
@@ -526,33 +534,25 @@ def _build_instances(ctx: TaskContext, cluster: Cluster, new: Sequence[Instance]
             volume_id = create_volume(ctx, instance.id, ctx.runner.settings.volume_size_gb)
         create_server(ctx, instance.id, volume_id)
 
-    _in_parallel(ctx, new, make_server)
-    replicas = [i for i in new if i.id != primary.id]
-    if manager.replica_copies_primary:
-        # replicas are copies of the running primary: they stage (packages, directories, config)
-        # while the primary is prepared, then copy it once it runs
-        primary_ready = threading.Event()
-        if not any(i.id == primary.id for i in new):
+    # Each instance has its server made and is installed at once (packages, directories, config,
+    # data directory, server: nothing there needs the primary); only a replica's follow step waits,
+    # for the primary alone, and the replicas then follow it concurrently.
+    primary_ready = threading.Event()
+    if not any(i.id == primary.id for i in new):
+        primary_ready.set()
+
+    def build(instance: Instance) -> None:
+        make_server(instance)
+        prepare(ctx, instance.id)
+        if instance.id == primary.id:
+            ctx.store.update_instance(primary.id, progress=90)
             primary_ready.set()
+            return
+        while not primary_ready.wait(0.1):
+            ctx.check_cancelled()  # a failed primary cancels the operation
+        replicate(ctx, instance.id, primary.id)
 
-        def build(instance: Instance) -> None:
-            if instance.id == primary.id:
-                prepare(ctx, primary.id)
-                ctx.store.update_instance(primary.id, progress=90)
-                primary_ready.set()
-                return
-            ctx.step(instance, "stage", progress=30)
-            instance = ctx.store.get_instance(instance.id)  # with what create_server recorded
-            manager.stage(instance, log=lambda line: ctx.log(line, instance.name))
-            while not primary_ready.wait(0.2):
-                ctx.check_cancelled()  # a failed primary cancels the operation
-            prepare(ctx, instance.id, primary.id)
-
-        _in_parallel(ctx, new, build)
-    else:
-        # every server is installed and started at once; replicas then follow the primary
-        _in_parallel(ctx, new, lambda i: prepare(ctx, i.id))
-        _in_parallel(ctx, replicas, lambda i: replicate(ctx, i.id, primary.id))
+    _in_parallel(ctx, new, build)
     if restore_id is not None:
         restore(ctx, primary.id, restore_id)
     cluster = ctx.store.get_cluster(cluster.id)

@@ -27,16 +27,18 @@ system service, so several instances share a host).
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 import secrets
 import shlex
+import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import jinja2
 
-from workbench.clusters.connection import Connection
+from workbench.clusters.connection import CommandResult, Connection
 from workbench.clusters.errors import CommandError, ManagerError, ValidationError
 
 if TYPE_CHECKING:
@@ -107,6 +109,9 @@ class BaseManager:
                                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                                              autoescape=False)
         self._templates.filters["shell"] = lambda value: shlex.quote(str(value))
+        # what step scripts learned about each host (uid, binary directory): asked once per host
+        self._facts: dict[tuple[Any, ...], dict[str, str]] = {}
+        self._facts_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -147,11 +152,26 @@ class BaseManager:
         return list(argv)
 
     def _is_root(self, conn: Connection) -> bool:
-        cached = getattr(conn, "_workbench_is_root", None)
-        if cached is None:
-            cached = conn.run(["id", "-u"]).stdout.strip() == "0"
-            setattr(conn, "_workbench_is_root", cached)
-        return cached
+        facts = self.host_facts(conn)
+        if "uid" not in facts:
+            self.remember_facts(conn, {"uid": conn.run(["id", "-u"]).stdout.strip()})
+        return self.host_facts(conn)["uid"] == "0"
+
+    # -- what is known about a host ------------------------------------------------------------------
+    @staticmethod
+    def host_key(conn: Connection) -> tuple[Any, ...]:
+        """Identifies the host behind ``conn`` (views of one pooled SSH session share it)."""
+        session = getattr(conn, "session", conn)
+        key = getattr(session, "session_key", None)
+        return (type(session).__name__, *(key or (session.host,)), conn.prefix)
+
+    def host_facts(self, conn: Connection) -> dict[str, str]:
+        with self._facts_lock:
+            return dict(self._facts.get(self.host_key(conn), {}))
+
+    def remember_facts(self, conn: Connection, facts: dict[str, str]) -> None:
+        with self._facts_lock:
+            self._facts.setdefault(self.host_key(conn), {}).update(facts)
 
     def give_to_server_user(self, conn: Connection, *paths: str) -> None:
         if self.server_user and self._is_root(conn):
@@ -221,32 +241,26 @@ class BaseManager:
         return binaries
 
     # -- lifecycle --------------------------------------------------------------------------------
-    #: True when a replica is made by copying its running primary (PostgreSQL's pg_basebackup); False
-    #: when every instance can be installed and started at once and replicas follow the primary after
-    replica_copies_primary = False
-
     def prepare(self, instance: Instance, primary: Instance | None = None, log: Any = None) -> None:
-        """Install and configure the datastore on the instance and start it.
+        """Install and configure the datastore on the instance; a replica is made to follow ``primary``.
 
-        ``primary`` is given for a replica: it is set up to replicate from it (the primary must be
-        running). The task runner calls ``install`` and ``follow`` separately to prepare a whole
-        cluster in parallel when ``replica_copies_primary`` is False.
+        Two parts, which the task runner calls apart so that a cluster is built in parallel:
+        ``install`` (whatever needs no running primary: on every instance at once) and, for a
+        replica, ``follow`` once its primary runs. Given ``primary`` (which must be running), both
+        are done here.
         """
-        self.install(instance, log, primary=primary if self.replica_copies_primary else None)
-        if primary is not None and not self.replica_copies_primary:
+        self.install(instance, log)
+        if primary is not None:
             self.follow(instance, primary, log)
 
-    def stage(self, instance: Instance, log: Any = None) -> None:
-        """Work that needs no running primary (packages, directories, config), done early for
-        replicas of a datastore whose replicas copy their primary; ``install`` skips what was staged."""
-
-    def install(self, instance: Instance, log: Any = None, primary: Instance | None = None) -> None:
-        """Packages, directories, config, data directory; then start the server (a primary is set up
-        for replication, a replica is made read-only as far as the datastore allows)."""
+    def install(self, instance: Instance, log: Any = None) -> None:
+        """Packages, directories, config; for a primary (or a datastore whose replicas are started
+        empty) the data directory and the running server. Needs no running primary."""
         raise NotImplementedError
 
     def follow(self, replica: Instance, primary: Instance, log: Any = None) -> None:
-        """Make a running ``replica`` replicate from the running ``primary``."""
+        """Make the installed ``replica`` replicate from the running ``primary`` (started, if
+        ``install`` left it stopped)."""
 
     def start(self, instance: Instance) -> None:
         """Start the datastore (returns once it answers)."""
@@ -312,13 +326,116 @@ class BaseManager:
         conn.write_file(remote or self.paths(instance)["config"], text, mode=0o644)
         return text
 
+    # -- steps as scripts: one round trip each -------------------------------------------------------
+    # Every command over SSH pays for a login shell on the host (sshd runs it as `$SHELL -c ...`,
+    # and bash reads ~/.bashrc), which is CPU work on the host: a step that is one script anyway
+    # (directories, config, data directory, start, wait) is sent as one script. Every value in
+    # a script is shell-quoted into it; secrets travel on stdin, never in the script text.
+
+    #: exit status of a step script when required binaries are missing (packages are then installed)
+    MISSING_BINARIES = 97
+    #: exit status of a step script when the server did not answer in time
+    NOT_READY = 98
+
+    def script_preamble(self) -> str:
+        """Shell that starts every step script: stop at the first failure, learn the uid, check the
+        required binaries (exit ``MISSING_BINARIES`` before touching anything when some are missing)."""
+        names = " ".join(shlex.quote(b) for b in self.required_binaries)
+        return ("set -e\n"
+                'step() { echo "step: $*" >&2; }\n'
+                'uid=$(id -u); echo "fact: uid=$uid"\n'
+                f'missing=; for b in {names}; do command -v "$b" >/dev/null 2>&1 || missing="$missing $b"; done\n'
+                f'[ -z "$missing" ] || {{ echo "missing:$missing" >&2; exit {self.MISSING_BINARIES}; }}\n')
+
+    def sh_as_server_user(self, argv: Sequence[str] | str) -> str:
+        """Shell running ``argv`` (a list, or shell text) as ``server_user`` when the script runs as root."""
+        line = argv if isinstance(argv, str) else shlex.join(argv)
+        if not self.server_user:
+            return line
+        return f'if [ "$uid" = 0 ]; then runuser -u {shlex.quote(self.server_user)} -- {line}; else {line}; fi'
+
+    def sh_give_to_server_user(self, *paths: str) -> str:
+        if not self.server_user:
+            return ""
+        owner = shlex.quote(f"{self.server_user}:{self.server_user}")
+        return f'if [ "$uid" = 0 ]; then chown -R {owner} {shlex.join(paths)}; fi\n'
+
+    def sh_make_directories(self, instance: Instance) -> str:
+        paths = self.paths(instance)
+        return (f"mkdir -p {shlex.join([paths['data_dir'], paths['run_dir'], paths['backup_dir'], paths['tmp_dir']])}"
+                f" && chmod 755 {shlex.quote(paths['directory'])} && touch {shlex.quote(paths['log_file'])}\n")
+
+    def sh_write_file(self, path: str, text: str, mode: int = 0o644) -> str:
+        """Shell writing ``text`` (not a secret: it is part of the script) to ``path``."""
+        if "\x00" in text:
+            raise ManagerError("a file written by a step script cannot hold NUL characters", manager=self.name)
+        return f"printf '%s' {shlex.quote(text)} > {shlex.quote(path)} && chmod {mode:o} {shlex.quote(path)}\n"
+
+    def sh_write_config(self, instance: Instance, filename: str = "config", remote: str | None = None,
+                        **extra: Any) -> str:
+        return self.sh_write_file(remote or self.paths(instance)["config"],
+                                  self.render_config_file(instance, filename, **extra))
+
+    def sh_start_detached(self, instance: Instance, argv: Sequence[str]) -> str:
+        log_file = shlex.quote(self.paths(instance)["log_file"])
+        return f"setsid -f {shlex.join(argv)} >>{log_file} 2>&1 </dev/null\n"
+
+    def ping_script(self, instance: Instance) -> str:
+        """Shell text that succeeds once the server answers (in a step script: ``$uid`` is known).
+
+        The default quotes ``ping_command`` (given no connection); a manager whose ping needs one
+        overrides this."""
+        return shlex.join(self.ping_command(None, instance))  # type: ignore[arg-type]
+
+    def sh_wait_until_ready(self, instance: Instance, timeout: float = 60.0) -> str:
+        """Shell polling ``ping_script`` until it succeeds; exits ``NOT_READY`` with the log's tail."""
+        log_file = shlex.quote(self.paths(instance)["log_file"])
+        return (f"i=0; until {self.ping_script(instance)} >/dev/null 2>&1 </dev/null; do i=$((i+1)); "
+                f"if [ $i -ge {int(timeout * 10)} ]; then tail -n 20 {log_file} >&2; exit {self.NOT_READY}; fi; "
+                "sleep 0.1; done\n")
+
+    def run_step(self, conn: Connection, instance: Instance, script: str | Callable[[], str], *,
+                 input: str | bytes | None = None, timeout: float = 600.0, log: Any = None,
+                 ready_timeout: float = 60.0) -> CommandResult:
+        """Run ``script`` after the preamble in one round trip; missing binaries are installed
+        (``ensure_packages``, which says clearly when it cannot) and the script is run once more.
+
+        ``script`` may be a function making it (rendering templates): when that fails, missing
+        binaries are still what is reported first.
+        """
+        if callable(script):
+            try:
+                script = script()
+            except ManagerError:
+                self.ensure_packages(conn, log)
+                raise
+        for attempt in (1, 2):
+            result = conn.run(["sh", "-c", self.script_preamble() + script], check=False, input=input,
+                              timeout=timeout)
+            facts = dict(line[len("fact: "):].split("=", 1) for line in result.stdout.splitlines()
+                         if line.startswith("fact: ") and "=" in line)
+            if facts:
+                self.remember_facts(conn, facts)
+            if result.exit_status == self.MISSING_BINARIES and "missing:" in result.stderr and attempt == 1:
+                self.ensure_packages(conn, log)
+                continue
+            break
+        if result.exit_status == self.NOT_READY:
+            raise ManagerError(f"{self.name} on {instance.name} did not answer within {ready_timeout:.0f}s: "
+                               f"{result.stderr[-1500:]}", manager=self.name, instance=instance.name)
+        return result.check()
+
     # -- replication, backups, accounts -----------------------------------------------------------
     def verify_replication(self, primary: Instance, replicas: Sequence[Instance], timeout: float = 60.0) -> str:
-        """Write a fresh token on the primary and wait until every replica reads it; returns the token."""
+        """Write a fresh token on the primary and wait until every replica reads it; returns the token.
+
+        The replicas are read concurrently; the first one that does not get the token in time fails it.
+        """
         token = self.new_token()
         with self.connection(primary) as conn:
             self.write_check(conn, primary, token)
-        for replica in replicas:
+
+        def read(replica: Instance) -> None:
             with self.connection(replica) as conn:
                 deadline = time.monotonic() + timeout
                 while not self.read_check(conn, replica, token):
@@ -326,7 +443,11 @@ class BaseManager:
                         raise ManagerError(f"replica {replica.name} did not receive a write on {primary.name} "
                                            f"within {timeout:.0f}s ({self.replication_state(conn, replica)})",
                                            manager=self.name, instance=replica.name)
-                    time.sleep(0.1)
+                    time.sleep(0.05)
+
+        with concurrent.futures.ThreadPoolExecutor(max(1, len(replicas)), thread_name_prefix="clusters-verify") as pool:
+            for future in [pool.submit(read, replica) for replica in replicas]:
+                future.result()
         return token
 
     def write_check(self, conn: Connection, primary: Instance, token: str) -> None:
@@ -363,8 +484,10 @@ class BaseManager:
     def fetch(self, conn: Connection, remote: str, destination: Path, name: str) -> Path:
         destination.mkdir(parents=True, exist_ok=True)
         local = destination / name
-        conn.download(remote, local)
-        conn.run(["rm", "-f", remote])
+        try:
+            conn.download(remote, local)
+        finally:
+            conn.remove(remote)
         return local
 
     def command_failed(self, exc: CommandError, what: str, instance: Instance) -> ManagerError:

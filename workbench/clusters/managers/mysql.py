@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import tempfile
 import threading
 import time
@@ -60,29 +61,40 @@ class MySQLManager(BaseManager):
         return conn.run([*self.client(instance), "-N", "-B", "-e", statement]).stdout
 
     # -- lifecycle --------------------------------------------------------------------------------
-    def install(self, instance: Instance, log: Any = None, primary: Instance | None = None) -> None:
+    def install(self, instance: Instance, log: Any = None) -> None:
+        """Directories, config, data directory, the started server (and on a primary the replication
+        account and the check database): one round trip."""
         paths = self.paths(instance)
+        statements, last = None, ""
+        if instance.role == PRIMARY:
+            # the statements (with the replication password) go on stdin, not on a command line
+            statements = (f"CREATE USER IF NOT EXISTS {REPLICATION_USER}@'%' IDENTIFIED BY "
+                          f"{sql_literal(self.secret(instance))};\n"
+                          f"GRANT REPLICATION SLAVE ON *.* TO {REPLICATION_USER}@'%';\n"
+                          f"CREATE DATABASE IF NOT EXISTS {CHECK_DATABASE};\n")
+            last = f"step create the replication account\n{shlex.join(self.client(instance))}\n"
+
+        def script() -> str:
+            return (self.sh_make_directories(instance) + self.sh_write_config(instance)
+                    + self.sh_give_to_server_user(paths["directory"], paths["data_dir"] + "/")
+                    + "step mariadb-install-db\n"
+                    # --defaults-file must come first; socket authentication for root, no test database
+                    + shlex.join(["mariadb-install-db", f"--defaults-file={paths['config']}",
+                                  "--auth-root-authentication-method=socket", "--skip-test-db"]) + " </dev/null\n"
+                    + self._start_script(instance) + last)
+
+        if log:
+            log("initializing the data directory and starting mariadbd")
         with self.connection(instance) as conn:
-            self.ensure_packages(conn, log)
-            self.make_directories(conn, instance)
-            self.write_config(conn, instance)
-            self.give_to_server_user(conn, paths["directory"], paths["data_dir"] + "/")
-            if log:
-                log("initializing the data directory")
-            # --defaults-file must come first; socket authentication for root, no test database
-            conn.run(["mariadb-install-db", f"--defaults-file={paths['config']}",
-                      "--auth-root-authentication-method=socket", "--skip-test-db"], timeout=300)
-            self._start(conn, instance)
-            if instance.role == PRIMARY:
-                self.sql(conn, instance,
-                         f"CREATE USER IF NOT EXISTS {REPLICATION_USER}@'%' IDENTIFIED BY "
-                         f"{sql_literal(self.secret(instance))}; "
-                         f"GRANT REPLICATION SLAVE ON *.* TO {REPLICATION_USER}@'%'; "
-                         f"CREATE DATABASE IF NOT EXISTS {CHECK_DATABASE}")
+            self.run_step(conn, instance, script, input=statements, timeout=300, log=log, ready_timeout=120)
+
+    def _start_script(self, instance: Instance) -> str:
+        return ("step start mariadbd\n"
+                + self.sh_start_detached(instance, ["mariadbd", f"--defaults-file={self.paths(instance)['config']}"])
+                + self.sh_wait_until_ready(instance, timeout=120))
 
     def _start(self, conn: Connection, instance: Instance) -> None:
-        self.start_detached(conn, instance, ["mariadbd", f"--defaults-file={self.paths(instance)['config']}"])
-        self.wait_until_ready(conn, instance, timeout=120)
+        self.run_step(conn, instance, self._start_script(instance), ready_timeout=120)
 
     def start(self, instance: Instance) -> None:
         with self.connection(instance) as conn:
@@ -104,10 +116,8 @@ class MySQLManager(BaseManager):
                 return cached[0], cached[1]
             # accounts first (they live in the mysql schema, which the dump leaves out), read before
             # the snapshot: one made in between is missed rather than replayed twice, which would
-            # stop replication
-            accounts = self.account_statements(primary)
+            # stop replication; accounts and dump are made by one script
             dump = self._dump(primary, Path(self._seed_dir.name), with_position=True)
-            dump.write_text(accounts + dump.read_text(errors="replace"))
             match = re.search(r"gtid_slave_pos\s*=\s*'([^']*)'", dump.read_text(errors="replace"))
             position = match.group(1) if match else ""
             if cached is not None:
@@ -132,18 +142,21 @@ class MySQLManager(BaseManager):
     def follow(self, replica: Instance, primary: Instance, log: Any = None) -> None:
         """Seed ``replica`` from a dump of ``primary`` and start replicating from the dump's GTID position."""
         dump, position = self.seed(primary)
+        client = shlex.join(self.client(replica))
+        remote = f"{self.paths(replica)['tmp_dir']}/seed.sql"
+        # the statements (with the replication password) go on stdin, not on a command line
+        statements = (f"STOP SLAVE; SET GLOBAL gtid_slave_pos = {sql_literal(position)};\n"
+                      f"CHANGE MASTER TO MASTER_HOST={sql_literal(primary.addr)}, MASTER_PORT={int(primary.port)}, "
+                      f"MASTER_USER={sql_literal(REPLICATION_USER)}, "
+                      f"MASTER_PASSWORD={sql_literal(self.secret(replica))}, "
+                      f"MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1;\nSTART SLAVE;\n")
+        script = (f"step load the seed\n{client} < {shlex.quote(remote)}\nrm -f {shlex.quote(remote)}\n"
+                  f"step start replicating\n{client}\n")
         with self.connection(replica) as conn:
-            remote = f"{self.paths(replica)['tmp_dir']}/seed.sql"
             conn.upload(dump, remote, mode=0o600)
-            conn.run(["sh", "-c", '"$@" < "$0"; rm -f "$0"', remote, *self.client(replica)])
-            if log:
-                log(f"replicating from {primary.name} at GTID position {position or '(start)'}")
-            self.sql(conn, replica,
-                     f"STOP SLAVE; SET GLOBAL gtid_slave_pos = {sql_literal(position)}; "
-                     f"CHANGE MASTER TO MASTER_HOST={sql_literal(primary.addr)}, MASTER_PORT={int(primary.port)}, "
-                     f"MASTER_USER={sql_literal(REPLICATION_USER)}, "
-                     f"MASTER_PASSWORD={sql_literal(self.secret(replica))}, "
-                     f"MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1; START SLAVE")
+            self.run_step(conn, replica, script, input=statements, timeout=3600, log=log)
+        if log:
+            log(f"replicating from {primary.name} at GTID position {position or '(start)'}")
 
     def write_check(self, conn: Connection, primary: Instance, token: str) -> None:
         self.sql(conn, primary, f"CREATE TABLE IF NOT EXISTS {CHECK_DATABASE}.replication_check "
@@ -166,21 +179,37 @@ class MySQLManager(BaseManager):
         return [name for name in names if name not in skip]
 
     def _dump(self, instance: Instance, destination: Path, with_position: bool = False) -> Path:
-        """Dump the user databases (plus the check database for a replica seed) and fetch the file."""
+        """Dump the user databases and fetch the file; a replica seed (``with_position``) also holds
+        the check database, the GTID of its snapshot and, first, the accounts users made."""
         name = f"{instance.name}-{time.strftime('%Y%m%dT%H%M%S')}-{self.new_token()[:6]}.sql"
-        remote = f"{self.paths(instance)['backup_dir']}/{name}"
+        path = f"{self.paths(instance)['backup_dir']}/{name}"
+        remote = shlex.quote(path)
+        client = shlex.join(self.client(instance))
+        skip = "|".join(SYSTEM_DATABASES if with_position else (*SYSTEM_DATABASES, CHECK_DATABASE))
+        argv = [*self.client(instance, "mariadb-dump"), "--single-transaction", "--routines", "--events",
+                "--triggers"]
+        if with_position:
+            # the GTID of the dump's snapshot, written as a comment the replica reads back
+            argv += ["--gtid", "--master-data=2"]
+        script = f": > {remote}\n"
+        if with_position:
+            system = ", ".join(sql_literal(n) for n in ("root", "mysql", "mariadb.sys", "", REPLICATION_USER))
+            listing = ("SELECT CONCAT('SHOW CREATE USER ', QUOTE(User), '@', QUOTE(Host), '; SHOW GRANTS FOR ', "
+                       f"QUOTE(User), '@', QUOTE(Host), ';') FROM mysql.user WHERE User NOT IN ({system}) "
+                       "AND is_role = 'N'")
+            script += (f"step list the accounts\nq=$({client} -N -B -e {shlex.quote(listing)} </dev/null)\n"
+                       f'if [ -n "$q" ]; then acc=$(printf \'%s\\n\' "$q" | {client} -N -B -r); '
+                       f"printf '%s\\n' \"$acc\" | sed '/^[[:space:]]*$/d; s/$/;/' >> {remote}; fi\n")
+        script += (f"step list the databases\ndbs=$({client} -N -B -e 'SHOW DATABASES' </dev/null)\n"
+                   # one name a line, taken as is (no globbing, spaces kept)
+                   "set -f; IFS='\n'; set --\n"
+                   f'for d in $dbs; do case "$d" in {skip}) ;; *) set -- "$@" "$d";; esac; done\n'
+                   "unset IFS; set +f\n"
+                   f"step mariadb-dump\nif [ $# -gt 0 ]; then {shlex.join(argv)} --databases \"$@\" >> {remote} "
+                   f"</dev/null; else echo '-- no user databases' >> {remote}; fi\n")
         with self.connection(instance) as conn:
-            databases = self.user_databases(conn, instance, include_check=with_position)
-            if databases:
-                argv = [*self.client(instance, "mariadb-dump"), "--single-transaction", "--routines", "--events",
-                        "--triggers"]
-                if with_position:
-                    # the GTID of the dump's snapshot, written as a comment the replica reads back
-                    argv += ["--gtid", "--master-data=2"]
-                conn.run(["sh", "-c", '"$@" > "$0"', remote, *argv, "--databases", *databases], timeout=3600)
-            else:
-                conn.write_file(remote, "-- no user databases\n", mode=0o600)
-            return self.fetch(conn, remote, destination, name)
+            self.run_step(conn, instance, script, timeout=3600)
+            return self.fetch(conn, path, destination, name)
 
     def backup(self, instance: Instance, destination: Path) -> Path:
         return self._dump(instance, destination)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from workbench.clusters.connection import Connection
 from workbench.clusters.errors import ManagerError
 from workbench.clusters.managers.base import BaseManager, check_sql_name
+from workbench.clusters.models import REPLICA
 
 if TYPE_CHECKING:
     from workbench.clusters.models import Instance
@@ -43,12 +43,31 @@ class PostgresManager(BaseManager):
             return {name: f"{bindir}/{name}" for name in self.required_binaries}
         return super().resolve_binaries(conn)
 
+    def script_preamble(self) -> str:
+        # Debian's layout first: the datastore's major version, else any; then PATH (checked below)
+        major = shlex.quote(self.version.split(".")[0])
+        return ('bindir=; for d in /usr/lib/postgresql/' + major + '/bin /usr/lib/postgresql/*/bin; do '
+                'if [ -x "$d/pg_ctl" ]; then bindir=$d; break; fi; done\n'
+                'if [ -n "$bindir" ]; then PATH="$bindir:$PATH"; export PATH; fi; echo "fact: bindir=$bindir"\n'
+                + super().script_preamble()
+                # absolute paths: runuser need not keep PATH
+                + "".join(f'{name}=$(command -v {name})\n' for name in self.required_binaries))
+
+    @staticmethod
+    def sh_tool(name: str, args: list[str]) -> str:
+        """Shell text running binary ``name`` as the step script resolved it, with quoted ``args``."""
+        return f'"${name}" {shlex.join(args)}'
+
     def _binaries(self, conn: Connection) -> dict[str, str]:
-        cached = getattr(conn, "_workbench_pg_binaries", None)
-        if cached is None:
-            cached = self.ensure_packages(conn)
-            setattr(conn, "_workbench_pg_binaries", cached)
-        return cached
+        facts = self.host_facts(conn)
+        if "binaries" not in facts:
+            if facts.get("bindir"):
+                binaries = {name: f"{facts['bindir']}/{name}" for name in self.required_binaries}
+            else:
+                binaries = self.ensure_packages(conn)
+            self.remember_facts(conn, {"binaries": "\n".join(f"{k}={v}" for k, v in binaries.items())})
+            facts = self.host_facts(conn)
+        return dict(line.split("=", 1) for line in facts["binaries"].splitlines())
 
     def pid_file(self, instance: Instance) -> str:
         return f"{self.paths(instance)['data_dir']}/postmaster.pid"
@@ -67,77 +86,86 @@ class PostgresManager(BaseManager):
     def ping_command(self, conn: Connection, instance: Instance) -> list[str]:
         return [*self.psql(conn, instance), "-c", "SELECT 1"]
 
+    def _psql_args(self, instance: Instance, database: str = "postgres") -> list[str]:
+        return ["-X", "-h", self.paths(instance)["run_dir"], "-p", str(instance.port), "-U", "postgres",
+                "-d", database, "-v", "ON_ERROR_STOP=1", "-At"]
+
+    def ping_script(self, instance: Instance) -> str:
+        # in a step script psql is on PATH (the preamble put the binary directory first)
+        return self.sh_as_server_user(self.sh_tool("psql", [*self._psql_args(instance), "-c", "SELECT 1"]))
+
     # -- lifecycle --------------------------------------------------------------------------------
-    replica_copies_primary = True
-
-    def __init__(self, datastore: Any, runtime: Any = None) -> None:
-        super().__init__(datastore, runtime)
-        self._staged: set[int] = set()
-        self._staged_lock = threading.Lock()
-
-    def stage(self, instance: Instance, log: Any = None) -> None:
-        """Packages, directories and the three config files, owned by postgres."""
+    def _setup_script(self, instance: Instance) -> str:
+        """Directories and the three config files, owned by postgres."""
         paths = self.paths(instance)
         context = {"replication_user": REPLICATION_USER}
-        with self.connection(instance) as conn:
-            self.ensure_packages(conn, log)
-            self.make_directories(conn, instance)
-            self.write_config(conn, instance, **context)
-            self.write_config(conn, instance, "hba", f"{paths['directory']}/pg_hba.conf", **context)
-            self.write_config(conn, instance, "ident", f"{paths['directory']}/pg_ident.conf", **context)
-            # data_dir + "/": a data directory on an attached volume is a link, which -R does not follow
-            self.give_to_server_user(conn, paths["directory"], paths["data_dir"] + "/")
-            conn.run(["chmod", "700", paths["run_dir"], paths["data_dir"] + "/"])
-        with self._staged_lock:
-            self._staged.add(instance.id)
+        return (self.sh_make_directories(instance)
+                + self.sh_write_config(instance, **context)
+                + self.sh_write_config(instance, "hba", f"{paths['directory']}/pg_hba.conf", **context)
+                + self.sh_write_config(instance, "ident", f"{paths['directory']}/pg_ident.conf", **context)
+                # data_dir + "/": a data directory on an attached volume is a link, which -R does not follow
+                + self.sh_give_to_server_user(paths["directory"], paths["data_dir"] + "/")
+                + f"chmod 700 {shlex.join([paths['run_dir'], paths['data_dir'] + '/'])}\n")
 
-    def install(self, instance: Instance, log: Any = None, primary: Instance | None = None) -> None:
+    def install(self, instance: Instance, log: Any = None) -> None:
+        """A primary: directories, config, initdb, the started server, the replication role (one round
+        trip). A replica: directories and config only; ``follow`` copies the running primary."""
         paths = self.paths(instance)
-        with self._staged_lock:
-            staged = instance.id in self._staged and instance.id is not None
-            self._staged.discard(instance.id)
-        if not staged:
-            self.stage(instance, log)
-            with self._staged_lock:
-                self._staged.discard(instance.id)
+
+        def script() -> str:
+            text = self._setup_script(instance)
+            if instance.role != REPLICA:
+                text += ("step initdb\n" + self.sh_as_server_user(self.sh_tool("initdb", [
+                    "-D", paths["data_dir"], "-U", "postgres", "--auth-local=trust", "--encoding=UTF8",
+                    "--locale=C.UTF-8", "--no-instructions"]) + " </dev/null") + "\n" + self._start_script(instance)
+                    + "step create the replication role\n"
+                    + self.sh_as_server_user(self.sh_tool("psql", self._psql_args(instance))) + "\n")
+            return text
+
+        statements = None
+        if instance.role != REPLICA:
+            if log:
+                log("initdb and start")
+            # the statements (with the replication password) go on stdin, not on a command line
+            statements = (f"CREATE ROLE {REPLICATION_USER} WITH REPLICATION LOGIN PASSWORD "
+                          f"{_pg_literal(self.secret(instance))};\n"
+                          f"CREATE TABLE {CHECK_TABLE} (token text PRIMARY KEY);\n")
         with self.connection(instance) as conn:
-            binaries = self._binaries(conn)
-            if primary is None:
-                if log:
-                    log("initdb")
-                conn.run(self.as_server_user(conn, [
-                    binaries["initdb"], "-D", paths["data_dir"], "-U", "postgres", "--auth-local=trust",
-                    "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions"]), timeout=300)
-            else:
-                if log:
-                    log(f"copying {primary.name} with pg_basebackup")
-                passfile = f"{paths['directory']}/pgpass"
-                conn.write_file(passfile, f"{self._pgpass_field(primary.addr)}:{primary.port}:*:{REPLICATION_USER}:"
-                                          f"{self._pgpass_field(self.secret(instance))}\n", mode=0o600)
-                self.give_to_server_user(conn, passfile)
-                conn.run(self.as_server_user(conn, [
-                    "env", f"PGPASSFILE={passfile}", binaries["pg_basebackup"], "-h", primary.addr,
-                    "-p", str(primary.port), "-U", REPLICATION_USER, "-D", paths["data_dir"], "-R",
-                    "-X", "stream", "-c", "fast", "-d", f"passfile={passfile}"]), timeout=3600)
-            self._start(conn, instance)
-            if primary is None:
-                self.sql(conn, instance,
-                         f"CREATE ROLE {REPLICATION_USER} WITH REPLICATION LOGIN PASSWORD "
-                         f"{_pg_literal(self.secret(instance))};"
-                         f"CREATE TABLE {CHECK_TABLE} (token text PRIMARY KEY);")
+            self.run_step(conn, instance, script, input=statements, timeout=300, log=log)
+
+    def follow(self, replica: Instance, primary: Instance, log: Any = None) -> None:
+        """Copy the running primary with ``pg_basebackup -R`` and start the copy: one round trip."""
+        paths = self.paths(replica)
+        passfile = f"{paths['directory']}/pgpass"
+        if log:
+            log(f"copying {primary.name} with pg_basebackup")
+        # the password file's content comes on stdin: the secret is never part of a command line
+        script = (f"step pgpass\n(umask 077; cat > {shlex.quote(passfile)})\n"
+                  + self.sh_give_to_server_user(passfile)
+                  + "step pg_basebackup\n" + self.sh_as_server_user(
+                      f"env {shlex.quote('PGPASSFILE=' + passfile)} " + self.sh_tool("pg_basebackup", [
+                          "-h", primary.addr, "-p", str(primary.port), "-U", REPLICATION_USER, "-D", paths["data_dir"],
+                          "-R", "-X", "stream", "-c", "fast", "-d", f"passfile={passfile}"]) + " </dev/null") + "\n"
+                  + self._start_script(replica))
+        content = (f"{self._pgpass_field(primary.addr)}:{primary.port}:*:{REPLICATION_USER}:"
+                   f"{self._pgpass_field(self.secret(replica))}\n")
+        with self.connection(replica) as conn:
+            self.run_step(conn, replica, script, input=content, timeout=3600, log=log)
 
     @staticmethod
     def _pgpass_field(value: str) -> str:
         return value.replace("\\", "\\\\").replace(":", "\\:")
 
-    def _start(self, conn: Connection, instance: Instance) -> None:
+    def _start_script(self, instance: Instance) -> str:
         paths = self.paths(instance)
         # pg_ctl hands -o to a shell: the path is quoted for that shell
         options = f"-c config_file={shlex.quote(paths['config'])}"
-        conn.run(self.as_server_user(conn, [
-            self._binaries(conn)["pg_ctl"], "-D", paths["data_dir"], "-l", paths["log_file"], "-o", options,
-            "-w", "-t", "120", "start"]), timeout=180)
-        self.wait_until_ready(conn, instance)
+        return ("step pg_ctl start\n" + self.sh_as_server_user(self.sh_tool("pg_ctl", [
+            "-D", paths["data_dir"], "-l", paths["log_file"], "-o", options, "-w", "-t", "120", "start"])
+            + " </dev/null") + "\n" + self.sh_wait_until_ready(instance))
+
+    def _start(self, conn: Connection, instance: Instance) -> None:
+        self.run_step(conn, instance, self._start_script(instance))
 
     def start(self, instance: Instance) -> None:
         with self.connection(instance) as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,26 +29,36 @@ class RedisManager(BaseManager):
         # redis-cli exits 0 even on an error reply; grep makes "PONG" the only success
         return ["sh", "-c", '"$@" | grep -qx PONG', "sh", *self.cli(instance, "ping")]
 
-    def install(self, instance: Instance, log: Any = None, primary: Instance | None = None) -> None:
+    def install(self, instance: Instance, log: Any = None) -> None:
+        """Directories, config and the started server, in one round trip."""
         with self.connection(instance) as conn:
-            self.ensure_packages(conn, log)
-            self.make_directories(conn, instance)
-            self.write_config(conn, instance, primary=primary)
-            if log:
-                log(f"config written; starting redis-server on {instance.addr}:{instance.port}")
-            self._start(conn, instance)
+            self.run_step(conn, instance, lambda: self._start_script(instance, with_setup=True), log=log)
+        if log:
+            log(f"redis-server answers on {instance.addr}:{instance.port}")
+
+    def _start_script(self, instance: Instance, with_setup: bool = False) -> str:
+        setup = ""
+        if with_setup:
+            # a replica's config names no primary yet: follow() points it there once the primary runs
+            setup = self.sh_make_directories(instance) + self.sh_write_config(instance, primary=None)
+        return (setup + "step start redis-server\n"
+                f"redis-server {shlex.quote(self.paths(instance)['config'])} </dev/null\n"
+                + self.sh_wait_until_ready(instance))
 
     def follow(self, replica: Instance, primary: Instance, log: Any = None) -> None:
+        """REPLICAOF, then CONFIG REWRITE (a restarted replica still follows), in one round trip."""
+        cli = shlex.join(self.cli(replica))
+        script = (f"out=$({cli} REPLICAOF {shlex.quote(primary.addr)} {int(primary.port)})\n"
+                  'case "$out" in OK*) ;; *) echo "REPLICAOF: $out" >&2; exit 1;; esac\n'
+                  f"out=$({cli} CONFIG REWRITE)\n"
+                  'case "$out" in OK*) ;; *) echo "CONFIG REWRITE: $out" >&2; exit 1;; esac\n')
         with self.connection(replica) as conn:
-            self.query(conn, replica, "REPLICAOF", primary.addr, str(primary.port))
-            # written back to the config file, so a restarted replica still follows its primary
-            self.query(conn, replica, "CONFIG", "REWRITE")
+            self.run_step(conn, replica, script, log=log)
         if log:
             log(f"replicating from {primary.name}")
 
     def _start(self, conn: Connection, instance: Instance) -> None:
-        conn.run(["redis-server", self.paths(instance)["config"]])
-        self.wait_until_ready(conn, instance)
+        self.run_step(conn, instance, self._start_script(instance))
 
     def start(self, instance: Instance) -> None:
         with self.connection(instance) as conn:

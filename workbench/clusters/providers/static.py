@@ -22,6 +22,9 @@ from workbench.clusters.settings import StaticHost
 #: asks the host's kernel for a free TCP port on the given address
 FREE_PORT_SCRIPT = ("import socket,sys; s=socket.socket(); s.bind((sys.argv[1], 0)); "
                     "print(s.getsockname()[1]); s.close()")
+#: the host's own interpreter when it has one: a python3 first on PATH may be a version manager's
+#: shim, which costs a further shell or two per call
+PYTHON = 'py() { if [ -x /usr/bin/python3 ]; then /usr/bin/python3 "$@"; else python3 "$@"; fi; }; '
 
 
 class StaticHostsProvider(BaseProvider):
@@ -91,8 +94,8 @@ class StaticHostsProvider(BaseProvider):
             with self.host_connection(host, instance) as conn:
                 # one round trip: refuse a directory another instance owns, make it, open it to
                 # the database users, and ask the kernel for a free port
-                script = ('[ -e "$1" ] && { echo "exists" >&2; exit 17; }; mkdir -p "$1" && '
-                          'chmod 755 "$2" "$(dirname "$1")" "$1" && exec python3 -c "$3" "$4"')
+                script = (PYTHON + '[ -e "$1" ] && { echo "exists" >&2; exit 17; }; mkdir -p "$1" && '
+                          'chmod 755 "$2" "$(dirname "$1")" "$1" && py -c "$3" "$4"')
                 result = conn.run(["sh", "-c", script, "sh", directory, host.base_dir, FREE_PORT_SCRIPT,
                                    host.address], check=False)
                 if result.exit_status == 17:
@@ -115,7 +118,8 @@ class StaticHostsProvider(BaseProvider):
                 if (host.address, port) not in self._handed_out:
                     self._handed_out.add((host.address, port))
                     return port
-            port = int(conn.run(["python3", "-c", FREE_PORT_SCRIPT, host.address]).stdout.strip())
+            port = int(conn.run(["sh", "-c", PYTHON + 'py -c "$1" "$2"', "sh", FREE_PORT_SCRIPT,
+                                 host.address]).stdout.strip())
         raise ProviderError(f"no free port found on {host.label}", provider=self.name, host=host.label)
 
     def destroy(self, instance: Instance) -> None:
