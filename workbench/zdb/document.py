@@ -9,8 +9,8 @@ plain data that can be journaled and replayed.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
 
 from workbench.zdb.protocol import (
     MAX_DEPTH,
@@ -38,14 +38,17 @@ WRITE_METHODS: dict[type, frozenset[str]] = {
 ALLOWED_KWARGS: dict[str, frozenset[str]] = {"sort": frozenset({"reverse"})}
 
 
-@dataclass(frozen=True)
-class Op:
-    """One method call on the container at ``path`` (``method=None`` reads the value itself)."""
+class Op(NamedTuple):
+    """One method call on the container at ``path`` (``method=None`` reads the value itself).
+
+    A named tuple rather than a frozen dataclass: every write builds at least two (the request's
+    and its inverse), and a tuple is built several times faster. Ops are never mutated.
+    """
 
     path: tuple[Key, ...]
     method: str | None = None
     args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    kwargs: dict[str, Any] = {}  # noqa: RUF012  (shared empty default: ops never mutate kwargs)
 
     def to_json(self) -> list[Any]:
         return [list(self.path), self.method, list(self.args), self.kwargs]
