@@ -212,7 +212,8 @@ class Client:
             kwargs: dict[str, Any] | None = None, ops: list[list[Any]] | None = None) -> Any:
         """Run one op (or a list of write ops, atomically) and return its result."""
         if not ops:
-            ops = [[list(path), method, [_plain(a) for a in args] if args else [],
+            # A proxy argument stands for its current value (read first), as in _plain.
+            ops = [[list(path), method, [a._run() if isinstance(a, Proxy) else a for a in args] if args else [],
                     {k: _plain(v) for k, v in kwargs.items()} if kwargs else {}]]
         read = len(ops) == 1 and ops[0][1] in _READ_NAMES
         result, _ = self.request("op", read=read, ops=ops)

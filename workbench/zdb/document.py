@@ -120,13 +120,16 @@ class Document:
 
     # -- reads ----------------------------------------------------------------------------------
     def try_read(self, op: Op) -> tuple[bool, Any]:
-        """(True, result) when ``op`` is a read, (False, None) when it is a write; one path walk."""
+        """(True, result) when ``op`` is a read; (False, node it would change) when it is a write.
+
+        One path walk: the node of a write can go straight to ``write_one``.
+        """
         node = self.resolve(op.path)
         if op.method is None:
             return True, node
         if op.method in READ_METHODS.get(type(node), frozenset()):
             return True, self._read_on(node, op)
-        return False, None
+        return False, node
 
     def read(self, op: Op) -> Any:
         node = self.resolve(op.path)
@@ -164,6 +167,16 @@ class Document:
             self.undo_stack.append(Step(inverse))
             self.redo_stack.clear()
         return results
+
+    def write_one(self, op: Op, node: Any) -> Any:
+        """``write([op])[0]`` for the node ``try_read(op)`` returned, without walking the path again."""
+        for depth, key in enumerate(op.path):
+            if isinstance(key, slice):
+                raise OperationError("TypeError", "cannot write through a slice", path=list(op.path[:depth + 1]))
+        result, inverse = self._apply_on(node, op)
+        self.undo_stack.append(Step(inverse))
+        self.redo_stack.clear()
+        return result
 
     def apply(self, ops: list[Op]) -> tuple[list[Any], list[Op]]:
         """Apply ops in order; on an error undo the applied ones and re-raise. Returns results, inverse."""
@@ -203,7 +216,11 @@ class Document:
     def _apply_one(self, op: Op) -> tuple[Any, list[Op]]:
         if op.method is None:
             raise BadRequest("a write needs a method")
-        node = self.resolve(op.path, for_write=True)
+        return self._apply_on(self.resolve(op.path, for_write=True), op)
+
+    def _apply_on(self, node: Any, op: Op) -> tuple[Any, list[Op]]:
+        if op.method is None:
+            raise BadRequest("a write needs a method")
         allowed = WRITE_METHODS.get(type(node), frozenset())
         if op.method not in allowed:
             raise _not_allowed(node, op)

@@ -500,6 +500,12 @@ class StorageManager(_ServerBase):
                 self.stats.reads += 1
                 self._ok(envelope, request, result)
                 return
+            self._refuse_if_quiesced("op")
+            result = self.document.write_one(ops[0], result)  # `result` is the node to change
+            self.stats.writes += 1
+            self._record("write", ops)
+            self._ok(envelope, request, result)
+            return
         self._refuse_if_quiesced("op")
         if len(ops) > 1 and not all(self.document.is_write(op) for op in ops):
             raise BadRequest("a request with several ops may contain only writes")
