@@ -274,7 +274,10 @@ class _ServerBase:
     def _receive(self, frames: list[bytes]) -> None:
         if len(frames) < 2:
             return  # not even an envelope and a body: nobody to answer
-        envelope, body, data = split_request(frames)
+        if len(frames) == 2 and frames[1]:  # the common case: [identity, body] from a DEALER
+            envelope, body, data = [frames[0]], frames[1], None
+        else:
+            envelope, body, data = split_request(frames)
         request_id = None
         try:
             request = decode(body)
