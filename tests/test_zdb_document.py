@@ -220,3 +220,24 @@ def test_write_one_refuses_a_path_through_a_slice_like_write():
         doc.write([op])
     assert single.value.fields == batch.value.fields
     assert doc.root == {"l": [[1], [2]]} and not doc.undo_stack
+
+
+@pytest.mark.parametrize("path, expected", [
+    (("d", "a"), 1), (("l", 0), "x"), (("l", -1), "z"), (("l", -3), "x"), (("l", slice(0, 2)), ["x", "y"]),
+    (("n", "deep", "l", 1), 2),
+])
+def test_resolve_reads_like_python(path, expected):
+    doc = doc_with(d={"a": 1}, l=["x", "y", "z"], n={"deep": {"l": [1, 2]}})
+    assert doc.resolve(path) == expected
+
+
+@pytest.mark.parametrize("path, kind", [
+    (("nope",), "KeyError"), (("l", 3), "IndexError"), (("l", -4), "IndexError"), (("l", True), "TypeError"),
+    (("l", "0"), "TypeError"), (("d", 0), "TypeError"), (("d", "a", "b"), "TypeError"),
+])
+def test_resolve_errors_name_the_path_up_to_the_bad_key(path, kind):
+    doc = doc_with(d={"a": 1}, l=["x", "y", "z"])
+    with pytest.raises(OperationError) as error:
+        doc.resolve(path)
+    assert error.value.kind == kind
+    assert error.value.fields["path"] == list(path)

@@ -102,6 +102,17 @@ class Document:
     def resolve(self, path: tuple[Key, ...] | list[Key], for_write: bool = False) -> Any:
         node: Any = self.root
         for depth, key in enumerate(path):
+            # The common steps first, a present string key into a dict or an index inside a list,
+            # without building the error path; anything else goes through _getitem's checks.
+            kind = type(node)
+            if kind is dict and type(key) is str:
+                child = node.get(key, _MISSING)
+                if child is not _MISSING:
+                    node = child
+                    continue
+            elif kind is list and type(key) is int and -len(node) <= key < len(node):
+                node = node[key]
+                continue
             if for_write and isinstance(key, slice):
                 raise OperationError("TypeError", "cannot write through a slice", path=list(path[:depth + 1]))
             node = _getitem(node, key, path[:depth + 1])

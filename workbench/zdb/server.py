@@ -478,9 +478,10 @@ class StorageManager(_ServerBase):
 
     # -- dispatch -------------------------------------------------------------------------------
     def _dispatch(self, envelope: list[bytes], request: dict[str, Any], data: bytes | None) -> None:
-        if self.needs_login(request):
+        # (Both checks are cheap to skip when no users are configured and nobody holds the lock.)
+        if self.users is not None and self.needs_login(request):
             raise ZdbError("authentication required: log in with the database user first")
-        if self.blocked_by_lock(request):
+        if self.lock_holder is not None and self.blocked_by_lock(request):
             self.hold(envelope, request, data, "database locked by another client")
             return
         self._handlers[request["kind"]](envelope, request, data)
