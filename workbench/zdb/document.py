@@ -298,7 +298,7 @@ def _not_allowed(node: Any, op: Op) -> OperationError:
 
 
 def _check_kwargs(op: Op) -> None:
-    if op.method == "update":  # dict.update(**pairs): any keyword is a key
+    if not op.kwargs or op.method == "update":  # dict.update(**pairs): any keyword is a key
         return
     extra = set(op.kwargs) - ALLOWED_KWARGS.get(op.method or "", frozenset())
     if extra:

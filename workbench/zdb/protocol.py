@@ -37,6 +37,7 @@ Key = Union[str, int, slice]
 REQUEST_KINDS = frozenset({"op", "undo", "redo", "save", "lock", "unlock", "renew", "status", "ping",
                            "blob_put", "blob_get", "sync", "login"})
 _RESERVED_KEYS = frozenset({"$slice", "$file"})
+_SCALARS = frozenset({str, int, bool, type(None)})  # always storable (floats must be finite)
 
 
 class BadRequest(ZdbError):
@@ -70,6 +71,8 @@ class File:
 
 def check_value(value: Any, depth: int = 0) -> None:
     """Refuse what JSON cannot hold faithfully, and nesting deeper than MAX_DEPTH."""
+    if type(value) in _SCALARS and depth <= MAX_DEPTH:  # most stored values: nothing to walk
+        return
     stack = [(value, depth)]
     while stack:
         item, level = stack.pop()
