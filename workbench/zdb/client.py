@@ -150,20 +150,22 @@ class Client:
                 uri = self.write_uri if role == "write" else self.read_uri
                 what = "read" if read else f"{kind} (it may or may not have been applied)"
                 raise ZdbTimeout(f"no answer from zdb server for {what}", uri=uri, timeout=timeout)
-        if not reply.get("ok") and self._credentials and kind != "login" \
+        if reply.get("ok"):
+            if not read:
+                seq = reply.get("seq")
+                if isinstance(seq, int) and seq > self.last_write_seq:
+                    self.last_write_seq = seq
+            return reply.get("result"), reply_data
+        if self._credentials and kind != "login" \
                 and "authentication required" in str((reply.get("error") or {}).get("message")):
             # The server restarted and forgot our login: log in again and retry once.
             with self._lock:
                 self._login_locked()
             return self.request(kind, read=read, data=data, timeout=timeout, **fields)
-        if not reply.get("ok"):
-            error = reply.get("error") or {}
-            cls = remote_error_class(str(error.get("type", "ZdbError")))
-            fields = error.get("fields") or {}
-            raise cls(str(error.get("message", "unknown error")), **(fields if isinstance(fields, dict) else {}))
-        if not read and isinstance(reply.get("seq"), int):
-            self.last_write_seq = max(self.last_write_seq, reply["seq"])
-        return reply.get("result"), reply_data
+        error = reply.get("error") or {}
+        cls = remote_error_class(str(error.get("type", "ZdbError")))
+        fields = error.get("fields") or {}
+        raise cls(str(error.get("message", "unknown error")), **(fields if isinstance(fields, dict) else {}))
 
     def _move(self) -> None:
         """Ask where the database is served now (another TE when ours died)."""
@@ -372,7 +374,8 @@ class Proxy:
 
     def _run(self) -> Any:
         """Read the value at this path."""
-        return self._client.run(self._path)
+        # What run(path) sends, without its general argument handling (the commonest request).
+        return self._client.request("op", read=True, ops=[[list(self._path), None, [], {}]])[0]
 
     # -- writes through Python syntax -----------------------------------------------------------
     def __setitem__(self, key: Any, value: Any) -> None:
