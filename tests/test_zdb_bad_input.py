@@ -50,6 +50,13 @@ def raw(sm):
     (b'{"kind": "blob_get", "hash": "../../etc/passwd"}', "SHA-256"),
     (b'{"kind": "lock", "client": "c", "lease": -1}', "lease"),
     (b'{"kind": "sync", "since": "x"}', "sequence number"),
+    # plain reads of a value in odd shapes: the one-walk read path must fail as the general one
+    (b'{"kind": "op", "ops": [[["nope"], null, [], {}]]}', "'nope'"),
+    (b'{"kind": "op", "ops": [[["x", 0], null, [], {}]]}', "not a container"),
+    (b'{"kind": "op", "ops": [[["x"], null, {}, {}]]}', "an op is"),
+    (b'{"kind": "op", "ops": [[["x"], null, [], []]]}', "an op is"),
+    (b'{"kind": "op", "ops": [["x", null, [], {}]]}', "an op is"),
+    (b'{"kind": "op", "ops": [[["x"], null, []]]}', "an op is"),
 ])
 def test_bad_requests_get_error_replies(raw, sm, body, message):
     raw(b'{"kind": "op", "ops": [[[], "__setitem__", ["x", 5], {}]]}')
@@ -59,6 +66,16 @@ def test_bad_requests_get_error_replies(raw, sm, body, message):
     assert message in reply["error"]["message"], reply
     assert sm.document.root == sm_before
     assert raw(b'{"kind": "ping", "id": 1}')["result"] == "pong"
+
+
+def test_plain_reads_and_single_writes_over_the_wire(raw, sm):
+    assert raw(b'{"kind": "op", "id": 1, "ops": [[[], "__setitem__", ["d", {"l": [1, 2]}], {}]]}')["ok"]
+    assert raw(b'{"kind": "op", "id": 2, "ops": [[["d", "l"], null, [], {}]]}')["result"] == [1, 2]
+    assert raw(b'{"kind": "op", "id": 3, "ops": [[["d", "l", {"$slice": [0, 1, null]}], null, [], {}]]}')["result"] == [1]
+    reply = raw(b'{"kind": "op", "id": 4, "ops": [[["d", "l", {"$slice": [0, 1, null]}], "append", [3], {}]]}')
+    assert reply["ok"] is False and "cannot write through a slice" in reply["error"]["message"]
+    assert raw(b'{"kind": "op", "id": 5, "ops": [[["d", "l"], "append", [3], {}]]}')["ok"]
+    assert sm.document.root["d"] == {"l": [1, 2, 3]}
 
 
 def test_too_deep_value_is_refused(raw, sm):

@@ -195,3 +195,49 @@ def test_wire_format_round_trip_and_bad_input():
         with pytest.raises(BadRequest):
             decode(bad, limit=50_000 if len(bad) != 100 else 10)
     assert json.loads(encode({"s": "é"})) == {"s": "é"}
+
+
+@pytest.mark.parametrize("root, op", MUTATIONS, ids=[f"{op.method}-{i}" for i, (_, op) in enumerate(MUTATIONS)])
+def test_write_one_on_the_node_try_read_found_is_write(root, op):
+    """The server's single-op path (try_read, then write_one on its node) equals write([op])."""
+    reference, doc = Document(copy.deepcopy(root)), Document(copy.deepcopy(root))
+    expected = reference.write([op])
+    is_read, node = doc.try_read(op)
+    assert not is_read
+    assert [doc.write_one(op, node)] == expected
+    assert doc.root == reference.root
+    doc.undo()
+    assert doc.root == root
+
+
+def test_write_one_refuses_a_path_through_a_slice_like_write():
+    doc = doc_with(l=[[1], [2]])
+    op = Op(("l", slice(0, 1)), "append", (3,))
+    is_read, node = doc.try_read(op)
+    with pytest.raises(OperationError, match="cannot write through a slice") as single:
+        doc.write_one(op, node)
+    with pytest.raises(OperationError, match="cannot write through a slice") as batch:
+        doc.write([op])
+    assert single.value.fields == batch.value.fields
+    assert doc.root == {"l": [[1], [2]]} and not doc.undo_stack
+
+
+@pytest.mark.parametrize("path, expected", [
+    (("d", "a"), 1), (("l", 0), "x"), (("l", -1), "z"), (("l", -3), "x"), (("l", slice(0, 2)), ["x", "y"]),
+    (("n", "deep", "l", 1), 2),
+])
+def test_resolve_reads_like_python(path, expected):
+    doc = doc_with(d={"a": 1}, l=["x", "y", "z"], n={"deep": {"l": [1, 2]}})
+    assert doc.resolve(path) == expected
+
+
+@pytest.mark.parametrize("path, kind", [
+    (("nope",), "KeyError"), (("l", 3), "IndexError"), (("l", -4), "IndexError"), (("l", True), "TypeError"),
+    (("l", "0"), "TypeError"), (("d", 0), "TypeError"), (("d", "a", "b"), "TypeError"),
+])
+def test_resolve_errors_name_the_path_up_to_the_bad_key(path, kind):
+    doc = doc_with(d={"a": 1}, l=["x", "y", "z"])
+    with pytest.raises(OperationError) as error:
+        doc.resolve(path)
+    assert error.value.kind == kind
+    assert error.value.fields["path"] == list(path)

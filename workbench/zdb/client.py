@@ -29,10 +29,11 @@ import zmq
 from workbench.errors import ZdbError
 from workbench.zdb.document import READ_METHODS
 from workbench.zdb.protocol import BLOB_CHUNK_BYTES, File, decode, encode
-from workbench.zdb.transport import DEFAULT_URI, CurveKeys, secure_client
+from workbench.zdb.transport import DEFAULT_URI, CurveKeys, recv_frames, secure_client, send_frames
 
 
-_NOBLOCK, _RCVTIMEO = int(zmq.NOBLOCK), int(zmq.RCVTIMEO)  # plain ints: no enum work per request
+# plain ints: no enum work per request
+_NOBLOCK, _SNDMORE, _RCVTIMEO = int(zmq.NOBLOCK), int(zmq.SNDMORE), int(zmq.RCVTIMEO)
 
 
 class ZdbTimeout(ZdbError, TimeoutError):
@@ -83,6 +84,7 @@ class Client:
         self._ids = iter(range(1, 1 << 62))
         self._lock = threading.RLock()
         self._sockets: dict[str, zmq.Socket | None] = {"write": None, "read": None}
+        self._wait_ms: dict[str, int] = {}  # the receive timeout each socket has now
         self._locked = False
         self._renewer: threading.Thread | None = None
         self._renew_stop = threading.Event()
@@ -120,6 +122,7 @@ class Client:
         if sock is not None:
             sock.close(linger=0)
         self._sockets[role] = None
+        self._wait_ms.pop(role, None)
 
     # -- requests -------------------------------------------------------------------------------
     def request(self, kind: str, read: bool = False, data: bytes | None = None,
@@ -147,20 +150,22 @@ class Client:
                 uri = self.write_uri if role == "write" else self.read_uri
                 what = "read" if read else f"{kind} (it may or may not have been applied)"
                 raise ZdbTimeout(f"no answer from zdb server for {what}", uri=uri, timeout=timeout)
-        if not reply.get("ok") and self._credentials and kind != "login" \
+        if reply.get("ok"):
+            if not read:
+                seq = reply.get("seq")
+                if isinstance(seq, int) and seq > self.last_write_seq:
+                    self.last_write_seq = seq
+            return reply.get("result"), reply_data
+        if self._credentials and kind != "login" \
                 and "authentication required" in str((reply.get("error") or {}).get("message")):
             # The server restarted and forgot our login: log in again and retry once.
             with self._lock:
                 self._login_locked()
             return self.request(kind, read=read, data=data, timeout=timeout, **fields)
-        if not reply.get("ok"):
-            error = reply.get("error") or {}
-            cls = remote_error_class(str(error.get("type", "ZdbError")))
-            fields = error.get("fields") or {}
-            raise cls(str(error.get("message", "unknown error")), **(fields if isinstance(fields, dict) else {}))
-        if not read and isinstance(reply.get("seq"), int):
-            self.last_write_seq = max(self.last_write_seq, reply["seq"])
-        return reply.get("result"), reply_data
+        error = reply.get("error") or {}
+        cls = remote_error_class(str(error.get("type", "ZdbError")))
+        fields = error.get("fields") or {}
+        raise cls(str(error.get("message", "unknown error")), **(fields if isinstance(fields, dict) else {}))
 
     def _move(self) -> None:
         """Ask where the database is served now (another TE when ours died)."""
@@ -171,35 +176,47 @@ class Client:
 
     def _exchange(self, role: str, message: dict[str, Any], data: bytes | None,
                   timeout: float) -> tuple[dict[str, Any] | None, bytes | None]:
-        sock = self._socket(role)
+        sock = self._sockets[role] or self._socket(role)
         body = encode(message)
-        frames = [body] if data is None else [body, data]  # DEALER: no delimiter frame needed
-        try:
-            sock.send_multipart(frames, _NOBLOCK)
+        try:  # DEALER: no delimiter frame needed
+            if data is None:
+                sock.send(body, _NOBLOCK)
+            else:
+                sock.send(body, _NOBLOCK | _SNDMORE)
+                sock.send(data)
         except zmq.Again:  # no live connection yet: wait for one within the timeout
             if not sock.poll(int(timeout * 1000), zmq.POLLOUT):
                 return None, None
-            sock.send_multipart(frames)
+            send_frames(sock, [body] if data is None else [body, data])
         deadline = time.monotonic() + timeout
+        wait_ms = int(timeout * 1000) + 1
         while True:
+            # The receive timeout is a socket option: set it only when it changes.
+            if self._wait_ms.get(role) != wait_ms:
+                sock.setsockopt(_RCVTIMEO, wait_ms)
+                self._wait_ms[role] = wait_ms
+            try:
+                frames = recv_frames(sock)
+            except zmq.Again:
+                return None, None
+            if frames[0] == b"" and len(frames) > 1:
+                del frames[0]
+            reply = decode(frames[0], limit=1 << 62)
+            if reply.get("id") == message["id"]:
+                return reply, frames[1] if len(frames) > 1 else None
+            # A stale answer of an abandoned request: wait on for ours with the time left.
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None, None
-            sock.setsockopt(_RCVTIMEO, int(remaining * 1000) + 1)
-            try:
-                frames = sock.recv_multipart()
-            except zmq.Again:
-                return None, None
-            if frames and frames[0] == b"":
-                frames = frames[1:]
-            reply = decode(frames[0], limit=1 << 62)
-            if reply.get("id") == message["id"]:  # drop stale answers of abandoned requests
-                return reply, frames[1] if len(frames) > 1 else None
+            wait_ms = int(remaining * 1000) + 1
 
     def run(self, path: tuple[Any, ...], method: str | None = None, args: tuple[Any, ...] = (),
             kwargs: dict[str, Any] | None = None, ops: list[list[Any]] | None = None) -> Any:
         """Run one op (or a list of write ops, atomically) and return its result."""
-        ops = ops or [[list(path), method, [_plain(a) for a in args], {k: _plain(v) for k, v in (kwargs or {}).items()}]]
+        if not ops:
+            # A proxy argument stands for its current value (read first), as in _plain.
+            ops = [[list(path), method, [a._run() if isinstance(a, Proxy) else a for a in args] if args else [],
+                    {k: _plain(v) for k, v in kwargs.items()} if kwargs else {}]]
         read = len(ops) == 1 and ops[0][1] in _READ_NAMES
         result, _ = self.request("op", read=read, ops=ops)
         return result
@@ -357,7 +374,8 @@ class Proxy:
 
     def _run(self) -> Any:
         """Read the value at this path."""
-        return self._client.run(self._path)
+        # What run(path) sends, without its general argument handling (the commonest request).
+        return self._client.request("op", read=True, ops=[[list(self._path), None, [], {}]])[0]
 
     # -- writes through Python syntax -----------------------------------------------------------
     def __setitem__(self, key: Any, value: Any) -> None:

@@ -18,6 +18,31 @@ from workbench.errors import ConfigurationError
 
 DEFAULT_URI = "tcp://127.0.0.1:5559"
 
+# Plain ints: pyzmq's enum flags cost an enum operation per use on the request path.
+_SNDMORE = int(zmq.SNDMORE)
+
+
+def recv_frames(sock: zmq.Socket, flags: int = 0) -> list[bytes]:
+    """One whole multipart message as bytes.
+
+    Same result as ``recv_multipart``, cheaper per request: the frames' ``more`` flag is read
+    from each frame instead of by a getsockopt call per frame (pyzmq's recv_multipart).
+    """
+    frame = sock.recv(flags, copy=False)
+    frames = [frame.bytes]
+    while frame.more:
+        frame = sock.recv(copy=False)
+        frames.append(frame.bytes)
+    return frames
+
+
+def send_frames(sock: zmq.Socket, frames: list[bytes], flags: int = 0) -> None:
+    """``send_multipart`` without its per-call type checks and flag arithmetic."""
+    last = len(frames) - 1
+    more = flags | _SNDMORE
+    for index, frame in enumerate(frames):
+        sock.send(frame, flags if index == last else more)
+
 
 def bind(socket: zmq.Socket, uri: str) -> str:
     """Bind ``uri`` (port 0 or ``*`` picks a free port) and return the real endpoint."""
