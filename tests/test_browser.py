@@ -23,7 +23,7 @@ import pytest
 import workbench
 from workbench import lab
 from workbench.testing.jupyter import (IDLE_INDICATOR, WIDGET, JupyterLabServer, run_notebook_in_lab,
-                                       save_screenshot, write_notebook)
+                                       save_screenshot, wait_for_lab_status, write_notebook)
 
 
 # -- workbench lab -------------------------------------------------------------------------------
@@ -91,18 +91,7 @@ def test_workbench_lab_serves(tmp_path: Path) -> None:
         match = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/lab\?token=([0-9a-f]{48})", url)
         assert match, url
         base, token = f"http://127.0.0.1:{match[1]}", match[2]
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as reply:
-                    assert "started" in json.load(reply)
-                break
-            except urllib.error.HTTPError:
-                raise
-            except OSError:
-                assert process.poll() is None, (tmp_path / "lab.log").read_text()
-                assert time.monotonic() < deadline, "workbench lab did not answer in 60s"
-                time.sleep(0.2)
+        assert "started" in wait_for_lab_status(base, token, process, timeout=60, log=tmp_path / "lab.log")
         with pytest.raises(urllib.error.HTTPError) as refused:  # the token is really required
             urllib.request.urlopen(f"{base}/api/status", timeout=2)
         assert refused.value.code == 403

@@ -7,13 +7,13 @@ import os
 import signal
 import stat
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from workbench.testing.jupyter import wait_for_lab_status
 from workbench.testing.process import processes_mentioning, wait_until_gone
 from workbench.testing.stack import ALL_PORTS_FREE, WORKBENCH, RunningStack
 from workbench.zdb import client
@@ -190,15 +190,7 @@ def test_lab_runs_the_stack_points_jupyter_at_it_and_stops_both(state_dir, tmp_p
         assert "zdb://dba:PASSWORD@" in text and secrets["zdb"]["password"] not in text
         url = output[-1].strip()
         base, token = url.split("/lab?token=")
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as reply:
-                    assert "started" in json.load(reply)
-                break
-            except urllib.error.URLError:
-                assert lab.poll() is None and time.monotonic() < deadline, "the Lab did not answer"
-                time.sleep(0.3)
+        assert "started" in wait_for_lab_status(base, token, lab)
         # Kernels inherit the Lab's environment: it names the stack this command started.
         children = Path(f"/proc/{lab.pid}/task/{lab.pid}/children").read_text().split()
         environments = [Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") for pid in children]

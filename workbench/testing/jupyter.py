@@ -19,6 +19,7 @@ import http.cookiejar
 import json
 import os
 import re
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -217,6 +218,27 @@ class JupyterLabServer(ServiceProcess):
 
 
 # -- notebooks and pages ---------------------------------------------------------------------------
+
+def wait_for_lab_status(base_url: str, token: str, process: "subprocess.Popen[Any]", timeout: float = 90.0,
+                        log: Path | None = None) -> dict[str, Any]:
+    """Wait until the Lab that ``process`` runs answers ``/api/status`` with ``token``; its answer.
+
+    An HTTP error is raised at once (the server answers, but refuses); a process that ends first,
+    or no answer within ``timeout``, is an AssertionError carrying ``log``'s text when given.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base_url}/api/status?token={token}", timeout=2) as reply:
+                return json.load(reply)
+        except urllib.error.HTTPError:
+            raise
+        except OSError:
+            why = "ended" if process.poll() is not None else "did not answer" if time.monotonic() > deadline else ""
+            if why:
+                raise AssertionError(f"the Lab {why}" + (f":\n{log.read_text()}" if log else "")) from None
+            time.sleep(0.2)
+
 
 def write_notebook(path: str | os.PathLike[str], cells: Sequence[str | tuple[str, str]],
                    kernel_name: str = "python3") -> Path:
