@@ -156,6 +156,8 @@ def test_postgresql_cluster_of_3_over_ssh_with_database_user_backup_and_restore(
         db.execute("CREATE TABLE entries (id int PRIMARY KEY, amount int)")
         db.execute("INSERT INTO entries VALUES (1, 100), (2, -40)")
     for replica in cluster.replicas:
+        # the role reaches the replicas by asynchronous replication, as the rows do: wait for both
+        _wait(lambda: _pg_logs_in(replica, "clerk", "it's a secret", "books"))
         with _pg(replica, "clerk", "it's a secret", "books") as db:
             _wait(lambda: db.execute("SELECT count(*) FROM entries").fetchone()[0] == 2)
             with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
@@ -333,6 +335,14 @@ def _mysql(instance, user, password, database, admin=None):
 def _pg(instance, user, password, database):
     return psycopg.connect(host=instance.addr, port=instance.port, user=user, password=password,
                            dbname=database, autocommit=True, connect_timeout=10)
+
+
+def _pg_logs_in(instance, user, password, database) -> bool:
+    try:
+        _pg(instance, user, password, database).close()
+    except psycopg.OperationalError:
+        return False
+    return True
 
 
 def test_volumes_hold_the_data_and_go_with_the_cluster(clusters_settings):
