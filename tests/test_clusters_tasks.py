@@ -355,3 +355,22 @@ def test_volumes_hold_the_data_and_go_with_the_cluster(clusters_settings):
         runner.destroy_cluster("vol").wait(TIMEOUT)
         assert not Path(primary.volume).exists()
         assert_nothing_left(runner)
+
+
+def test_verification_fails_for_a_replica_that_stopped_following(static_runner):
+    # each replica polls on its own host for a token written on the primary after it started
+    runner = static_runner
+    runner.create_cluster("check", "redis-7", size=3).wait(TIMEOUT)
+    cluster = runner.store.get_cluster("check")
+    manager = runner.manager_for(cluster.datastore)
+    token = manager.verify_replication(cluster.primary, cluster.replicas, timeout=30)
+    for replica in cluster.replicas:
+        assert redis.Redis(replica.addr, replica.port).get("workbench:replication-check").decode() == token
+    stray = cluster.replicas[1]
+    redis.Redis(stray.addr, stray.port).execute_command("REPLICAOF", "NO", "ONE")
+    with pytest.raises(ManagerError) as info:
+        manager.verify_replication(cluster.primary, cluster.replicas, timeout=1)
+    assert info.value.fields["instance"] == stray.name and "did not receive" in info.value.message
+    assert "role:master" in info.value.message  # the replica's own account of its state
+    runner.destroy_cluster("check").wait(TIMEOUT)
+    assert_nothing_left(runner)

@@ -432,6 +432,8 @@ class BaseManager:
         The replicas are read concurrently; the first one that does not get the token in time fails it.
         """
         token = self.new_token()
+        if all(self.read_check_script(replica, token) is not None for replica in replicas):
+            return self._verify_on_hosts(primary, replicas, token, timeout)
         with self.connection(primary) as conn:
             self.write_check(conn, primary, token)
 
@@ -449,6 +451,43 @@ class BaseManager:
             for future in [pool.submit(read, replica) for replica in replicas]:
                 future.result()
         return token
+
+    def _verify_on_hosts(self, primary: Instance, replicas: Sequence[Instance], token: str, timeout: float) -> str:
+        """Each replica polls for ``token`` on its own host (one round trip, started before the write,
+        so that it sees the token as soon as it arrives); the primary writes it meanwhile.
+
+        The token is new, so only a write made now, after the replicas follow, can bring it."""
+        ticks = int(timeout * 50)
+
+        def read(replica: Instance) -> None:
+            check = self.read_check_script(replica, token)
+            poll = (f"step wait for the token\ni=0; until {{ {check}; }} </dev/null; do i=$((i+1)); "
+                    f"if [ $i -ge {ticks} ]; then exit 1; fi; sleep 0.02; done\n")
+            with self.connection(replica) as conn:
+                try:
+                    self.run_step(conn, replica, poll, timeout=timeout + 30)
+                except CommandError:
+                    raise ManagerError(f"replica {replica.name} did not receive a write on {primary.name} "
+                                       f"within {timeout:.0f}s ({self.replication_state(conn, replica)})",
+                                       manager=self.name, instance=replica.name) from None
+
+        with concurrent.futures.ThreadPoolExecutor(max(1, len(replicas)), thread_name_prefix="clusters-verify") as pool:
+            reads = [pool.submit(read, replica) for replica in replicas]
+            try:
+                with self.connection(primary) as conn:
+                    self.write_check(conn, primary, token)
+            except BaseException:
+                for future in reads:
+                    future.cancel()
+                raise
+            for future in reads:
+                future.result()
+        return token
+
+    def read_check_script(self, replica: Instance, token: str) -> str | None:
+        """Shell (in a step script) that succeeds once ``replica`` has ``token``, quietly; None when
+        the manager has none (the replica is then asked from here until it has it)."""
+        return None
 
     def write_check(self, conn: Connection, primary: Instance, token: str) -> None:
         """Write ``token`` on the primary where ``read_check`` looks for it."""

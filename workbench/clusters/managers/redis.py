@@ -78,6 +78,10 @@ class RedisManager(BaseManager):
     def read_check(self, conn: Connection, replica: Instance, token: str) -> bool:
         return self.query(conn, replica, "GET", "workbench:replication-check") == token
 
+    def read_check_script(self, replica: Instance, token: str) -> str:
+        get = shlex.join(self.cli(replica, "GET", "workbench:replication-check"))
+        return f'[ "$({get} 2>/dev/null)" = {shlex.quote(token)} ]'
+
     def replication_state(self, conn: Connection, replica: Instance) -> str:
         info = conn.run(self.cli(replica, "INFO", "replication"), check=False).stdout
         return ", ".join(line.strip() for line in info.splitlines() if line.startswith(("master_link_status",
