@@ -374,3 +374,31 @@ def test_verification_fails_for_a_replica_that_stopped_following(static_runner):
     assert "role:master" in info.value.message  # the replica's own account of its state
     runner.destroy_cluster("check").wait(TIMEOUT)
     assert_nothing_left(runner)
+
+
+def test_a_replica_follows_in_its_install_step_when_the_primary_answers(clusters_runner):
+    runner = clusters_runner
+    runner.create_cluster("early", "redis-7", size=1).wait(TIMEOUT)
+    handle = runner.add_nodes("early", 1)
+    handle.wait(TIMEOUT)
+    cluster = runner.store.get_cluster("early")
+    replica = cluster.replicas[0]
+    assert f"[{replica.name}] redis-server answers on {replica.addr}:{replica.port}; replicating from early-1" \
+        in handle.log
+    assert f"[{replica.name}] replicate\n" not in handle.log + "\n"  # no step of its own
+    info = redis.Redis(replica.addr, replica.port).info("replication")
+    assert info["role"] == "slave" and info["master_port"] == cluster.primary.port
+    assert "replicaof" in Path(replica.directory, "config").read_text()  # CONFIG REWRITE: kept on restart
+
+    # a primary that does not answer: the install step gives up waiting soon and the follow step
+    # comes after; here the verification then fails and the new node is removed
+    manager = runner.manager_for(cluster.datastore)
+    manager.stop(cluster.primary)
+    handle = runner.add_nodes("early", 1)
+    with pytest.raises(CommandError, match="Connection refused"):  # the write on the stopped primary
+        handle.wait(TIMEOUT)
+    assert "early-1 not up yet" in handle.log and "] replicate\n" in handle.log
+    assert [i.name for i in runner.store.get_cluster("early").instances] == ["early-1", "early-2"]
+    manager.start(cluster.primary)
+    runner.destroy_cluster("early").wait(TIMEOUT)
+    assert_nothing_left(runner)

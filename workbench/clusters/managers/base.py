@@ -262,6 +262,17 @@ class BaseManager:
         """Make the installed ``replica`` replicate from the running ``primary`` (started, if
         ``install`` left it stopped)."""
 
+    #: seconds ``install_replica`` waits on the host for the primary before leaving the follow
+    #: step to the caller (short: a primary that failed must not hold its replicas up)
+    EARLY_FOLLOW_WAIT = 2.0
+
+    def install_replica(self, replica: Instance, primary: Instance, log: Any = None) -> bool:
+        """``install`` the replica and, where the manager can do it in the same round trip, follow
+        ``primary`` at once if it answers within ``EARLY_FOLLOW_WAIT`` seconds; returns whether
+        it follows (if not, the caller runs ``follow`` once the primary is up)."""
+        self.install(replica, log)
+        return False
+
     def start(self, instance: Instance) -> None:
         """Start the datastore (returns once it answers)."""
         raise NotImplementedError
@@ -453,10 +464,10 @@ class BaseManager:
         return token
 
     def _verify_on_hosts(self, primary: Instance, replicas: Sequence[Instance], token: str, timeout: float) -> str:
-        """Each replica polls for ``token`` on its own host (one round trip, started before the write,
-        so that it sees the token as soon as it arrives); the primary writes it meanwhile.
+        """The primary writes ``token``, then each replica polls for it on its own host (one round
+        trip each, concurrently), so it is seen as soon as it arrives.
 
-        The token is new, so only a write made now, after the replicas follow, can bring it."""
+        The token is new, so only this write, made after the replicas follow, can bring it."""
         ticks = int(timeout * 50)
 
         def read(replica: Instance) -> None:
@@ -471,16 +482,11 @@ class BaseManager:
                                        f"within {timeout:.0f}s ({self.replication_state(conn, replica)})",
                                        manager=self.name, instance=replica.name) from None
 
+        # the write first: a poll started before it would wait out its timeout if the write failed
+        with self.connection(primary) as conn:
+            self.write_check(conn, primary, token)
         with concurrent.futures.ThreadPoolExecutor(max(1, len(replicas)), thread_name_prefix="clusters-verify") as pool:
-            reads = [pool.submit(read, replica) for replica in replicas]
-            try:
-                with self.connection(primary) as conn:
-                    self.write_check(conn, primary, token)
-            except BaseException:
-                for future in reads:
-                    future.cancel()
-                raise
-            for future in reads:
+            for future in [pool.submit(read, replica) for replica in replicas]:
                 future.result()
         return token
 
