@@ -40,6 +40,11 @@ from workbench.clusters.settings import Settings
 log = logging.getLogger(__name__)
 
 
+#: seconds a replica's install waits for its primary's server to be placed, so that it can follow
+#: the primary in the same step
+PLACEMENT_WAIT = 0.5
+
+
 class TaskContext:
     """What a running task can do besides its work: log, report progress, notice cancellation."""
 
@@ -556,16 +561,25 @@ def _build_instances(ctx: TaskContext, cluster: Cluster, new: Sequence[Instance]
     # data directory, server: nothing there needs the primary); only a replica's follow step waits,
     # for the primary alone, and the replicas then follow it concurrently.
     primary_ready = threading.Event()
+    primary_placed = threading.Event()  # its address and port are known: a replica can wait for it
     if not any(i.id == primary.id for i in new):
         primary_ready.set()
+        primary_placed.set()
 
     def build(instance: Instance) -> None:
-        make_server(instance)
+        try:
+            make_server(instance)
+        finally:
+            if instance.id == primary.id:
+                primary_placed.set()  # placed, or failed: either way nobody waits for it longer
         if instance.id == primary.id:
             prepare(ctx, instance.id)
             ctx.store.update_instance(primary.id, progress=90)
             primary_ready.set()
             return
+        # servers are made at once, so the primary's is usually placed within moments of this one;
+        # a slow one (a cloud) is not waited for: this replica then installs and follows apart
+        primary_placed.wait(PLACEMENT_WAIT)
         if prepare_replica(ctx, instance.id, primary.id):
             return
         while not primary_ready.wait(0.1):
