@@ -226,3 +226,10 @@ def test_ssh_without_persistent_shells_each_command_has_its_login_shell(ssh_serv
         # the command's shell is the login shell's exec, a child of sshd itself
         assert conn.run(["sh", "-c", "ps -o comm= -p $PPID"]).stdout.strip() == "sshd"
         assert conn.run(["cat"], input="x\n").stdout == "x\n"
+
+
+def test_ssh_big_output_and_input_pass_whole(ssh_connection):
+    big = ssh_connection.run(["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x"]).stdout
+    assert big == "x" * 3_000_000
+    text = "".join(f"line {n}\n" for n in range(20000))
+    assert ssh_connection.run(["cat"], input=text).stdout == text

@@ -301,6 +301,7 @@ class RemoteShell:
         channel.sendall(self.script(command, input, token))
         out, err, pending = bytearray(), bytearray(), bytearray()
         fed = 0  # how much of ``out`` went to on_output: never a byte that may begin the marker
+        scanned = err_scanned = 0  # how far the markers were looked for
         status: int | None = None
         err_end: int | None = None
         deadline = time.monotonic() + timeout
@@ -311,25 +312,36 @@ class RemoteShell:
                                    exit_status=-1, stderr=err.decode(errors="replace")[-2000:], host=host)
             progressed = False
             while channel.recv_ready():
-                out.extend(channel.recv(65536))
+                chunk = channel.recv(65536)
+                if status is None:
+                    out.extend(chunk)
+                else:
+                    self.dirty = True  # after the end marker: not this command's, nor the next one's
                 progressed = True
             while channel.recv_stderr_ready():
-                err.extend(channel.recv_stderr(65536))
+                chunk = channel.recv_stderr(65536)
+                if err_end is None:
+                    err.extend(chunk)
+                else:
+                    self.dirty = True
                 progressed = True
-            if status is None and (found := status_line.search(out)):
+            # only the new bytes (and a marker's length before them) are searched: big outputs stay linear
+            if status is None and (found := status_line.search(out, max(0, scanned - len(marker) - 24))):
                 status, end = int(found.group(1)), found.start()
                 if found.end() != len(out):
                     self.dirty = True
                 del out[end:]
+            scanned = len(out)
             safe = len(out) if status is not None else max(fed, len(out) - len(marker) + 1)
             if safe > fed:
                 _feed_lines(pending, bytes(out[fed:safe]), on_output)
                 fed = safe
-            if err_end is None and (at := err.find(err_marker)) >= 0:
+            if err_end is None and (at := err.find(err_marker, max(0, err_scanned - len(err_marker)))) >= 0:
                 if at + len(err_marker) != len(err):
                     self.dirty = True
                 err_end = at
                 del err[at:]
+            err_scanned = len(err)
             if status is not None and err_end is not None:
                 break
             if not progressed:
