@@ -14,11 +14,12 @@ What is measured, and against what:
    of a cluster are built in parallel, so the ratio 3-node / 1-node shows what parallelism saves:
    target <= 1.5 (a serial build would be about 3). Each cluster is destroyed before the next
    one is made; the time of the destroy is printed too.
-2. **SSH command round trip**: the project's ``SshConnection`` running ``true`` (one exec channel
-   per command on a kept session) against the raw OpenSSH client running ``true`` over a
-   multiplexed master connection (``ssh -S socket``: the same kept-session shape, the limit for a
-   command on an open session). Also a fresh connection per command for both (``SshConnection``
-   opened, ``true``, closed; plain ``ssh HOST true``), where the handshake dominates.
+2. **SSH command round trip**: the project's ``SshConnection`` running ``true`` on a kept session
+   (fed to a long-lived remote ``sh``, so the login shell is paid once per remote shell, not per
+   command) against the raw OpenSSH client running ``true`` over a multiplexed master connection
+   (``ssh -S socket``: an exec channel, and so a login shell, per command). Also a fresh
+   connection per command for both (``SshConnection`` opened, ``true``, closed; plain
+   ``ssh HOST true``), where the handshake and the login shell dominate.
 
 ``--profile`` also prints, for each build, every SSH command and file transfer (start, duration,
 instance thread) and the CPU seconds the build cost (commands over SSH, datastore servers, this

@@ -154,3 +154,82 @@ def test_stored_key_logs_in_and_a_dropped_session_reconnects(ssh_server, tmp_pat
             assert conn.run(["echo", "second"]).stdout == "second\n"
     finally:
         authorized.write_text(original)
+
+
+def remote_shell_pid(conn) -> str:
+    """The pid of the shell that runs the command (the parent of the command's own shell)."""
+    return conn.run(["sh", "-c", "ps -o ppid= -p $PPID"]).stdout.strip()
+
+
+def test_ssh_commands_share_a_remote_shell_which_survives_what_they_do_to_it(ssh_connection):
+    first = remote_shell_pid(ssh_connection)
+    assert ssh_connection.run(["sh", "-c", "exit 7"], check=False).exit_status == 7
+    ssh_connection.run_shell("cd /; export WB_LEAK=1; umask 077")
+    assert ssh_connection.run_shell('printf %s "$PWD:${WB_LEAK-unset}"').stdout != "/:1"
+    assert remote_shell_pid(ssh_connection) == first  # one login shell for all of them
+    # no trailing newline, no newline at all, a line that looks like an end marker: exact output
+    assert ssh_connection.run(["printf", "%s", "no newline"]).stdout == "no newline"
+    assert ssh_connection.run(["printf", ""]).stdout == ""
+    assert ssh_connection.run(["printf", "wb0 0\\nrest"]).stdout == "wb0 0\nrest"
+    result = ssh_connection.run(["sh", "-c", "printf out; printf err >&2; exit 2"], check=False)
+    assert (result.stdout, result.stderr, result.exit_status) == ("out", "err", 2)
+
+
+def test_ssh_input_reaches_the_command_exactly(ssh_connection):
+    tricky = "line one\nWB_INPUT_x\n'quotes' \"and\" $HOME `x`\n\\back\n"
+    assert ssh_connection.run(["cat"], input=tricky).stdout == tricky
+    # not a here-document's shape (no final newline, binary): an exec channel carries it as is
+    assert ssh_connection.run(["cat"], input="no final newline").stdout == "no final newline"
+    assert ssh_connection.run(["od", "-An", "-tx1"], input=b"\x00\xff").stdout.split() == ["00", "ff"]
+    # a command that reads no input still ends, and the next one gets its own
+    assert ssh_connection.run(["true"], input="ignored\n").ok
+    assert ssh_connection.run(["cat"], input="second\n").stdout == "second\n"
+
+
+def test_ssh_a_shell_killed_or_hung_by_a_command_is_replaced(ssh_connection):
+    first = remote_shell_pid(ssh_connection)
+    result = ssh_connection.run(["sh", "-c", "echo before; kill -KILL $(ps -o ppid= -p $PPID)"], check=False)
+    assert result.exit_status == -1 and not result.ok and result.stdout == "before\n"
+    second = remote_shell_pid(ssh_connection)
+    assert second != first
+    with pytest.raises(CommandError) as info:
+        ssh_connection.run(["sleep", "20"], timeout=0.5)
+    assert "timed out" in info.value.message
+    assert ssh_connection.run(["echo", "after"]).stdout == "after\n"
+    assert remote_shell_pid(ssh_connection) != second
+
+
+def test_ssh_output_left_behind_never_reaches_a_later_command(ssh_connection):
+    # a background process keeps writing to the shell after its command is over
+    ssh_connection.run_shell("(sleep 0.3; echo stray; echo stray-err >&2) &")
+    import time
+
+    time.sleep(0.8)
+    result = ssh_connection.run(["echo", "next"])
+    assert (result.stdout, result.stderr) == ("next\n", "")
+
+
+def test_ssh_commands_run_in_parallel_on_one_session(ssh_connection):
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda n: ssh_connection.run(["sh", "-c", f"sleep 0.2; echo {n}"]).stdout,
+                                range(8)))
+    assert results == [f"{n}\n" for n in range(8)]
+    assert len(ssh_connection._shells) <= ssh_connection.max_idle_shells
+
+
+def test_ssh_without_persistent_shells_each_command_has_its_login_shell(ssh_server, tmp_path):
+    with SshConnection(ssh_server.host, ssh_server.port, ssh_server.username,
+                       key_filename=str(ssh_server.client_key_path), known_hosts=tmp_path / "known_hosts",
+                       trusted_host_key=host_key_line(ssh_server), persistent_shell=False) as conn:
+        # the command's shell is the login shell's exec, a child of sshd itself
+        assert conn.run(["sh", "-c", "ps -o comm= -p $PPID"]).stdout.strip() == "sshd"
+        assert conn.run(["cat"], input="x\n").stdout == "x\n"
+
+
+def test_ssh_big_output_and_input_pass_whole(ssh_connection):
+    big = ssh_connection.run(["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x"]).stdout
+    assert big == "x" * 3_000_000
+    text = "".join(f"line {n}\n" for n in range(20000))
+    assert ssh_connection.run(["cat"], input=text).stdout == text

@@ -156,6 +156,8 @@ def test_postgresql_cluster_of_3_over_ssh_with_database_user_backup_and_restore(
         db.execute("CREATE TABLE entries (id int PRIMARY KEY, amount int)")
         db.execute("INSERT INTO entries VALUES (1, 100), (2, -40)")
     for replica in cluster.replicas:
+        # the role reaches the replicas by asynchronous replication, as the rows do: wait for both
+        _wait(lambda: _pg_logs_in(replica, "clerk", "it's a secret", "books"))
         with _pg(replica, "clerk", "it's a secret", "books") as db:
             _wait(lambda: db.execute("SELECT count(*) FROM entries").fetchone()[0] == 2)
             with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
@@ -335,6 +337,14 @@ def _pg(instance, user, password, database):
                            dbname=database, autocommit=True, connect_timeout=10)
 
 
+def _pg_logs_in(instance, user, password, database) -> bool:
+    try:
+        _pg(instance, user, password, database).close()
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
 def test_volumes_hold_the_data_and_go_with_the_cluster(clusters_settings):
     with running_clusters(clusters_settings.replace(use_volumes=True)) as runner:
         runner.create_cluster("vol", "postgresql-15", size=1).wait(TIMEOUT)
@@ -345,3 +355,50 @@ def test_volumes_hold_the_data_and_go_with_the_cluster(clusters_settings):
         runner.destroy_cluster("vol").wait(TIMEOUT)
         assert not Path(primary.volume).exists()
         assert_nothing_left(runner)
+
+
+def test_verification_fails_for_a_replica_that_stopped_following(static_runner):
+    # each replica polls on its own host for a token written on the primary after it started
+    runner = static_runner
+    runner.create_cluster("check", "redis-7", size=3).wait(TIMEOUT)
+    cluster = runner.store.get_cluster("check")
+    manager = runner.manager_for(cluster.datastore)
+    token = manager.verify_replication(cluster.primary, cluster.replicas, timeout=30)
+    for replica in cluster.replicas:
+        assert redis.Redis(replica.addr, replica.port).get("workbench:replication-check").decode() == token
+    stray = cluster.replicas[1]
+    redis.Redis(stray.addr, stray.port).execute_command("REPLICAOF", "NO", "ONE")
+    with pytest.raises(ManagerError) as info:
+        manager.verify_replication(cluster.primary, cluster.replicas, timeout=1)
+    assert info.value.fields["instance"] == stray.name and "did not receive" in info.value.message
+    assert "role:master" in info.value.message  # the replica's own account of its state
+    runner.destroy_cluster("check").wait(TIMEOUT)
+    assert_nothing_left(runner)
+
+
+def test_a_replica_follows_in_its_install_step_when_the_primary_answers(clusters_runner):
+    runner = clusters_runner
+    runner.create_cluster("early", "redis-7", size=1).wait(TIMEOUT)
+    handle = runner.add_nodes("early", 1)
+    handle.wait(TIMEOUT)
+    cluster = runner.store.get_cluster("early")
+    replica = cluster.replicas[0]
+    assert f"[{replica.name}] redis-server answers on {replica.addr}:{replica.port}; replicating from early-1" \
+        in handle.log
+    assert f"[{replica.name}] replicate\n" not in handle.log + "\n"  # no step of its own
+    info = redis.Redis(replica.addr, replica.port).info("replication")
+    assert info["role"] == "slave" and info["master_port"] == cluster.primary.port
+    assert "replicaof" in Path(replica.directory, "config").read_text()  # CONFIG REWRITE: kept on restart
+
+    # a primary that does not answer: the install step gives up waiting soon and the follow step
+    # comes after; here the verification then fails and the new node is removed
+    manager = runner.manager_for(cluster.datastore)
+    manager.stop(cluster.primary)
+    handle = runner.add_nodes("early", 1)
+    with pytest.raises(CommandError, match="Connection refused"):  # the write on the stopped primary
+        handle.wait(TIMEOUT)
+    assert "early-1 not up yet" in handle.log and "] replicate\n" in handle.log
+    assert [i.name for i in runner.store.get_cluster("early").instances] == ["early-1", "early-2"]
+    manager.start(cluster.primary)
+    runner.destroy_cluster("early").wait(TIMEOUT)
+    assert_nothing_left(runner)

@@ -16,6 +16,12 @@ instance's fields shell-quoted into it::
 
 SSH refuses a host whose key is neither in the known_hosts file nor vouched for by the provider
 (``trusted_host_key``, which is then recorded in known_hosts); a changed key is always refused.
+
+sshd runs every exec request through the login user's shell, which may read start-up files
+costing far more than the command (a version manager's init in ~/.bashrc: ~90 ms of CPU, and
+a lock that serializes parallel shells). So an ``SshConnection`` keeps long-lived ``sh``
+processes on the host (:class:`RemoteShell`), one per command running at a time, and feeds each
+command to one of them: the login shell is paid once per remote shell, not once per command.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
+import secrets
 import select
 import shlex
 import shutil
@@ -226,19 +234,157 @@ def parse_host_key(line: str) -> paramiko.PKey:
     return paramiko.PKey.from_type_string(parts[0], base64.b64decode(parts[1]))
 
 
+class RemoteShell:
+    """One long-lived ``sh`` on a host, reading commands from its stdin (an SSH exec channel).
+
+    Each command runs as ``( eval COMMAND )`` in a subshell, so what it does to its shell (``cd``,
+    ``exit``, variables) stays in it; its stdin is ``/dev/null`` or a quoted here-document holding
+    the input (never part of a command line); after it the shell prints a fresh random token and
+    the exit status on stdout, and the token on stderr. Output before the tokens is the command's.
+
+    A shell is used for one command at a time. It is given up (closed) when a command times out,
+    when it died under a command (that command then fails with exit status -1, as a killed login
+    shell does), and when output arrives while no command runs (a process the last command left
+    in the background still writes to it), so stray output is never taken as a later command's.
+    """
+
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self.channel = channel
+        #: set when this shell must not run another command (closed, or output left over)
+        self.dirty = False
+
+    @classmethod
+    def open(cls, transport: paramiko.Transport, timeout: float) -> RemoteShell:
+        channel = transport.open_session(timeout=timeout)
+        # the login shell starts sh and is gone: exec, so no login shell stays between the two
+        channel.exec_command("exec sh -s")
+        return cls(channel)
+
+    @property
+    def usable(self) -> bool:
+        channel = self.channel
+        return (not self.dirty and not channel.closed and not channel.exit_status_ready() and not channel.eof_received
+                and not channel.recv_ready() and not channel.recv_stderr_ready())
+
+    @staticmethod
+    def accepts(input: str | bytes | None) -> bool:
+        """Whether ``input`` can be a here-document exactly: text, ending with a newline, no NUL.
+
+        Other input (binary, no final newline) goes over an exec channel of its own."""
+        if input is None:
+            return True
+        if isinstance(input, bytes):
+            try:
+                input = input.decode()
+            except UnicodeDecodeError:
+                return False
+        return input.endswith("\n") and "\x00" not in input
+
+    def script(self, command: str, input: str | bytes | None, token: str) -> bytes:
+        text = input.decode() if isinstance(input, bytes) else input
+        mark = f"; printf '%s %d\\n' {token} $?; printf '%s\\n' {token} >&2\n"
+        if text is None:
+            return f"( eval {shlex.quote(command)} ) </dev/null{mark}".encode()
+        # a delimiter that no line of the input is: the token makes a clash practically impossible
+        delimiter = f"WB_INPUT_{token}"
+        while f"\n{delimiter}\n" in "\n" + text:
+            delimiter += "_"
+        return f"( eval {shlex.quote(command)} ) <<'{delimiter}'{mark}{text}{delimiter}\n".encode()
+
+    def run(self, command: str, timeout: float, input: str | bytes | None, on_output: OutputCallback | None,
+            host: str) -> CommandResult:
+        """Run ``command``; after a timeout or a dead shell the caller must not reuse this shell."""
+        token = "wb" + secrets.token_hex(12)
+        marker, err_marker = token.encode() + b" ", token.encode() + b"\n"
+        status_line = re.compile(re.escape(marker) + rb"(-?\d+)\n")
+        channel = self.channel
+        channel.sendall(self.script(command, input, token))
+        out, err, pending = bytearray(), bytearray(), bytearray()
+        fed = 0  # how much of ``out`` went to on_output: never a byte that may begin the marker
+        scanned = err_scanned = 0  # how far the markers were looked for
+        status: int | None = None
+        err_end: int | None = None
+        deadline = time.monotonic() + timeout
+        while status is None or err_end is None:
+            if time.monotonic() > deadline:
+                self.close()
+                raise CommandError(f"command timed out after {timeout:.0f}s on {host}", command=command,
+                                   exit_status=-1, stderr=err.decode(errors="replace")[-2000:], host=host)
+            progressed = False
+            while channel.recv_ready():
+                chunk = channel.recv(65536)
+                if status is None:
+                    out.extend(chunk)
+                else:
+                    self.dirty = True  # after the end marker: not this command's, nor the next one's
+                progressed = True
+            while channel.recv_stderr_ready():
+                chunk = channel.recv_stderr(65536)
+                if err_end is None:
+                    err.extend(chunk)
+                else:
+                    self.dirty = True
+                progressed = True
+            # only the new bytes (and a marker's length before them) are searched: big outputs stay linear
+            if status is None and (found := status_line.search(out, max(0, scanned - len(marker) - 24))):
+                status, end = int(found.group(1)), found.start()
+                if found.end() != len(out):
+                    self.dirty = True
+                del out[end:]
+            scanned = len(out)
+            safe = len(out) if status is not None else max(fed, len(out) - len(marker) + 1)
+            if safe > fed:
+                _feed_lines(pending, bytes(out[fed:safe]), on_output)
+                fed = safe
+            if err_end is None and (at := err.find(err_marker, max(0, err_scanned - len(err_marker)))) >= 0:
+                if at + len(err_marker) != len(err):
+                    self.dirty = True
+                err_end = at
+                del err[at:]
+            err_scanned = len(err)
+            if status is not None and err_end is not None:
+                break
+            if not progressed:
+                if channel.exit_status_ready() or channel.closed or channel.eof_received:
+                    if channel.recv_ready() or channel.recv_stderr_ready():
+                        continue
+                    # the shell died under the command (killed, or the session went): it failed
+                    self.close()
+                    if status is None:
+                        if fed < len(out):
+                            _feed_lines(pending, bytes(out[fed:]), on_output)
+                        status = -1
+                    break
+                select.select([channel], [], [], 0.5)
+        _feed_lines(pending, b"", on_output, final=True)
+        return CommandResult(command, status, out.decode(errors="replace"), err.decode(errors="replace"), host)
+
+    def close(self) -> None:
+        self.dirty = True
+        try:
+            self.channel.close()
+        except Exception:  # closing a broken channel is best effort
+            pass
+
+
 class SshConnection(Connection):
     """Commands and SFTP over one SSH session (paramiko), key authentication only.
 
     ``key`` is a paramiko ``PKey`` (a cluster ``Key`` decrypts to one) or ``key_filename`` a key
     file. The host key must be in ``known_hosts`` or be ``trusted_host_key`` (what the provider
     vouches for; it is then saved to ``known_hosts``); anything else raises ``UnknownHostKeyError``.
-    A dropped session is reopened on the next command.
+    A dropped session is reopened on the next command. With ``persistent_shell`` (the default)
+    commands go to long-lived remote shells (:class:`RemoteShell`, up to ``max_idle_shells`` kept
+    between commands); off, or for input a here-document cannot carry exactly, each command has
+    an exec channel (and a login shell) of its own.
     """
+
+    max_idle_shells = 4
 
     def __init__(self, host: str, port: int = 22, user: str = "root", *, key: paramiko.PKey | None = None,
                  key_filename: str | None = None, known_hosts: str | os.PathLike[str] | None = None,
                  trusted_host_key: str | None = None, prefix: str = "", timeout: float = 600.0,
-                 connect_timeout: float = 15.0, connect_attempts: int = 3) -> None:
+                 connect_timeout: float = 15.0, connect_attempts: int = 3, persistent_shell: bool = True) -> None:
         super().__init__(prefix, timeout)
         if key is None and not key_filename:
             raise ConnectionFailed("an SSH key (key or key_filename) is required: only key authentication is used",
@@ -252,6 +398,10 @@ class SshConnection(Connection):
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.RLock()
+        self.persistent_shell = persistent_shell
+        #: idle remote shells of the current session (each is taken by one command at a time)
+        self._shells: list[RemoteShell] = []
+        self._shells_lock = threading.Lock()
 
     @property
     def host_key_name(self) -> str:
@@ -339,6 +489,10 @@ class SshConnection(Connection):
             entries.save(str(self.known_hosts))
 
     def _drop(self) -> None:
+        with self._shells_lock:
+            shells, self._shells = self._shells, []
+        for shell in shells:
+            shell.close()
         if self._sftp is not None:
             try:
                 self._sftp.close()
@@ -355,6 +509,58 @@ class SshConnection(Connection):
     # -- commands -------------------------------------------------------------------------------
     def _execute(self, command: str, timeout: float, input: str | bytes | None,
                  on_output: OutputCallback | None) -> CommandResult:
+        if not self.persistent_shell or not RemoteShell.accepts(input):
+            return self._execute_channel(command, timeout, input, on_output)
+        shell = self._take_shell()
+        try:
+            result = shell.run(command, timeout, input, on_output, self.host)
+        except BaseException:
+            shell.close()  # mid-command: what the shell would print next is unknown
+            raise
+        self._give_back(shell)
+        return result
+
+    def _take_shell(self) -> RemoteShell:
+        """An idle remote shell of the current session, or a new one."""
+        client = self._ensure_client()
+        with self._shells_lock:
+            while self._shells:
+                shell = self._shells.pop()
+                if shell.usable and shell.channel.get_transport() is client.get_transport():
+                    return shell
+                shell.close()
+        import paramiko
+
+        try:
+            return RemoteShell.open(self._open_transport(), self.connect_timeout)
+        except (paramiko.SSHException, OSError, AttributeError):
+            # the session died between the check and the command: reopen once
+            with self._lock:
+                self._drop()
+            return RemoteShell.open(self._open_transport(), self.connect_timeout)
+
+    def _give_back(self, shell: RemoteShell) -> None:
+        with self._shells_lock:
+            if shell.usable and len(self._shells) < self.max_idle_shells:
+                self._shells.append(shell)
+                return
+        shell.close()
+
+    def _open_transport(self) -> paramiko.Transport:
+        """The live transport, after one reconnect if the session died since it was checked."""
+        import paramiko
+
+        client = self._ensure_client()
+        transport = client.get_transport()
+        if transport is None or not transport.is_active():
+            with self._lock:
+                self._drop()
+            transport = self._ensure_client().get_transport()
+        return transport
+
+    def _execute_channel(self, command: str, timeout: float, input: str | bytes | None,
+                         on_output: OutputCallback | None) -> CommandResult:
+        """``command`` on an exec channel of its own (the host's login shell runs it)."""
         import paramiko
 
         client = self._ensure_client()
@@ -487,5 +693,5 @@ class SessionPool:
             session.close()
 
 
-__all__ = ["CommandResult", "Connection", "LocalConnection", "SshConnection", "SharedConnection", "SessionPool", "format_prefix", "parse_host_key",
+__all__ = ["CommandResult", "Connection", "LocalConnection", "RemoteShell", "SshConnection", "SharedConnection", "SessionPool", "format_prefix", "parse_host_key",
            "OutputCallback"]

@@ -12,7 +12,8 @@ perform) as tasks and returns a :class:`TaskHandle`::
     runner.perform("cache", "uptime", "uptime").wait()
 
 Instances of one cluster are created and installed in parallel; each replica then follows the
-primary as soon as the primary runs. A failed step marks the instance and the cluster as
+primary as soon as the primary runs (in its install step already, where the manager can wait
+briefly on the host for the primary to answer). A failed step marks the instance and the cluster as
 error with the message, then stops and destroys every server the operation created.
 """
 
@@ -37,6 +38,11 @@ from workbench.clusters.providers import BaseProvider, get_provider, load_object
 from workbench.clusters.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+#: seconds a replica's install waits for its primary's server to be placed, so that it can follow
+#: the primary in the same step
+PLACEMENT_WAIT = 0.5
 
 
 class TaskContext:
@@ -193,6 +199,23 @@ def prepare(ctx: TaskContext, instance_id: int, primary_id: int | None = None) -
     primary = ctx.store.get_instance(primary_id) if primary_id is not None else None
     manager.prepare(instance, primary=primary, log=lambda line: ctx.log(line, instance.name))
     ctx.store.update_instance(instance.id, progress=80, server_status="running")
+
+
+def prepare_replica(ctx: TaskContext, instance_id: int, primary_id: int) -> bool:
+    """``prepare`` a replica and, when the manager can and the primary answers soon, make it follow
+    in the same step; returns whether it follows (else ``replicate`` is still to run)."""
+    primary = ctx.store.get_instance(primary_id)
+    instance = ctx.store.get_instance(instance_id)
+    manager = ctx.runner.manager_for(instance.cluster.datastore)
+    # a manager that overrides prepare (the seed's interface) is always called through it; a
+    # primary without a server yet has nothing to wait for
+    if type(manager).prepare is not BaseManager.prepare or not (primary.addr and primary.port):
+        prepare(ctx, instance_id)
+        return False
+    ctx.step(instance, "prepare", progress=40)
+    followed = manager.install_replica(instance, primary, log=lambda line: ctx.log(line, instance.name))
+    ctx.store.update_instance(instance.id, progress=85 if followed else 80, server_status="running")
+    return followed
 
 
 def replicate(ctx: TaskContext, instance_id: int, primary_id: int) -> None:
@@ -538,15 +561,26 @@ def _build_instances(ctx: TaskContext, cluster: Cluster, new: Sequence[Instance]
     # data directory, server: nothing there needs the primary); only a replica's follow step waits,
     # for the primary alone, and the replicas then follow it concurrently.
     primary_ready = threading.Event()
+    primary_placed = threading.Event()  # its address and port are known: a replica can wait for it
     if not any(i.id == primary.id for i in new):
         primary_ready.set()
+        primary_placed.set()
 
     def build(instance: Instance) -> None:
-        make_server(instance)
-        prepare(ctx, instance.id)
+        try:
+            make_server(instance)
+        finally:
+            if instance.id == primary.id:
+                primary_placed.set()  # placed, or failed: either way nobody waits for it longer
         if instance.id == primary.id:
+            prepare(ctx, instance.id)
             ctx.store.update_instance(primary.id, progress=90)
             primary_ready.set()
+            return
+        # servers are made at once, so the primary's is usually placed within moments of this one;
+        # a slow one (a cloud) is not waited for: this replica then installs and follows apart
+        primary_placed.wait(PLACEMENT_WAIT)
+        if prepare_replica(ctx, instance.id, primary.id):
             return
         while not primary_ready.wait(0.1):
             ctx.check_cancelled()  # a failed primary cancels the operation
@@ -609,5 +643,5 @@ def tear_down_cluster(ctx: TaskContext, cluster_id: int) -> None:
 
 
 __all__ = ["TaskRunner", "TaskHandle", "TaskContext", "perform", "create_server", "create_volume",
-           "attach_volume", "prepare", "replicate", "backup", "restore", "destroy", "build_cluster", "grow_cluster",
+           "attach_volume", "prepare", "prepare_replica", "replicate", "backup", "restore", "destroy", "build_cluster", "grow_cluster",
            "tear_down_cluster"]

@@ -262,6 +262,17 @@ class BaseManager:
         """Make the installed ``replica`` replicate from the running ``primary`` (started, if
         ``install`` left it stopped)."""
 
+    #: seconds ``install_replica`` waits on the host for the primary before leaving the follow
+    #: step to the caller (short: a primary that failed must not hold its replicas up)
+    EARLY_FOLLOW_WAIT = 2.0
+
+    def install_replica(self, replica: Instance, primary: Instance, log: Any = None) -> bool:
+        """``install`` the replica and, where the manager can do it in the same round trip, follow
+        ``primary`` at once if it answers within ``EARLY_FOLLOW_WAIT`` seconds; returns whether
+        it follows (if not, the caller runs ``follow`` once the primary is up)."""
+        self.install(replica, log)
+        return False
+
     def start(self, instance: Instance) -> None:
         """Start the datastore (returns once it answers)."""
         raise NotImplementedError
@@ -432,6 +443,8 @@ class BaseManager:
         The replicas are read concurrently; the first one that does not get the token in time fails it.
         """
         token = self.new_token()
+        if all(self.read_check_script(replica, token) is not None for replica in replicas):
+            return self._verify_on_hosts(primary, replicas, token, timeout)
         with self.connection(primary) as conn:
             self.write_check(conn, primary, token)
 
@@ -449,6 +462,38 @@ class BaseManager:
             for future in [pool.submit(read, replica) for replica in replicas]:
                 future.result()
         return token
+
+    def _verify_on_hosts(self, primary: Instance, replicas: Sequence[Instance], token: str, timeout: float) -> str:
+        """The primary writes ``token``, then each replica polls for it on its own host (one round
+        trip each, concurrently), so it is seen as soon as it arrives.
+
+        The token is new, so only this write, made after the replicas follow, can bring it."""
+        ticks = int(timeout * 50)
+
+        def read(replica: Instance) -> None:
+            check = self.read_check_script(replica, token)
+            poll = (f"step wait for the token\ni=0; until {{ {check}; }} </dev/null; do i=$((i+1)); "
+                    f"if [ $i -ge {ticks} ]; then exit 1; fi; sleep 0.02; done\n")
+            with self.connection(replica) as conn:
+                try:
+                    self.run_step(conn, replica, poll, timeout=timeout + 30)
+                except CommandError:
+                    raise ManagerError(f"replica {replica.name} did not receive a write on {primary.name} "
+                                       f"within {timeout:.0f}s ({self.replication_state(conn, replica)})",
+                                       manager=self.name, instance=replica.name) from None
+
+        # the write first: a poll started before it would wait out its timeout if the write failed
+        with self.connection(primary) as conn:
+            self.write_check(conn, primary, token)
+        with concurrent.futures.ThreadPoolExecutor(max(1, len(replicas)), thread_name_prefix="clusters-verify") as pool:
+            for future in [pool.submit(read, replica) for replica in replicas]:
+                future.result()
+        return token
+
+    def read_check_script(self, replica: Instance, token: str) -> str | None:
+        """Shell (in a step script) that succeeds once ``replica`` has ``token``, quietly; None when
+        the manager has none (the replica is then asked from here until it has it)."""
+        return None
 
     def write_check(self, conn: Connection, primary: Instance, token: str) -> None:
         """Write ``token`` on the primary where ``read_check`` looks for it."""

@@ -168,6 +168,11 @@ class MySQLManager(BaseManager):
         result = conn.run([*self.client(replica), "-N", "-B", "-e", query], check=False)
         return result.ok and result.stdout.strip() == "1"
 
+    def read_check_script(self, replica: Instance, token: str) -> str:
+        query = f"SELECT COUNT(*) FROM {CHECK_DATABASE}.replication_check WHERE token = {sql_literal(token)}"
+        # before the write arrives the table may not exist yet: an error is "not yet"
+        return f'[ "$({shlex.join([*self.client(replica), "-N", "-B", "-e", query])} 2>/dev/null)" = 1 ]'
+
     def replication_state(self, conn: Connection, replica: Instance) -> str:
         status = conn.run([*self.client(replica), "-e", "SHOW SLAVE STATUS\\G"], check=False).stdout
         return "; ".join(re.findall(r"(?:Slave_IO_Running|Slave_SQL_Running|Last_(?:IO|SQL)_Error): (.+)", status))

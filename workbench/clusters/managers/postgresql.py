@@ -179,6 +179,11 @@ class PostgresManager(BaseManager):
         query = f"SELECT count(*) FROM {CHECK_TABLE} WHERE token = {_pg_literal(token)}"
         return self.sql(conn, replica, query, check=False).strip() == "1"
 
+    def read_check_script(self, replica: Instance, token: str) -> str:
+        query = f"SELECT count(*) FROM {CHECK_TABLE} WHERE token = {_pg_literal(token)}"
+        psql = self.sh_as_server_user(self.sh_tool("psql", [*self._psql_args(replica), "-c", query]))
+        return f'[ "$({psql} 2>/dev/null)" = 1 ]'
+
     def replication_state(self, conn: Connection, replica: Instance) -> str:
         state = self.sql(conn, replica, "SELECT status, sender_host FROM pg_stat_wal_receiver", check=False).strip()
         return f"wal receiver: {state or 'none'}"

@@ -45,17 +45,41 @@ class RedisManager(BaseManager):
                 f"redis-server {shlex.quote(self.paths(instance)['config'])} </dev/null\n"
                 + self.sh_wait_until_ready(instance))
 
+    def _follow_script(self, replica: Instance, primary: Instance) -> str:
+        cli = shlex.join(self.cli(replica))
+        return (f"step follow {shlex.quote(primary.name)}\n"
+                f"out=$({cli} REPLICAOF {shlex.quote(primary.addr)} {int(primary.port)})\n"
+                'case "$out" in OK*) ;; *) echo "REPLICAOF: $out" >&2; exit 1;; esac\n'
+                f"out=$({cli} CONFIG REWRITE)\n"
+                'case "$out" in OK*) ;; *) echo "CONFIG REWRITE: $out" >&2; exit 1;; esac\n')
+
     def follow(self, replica: Instance, primary: Instance, log: Any = None) -> None:
         """REPLICAOF, then CONFIG REWRITE (a restarted replica still follows), in one round trip."""
-        cli = shlex.join(self.cli(replica))
-        script = (f"out=$({cli} REPLICAOF {shlex.quote(primary.addr)} {int(primary.port)})\n"
-                  'case "$out" in OK*) ;; *) echo "REPLICAOF: $out" >&2; exit 1;; esac\n'
-                  f"out=$({cli} CONFIG REWRITE)\n"
-                  'case "$out" in OK*) ;; *) echo "CONFIG REWRITE: $out" >&2; exit 1;; esac\n')
         with self.connection(replica) as conn:
-            self.run_step(conn, replica, script, log=log)
+            self.run_step(conn, replica, self._follow_script(replica, primary), log=log)
         if log:
             log(f"replicating from {primary.name}")
+
+    def install_replica(self, replica: Instance, primary: Instance, log: Any = None) -> bool:
+        """Install and start the replica, then (same round trip) follow the primary once it answers
+        PING, which it does when its own install is done (starting is its last part)."""
+        ping = shlex.join(self.cli(primary, "ping"))
+        ticks = int(self.EARLY_FOLLOW_WAIT * 50)
+
+        def script() -> str:
+            return (self._start_script(replica, with_setup=True)
+                    + f"step wait for {shlex.quote(primary.name)}\n"
+                    f'i=0; until [ "$({ping} 2>/dev/null </dev/null)" = PONG ]; do i=$((i+1)); '
+                    f'if [ $i -ge {ticks} ]; then echo "fact: followed=0"; exit 0; fi; sleep 0.02; done\n'
+                    + self._follow_script(replica, primary) + 'echo "fact: followed=1"\n')
+
+        with self.connection(replica) as conn:
+            result = self.run_step(conn, replica, script, log=log)
+        followed = "fact: followed=1" in result.stdout.splitlines()
+        if log:
+            log(f"redis-server answers on {replica.addr}:{replica.port}"
+                + (f"; replicating from {primary.name}" if followed else f"; {primary.name} not up yet"))
+        return followed
 
     def _start(self, conn: Connection, instance: Instance) -> None:
         self.run_step(conn, instance, self._start_script(instance))
@@ -77,6 +101,10 @@ class RedisManager(BaseManager):
 
     def read_check(self, conn: Connection, replica: Instance, token: str) -> bool:
         return self.query(conn, replica, "GET", "workbench:replication-check") == token
+
+    def read_check_script(self, replica: Instance, token: str) -> str:
+        get = shlex.join(self.cli(replica, "GET", "workbench:replication-check"))
+        return f'[ "$({get} 2>/dev/null)" = {shlex.quote(token)} ]'
 
     def replication_state(self, conn: Connection, replica: Instance) -> str:
         info = conn.run(self.cli(replica, "INFO", "replication"), check=False).stdout
