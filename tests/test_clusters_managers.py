@@ -13,20 +13,7 @@ from workbench.clusters.managers.postgresql import PostgresManager
 from workbench.clusters.managers.redis import RedisManager
 from workbench.clusters.models import Datastore, Instance
 from workbench.clusters.settings import Settings
-from workbench.testing.clusters import clusters_runner, clusters_settings  # noqa: F401
-
-
-class LocalRuntime:
-    """The smallest runtime: local connections, a fixed secret."""
-
-    def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or Settings(master_key="m")
-
-    def connect(self, instance):
-        return LocalConnection()
-
-    def secret(self, instance):
-        return "secret"
+from workbench.testing.clusters import LocalRuntime, clusters_runner, clusters_settings  # noqa: F401
 
 
 def instance(tmp_path, role="primary", index=0) -> Instance:

@@ -13,18 +13,7 @@ from workbench.clusters.errors import CommandError, ManagerError
 from workbench.clusters.managers.base import BaseManager
 from workbench.clusters.managers.redis import RedisManager
 from workbench.clusters.models import Datastore, Instance
-from workbench.clusters.settings import Settings
-
-
-class LocalRuntime:
-    def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or Settings(master_key="m")
-
-    def connect(self, instance):
-        return LocalConnection()
-
-    def secret(self, instance):
-        return "secret"
+from workbench.testing.clusters import LocalRuntime
 
 
 HOSTILE = "it's \"$(touch pwned)\" `touch pwned` ; touch pwned \\ $HOME"

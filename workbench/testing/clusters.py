@@ -30,6 +30,23 @@ if TYPE_CHECKING:
     from workbench.testing.services import SshServer
 
 
+class LocalRuntime:
+    """The smallest runtime a datastore manager needs: local connections and a fixed secret."""
+
+    def __init__(self, settings: "Settings | None" = None) -> None:
+        from workbench.clusters.settings import Settings
+
+        self.settings = settings or Settings(master_key="m")
+
+    def connect(self, instance: object) -> object:
+        from workbench.clusters.connection import LocalConnection
+
+        return LocalConnection()
+
+    def secret(self, instance: object) -> str:
+        return "secret"
+
+
 def processes_below(root: str | os.PathLike[str]) -> list[tuple[int, str]]:
     """(pid, command line) of every process whose command line or working directory is below ``root``."""
     root = str(root)
