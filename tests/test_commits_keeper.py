@@ -340,6 +340,9 @@ def test_two_publishers_never_both_lead(zookeeper_server, zookeeper_chroot, keep
             assert not first.is_leader
             second.close()
             wait_until(lambda: first.is_leader, what="takeover after close")
+            # the sampler, polling on its own thread, has seen this last leader too before it stops
+            now = (first is a, first is b)
+            wait_until(lambda: leaders and leaders[-1] == now, what="the sampler to see the last leader")
             assert keeper.get("foo").version == 1
         finally:
             stop.set()
