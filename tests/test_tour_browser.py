@@ -136,7 +136,8 @@ def test_the_tour_runs_in_lab_and_its_dashboard_follows_the_stack_live(stack_and
             ("--dba-user", "dba"), ("--dba-password", secrets["zdb"]["password"])], wait_seconds=60)
         te_pid = te.pid
         wait_until(lambda: f"pid={te_pid}" in processes.inner_text(), what="the outside TE on the page")
-        assert processes.inner_text().count("RUNNING") == 4
+        # its row may come before its RUNNING does (two events, rendered as they land)
+        wait_until(lambda: processes.inner_text().count("RUNNING") == 4, what="the outside TE RUNNING on the page")
         save_screenshot(lab_page, artifacts_dir / "test_tour_domain_te_started.png")
         lab_page.set_viewport_size({"width": 1400, "height": 1800})  # the whole tab on screen at once
         tabs.scroll_into_view_if_needed()
