@@ -146,7 +146,8 @@ def test_the_tour_runs_in_lab_and_its_dashboard_follows_the_stack_live(stack_and
         os.kill(te_pid, signal.SIGKILL)
         wait_until(lambda: f"pid={te_pid}" not in processes.inner_text(), what="the killed TE to leave the page")
         assert processes.inner_text().count("RUNNING") == 3
-        assert "process_left" in tabs.locator(".domain-log").inner_text()
+        # the log is the render's last widget: it may reach the page a moment after the table
+        wait_until(lambda: "process_left" in tabs.locator(".domain-log").inner_text(), what="process_left logged")
     finally:
         outside.disconnect()
 
