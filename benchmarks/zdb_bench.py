@@ -20,6 +20,8 @@ What is measured, and against what:
      pattern costs and what zdb's own request handling (JSON, dispatch, document) costs.
    * redis-py GET/SET against a local redis-server: a mature key-value store reached from the
      same Python client side, the usual yardstick for "a small database round trip".
+     The ratio echo / redis-py is printed too: a ZeroMQ request that does no work at all keeps
+     that share of redis-py's rate, so it is the ceiling of zdb get / redis get on the machine.
 
    Each measurement is split in rounds interleaved across the peers, so drift of a shared machine
    hits them alike; the printed figure is the mean of the rounds, with their spread.
@@ -230,6 +232,11 @@ def round_trips(report: Report, args: argparse.Namespace, workdir: Path, cleanup
     report.ratio(fig, "zdb get / redis get", mean["zdb get"] / mean["redis get"], at_least=0.8)
     report.ratio(fig, "zdb get / echo", mean["zdb get"] / mean["echo"], at_least=0.5)
     report.ratio(fig, "zdb set / redis set", mean["zdb set"] / mean["redis set"], at_least=0.6)
+    # A request that does nothing at all: how much of redis-py's rate any ZeroMQ request from
+    # Python keeps, so the share of that zdb get / redis get can reach at most.
+    report.ratio(fig, "echo / redis get (ceiling of zdb get / redis get)", mean["echo"] / mean["redis get"])
+    report.seconds(fig, "zdb get round trip - echo round trip (zdb's own work)",
+                   1 / mean["zdb get"] - 1 / mean["echo"], "protocol, dispatch and document, both ends")
     report.ratio(fig, "zdb get / DEALER-ROUTER echo (reference)", mean["zdb get"] / mean["router echo"])
     report.ratio(fig, "zdb set / zdb get (journal cost)", mean["zdb set"] / mean["zdb get"])
 
@@ -248,6 +255,8 @@ def round_trips(report: Report, args: argparse.Namespace, workdir: Path, cleanup
     report.ratio(fig, f"zdb get / redis get, {n} clients", agg["zdb get"] / agg["redis get"], at_least=0.8)
     report.ratio(fig, f"zdb get / echo, {n} clients", agg["zdb get"] / agg["echo"], at_least=0.5)
     report.ratio(fig, f"zdb set / redis set, {n} clients", agg["zdb set"] / agg["redis set"], at_least=0.6)
+    report.ratio(fig, f"echo / redis get, {n} clients (ceiling of zdb get / redis get)",
+                 agg["echo"] / agg["redis get"])
     report.ratio(fig, f"zdb get {n} clients / 1 client (scaling)", agg["zdb get"] / mean["zdb get"])
 
 
