@@ -199,9 +199,13 @@ def provisioning(report: Report, args: argparse.Namespace, runner, wanted: list[
                           f"load avg {os.getloadavg()[0]:.2f})", flush=True)
                 if timeline is not None:
                     timeline.print(f"{name}: built in {times[size][-1]:.2f} s", roots)
+                if timeline is not None:
+                    timeline.restart()
                 began = time.perf_counter()
                 runner.destroy_cluster(name).wait(timeout=300)
                 destroys.append(time.perf_counter() - began)
+                if timeline is not None:
+                    timeline.print(f"{name}: destroyed in {destroys[-1]:.2f} s", roots)
         one, two, three = (statistics.median(times[size]) for size in (1, 2, 3))
         spread = lambda values: f"(rounds {min(values):.2f}..{max(values):.2f} s)" if len(values) > 1 else ""
         report.seconds("1", f"{datastore}: provision a cluster of 1 (median)", one, spread(times[1]))

@@ -3,6 +3,10 @@ seed-style subclasses, names checked before they reach SQL, start/stop/restart/s
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
+
 import pytest
 
 from workbench.clusters.connection import LocalConnection
@@ -120,3 +124,26 @@ def test_start_stop_restart_status_on_a_local_instance(clusters_runner):
     manager.restart(primary)
     assert manager.status(primary) == "running" and open(manager.pid_file(primary)).read() != pid_before
     runner.destroy_cluster("solo").wait(120)
+
+
+def test_a_server_that_exited_but_was_not_reaped_counts_as_stopped(tmp_path):
+    # A daemon that exits is reparented to the host's init; until init reaps it, it is a zombie,
+    # which `kill -0` still finds. Containers often reap late or never.
+    manager = RedisManager(Datastore(manager="redis", version="7"), LocalRuntime())
+    inst = instance(tmp_path)
+    exited = subprocess.Popen(["true"])  # not waited for: a zombie until we reap it below
+    try:
+        stat = f"/proc/{exited.pid}/stat"
+        deadline = time.monotonic() + 30
+        while open(stat).read().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child never exited"
+            time.sleep(0.01)
+        pid_file = manager.pid_file(inst)
+        os.makedirs(os.path.dirname(pid_file), exist_ok=True)
+        with open(pid_file, "w") as f:
+            f.write(f"{exited.pid}\n")
+        assert manager.status(inst) == "stopped"
+        manager.stop(inst)  # returns without waiting for the reaper, and leaves nothing running
+        assert manager.status(inst) == "stopped"
+    finally:
+        exited.wait()

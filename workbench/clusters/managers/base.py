@@ -277,12 +277,18 @@ class BaseManager:
         """Start the datastore (returns once it answers)."""
         raise NotImplementedError
 
+    # A shell function: is process $1 alive? A server that exited but is not reaped yet (a zombie)
+    # is not: daemons are reparented to the host's init, which on containers reaps late or never,
+    # and `kill -0` succeeds on a zombie (a stop waited for the reaper: 1-2 s here, up to its timeout).
+    SH_ALIVE = ('alive() { if [ -r "/proc/$1/stat" ]; then _state=$(sed "s/^.*) //" "/proc/$1/stat" 2>/dev/null) '
+                '|| return 1; case "$_state" in Z*|X*|"") return 1;; esac; fi; kill -0 "$1" 2>/dev/null; }; ')
+
     def stop(self, instance: Instance, timeout: float = 60.0) -> None:
         """Stop the datastore: signal the pid in its pid file and wait until the process is gone."""
         ticks = int(timeout * 10)
-        script = ('p=$(head -n 1 "$1" 2>/dev/null) || exit 0; [ -n "$p" ] || exit 0; '
+        script = (self.SH_ALIVE + 'p=$(head -n 1 "$1" 2>/dev/null) || exit 0; [ -n "$p" ] || exit 0; '
                   'kill -"$2" "$p" 2>/dev/null || exit 0; '
-                  'i=0; while kill -0 "$p" 2>/dev/null; do i=$((i+1)); '
+                  'i=0; while alive "$p"; do i=$((i+1)); '
                   '[ $i -gt "$3" ] && { kill -KILL "$p"; sleep 0.2; exit 0; }; sleep 0.1; done')
         with self.connection(instance) as conn:
             conn.run(["sh", "-c", script, "sh", self.pid_file(instance), self.stop_signal, str(ticks)],
@@ -299,7 +305,7 @@ class BaseManager:
     def status(self, instance: Instance) -> str:
         """'running' when the server process is alive and answers, 'stopped' when not, else 'unresponsive'."""
         with self.connection(instance) as conn:
-            alive = conn.run(["sh", "-c", 'p=$(head -n 1 "$1" 2>/dev/null) && [ -n "$p" ] && kill -0 "$p"',
+            alive = conn.run(["sh", "-c", self.SH_ALIVE + 'p=$(head -n 1 "$1" 2>/dev/null) && [ -n "$p" ] && alive "$p"',
                               "sh", self.pid_file(instance)], check=False).ok
             if not alive:
                 return "stopped"
