@@ -291,6 +291,21 @@ class RemoteShell:
             delimiter += "_"
         return f"( eval {shlex.quote(command)} ) <<'{delimiter}'{mark}{text}{delimiter}\n".encode()
 
+    def _take(self, ready: Callable[[], bool], receive: Callable[[int], bytes], buffer: bytearray,
+              ended: bool) -> bool:
+        """Read what one stream has waiting into ``buffer``; whether anything came. Bytes after the
+        command's end marker (``ended``) are neither this command's nor the next one's: they make the
+        shell dirty."""
+        progressed = False
+        while ready():
+            chunk = receive(65536)
+            if ended:
+                self.dirty = True
+            else:
+                buffer.extend(chunk)
+            progressed = True
+        return progressed
+
     def run(self, command: str, timeout: float, input: str | bytes | None, on_output: OutputCallback | None,
             host: str) -> CommandResult:
         """Run ``command``; after a timeout or a dead shell the caller must not reuse this shell."""
@@ -310,21 +325,9 @@ class RemoteShell:
                 self.close()
                 raise CommandError(f"command timed out after {timeout:.0f}s on {host}", command=command,
                                    exit_status=-1, stderr=err.decode(errors="replace")[-2000:], host=host)
-            progressed = False
-            while channel.recv_ready():
-                chunk = channel.recv(65536)
-                if status is None:
-                    out.extend(chunk)
-                else:
-                    self.dirty = True  # after the end marker: not this command's, nor the next one's
-                progressed = True
-            while channel.recv_stderr_ready():
-                chunk = channel.recv_stderr(65536)
-                if err_end is None:
-                    err.extend(chunk)
-                else:
-                    self.dirty = True
-                progressed = True
+            progressed = self._take(channel.recv_ready, channel.recv, out, ended=status is not None)
+            progressed = self._take(channel.recv_stderr_ready, channel.recv_stderr, err,
+                                    ended=err_end is not None) or progressed
             # only the new bytes (and a marker's length before them) are searched: big outputs stay linear
             if status is None and (found := status_line.search(out, max(0, scanned - len(marker) - 24))):
                 status, end = int(found.group(1)), found.start()
