@@ -34,8 +34,14 @@ from typing import IO, Any, Callable, Sequence
 
 #: where --url comes from when it is not given (a wrapper script can export it instead)
 URL_ENVIRONMENT = "WORKBENCH_COMMITS_URL"
-#: where ``serve --auth`` comes from when it is not given
+#: where ``serve``'s write credentials come from when neither --auth-file nor --auth is given
 AUTH_ENVIRONMENT = "WORKBENCH_COMMITS_AUTH"
+#: where ``serve --storage`` comes from when it is not given (a database URL may hold a password)
+STORAGE_ENVIRONMENT = "WORKBENCH_COMMITS_STORAGE"
+#: where the client commands' bearer token comes from when --token is not given
+TOKEN_ENVIRONMENT = "WORKBENCH_COMMITS_TOKEN"
+#: the largest secret file read (a token or user:password, not a document)
+MAX_SECRET_FILE = 64 * 1024
 #: separates the metadata header from the payload in a prepared commit
 SEPARATOR = "\n---\n"
 
@@ -74,16 +80,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     client_command("log", "a key's history, newest first, as diffs", cmd_log)
 
     serve = commands.add_parser("serve", help="run a commits HTTP server (Rainer's API)")
-    serve.add_argument("--storage", required=True,
-                       help="SQLAlchemy URL: sqlite:///file.db, mysql+pymysql://..., postgresql+psycopg://...")
+    serve.add_argument("--storage", help="SQLAlchemy URL: sqlite:///file.db, mysql+pymysql://..., "
+                       f"postgresql+psycopg://... (default: ${STORAGE_ENVIRONMENT}, where a password stays "
+                       "out of the process list)")
     serve.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0 picks a free one)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--prefix", default="", help="path prefix of the API, e.g. /diary")
     serve.add_argument("--zookeeper", metavar="HOST:PORT", help="ZooKeeper to publish heads to")
     serve.add_argument("--zk-path", metavar="PATH", help="znode path of the keeper, e.g. /rainer/diary")
-    serve.add_argument("--auth", metavar="SPEC", default=os.environ.get(AUTH_ENVIRONMENT),
-                       help="require credentials on writes: token:SECRET or basic:USER:PASSWORD "
-                       f"(default: ${AUTH_ENVIRONMENT}, which keeps the secret out of the process list)")
+    serve.add_argument("--auth-file", metavar="PATH",
+                       help="require credentials on writes, read from PATH (mode 0600, yours): one line "
+                       "token:SECRET or basic:USER:PASSWORD")
+    serve.add_argument("--auth", metavar="SPEC",
+                       help="the same on the command line, where every local user sees it in ps (a warning "
+                       f"says so); prefer --auth-file or ${AUTH_ENVIRONMENT}, the default")
     serve.add_argument("--access-log", action="store_true", help="log every request (default: server errors only)")
     serve.add_argument("--publish-period", type=float, default=30.0,
                        help="seconds between the leader's checks that ZooKeeper holds every head (default 30)")
@@ -99,7 +109,8 @@ def _client_options(parser: argparse.ArgumentParser, default: Any) -> None:
 
     option("--url", metavar="URL", help=f"the commits server, e.g. http://localhost:8080/diary "
            f"(default: ${URL_ENVIRONMENT})")
-    option("--token", help="bearer token for servers that require one on writes")
+    option("--token", help="bearer token for servers that require one on writes; visible in ps, so prefer "
+           f"${TOKEN_ENVIRONMENT}, the default")
     option("--author", help="author of new commits (default: your login name)")
     option("--timeout", type=float, help="seconds to wait for the server (default 10)")
     option("--color", choices=["auto", "always", "never"], help="colour diffs (default: auto, on a terminal)")
@@ -113,10 +124,82 @@ def _client(args: argparse.Namespace) -> Any:
     url = getattr(args, "url", None) or os.environ.get(URL_ENVIRONMENT)
     if not url:
         raise ConfigurationError(f"--url is required (or set ${URL_ENVIRONMENT})")
-    options: dict[str, Any] = {"token": getattr(args, "token", None)}
+    if getattr(args, "url", None) and _url_password(args.url):
+        warn_secret_on_command_line("--url holds a password", URL_ENVIRONMENT)
+    token = getattr(args, "token", None)
+    if token:
+        warn_secret_on_command_line("--token", TOKEN_ENVIRONMENT)
+    options: dict[str, Any] = {"token": token or os.environ.get(TOKEN_ENVIRONMENT) or None}
     if getattr(args, "timeout", None):
         options["timeout"] = args.timeout
     return RainerClient(url, **options)
+
+
+# -- secrets -------------------------------------------------------------------------------------------
+def warn_secret_on_command_line(what: str, environment: str) -> None:
+    """Say on stderr that a secret was given where every local user can read it (``ps``)."""
+    print(f"workbench: warning: {what} puts a secret on the command line, where any local user sees it "
+          f"(ps, /proc); set ${environment} instead", file=sys.stderr, flush=True)
+
+
+def _url_password(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password is not None
+    except ValueError:
+        return False
+
+
+def read_secret_file(path: str) -> str:
+    """The first line of ``path``, a regular file of yours that only you can read (like ssh's keys).
+
+    Anything else is a ``ConfigurationError`` that names the path and what to do, never its content.
+    """
+    import stat
+
+    from workbench.errors import ConfigurationError
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the secret file {path}: {exc.strerror}", path=path) from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigurationError(f"the secret file {path} is not a regular file", path=path)
+        if info.st_mode & 0o077:
+            raise ConfigurationError(f"the secret file {path} is open to other users (mode "
+                                     f"{stat.S_IMODE(info.st_mode):04o}): chmod 0600 it", path=path)
+        if info.st_uid not in (os.geteuid(), 0):
+            raise ConfigurationError(f"the secret file {path} belongs to another user (uid {info.st_uid})",
+                                     path=path)
+        data = handle.read(MAX_SECRET_FILE + 1)
+    if len(data) > MAX_SECRET_FILE:
+        raise ConfigurationError(f"the secret file {path} is larger than {MAX_SECRET_FILE} bytes", path=path)
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"the secret file {path} is not UTF-8 text", path=path) from None
+    secret = lines[0].strip() if lines else ""
+    if not secret:
+        raise ConfigurationError(f"the secret file {path} is empty", path=path)
+    return secret
+
+
+def serve_auth_spec(args: argparse.Namespace) -> str | None:
+    """The write credentials ``serve`` was given: --auth-file, else --auth (with a warning), else
+    ``$WORKBENCH_COMMITS_AUTH``, else None (anonymous writes)."""
+    from workbench.errors import ConfigurationError
+
+    if args.auth_file and args.auth:
+        raise ConfigurationError("give --auth-file or --auth, not both")
+    if args.auth_file:
+        return read_secret_file(args.auth_file)
+    if args.auth:
+        warn_secret_on_command_line("--auth", AUTH_ENVIRONMENT + " or use --auth-file")
+        return args.auth
+    return os.environ.get(AUTH_ENVIRONMENT) or None
 
 
 def _author(args: argparse.Namespace) -> str:
@@ -424,9 +507,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if bool(args.zookeeper) != bool(args.zk_path):
         raise ConfigurationError("--zookeeper and --zk-path go together")
+    storage = args.storage or os.environ.get(STORAGE_ENVIRONMENT)
+    if not storage:
+        raise ConfigurationError(f"--storage is required (or set ${STORAGE_ENVIRONMENT})")
+    if args.storage and _url_password(args.storage):
+        warn_secret_on_command_line("--storage holds a password", STORAGE_ENVIRONMENT)
+    auth = serve_auth_spec(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    rainer = create_rainer(args.storage, port=args.port, prefix=args.prefix, zookeeper=args.zookeeper,
-                           zk_path=args.zk_path, auth=args.auth or None, address=args.host,
+    rainer = create_rainer(storage, port=args.port, prefix=args.prefix, zookeeper=args.zookeeper,
+                           zk_path=args.zk_path, auth=auth, address=args.host,
                            publish_period=args.publish_period, publish_fuzz=args.publish_period / 6,
                            access_log=args.access_log)
     stopped = threading.Event()

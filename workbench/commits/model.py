@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import unicodedata
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from workbench.errors import CommitsError
@@ -49,10 +49,13 @@ __all__ = [
     "parse_mtime",
     "now",
     "MAX_KEY_LENGTH",
+    "MAX_AUTHOR_LENGTH",
 ]
 
 #: longest key accepted (keys are SQL primary-key columns and ZooKeeper node names)
 MAX_KEY_LENGTH = 255
+#: longest author accepted (a VARCHAR(255) column in every SQL storage)
+MAX_AUTHOR_LENGTH = 255
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -109,14 +112,26 @@ def format_mtime(moment: datetime) -> str:
 def parse_mtime(text: str) -> datetime:
     """Read an ISO 8601 time (``Z`` or an offset; a naive time is taken as local).
 
-    Raises :class:`InvalidCommit` (field ``mtime``) for anything else.
+    Raises :class:`InvalidCommit` (field ``mtime``) for anything else, and for a time that has
+    no UTC equivalent between the years 1 and 9999 (``0001-01-01T00:00:00+05:00``): every reader
+    must be able to convert what is stored.
     """
     try:
         moment = datetime.fromisoformat(text.strip())
-    except (TypeError, ValueError):
-        raise InvalidCommit("mtime is not an ISO 8601 time", mtime=text) from None
-    if moment.tzinfo is None:
-        moment = moment.astimezone()
+    except (TypeError, ValueError, AttributeError):
+        raise InvalidCommit("mtime is not an ISO 8601 time", mtime=text, reason="format") from None
+    return _representable(moment, text)
+
+
+def _representable(moment: datetime, text: object) -> datetime:
+    """``moment`` made timezone-aware, if it and its UTC time lie within years 1-9999."""
+    try:
+        if moment.tzinfo is None:
+            moment = moment.astimezone()
+        moment.astimezone(timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        raise InvalidCommit("mtime is out of range: its UTC time must lie within the years 1 to 9999",
+                            mtime=str(text), reason="range") from None
     return moment
 
 
@@ -133,9 +148,13 @@ def check_key(key: Any) -> str:
         raise InvalidCommit(f"key must have 1 to {MAX_KEY_LENGTH} characters", key=key, reason="length")
     if key in (".", "..") or "/" in key:
         raise InvalidCommit("key must not contain '/' nor be '.' or '..'", key=key, reason="path")
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in key):
+    if _has_control(key):
         raise InvalidCommit("key must not contain control characters", key=key, reason="control")
     return key
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text)
 
 
 def _check_version(version: Any) -> int:
@@ -171,6 +190,9 @@ class JsonSerialization:
             return json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"invalid JSON: {exc}") from None
+        except RecursionError:
+            # the C decoder counts its depth against the recursion limit and stops cleanly
+            raise ValueError("invalid JSON: nested too deeply") from None
 
 
 class YamlSerialization:
@@ -191,6 +213,8 @@ class YamlSerialization:
             return yaml.safe_load(payload.decode("utf-8"))
         except (UnicodeDecodeError, yaml.YAMLError) as exc:
             raise ValueError(f"invalid YAML: {exc}") from None
+        except RecursionError:
+            raise ValueError("invalid YAML: nested too deeply") from None
 
 
 class TextSerialization:
@@ -261,11 +285,19 @@ class CommitMetadata:
         if not isinstance(self.author, str) or not self.author.strip():
             raise InvalidCommit("author must be a non-empty string", key=self.key, version=self.version,
                                 reason="author")
+        if len(self.author) > MAX_AUTHOR_LENGTH or _has_control(self.author):
+            raise InvalidCommit(f"author must have at most {MAX_AUTHOR_LENGTH} characters and no control "
+                                "characters", key=self.key, version=self.version, reason="author")
         if not isinstance(self.comment, str):
             raise InvalidCommit("comment must be a string", key=self.key, version=self.version,
                                 reason="comment")
-        if self.mtime.tzinfo is None:  # a naive time is local time; stored times are always aware
-            object.__setattr__(self, "mtime", self.mtime.astimezone())
+        if "\x00" in self.comment:  # SQL text columns (PostgreSQL's) cannot hold NUL
+            raise InvalidCommit("comment must not contain NUL characters", key=self.key, version=self.version,
+                                reason="comment")
+        if not isinstance(self.mtime, datetime):
+            raise InvalidCommit("mtime must be a datetime", key=self.key, version=self.version, reason="mtime")
+        # a naive time is local time; stored times are always aware
+        object.__setattr__(self, "mtime", _representable(self.mtime, self.mtime))
 
     def to_json(self) -> dict[str, Any]:
         """Rainer's metadata object: author, comment, key, mtime, version (+ ``empty`` when true)."""

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import functools
 import hmac
 import json
@@ -159,7 +158,7 @@ class BasicAuth(WriteAuth):
         try:
             name, _, password = base64.b64decode(authorization[6:].strip(), validate=True) \
                 .decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError):  # binascii.Error, and non-ASCII text in the header
             return False
         expected = self._users.get(name)
         # compare even for unknown users, so timing does not tell which names exist
@@ -184,14 +183,22 @@ class _HttpProblem(Exception):
     """An answer other than 200, raised inside a handler."""
 
     def __init__(self, status: int, body: bytes, content_type: str = "application/json",
-                 headers: Mapping[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None, message: str = "") -> None:
         super().__init__(status)
         self.status, self.body, self.content_type = status, body, content_type
         self.headers = dict(headers or {})
+        self.message = message
 
 
 def _bad_request(message: str, status: int = 400, **fields: Any) -> _HttpProblem:
-    return _HttpProblem(status, _compact({"error": message, **{k: _plain(v) for k, v in fields.items()}}))
+    return _HttpProblem(status, _compact({"error": message, **{k: _plain(v) for k, v in fields.items()}}),
+                        message=message)
+
+
+def _shorten(text: str | None, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters, non-printable ones escaped: safe for one log line."""
+    text = (text or "").encode("unicode_escape", "backslashreplace").decode("ascii")
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _plain(value: Any) -> Any:
@@ -218,6 +225,11 @@ class _Handler(tornado.web.RequestHandler):
         return await asyncio.get_running_loop().run_in_executor(self.server.executor, function, *args)
 
     def send_problem(self, problem: _HttpProblem) -> None:
+        if problem.message:
+            # a refused request is worth one line (never a traceback): who sent what, and why not
+            request = self.request
+            log.info("%d %s %s from %s: %s", problem.status, request.method, _shorten(request.uri),
+                     request.remote_ip, _shorten(problem.message))
         self.clear()
         self.set_status(problem.status)
         self.set_header("Content-Type", problem.content_type)
@@ -345,7 +357,8 @@ class _CommitHandler(_Handler):
         auth = self.server.auth
         if auth is not None and not auth.allows(self.request.headers):
             self.send_problem(_HttpProblem(401, _compact({"error": "authentication required"}),
-                                           headers={"WWW-Authenticate": auth.challenge}))
+                                           headers={"WWW-Authenticate": auth.challenge},
+                                           message="authentication required"))
             return
         length = self.request.headers.get("Content-Length")
         if length is not None and (not length.isdigit() or int(length) > self.server.max_body):
@@ -402,7 +415,11 @@ class _CommitHandler(_Handler):
             raise _bad_request("X-Rainer-Author is required", key=key, version=version)
         comment = header("X-Rainer-Comment") or ""
         mtime_text = header("X-Rainer-Modified-Time")
-        mtime = parse_mtime(mtime_text) if mtime_text else now()
+        try:
+            mtime = parse_mtime(mtime_text) if mtime_text else now()
+        except InvalidCommit as invalid:
+            raise _bad_request(f"X-Rainer-Modified-Time: {invalid.message} (e.g. 2014-02-11T14:01:28.839-08:00)",
+                               header="X-Rainer-Modified-Time", value=mtime_text) from None
         empty = (header("X-Rainer-Empty") or "no").strip().lower() in _TRUE[:-1]
         if empty:
             return Commit.tombstone(key, version, author, comment, mtime)
