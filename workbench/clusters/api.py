@@ -56,6 +56,12 @@ CLUSTER_FIELDS: dict[str, tuple[type, ...]] = {"name": (str,), "datastore": (str
 DATASTORE_FIELDS: dict[str, tuple[type, ...]] = {"manager": (str,), "version": (str,), "image": (str,),
                                                  "packages": (str,)}
 NODES_FIELDS: dict[str, tuple[type, ...]] = {"count": (int,)}
+#: the longest string a field may hold (the widest column is 1024 characters)
+MAX_FIELD_LENGTH = 1024
+#: whole numbers must fit the 64-bit integer columns they are looked up in
+MAX_INTEGER = 2**63 - 1
+#: the largest request body read (tornado buffers a body before the token is checked)
+MAX_BODY_BYTES = 1 << 20
 
 
 # -- JSON shapes ------------------------------------------------------------------------------------
@@ -65,7 +71,9 @@ def _time(value: Any) -> str | None:
 
 def datastore_json(datastore: Datastore) -> dict[str, Any]:
     return {"id": datastore.id, "manager": datastore.manager, "version": datastore.version, "name": datastore.name,
-            "image": datastore.image, "packages": datastore.package_list}
+            "image": datastore.image,
+            # as stored, unchecked: listing a row written before the package rule must still work
+            "packages": [p.strip() for p in (datastore.packages or "").split(",") if p.strip()]}
 
 
 def instance_json(instance: Instance) -> dict[str, Any]:
@@ -116,6 +124,13 @@ def check_fields(body: Any, allowed: dict[str, tuple[type, ...]], required: tupl
                 not isinstance(value, allowed[name]) or isinstance(value, bool)):
             kinds = " or ".join({str: "a string", int: "a whole number"}[t] for t in allowed[name])
             problems[name] = f"must be {kinds}"
+        elif isinstance(value, int) and not isinstance(value, bool) and not -MAX_INTEGER <= value <= MAX_INTEGER:
+            problems[name] = "is out of range"
+        elif isinstance(value, str) and len(value) > MAX_FIELD_LENGTH:
+            problems[name] = f"must have at most {MAX_FIELD_LENGTH} characters"
+        elif isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value):
+            # NUL alone is refused by PostgreSQL; no field has a use for any control character
+            problems[name] = "must not contain control characters"
     if problems:
         raise ValidationError("validation failed", field=next(iter(problems)), fields=problems)
     return {k: v for k, v in body.items() if v is not None}
@@ -147,6 +162,9 @@ class ApiHandler(tornado.web.RequestHandler):
         except ValueError as exc:
             raise ValidationError(f"the request body is not JSON: {exc}", field="body",
                                   fields={"body": f"not JSON: {exc}"}) from None
+        except RecursionError:  # the C decoder stops at the recursion limit, cleanly
+            raise ValidationError("the request body is nested too deeply", field="body",
+                                  fields={"body": "nested too deeply"}) from None
 
     def body_json(self, allowed: dict[str, tuple[type, ...]], required: tuple[str, ...] = ()) -> dict[str, Any]:
         return check_fields(self.parsed_body(), allowed, required)
@@ -302,7 +320,7 @@ class BackupsHandler(ApiHandler):
 
 class TaskHandler(ApiHandler):
     async def get(self, task_id: str) -> None:
-        task = await self.call(self.api.store.get_task, int(task_id))
+        task = await self.call(self.api.store.get_task, _ref(task_id))
         self.reply({"task": task_json(task, log=True)})
 
 
@@ -313,8 +331,13 @@ class NotFoundHandler(ApiHandler):
 
 
 def _ref(value: str) -> int | str:
-    """A path segment as an id when it is a number, else as a name."""
-    return int(value) if value.isdigit() else value
+    """A path segment as an id when it is a number, else as a name (an id no column can hold:
+    ``NotFoundError``)."""
+    if not value.isdigit():
+        return value
+    if int(value) > MAX_INTEGER:
+        raise NotFoundError(f"no such id {value[:40]}", id=value[:40])
+    return int(value)
 
 
 # -- the server -------------------------------------------------------------------------------------
@@ -335,7 +358,8 @@ class ClustersApi:
         self.runner = runner or TaskRunner(store)
         self.token = token or secrets.token_urlsafe(24)
         self.executor = ThreadPoolExecutor(4, thread_name_prefix="clusters-api")
-        self._http = BackgroundHttpServer(self.application(), host, port, name="clusters-api")
+        self._http = BackgroundHttpServer(self.application(), host, port, name="clusters-api",
+                                          max_body_size=MAX_BODY_BYTES)
 
     def application(self) -> tornado.web.Application:
         ident = r"([A-Za-z0-9_.-]+)"
@@ -391,8 +415,9 @@ class BackgroundHttpServer:
     """
 
     def __init__(self, application: tornado.web.Application, host: str = "127.0.0.1", port: int = 0,
-                 name: str = "http") -> None:
+                 name: str = "http", max_body_size: int | None = None) -> None:
         self.application = application
+        self.max_body_size = max_body_size
         self.host = host
         self.port = port
         self.name = name
@@ -424,7 +449,7 @@ class BackgroundHttpServer:
             loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
             self._loop = loop
-            self._server = tornado.httpserver.HTTPServer(self.application)
+            self._server = tornado.httpserver.HTTPServer(self.application, max_body_size=self.max_body_size)
             self._server.add_sockets(sockets)
             ready.set()
             try:

@@ -33,7 +33,7 @@ from sqlalchemy import (DateTime, ForeignKey, Integer, String, Text, UniqueConst
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, mapped_column, lazyload, relationship, selectinload,
-                            sessionmaker)
+                            sessionmaker, validates)
 
 from workbench.clusters import encryption
 from workbench.clusters.errors import NotFoundError, ValidationError
@@ -41,7 +41,16 @@ from workbench.clusters.settings import Settings
 from workbench.events import EventDispatcher, EventSource
 
 #: names of clusters, instances and keys: they become directory names and appear in commands
-NAME = re.compile(r"^[a-z][a-z0-9-]{0,47}$")
+NAME = re.compile(r"[a-z][a-z0-9-]{0,47}")
+#: a datastore version: it names template directories and appears in commands
+VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+#: one entry of a datastore's ``packages``: a Debian package name (lower-case letter or digit, then
+#: at least one of ``a-z 0-9 + . -``), optionally ``:ARCH`` and ``=VERSION`` as apt-get takes them.
+#: Nothing can start with "-", so no entry is ever read as an option of the package manager.
+PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+(?::[a-z0-9][a-z0-9-]*)?(?:=[0-9][A-Za-z0-9.+~:-]*)?")
+#: what the columns hold (longer values would be refused by MySQL and PostgreSQL, not by SQLite)
+MAX_PACKAGES_LENGTH = 1024
+MAX_IMAGE_LENGTH = 255
 
 # statuses of clusters and instances
 NEW, BUILDING, ACTIVE, ERROR, DESTROYING, DELETED = "new", "building", "active", "error", "destroying", "deleted"
@@ -64,9 +73,45 @@ def utcnow() -> dt.datetime:
 
 def check_name(value: str, field: str = "name") -> str:
     """``value`` if it is a valid cluster/instance/key name, else ``ValidationError`` naming ``field``."""
-    if not isinstance(value, str) or not NAME.match(value):
+    if not isinstance(value, str) or not NAME.fullmatch(value):
         raise ValidationError(f"{field} must be 1-48 characters: a lower-case letter, then letters, "
                               f"digits or '-'", field=field, value=value)
+    return value
+
+
+def check_version(value: Any) -> str:
+    """``value`` if it can be a datastore version (letters, digits, '.', '_', '-'; not first), else
+    ``ValidationError`` (field ``version``)."""
+    if not isinstance(value, str) or not VERSION.fullmatch(value):
+        raise ValidationError("version must be 1-32 letters, digits, '.', '_' or '-', starting with a letter "
+                              "or digit", field="version", value=value)
+    return value
+
+
+def check_packages(value: Any) -> list[str]:
+    """The package names of a comma-separated ``packages`` value, each a Debian package name
+    (``PACKAGE``: e.g. ``redis-server``, ``libc6:amd64``, ``redis-server=5:7.0.15-1``), else
+    ``ValidationError`` (field ``packages``) naming the first bad entry."""
+    if not isinstance(value, str):
+        raise ValidationError("packages must be a comma-separated string of package names", field="packages")
+    if len(value) > MAX_PACKAGES_LENGTH:
+        raise ValidationError(f"packages must have at most {MAX_PACKAGES_LENGTH} characters", field="packages",
+                              length=len(value))
+    names = [p.strip() for p in value.split(",") if p.strip()]
+    for name in names:
+        if not PACKAGE.fullmatch(name):
+            raise ValidationError(f"{name!r} is not a package name: a lower-case letter or digit, then at least "
+                                  "one of a-z, 0-9, '+', '.', '-' (optionally :ARCH and =VERSION)",
+                                  field="packages", value=name)
+    return names
+
+
+def check_image(value: Any) -> str:
+    """``value`` if it can name a VM image (at most 255 characters, none of them control characters)."""
+    if not isinstance(value, str) or len(value) > MAX_IMAGE_LENGTH or any(ord(c) < 32 or ord(c) == 127
+                                                                          for c in value):
+        raise ValidationError(f"image must be at most {MAX_IMAGE_LENGTH} characters, without control characters",
+                              field="image")
     return value
 
 
@@ -78,8 +123,9 @@ class Datastore(Base):
     """A version of a datastore that clusters can be made of (the seed's Datastore).
 
     ``manager`` names an entry of ``Settings.datastore_managers`` (mysql, redis, postgresql);
-    ``packages`` is a comma-separated list installed by ``prepare`` when missing; ``image`` is the
-    VM image a cloud provider boots.
+    ``packages`` is a comma-separated list of Debian package names (:data:`PACKAGE`) installed by
+    ``prepare`` when missing; ``image`` is the VM image a cloud provider boots. Version, packages
+    and image are checked whenever they are set (``ValidationError``).
     """
 
     __tablename__ = "clusters_datastores"
@@ -91,6 +137,19 @@ class Datastore(Base):
     image: Mapped[str] = mapped_column(String(255), default="")
     packages: Mapped[str] = mapped_column(String(1024), default="")
 
+    @validates("version")
+    def _valid_version(self, _key: str, value: str) -> str:
+        return check_version(value)
+
+    @validates("packages")
+    def _valid_packages(self, _key: str, value: str | None) -> str:
+        check_packages(value or "")
+        return value or ""
+
+    @validates("image")
+    def _valid_image(self, _key: str, value: str | None) -> str:
+        return check_image(value or "")
+
     @property
     def name(self) -> str:
         """Display name, as the seed's: ``"mysql - 5.5"``."""
@@ -98,7 +157,9 @@ class Datastore(Base):
 
     @property
     def package_list(self) -> list[str]:
-        return [p.strip() for p in self.packages.split(",") if p.strip()]
+        """The package names, checked again: a row written before the rule (or by hand) never
+        reaches a package manager with an option in it (``ValidationError`` instead)."""
+        return check_packages(self.packages or "")
 
     def __repr__(self) -> str:
         return f"<Datastore: {self.name}>"
@@ -443,9 +504,9 @@ class ClusterStore(EventSource):
             raise ValidationError(f"unknown datastore manager {manager!r}; known: "
                                   f"{', '.join(sorted(self.settings.datastore_managers))}",
                                   field="datastore", value=manager)
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$", version or ""):
-            raise ValidationError("version must be letters, digits, '.', '_' or '-'", field="version",
-                                  value=version)
+        check_version(version)
+        check_image(image)
+        check_packages(packages)
         with self.session() as session:
             found = session.scalar(select(Datastore).filter_by(manager=manager, version=version))
             if found is not None:
@@ -715,6 +776,7 @@ class ClusterStore(EventSource):
 
 
 __all__ = ["Base", "Datastore", "Key", "Cluster", "Instance", "Backup", "Task", "ClusterStore",
-           "ClusterView", "InstanceView", "TaskView", "check_name", "load_master_key",
+           "ClusterView", "InstanceView", "TaskView", "check_name", "check_version", "check_packages", "check_image",
+           "load_master_key", "PACKAGE",
            "NEW", "BUILDING", "ACTIVE", "ERROR", "DESTROYING", "DELETED",
            "QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED", "PRIMARY", "REPLICA"]

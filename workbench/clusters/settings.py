@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,16 @@ class Settings:
                                 value=self.command_prefix)
         if not self.ssh_user:
             raise SettingsError("ssh_user must not be empty", option="ssh_user")
+        # user names and directories reach remote command lines as words: none may read as an option
+        for option, user in (("ssh_user", self.ssh_user), *(("static_hosts", h.user) for h in self.static_hosts)):
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}", str(user)):
+                raise SettingsError(f"{option}: {user!r} is not a user name (a letter or '_', then letters, "
+                                    "digits, '_', '.', '-')", option=option, value=user)
+        for option, directory in (("instances_dir", self.instances_dir),
+                                  *(("static_hosts", h.base_dir) for h in self.static_hosts)):
+            if not str(directory).startswith("/") or any(ord(c) < 32 for c in str(directory)):
+                raise SettingsError(f"{option}: {directory!r} must be an absolute path", option=option,
+                                    value=directory)
 
     # -- derived paths --------------------------------------------------------------------------
     @property

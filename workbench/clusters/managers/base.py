@@ -48,9 +48,10 @@ if TYPE_CHECKING:
 TEMPLATES = Path(__file__).parent / "templates"
 
 #: database and user names we put into SQL: identifiers cannot be bound parameters
-SQL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+SQL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
-#: package manager binary -> install command prefix (argv), tried in this order
+#: package manager binary -> install command prefix (argv), tried in this order; ``ensure_packages``
+#: puts "--" after it, so a package name is never read as an option
 PACKAGE_MANAGERS: dict[str, list[str]] = {
     "apt-get": ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "--no-install-recommends"],
     "dnf": ["dnf", "install", "-y"],
@@ -71,7 +72,7 @@ class ManagerRuntime(Protocol):
 
 
 def check_sql_name(value: str, field: str) -> str:
-    if not isinstance(value, str) or not SQL_NAME.match(value):
+    if not isinstance(value, str) or not SQL_NAME.fullmatch(value):
         raise ValidationError(f"{field} must be letters, digits and _ (max 63), not starting with a digit",
                               field=field, value=value)
     return value
@@ -209,13 +210,16 @@ class BaseManager:
         """Find the required binaries, installing the datastore's packages when some are missing.
 
         Raises ``ManagerError`` naming what is missing when nothing can install it (no known package
-        manager on the host, or ``install_packages`` is off).
+        manager on the host, or ``install_packages`` is off), ``ValidationError`` when a package
+        name is not one (checked before any command runs).
         """
+        from workbench.clusters.models import check_packages
+
         binaries = self.resolve_binaries(conn)
         missing = [b for b in self.required_binaries if b not in binaries]
         if not missing:
             return binaries
-        packages = self.datastore.package_list or list(self.default_packages)
+        packages = self.datastore.package_list or check_packages(",".join(self.default_packages))
         settings = self.runtime.settings if self.runtime is not None else None
         if settings is not None and not settings.install_packages:
             raise ManagerError(f"{self.name}: {', '.join(missing)} missing on {conn.host} and installing "
@@ -232,7 +236,8 @@ class BaseManager:
                                missing=missing, packages=packages, host=conn.host)
         if log:
             log(f"installing {' '.join(packages)} with {installer[0] if installer[0] != 'env' else installer[2]}")
-        conn.run([*installer, *packages], timeout=1800)
+        # "--" ends the options: whatever a name looks like, the package manager reads it as a name
+        conn.run([*installer, "--", *packages], timeout=1800)
         binaries = self.resolve_binaries(conn)
         still = [b for b in self.required_binaries if b not in binaries]
         if still:
