@@ -335,3 +335,66 @@ def test_fuzzed_api_bodies_and_paths_never_get_a_5xx(api, caplog):
     ProcessBounds.of(os.getpid()).assert_within(before, rss_mib=64, fds=16, children=64)
     with socket.create_connection((api._http.host, api._http.port), timeout=5):
         pass
+
+
+# -- secrets stay off command lines ------------------------------------------------------------------
+def _processes_with(word: str) -> dict[int, bytes]:
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if word.encode() in cmdline:
+                found[int(entry)] = cmdline
+    return found
+
+
+def test_the_database_password_stays_off_the_background_workers_command_line(mariadb_server, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from workbench.testing.services import traversable_tempdir
+
+    instances = traversable_tempdir("wb-adv-clusters-")
+    env = {**os.environ, "WORKBENCH_CLUSTERS_MASTER_KEY": "adversarial-master",
+           "WORKBENCH_CLUSTERS_STATE_DIR": str(tmp_path / "state"), "WORKBENCH_CLUSTERS_INSTANCES_DIR": str(instances)}
+    env.pop("WORKBENCH_CLUSTERS_DATABASE_URL", None)
+    name = f"adv{os.getpid()}"
+
+    def clusters(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "workbench.clusters", "--db", url, *args], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    with mariadb_server.temporary_database("wb_adv_") as url:
+        try:
+            created = clusters("create", name, "--datastore", "redis")
+            assert created.returncode == 0, created.stderr
+            workers: dict[int, bytes] = {}
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                workers.update(_processes_with(f"build-worker\0{name}"))
+                alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
+                if workers and not alive:
+                    break
+                time.sleep(0.01)
+            assert workers, "the background build worker was never seen"
+            for cmdline in workers.values():
+                assert mariadb_server.password.encode() not in cmdline, cmdline
+            # a password given on the command line is warned about, never printed
+            assert "command line" in created.stderr and mariadb_server.password not in created.stderr
+            shown = clusters("show", name)
+            assert "active" in shown.stdout, shown.stdout + shown.stderr
+        finally:
+            clusters("destroy", name)
+            import shutil
+
+            shutil.rmtree(instances, ignore_errors=True)
+
+
+def test_the_store_url_it_shows_masks_the_password(mariadb_server):
+    with mariadb_server.temporary_database("wb_adv_") as url:
+        with ClusterStore(url, Settings(master_key="m")) as opened:
+            assert mariadb_server.password not in opened.url and "***" in opened.url

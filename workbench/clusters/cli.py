@@ -9,6 +9,7 @@ the build goes on after it exits; ``show`` follows its progress.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from typing import Any
@@ -17,10 +18,14 @@ from workbench.clusters.errors import ValidationError
 
 #: version used when --version is not given
 DEFAULT_VERSIONS = {"redis": "7", "mysql": "10.11", "postgresql": "15"}
+#: where the state database URL comes from without --db (a URL may hold a password, which the
+#: process list would show on a command line)
+DATABASE_ENVIRONMENT = "WORKBENCH_CLUSTERS_DATABASE_URL"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", help="SQLAlchemy URL of the state database (default: SQLite under --state-dir)")
+    parser.add_argument("--db", help="SQLAlchemy URL of the state database (default: $WORKBENCH_CLUSTERS_DATABASE_URL, "
+                        "else SQLite under --state-dir); a password here is visible in ps, so prefer the variable")
     parser.add_argument("--state-dir", help="state directory (default ~/.workbench/clusters)")
     parser.add_argument("--config", help="TOML settings file (default $WORKBENCH_CLUSTERS_CONFIG)")
     commands = parser.add_subparsers(dest="clusters_command", metavar="COMMAND")
@@ -74,17 +79,39 @@ def _store(args: argparse.Namespace) -> Any:
     if args.state_dir:
         overrides["state_dir"] = args.state_dir
     if args.db:
+        if _has_password(args.db):
+            print(f"workbench: warning: --db puts the database password on the command line, where any local "
+                  f"user sees it (ps, /proc); set ${DATABASE_ENVIRONMENT} instead", file=sys.stderr, flush=True)
         overrides["database_url"] = args.db
     settings = Settings.load(args.config, **overrides)
     return ClusterStore(None, settings)
 
 
+def _has_password(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).password is not None
+    except ArgumentError:
+        return False
+
+
 def _global_flags(args: argparse.Namespace) -> list[str]:
+    """The flags a background worker needs; the database URL is not one (see ``_worker_environment``)."""
     flags = []
-    for flag, value in (("--db", args.db), ("--state-dir", args.state_dir), ("--config", args.config)):
+    for flag, value in (("--state-dir", args.state_dir), ("--config", args.config)):
         if value:
             flags += [flag, value]
     return flags
+
+
+def _worker_environment(args: argparse.Namespace) -> dict[str, str]:
+    """The worker's environment: ours, with the database URL of --db, off its command line."""
+    env = dict(os.environ)
+    if args.db:
+        env[DATABASE_ENVIRONMENT] = args.db
+    return env
 
 
 def _datastore(store: Any, spec: str, version: str | None) -> Any:
@@ -110,7 +137,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         if not args.wait:
             worker = [sys.executable, "-m", "workbench.clusters", *_global_flags(args), "build-worker", args.name]
             subprocess.Popen(worker, start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+                             stderr=subprocess.DEVNULL, env=_worker_environment(args))
             print(f"cluster {cluster.name}: building {cluster.size} x {cluster.datastore.name} in the background; "
                   f"follow it with: workbench clusters show {cluster.name}")
             return 0

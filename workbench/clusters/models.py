@@ -452,7 +452,8 @@ class ClusterStore(EventSource):
     """The state database of clusters: every read and change goes through here, every change is an event.
 
     ``url`` is a SQLAlchemy URL (``sqlite:///file.db`` by default from settings,
-    ``mysql+pymysql://...``, ``postgresql+psycopg://...``). Tables are created if missing.
+    ``mysql+pymysql://...``, ``postgresql+psycopg://...``). Tables are created if missing. The
+    attribute ``url`` keeps it with any password masked (``***``): it is what may be printed.
     """
 
     def __init__(self, url: str | None = None, settings: Settings | None = None, *,
@@ -461,8 +462,8 @@ class ClusterStore(EventSource):
         url = url or self.settings.db_url
         if url.startswith("sqlite:///") and url != "sqlite://":
             Path(url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self.url = url
         self.engine = engine or create_engine(url, pool_pre_ping=True)
+        self.url = self.engine.url.render_as_string(hide_password=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
