@@ -7,6 +7,7 @@
     python -m workbench.commits --url http://localhost:8080/diary edit hey     # $EDITOR, diff, confirm
     python -m workbench.commits --url http://localhost:8080/diary log hey      # history as diffs
     workbench commits serve --storage sqlite:///commits.db --port 8080 --prefix /diary
+    workbench commits serve --storage sqlite:///commits.db --auth-file ~/.commits.auth   # 0600: token:SECRET
 
 A *prepared* commit (what ``prepare`` prints, ``edit`` opens and ``commit`` reads) is a YAML
 header of metadata, a line ``---``, then the payload exactly as it will be stored::
@@ -18,6 +19,11 @@ header of metadata, a line ``---``, then the payload exactly as it will be store
     {"hey":"what"}
 
 Errors (a missing key, a stale version, no server) print one line on stderr and exit 1.
+
+Secrets never need the command line, where ``ps`` shows them to every local user: ``serve`` reads
+its write credentials from ``--auth-file`` or ``$WORKBENCH_COMMITS_AUTH`` and its storage URL from
+``$WORKBENCH_COMMITS_STORAGE``; the client commands read ``$WORKBENCH_COMMITS_TOKEN``. A secret
+given as a flag still works, with a warning on stderr.
 """
 
 from __future__ import annotations

@@ -245,7 +245,9 @@ class _Handler(tornado.web.RequestHandler):
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, tornado.web.HTTPError):
-            log.debug("%s %s: %s", self.request.method, self.request.uri, value)
+            # tornado's own refusals (bad percent-encoding, unsupported method): one line, like ours
+            log.info("%d %s %s from %s: %s", value.status_code, self.request.method, _shorten(self.request.uri),
+                     self.request.remote_ip, _shorten(value.log_message or value.reason or ""))
         else:
             super().log_exception(typ, value, tb)
 
