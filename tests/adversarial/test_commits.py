@@ -441,3 +441,25 @@ def test_keys_and_fuzz_against_postgresql_and_zookeeper_never_get_a_5xx(stored_r
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.records[0].getMessage()
     status, body = answers_within(lambda: request(stored_rainer, "GET", "/seed"))  # type: ignore[misc]
     assert (status, json.loads(body)) == (200, {"seed": True})
+
+
+def test_rows_stored_before_the_checks_stay_readable(tmp_path):
+    """A time without a UTC equivalent or an author with a tab, stored by an older server, still
+    reads: the checks refuse new input, never data already kept."""
+    from sqlalchemy import text
+
+    from workbench.commits.server import CommitServer
+    from workbench.commits.storage import SqlCommitStorage
+
+    storage = SqlCommitStorage(f"sqlite:///{tmp_path / 'old.db'}").start()
+    with storage.engine.begin() as connection:
+        connection.execute(text(f"INSERT INTO {storage.table_name} (commit_key, version, author, comment, mtime, "
+                                "is_empty, payload) VALUES ('old', 1, :a, '', :m, 0, :p)"),
+                           {"a": "tab\there", "m": "9999-12-31T23:59:59.000-05:00", "p": b"{}"})
+    with CommitServer(storage, prefix=PREFIX) as http:
+        class Address:
+            host, port, url = "127.0.0.1", http.port, http.url
+        status, body = request(Address, "GET", "/old/meta")
+        assert status == 200 and json.loads(body)["mtime"] == "9999-12-31T23:59:59.000-05:00"
+        assert request(Address, "GET", "/?all=yes")[0] == 200
+    storage.close()

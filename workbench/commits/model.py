@@ -109,26 +109,29 @@ def format_mtime(moment: datetime) -> str:
     return text[:-6] + "Z" if moment.utcoffset() == timedelta(0) else text
 
 
-def parse_mtime(text: str) -> datetime:
+def parse_mtime(text: str, *, check_range: bool = True) -> datetime:
     """Read an ISO 8601 time (``Z`` or an offset; a naive time is taken as local).
 
-    Raises :class:`InvalidCommit` (field ``mtime``) for anything else, and for a time that has
-    no UTC equivalent between the years 1 and 9999 (``0001-01-01T00:00:00+05:00``): every reader
-    must be able to convert what is stored.
+    Raises :class:`InvalidCommit` (field ``mtime``) for anything else and, with ``check_range``
+    (for times that come in), for a time without a UTC equivalent in the years 1 to 9999
+    (``0001-01-01T00:00:00+05:00``), which no reader could compare or convert. Stored times are
+    read with ``check_range=False``: what was once accepted stays readable.
     """
     try:
         moment = datetime.fromisoformat(text.strip())
     except (TypeError, ValueError, AttributeError):
         raise InvalidCommit("mtime is not an ISO 8601 time", mtime=text, reason="format") from None
-    return _representable(moment, text)
+    return _aware(moment, text, check_range)
 
 
-def _representable(moment: datetime, text: object) -> datetime:
-    """``moment`` made timezone-aware, if it and its UTC time lie within years 1-9999."""
+def _aware(moment: datetime, text: object, check_range: bool = False) -> datetime:
+    """``moment`` made timezone-aware (a naive time is local); with ``check_range``, only if its
+    UTC time lies within the years 1 to 9999."""
     try:
         if moment.tzinfo is None:
             moment = moment.astimezone()
-        moment.astimezone(timezone.utc)
+        if check_range:
+            moment.astimezone(timezone.utc)
     except (OverflowError, OSError, ValueError):
         raise InvalidCommit("mtime is out of range: its UTC time must lie within the years 1 to 9999",
                             mtime=str(text), reason="range") from None
@@ -285,19 +288,28 @@ class CommitMetadata:
         if not isinstance(self.author, str) or not self.author.strip():
             raise InvalidCommit("author must be a non-empty string", key=self.key, version=self.version,
                                 reason="author")
-        if len(self.author) > MAX_AUTHOR_LENGTH or _has_control(self.author):
-            raise InvalidCommit(f"author must have at most {MAX_AUTHOR_LENGTH} characters and no control "
-                                "characters", key=self.key, version=self.version, reason="author")
         if not isinstance(self.comment, str):
             raise InvalidCommit("comment must be a string", key=self.key, version=self.version,
-                                reason="comment")
-        if "\x00" in self.comment:  # SQL text columns (PostgreSQL's) cannot hold NUL
-            raise InvalidCommit("comment must not contain NUL characters", key=self.key, version=self.version,
                                 reason="comment")
         if not isinstance(self.mtime, datetime):
             raise InvalidCommit("mtime must be a datetime", key=self.key, version=self.version, reason="mtime")
         # a naive time is local time; stored times are always aware
-        object.__setattr__(self, "mtime", _representable(self.mtime, self.mtime))
+        object.__setattr__(self, "mtime", _aware(self.mtime, self.mtime))
+
+    def check_storable(self) -> CommitMetadata:
+        """Self if every SQL storage can hold it, else :class:`InvalidCommit`: an author of at most
+        255 characters without control characters, a comment without NUL (PostgreSQL refuses it).
+
+        New commits are checked (``Commit.from_value``, ``from_bytes``, ``tombstone``,
+        ``with_version``); metadata read back is not, so what was stored before stays readable.
+        """
+        if len(self.author) > MAX_AUTHOR_LENGTH or _has_control(self.author):
+            raise InvalidCommit(f"author must have at most {MAX_AUTHOR_LENGTH} characters and no control "
+                                "characters", key=self.key, version=self.version, reason="author")
+        if "\x00" in self.comment:
+            raise InvalidCommit("comment must not contain NUL characters", key=self.key, version=self.version,
+                                reason="comment")
+        return self
 
     def to_json(self) -> dict[str, Any]:
         """Rainer's metadata object: author, comment, key, mtime, version (+ ``empty`` when true)."""
@@ -312,7 +324,8 @@ class CommitMetadata:
         """The inverse of :meth:`to_json`; raises :class:`InvalidCommit` on a malformed object."""
         try:
             return cls(key=document["key"], version=document["version"], author=document["author"],
-                       comment=document.get("comment") or "", mtime=parse_mtime(document["mtime"]),
+                       comment=document.get("comment") or "",
+                       mtime=parse_mtime(document["mtime"], check_range=False),
                        empty=bool(document.get("empty", False)))
         except (KeyError, TypeError, AttributeError) as exc:
             raise InvalidCommit("malformed commit metadata", reason=repr(exc)) from None
@@ -344,7 +357,7 @@ class Commit:
     def from_value(cls, key: str, version: int, value: Any, author: str, comment: str = "",
                    mtime: datetime | None = None, serialization: Serialization = JSON) -> Commit:
         """A commit whose payload is ``serialization.dumps(value)``."""
-        meta = CommitMetadata(key, version, author, comment, mtime or now())
+        meta = CommitMetadata(key, version, author, comment, mtime or now()).check_storable()
         try:
             payload = serialization.dumps(value)
         except (TypeError, ValueError) as exc:
@@ -361,7 +374,8 @@ class Commit:
         With ``validate`` (default) the bytes must be readable by ``serialization``, else
         :class:`InvalidCommit` with ``reason`` saying why.
         """
-        commit = cls(CommitMetadata(key, version, author, comment, mtime or now()), payload, serialization)
+        commit = cls(CommitMetadata(key, version, author, comment, mtime or now()).check_storable(), payload,
+                     serialization)
         if validate:
             commit.validate()
         return commit
@@ -370,14 +384,14 @@ class Commit:
     def tombstone(cls, key: str, version: int, author: str, comment: str = "",
                   mtime: datetime | None = None) -> Commit:
         """An empty commit: the key reads as absent from this version on; history is kept."""
-        return cls(CommitMetadata(key, version, author, comment, mtime or now(), empty=True), None)
+        return cls(CommitMetadata(key, version, author, comment, mtime or now(), empty=True).check_storable(), None)
 
     def with_version(self, version: int, author: str | None = None, comment: str | None = None,
                      mtime: datetime | None = None) -> Commit:
         """The same payload as another version (e.g. a revert: ``old.with_version(head.version + 1)``)."""
         meta = replace(self.meta, version=version, author=author or self.meta.author,
                        comment=self.meta.comment if comment is None else comment, mtime=mtime or now())
-        return Commit(meta, self.payload, self.serialization)
+        return Commit(meta.check_storable(), self.payload, self.serialization)
 
     # -- reading ---------------------------------------------------------------------------------
     @property

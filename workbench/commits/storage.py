@@ -394,7 +394,8 @@ class SqlCommitStorage(CommitStorage):
     # -- rows <-> commits ---------------------------------------------------------------------------
     def _commit_from_row(self, row: Any) -> Commit:
         meta = CommitMetadata(key=row.commit_key, version=int(row.version), author=row.author,
-                              comment=row.comment, mtime=parse_mtime(row.mtime), empty=bool(row.is_empty))
+                              comment=row.comment, mtime=parse_mtime(row.mtime, check_range=False),
+                              empty=bool(row.is_empty))
         payload = None if meta.empty else bytes(row.payload or b"")
         return Commit(meta, payload, self.serialization_for(meta.key))
 
