@@ -398,3 +398,18 @@ def test_the_store_url_it_shows_masks_the_password(mariadb_server):
     with mariadb_server.temporary_database("wb_adv_") as url:
         with ClusterStore(url, Settings(master_key="m")) as opened:
             assert mariadb_server.password not in opened.url and "***" in opened.url
+
+
+def test_a_settings_file_with_secrets_that_others_can_read_is_warned_about(tmp_path, caplog):
+    config = tmp_path / "clusters.toml"
+    config.write_text('master_key = "adversarial-secret-key"\nos_password = "cloud-secret"\n')
+    config.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="workbench.clusters.settings"):
+        Settings.load(config, env={})
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "workbench.clusters.settings"]
+    assert "chmod 0600" in warning and "adversarial-secret-key" not in warning and "cloud-secret" not in warning
+    caplog.clear()
+    config.chmod(0o600)
+    with caplog.at_level(logging.WARNING, logger="workbench.clusters.settings"):
+        assert Settings.load(config, env={}).master_key == "adversarial-secret-key"
+    assert not [r for r in caplog.records if r.name == "workbench.clusters.settings"]

@@ -25,6 +25,7 @@ given to :meth:`Settings.load`, else ``$WORKBENCH_CLUSTERS_CONFIG``, else none.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import tomllib
@@ -33,6 +34,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from workbench.clusters.errors import SettingsError
+
+log = logging.getLogger(__name__)
+
+#: options that are secrets: a settings file holding one should be readable by its owner alone
+SECRET_OPTIONS = ("master_key", "os_password")
 
 ENV_PREFIX = "WORKBENCH_CLUSTERS_"
 
@@ -258,7 +264,14 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise SettingsError(f"settings file {path} is not valid TOML: {exc}", option="config",
                             path=str(path)) from None
     # a file may keep its options under [clusters] so one TOML can configure several subsystems
-    return dict(data.get("clusters", data))
+    values = dict(data.get("clusters", data))
+    secrets = [name for name in SECRET_OPTIONS if values.get(name)]
+    mode = path.stat().st_mode & 0o777
+    if secrets and mode & 0o077:
+        log.warning("settings file %s holds %s but other users may read it (mode %04o): chmod 0600 it, or set "
+                    "%s instead", path, " and ".join(secrets), mode,
+                    " / ".join(ENV_PREFIX + name.upper() for name in secrets))
+    return values
 
 
 def _read_env(env: Mapping[str, str]) -> dict[str, Any]:
