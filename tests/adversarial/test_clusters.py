@@ -413,3 +413,29 @@ def test_a_settings_file_with_secrets_that_others_can_read_is_warned_about(tmp_p
     with caplog.at_level(logging.WARNING, logger="workbench.clusters.settings"):
         assert Settings.load(config, env={}).master_key == "adversarial-secret-key"
     assert not [r for r in caplog.records if r.name == "workbench.clusters.settings"]
+
+
+def test_an_oversized_body_is_refused_before_it_is_buffered(api):
+    before = ProcessBounds.of(os.getpid())
+    for headers in ({}, authorized()):
+        with socket.create_connection((api._http.host, api._http.port), timeout=10) as sock:
+            head = (f"POST /api/datastores HTTP/1.1\r\nHost: x\r\nContent-Length: {64 << 20}\r\n"
+                    + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
+            sock.sendall(head)
+            sent = 0
+            try:
+                while sent < 40 << 20:  # the server must stop reading long before this
+                    sock.sendall(b"x" * 65536)
+                    sent += 65536
+            except OSError:
+                pass
+            try:
+                answer = sock.recv(4096)
+            except OSError:
+                answer = b""
+        assert sent < 40 << 20, "the server kept reading a body announced as 64 MiB"
+        assert not answer.startswith(b"HTTP/1.1 5"), answer[:100]
+        assert not answer.startswith(b"HTTP/1.1 2"), answer[:100]
+    status, _ = answers_within(lambda: call(api, "GET", "/api/datastores", headers=authorized()))  # type: ignore[misc]
+    assert status == 200
+    ProcessBounds.of(os.getpid()).assert_within(before, rss_mib=24, fds=8, children=64)
