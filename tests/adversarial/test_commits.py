@@ -463,3 +463,32 @@ def test_rows_stored_before_the_checks_stay_readable(tmp_path):
         assert status == 200 and json.loads(body)["mtime"] == "9999-12-31T23:59:59.000-05:00"
         assert request(Address, "GET", "/?all=yes")[0] == 200
     storage.close()
+
+
+@pytest.mark.parametrize("authorized", [False, True])
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_an_oversized_body_is_refused_and_no_longer_read(server, authorized, framing):
+    before = ProcessBounds.of(server.process.pid)
+    head = [f"POST {PREFIX}/huge/1 HTTP/1.1", "Host: x", "X-Rainer-Author: m"]
+    head.append(f"Content-Length: {64 << 20}" if framing == "length" else "Transfer-Encoding: chunked")
+    if authorized:
+        head.append(f"Authorization: Bearer {TOKEN}")
+    chunk = b"x" * 65536
+    piece = chunk if framing == "length" else b"10000\r\n" + chunk + b"\r\n"
+    sent = 0
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        try:
+            while sent < 40 << 20:
+                sock.sendall(piece)
+                sent += len(chunk)
+        except OSError:
+            pass
+        try:
+            answer = sock.recv(4096)
+        except OSError:
+            answer = b""
+    assert sent < 40 << 20, "the server kept reading a body beyond its limit"
+    assert answer.startswith(b"HTTP/1.1 413" if authorized else b"HTTP/1.1 401"), answer[:80]
+    assert request(server, "GET", "/huge")[0] == 404
+    assert_still_serving(server, before)

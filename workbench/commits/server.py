@@ -368,10 +368,15 @@ class _CommitHandler(_Handler):
                                            max_body=self.server.max_body, content_length=length))
 
     def data_received(self, chunk: bytes) -> None:
+        if self._too_large:
+            return
         self._size += len(chunk)
         if self._size > self.server.max_body:
-            self._too_large, self._chunks = True, []  # chunked upload over the limit: drop it
-        elif not self._too_large:
+            # a chunked upload over the limit: answer now and hang up, rather than read the rest
+            self._too_large, self._chunks = True, []
+            self.send_problem(_bad_request("request body too large", status=413, max_body=self.server.max_body))
+            self.request.connection.close()
+        else:
             self._chunks.append(chunk)
 
     async def get(self, key: str, version: str | None = None) -> None:
