@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from workbench.domain.broker import HEARTBEAT_SECONDS, HEARTBEAT_TIMEOUT, DomainState
+from workbench.domain.keys import DatabaseKeys
 from workbench.domain.model import PeerRecord, ProcessRecord
 from workbench.domain.protocol import Message, ProtocolError
 from workbench.domain.supervisor import ProcessSupervisor
@@ -115,7 +116,7 @@ class Agent:
         self.port = self.server.port
         self.address = f"{self.hostname}:{self.port}"
         self.supervisor = ProcessSupervisor(self.address, self.hostname, self.state_dir, self._process_changed,
-                                            bind_host=self.host)
+                                            bind_host=self.host, keys=DatabaseKeys(self.password))
         me = PeerRecord(self.address, self.hostname, self.port, "broker" if self.is_broker else "agent", self.tags)
         self.supervisor.recover()  # before joining: the join reports what still runs
         if self.is_broker:
