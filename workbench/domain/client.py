@@ -338,6 +338,9 @@ class Domain(EventSource):
             if reply.tag != "Connected":
                 if reply.get("Code") == "authentication":
                     raise AuthenticationError("wrong domain user or password", user=domain_user, broker=address)
+                if reply.get("Code") == "throttled":
+                    raise AuthenticationError(reply.get("Message", "too many failed logins"), user=domain_user,
+                                              broker=address, retry_after=float(reply.get("RetryAfter", "0") or 0))
                 raise DomainError(reply.get("Message", "connection refused"), broker=address)
             self._entry_id = reply.require("Broker")
             state = self._conn.request(Message.make("Subscribe"), timeout=timeout)
