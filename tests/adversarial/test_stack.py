@@ -47,17 +47,17 @@ def _stranger_attempts(endpoint: str, **credentials) -> list[str]:
     """What a client with ``credentials`` (none: a stranger) got done: the names of the attempts that worked."""
     done = []
     attempts = {
-        "read": lambda db, c: Proxy(c)["secret"]._run(),
-        "write": lambda db, c: Proxy(c).__setitem__("planted", "by a stranger"),
-        "keys": lambda db, c: list(Proxy(c).keys()),
-        "status": lambda db, c: c.status(),
-        "quiesce": lambda db, c: c.request("quiesce"),
-        "unquiesce": lambda db, c: c.request("unquiesce"),
+        "read": lambda c: Proxy(c)["secret"]._run(),
+        "write": lambda c: Proxy(c).__setitem__("planted", "by a stranger"),
+        "keys": lambda c: list(Proxy(c).keys()),
+        "status": lambda c: c.status(),
+        "quiesce": lambda c: c.request("quiesce"),
+        "unquiesce": lambda c: c.request("unquiesce"),
     }
     for name, attempt in attempts.items():
         try:
             with Client(endpoint, timeout=STRANGER_TIMEOUT, retries=0, **credentials) as connection:
-                attempt(None, connection)
+                attempt(connection)
         except ZdbError:
             continue
         done.append(name)
