@@ -26,7 +26,7 @@ from workbench.errors import DomainError
 HASHING_THREADS = 2
 #: how long a login may wait for a hashing turn before it is refused as busy
 HASHING_WAIT_SECONDS = 3.0
-#: failed logins an address may make before it has to wait
+#: failed logins in a row after which an address has to wait before its next attempt
 FREE_FAILURES = 5
 FIRST_WAIT_SECONDS = 0.5
 MAX_WAIT_SECONDS = 10.0
