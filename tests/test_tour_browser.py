@@ -160,9 +160,10 @@ def test_the_tour_runs_in_lab_and_its_dashboard_follows_the_stack_live(stack_and
     posted = subprocess.run(
         ["curl", "-sS", "-X", "POST", "-H", "Content-Type: application/octet-stream",
          "-H", "X-Rainer-Author: curl", "-H", "X-Rainer-Comment: night limits",
+         "-H", "@-",  # the stack's write token, on standard input: not on curl's command line
          "--data-binary", json.dumps({"max_connections": 50, "timeout_seconds": 30}),
          f"{endpoints['commits']['url']}/limits/3"],
-        capture_output=True, text=True, timeout=30)
+        input=f"Authorization: Bearer {secrets['commits']['token']}\n", capture_output=True, text=True, timeout=30)
     assert posted.returncode == 0, posted.stderr
     assert json.loads(posted.stdout)["version"] == 3
     wait_until(lambda: row.locator("td").all_inner_texts()[:4] == ["limits", "3", "curl", "night limits"],

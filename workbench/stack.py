@@ -73,6 +73,7 @@ def load_credentials(state_dir: Path) -> dict[str, dict[str, str]]:
     credentials = {
         "domain": {"user": "domain", "password": secrets.token_urlsafe(12)},
         "zdb": {"user": "dba", "password": secrets.token_urlsafe(12)},
+        "commits": {"token": secrets.token_urlsafe(24)},
         "clusters": {"token": secrets.token_urlsafe(24)},
     }
     _write_private(path, json.dumps(credentials, indent=2))
@@ -166,10 +167,14 @@ class CommitsComponent:
 
     def start(self, stack: "EmbeddedStack") -> None:
         from workbench.commits.builder import create_rainer
+        from workbench.commits.server import TokenAuth
 
         url = self.sql_url or f"sqlite:///{stack.state_dir / 'commits.db'}"
         zk_options = {"zookeeper": self.zookeeper, "zk_path": "/workbench/commits"} if self.zookeeper else {}
-        self.rainer = create_rainer(url, port=self.port, **zk_options).start()
+        # Reads stay open, as Rainer's are; a write needs the stack's token (a file from an older
+        # stack lacks it: it is added, and saved with the others once the stack runs).
+        token = stack.credentials.setdefault("commits", {}).setdefault("token", secrets.token_urlsafe(24))
+        self.rainer = create_rainer(url, port=self.port, auth=TokenAuth(token), **zk_options).start()
 
     def stop(self) -> None:
         if self.rainer is not None:

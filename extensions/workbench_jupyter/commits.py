@@ -290,13 +290,27 @@ def _value_of(commit: Commit) -> Any:
         return payload_text(commit.payload)
 
 
+def stack_token(url: str | None) -> str | None:
+    """The write token of the running stack (``WORKBENCH_STACK``) when ``url`` is its commits server."""
+    from workbench.stack import environment_stack
+
+    if not url:
+        return None
+    stack = environment_stack()
+    served = ((stack or {}).get("endpoints", {}).get("commits") or {}).get("url")
+    if not served or url.rstrip("/") != served.rstrip("/") and not url.startswith(served.rstrip("/") + "/"):
+        return None
+    return ((stack or {}).get("secrets", {}).get("commits") or {}).get("token")
+
+
 # -- argument parsers of the commands --------------------------------------------------------------------
 @magic_arguments(name="commits connect")
 @argument("url", nargs="?", help="the server, e.g. http://127.0.0.1:8080/diary")
 @argument("--zookeeper", metavar="HOST:PORT", help="follow the keeper's mirror in this ZooKeeper")
 @argument("--zk-path", metavar="PATH", help="the keeper's znode path, e.g. /rainer/diary")
 @argument("--name", default="commits", help="connection name in %%workbench (default: commits)")
-@argument("--token", help="bearer token for servers that require one on writes")
+@argument("--token", help="bearer token for servers that require one on writes (default: the running "
+                           "workbench stack's, for its commits server)")
 @argument("--author", help="author of this notebook's commits (default: CommitsMagic.author or your login)")
 def _connect_arguments(line: str) -> None:
     """Connect to a commits server."""
@@ -475,7 +489,8 @@ class CommitsMagic(Magics, Configurable):
         try:
             session = CommitsSession(args.name, args.url, args.zookeeper, args.zk_path,
                                      author=args.author or self.author or "", timeout=self.timeout,
-                                     serialization=SERIALIZATIONS[self.serialization], token=args.token)
+                                     serialization=SERIALIZATIONS[self.serialization],
+                                     token=args.token or stack_token(args.url))
         except (CommitsError, ConfigurationError) as exc:
             raise UsageError(f"commits: cannot connect: {exc}") from None
         if args.name in self.sessions:

@@ -59,6 +59,27 @@ class ZdbAddress:
     uri: str = field(default="", repr=False)  # as typed, password included: the broker locates with it
 
 
+def stack_member_options(address: ZdbAddress) -> dict[str, Any] | None:
+    """Client options that reach the storage manager of the running stack's database ``address`` names.
+
+    The stack's SM speaks only to its database's members (CURVE keys derived from the domain
+    password, which the stack's credentials hold); None for any other database.
+    """
+    from workbench.stack import environment_stack
+
+    stack = environment_stack()
+    if stack is None or not address.database:
+        return None
+    served = parse_address(((stack.get("endpoints") or {}).get("zdb") or {}).get("uri", "zdb://x:1"))
+    domain_password = ((stack.get("secrets") or {}).get("domain") or {}).get("password")
+    if not domain_password or (served.endpoint, served.database) != (address.endpoint, address.database):
+        return None
+    from workbench.domain.keys import DatabaseKeys
+
+    keys = DatabaseKeys(domain_password)
+    return {"server_key": keys.storage_manager(address.database).public, "keys": keys.member(address.database)}
+
+
 def parse_address(uri: str) -> ZdbAddress:
     """``zdb://user:pw@host:port/db`` -> endpoint ``tcp://host:port``, user, password, shown text.
 
@@ -155,6 +176,7 @@ class ZdbConnection:
                 # The client's endpoint, not the address typed: for a domain database that is the TE
                 # the broker handed out.
                 self._monitor = ZdbMonitor(self.client.write_uri, timeout=self.client.timeout,
+                                           primary_options=stack_member_options(self.address),
                                            **self._credentials)
             return self._monitor
 

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 from workbench.domain.broker import HEARTBEAT_SECONDS, HEARTBEAT_TIMEOUT, DomainState
+from workbench.domain.keys import DatabaseKeys
+from workbench.domain.logins import LoginBusy, LoginThrottle, PasswordHasher
 from workbench.domain.model import PeerRecord, ProcessRecord
 from workbench.domain.protocol import Message, ProtocolError
 from workbench.domain.supervisor import ProcessSupervisor
@@ -42,6 +44,10 @@ from workbench.errors import AuthenticationError, ConfigurationError, DomainErro
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 48004
+#: a password longer than this is cut before hashing (scrypt's cost must not grow with what a stranger sends)
+MAX_PASSWORD_LENGTH = 1024
+#: how long a connection may take from its first byte to a verified login (TLS handshake included)
+LOGIN_SECONDS = 5.0
 
 
 class Credentials:
@@ -61,7 +67,7 @@ class Credentials:
 
     def verify(self, user: str | None, password: str | None) -> bool:
         # Hash even for a wrong user, so timing does not tell which part was wrong.
-        candidate = self._hash(password or "", self.salt)
+        candidate = self._hash((password or "")[:MAX_PASSWORD_LENGTH], self.salt)
         return hmac.compare_digest(candidate, self.digest) and hmac.compare_digest((user or "").encode(),
                                                                                    self.user.encode())
 
@@ -104,18 +110,21 @@ class Agent:
         self.server: TlsServer | None = None
         self.supervisor: ProcessSupervisor | None = None
         self.state: DomainState | None = None
+        self.hasher = PasswordHasher()
+        self.throttle = LoginThrottle()
         self._link: BrokerLink | None = None
         self._stopping = threading.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "Agent":
         identity = TlsIdentity.load_or_create(self.state_dir / "tls", self.hostname)
-        self.server = TlsServer(identity, self._handle_connection, host=self.host, port=self.port)
+        self.server = TlsServer(identity, self._handle_connection, host=self.host, port=self.port,
+                                login_timeout=LOGIN_SECONDS)
         self.server.start()
         self.port = self.server.port
         self.address = f"{self.hostname}:{self.port}"
         self.supervisor = ProcessSupervisor(self.address, self.hostname, self.state_dir, self._process_changed,
-                                            bind_host=self.host)
+                                            bind_host=self.host, keys=DatabaseKeys(self.password))
         me = PeerRecord(self.address, self.hostname, self.port, "broker" if self.is_broker else "agent", self.tags)
         self.supervisor.recover()  # before joining: the join reports what still runs
         if self.is_broker:
@@ -185,8 +194,29 @@ class Agent:
             return Message.make("Response", Status="error", Message=exc.message, Code=type(exc).__name__)
 
     # -- connections (brokers only accept clients and agents) -----------------------------------
+    def _login(self, conn: Connection, hello: Message) -> bool:
+        """Check a <Connect>'s credentials, within the hashing and per-address bounds; answer a refusal."""
+        address = conn.peer_host
+        wait = self.throttle.wait_needed(address)
+        if wait > 0:
+            conn.send(Message.make("Error", Code="throttled", RetryAfter=f"{wait:.2f}",
+                                   Message=f"too many failed logins from {address}; retry in {wait:.1f} s"))
+            return False
+        try:
+            verified = self.hasher.check(lambda: self.credentials.verify(hello.get("User"), hello.get("Password")))
+        except LoginBusy as exc:
+            conn.send(Message.make("Error", Code="busy", Message=exc.message))
+            return False
+        if not verified:
+            self.throttle.failed(address)
+            conn.send(Message.make("Error", Code="authentication", Message="wrong domain user or password"))
+            return False
+        self.throttle.succeeded(address)
+        conn.mark_authenticated()
+        return True
+
     def _handle_connection(self, conn: Connection) -> None:
-        hello = conn.receive(timeout=10.0)
+        hello = conn.receive(timeout=LOGIN_SECONDS)  # the server closes it at its login deadline anyway
         if hello is None:
             return
         if hello.tag == "Locate" and self.state is not None:
@@ -197,8 +227,7 @@ class Agent:
         if hello.tag != "Connect":
             conn.send(Message.make("Error", Code="protocol", Message="expected <Connect>"))
             return
-        if not self.credentials.verify(hello.get("User"), hello.get("Password")):
-            conn.send(Message.make("Error", Code="authentication", Message="wrong domain user or password"))
+        if not self._login(conn, hello):
             return
         if self.state is None:
             conn.send(Message.make("Error", Code="not-a-broker", Message="this agent is not a broker"))
@@ -277,6 +306,8 @@ class BrokerLink:
             reply = conn.request(Message.make("Connect", Role="agent", User=self.agent.credentials.user,
                                               Password=self.agent.password))
             if reply.tag != "Connected":
+                if reply.get("Code") in ("throttled", "busy"):  # passing: try again later
+                    raise TransportError(reply.get("Message", "refused for now"), address=self.current)
                 raise AuthenticationError(reply.get("Message", "refused"), broker=self.current)
             running = self.agent.supervisor.running() if self.agent.supervisor else []
             conn.send(Message.make("Join", self.me.to_message(), *(r.to_message() for r in running)))

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+import sys
 import threading
 
 from workbench.domain.agent import DEFAULT_PORT
@@ -39,6 +40,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
     password = args.domain_password or os.environ.get(DOMAIN_PASSWORD_VARIABLE)
     if not password:
         raise ConfigurationError(f"the domain password is needed: --domain-password or ${DOMAIN_PASSWORD_VARIABLE}")
+    if args.domain_password:
+        print(f"warning: --domain-password shows in ps to every user of this host; use ${DOMAIN_PASSWORD_VARIABLE}",
+              file=sys.stderr, flush=True)
     tags = {}
     for tag in args.tag:
         name, sep, value = tag.partition("=")

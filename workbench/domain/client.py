@@ -25,6 +25,7 @@ from concurrent.futures import Future
 from typing import Any, Iterable
 
 from workbench.domain.agent import DEFAULT_PORT
+from workbench.domain.keys import DatabaseKeys
 from workbench.domain.model import (
     FINAL_STATES,
     QUIESCED,
@@ -237,9 +238,16 @@ class Process:
         return self._left.wait(wait_seconds)
 
     def query(self, **client_options: Any) -> dict[str, Any]:
-        """The zdb status of this process (keys, seq, clients...), asked of the process itself."""
+        """The zdb status of this process (keys, seq, clients...), asked of the process itself.
+
+        A storage manager answers members of its database only: this session presents the
+        database's member key (derived from the domain password) unless ``client_options`` give keys.
+        """
         from workbench.zdb.client import Client
 
+        if not self.is_transactional and not self._record.standby and "server_key" not in client_options:
+            client_options = {"server_key": self.domain._keys.storage_manager(self._record.database).public,
+                              "keys": self.domain._keys.member(self._record.database), **client_options}
         with Client(self.endpoint, timeout=5.0, **client_options) as connection:
             return connection.status()
 
@@ -322,6 +330,7 @@ class Domain(EventSource):
         self._ids = itertools.count(1)
         self._waiting: dict[str, Future[Message]] = {}
         self._closed = False
+        self._keys = DatabaseKeys(domain_pwd) if domain_pwd else None
         self._conn: Connection = connect(address, known_brokers=known_brokers, ca_file=ca_file, timeout=timeout)
         try:
             reply = self._conn.request(Message.make("Connect", Role="client", User=domain_user, Password=domain_pwd),
@@ -329,6 +338,9 @@ class Domain(EventSource):
             if reply.tag != "Connected":
                 if reply.get("Code") == "authentication":
                     raise AuthenticationError("wrong domain user or password", user=domain_user, broker=address)
+                if reply.get("Code") == "throttled":
+                    raise AuthenticationError(reply.get("Message", "too many failed logins"), user=domain_user,
+                                              broker=address, retry_after=float(reply.get("RetryAfter", "0") or 0))
                 raise DomainError(reply.get("Message", "connection refused"), broker=address)
             self._entry_id = reply.require("Broker")
             state = self._conn.request(Message.make("Subscribe"), timeout=timeout)
@@ -386,6 +398,15 @@ class Domain(EventSource):
 
     def get_database(self, name: str) -> Database | None:
         return self._databases.get(name)
+
+    def dba_login(self, database: str) -> tuple[str, str]:
+        """The dba login the engines of ``database`` require when started without dba options.
+
+        It is derived from the domain password, so only a session that logged in to the domain
+        can give it: ``zdb.connect(f"zdb://{user}:{password}@{broker}/{database}")``.
+        """
+        assert self._keys is not None
+        return self._keys.dba(database)
 
     # -- templates and descriptions ---------------------------------------------------------------
     @property

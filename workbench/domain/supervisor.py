@@ -11,6 +11,13 @@ Processes run in sessions of their own, so they outlive an agent that is killed.
 record file (``processes/<pid>.json``: its record and command line) while it runs; an agent
 started again on the same state dir *adopts* the processes whose pid still runs that very
 command line (``recover()``), and reports the others as gone.
+
+No process answers a stranger (see ``workbench.domain.keys``): a storage manager speaks CURVE
+to its database's member key alone, on its request and change-stream sockets; a transaction
+engine or standby requires a dba login, the one its options give or else the database's
+derived one. Secrets never reach a command line or a record file: a dba password goes to
+the process through its environment, CURVE secret keys through certificate files (0600, under
+``keys/``), and a given dba login is kept for health checks in ``processes/<pid>.secret`` (0600).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -27,6 +35,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from workbench.domain.keys import DatabaseKeys
 from workbench.domain.model import EXITED, FAILED, QUIESCED, RUNNING, SM, STARTING, TE, ProcessRecord
 from workbench.domain.wakeups import FileWrites, ProcessEnd
 from workbench.errors import DomainError
@@ -55,12 +64,16 @@ class ProcessSupervisor:
     """Starts, watches and stops this peer's database processes; reports every change to ``on_change``."""
 
     def __init__(self, peer_id: str, hostname: str, state_dir: Path,
-                 on_change: Callable[[ProcessRecord], None], bind_host: str = "127.0.0.1") -> None:
+                 on_change: Callable[[ProcessRecord], None], bind_host: str = "127.0.0.1",
+                 keys: DatabaseKeys | None = None) -> None:
         self.peer_id = peer_id
         self.hostname = hostname
         self.bind_host = bind_host
+        # Without the domain's keys (a supervisor of its own), random ones: strangers are refused all the same.
+        self.keys = keys if keys is not None else DatabaseKeys(secrets.token_urlsafe(32))
         self.log_dir = Path(state_dir) / "processes"
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.key_dir = Path(state_dir) / "keys"
         self.on_change = on_change
         self.records: dict[str, ProcessRecord] = {}
         self._popen: dict[str, subprocess.Popen[bytes]] = {}
@@ -83,17 +96,29 @@ class ProcessSupervisor:
             raise ProcessStartError("process type is SM or TE", type=process_type)
         if not database or not database.replace("-", "").replace("_", "").isalnum():
             raise ProcessStartError("database names are letters, digits, - and _", database=database)
-        extra: list[str] = []
-        environment = dict(os.environ)
         allowed = ALLOWED_OPTIONS[TE if standby else process_type]  # a standby runs as a zdb replica
-        for name, value in options:
+        for name, _ in options:
             if name not in allowed:
                 raise ProcessStartError(f"option {name} is not allowed for a {process_type}", option=name)
-            if name == "--dba-password":
-                # Through the environment: a command line is visible to every user through ps.
-                environment[DBA_PASSWORD_VARIABLE] = str(value)
-            else:
-                extra.append(f"{name}={value}")  # one word, so a value starting with "-" stays a value
+        serves_as_replica = process_type == TE or standby
+        credentials = _dba_credentials(options)
+        if bool(dict(options).get("--dba-user")) != bool(dict(options).get("--dba-password")):
+            raise ProcessStartError("--dba-user and --dba-password go together", database=database)
+        if serves_as_replica and credentials is None:
+            # An engine serves the database's data: without a login of its own it gets the
+            # database's derived one, which only holders of the domain password can compute.
+            credentials = list(self.keys.dba(database))
+        extra: list[str] = []
+        environment = dict(os.environ)
+        environment.pop(DBA_PASSWORD_VARIABLE, None)
+        if credentials is not None:
+            extra.append(f"--dba-user={credentials[0]}")  # one word, so a value starting with "-" stays a value
+            # Through the environment: a command line is visible to every user through ps.
+            environment[DBA_PASSWORD_VARIABLE] = credentials[1]
+        for name, value in options:
+            if name not in ("--dba-user", "--dba-password"):
+                extra.append(f"{name}={value}")
+        extra += self._curve_arguments(database, serves_as_replica)
         port = free_port(self.bind_host)
         bind = f"tcp://{self.bind_host}:{port}"
         if process_type == SM and not standby:
@@ -128,7 +153,7 @@ class ProcessSupervisor:
             if not closed_meanwhile:
                 self.records[record.id] = record
                 self._popen[record.id] = popen
-                self._credentials[record.id] = _dba_credentials(options)
+                self._credentials[record.id] = credentials
         if closed_meanwhile:  # stop_all ran while it was spawning: it would never stop this one
             os.killpg(popen.pid, signal.SIGKILL)
             popen.wait()
@@ -143,13 +168,47 @@ class ProcessSupervisor:
     def _record_path(self, pid: int) -> Path:
         return self.log_dir / f"{pid}.json"
 
+    def _secret_path(self, pid: int) -> Path:
+        return self.log_dir / f"{pid}.secret"
+
     def _write_record_file(self, record: ProcessRecord, command: list[str], log_path: Path) -> None:
-        data = {"record": asdict(record), "command": command, "log": str(log_path),
-                "credentials": self._credentials.get(record.id)}
-        path = self._record_path(record.pid)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold a dba password
-        with os.fdopen(fd, "w") as stream:
-            json.dump(data, stream)
+        data = {"record": asdict(record), "command": command, "log": str(log_path)}
+        _write_private(self._record_path(record.pid), json.dumps(data))
+        credentials = self._credentials.get(record.id)
+        if credentials is not None:
+            # Apart from the record: the login an adopted process is health-checked and quiesced with.
+            _write_private(self._secret_path(record.pid), json.dumps(credentials))
+
+    def _read_credentials(self, pid: int) -> list[str] | None:
+        try:
+            credentials = json.loads(self._secret_path(pid).read_text())
+        except (OSError, ValueError):
+            return None
+        return [str(part) for part in credentials] if isinstance(credentials, list) and len(credentials) == 2 else None
+
+    def _forget_files(self, pid: int) -> None:
+        self._record_path(pid).unlink(missing_ok=True)
+        self._secret_path(pid).unlink(missing_ok=True)
+
+    def _curve_arguments(self, database: str, serves_as_replica: bool) -> list[str]:
+        """The CURVE flags of a process of ``database``: a member of it (replica) or its storage manager.
+
+        The certificate files are written from the derived keys (0600, in 0700 directories), so
+        they always match the domain password the agent runs with; each side gets only the
+        secret half it uses.
+        """
+        sm_keys, member_keys = self.keys.storage_manager(database), self.keys.member(database)
+        if serves_as_replica:
+            directory = _private_directory(self.key_dir / database / "member")
+            _write_certificate(directory / "storage-manager.key", sm_keys.public)
+            _write_certificate(directory / "member.key_secret", member_keys.public, member_keys.secret)
+            return [f"--server-key={directory / 'storage-manager.key'}",
+                    f"--client-cert={directory / 'member.key_secret'}"]
+        directory = _private_directory(self.key_dir / database / "storage-manager")
+        allowed = _private_directory(directory / "allowed")
+        _write_certificate(directory / "storage-manager.key_secret", sm_keys.public, sm_keys.secret)
+        _write_certificate(allowed / "member.key", member_keys.public)
+        return [f"--curve-cert={directory / 'storage-manager.key_secret'}", f"--allow-keys={allowed}"]
 
     def recover(self) -> list[ProcessRecord]:
         """Adopt the processes a previous run of this agent started that still run; forget the others.
@@ -166,20 +225,23 @@ class ProcessSupervisor:
             except (OSError, ValueError, TypeError, KeyError) as exc:
                 log.warning("ignoring unreadable process record %s: %s", path, exc)
                 path.unlink(missing_ok=True)
+                if path.stem.isdigit():
+                    self._secret_path(int(path.stem)).unlink(missing_ok=True)
                 continue
             # Our id may have changed with the host name or port; the process is the same.
             record.id, record.peer, record.hostname = f"{self.peer_id}/{record.pid}", self.peer_id, self.hostname
+            credentials = self._read_credentials(record.pid)
             if not _runs(record.pid, command):
-                path.unlink(missing_ok=True)
+                self._forget_files(record.pid)
                 record.status, record.reason = FAILED, "exited while its agent was down"
                 gone.append(record)
                 continue
             record.status = RUNNING if port_open(self.bind_host, record.port) else STARTING
             if record.type == SM and not record.standby:
-                record.status = self._queried_status(record, data.get("credentials")) or record.status
+                record.status = self._queried_status(record, credentials) or record.status
             with self._lock:
                 self.records[record.id] = record
-                self._credentials[record.id] = data.get("credentials")
+                self._credentials[record.id] = credentials
             self._write_record_file(record, command, Path(data.get("log", "")))
             log.info("adopted %s %s of %s (pid %d)", record.type, record.id, record.database, record.pid)
             threading.Thread(target=self._watch_adopted, args=(record.id, command), daemon=True,
@@ -247,7 +309,7 @@ class ProcessSupervisor:
                 setattr(record, name, value)
             snapshot = record.copy()
             if snapshot.status in (EXITED, FAILED):
-                self._record_path(snapshot.pid).unlink(missing_ok=True)
+                self._forget_files(snapshot.pid)
         self.on_change(snapshot)
 
     def _alive(self, process_id: str) -> bool:
@@ -303,7 +365,9 @@ class ProcessSupervisor:
         from workbench.zdb.client import Client
 
         user, password = credentials if credentials else (None, None)
-        with Client(record.endpoint, timeout=5.0, retries=0, user=user, password=password) as connection:
+        server = self.keys.storage_manager(record.database)
+        with Client(record.endpoint, timeout=5.0, retries=0, user=user, password=password,
+                    server_key=server.public, keys=self.keys.member(record.database)) as connection:
             result, _ = connection.request(kind)
         return result
 
@@ -327,7 +391,34 @@ class ProcessSupervisor:
 
 def _dba_credentials(options: Sequence[tuple[str, str]]) -> list[str] | None:
     given = dict(options)
-    return [given["--dba-user"], given["--dba-password"]] if "--dba-user" in given else None
+    return [str(given["--dba-user"]), str(given["--dba-password"])] \
+        if given.get("--dba-user") and given.get("--dba-password") else None
+
+
+def _private_directory(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for part in (path, *list(path.parents)[:2]):  # keys/, keys/<database>/ and this one
+        if part.name and part.exists() and part.stat().st_uid == os.getuid():
+            os.chmod(part, 0o700)
+    return path
+
+
+def _write_certificate(path: Path, public: str, secret: str | None = None) -> None:
+    """A ZeroMQ certificate file, replaced atomically: a process starting meanwhile reads a whole one."""
+    lines = ["metadata", "curve", f'    public-key = "{public}"']
+    if secret is not None:
+        lines.append(f'    secret-key = "{secret}"')
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    _write_private(temporary, "\n".join(lines) + "\n")
+    os.replace(temporary, path)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (created so: never briefly readable)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older file of the same name may have had another mode
+    with os.fdopen(fd, "w") as stream:
+        stream.write(text)
 
 
 def _runs(pid: int, command: list[str]) -> bool:

@@ -263,10 +263,22 @@ class Connection:
         self._closed = False
         self._waiters = 0  # threads polling the descriptor: it is closed by the last of them
         self._released = False
+        self._on_authenticated: Callable[[], None] | None = None  # set by the TlsServer that accepted it
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def peer_host(self) -> str:
+        """The peer's host (IP address on the server side), without the port."""
+        return _split_address(self.address)[0] if ":" in self.address else self.address
+
+    def mark_authenticated(self) -> None:
+        """The peer proved who it is: the server's pre-authentication bounds no longer apply to it."""
+        callback, self._on_authenticated = self._on_authenticated, None
+        if callback is not None:
+            callback()
 
     def send(self, message: Message, timeout: float | None = None) -> None:
         """Send one message whole; TransportError if the connection is closed or broken.
@@ -526,11 +538,26 @@ class TlsServer:
     connection is closed; a handler raising TransportError (peer gone) is logged at debug level,
     ProtocolError (peer misbehaving) as a warning, anything else with its traceback. Beyond
     ``max_connections`` live connections, new ones are closed at once.
+
+    A connection is *unauthenticated* until its handler calls ``mark_authenticated()``. Those are
+    bounded, so idle or slow strangers cannot take the threads real clients need: each must
+    authenticate within ``login_timeout`` seconds of being accepted (TLS handshake included) or
+    it is closed; one address holds at most ``max_unauthenticated_per_address`` of them and all
+    addresses together ``max_unauthenticated``. A new connection beyond a bound closes the
+    oldest unauthenticated one of that address (or of all), so a flood only ever displaces
+    itself and a client that just arrived gets its turn.
     """
 
     def __init__(self, identity: TlsIdentity, handler: Callable[[Connection], None], host: str = "127.0.0.1",
-                 port: int = 0, handshake_timeout: float = 10.0, max_connections: int = 1024) -> None:
+                 port: int = 0, handshake_timeout: float = 10.0, max_connections: int = 1024,
+                 login_timeout: float | None = None, max_unauthenticated: int = 128,
+                 max_unauthenticated_per_address: int = 32) -> None:
         self.identity = identity
+        self.login_timeout = login_timeout
+        self.max_unauthenticated = max_unauthenticated
+        self.max_unauthenticated_per_address = max_unauthenticated_per_address
+        # accepted and not yet authenticated, oldest first: entry -> (peer host, deadline)
+        self._unauthenticated: dict[_Unauthenticated, None] = {}
         self.handler = handler
         self.host = host
         self.port = port
@@ -639,13 +666,20 @@ class TlsServer:
             poller.register(listener, select.POLLIN)
             poller.register(wakeup, select.POLLIN)
         while True:
+            # Wake at least this often to close the unauthenticated connections past their deadline.
+            tick = None if self.login_timeout is None else 0.25
             if poller is not None:
-                ready = {fd for fd, _ in poller.poll()}
+                ready = {fd for fd, _ in poller.poll(None if tick is None else int(tick * 1000))}
                 woken = wakeup.fileno() in ready
             else:
-                woken = wakeup in select.select([listener, wakeup], [], [])[0]
+                ready_list = select.select([listener, wakeup], [], [], tick)[0]
+                woken = wakeup in ready_list
+                ready = {listener.fileno()} if listener in ready_list else set()
             if woken:
                 return
+            self._expire_unauthenticated()
+            if listener.fileno() not in ready:
+                continue
             try:
                 sock, peer = listener.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
@@ -655,10 +689,16 @@ class TlsServer:
                 log.warning("TLS server %s: accept failed: %s", self.address, _describe(exc))
                 time.sleep(0.1)
                 continue
+            entry = _Unauthenticated(sock, str(peer[0]), None if self.login_timeout is None
+                                     else time.monotonic() + self.login_timeout)
             with self._lock:
+                if self.login_timeout is not None:
+                    self._make_room_for(entry.host)
                 full = len(self._threads) >= self.max_connections
                 if not full:
-                    thread = threading.Thread(target=self._serve, args=(sock, peer), daemon=True,
+                    if self.login_timeout is not None:
+                        self._unauthenticated[entry] = None
+                    thread = threading.Thread(target=self._serve, args=(sock, peer, entry), daemon=True,
                                               name=f"tls-conn-{_join_address(*peer[:2])}")
                     self._threads.add(thread)
             if full:
@@ -668,10 +708,37 @@ class TlsServer:
                 continue
             thread.start()
 
-    def _serve(self, raw: socket.socket, peer: tuple) -> None:
+    def _make_room_for(self, host: str) -> None:
+        """Under the lock: close the oldest unauthenticated connections a new one from ``host`` would exceed."""
+        same_host = [e for e in self._unauthenticated if e.host == host]
+        if len(same_host) >= self.max_unauthenticated_per_address:
+            self._drop_unauthenticated(same_host[0], "too many unauthenticated connections from its address")
+        elif len(self._unauthenticated) >= self.max_unauthenticated:
+            self._drop_unauthenticated(next(iter(self._unauthenticated)), "too many unauthenticated connections")
+
+    def _expire_unauthenticated(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for entry in [e for e in self._unauthenticated if e.deadline is not None and e.deadline <= now]:
+                self._drop_unauthenticated(entry, "no login within the deadline")
+
+    def _drop_unauthenticated(self, entry: "_Unauthenticated", reason: str) -> None:
+        """Under the lock: forget ``entry`` and cut its socket (its thread wakes and ends)."""
+        self._unauthenticated.pop(entry, None)
+        log.debug("TLS server %s: closing a connection from %s: %s", self.address, entry.host, reason)
+        try:
+            socket.socket.shutdown(entry.sock, socket.SHUT_RDWR)
+        except OSError:
+            pass  # closed already
+
+    def _authenticated(self, entry: "_Unauthenticated") -> None:
+        with self._lock:
+            self._unauthenticated.pop(entry, None)
+
+    def _serve(self, raw: socket.socket, peer: tuple, entry: "_Unauthenticated") -> None:
         address = _join_address(*peer[:2])
         try:
-            connection = self._handshake(raw, address)
+            connection = self._handshake(raw, address, entry)
             if connection is None:
                 return
             try:
@@ -689,8 +756,9 @@ class TlsServer:
         finally:
             with self._lock:
                 self._threads.discard(threading.current_thread())
+                self._unauthenticated.pop(entry, None)
 
-    def _handshake(self, raw: socket.socket, address: str) -> Connection | None:
+    def _handshake(self, raw: socket.socket, address: str, entry: "_Unauthenticated") -> Connection | None:
         try:
             raw.settimeout(self.handshake_timeout)
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -700,10 +768,12 @@ class TlsServer:
             raw.close()
             return None
         with self._lock:
-            if self._stopping:
+            dropped = self.login_timeout is not None and entry not in self._unauthenticated
+            if self._stopping or dropped:
                 sock.close()
                 return None
             self._handshaking.add(sock)
+            entry.sock = sock  # the wrapped socket owns the descriptor now
         try:
             sock.do_handshake()
         except (ssl.SSLError, OSError, ValueError) as exc:
@@ -718,8 +788,18 @@ class TlsServer:
                 sock.close()
                 return None
             connection = Connection(sock, address=address)
+            connection._on_authenticated = lambda: self._authenticated(entry)
             self._connections.add(connection)
         return connection
+
+
+class _Unauthenticated:
+    """An accepted connection that has not authenticated yet: its socket, peer host and deadline."""
+
+    __slots__ = ("sock", "host", "deadline")
+
+    def __init__(self, sock: socket.socket, host: str, deadline: float | None) -> None:
+        self.sock, self.host, self.deadline = sock, host, deadline
 
 
 __all__ = [

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from workbench.domain.cli import DOMAIN_PASSWORD_VARIABLE
 from workbench.testing.process import ServiceProcess
 
 
@@ -49,12 +50,16 @@ class AgentProcess(ServiceProcess):
 
     def command(self) -> list[str]:
         command = [sys.executable, "-m", "workbench", "domain", "agent", "--port", str(self.port),
-                   "--state-dir", str(self.state_dir), "--domain-password", "bird"]
+                   "--state-dir", str(self.state_dir)]
         command += ["--broker"] if self.broker else []
         command += ["--peer", self.peer] if self.peer else []
         for name, value in self.tags.items():
             command += ["--tag", f"{name}={value}"]
         return command
+
+    def environment(self) -> dict[str, str]:
+        # The password through the environment, as a deployment passes it: ps shows command lines to all.
+        return {**os.environ, DOMAIN_PASSWORD_VARIABLE: "bird"}
 
     def kill(self) -> None:
         """kill -9 of the agent alone (its database processes run in sessions of their own)."""

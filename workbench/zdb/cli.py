@@ -105,6 +105,9 @@ def _users(args: argparse.Namespace) -> dict[str, str] | None:
     password = args.dba_password or os.environ.get(DBA_PASSWORD_VARIABLE)
     if bool(args.dba_user) != bool(password):
         raise ConfigurationError(f"--dba-user and --dba-password (or {DBA_PASSWORD_VARIABLE}) go together")
+    if args.dba_password:
+        logging.getLogger(__name__).warning("--dba-password shows in ps to every user of this host; use $%s",
+                                            DBA_PASSWORD_VARIABLE)
     return {args.dba_user: password} if args.dba_user else None
 
 

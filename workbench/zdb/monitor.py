@@ -27,42 +27,52 @@ from workbench.zdb.protocol import decode
 class ZdbMonitor(EventSource):
     """Subscribes to a storage manager's change stream and emits what it sees as events."""
 
-    def __init__(self, uri: str, **client_options: Any) -> None:
+    def __init__(self, uri: str, primary_options: dict[str, Any] | None = None, **client_options: Any) -> None:
+        """``primary_options``: the Client options for the storage manager behind a transaction
+        engine (e.g. the CURVE member keys of a domain's database), when they are not the engine's."""
         self.uri = uri
         self._client = Client(uri, **client_options)
+        self._stream_keys: tuple[str | None, Any] = (self._client.server_key, self._client.keys)
         try:
             self.status: dict[str, Any] = self._client.status()
         except BaseException:
             self._client.close()
             raise
-        self.publish_address = self.status.get("publish") or self._primary_publish_address(client_options)
+        self.publish_address = self.status.get("publish") or self._primary_publish_address(client_options,
+                                                                                           primary_options)
         self._last_seq: int = self.status["seq"]
         self._events = EventDispatcher(f"zdb {uri}")
         self._stop = threading.Event()
         self._context = zmq.Context()
         self._subscriber = self._context.socket(zmq.SUB)
         self._subscriber.linger = 0
-        if self._client.server_key:
+        server_key, keys = self._stream_keys
+        if server_key:
             from workbench.zdb.transport import secure_client
 
-            secure_client(self._subscriber, self._client.server_key, self._client.keys)
+            secure_client(self._subscriber, server_key, keys)
         self._subscriber.setsockopt(zmq.SUBSCRIBE, b"")
         self._subscriber.connect(self.publish_address)
         self._thread = threading.Thread(target=self._follow, name=f"zdb-monitor-{uri}", daemon=True)
         self._thread.start()
 
-    def _primary_publish_address(self, client_options: dict[str, Any]) -> str:
+    def _primary_publish_address(self, client_options: dict[str, Any],
+                                 primary_options: dict[str, Any] | None) -> str:
         """A transaction engine publishes nothing itself: follow the stream of its storage manager."""
         primary = self.status.get("primary")
         if not primary:
             self._client.close()
             raise ZdbError("this server publishes no change stream", uri=self.uri)
         anonymous = {k: v for k, v in client_options.items() if k not in ("user", "password")}
-        # The SM may not require the TE's dba login (a domain starts SMs without one): try both.
-        for options in (client_options, anonymous):
+        # The SM may not require the TE's dba login: try both, unless told how to reach it.
+        candidates = [{"timeout": client_options.get("timeout", 10.0), **primary_options}] \
+            if primary_options is not None else [client_options, anonymous]
+        for options in candidates:
             try:
                 with Client(primary, **options) as primary_client:
-                    return primary_client.status()["publish"]
+                    address = primary_client.status()["publish"]
+                    self._stream_keys = (primary_client.server_key, primary_client.keys)
+                    return address
             except ZdbError:
                 continue
         self._client.close()
