@@ -332,7 +332,12 @@ class InventoryServer:
     # -- writing --------------------------------------------------------------------------------------
     @contextmanager
     def write_slot(self, writer: str) -> Iterator[None]:
-        """Hold the one write slot of all servers (in this process and in ``inv_state``)."""
+        """Hold the one write slot of all servers (in this process and in ``inv_state``).
+
+        The slot's row names the server holding it. Whoever holds this process's lock is its only
+        writer, so a row still naming this server is a hold whose release failed (the database
+        refused the release, e.g. on a full disk): it is taken over, never waited for.
+        """
         waited_since = time.monotonic()
         if not self._writer.acquire(timeout=self.writer_wait):
             raise WriterBusyError("another writer is running on this server", writer=writer, waited=self.writer_wait)
@@ -340,7 +345,8 @@ class InventoryServer:
             while True:
                 with self.store.engine.begin() as conn:
                     taken = conn.execute(update(state_table).where(
-                        (state_table.c.id == 1) & state_table.c.writer.is_(None)
+                        (state_table.c.id == 1)
+                        & (state_table.c.writer.is_(None) | (state_table.c.writer_server == self.server_id))
                         & (state_table.c.master_id == self.server_id))
                         .values(writer=writer[:256], writer_server=self.server_id)).rowcount == 1
                 if taken:
@@ -355,10 +361,14 @@ class InventoryServer:
             try:
                 yield
             finally:
-                with self.store.engine.begin() as conn:
-                    conn.execute(update(state_table).where((state_table.c.id == 1)
-                                                           & (state_table.c.writer_server == self.server_id))
-                                 .values(writer=None, writer_server=None))
+                try:
+                    with self.store.engine.begin() as conn:
+                        conn.execute(update(state_table).where((state_table.c.id == 1)
+                                                               & (state_table.c.writer_server == self.server_id))
+                                     .values(writer=None, writer_server=None))
+                except Exception:  # noqa: BLE001 - the next write of this server takes the row over
+                    log.warning("%s: could not release the write slot in the store; the next write takes it "
+                                "over", self.server_id, exc_info=True)
         finally:
             self._writer.release()
 
