@@ -132,10 +132,8 @@ def test_one_writer_at_a_time_and_the_second_sees_the_first(inventory_server, in
     for title, script in (("first", first), ("second", second)):
         inventory_client.authorize(script, title=title, user="dave")
     results: dict[str, dict] = {}
-    host, port = inventory_server.address
-
     def run_first() -> None:
-        with InventoryClient(f"{host}:{port}", timeout=60) as other:
+        with InventoryClient(inventory_server.address, timeout=60) as other:
             results["first"] = other.exec_script(first, name="first.py", write=True, title="first", user="dave")
 
     thread = threading.Thread(target=run_first)
@@ -175,10 +173,11 @@ def test_malformed_requests_get_structured_errors(inventory_server, inventory_cl
         inventory_client.request({"op": "exec", "script": "", "name": "x", "args": "not a list", "write": False,
                                   "title": "x", "user": "u"})
     assert info.value.field == "args"
-    host, port = inventory_server.address
     for garbage in (struct.pack(">I", 5) + b"{nope", struct.pack(">I", 2**31) + b"x", encode_frame([1, 2])[:0]
                     + struct.pack(">I", 2) + b"[]"):
-        with socket.create_connection((host, port), timeout=10) as raw:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+            raw.settimeout(10)
+            raw.connect(inventory_server.address)
             raw.sendall(garbage)
             header = raw.recv(4)
             assert len(header) == 4

@@ -13,6 +13,12 @@ changes to a file only after the script ended with exit code 0; the parent reads
 when the child's exit status is 0, so an exception, a non-zero exit, a signal or a timeout (the
 parent kills the child's whole process group) leaves nothing to apply.
 
+A child runs with its caller's identity: given ``run_as`` (a root server serving another user)
+it takes that user's groups, gid and uid before the script's first line, after opening the
+files it reports through; it never runs with more than its caller has.
+
+Every child is reaped, whatever happens to the request that started it.
+
 Writing applications must be authorized: ``authorize`` stores the SHA-256 of the script under a
 (title, user); a run with ``write`` is refused unless the stored checksum equals the script's.
 """
@@ -23,6 +29,7 @@ import builtins
 import hashlib
 import json
 import os
+import pwd
 import select
 import signal
 import sys
@@ -38,6 +45,7 @@ from sqlalchemy import delete, insert, select as sql_select, update
 
 from workbench.errors import InventoryError
 from workbench.inventory import executable
+from workbench.inventory.access import Caller
 from workbench.inventory.dataformat import DataFormatError
 from workbench.inventory.inventory import Change, Inventory
 from workbench.inventory.store import Store, authorizations_table
@@ -142,8 +150,8 @@ class ApplicationRunner:
         self._lock = threading.Lock()
 
     def run(self, script: str, name: str = "<application>", args: list[str] | tuple[str, ...] = (),
-            write: bool = False, timeout: float | None = None) -> ApplicationResult:
-        """Run ``script`` to its end (or until ``timeout`` seconds, then kill it)."""
+            write: bool = False, timeout: float | None = None, run_as: Caller | None = None) -> ApplicationResult:
+        """Run ``script`` to its end (or until ``timeout`` seconds, then kill it), as ``run_as`` if given."""
         if not isinstance(script, str) or not isinstance(name, str) or \
                 not all(isinstance(arg, str) for arg in args):
             raise ApplicationRefused("script, name and args must be strings", reason="arguments")
@@ -159,11 +167,16 @@ class ApplicationRunner:
             with self.inventory.lock:
                 pid = os.fork()
                 if pid == 0:  # pragma: no cover - runs in the child, which never returns
-                    self._child(code, name, list(args), write, paths)
+                    self._child(code, name, list(args), write, paths, run_as)
             with self._lock:
                 self._children[pid] = began
             try:
                 status, timed_out = self._wait(pid, limit)
+            except BaseException:
+                # whatever stopped the wait, the child is killed and reaped: no zombie, no orphan
+                self._kill(pid)
+                _reap(pid)
+                raise
             finally:
                 with self._lock:
                     self._children.pop(pid, None)
@@ -228,7 +241,8 @@ class ApplicationRunner:
         for pid in pids:
             self._kill(pid)
 
-    def _child(self, code: Any, name: str, args: list[str], write: bool, paths: dict[str, str]) -> None:
+    def _child(self, code: Any, name: str, args: list[str], write: bool, paths: dict[str, str],
+               run_as: Caller | None = None) -> None:
         status = 1
         try:
             os.setsid()
@@ -240,7 +254,11 @@ class ApplicationRunner:
             os.dup2(null, 0)
             os.close(null)
             _release_inherited_descriptors()
-            _die_with_parent()
+            # opened before the identity changes: the dropped child cannot create files in our temp dir
+            changes_fd = os.open(paths["changes"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) if write else -1
+            if run_as is not None:
+                _become(run_as)
+            _die_with_parent()  # after _become: a change of uid clears the parent-death signal
             sys.stdin = open(0, closefd=False)
             sys.stdout = open(1, "w", buffering=1, closefd=False)
             sys.stderr = open(2, "w", buffering=1, closefd=False)
@@ -274,7 +292,7 @@ class ApplicationRunner:
                 traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None)
                 status = 1
             if status == 0 and write:
-                with open(paths["changes"], "w", encoding="utf-8") as out:
+                with open(changes_fd, "w", encoding="utf-8") as out:
                     out.write(json.dumps([change.to_json() for change in journal], separators=(",", ":")))
         except BaseException:  # noqa: BLE001 - the child must never return into the server's code
             try:
@@ -289,6 +307,27 @@ class ApplicationRunner:
             except BaseException:  # noqa: BLE001
                 pass
             os._exit(status)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _become(caller: Caller) -> None:
+    """Take ``caller``'s groups, gid and uid for good (in the child; it exits if any step fails)."""
+    os.setgroups(caller.groups())
+    os.setgid(caller.gid)
+    os.setuid(caller.uid)
+    if os.getuid() != caller.uid or os.geteuid() != caller.uid or os.getegid() != caller.gid:
+        os._exit(1)
+    try:
+        os.environ["HOME"] = pwd.getpwuid(caller.uid).pw_dir
+    except KeyError:  # no account: no home of the server's either
+        os.environ.pop("HOME", None)
+    os.environ["USER"] = os.environ["LOGNAME"] = caller.name
 
 
 def _release_inherited_descriptors() -> None:

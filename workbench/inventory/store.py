@@ -51,6 +51,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    inspect,
     func,
     insert,
     select,
@@ -201,6 +202,8 @@ servers_table = Table(
     Column("host", String(256), nullable=False),
     Column("app_port", Integer, nullable=False),
     Column("web_port", Integer),
+    # the application socket's path (added later: create_schema adds it to older databases)
+    Column("app_socket", String(1024)),
     Column("status", String(16), nullable=False),
     Column("role", String(16), nullable=False),
     Column("applied_seq", BigInteger, nullable=False),
@@ -316,6 +319,7 @@ class Store:
         for attempt in range(attempts):
             try:
                 metadata.create_all(self.engine)
+                self._add_missing_columns()
                 with self.engine.begin() as conn:
                     if conn.execute(select(state_table.c.id)).first() is None:
                         conn.execute(insert(state_table).values(id=1, seq=0, batch=0, master_id=None,
@@ -326,6 +330,13 @@ class Store:
                 if attempt + 1 == attempts:
                     raise StoreError(f"cannot create the schema: {exc}", url=self.safe_url) from exc
                 time.sleep(0.2 * (attempt + 1))
+
+    def _add_missing_columns(self) -> None:
+        """Columns newer than a database's tables: added in place (nullable, so old rows stay valid)."""
+        present = {column["name"] for column in inspect(self.engine).get_columns(servers_table.name)}
+        if "app_socket" not in present:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE {servers_table.name} ADD COLUMN app_socket VARCHAR(1024)")
 
     def close(self) -> None:
         self.engine.dispose()
