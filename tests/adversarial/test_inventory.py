@@ -25,8 +25,8 @@ from workbench.inventory import Change
 from workbench.inventory.client import InventoryClient
 from workbench.inventory.server import InventoryServer
 from workbench.inventory.store import Store, applications_table, authorizations_table, blocks_table
-from workbench.testing.adversarial import (ProcessBounds, answers_within, fill_disk, fuzz_messages, fuzz_random,
-                                           mutate, small_tmpfs)
+from workbench.testing.adversarial import (ProcessBounds, answers_within, fuzz_messages, fuzz_random, mutate,
+                                           small_tmpfs)
 from workbench.testing.inventory import InventoryServerProcess
 
 #: the system's own interpreter: a stranger cannot read the test's virtualenv under /root
