@@ -492,3 +492,70 @@ def _empty_inventory() -> Any:
 def _workbench(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "workbench", "inventory", *argv], capture_output=True, text=True,
                           timeout=120)
+
+
+# -- the web port ---------------------------------------------------------------------------------------
+WEB_REQUESTS = [
+    "/data/inventory/datasets?dataset=/Sample*",
+    "/data/inventory/dataset?name=/Sample1/Run2024-v1/AOD",
+    "/data/inventory/sites",
+    "/data/inventory/groups",
+    "/data/inventory/replicas?site=T2_CH_CERN",
+    "/data/inventory/stats",
+    "/web/inventory/datasets?dataset=/Sample*&limit=3",
+    "/web/inventory/dataset?name=/Sample0/Run2024-v1/AOD",
+    "/web/inventory/sites",
+    "/data/inventory/inject",
+]
+
+
+def _http_get(port: int, target: bytes, timeout: float = 5.0) -> bytes:
+    """One raw HTTP request (the target sent as given, however broken); the status line back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        received = b""
+        while b"\r\n" not in received:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        return received.split(b"\r\n", 1)[0]
+
+
+def test_fuzzed_web_paths_and_queries_get_client_errors_not_crashes(tmp_path):
+    from workbench.ports import free_port
+    from workbench.testing.inventory_web import build_sample_inventory
+
+    url = f"sqlite:///{tmp_path}/web.db"
+    journal: list[Change] = []
+    sample = _empty_inventory()
+    sample.add_sink(lambda change, writes: journal.append(change))
+    build_sample_inventory(sample)
+    store = Store(url)
+    store.apply_and_write(_empty_inventory(), journal)
+    store.close()
+    web_port = free_port()
+    process = InventoryServerProcess(tmp_path / "server", url, "web", web_port=web_port)
+    process.start()
+    try:
+        assert _http_get(web_port, WEB_REQUESTS[0].encode()).startswith(b"HTTP/1.1 200")
+        before = ProcessBounds.of(process.process.pid)
+        rng = fuzz_random()
+        server_errors = []
+        for _ in range(fuzz_messages()):
+            target = mutate(rng.choice(WEB_REQUESTS).encode(), rng)
+            # what a client can put on a request line at all: no spaces or line breaks
+            target = b"/" + target.replace(b" ", b"%20").replace(b"\r", b"").replace(b"\n", b"").lstrip(b"/")
+            try:
+                status = _http_get(web_port, target)
+            except socket.timeout:
+                pytest.fail(f"the web port hung on {target!r} (seed {rng.seed_value})")
+            if status.startswith(b"HTTP/1.1 5"):
+                server_errors.append((target, status))
+        assert server_errors == [], f"5xx answers (seed {rng.seed_value}): {server_errors[:5]}"
+        answers_within(lambda: _http_get(web_port, b"/data/inventory/stats"))
+        with InventoryClient(process.address, timeout=30) as client:
+            answers_within(lambda: client.status())
+        ProcessBounds.of(process.process.pid).assert_within(before, rss_mib=64, fds=16, children=0)
+    finally:
+        process.stop()
