@@ -197,8 +197,10 @@ class WebSession(InventorySession):
 
         super().__init__(name, url)
         self.web = WebClient(url, ssl_context=ssl_context, timeout=timeout)
-        # Applications go to the application socket (this host's): the default one unless told.
+        # Applications go to the application socket (this host's): the default one unless told, whose
+        # server must run as root or as this user (see InventoryClient).
         self.server_address = server or DEFAULT_SOCKET
+        self._server_named = server is not None
         self._timeout = timeout
         self._client: Any = None
 
@@ -208,7 +210,7 @@ class WebSession(InventorySession):
         from workbench.inventory.client import InventoryClient
 
         if self._client is None:
-            self._client = InventoryClient(self.server_address, timeout=self._timeout)
+            self._client = InventoryClient(self.server_address if self._server_named else None, timeout=self._timeout)
         return self._client
 
     def datasets(self, pattern: str | None) -> list[dict[str, Any]]:

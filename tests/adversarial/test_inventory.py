@@ -248,6 +248,60 @@ def test_a_server_not_run_as_root_serves_only_its_own_user(tmp_path, stranger):
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+SQUATTER = textwrap.dedent('''
+    import os, socket, sys
+    path, log = sys.argv[1], sys.argv[2]
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    os.chmod(path, 0o666)
+    server.listen(8)
+    print("listening", flush=True)
+    while True:
+        conn, _ = server.accept()
+        conn.settimeout(5)
+        received = b""
+        try:
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+        except OSError:
+            pass
+        with open(log, "ab") as out:
+            out.write(received)
+        conn.close()
+''')
+
+
+def test_the_default_socket_squatted_by_a_stranger_gets_no_script(tmp_path, stranger):
+    from workbench.inventory.protocol import DEFAULT_SOCKET
+
+    assert not Path(DEFAULT_SOCKET).exists(), "something already listens on the default socket"
+    heard = short_dir(0o777) / "heard"
+    heard.touch()
+    heard.chmod(0o666)
+    squatter = subprocess.Popen(["setpriv", f"--reuid={stranger.pw_uid}", f"--regid={stranger.pw_gid}",
+                                 "--init-groups", STRANGER_PYTHON, "-c", SQUATTER, DEFAULT_SOCKET, str(heard)],
+                                stdout=subprocess.PIPE, text=True, cwd="/")
+    try:
+        assert squatter.stdout.readline().strip() == "listening"
+        script = tmp_path / "secret_report.py"
+        script.write_text("print('the secret algorithm')\n")
+        result = _workbench("exec", str(script))  # no --server: the default socket
+        assert result.returncode == 1 and "not trusted" in result.stderr, result.stderr
+        with pytest.raises(Exception) as refused:  # noqa: PT011 - TransportError
+            InventoryClient(timeout=5)
+        assert getattr(refused.value, "reason", None) == "untrusted-server"
+        time.sleep(0.2)  # what the squatter may have read is in its log by now
+        assert b"secret algorithm" not in heard.read_bytes() and heard.read_bytes() == b""
+    finally:
+        squatter.kill()
+        squatter.wait(10)
+        Path(DEFAULT_SOCKET).unlink(missing_ok=True)
+        subprocess.run(["rm", "-rf", str(heard.parent)], check=False)
+
+
 # -- fuzzing ------------------------------------------------------------------------------------------
 VALID_MESSAGES = [
     {"op": "status"},

@@ -57,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--write", action="store_true", help="keep its changes (needs exec-auth)")
     run.add_argument("--title", help="application title (default: the script's file name)")
     run.add_argument("--user", help="run under this user's authorization (admins only; default: you)")
-    run.add_argument("--server", default=DEFAULT_ADDRESS, help=f"the server's socket path (default {DEFAULT_ADDRESS})")
+    run.add_argument("--server", help=f"the server's socket path (default {DEFAULT_ADDRESS}, trusted when its server "
+                       "runs as root or as you)")
     run.add_argument("--timeout", type=float, help="kill the script after this many seconds")
     run.add_argument("args", nargs=argparse.REMAINDER,
                      help="arguments for the script (the options above may also follow SCRIPT; after -- all is the script's)")
@@ -67,13 +68,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     auth.add_argument("script", nargs="?", help="the script to authorize")
     auth.add_argument("--title", help="application title")
     auth.add_argument("--user", help="the user it authorizes (default: you)")
-    auth.add_argument("--server", default=DEFAULT_ADDRESS, help=f"the server's socket path (default {DEFAULT_ADDRESS})")
+    auth.add_argument("--server", help=f"the server's socket path (default {DEFAULT_ADDRESS}, trusted when its server "
+                       "runs as root or as you)")
     auth.add_argument("--revoke", action="store_true", help="remove the authorization of --title/--user")
     auth.add_argument("--list", action="store_true", help="list authorizations")
     auth.set_defaults(func=cmd_exec_auth)
 
     status = commands.add_parser("status", help="a server's role, status and versions (JSON)")
-    status.add_argument("--server", default=DEFAULT_ADDRESS, help=f"the server's socket path (default {DEFAULT_ADDRESS})")
+    status.add_argument("--server", help=f"the server's socket path (default {DEFAULT_ADDRESS}, trusted when its server "
+                       "runs as root or as you)")
     status.add_argument("--checksum", action="store_true", help="include the checksum of the RAM image")
     status.add_argument("--servers", action="store_true", help="list every server of the database instead")
     status.set_defaults(func=cmd_status)

@@ -20,6 +20,7 @@ resent to the primary the secondary names.
 from __future__ import annotations
 
 import getpass
+import os
 from typing import Any
 
 from workbench.errors import InventoryError
@@ -55,12 +56,22 @@ def default_user() -> str:
 
 
 class InventoryClient:
-    """A connection to an inventory server's application socket (a path, default ``DEFAULT_SOCKET``)."""
+    """A connection to an inventory server's application socket (a path, default ``DEFAULT_SOCKET``).
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, timeout: float | None = 30.0) -> None:
+    ``trusted_uids``: the uids the server may run as (default: any for a named socket; root and
+    the caller for the default one).
+    """
+
+    def __init__(self, address: str | None = None, timeout: float | None = 30.0,
+                 trusted_uids: set[int] | None = None) -> None:
+        # The default socket lives in a shared directory: trust the server there only when it runs as
+        # root or as the caller. A socket named explicitly is trusted as named.
+        if address is None:
+            address = DEFAULT_ADDRESS
+            trusted_uids = {0, os.getuid()} if trusted_uids is None else trusted_uids
         self.address = address
         self.timeout = timeout
-        self._connection = Connection(parse_address(address), timeout)
+        self._connection = Connection(parse_address(address), timeout, trusted_uids)
 
     def close(self) -> None:
         self._connection.close()

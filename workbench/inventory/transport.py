@@ -210,9 +210,13 @@ class FrameServer:
 
 
 class Connection:
-    """A blocking client connection to a socket path: ``request(message)`` sends one frame, waits for the reply."""
+    """A blocking client connection to a socket path: ``request(message)`` sends one frame, waits for the reply.
 
-    def __init__(self, path: str, timeout: float | None = 30.0) -> None:
+    With ``trusted_uids`` the server must run as one of them (its uid from ``SO_PEERCRED``):
+    anyone may bind a path in a shared directory first, and a script sent there is disclosed.
+    """
+
+    def __init__(self, path: str, timeout: float | None = 30.0, trusted_uids: set[int] | None = None) -> None:
         self.address = path
         self.label = path
         self.timeout = timeout
@@ -226,6 +230,13 @@ class Connection:
             self._sock.close()
             raise TransportError(f"cannot connect to the inventory server: {exc}", address=path,
                                  reason="connect") from exc
+        if trusted_uids is not None:
+            server = peer_caller(self._sock)
+            if server.uid not in trusted_uids:
+                self._sock.close()
+                raise TransportError(f"the server on {path} runs as {server.name}, neither root nor you: not "
+                                     "trusted (name its socket with --server to use it anyway)", address=path,
+                                     server_uid=server.uid, reason="untrusted-server")
 
     def request(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         with self._lock:
