@@ -371,23 +371,42 @@ def test_fuzzed_frames_leave_the_server_answering_and_bounded(server_process):
     ProcessBounds.of(server_process.process.pid).assert_within(before, rss_mib=64, fds=8, children=0)
 
 
-def test_a_flood_of_idle_connections_of_one_user_is_bounded(server_process):
-    address = server_process.address
+FLOOD = textwrap.dedent('''
+    import socket, sys, time
     held = []
+    for _ in range(int(sys.argv[2])):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(sys.argv[1])
+        held.append(sock)
+    print("held", len(held), flush=True)
+    time.sleep(120)
+''')
+
+
+def test_a_flood_of_idle_connections_by_one_user_does_not_lock_out_the_others(tmp_path, stranger):
+    socket_path = short_dir() / "app.sock"
+    process = InventoryServerProcess(tmp_path / "server", f"sqlite:///{tmp_path}/inv.db", "flooded",
+                                     socket_path=socket_path, extra=["--user", stranger.pw_name])
+    process.start()
+    flood = None
     try:
-        for _ in range(60):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.connect(address)
-            held.append(sock)
+        threads_before = len(os.listdir(f"/proc/{process.process.pid}/task"))
+        flood = subprocess.Popen(["setpriv", f"--reuid={stranger.pw_uid}", f"--regid={stranger.pw_gid}",
+                                  "--init-groups", STRANGER_PYTHON, "-c", FLOOD, str(socket_path), "200"],
+                                 stdout=subprocess.PIPE, text=True, cwd="/")
+        assert flood.stdout.readline().split() == ["held", "200"]
         time.sleep(0.5)
-        # beyond the per-user bound the server answers once and hangs up: its threads stay bounded
-        threads = len(os.listdir(f"/proc/{server_process.process.pid}/task"))
-        assert threads < 60
+        # the flood holds at most its own bound of threads; the others' requests answer meanwhile
+        threads = len(os.listdir(f"/proc/{process.process.pid}/task"))
+        assert threads - threads_before <= 32 + 2, threads - threads_before
+        with InventoryClient(str(socket_path), timeout=30) as client:
+            assert answers_within(lambda: client.status())["status"] == "online"
+            assert answers_within(lambda: client.exec_script("print(1)"))["stdout"] == "1\n"
     finally:
-        for sock in held:
-            sock.close()
-    with InventoryClient(address, timeout=30) as client:
-        assert answers_within(lambda: client.status())["status"] == "online"
+        if flood is not None:
+            flood.kill()
+            flood.wait(10)
+        process.stop()
 
 
 # -- numbers ------------------------------------------------------------------------------------------

@@ -164,10 +164,13 @@ class ApplicationRunner:
         with tempfile.TemporaryDirectory(prefix="app-", dir=self.workdir) as tmp:
             paths = {name_: os.path.join(tmp, name_) for name_ in ("stdout", "stderr", "changes")}
             began = time.monotonic()
+            # looked up before the fork: the password and group databases are not safe to read in a
+            # child forked from a threaded process (a lock another thread held stays held there)
+            identity = _Identity.of(run_as) if run_as is not None else None
             with self.inventory.lock:
                 pid = os.fork()
                 if pid == 0:  # pragma: no cover - runs in the child, which never returns
-                    self._child(code, name, list(args), write, paths, run_as)
+                    self._child(code, name, list(args), write, paths, identity)
             with self._lock:
                 self._children[pid] = began
             try:
@@ -242,7 +245,7 @@ class ApplicationRunner:
             self._kill(pid)
 
     def _child(self, code: Any, name: str, args: list[str], write: bool, paths: dict[str, str],
-               run_as: Caller | None = None) -> None:
+               identity: _Identity | None = None) -> None:
         status = 1
         try:
             os.setsid()
@@ -256,8 +259,8 @@ class ApplicationRunner:
             _release_inherited_descriptors()
             # opened before the identity changes: the dropped child cannot create files in our temp dir
             changes_fd = os.open(paths["changes"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) if write else -1
-            if run_as is not None:
-                _become(run_as)
+            if identity is not None:
+                identity.become()
             _die_with_parent()  # after _become: a change of uid clears the parent-death signal
             sys.stdin = open(0, closefd=False)
             sys.stdout = open(1, "w", buffering=1, closefd=False)
@@ -316,18 +319,36 @@ def _reap(pid: int) -> None:
         pass
 
 
-def _become(caller: Caller) -> None:
-    """Take ``caller``'s groups, gid and uid for good (in the child; it exits if any step fails)."""
-    os.setgroups(caller.groups())
-    os.setgid(caller.gid)
-    os.setuid(caller.uid)
-    if os.getuid() != caller.uid or os.geteuid() != caller.uid or os.getegid() != caller.gid:
-        os._exit(1)
-    try:
-        os.environ["HOME"] = pwd.getpwuid(caller.uid).pw_dir
-    except KeyError:  # no account: no home of the server's either
-        os.environ.pop("HOME", None)
-    os.environ["USER"] = os.environ["LOGNAME"] = caller.name
+@dataclass(frozen=True)
+class _Identity:
+    """Who a child becomes: uid, gid, supplementary groups, login name and home (None: no account)."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    name: str
+    home: str | None
+
+    @classmethod
+    def of(cls, caller: Caller) -> _Identity:
+        try:
+            home: str | None = pwd.getpwuid(caller.uid).pw_dir
+        except KeyError:
+            home = None
+        return cls(caller.uid, caller.gid, tuple(caller.groups()), caller.name, home)
+
+    def become(self) -> None:
+        """Take these groups, gid and uid for good (in the child; it exits unless all three took)."""
+        os.setgroups(list(self.groups))
+        os.setgid(self.gid)
+        os.setuid(self.uid)
+        if (os.getuid(), os.geteuid(), os.getgid(), os.getegid()) != (self.uid, self.uid, self.gid, self.gid):
+            os._exit(1)
+        if self.home is None:  # no account: no home of the server's either
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = self.home
+        os.environ["USER"] = os.environ["LOGNAME"] = self.name
 
 
 def _release_inherited_descriptors() -> None:
