@@ -23,7 +23,7 @@ import pwd
 from dataclasses import dataclass
 from typing import Iterable
 
-from workbench.errors import InventoryError
+from workbench.errors import ConfigurationError, InventoryError
 
 EVERYONE = "*"
 
@@ -65,7 +65,7 @@ def _uid_of(name: str | int) -> int:
     try:
         return pwd.getpwnam(str(name)).pw_uid
     except KeyError:
-        raise AccessDenied(f"no such user: {name}", user=name, reason="unknown-user") from None
+        raise ConfigurationError(f"no such user: {name}", user=name) from None
 
 
 class AccessPolicy:
