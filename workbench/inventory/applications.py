@@ -101,10 +101,12 @@ def check_authorized(store: Store, script: str, title: str, user: str) -> str:
         stored = conn.execute(sql_select(authorizations_table.c.checksum).where(
             (authorizations_table.c.title == title) & (authorizations_table.c.user == user))).scalar()
     if stored is None:
-        raise ApplicationRefused("this application is not authorized to write; run exec-auth first",
+        raise ApplicationRefused(f"this application is not authorized to write as {user!r}: an admin of the server "
+                                 "authorizes it with exec-auth",
                                  title=title, user=user, checksum=checksum, reason="not-authorized")
     if stored != checksum:
-        raise ApplicationRefused("the script changed since it was authorized; authorize it again",
+        raise ApplicationRefused("the script changed since it was authorized: an admin of the server authorizes "
+                                 "it again with exec-auth",
                                  title=title, user=user, checksum=checksum, authorized_checksum=stored,
                                  reason="checksum")
     return checksum
