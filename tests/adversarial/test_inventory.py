@@ -7,6 +7,7 @@ import inspect
 import json
 import os
 import pwd
+import shutil
 import socket
 import struct
 import subprocess
@@ -84,11 +85,22 @@ def start_server(store_url: str, socket_dir: Path, **options: Any) -> InventoryS
     return InventoryServer(store_url, web_port=None, heartbeat=0.2, takeover_after=2.0, **options).start()
 
 
+_SHORT_DIRS: list[Path] = []
+
+
 def short_dir(mode: int = 0o755) -> Path:
     """A directory with a short path (a socket path has at most 107 bytes), reachable by every user."""
     path = Path(tempfile.mkdtemp(prefix="inv-adv-"))
     path.chmod(mode)
+    _SHORT_DIRS.append(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _remove_short_dirs() -> Iterator[None]:
+    yield
+    while _SHORT_DIRS:
+        shutil.rmtree(_SHORT_DIRS.pop(), ignore_errors=True)
 
 
 def exec_text(script: str, **fields: Any) -> str:

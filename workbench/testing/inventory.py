@@ -9,6 +9,7 @@ is a crash) for tests with several servers on one database.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -44,7 +45,8 @@ class InventoryServerProcess(ServiceProcess):
         self.web_port = web_port
         self.extra = list(extra)
         # a socket path has at most 107 bytes: a test's deep temp dir may not fit, a short dir does
-        self.socket_path = str(socket_path or Path(tempfile.mkdtemp(prefix="inv-")) / "app.sock")
+        self._socket_dir = None if socket_path else tempfile.mkdtemp(prefix="inv-")
+        self.socket_path = str(socket_path or Path(self._socket_dir) / "app.sock")
 
     def command(self) -> Sequence[str]:
         argv = [sys.executable, "-m", "workbench.inventory", "serve", "--store", self.store_url,
@@ -77,6 +79,11 @@ class InventoryServerProcess(ServiceProcess):
     def address(self) -> str:  # type: ignore[override]
         """The application socket's path (what ``InventoryClient`` and ``--server`` take)."""
         return self.socket_path
+
+    def stop(self, timeout: float = 15.0) -> None:
+        super().stop(timeout)
+        if self._socket_dir is not None:  # made again by the server if it starts again
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     def kill9(self) -> None:
         """SIGKILL the server's process group: no shutdown code runs, exactly like a crash."""
