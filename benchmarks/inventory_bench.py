@@ -19,6 +19,11 @@ child processes, and the web server.
 4. **/data queries per second**: ``/data/inventory/dataset?name=...`` from 4 client processes
    against the web server over the loaded image, against a bare tornado handler answering a fixed
    JSON body in the same setup (the HTTP floor).
+5. **Application round trip**: a trivial read-only application (``pass``) through
+   ``InventoryClient.exec_script`` over the authenticated application socket (peer credentials
+   checked, a child forked and reaped), against spawning ``python -c pass`` (the physical floor of
+   running any Python application in a new process) in the same run: median seconds of each and
+   their ratio.
 
 Figures are printed one per line with targets and PASS/MISS; nothing here runs in the test suite.
 """
@@ -221,11 +226,12 @@ PROPAGATION_CHANGES = 10_000
 def start_inventory_server(name: str, url: str, workdir: Path, cleanup: Cleanup,
                            master: bool = False) -> dict[str, Any]:
     """``workbench inventory serve`` as a child process; returns the JSON line it prints once online."""
-    argv = [sys.executable, "-m", "workbench.inventory", "serve", "--store", url, "--port", "0", "--web-port", "0"]
-    if master:
-        argv += ["--master", url]
     directory = workdir / name
     directory.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "workbench.inventory", "serve", "--store", url, "--socket",
+            str(directory / "app.sock"), "--web-port", "0"]
+    if master:
+        argv += ["--master", url]
     out_path = directory / "out"
     with open(out_path, "wb") as out, open(directory / "err", "wb") as err:
         process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -354,10 +360,39 @@ def queries(report: Report, url: str, datasets: int, seconds: float, workdir: Pa
     report.ratio("4", "/data queries / bare tornado", ours / floor)
 
 
+# -- figure 5: the application round trip --------------------------------------------------------------
+
+def exec_round_trip(report: Report, workdir: Path, cleanup: Cleanup, runs: int) -> None:
+    """Median seconds of a trivial read-only application over the socket, and of spawning ``python -c pass``."""
+    import statistics
+
+    from workbench.inventory.client import InventoryClient
+
+    server = start_inventory_server("exec", f"sqlite:///{workdir / 'exec.db'}", workdir, cleanup)
+    with InventoryClient(server["address"], timeout=60) as client:
+        client.exec_script("pass")  # the first fork pays for imports of the server's own
+        ours = []
+        for _ in range(runs):
+            began = time.perf_counter()
+            result = client.exec_script("pass", name="noop.py")
+            ours.append(time.perf_counter() - began)
+            if result["status"] != "done":
+                raise RuntimeError(f"the trivial application failed: {result}")
+    spawn = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        spawn.append(time.perf_counter() - began)
+    mine, floor = statistics.median(ours), statistics.median(spawn)
+    report.seconds("5", "exec round trip (read-only `pass`, median)", mine)
+    report.seconds("5", "peer: spawn `python -c pass` (median)", floor)
+    report.ratio("5", "exec round trip / python spawn", mine / floor)
+
+
 # -- main -------------------------------------------------------------------------------------------------
 
-#: the parts of the benchmark, in the order they run (figures 1 to 4)
-PARTS = ("bytes", "loads", "propagation", "queries")
+#: the parts of the benchmark, in the order they run (figures 1 to 5)
+PARTS = ("bytes", "loads", "propagation", "queries", "exec")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -405,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
             propagation(report, small, workdir, cleanup)
         if "queries" in parts:
             queries(report, stores["SQLite"], scale[0], seconds, workdir, cleanup)
+        if "exec" in parts:
+            exec_round_trip(report, workdir, cleanup, 50 if args.quick else 200)
     finally:
         cleanup.run()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from workbench.testing.process import processes_mentioning, wait_until_gone
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL_PORTS_FREE = ("--domain-port 0 --commits-port 0 --inventory-port 0 --inventory-web-port 0 "
+ALL_PORTS_FREE = ("--domain-port 0 --commits-port 0 --inventory-socket state --inventory-web-port 0 "
                   "--clusters-port 0")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import socket
 import struct
 import textwrap
@@ -11,10 +13,12 @@ import pytest
 from sqlalchemy import select
 
 from workbench.inventory import Change
+from workbench.inventory.access import AccessDenied, Caller
 from workbench.inventory.applications import ApplicationRefused, script_checksum
 from workbench.inventory.client import InventoryClient
 from workbench.inventory.protocol import ProtocolError, encode_frame
 from workbench.inventory.store import applications_table, state_table
+from workbench.testing.adversarial import ProcessBounds
 from workbench.testing.inventory import inventory_client, inventory_server  # noqa: F401
 
 #: the seed's application: the inventory through an import, update() with a clone, delete() by identifier
@@ -132,10 +136,8 @@ def test_one_writer_at_a_time_and_the_second_sees_the_first(inventory_server, in
     for title, script in (("first", first), ("second", second)):
         inventory_client.authorize(script, title=title, user="dave")
     results: dict[str, dict] = {}
-    host, port = inventory_server.address
-
     def run_first() -> None:
-        with InventoryClient(f"{host}:{port}", timeout=60) as other:
+        with InventoryClient(inventory_server.address, timeout=60) as other:
             results["first"] = other.exec_script(first, name="first.py", write=True, title="first", user="dave")
 
     thread = threading.Thread(target=run_first)
@@ -175,10 +177,11 @@ def test_malformed_requests_get_structured_errors(inventory_server, inventory_cl
         inventory_client.request({"op": "exec", "script": "", "name": "x", "args": "not a list", "write": False,
                                   "title": "x", "user": "u"})
     assert info.value.field == "args"
-    host, port = inventory_server.address
     for garbage in (struct.pack(">I", 5) + b"{nope", struct.pack(">I", 2**31) + b"x", encode_frame([1, 2])[:0]
                     + struct.pack(">I", 2) + b"[]"):
-        with socket.create_connection((host, port), timeout=10) as raw:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+            raw.settimeout(10)
+            raw.connect(inventory_server.address)
             raw.sendall(garbage)
             header = raw.recv(4)
             assert len(header) == 4
@@ -204,3 +207,60 @@ def test_the_child_holds_none_of_the_servers_sockets(inventory_client):
     result = inventory_client.exec_script(script, name="fds.py")
     assert result["status"] == "done"
     assert result["stdout"] in ("['/dev/null']\n", "[]\n"), result["stdout"]
+
+
+# -- who calls: the caller's uid from the socket, admins, timeouts --------------------------------------
+def test_requests_act_as_the_caller_by_default(inventory_server, inventory_client):
+    me = pwd.getpwuid(os.getuid()).pw_name
+    granted = inventory_client.authorize("print('mine')", title="mine")
+    assert granted["user"] == me
+    result = inventory_client.exec_script("print('mine')", write=True, title="mine")
+    assert result["status"] == "done"
+    with inventory_server.store.engine.connect() as conn:
+        assert conn.execute(select(applications_table.c.user)).scalars().all() == [me]
+    assert inventory_client.revoke("mine") is True
+
+
+def test_only_admins_authorize_and_a_user_acts_under_its_own_name(inventory_server):
+    # the handler as a caller with another uid would reach it (the kernel reports the uid)
+    somebody = Caller(uid=4242, gid=4242, pid=1, name="somebody")
+    with pytest.raises(AccessDenied) as refused:
+        inventory_server.handle({"op": "status"}, somebody)
+    assert refused.value.reason == "not-a-user"
+    inventory_server.policy.users.add(4242)  # as `serve --user 4242` does
+    try:
+        assert inventory_server.handle({"op": "status"}, somebody)["ok"] is True
+        for message in ({"op": "authorize", "script": "x", "title": "t"}, {"op": "revoke", "title": "t"}):
+            with pytest.raises(AccessDenied) as refused:
+                inventory_server.handle(message, somebody)
+            assert refused.value.reason == "not-an-admin"
+        with pytest.raises(AccessDenied) as refused:
+            inventory_server.handle({"op": "exec", "script": "print(1)", "name": "a", "args": [], "write": False,
+                                 "title": "a", "user": "root"}, somebody)
+        assert refused.value.reason == "impersonation"
+        with pytest.raises(ApplicationRefused) as refused:
+            inventory_server.handle({"op": "exec", "script": "print(1)", "name": "a", "args": [], "write": True,
+                                 "title": "a"}, somebody)
+        assert refused.value.user == "somebody" and "not authorized" in refused.value.message
+    finally:
+        inventory_server.policy.users.discard(4242)
+    # an admin may name the user it authorizes for
+    assert inventory_server.handle({"op": "authorize", "script": "x", "title": "t", "user": "somebody"})["user"] == "somebody"
+
+
+@pytest.mark.parametrize("timeout", [-1, 0, True, "5", [], 10**10, 10**400])
+def test_timeouts_are_positive_finite_numbers_in_range(inventory_client, timeout):
+    with pytest.raises(ProtocolError) as refused:
+        inventory_client.request({"op": "exec", "script": "print(1)", "name": "a", "args": [], "write": False,
+                                  "title": "a", "timeout": timeout})
+    assert refused.value.field == "timeout"
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_numbers_are_refused_at_decode(inventory_server, timeout):
+    with InventoryClient(inventory_server.address, timeout=30) as client:  # the connection ends after it
+        with pytest.raises(ProtocolError) as refused:
+            client.request({"op": "exec", "script": "print(1)", "name": "a", "args": [], "write": False,
+                            "title": "a", "timeout": timeout})
+    assert refused.value.reason == "json"
+    assert ProcessBounds.of(os.getpid()).zombies == 0

@@ -44,7 +44,7 @@ def workbench(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProces
 
 
 def test_exec_exec_auth_and_status_from_the_command_line(served, tmp_path):
-    server = f"127.0.0.1:{served.port}"
+    server = served.address  # the application socket's path
     report, add_site = tmp_path / "report.py", tmp_path / "add_site.py"
     report.write_text(REPORT)
     add_site.write_text(ADD_SITE)
@@ -62,7 +62,7 @@ def test_exec_exec_auth_and_status_from_the_command_line(served, tmp_path):
     listed = workbench("exec-auth", "--list", "--server", server)
     assert listed.stdout.split("\t")[:2] == ["sites", "alice"]
 
-    # the options may follow the script, as in `exec SCRIPT --write --title T --server HOST:PORT ARGS`
+    # the options may follow the script, as in `exec SCRIPT --write --title T --server PATH ARGS`
     applied = workbench("exec", str(add_site), "--write", "--title", "sites", "--user", "alice", "--server", server,
                         "T2_CLI")
     assert applied.returncode == 0, applied.stderr
@@ -89,7 +89,7 @@ def test_exec_exec_auth_and_status_from_the_command_line(served, tmp_path):
 
 
 def test_failures_reach_the_caller(served, tmp_path):
-    server = f"127.0.0.1:{served.port}"
+    server = served.address
     failing = tmp_path / "failing.py"
     failing.write_text("import sys\nprint('partial output')\nprint('bad news', file=sys.stderr)\nsys.exit(4)\n")
     result = workbench("exec", "--server", server, str(failing))
@@ -106,9 +106,31 @@ def test_failures_reach_the_caller(served, tmp_path):
 def test_unreachable_servers_and_bad_stores_are_clear_errors(tmp_path):
     script = tmp_path / "s.py"
     script.write_text("print(1)\n")
-    result = workbench("exec", "--server", f"127.0.0.1:{free_port()}", str(script))
+    result = workbench("exec", "--server", str(tmp_path / "nobody-listens.sock"), str(script))
     assert result.returncode == 1 and "cannot connect to the inventory server" in result.stderr
-    result = workbench("exec", "--server", "nonsense:port", str(script))
-    assert result.returncode == 1 and "HOST:PORT" in result.stderr
-    result = workbench("serve", "--store", "nosuchdialect://x", "--port", str(free_port()), "--web-port", "-1")
+    # the application port is a Unix socket now: a HOST:PORT says so
+    result = workbench("exec", "--server", f"127.0.0.1:{free_port()}", str(script))
+    assert result.returncode == 1 and "Unix socket" in result.stderr and "HOST:PORT" in result.stderr
+    result = workbench("serve", "--store", "nosuchdialect://x", "--socket", str(tmp_path / "s.sock"),
+                       "--web-port", "-1")
     assert result.returncode == 1 and "cannot open the store" in result.stderr
+
+
+def test_exec_reaches_the_default_socket_with_no_extra_typing(tmp_path):
+    from workbench.inventory.protocol import DEFAULT_SOCKET
+
+    assert not Path(DEFAULT_SOCKET).exists(), "a server already listens on the default socket"
+    process = InventoryServerProcess(tmp_path / "server", f"sqlite:///{tmp_path}/default.db", "default",
+                                     socket_path=DEFAULT_SOCKET)
+    process.start()
+    try:
+        report = tmp_path / "report.py"
+        report.write_text(REPORT)
+        done = workbench("exec", str(report))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("datasets: 0 read_only: True")
+        status = json.loads(workbench("status").stdout)
+        assert status["address"] == DEFAULT_SOCKET
+    finally:
+        process.stop()
+    assert not Path(DEFAULT_SOCKET).exists()  # the server removes its socket when it stops

@@ -329,9 +329,9 @@ def test_exec_write_needs_authorization_and_applies_atomically(connected, stored
 def test_exec_through_a_server_url(loaded, stored, store_url, capsys):
     from workbench.inventory.server import InventoryServer
 
-    with InventoryServer(store_url, port=0, web_port=0) as server:
+    with InventoryServer(store_url, web_port=0) as server:
         loaded.user_ns["url"] = server.web_url
-        loaded.user_ns["address"] = "%s:%s" % server.address
+        loaded.user_ns["address"] = server.address
         loaded.run_cell("%inventory connect {url} --server {address} --name remote")
         dash = value(loaded, "%inventory -c remote dashboard")
         run = value(loaded, "%%inventory -c remote exec --title report\n" + REPORT)

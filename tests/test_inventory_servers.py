@@ -65,7 +65,7 @@ print("recorded", blocks * files, "files")
 # -- in-process, on one SQLite file ---------------------------------------------------------------------
 def test_a_secondary_follows_the_primary_in_order(tmp_path):
     url = f"sqlite:///{tmp_path}/shared.db"
-    options = dict(port=0, web_port=None, heartbeat=0.2, takeover_after=30.0, poll_interval=0.05)
+    options = dict(web_port=None, heartbeat=0.2, takeover_after=30.0, poll_interval=0.05)
     with InventoryServer(url, **options) as primary, \
             InventoryServer(url, master_url=url, **{**options, "web_port": 0}) as secondary:
         assert (primary.role, secondary.role) == ("primary", "secondary")
@@ -87,7 +87,7 @@ def test_a_secondary_follows_the_primary_in_order(tmp_path):
         # a write sent to the secondary reaches the primary; the secondary then follows it
         script = "from workbench.inventory.executable import inventory\nfrom workbench.inventory.dataformat import Site\n" \
                  "inventory.update(Site('T2_Redirected'))\n"
-        with InventoryClient("%s:%s" % secondary.address) as client:
+        with InventoryClient(secondary.address) as client:
             client.authorize(script, title="redirect", user="erin")
             result = client.exec_script(script, name="r.py", write=True, title="redirect", user="erin")
             assert result["applied"]["changes"] == 1
@@ -99,7 +99,7 @@ def test_a_secondary_follows_the_primary_in_order(tmp_path):
 
 def test_a_stopped_primary_hands_over_to_a_secondary(tmp_path):
     url = f"sqlite:///{tmp_path}/handover.db"
-    options = dict(port=0, web_port=None, heartbeat=0.2, takeover_after=30.0, poll_interval=0.05)
+    options = dict(web_port=None, heartbeat=0.2, takeover_after=30.0, poll_interval=0.05)
     primary = InventoryServer(url, **options).start()
     with InventoryServer(url, master_url=url, **options) as secondary:
         primary.apply_changes(dataset_changes("/Handover/A/AOD", 1, 2))
@@ -113,7 +113,7 @@ def test_a_stopped_primary_hands_over_to_a_secondary(tmp_path):
 
 # -- real processes on MariaDB ----------------------------------------------------------------------------
 def client_of(process: InventoryServerProcess) -> InventoryClient:
-    return InventoryClient(f"127.0.0.1:{process.port}", timeout=120)
+    return InventoryClient(process.address, timeout=120)
 
 
 def status_of(process: InventoryServerProcess, checksum: bool = False) -> dict[str, Any]:
@@ -259,7 +259,7 @@ def test_two_servers_on_postgresql(backend, postgres_url, tmp_path):
 
 def test_a_secondary_with_its_own_store_keeps_a_copy(tmp_path):
     shared, local = f"sqlite:///{tmp_path}/shared.db", f"sqlite:///{tmp_path}/local.db"
-    options = dict(port=0, web_port=None, heartbeat=0.2, takeover_after=30.0, poll_interval=0.05)
+    options = dict(web_port=None, heartbeat=0.2, takeover_after=30.0, poll_interval=0.05)
     with InventoryServer(shared, **options) as primary:
         primary.apply_changes(dataset_changes("/Before/A/AOD", 2, 3))
         with InventoryServer(local, master_url=shared, **options) as secondary:

@@ -551,7 +551,7 @@ def test_writes_go_through_the_servers_apply_path(tmp_path: Path, certificates: 
     def web_factory(inventory: Any, port: int, apply: Any) -> WebServer:
         return WebServer(inventory, port=port, tls=tls, apply=apply)
 
-    with InventoryServer(store_url, port=0, web_port=0, web_factory=web_factory) as server:
+    with InventoryServer(store_url, web_port=0, web_factory=web_factory) as server:
         url = f"{server.web_url}/data/inventory"
         site = {"kind": "Site", "name": "T2_US_MIT", "host": "mit.example.org"}
         dataset = {"kind": "Dataset", "name": "/Web/Run2025-v1/AOD", "status": "valid"}
@@ -579,7 +579,7 @@ def test_writes_go_through_the_servers_apply_path(tmp_path: Path, certificates: 
         assert stored.checksum() == server.inventory.checksum() and "T2_US_MIT" in stored.sites
 
         # A secondary's web port sends writers to the primary.
-        with InventoryServer(store_url, port=0, web_port=0, master_url=store_url,
+        with InventoryServer(store_url, web_port=0, master_url=store_url,
                              web_factory=web_factory) as secondary:
             assert secondary.role == "secondary"
             status, reply = data(f"{secondary.web_url}/data/inventory/inject", {"objects": [dataset]}, alice)

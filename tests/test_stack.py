@@ -105,7 +105,7 @@ def test_a_second_stack_on_the_same_state_dir_is_refused(state_dir):
 def test_workbench_magic_shows_the_stack_named_by_the_environment(state_dir, loaded, monkeypatch):
     from workbench.stack import EmbeddedStack
 
-    with EmbeddedStack(state_dir, domain_port=0, commits_port=0, inventory_port=0, inventory_web_port=0,
+    with EmbeddedStack(state_dir, domain_port=0, commits_port=0, inventory_web_port=0,
                        clusters_port=0) as stack:
         monkeypatch.setenv("WORKBENCH_STACK", str(stack.stack_file))
         status = loaded.run_cell("%workbench").result
@@ -133,7 +133,7 @@ def test_workbench_dashboard_combines_every_subsystem_and_follows_the_domain(sta
     from workbench.stack import EmbeddedStack
     from workbench.testing.commits import wait_until
 
-    with EmbeddedStack(state_dir, domain_port=0, commits_port=0, inventory_port=0, inventory_web_port=0,
+    with EmbeddedStack(state_dir, domain_port=0, commits_port=0, inventory_web_port=0,
                        clusters_port=0) as stack:
         monkeypatch.setenv("WORKBENCH_STACK", str(stack.stack_file))
         dashboard = loaded.run_cell("%workbench dashboard").result

@@ -188,12 +188,16 @@ class CommitsComponent:
 
 
 class InventoryComponent:
-    """An inventory server (application port and web port) on SQLite in the state dir, or ``sql_url``."""
+    """An inventory server (application socket and web port) on SQLite in the state dir, or ``sql_url``.
+
+    The application socket is ``socket_path``, or ``<state dir>/inventory.sock`` (reachable by
+    this user and root alone, since the state dir is private).
+    """
 
     name = "inventory"
 
-    def __init__(self, port: int = 0, web_port: int = 0, sql_url: str | None = None) -> None:
-        self.port = port
+    def __init__(self, socket_path: str | None = None, web_port: int = 0, sql_url: str | None = None) -> None:
+        self.socket_path = socket_path
         self.web_port = web_port
         self.sql_url = sql_url
         self.server: Any = None
@@ -204,15 +208,16 @@ class InventoryComponent:
         url = self.sql_url or f"sqlite:///{stack.state_dir / 'inventory.db'}"
         workdir = stack.state_dir / "inventory"
         workdir.mkdir(exist_ok=True)
-        self.server = InventoryServer(url, port=self.port, web_port=self.web_port, workdir=str(workdir)).start()
+        socket_path = self.socket_path or str(stack.state_dir / "inventory.sock")
+        self.server = InventoryServer(url, socket_path=socket_path, web_port=self.web_port,
+                                      workdir=str(workdir)).start()
 
     def stop(self) -> None:
         if self.server is not None:
             self.server.stop()
 
     def endpoints(self) -> dict[str, Any]:
-        host, port = self.server.address
-        return {"inventory": {"address": f"{host}:{port}", "web": self.server.web_url or ""}}
+        return {"inventory": {"socket": self.server.address, "web": self.server.web_url or ""}}
 
 
 class ClustersComponent:
@@ -262,13 +267,13 @@ class EmbeddedStack:
 
     def __init__(self, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR, domain_port: int = 48004,
                  components: list[StackComponent] | None = None, *, commits_port: int = 0,
-                 inventory_port: int = 0, inventory_web_port: int = 0, clusters_port: int = 0,
+                 inventory_socket: str | None = None, inventory_web_port: int = 0, clusters_port: int = 0,
                  sql_url: str | None = None, zookeeper: str | None = None) -> None:
         self.state_dir = Path(state_dir).expanduser().resolve()
         self.components: list[StackComponent] = components if components is not None else [
             DomainComponent(port=domain_port),
             CommitsComponent(port=commits_port, sql_url=sql_url, zookeeper=zookeeper),
-            InventoryComponent(port=inventory_port, web_port=inventory_web_port, sql_url=sql_url),
+            InventoryComponent(socket_path=inventory_socket, web_port=inventory_web_port, sql_url=sql_url),
             ClustersComponent(port=clusters_port, sql_url=sql_url),
         ]
         self.started: list[StackComponent] = []
@@ -356,8 +361,11 @@ def add_arguments(parser: Any, domain_port: int = 48004) -> None:
     parser.add_argument("--domain-port", type=int, default=domain_port,
                         help=f"the domain broker's port (default {domain_port}; 0 picks a free one)")
     parser.add_argument("--commits-port", type=int, default=8080, help="the commits HTTP port (default 8080)")
-    parser.add_argument("--inventory-port", type=int, default=39626,
-                        help="the inventory application port (default 39626)")
+    from workbench.inventory.protocol import DEFAULT_SOCKET
+
+    parser.add_argument("--inventory-socket", default=DEFAULT_SOCKET, metavar="PATH",
+                        help=f"the inventory application socket (default {DEFAULT_SOCKET}; 'state': one in the "
+                             "state dir)")
     parser.add_argument("--inventory-web-port", type=int, default=8081,
                         help="the inventory web port (default 8081)")
     parser.add_argument("--clusters-port", type=int, default=0,
@@ -372,7 +380,8 @@ def add_arguments(parser: Any, domain_port: int = 48004) -> None:
 def from_arguments(args: Any) -> "EmbeddedStack":
     """An (unstarted) stack shaped by the flags of :func:`add_arguments`."""
     return EmbeddedStack(args.state_dir, domain_port=args.domain_port, commits_port=args.commits_port,
-                         inventory_port=args.inventory_port, inventory_web_port=args.inventory_web_port,
+                         inventory_socket=None if args.inventory_socket == "state" else args.inventory_socket,
+                         inventory_web_port=args.inventory_web_port,
                          clusters_port=args.clusters_port, sql_url=args.sql, zookeeper=args.zookeeper)
 
 
@@ -421,7 +430,24 @@ def stack_status(state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> dict[
     for label, hostport in _addresses(described.get("endpoints", {})):
         host, port = hostport.rsplit(":", 1)
         checks[label] = alive and port_open("127.0.0.1" if host == "localhost" else host, int(port))
+    for system, values in described.get("endpoints", {}).items():
+        if isinstance(values.get("socket"), str):
+            checks[f"{system}.socket"] = alive and _socket_answers(values["socket"])
     return {**described, "running": alive, "answering": checks}
+
+
+def _socket_answers(path: str) -> bool:
+    import socket
+
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(2.0)
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 def environment_stack() -> dict[str, Any] | None:
@@ -498,7 +524,7 @@ def use_stack(**options: Any) -> StackHandle:
         return StackHandle(described)
     import tempfile
 
-    free = {"domain_port": 0, "commits_port": 0, "inventory_port": 0, "inventory_web_port": 0, "clusters_port": 0}
+    free = {"domain_port": 0, "commits_port": 0, "inventory_web_port": 0, "clusters_port": 0}
     stack = EmbeddedStack(tempfile.mkdtemp(prefix="workbench-stack-"), **{**free, **options}).start()
     described = {**stack.describe(), "secrets": stack.credentials}
     # So that %workbench and the magics' defaults see this stack too, as under `workbench lab`.

@@ -149,11 +149,11 @@ class StoreSession(InventorySession):
         from workbench.inventory.web.client import WebClient
 
         super().__init__(name, redact(store_url))
-        self.server = InventoryServer(store_url, port=0, web_port=0, lazy_files=lazy_files,
+        self.server = InventoryServer(store_url, web_port=0, lazy_files=lazy_files,
                                       app_timeout=application_timeout).start()
         self.inventory = self.server.inventory
         self.web_url = self.server.web_url or ""
-        self.client = InventoryClient("%s:%s" % self.server.address, timeout=timeout)
+        self.client = InventoryClient(self.server.address, timeout=timeout)
         self.web = WebClient(self.web_url, timeout=timeout)
 
     def datasets(self, pattern: str | None) -> list[dict[str, Any]]:
@@ -192,13 +192,15 @@ class WebSession(InventorySession):
 
     def __init__(self, name: str, url: str, timeout: float, ssl_context: Any = None,
                  server: str | None = None) -> None:
-        from workbench.inventory.protocol import DEFAULT_PORT
+        from workbench.inventory.protocol import DEFAULT_SOCKET
         from workbench.inventory.web.client import WebClient
 
         super().__init__(name, url)
         self.web = WebClient(url, ssl_context=ssl_context, timeout=timeout)
-        # Applications go to the application port: the same host's default one unless told.
-        self.server_address = server or f"{self.web.host}:{DEFAULT_PORT}"
+        # Applications go to the application socket (this host's): the default one unless told, whose
+        # server must run as root or as this user (see InventoryClient).
+        self.server_address = server or DEFAULT_SOCKET
+        self._server_named = server is not None
         self._timeout = timeout
         self._client: Any = None
 
@@ -208,7 +210,7 @@ class WebSession(InventorySession):
         from workbench.inventory.client import InventoryClient
 
         if self._client is None:
-            self._client = InventoryClient(self.server_address, timeout=self._timeout)
+            self._client = InventoryClient(self.server_address if self._server_named else None, timeout=self._timeout)
         return self._client
 
     def datasets(self, pattern: str | None) -> list[dict[str, Any]]:
@@ -293,7 +295,7 @@ def _frame(rows: list[dict[str, Any]], columns: list[str]) -> Any:
 @argument("--cert", help="client certificate (PEM) for https")
 @argument("--key", help="its private key (PEM)")
 @argument("--ca", help="CA bundle that signed the server's certificate")
-@argument("--server", help="HOST:PORT of the server's application port (default: the URL's host, port 39626)")
+@argument("--server", help="the server's application socket path (default /tmp/workbench-inventory.sock)")
 def _connect_arguments(line: str) -> None:
     """Connect to an inventory."""
 
@@ -308,7 +310,7 @@ def _exec_arguments(line: str) -> None:
 
 @magic_arguments(name="inventory exec-auth")
 @argument("--title", required=True, help="the title the application will run under")
-@argument("--user", help="the user it runs as (default: your login name)")
+@argument("--user", help="the user it authorizes (default: you; admins of the server only)")
 def _authorize_arguments(line: str) -> None:
     """Authorize the cell (by its SHA-256) to run as a writing application."""
 

@@ -99,8 +99,8 @@ def build_stack_dashboard(stack: dict[str, Any], run_magic: Callable[[str, str],
         steps.append(("commits", [("commits", line), ("commits", "")]))
     if "inventory" in endpoints and endpoints["inventory"].get("web"):
         line = f"connect {endpoints['inventory']['web']}"
-        if endpoints["inventory"].get("address"):
-            line += f" --server {endpoints['inventory']['address']}"  # where applications run
+        if endpoints["inventory"].get("socket"):
+            line += f" --server {endpoints['inventory']['socket']}"  # where applications run
         steps.append(("inventory", [("inventory", line), ("inventory", "")]))
     if "clusters" in endpoints and endpoints["clusters"].get("state_dir"):
         state_dir = endpoints["clusters"]["state_dir"]

@@ -15,7 +15,8 @@ secondary servers fed through tables of the shared database.
 
 Modules: ``dataformat`` (the objects) and ``inventory`` (the RAM image) know nothing of storage
 or networks; ``store`` (SQL), ``applications`` (forked runs, authorizations); the application
-port is ``protocol`` (frames, no I/O) -> ``transport`` (TCP) -> ``server`` / ``client`` -> ``cli``;
+port is ``protocol`` (frames, no I/O) -> ``transport`` (a Unix socket; ``access``: who may do what) ->
+``server`` / ``client`` -> ``cli``;
 ``web`` serves ``/web`` and ``/data``.
 """
 

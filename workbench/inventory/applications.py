@@ -13,6 +13,12 @@ changes to a file only after the script ended with exit code 0; the parent reads
 when the child's exit status is 0, so an exception, a non-zero exit, a signal or a timeout (the
 parent kills the child's whole process group) leaves nothing to apply.
 
+A child runs with its caller's identity: given ``run_as`` (a root server serving another user)
+it takes that user's groups, gid and uid before the script's first line, after opening the
+files it reports through; it never runs with more than its caller has.
+
+Every child is reaped, whatever happens to the request that started it.
+
 Writing applications must be authorized: ``authorize`` stores the SHA-256 of the script under a
 (title, user); a run with ``write`` is refused unless the stored checksum equals the script's.
 """
@@ -23,6 +29,7 @@ import builtins
 import hashlib
 import json
 import os
+import pwd
 import select
 import signal
 import sys
@@ -38,6 +45,7 @@ from sqlalchemy import delete, insert, select as sql_select, update
 
 from workbench.errors import InventoryError
 from workbench.inventory import executable
+from workbench.inventory.access import Caller
 from workbench.inventory.dataformat import DataFormatError
 from workbench.inventory.inventory import Change, Inventory
 from workbench.inventory.store import Store, authorizations_table
@@ -93,10 +101,12 @@ def check_authorized(store: Store, script: str, title: str, user: str) -> str:
         stored = conn.execute(sql_select(authorizations_table.c.checksum).where(
             (authorizations_table.c.title == title) & (authorizations_table.c.user == user))).scalar()
     if stored is None:
-        raise ApplicationRefused("this application is not authorized to write; run exec-auth first",
+        raise ApplicationRefused(f"this application is not authorized to write as {user!r}: an admin of the server "
+                                 "authorizes it with exec-auth",
                                  title=title, user=user, checksum=checksum, reason="not-authorized")
     if stored != checksum:
-        raise ApplicationRefused("the script changed since it was authorized; authorize it again",
+        raise ApplicationRefused("the script changed since it was authorized: an admin of the server authorizes "
+                                 "it again with exec-auth",
                                  title=title, user=user, checksum=checksum, authorized_checksum=stored,
                                  reason="checksum")
     return checksum
@@ -142,8 +152,8 @@ class ApplicationRunner:
         self._lock = threading.Lock()
 
     def run(self, script: str, name: str = "<application>", args: list[str] | tuple[str, ...] = (),
-            write: bool = False, timeout: float | None = None) -> ApplicationResult:
-        """Run ``script`` to its end (or until ``timeout`` seconds, then kill it)."""
+            write: bool = False, timeout: float | None = None, run_as: Caller | None = None) -> ApplicationResult:
+        """Run ``script`` to its end (or until ``timeout`` seconds, then kill it), as ``run_as`` if given."""
         if not isinstance(script, str) or not isinstance(name, str) or \
                 not all(isinstance(arg, str) for arg in args):
             raise ApplicationRefused("script, name and args must be strings", reason="arguments")
@@ -156,14 +166,22 @@ class ApplicationRunner:
         with tempfile.TemporaryDirectory(prefix="app-", dir=self.workdir) as tmp:
             paths = {name_: os.path.join(tmp, name_) for name_ in ("stdout", "stderr", "changes")}
             began = time.monotonic()
+            # looked up before the fork: the password and group databases are not safe to read in a
+            # child forked from a threaded process (a lock another thread held stays held there)
+            identity = _Identity.of(run_as) if run_as is not None else None
             with self.inventory.lock:
                 pid = os.fork()
                 if pid == 0:  # pragma: no cover - runs in the child, which never returns
-                    self._child(code, name, list(args), write, paths)
+                    self._child(code, name, list(args), write, paths, identity)
             with self._lock:
                 self._children[pid] = began
             try:
                 status, timed_out = self._wait(pid, limit)
+            except BaseException:
+                # whatever stopped the wait, the child is killed and reaped: no zombie, no orphan
+                self._kill(pid)
+                _reap(pid)
+                raise
             finally:
                 with self._lock:
                     self._children.pop(pid, None)
@@ -228,7 +246,8 @@ class ApplicationRunner:
         for pid in pids:
             self._kill(pid)
 
-    def _child(self, code: Any, name: str, args: list[str], write: bool, paths: dict[str, str]) -> None:
+    def _child(self, code: Any, name: str, args: list[str], write: bool, paths: dict[str, str],
+               identity: _Identity | None = None) -> None:
         status = 1
         try:
             os.setsid()
@@ -240,7 +259,11 @@ class ApplicationRunner:
             os.dup2(null, 0)
             os.close(null)
             _release_inherited_descriptors()
-            _die_with_parent()
+            # opened before the identity changes: the dropped child cannot create files in our temp dir
+            changes_fd = os.open(paths["changes"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) if write else -1
+            if identity is not None:
+                identity.become()
+            _die_with_parent()  # after _become: a change of uid clears the parent-death signal
             sys.stdin = open(0, closefd=False)
             sys.stdout = open(1, "w", buffering=1, closefd=False)
             sys.stderr = open(2, "w", buffering=1, closefd=False)
@@ -274,7 +297,7 @@ class ApplicationRunner:
                 traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None)
                 status = 1
             if status == 0 and write:
-                with open(paths["changes"], "w", encoding="utf-8") as out:
+                with open(changes_fd, "w", encoding="utf-8") as out:
                     out.write(json.dumps([change.to_json() for change in journal], separators=(",", ":")))
         except BaseException:  # noqa: BLE001 - the child must never return into the server's code
             try:
@@ -289,6 +312,45 @@ class ApplicationRunner:
             except BaseException:  # noqa: BLE001
                 pass
             os._exit(status)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """Who a child becomes: uid, gid, supplementary groups, login name and home (None: no account)."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    name: str
+    home: str | None
+
+    @classmethod
+    def of(cls, caller: Caller) -> _Identity:
+        try:
+            home: str | None = pwd.getpwuid(caller.uid).pw_dir
+        except KeyError:
+            home = None
+        return cls(caller.uid, caller.gid, tuple(caller.groups()), caller.name, home)
+
+    def become(self) -> None:
+        """Take these groups, gid and uid for good (in the child; it exits unless all three took)."""
+        os.setgroups(list(self.groups))
+        os.setgid(self.gid)
+        os.setuid(self.uid)
+        if (os.getuid(), os.geteuid(), os.getgid(), os.getegid()) != (self.uid, self.uid, self.gid, self.gid):
+            os._exit(1)
+        if self.home is None:  # no account: no home of the server's either
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = self.home
+        os.environ["USER"] = os.environ["LOGNAME"] = self.name
 
 
 def _release_inherited_descriptors() -> None:

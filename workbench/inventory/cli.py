@@ -1,4 +1,4 @@
-"""``workbench inventory serve|exec|exec-auth|status``: builds servers and clients from flags, nothing more."""
+"""``workbench inventory serve|exec|exec-auth|status|check``: builds servers and clients from flags, nothing more."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import ConfigurationError
-from workbench.inventory.protocol import DEFAULT_ADDRESS, DEFAULT_PORT
+from workbench.inventory.protocol import DEFAULT_ADDRESS
 
 DEFAULT_WEB_PORT = 8081
 
@@ -21,12 +21,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     serve = commands.add_parser("serve", help="run an inventory server (primary, or secondary with --master)")
     serve.add_argument("--store", required=True, help="SQLAlchemy URL of the inventory database")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"application port (default {DEFAULT_PORT})")
+    serve.add_argument("--socket", default=DEFAULT_ADDRESS,
+                       help=f"the application port: a Unix socket path (default {DEFAULT_ADDRESS})")
+    serve.add_argument("--admin", action="append", default=[], metavar="USER",
+                       help="a user who may authorize and revoke (besides this server's own user and root)")
+    serve.add_argument("--user", action="append", default=[], metavar="USER", dest="users",
+                       help="a user who may run applications, as itself ('*': every local user; a server "
+                            "not run as root serves its own user only)")
     serve.add_argument("--web-port", type=int, default=DEFAULT_WEB_PORT,
                        help=f"web port (default {DEFAULT_WEB_PORT}; -1: no web server)")
     serve.add_argument("--master", help="the shared database of the primary: start as a secondary server "
                        "(with a different --store, that database keeps a local copy of the image)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--host", default="127.0.0.1", help="address of the web port and the name recorded for this server (default 127.0.0.1)")
     serve.add_argument("--server-id", help="name of this server in inv_servers (default host-pid-random)")
     serve.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats (default 1)")
     serve.add_argument("--takeover-after", type=float, default=10.0,
@@ -50,8 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("script", help="the Python script")
     run.add_argument("--write", action="store_true", help="keep its changes (needs exec-auth)")
     run.add_argument("--title", help="application title (default: the script's file name)")
-    run.add_argument("--user", help="user name (default: your login)")
-    run.add_argument("--server", default=DEFAULT_ADDRESS, help=f"HOST:PORT (default {DEFAULT_ADDRESS})")
+    run.add_argument("--user", help="run under this user's authorization (admins only; default: you)")
+    run.add_argument("--server", help=f"the server's socket path (default {DEFAULT_ADDRESS}, trusted when its server "
+                       "runs as root or as you)")
     run.add_argument("--timeout", type=float, help="kill the script after this many seconds")
     run.add_argument("args", nargs=argparse.REMAINDER,
                      help="arguments for the script (the options above may also follow SCRIPT; after -- all is the script's)")
@@ -60,17 +67,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     auth = commands.add_parser("exec-auth", help="authorize a script to write (by its SHA-256), list or revoke")
     auth.add_argument("script", nargs="?", help="the script to authorize")
     auth.add_argument("--title", help="application title")
-    auth.add_argument("--user", help="user name (default: your login)")
-    auth.add_argument("--server", default=DEFAULT_ADDRESS, help=f"HOST:PORT (default {DEFAULT_ADDRESS})")
+    auth.add_argument("--user", help="the user it authorizes (default: you)")
+    auth.add_argument("--server", help=f"the server's socket path (default {DEFAULT_ADDRESS}, trusted when its server "
+                       "runs as root or as you)")
     auth.add_argument("--revoke", action="store_true", help="remove the authorization of --title/--user")
     auth.add_argument("--list", action="store_true", help="list authorizations")
     auth.set_defaults(func=cmd_exec_auth)
 
     status = commands.add_parser("status", help="a server's role, status and versions (JSON)")
-    status.add_argument("--server", default=DEFAULT_ADDRESS, help=f"HOST:PORT (default {DEFAULT_ADDRESS})")
+    status.add_argument("--server", help=f"the server's socket path (default {DEFAULT_ADDRESS}, trusted when its server "
+                       "runs as root or as you)")
     status.add_argument("--checksum", action="store_true", help="include the checksum of the RAM image")
     status.add_argument("--servers", action="store_true", help="list every server of the database instead")
     status.set_defaults(func=cmd_status)
+    check = commands.add_parser("check", help="list blocks whose stored files do not add up to their totals")
+    check.add_argument("--store", required=True, help="SQLAlchemy URL of the inventory database")
+    check.add_argument("--repair", action="store_true",
+                       help="set those blocks' totals to their files' sums (stop the primary first)")
+    check.set_defaults(func=cmd_check)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 
@@ -86,7 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         def web_factory(inventory: Any, port: int, apply: Any) -> Any:
             return web_server_from_arguments(args, inventory, port, apply)
 
-    server = InventoryServer(args.store, host=args.host, port=args.port,
+    server = InventoryServer(args.store, host=args.host, socket_path=args.socket, admins=args.admin, users=args.users,
                              web_port=None if args.web_port < 0 else args.web_port, master_url=args.master,
                              server_id=args.server_id, heartbeat=args.heartbeat, takeover_after=args.takeover_after,
                              poll_interval=args.poll, app_timeout=args.app_timeout, lazy_files=args.lazy_files,
@@ -95,7 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server.start()
     signal.signal(signal.SIGTERM, lambda *_: server._stopping.set())
     signal.signal(signal.SIGINT, lambda *_: server._stopping.set())
-    print(json.dumps({"server": server.server_id, "role": server.role, "address": "%s:%s" % server.address,
+    print(json.dumps({"server": server.server_id, "role": server.role, "address": server.address,
                       "web": server.web_url}), flush=True)
     try:
         server.serve_forever()
@@ -183,3 +197,24 @@ def cmd_status(args: argparse.Namespace) -> int:
         answer: Any = client.servers() if args.servers else client.status(checksum=args.checksum)
     print(json.dumps(answer, indent=2, sort_keys=True, default=str))
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Exit 0 when every block adds up (or all were repaired), 1 when some do not."""
+    from workbench.inventory.store import Store
+
+    store = Store(args.store)
+    try:
+        differing = store.repair() if args.repair else store.check()
+    finally:
+        store.close()
+    for entry in differing:
+        print(f"{entry['block']}: declares {entry['num_files']} files / {entry['size']} bytes, "
+              f"its files: {entry['found_files']} / {entry['found_size']}"
+              + ("  -> repaired" if args.repair else ""))
+    if not differing:
+        print("every block adds up")
+    elif not args.repair:
+        print(f"{len(differing)} block(s) do not add up; `workbench inventory check --repair --store URL` "
+              "sets their totals to their files' sums", file=sys.stderr)
+    return 0 if args.repair or not differing else 1

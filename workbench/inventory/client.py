@@ -2,14 +2,17 @@
 
 ::
 
-    with InventoryClient("localhost:39626") as client:
+    with InventoryClient() as client:                  # the local server's socket, DEFAULT_SOCKET
         result = client.exec_script(open("report.py").read(), name="report.py")
         print(result["stdout"])
-        client.authorize(open("fix.py").read(), title="fix", user="alice")
-        client.exec_script(open("fix.py").read(), name="fix.py", write=True, title="fix", user="alice")
+        client.authorize(open("fix.py").read(), title="fix")              # admins only
+        client.exec_script(open("fix.py").read(), name="fix.py", write=True, title="fix")
+
+The server knows who calls from the socket itself: requests act as the caller's login name (an
+admin may name another ``user``), and applications run with the caller's uid.
 
 Errors the server reports arrive as exceptions of the same class name when the library has one
-(``ApplicationRefused``, ``NotPrimaryError``, ``WriterBusyError``, ``ProtocolError``...), else as
+(``AccessDenied``, ``ApplicationRefused``, ``NotPrimaryError``, ``WriterBusyError``, ``ProtocolError``...), else as
 ``InventoryRemoteError``; their ``fields`` are the server's. A write sent to a secondary is
 resent to the primary the secondary names.
 """
@@ -17,9 +20,11 @@ resent to the primary the secondary names.
 from __future__ import annotations
 
 import getpass
+import os
 from typing import Any
 
 from workbench.errors import InventoryError
+from workbench.inventory.access import AccessDenied
 from workbench.inventory.applications import ApplicationRefused
 from workbench.inventory.dataformat import DataFormatError
 from workbench.inventory.inventory import UnknownReferenceError
@@ -39,7 +44,7 @@ def _writer_busy() -> type[InventoryError]:
 
 
 _ERRORS: dict[str, Any] = {cls.__name__: cls for cls in (
-    ApplicationRefused, NotPrimaryError, ProtocolError, DataFormatError, UnknownReferenceError, StoreError)}
+    AccessDenied, TransportError, ApplicationRefused, NotPrimaryError, ProtocolError, DataFormatError, UnknownReferenceError, StoreError)}
 
 
 def default_user() -> str:
@@ -51,12 +56,22 @@ def default_user() -> str:
 
 
 class InventoryClient:
-    """A connection to an inventory server's application port (``"HOST:PORT"``, default localhost:39626)."""
+    """A connection to an inventory server's application socket (a path, default ``DEFAULT_SOCKET``).
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, timeout: float | None = 30.0) -> None:
+    ``trusted_uids``: the uids the server may run as (default: any for a named socket; root and
+    the caller for the default one).
+    """
+
+    def __init__(self, address: str | None = None, timeout: float | None = 30.0,
+                 trusted_uids: set[int] | None = None) -> None:
+        # The default socket lives in a shared directory: trust the server there only when it runs as
+        # root or as the caller. A socket named explicitly is trusted as named.
+        if address is None:
+            address = DEFAULT_ADDRESS
+            trusted_uids = {0, os.getuid()} if trusted_uids is None else trusted_uids
         self.address = address
         self.timeout = timeout
-        self._connection = Connection(parse_address(address), timeout)
+        self._connection = Connection(parse_address(address), timeout, trusted_uids)
 
     def close(self) -> None:
         self._connection.close()
@@ -96,7 +111,7 @@ class InventoryClient:
         A write sent to a secondary is resent once to the primary it names.
         """
         message = {"op": "exec", "script": script, "name": name, "args": list(args or []), "write": write,
-                   "title": title or name, "user": user or default_user(), "timeout": timeout}
+                   "title": title or name, "user": user, "timeout": timeout}
         wait = None if timeout is None else timeout + 60
         try:
             return self.request(message, timeout=wait if wait is not None else 24 * 3600)
@@ -108,11 +123,15 @@ class InventoryClient:
             return redirected.request(message, timeout=wait if wait is not None else 24 * 3600)
 
     def authorize(self, script: str, title: str, user: str | None = None) -> dict[str, Any]:
-        """Authorize ``script`` (by SHA-256 of its content) to write as (title, user)."""
-        return self.request({"op": "authorize", "script": script, "title": title, "user": user or default_user()})
+        """Authorize ``script`` (by SHA-256 of its content) to write as (title, user); admins only.
+
+        ``user`` defaults to the caller's own login name, as the server sees it.
+        """
+        return self.request({"op": "authorize", "script": script, "title": title, "user": user})
 
     def revoke(self, title: str, user: str | None = None) -> bool:
-        return self.request({"op": "revoke", "title": title, "user": user or default_user()})["revoked"]
+        """Remove the authorization of (title, user); admins only."""
+        return self.request({"op": "revoke", "title": title, "user": user})["revoked"]
 
     def authorizations(self) -> list[dict[str, Any]]:
         return self.request({"op": "authorizations"})["authorizations"]

@@ -230,8 +230,9 @@ class Dataset(InventoryObject):
 class Block(InventoryObject):
     """A unit of data transfer inside a dataset (identifier: name + dataset).
 
-    ``size`` and ``num_files`` are the block's totals; adding or deleting a file through the
-    inventory keeps them equal to the sum over its files, which is what lazy loading checks.
+    ``size`` and ``num_files`` are the block's declared totals, set by Block updates only: adding,
+    changing or deleting a file leaves them as they are (Dynamo's rule). ``Store.check`` lists
+    blocks whose files do not add up to them and ``--repair`` sets them to the files' sums.
     Linked blocks have ``replicas`` (site name -> BlockReplica) and ``files``.
     """
 

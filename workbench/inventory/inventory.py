@@ -287,15 +287,13 @@ class Inventory(EventSource):
             index = self._file_index.get(block)
             if index is not None:
                 index[lfn] = existing
-            block.num_files += 1
-            block.size += existing.size
-            return existing, [("add", existing), ("put", block)]
-        else:
-            old_size = existing.size
-            if not existing.copy_from(obj):
-                return None
-            block.size += existing.size - old_size
-        return existing, [("put", existing), ("put", block)]
+            # A block's size and num_files are what its Block update declares (as in Dynamo): adding,
+            # changing or deleting a file leaves them alone, so a Block(size=10, num_files=1) and its
+            # 10-byte file stay 10 / 1. ``Store.check`` reports blocks whose files disagree.
+            return existing, [("add", existing)]
+        if not existing.copy_from(obj):
+            return None
+        return existing, [("put", existing)]
 
     def _update_site_partition(self, obj: SitePartition) -> tuple[InventoryObject, list[Write]] | None:
         site = self._site(obj.site, obj)
@@ -370,8 +368,6 @@ class Inventory(EventSource):
                 return None
             self._DELETERS[type(existing)](self, existing)
             writes: list[Write] = [("drop", existing)]
-            if isinstance(existing, File):
-                writes.append(("put", existing.block))
             self._applied("delete", existing, writes)
             return existing
 
@@ -400,8 +396,6 @@ class Inventory(EventSource):
         index = self._file_index.get(block)
         if index is not None:
             index.pop(file.lfn, None)
-        block.num_files -= 1
-        block.size -= file.size
 
     def _delete_site(self, site: Site) -> None:
         for replica in list(site.block_replicas):

@@ -1,5 +1,8 @@
 """The application port's wire format: length-prefixed JSON messages (no I/O here).
 
+The port is a Unix socket (``DEFAULT_SOCKET`` unless the server is told another path), so the
+server knows every caller's uid from the kernel; see ``access`` for what that uid may do.
+
 A frame is a 4-byte big-endian length followed by that many bytes of UTF-8 JSON holding one
 object. Requests name an ``op``; replies carry ``ok`` and either the result fields or an
 ``error`` (``message``, ``kind`` and structured ``fields``)::
@@ -10,20 +13,24 @@ object. Requests name an ``op``; replies carry ``ok`` and either the result fiel
     >>> decoder.feed(encode_frame({"op": "status"}))
     [{'op': 'status'}]
 
-Requests (see ``server.ApplicationServer`` for their handlers and ``client.InventoryClient`` for
+Numbers are plain JSON numbers: ``NaN``, ``Infinity`` and overflowing literals are refused.
+
+Requests (see ``server.InventoryServer.handle`` for their handlers and ``client.InventoryClient`` for
 the calls): ``status``, ``servers``, ``exec``, ``authorize``, ``revoke``, ``authorizations``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Any
 
 from workbench.errors import InventoryError
 
-DEFAULT_PORT = 39626
-DEFAULT_ADDRESS = f"localhost:{DEFAULT_PORT}"
+#: where a server listens, and a client connects, unless told otherwise
+DEFAULT_SOCKET = "/tmp/workbench-inventory.sock"
+DEFAULT_ADDRESS = DEFAULT_SOCKET
 #: largest frame accepted: a script, its output or 10^5 changes fit well within it
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 _LENGTH = struct.Struct(">I")
@@ -32,9 +39,10 @@ _LENGTH = struct.Struct(">I")
 REQUESTS: dict[str, tuple[str, ...]] = {
     "status": (),
     "servers": (),
-    "exec": ("script", "name", "args", "write", "title", "user"),
-    "authorize": ("script", "title", "user"),
-    "revoke": ("title", "user"),
+    # ``user`` is optional: the caller's own login name (an admin may name another)
+    "exec": ("script", "name", "args", "write", "title"),
+    "authorize": ("script", "title"),
+    "revoke": ("title",),
     "authorizations": (),
 }
 
@@ -78,9 +86,20 @@ class FrameDecoder:
         return len(self._buffer)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number here")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:32]} does not fit a float")
+    return value
+
+
 def decode_body(body: bytes) -> dict[str, Any]:
     try:
-        message = json.loads(body.decode("utf-8"))
+        message = json.loads(body.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"frame is not UTF-8 JSON: {exc}", reason="json") from None
     if not isinstance(message, dict):
@@ -113,19 +132,21 @@ def error_reply(exc: BaseException) -> dict[str, Any]:
                                    "fields": safe}}
 
 
-def parse_address(address: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """``"host:port"`` (or ``"host"``) -> (host, port); ``ConfigurationError`` when malformed."""
+def parse_address(address: str) -> str:
+    """The socket path a client connects to: ``address`` itself, checked to be a path.
+
+    The application port is a Unix socket; a ``HOST:PORT`` is refused with a clear error (the
+    server prints its socket path when it starts).
+    """
     from workbench.errors import ConfigurationError
 
-    host, _, port = address.rpartition(":") if ":" in address else (address, "", str(default_port))
-    try:
-        number = int(port)
-    except ValueError:
-        raise ConfigurationError("an address is HOST:PORT", address=address) from None
-    if not host or not 0 < number < 65536:
-        raise ConfigurationError("an address is HOST:PORT", address=address)
-    return host, number
+    if not isinstance(address, str) or not address or "\0" in address:
+        raise ConfigurationError("the application port is a socket path", address=address)
+    if not address.startswith(("/", ".")) and ":" in address:
+        raise ConfigurationError("the application port is a Unix socket: give its path (the server prints it), "
+                                 "not HOST:PORT", address=address)
+    return address
 
 
-__all__ = ["DEFAULT_ADDRESS", "DEFAULT_PORT", "FrameDecoder", "MAX_FRAME_BYTES", "ProtocolError", "REQUESTS",
+__all__ = ["DEFAULT_ADDRESS", "DEFAULT_SOCKET", "FrameDecoder", "MAX_FRAME_BYTES", "ProtocolError", "REQUESTS",
            "check_request", "decode_body", "encode_frame", "error_reply", "parse_address"]

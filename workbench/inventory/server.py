@@ -2,8 +2,8 @@
 
 ::
 
-    server = InventoryServer("sqlite:///inventory.db", port=0, web_port=None).start()
-    server.address              # ("127.0.0.1", PORT): the application port
+    server = InventoryServer("sqlite:///inventory.db", web_port=None).start()
+    server.address              # the application port: a Unix socket's path (a private one here)
     server.apply_changes([...]) # how applications and web modules change the image
     server.stop()
 
@@ -16,13 +16,20 @@ out-of-sync) in ``inv_servers``, and reload the whole image when they find a gap
 beats its row in ``inv_servers``; when the primary's beat stops for ``takeover_after`` seconds a
 secondary takes the role with a compare-and-set on ``inv_state`` and catches up before writing.
 A batch interrupted by a crash was never committed, so no server ever sees half of it.
+
+The application port is a Unix socket: every request comes with the caller's uid from the
+kernel, and ``access.AccessPolicy`` decides what it may do (admins authorize and revoke; an
+application runs with its caller's uid, never more).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -35,7 +42,8 @@ from workbench.errors import InventoryError
 from workbench.inventory import applications
 from workbench.inventory.applications import ApplicationRefused, ApplicationRunner
 from workbench.inventory.inventory import Change, Inventory
-from workbench.inventory.protocol import DEFAULT_PORT, ProtocolError, check_request
+from workbench.inventory.access import AccessPolicy, Caller
+from workbench.inventory.protocol import ProtocolError, check_request
 from workbench.inventory.store import NotPrimaryError, Store, applications_table, servers_table, state_table
 from workbench.inventory.transport import FrameServer
 
@@ -64,9 +72,15 @@ class InventoryServer:
     a live primary exists; with it, it starts as a secondary. ``web_port=None`` runs no web server;
     ``web_factory(inventory, port, apply)`` builds the web server (default: the package's
     ``WebServer`` on ``host``).
+
+    ``socket_path`` is the application port (default: a new socket in a private temporary
+    directory, reachable by this uid and root alone). ``admins`` (user names or uids) may
+    authorize and revoke besides this process's uid and root; ``users`` may run applications
+    (``"*"``: every local user), each as itself.
     """
 
-    def __init__(self, store_url: str, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+    def __init__(self, store_url: str, *, host: str = "127.0.0.1", socket_path: str | None = None,
+                 admins: tuple[str, ...] | list[str] = (), users: tuple[str, ...] | list[str] = (),
                  web_port: int | None = DEFAULT_WEB_PORT, master_url: str | None = None,
                  server_id: str | None = None, heartbeat: float = 1.0, takeover_after: float = 10.0,
                  poll_interval: float = 0.05, app_timeout: float = applications.DEFAULT_TIMEOUT,
@@ -79,7 +93,9 @@ class InventoryServer:
         self.store = Store(master_url or store_url)
         self.local_store = Store(store_url) if master_url is not None and master_url != store_url else None
         self.host = host
-        self.requested_port = port
+        self.requested_socket = socket_path
+        self.policy = AccessPolicy(admins, users)
+        self._private_dir: str | None = None
         self.web_port_requested = web_port
         self.server_id = server_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.heartbeat = heartbeat
@@ -114,7 +130,11 @@ class InventoryServer:
         self._reload()
         if not self.secondary_requested:
             self._claim_primary_at_start()
-        self.frames = FrameServer((self.host, self.requested_port), self.handle).start()
+        path = self.requested_socket
+        if path is None:
+            self._private_dir = tempfile.mkdtemp(prefix="workbench-inventory-")
+            path = os.path.join(self._private_dir, "app.sock")
+        self.frames = FrameServer(path, self.handle, on_connect=self.policy.check_connect).start()
         if self.web_port_requested is not None:
             self._start_web()
         self.status = ONLINE
@@ -122,7 +142,7 @@ class InventoryServer:
         self._sync_thread = threading.Thread(target=self._sync_loop, name=f"inventory-sync-{self.server_id}",
                                              daemon=True)
         self._sync_thread.start()
-        log.info("inventory server %s online as %s on %s:%s", self.server_id, self.role, *self.address)
+        log.info("inventory server %s online as %s on %s", self.server_id, self.role, self.address)
         return self
 
     def _start_web(self) -> None:
@@ -140,8 +160,8 @@ class InventoryServer:
         self.web = web.start()
 
     @property
-    def address(self) -> tuple[str, int]:
-        """The application port's real (host, port)."""
+    def address(self) -> str:
+        """The application port: its socket's path."""
         assert self.frames is not None, "not started"
         return self.frames.address
 
@@ -159,6 +179,8 @@ class InventoryServer:
             self.web.stop()
         if self.frames is not None:
             self.frames.stop()
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
         try:
             with self.store.engine.begin() as conn:
                 conn.execute(update(state_table).where((state_table.c.id == 1)
@@ -264,7 +286,7 @@ class InventoryServer:
 
     def _beat_row(self) -> None:
         self._beat += 1
-        values = {"host": self.host, "app_port": self.frames.address[1] if self.frames else 0,
+        values = {"host": self.host, "app_port": 0, "app_socket": self.frames.address if self.frames else None,
                   "web_port": self.web.port if self.web is not None else None, "status": self.status,
                   "role": self.role, "applied_seq": self.applied_seq, "beat": self._beat, "updated": time.time()}
         with self.store.engine.begin() as conn:
@@ -332,7 +354,12 @@ class InventoryServer:
     # -- writing --------------------------------------------------------------------------------------
     @contextmanager
     def write_slot(self, writer: str) -> Iterator[None]:
-        """Hold the one write slot of all servers (in this process and in ``inv_state``)."""
+        """Hold the one write slot of all servers (in this process and in ``inv_state``).
+
+        The slot's row names the server holding it. Whoever holds this process's lock is its only
+        writer, so a row still naming this server is a hold whose release failed (the database
+        refused the release, e.g. on a full disk): it is taken over, never waited for.
+        """
         waited_since = time.monotonic()
         if not self._writer.acquire(timeout=self.writer_wait):
             raise WriterBusyError("another writer is running on this server", writer=writer, waited=self.writer_wait)
@@ -340,7 +367,8 @@ class InventoryServer:
             while True:
                 with self.store.engine.begin() as conn:
                     taken = conn.execute(update(state_table).where(
-                        (state_table.c.id == 1) & state_table.c.writer.is_(None)
+                        (state_table.c.id == 1)
+                        & (state_table.c.writer.is_(None) | (state_table.c.writer_server == self.server_id))
                         & (state_table.c.master_id == self.server_id))
                         .values(writer=writer[:256], writer_server=self.server_id)).rowcount == 1
                 if taken:
@@ -355,10 +383,14 @@ class InventoryServer:
             try:
                 yield
             finally:
-                with self.store.engine.begin() as conn:
-                    conn.execute(update(state_table).where((state_table.c.id == 1)
-                                                           & (state_table.c.writer_server == self.server_id))
-                                 .values(writer=None, writer_server=None))
+                try:
+                    with self.store.engine.begin() as conn:
+                        conn.execute(update(state_table).where((state_table.c.id == 1)
+                                                               & (state_table.c.writer_server == self.server_id))
+                                     .values(writer=None, writer_server=None))
+                except Exception:  # noqa: BLE001 - the next write of this server takes the row over
+                    log.warning("%s: could not release the write slot in the store; the next write takes it "
+                                "over", self.server_id, exc_info=True)
         finally:
             self._writer.release()
 
@@ -366,10 +398,10 @@ class InventoryServer:
         address = None
         if master is not None:
             with self.store.engine.connect() as conn:
-                row = conn.execute(select(servers_table.c.host, servers_table.c.app_port)
+                row = conn.execute(select(servers_table.c.app_socket)
                                    .where(servers_table.c.id == master)).first()
-            if row is not None:
-                address = f"{row.host}:{row.app_port}"
+            if row is not None and row.app_socket:
+                address = row.app_socket
         return NotPrimaryError("this server is a secondary; writes go to the primary", server=self.server_id,
                                primary=master, primary_address=address)
 
@@ -410,8 +442,11 @@ class InventoryServer:
             return app_id
 
     def run_application(self, script: str, name: str, args: list[str], write: bool, title: str, user: str,
-                        timeout: float | None = None) -> dict[str, Any]:
-        """Run a script as an application (see ``applications``); returns the result as JSON."""
+                        timeout: float | None = None, run_as: Caller | None = None) -> dict[str, Any]:
+        """Run a script as an application (see ``applications``); returns the result as JSON.
+
+        ``run_as`` is the caller the child becomes (None: this process's own identity).
+        """
         checksum = applications.script_checksum(script)
         if write:
             if self.role != "primary":
@@ -422,12 +457,12 @@ class InventoryServer:
         app_id = self._record_application(title=title[:128], user=user[:128], checksum=checksum, write=write,
                                           status="running")
         if not write:
-            result = self.runner.run(script, name, args, write=False, timeout=limit)
+            result = self.runner.run(script, name, args, write=False, timeout=limit, run_as=run_as)
             self._record_application(app_id, status=result.status, exit_code=result.exit_code, finished=time.time())
             return {**result.to_json(), "applied": None, "id": app_id}
         # One writer at a time, for the whole run: the child's copy must be the image it changes.
         with self.write_slot(f"{title} ({user})"):
-            result = self.runner.run(script, name, args, write=True, timeout=limit)
+            result = self.runner.run(script, name, args, write=True, timeout=limit, run_as=run_as)
             applied = None
             if result.status == "done" and result.changes:
                 try:
@@ -446,7 +481,7 @@ class InventoryServer:
         """This server: id, role, status, applied seq and the store's seq (and the image checksum)."""
         seq, master, _ = self._read_state()
         info = {"id": self.server_id, "role": self.role, "status": self.status, "applied_seq": self.applied_seq,
-                "store_seq": seq, "primary": master, "address": "%s:%s" % self.address,
+                "store_seq": seq, "primary": master, "address": self.address,
                 "web_url": self.web_url, "summary": self.inventory.summary()}
         if checksum:
             info["checksum"] = self.inventory.checksum()
@@ -459,33 +494,64 @@ class InventoryServer:
         return [dict(row._mapping) for row in rows]
 
     # -- the application port ----------------------------------------------------------------------------
-    def handle(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Answer one request of the application port (see ``protocol.REQUESTS``)."""
+    def handle(self, message: dict[str, Any], caller: Caller | None = None) -> dict[str, Any]:
+        """Answer one request of the application port (see ``protocol.REQUESTS``) from ``caller``.
+
+        ``caller`` None is this process itself (an in-process call): an admin.
+        """
+        caller = caller or Caller.of_uid(os.getuid(), os.getgid(), os.getpid())
+        self.policy.check_connect(caller)
         op = check_request(message)
         if op == "status":
             return {"ok": True, **self.status_info(checksum=bool(message.get("checksum")))}
         if op == "servers":
             return {"ok": True, "servers": self.servers()}
-        if op == "authorize":
-            _strings(message, "script", "title", "user")
-            return {"ok": True, **applications.authorize(self.store, message["script"], message["title"],
-                                                         message["user"])}
-        if op == "revoke":
-            _strings(message, "title", "user")
-            return {"ok": True, "revoked": applications.revoke(self.store, message["title"], message["user"])}
         if op == "authorizations":
             return {"ok": True, "authorizations": applications.authorizations(self.store)}
-        _strings(message, "script", "name", "title", "user")
+        _optional_string(message, "user")
+        if op == "authorize":
+            _strings(message, "script", "title")
+            self.policy.check_admin(caller, "authorize applications")
+            user = self.policy.label(caller, message.get("user"), "authorize")
+            return {"ok": True, **applications.authorize(self.store, message["script"], message["title"], user)}
+        if op == "revoke":
+            _strings(message, "title")
+            self.policy.check_admin(caller, "revoke authorizations")
+            user = self.policy.label(caller, message.get("user"), "revoke")
+            return {"ok": True, "revoked": applications.revoke(self.store, message["title"], user)}
+        _strings(message, "script", "name", "title")
         args = message["args"]
         if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
             raise ProtocolError("args must be a list of strings", reason="fields", field="args")
         if not isinstance(message["write"], bool):
             raise ProtocolError("write must be true or false", reason="fields", field="write")
         timeout = message.get("timeout")
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise ProtocolError("timeout must be a positive number of seconds", reason="fields", field="timeout")
+        if timeout is not None:
+            timeout = _seconds(timeout, "timeout")
+        user = self.policy.label(caller, message.get("user"), "run applications")
+        run_as = self.policy.run_as(caller)
         return {"ok": True, **self.run_application(message["script"], message["name"], args, message["write"],
-                                                   message["title"], message["user"], timeout)}
+                                                   message["title"], user, timeout, run_as=run_as)}
+
+
+#: the longest timeout a request may ask for (the server's own --app-timeout caps it further)
+MAX_TIMEOUT_SECONDS = 366 * 24 * 3600.0
+
+
+def _seconds(value: Any, name: str) -> float:
+    """A positive, finite number of seconds up to ``MAX_TIMEOUT_SECONDS``; ``ProtocolError`` otherwise."""
+    # bool is an int to Python, and NaN / inf pass a "> 0" test: check each case by name
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (isinstance(value, float) and not math.isfinite(value)) or not 0 < value <= MAX_TIMEOUT_SECONDS:
+        raise ProtocolError(f"{name} must be a number of seconds in (0, {MAX_TIMEOUT_SECONDS:g}]",
+                            reason="fields", field=name)
+    return float(value)
+
+
+def _optional_string(message: dict[str, Any], name: str) -> None:
+    value = message.get(name)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ProtocolError(f"{name} must be a non-empty string when given", reason="fields", field=name)
 
 
 def _strings(message: dict[str, Any], *names: str) -> None:

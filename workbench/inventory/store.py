@@ -51,6 +51,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    inspect,
     func,
     insert,
     select,
@@ -201,6 +202,8 @@ servers_table = Table(
     Column("host", String(256), nullable=False),
     Column("app_port", Integer, nullable=False),
     Column("web_port", Integer),
+    # the application socket's path (added later: create_schema adds it to older databases)
+    Column("app_socket", String(1024)),
     Column("status", String(16), nullable=False),
     Column("role", String(16), nullable=False),
     Column("applied_seq", BigInteger, nullable=False),
@@ -249,15 +252,23 @@ class _StoredFiles(FileLoader):
             rows = conn.execute(select(files_table.c.lfn, files_table.c.size, files_table.c.adler32,
                                        files_table.c.md5).where(files_table.c.block_id == self.block_id)).all()
         files = [File.trusted(lfn, block, size, adler32, md5) for lfn, size, adler32, md5 in rows]
-        _check_block_files(block, files, sum(file.size for file in files))
+        if not _check_block_files(block, files, sum(file.size for file in files)):
+            log.warning("block %s: its stored files do not add up to its totals (`workbench inventory check`)",
+                        block.full_name)
         return files
 
 
-def _check_block_files(block: Block, files: list[File], total: int) -> None:
-    if len(files) != block.num_files or total != block.size:
-        raise StoreError("the stored files of a block do not add up to the block's totals",
-                         block=block.full_name, expected_files=block.num_files, found_files=len(files),
-                         expected_size=block.size, found_size=total)
+def _check_block_files(block: Block, files: list[File], total: int) -> bool:
+    """Whether the block's declared totals match its files; a mismatch is reported, never fatal.
+
+    The store holds what servers wrote: refusing it would leave an inventory that cannot start.
+    ``Store.check`` lists every such block and ``Store.repair`` sets its totals to its files' sums.
+    """
+    if len(files) == block.num_files and total == block.size:
+        return True
+    log.debug("block %s declares %s files / %s bytes; its stored files are %s / %s", block.full_name,
+              block.num_files, block.size, len(files), total)
+    return False
 
 
 class Store:
@@ -308,6 +319,7 @@ class Store:
         for attempt in range(attempts):
             try:
                 metadata.create_all(self.engine)
+                self._add_missing_columns()
                 with self.engine.begin() as conn:
                     if conn.execute(select(state_table.c.id)).first() is None:
                         conn.execute(insert(state_table).values(id=1, seq=0, batch=0, master_id=None,
@@ -318,6 +330,13 @@ class Store:
                 if attempt + 1 == attempts:
                     raise StoreError(f"cannot create the schema: {exc}", url=self.safe_url) from exc
                 time.sleep(0.2 * (attempt + 1))
+
+    def _add_missing_columns(self) -> None:
+        """Columns newer than a database's tables: added in place (nullable, so old rows stay valid)."""
+        present = {column["name"] for column in inspect(self.engine).get_columns(servers_table.name)}
+        if "app_socket" not in present:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE {servers_table.name} ADD COLUMN app_socket VARCHAR(1024)")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -413,20 +432,63 @@ class Store:
         current: Block | None = None
         files: list[File] = []
         total = 0
+        differing = []
         for block_id, lfn, size, adler32, md5 in conn.execution_options(yield_per=20000).execute(query):
             if current is None or blocks[block_id] is not current:
-                if current is not None:
-                    _check_block_files(current, files, total)
+                if current is not None and not _check_block_files(current, files, total):
+                    differing.append(current.full_name)
                 current = blocks[block_id]
                 files = current._files  # type: ignore[assignment]
                 total = 0
             files.append(trusted(lfn, current, size, adler32, md5))
             total += size
-        if current is not None:
-            _check_block_files(current, files, total)
+        if current is not None and not _check_block_files(current, files, total):
+            differing.append(current.full_name)
         for block in blocks.values():
-            if not block._files and block.num_files:  # a block whose files are all missing
-                _check_block_files(block, [], 0)
+            if not block._files and (block.num_files or block.size):  # a block whose files are all missing
+                differing.append(block.full_name)
+        if differing:
+            log.warning("%s block(s) declare totals their stored files do not add up to (first: %s); "
+                        "`workbench inventory check --store URL` lists them, --repair fixes them",
+                        len(differing), ", ".join(differing[:3]))
+
+    # -- consistency --------------------------------------------------------------------------------
+    def check(self) -> list[dict[str, Any]]:
+        """Every block whose stored files do not add up to its declared totals (one load of the image).
+
+        Each entry: ``block`` (dataset#block), ``dataset``, ``name``, ``num_files`` and ``size`` as
+        declared, ``found_files`` and ``found_size`` as stored.
+        """
+        image = Inventory("check")
+        image.emit_events = False
+        try:
+            self.load(image)
+            return _differing_blocks(image)
+        finally:
+            image.close()
+
+    def repair(self) -> list[dict[str, Any]]:
+        """Set the totals of every block ``check`` lists to its files' sums, in one logged batch.
+
+        The fix goes through the change log like any write, so running secondaries follow it; a
+        running primary keeps its image's totals until it reloads: stop the servers first.
+        """
+        image = Inventory("repair")
+        image.emit_events = False
+        try:
+            self.load(image)
+            differing = _differing_blocks(image)
+            changes = []
+            for entry in differing:
+                block = image.datasets[entry["dataset"]].blocks[entry["name"]]
+                changes.append(Change("update", {"kind": "Block", "name": block.name, "dataset": entry["dataset"],
+                                                 "size": entry["found_size"], "num_files": entry["found_files"],
+                                                 "is_open": block.is_open, "last_update": block.last_update}))
+            if changes:
+                self.apply_and_write(image, changes)
+            return differing
+        finally:
+            image.close()
 
     # -- version ------------------------------------------------------------------------------------
     def seq(self) -> int:
@@ -522,6 +584,19 @@ class Store:
             finally:
                 inventory.remove_sink(tx.sink)
         return tx.seq
+
+
+def _differing_blocks(image: Inventory) -> list[dict[str, Any]]:
+    found = []
+    for dataset_name, dataset in sorted(image.datasets.items()):
+        for name, block in sorted(dataset.blocks.items()):
+            files = block.files
+            total = sum(file.size for file in files)
+            if len(files) != block.num_files or total != block.size:
+                found.append({"block": block.full_name, "dataset": dataset_name, "name": name,
+                              "num_files": block.num_files, "size": block.size, "found_files": len(files),
+                              "found_size": total})
+    return found
 
 
 #: tables whose rows other rows refer to by id

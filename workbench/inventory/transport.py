@@ -1,38 +1,78 @@
-"""Framed JSON over TCP: a threaded server calling a handler per request, and a blocking connection.
+"""Framed JSON over a Unix socket: a threaded server that knows each caller's uid, and a blocking connection.
 
-::
+The kernel reports who connected (``SO_PEERCRED``: pid, uid, gid); the server hands that
+``Caller`` to its handler with every request, and to ``on_connect`` first, which may refuse the
+connection (its error is the one reply) before a byte of the caller's is read::
 
-    with FrameServer(("127.0.0.1", 0), handler=lambda message: {"ok": True}).start() as server:
+    with FrameServer("/tmp/app.sock", handler=lambda message, caller: {"ok": True}).start() as server:
         with Connection(server.address) as conn:
             conn.request({"op": "status"})
+
+Connections are bounded per uid, so one user's idle connections cannot lock the others out.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import socketserver
+import stat
+import struct
 import threading
+from collections import Counter
+from pathlib import Path
 from typing import Any, Callable
 
 from workbench.errors import InventoryError
+from workbench.inventory.access import Caller
 from workbench.inventory.protocol import FrameDecoder, ProtocolError, encode_frame, error_reply
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
+Handler = Callable[[dict[str, Any], Caller], dict[str, Any]]
+ConnectCheck = Callable[[Caller], None]
+_PEERCRED = struct.Struct("3i")
+#: connections one uid may hold open at once (each is a thread of the server)
+MAX_CONNECTIONS_PER_UID = 32
 
 
 class TransportError(InventoryError):
     """A connection failed: refused, closed or timed out (fields: address, reason)."""
 
 
+def peer_caller(sock: socket.socket) -> Caller:
+    """The process at the other end of a connected Unix socket, as the kernel reports it."""
+    pid, uid, gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+    return Caller.of_uid(uid, gid, pid)
+
+
 class _RequestHandler(socketserver.BaseRequestHandler):
     server: _ThreadingServer
 
     def handle(self) -> None:
-        decoder = FrameDecoder()
         sock: socket.socket = self.request
+        try:
+            caller = peer_caller(sock)
+        except OSError:
+            return
+        if not self.server.enter(caller):
+            self._send(error_reply(TransportError("too many connections of this user", uid=caller.uid,
+                                                  reason="connections")))
+            return
+        try:
+            if self.server.on_connect is not None:
+                try:
+                    self.server.on_connect(caller)
+                except InventoryError as exc:
+                    self._send(error_reply(exc))
+                    return
+            self._serve(sock, caller)
+        finally:
+            self.server.leave(caller)
+
+    def _serve(self, sock: socket.socket, caller: Caller) -> None:
+        decoder = FrameDecoder()
         while True:
             try:
                 data = sock.recv(65536)
@@ -48,7 +88,7 @@ class _RequestHandler(socketserver.BaseRequestHandler):
                 return
             for message in messages:
                 try:
-                    reply = self.server.handler(message)
+                    reply = self.server.handler(message, caller)
                 except Exception as exc:  # noqa: BLE001 - every failure becomes an error reply
                     if not isinstance(exc, InventoryError):
                         log.exception("request %r failed", message.get("op"))
@@ -65,46 +105,102 @@ class _RequestHandler(socketserver.BaseRequestHandler):
             return False
 
 
-class _ThreadingServer(socketserver.ThreadingTCPServer):
+class _ThreadingServer(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
-    allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], handler: Handler) -> None:
+    def __init__(self, path: str, handler: Handler, on_connect: ConnectCheck | None) -> None:
         self.handler = handler
-        super().__init__(address, _RequestHandler)
+        self.on_connect = on_connect
+        self._open: Counter[int] = Counter()
+        self._open_lock = threading.Lock()
+        super().__init__(path, _RequestHandler)
+
+    def enter(self, caller: Caller) -> bool:
+        with self._open_lock:
+            if self._open[caller.uid] >= MAX_CONNECTIONS_PER_UID:
+                return False
+            self._open[caller.uid] += 1
+            return True
+
+    def leave(self, caller: Caller) -> None:
+        with self._open_lock:
+            self._open[caller.uid] -= 1
+            if self._open[caller.uid] <= 0:
+                del self._open[caller.uid]
+
+
+def _clear_stale_socket(path: Path) -> None:
+    """Remove a socket file nobody listens on; refuse to touch anything else."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise TransportError("the socket path exists and is not a socket", address=str(path), reason="bind")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(2.0)
+        probe.connect(str(path))
+    except OSError:
+        if info.st_uid not in (os.getuid(), 0) and os.getuid() != 0:
+            raise TransportError("a stale socket of another user is in the way", address=str(path),
+                                 owner=info.st_uid, reason="bind") from None
+        path.unlink(missing_ok=True)
+        return
+    finally:
+        probe.close()
+    raise TransportError("another server listens on this socket", address=str(path), reason="in-use")
 
 
 class FrameServer:
-    """Serves framed JSON requests on a TCP address; ``handler(message) -> reply`` runs per request."""
+    """Serves framed JSON requests on a Unix socket at ``path``; ``handler(message, caller) -> reply``.
 
-    def __init__(self, address: tuple[str, int], handler: Handler) -> None:
-        self.requested = address
+    The socket file is made connectable by every local user (mode 0666): who may do what is
+    the handler's decision, from the uid the kernel reports, so a refused caller gets a clear
+    error instead of a bare permission failure. ``stop()`` removes the file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], handler: Handler, on_connect: ConnectCheck | None = None,
+                 mode: int = 0o666) -> None:
+        self.path = Path(path)
         self.handler = handler
+        self.on_connect = on_connect
+        self.mode = mode
         self._server: _ThreadingServer | None = None
         self._thread: threading.Thread | None = None
+        self._inode = -1
 
     def start(self) -> FrameServer:
         try:
-            self._server = _ThreadingServer(self.requested, self.handler)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _clear_stale_socket(self.path)
+            self._server = _ThreadingServer(str(self.path), self.handler, self.on_connect)
+            os.chmod(self.path, self.mode)
+            self._inode = self.path.lstat().st_ino
         except OSError as exc:
-            raise TransportError(f"cannot listen: {exc}", address=f"{self.requested[0]}:{self.requested[1]}",
-                                 reason="bind") from exc
+            raise TransportError(f"cannot listen: {exc}", address=str(self.path), reason="bind") from exc
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="inventory-app-port", daemon=True)
         self._thread.start()
         return self
 
     @property
-    def address(self) -> tuple[str, int]:
+    def address(self) -> str:
+        """The socket's path."""
         assert self._server is not None, "not started"
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
+        return str(self.path)
 
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
             server.server_close()
+            try:
+                # only our own file: a server started since on the same path keeps its socket
+                if self.path.lstat().st_ino == self._inode:
+                    self.path.unlink()
+            except OSError:
+                pass
 
     def __enter__(self) -> FrameServer:
         return self
@@ -114,26 +210,43 @@ class FrameServer:
 
 
 class Connection:
-    """A blocking client connection: ``request(message)`` sends one frame and waits for the reply."""
+    """A blocking client connection to a socket path: ``request(message)`` sends one frame, waits for the reply.
 
-    def __init__(self, address: tuple[str, int], timeout: float | None = 30.0) -> None:
-        self.address = address
+    With ``trusted_uids`` the server must run as one of them (its uid from ``SO_PEERCRED``):
+    anyone may bind a path in a shared directory first, and a script sent there is disclosed.
+    """
+
+    def __init__(self, path: str, timeout: float | None = 30.0, trusted_uids: set[int] | None = None) -> None:
+        self.address = path
+        self.label = path
         self.timeout = timeout
         self._decoder = FrameDecoder()
         self._lock = threading.Lock()
-        label = f"{address[0]}:{address[1]}"
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._sock = socket.create_connection(address, timeout=timeout)
+            self._sock.settimeout(timeout)
+            self._sock.connect(path)
         except OSError as exc:
-            raise TransportError(f"cannot connect to the inventory server: {exc}", address=label,
+            self._sock.close()
+            raise TransportError(f"cannot connect to the inventory server: {exc}", address=path,
                                  reason="connect") from exc
-        self.label = label
+        if trusted_uids is not None:
+            server = peer_caller(self._sock)
+            if server.uid not in trusted_uids:
+                self._sock.close()
+                raise TransportError(f"the server on {path} runs as {server.name}, neither root nor you: not "
+                                     "trusted (name its socket with --server to use it anyway)", address=path,
+                                     server_uid=server.uid, reason="untrusted-server")
 
     def request(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         with self._lock:
             try:
                 self._sock.settimeout(timeout if timeout is not None else self.timeout)
-                self._sock.sendall(encode_frame(message))
+                try:
+                    self._sock.sendall(encode_frame(message))
+                except OSError:
+                    # the server may have refused us at connect and hung up: its one reply explains why
+                    pass
                 while True:
                     data = self._sock.recv(65536)
                     if not data:
@@ -162,4 +275,4 @@ class Connection:
         self.close()
 
 
-__all__ = ["Connection", "FrameServer", "TransportError"]
+__all__ = ["Connection", "FrameServer", "MAX_CONNECTIONS_PER_UID", "TransportError", "peer_caller"]

@@ -53,7 +53,7 @@ def build_sample_inventory(inventory: Inventory | None = None, datasets: int = 4
     for number, name in enumerate(names):
         dataset = inventory.update(Dataset(name, status="valid", data_type="data", software_version="CMSSW_14_0"))
         for b in range(blocks):
-            block = inventory.update(Block(f"b{b:04d}", dataset))
+            block = inventory.update(Block(f"b{b:04d}", dataset, size=files * 10**9, num_files=files))
             for f in range(files):
                 inventory.update(File(f"/store/data{name}/{b:04d}/file{f}.root", block, size=10**9,
                                       adler32=f"{number * 1000 + b * 10 + f:08x}"))

@@ -19,7 +19,7 @@ from typing import Any
 
 WORKBENCH = [sys.executable, "-m", "workbench.cli"]
 #: every port of the stack picked free, so stacks of several tests never collide
-ALL_PORTS_FREE = ["--domain-port", "0", "--commits-port", "0", "--inventory-port", "0",
+ALL_PORTS_FREE = ["--domain-port", "0", "--commits-port", "0", "--inventory-socket", "state",
                   "--inventory-web-port", "0", "--clusters-port", "0"]
 
 
