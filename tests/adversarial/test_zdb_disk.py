@@ -21,6 +21,7 @@ from workbench.errors import ZdbError
 from workbench.testing.adversarial import ProcessBounds, answers_within, fill_disk, small_tmpfs
 from workbench.testing.zdb import ZdbServerProcess
 from workbench.zdb import Client, client
+from workbench.zdb.protocol import File
 
 
 class Servers:
@@ -222,6 +223,7 @@ def test_unfinished_uploads_are_bounded_and_hold_no_descriptors(tmp_path, server
             connection.ping()
         before = ProcessBounds.of(pid)
         accepted: dict[str, int] = {}
+        tokens: list[tuple[Client, str]] = []
         refused = 0
         for connection in clients:
             for _ in range(12):
@@ -233,7 +235,7 @@ def test_unfinished_uploads_are_bounded_and_hold_no_descriptors(tmp_path, server
                     assert exc.fields.get("limit"), exc
                     refused += 1
                 else:
-                    assert result["upload"]
+                    tokens.append((connection, result["upload"]))
                     accepted[connection.client_id] = accepted.get(connection.client_id, 0) + 1
         assert max(accepted.values()) <= 8
         assert sum(accepted.values()) <= 64
@@ -244,6 +246,12 @@ def test_unfinished_uploads_are_bounded_and_hold_no_descriptors(tmp_path, server
         try:
             for connection in fresh:
                 assert answers_within(connection.ping)
+            # Every slot is taken: a new upload is refused until an unfinished one ends.
+            with pytest.raises(ZdbError, match="too many unfinished uploads"):
+                fresh[0].put_file(b"content" * 100, name="whole.txt")
+            owner, token = tokens.pop()
+            finished, _ = owner.request("blob_put", data=b"end", upload=token, final=True, name="part")
+            assert isinstance(finished, File) and owner.get_file(finished) == b"z" * 1000 + b"end"
             blob = fresh[0].put_file(b"content" * 100, name="whole.txt")
             assert fresh[0].get_file(blob) == b"content" * 100
             for n in range(20):
@@ -252,7 +260,7 @@ def test_unfinished_uploads_are_bounded_and_hold_no_descriptors(tmp_path, server
             fresh[2].run((), "__setitem__", ("after_save", True))
             status = fresh[3].status()
             assert status["journal"]["error"] is None
-            assert status["uploads"] == sum(accepted.values())
+            assert status["uploads"] == sum(accepted.values()) - 1
         finally:
             for connection in fresh:
                 connection.close()
