@@ -690,6 +690,10 @@ class StorageManager(_ServerBase):
         if data is None:
             raise BadRequest("blob_put needs a data frame")
         self._refuse_if_quiesced("blob_put")
+        final = request.get("final")
+        name = request.get("name") or "blob"
+        if final and not isinstance(name, str):
+            raise BadRequest("name must be a string")
         token = request.get("upload")
         owner = request.get("client")
         if token is None:
@@ -702,17 +706,16 @@ class StorageManager(_ServerBase):
                 raise BadRequest("unknown or expired upload", upload=str(token)[:40])
         try:
             upload.write(data)
-        except OSError as exc:
-            del self._uploads[upload.token]
+            if final:
+                del self._uploads[upload.token]
+                stored = upload.finish(os.path.basename(name))
+        except OSError as exc:  # a full disk, no descriptor: nothing of the upload is kept
+            self._uploads.pop(upload.token, None)
             upload.abort()
             raise ZdbError("the upload could not be stored and is dropped", errno=exc.errno,
                            reason=exc.strerror or str(exc)) from None
-        if request.get("final"):
-            del self._uploads[upload.token]
-            name = request.get("name") or "blob"
-            if not isinstance(name, str):
-                raise BadRequest("name must be a string")
-            self._ok(envelope, request, upload.finish(os.path.basename(name)))
+        if final:
+            self._ok(envelope, request, stored)
         else:
             self._ok(envelope, request, {"upload": upload.token, "size": upload.size})
 
