@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import resource
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -145,6 +146,49 @@ def test_short_journal_write_is_detected_refused_and_cut_back(tmp_path, servers,
         missing = sorted(set(acknowledged) - set(stored))
         assert not missing, f"{len(missing)} acknowledged writes lost after a short write: {missing[:5]}"
         assert not list((disk / "archive").glob("journal-*.corrupt-*")), "recovery found a torn record"
+
+
+def test_a_journal_that_cannot_be_cut_back_rolls_to_a_new_segment_and_loses_nothing(tmp_path, servers, connect):
+    with small_tmpfs(tmp_path / "disk", "2m") as disk:
+        archive = disk / "archive"
+        server = servers.start(tmp_path / "proc", archive)
+        db, connection = connect(server.uri, timeout=5.0)
+        acknowledged = {}
+        for n in range(10):
+            db[f"k{n}"] = n
+            acknowledged[f"k{n}"] = n
+        segment = sorted(archive.glob("journal-*.log"))[-1]
+        filler = fill_disk(disk)
+        # Append-only: a failed append can no longer be truncated away (ftruncate gets EPERM).
+        subprocess.run(["chattr", "+a", str(segment)], check=True)
+        try:
+            refused = []
+            for n in range(10):
+                with pytest.raises(ZdbError) as caught:
+                    db[f"r{n}"] = "x" * 5000  # more than a page: never fits
+                assert caught.value.fields.get("errno") == errno.ENOSPC, caught.value
+                refused.append(f"r{n}")
+            status = connection.status()["journal"]
+            assert status["segment"] != segment.name, "the journal did not roll away from the torn segment"
+            assert status["error"] is None and status["open"]
+            for key in refused:
+                assert key not in db
+            filler.unlink()
+            for n in range(30):
+                db[f"after{n}"] = n
+                acknowledged[f"after{n}"] = n
+            connection.close()
+            server.kill9()
+        finally:
+            subprocess.run(["chattr", "-a", str(segment)], check=False)
+        server = servers.start(tmp_path / "proc2", archive, port=server.port)
+        try:
+            stored = stored_keys(server.uri)
+        finally:
+            server.stop()
+        missing = sorted(set(acknowledged) - set(stored))
+        assert not missing, f"{len(missing)} acknowledged writes lost behind the torn segment: {missing[:5]}"
+        assert not set(refused) & set(stored)
 
 
 def test_undo_and_redo_refused_on_a_full_disk_leave_the_history_as_it_was(tmp_path, servers, connect):
