@@ -189,7 +189,7 @@ def test_failed_append_is_refused_cut_back_to_the_last_record_and_appends_resume
         journal = sorted((disk / "archive").glob("journal-*.log"))[-1]
         lines = journal.read_bytes().splitlines(keepends=True)
         assert len(lines) == seq and all(parse_record(line) for line in lines)
-        assert archive.status()["error"] is None and archive.status()["refused"] == refused
+        assert archive.journal_error is None and archive.refused == refused
         filler.unlink()
         for _ in range(10):
             seq += 1

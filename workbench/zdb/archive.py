@@ -239,7 +239,7 @@ class Archive:
             self.refused += 1
             self._cut_back()
             log.error("journal %s: append of seq %s failed (%s); write refused",
-                      self._segment_name(), record.get("seq"), exc)
+                      self.segment_name, record.get("seq"), exc)
             raise JournalError("the write could not be journaled and is refused", seq=record.get("seq"),
                                **_os_fields(exc)) from None
         self._journal_size += len(line)
@@ -252,7 +252,7 @@ class Archive:
             os.ftruncate(self._journal, self._journal_size)  # type: ignore[arg-type]
         except OSError as exc:
             self.journal_error = f"cannot cut a failed append back: {exc}"
-            log.error("journal %s: %s; writes are refused until it is repaired", self._segment_name(),
+            log.error("journal %s: %s; writes are refused until it is repaired", self.segment_name,
                       self.journal_error)
 
     def repair(self, next_seq: int) -> None:
@@ -272,16 +272,13 @@ class Archive:
                 raise JournalError("the journal is not writable: the write is refused",
                                    reason=self.journal_error, **{k: v for k, v in exc.fields.items()
                                                                  if k in ("errno", "error")}) from None
-        log.info("journal %s repaired; appends resume", self._segment_name())
+        log.info("journal %s repaired; appends resume", self.segment_name)
         self.journal_error = None
 
-    def _segment_name(self) -> str:
+    @property
+    def segment_name(self) -> str:
+        """The journal segment appends go to."""
         return f"journal-{self._journal_start:012d}.log"
-
-    def status(self) -> dict[str, Any]:
-        """The journal's state, for the server's status: segment, size, broken or not, refusals."""
-        return {"open": self._journal is not None, "segment": self._segment_name(), "size": self._journal_size,
-                "error": self.journal_error, "refused": self.refused}
 
     def sync(self) -> None:
         """fsync what was appended (a no-op under ``never`` or when nothing is pending)."""

@@ -651,7 +651,8 @@ class StorageManager(_ServerBase):
             "clients": sum(1 for seen in self.stats.clients.values() if now - seen < 60),
             "requests": self.stats.requests, "reads": self.stats.reads, "writes": self.stats.writes,
             "errors": self.stats.errors, "fsync": self.archive.fsync_mode, "archive": str(self.archive.path),
-            "journal": self.archive.status(), "checkpoint_error": self.archive.checkpoint_error,
+            "journal": self.archive.segment_name, "journal_error": self.archive.journal_error,
+            "refused_writes": self.archive.refused, "checkpoint_error": self.archive.checkpoint_error,
             "recovered_dropped": self.recovered_dropped, "uploads": len(self._uploads),
             "replicas": {address: {"seq": seq, "lag": max(0, self.seq - seq)}
                          for address, (seq, seen) in self.replicas.items() if now - seen < 5 * HEARTBEAT_SECONDS},
