@@ -191,6 +191,59 @@ def test_a_journal_that_cannot_be_cut_back_rolls_to_a_new_segment_and_loses_noth
         assert not set(refused) & set(stored)
 
 
+def test_a_journal_that_cannot_be_reopened_refuses_writes_says_why_and_recovers_by_itself(tmp_path, servers,
+                                                                                          connect):
+    with small_tmpfs(tmp_path / "disk", "2m") as disk:
+        archive = disk / "archive"
+        server = servers.start(tmp_path / "proc", archive, nofile=64)
+        db, connection = connect(server.uri, timeout=5.0)
+        db["before"] = 1
+        segment = sorted(archive.glob("journal-*.log"))[-1]
+        filler = fill_disk(disk)
+        subprocess.run(["chattr", "+a", str(segment)], check=True)  # a failed append cannot be cut back
+        hogs: list[socket.socket] = []
+        try:
+            for _ in range(80):  # and no descriptor is left for a new segment
+                hogs.append(socket.create_connection(("127.0.0.1", server.port)))
+            refused = []
+            for n in range(5):
+                with pytest.raises(ZdbError) as caught:
+                    db[f"r{n}"] = "x" * 5000
+                assert caught.value.fields.get("errno") in (errno.ENOSPC, errno.EMFILE), caught.value
+                refused.append(f"r{n}")
+            assert caught.value.fields.get("errno") == errno.EMFILE  # the journal is broken: it says why
+            status = answers_within(connection.status)
+            assert status["journal_error"] and status["journal"] == segment.name
+            for sock in hogs:
+                sock.close()
+            hogs.clear()
+            filler.unlink()
+            # Descriptors are back: the server's own retry rolls the journal, no write needed.
+            deadline = time.monotonic() + 10
+            while connection.status()["journal_error"] is not None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            status = connection.status()
+            assert status["journal_error"] is None and status["journal"] != segment.name
+            for key in refused:
+                assert key not in db
+            acknowledged = {"before": 1}
+            for n in range(20):
+                db[f"after{n}"] = n
+                acknowledged[f"after{n}"] = n
+            connection.close()
+            server.kill9()
+        finally:
+            for sock in hogs:
+                sock.close()
+            subprocess.run(["chattr", "-a", str(segment)], check=False)
+        server = servers.start(tmp_path / "proc2", archive, port=server.port)
+        try:
+            stored = stored_keys(server.uri)
+        finally:
+            server.stop()
+        assert stored == acknowledged
+
+
 def test_undo_and_redo_refused_on_a_full_disk_leave_the_history_as_it_was(tmp_path, servers, connect):
     with small_tmpfs(tmp_path / "disk", "2m") as disk:
         server = servers.start(tmp_path / "proc", disk / "archive")
