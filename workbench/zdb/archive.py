@@ -263,7 +263,9 @@ class Archive:
         if self.journal_error is None:
             return
         try:
-            os.ftruncate(self._journal, self._journal_size)  # type: ignore[arg-type]
+            if self._journal is None:
+                raise OSError(errno.EBADF, "no journal segment is open")
+            os.ftruncate(self._journal, self._journal_size)
         except OSError:
             try:
                 self._open_segment(next_seq)  # recovery sets the old segment's torn tail aside
