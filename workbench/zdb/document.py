@@ -96,7 +96,7 @@ class Document:
         [None]
         >>> doc.read(Op(("l",), "__len__"))
         2
-        >>> doc.undo(); doc.root
+        >>> _ = doc.undo(); doc.root
         {}
     """
 
