@@ -15,13 +15,23 @@ child process writes the snapshot from its copy-on-write view of memory, fsyncs 
 into place while the parent goes on serving. Only once the snapshot is durable are the journal
 segments it covers deleted, so a crash at any moment leaves a recoverable archive.
 
+A failed or short append (ENOSPC, EIO...) refuses its write with a ``JournalError`` naming the
+errno, and cuts the segment back to the end of its last whole record, so the journal never holds
+a torn record in front of later ones; appends resume as soon as the cause goes away. Should the
+cut itself fail, the journal is marked broken (writes are refused, ``status()`` says why) and the
+next append or the server's housekeeping rolls to a new segment. A new segment is opened before
+the old one is closed: running out of descriptors never leaves the journal closed.
+
 Recovery loads the newest snapshot and replays later journal records in order. A torn or
 corrupt record (bad checksum, bad JSON, no newline) ends the replay with a logged warning; the
 damaged tail is kept beside the journal as ``*.corrupt`` for inspection, never silently reused.
+The one exception is the torn tail of a segment that the next segment carries on from (the
+segment a broken journal rolled to): that tail is set aside and replay goes on.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -46,6 +56,15 @@ _HASH = re.compile(r"^[0-9a-f]{64}$")
 
 class ArchiveError(ZdbError):
     """The archive directory cannot be used (locked by another server, unreadable snapshot...)."""
+
+
+class JournalError(ArchiveError):
+    """A write could not be journaled (fields: errno, error, reason): it is refused, never applied."""
+
+
+def _os_fields(exc: OSError) -> dict[str, Any]:
+    code = exc.errno or errno.EIO
+    return {"errno": code, "error": errno.errorcode.get(code, str(code)), "reason": exc.strerror or str(exc)}
 
 
 @dataclass
@@ -82,8 +101,12 @@ class Archive:
         self.path = Path(path)
         self.fsync_mode = fsync
         self.blob_dir = self.path / "blobs"
-        self._journal: Any = None
+        self._journal: int | None = None  # descriptor of the segment appends go to
         self._journal_start = 0
+        self._journal_size = 0  # where its last whole record ends
+        self.journal_error: str | None = None  # why appends are refused until a repair works
+        self.refused = 0  # appends refused since the server started
+        self.checkpoint_error: dict[str, Any] | None = None  # why the last checkpoint failed
         self._dirty = False
         self._dir_dirty = False
         self._lock_fd: int | None = None
@@ -123,12 +146,17 @@ class Archive:
                 raise ArchiveError("snapshot is unreadable", path=str(snapshot_path), reason=str(exc)) from None
             recovered.seq, recovered.root, recovered.history = seq, data["root"], data.get("history", {})
         expected = recovered.seq + 1
-        for start, segment in self._segments():
+        segments = self._segments()
+        for index, (start, segment) in enumerate(segments):
             with open(segment, "rb") as stream:
                 offset = 0
                 for line in stream:
                     record = parse_record(line)
                     if record is None:
+                        if index + 1 < len(segments) and segments[index + 1][0] == expected:
+                            # A torn tail the journal rolled away from: the next segment goes on.
+                            recovered.dropped += self._quarantine_tail(segment, offset, later=False)
+                            break
                         recovered.dropped += self._quarantine_tail(segment, offset)
                         return recovered
                     offset += len(line)
@@ -143,8 +171,9 @@ class Archive:
                     expected += 1
         return recovered
 
-    def _quarantine_tail(self, segment: Path, offset: int) -> int:
-        """Move the bytes from ``offset`` on aside and truncate the segment there."""
+    def _quarantine_tail(self, segment: Path, offset: int, later: bool = True) -> int:
+        """Move the bytes from ``offset`` on aside and truncate the segment there (and, with
+        ``later``, set the segments after it aside too)."""
         with open(segment, "rb") as stream:
             stream.seek(offset)
             tail = stream.read()
@@ -157,19 +186,29 @@ class Archive:
         log.warning("journal %s: dropped %d torn or corrupt record(s) at byte %d (kept in %s)",
                     segment.name, count, offset, aside.name)
         # Later segments would leave a hole in the sequence: set them aside too.
-        for start, later in self._segments():
-            if later.name > segment.name:
-                later.rename(later.with_name(later.name + aside.name[len(segment.name):]))
+        for start, following in self._segments() if later else ():
+            if following.name > segment.name:
+                following.rename(following.with_name(following.name + aside.name[len(segment.name):]))
         return count
 
     def _segments(self) -> list[tuple[int, Path]]:
         return sorted((int(m.group(1)), p) for p in self.path.iterdir() if (m := _JOURNAL.match(p.name)))
 
     def _open_segment(self, start: int) -> None:
+        """Make ``journal-<start>.log`` the segment appends go to.
+
+        The new one is opened before the old one is closed: on EMFILE (or anything else) the
+        journal in use stays open and ArchiveError says why.
+        """
+        path = self.path / f"journal-{start:012d}.log"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            size = os.fstat(fd).st_size
+        except OSError as exc:
+            raise ArchiveError("cannot open a new journal segment", segment=path.name, **_os_fields(exc)) from None
         if self._journal is not None:
-            self._journal.close()
-        self._journal_start = start
-        self._journal = open(self.path / f"journal-{start:012d}.log", "ab", buffering=0)
+            os.close(self._journal)
+        self._journal, self._journal_start, self._journal_size = fd, start, size
         # The new segment's directory entry must be durable before records in it are
         # acknowledged: sync() does it then, so a checkpoint does not pay for it.
         self._dir_dirty = True
@@ -178,23 +217,82 @@ class Archive:
     def append(self, record: dict[str, Any]) -> bytes:
         """Write a record to the journal (to the OS at once: it survives a kill -9 from here on).
 
-        Returns the record's JSON body, which the server publishes as is.
+        Returns the record's JSON body, which the server publishes as is. Raises JournalError
+        when the record did not reach the journal whole; the journal then holds exactly the
+        records before it, and the caller must not apply the write.
         """
         body = encode(record)
-        self._journal.write(b"%08x " % zlib.crc32(body) + body + b"\n")
-        self._dirty = True
-        if self.fsync_mode == "always":
-            self.sync()
+        line = b"%08x " % zlib.crc32(body) + body + b"\n"
+        if self.journal_error is not None:
+            self.repair(record["seq"])
+        fd = self._journal
+        try:
+            written = os.write(fd, line)
+            while written < len(line):  # a short write: the rest fails (ENOSPC) or goes on
+                more = os.write(fd, memoryview(line)[written:])
+                if more <= 0:
+                    raise OSError(errno.EIO, "the journal accepted no more bytes")
+                written += more
+            if self.fsync_mode == "always":
+                self._fsync()
+        except OSError as exc:
+            self.refused += 1
+            self._cut_back()
+            log.error("journal %s: append of seq %s failed (%s); write refused",
+                      self.segment_name, record.get("seq"), exc)
+            raise JournalError("the write could not be journaled and is refused", seq=record.get("seq"),
+                               **_os_fields(exc)) from None
+        self._journal_size += len(line)
+        self._dirty = self.fsync_mode != "always"
         return body
+
+    def _cut_back(self) -> None:
+        """Truncate the segment to its last whole record (what a failed append left is torn)."""
+        try:
+            os.ftruncate(self._journal, self._journal_size)  # type: ignore[arg-type]
+        except OSError as exc:
+            self.journal_error = f"cannot cut a failed append back: {exc}"
+            log.error("journal %s: %s; writes are refused until it is repaired", self.segment_name,
+                      self.journal_error)
+
+    def repair(self, next_seq: int) -> None:
+        """Make a broken journal usable again: cut it back, else roll to a segment from ``next_seq``.
+
+        Raises JournalError while neither works (the server retries in its housekeeping).
+        """
+        if self.journal_error is None:
+            return
+        try:
+            if self._journal is None:
+                raise OSError(errno.EBADF, "no journal segment is open")
+            os.ftruncate(self._journal, self._journal_size)
+        except OSError:
+            try:
+                self._open_segment(next_seq)  # recovery sets the old segment's torn tail aside
+            except ArchiveError as exc:
+                self.journal_error = f"cannot open a new journal segment: {exc.fields.get('reason')}"
+                raise JournalError("the journal is not writable: the write is refused",
+                                   reason=self.journal_error, **{k: v for k, v in exc.fields.items()
+                                                                 if k in ("errno", "error")}) from None
+        log.info("journal %s repaired; appends resume", self.segment_name)
+        self.journal_error = None
+
+    @property
+    def segment_name(self) -> str:
+        """The journal segment appends go to."""
+        return f"journal-{self._journal_start:012d}.log"
 
     def sync(self) -> None:
         """fsync what was appended (a no-op under ``never`` or when nothing is pending)."""
         if self._dirty and self.fsync_mode != "never":
-            if self._dir_dirty:
-                _fsync_dir(self.path)
-                self._dir_dirty = False
-            os.fsync(self._journal.fileno())
+            self._fsync()
         self._dirty = False
+
+    def _fsync(self) -> None:
+        if self._dir_dirty:
+            _fsync_dir(self.path)
+            self._dir_dirty = False
+        os.fsync(self._journal)  # type: ignore[arg-type]
 
     def records_since(self, seq: int) -> Iterator[dict[str, Any]]:
         """Journal records after ``seq`` (for replicas catching up); stops at the first bad record."""
@@ -217,14 +315,19 @@ class Archive:
         if self._checkpoint_pid is not None:
             return False
         self.sync()
-        self._open_segment(seq + 1)
+        self._open_segment(seq + 1)  # ArchiveError (e.g. EMFILE) leaves the journal as it was
         began = time.monotonic()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            raise ArchiveError("cannot start a checkpoint", **_os_fields(exc)) from None
         if pid == 0:  # child: write, fsync, rename, exit; never return into the server
             status = 1
             try:
                 _write_snapshot(self.path, snapshot, seq)
                 status = 0
+            except OSError as exc:  # the exit status carries the errno (e.g. ENOSPC) to the parent
+                status = exc.errno if exc.errno and 0 < exc.errno < 256 else 1
             finally:
                 os._exit(status)
         self._checkpoint_pid, self._checkpoint_seq = pid, seq
@@ -239,9 +342,15 @@ class Archive:
         if pid == 0:
             return None
         self._checkpoint_pid = None
-        if os.waitstatus_to_exitcode(status) != 0:
-            log.error("snapshot at seq %d failed (exit status %s); journal kept", self._checkpoint_seq, status)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            reason = os.strerror(code) if code > 1 else f"the snapshot writer exited with status {code}"
+            self.checkpoint_error = {"seq": self._checkpoint_seq, "errno": code if code > 1 else None,
+                                     "error": errno.errorcode.get(code) if code > 1 else None, "reason": reason}
+            log.error("snapshot at seq %d failed (%s); the previous snapshot and the journal are kept",
+                      self._checkpoint_seq, reason)
             return None
+        self.checkpoint_error = None
         self.last_checkpoint_seconds = time.monotonic() - self._checkpoint_began
         self.snapshot_seq = self._checkpoint_seq
         self._prune(self._checkpoint_seq)
@@ -280,8 +389,8 @@ class Archive:
             raise ZdbError("a blob is named by its SHA-256 hex digest", hash=digest[:80])
         return self.blob_dir / digest[:2] / digest
 
-    def new_upload(self) -> "BlobUpload":
-        return BlobUpload(self)
+    def new_upload(self, owner: str | None = None) -> "BlobUpload":
+        return BlobUpload(self, owner)
 
     # -- closing ----------------------------------------------------------------------------------
     def close(self) -> None:
@@ -289,9 +398,11 @@ class Archive:
 
         self.poll_checkpoint(wait=True)
         if self._journal is not None:
-            self.sync()
-            self._journal.close()
-            self._journal = None
+            try:
+                self.sync()
+            finally:
+                os.close(self._journal)
+                self._journal = None
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
@@ -299,27 +410,31 @@ class Archive:
 
 
 class BlobUpload:
-    """A blob being received in chunks: hashed as it arrives, moved under its hash when complete."""
+    """A blob being received in chunks: hashed as it arrives, moved under its hash when complete.
 
-    def __init__(self, archive: Archive) -> None:
+    No descriptor is held between chunks (each is appended by open/write/close), so idle uploads
+    cost a file and a hash state, not a slot in the server's descriptor table.
+    """
+
+    def __init__(self, archive: Archive, owner: str | None = None) -> None:
         self.archive = archive
+        self.owner = owner
         self.token = secrets.token_hex(16)
         self.tmp_path = archive.blob_dir / "tmp" / self.token
-        self._stream = open(self.tmp_path, "wb")
         self._hash = hashlib.sha256()
         self.size = 0
         self.touched = time.monotonic()
 
     def write(self, chunk: bytes) -> None:
-        self._stream.write(chunk)
+        with open(self.tmp_path, "ab") as stream:
+            stream.write(chunk)
         self._hash.update(chunk)
         self.size += len(chunk)
         self.touched = time.monotonic()
 
     def finish(self, name: str) -> File:
-        self._stream.flush()
-        os.fsync(self._stream.fileno())
-        self._stream.close()
+        with open(self.tmp_path, "ab") as stream:
+            os.fsync(stream.fileno())
         digest = self._hash.hexdigest()
         final = self.archive.blob_path(digest)
         final.parent.mkdir(exist_ok=True)
@@ -327,18 +442,21 @@ class BlobUpload:
         return File(digest, name, self.size)
 
     def abort(self) -> None:
-        self._stream.close()
         self.tmp_path.unlink(missing_ok=True)
 
 
 def _write_snapshot(directory: Path, snapshot: dict[str, Any], seq: int) -> None:
     final = directory / f"snapshot-{seq:012d}.json"
     tmp = directory / f".snapshot-{seq:012d}.tmp"
-    with open(tmp, "wb") as stream:
-        stream.write(encode(snapshot))
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(tmp, final)
+    try:
+        with open(tmp, "wb") as stream:
+            stream.write(encode(snapshot))
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a partial snapshot must not keep holding a full disk
+        raise
     _fsync_dir(directory)
 
 

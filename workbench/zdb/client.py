@@ -228,9 +228,13 @@ class Client:
     def redo(self) -> None:
         self.request("redo")
 
-    def save(self) -> dict[str, Any]:
-        """Checkpoint: snapshot (written by a forked child, off the request path) + journal rotation."""
-        result, _ = self.request("save")
+    def save(self, wait: bool = False, timeout: float | None = None) -> dict[str, Any]:
+        """Checkpoint: snapshot (written by a forked child, off the request path) + journal rotation.
+
+        With ``wait`` the answer comes once the snapshot is durable, and a failed one (a full
+        disk) raises ArchiveError with its errno; the previous snapshot and the journal stay.
+        """
+        result, _ = self.request("save", wait=wait, timeout=timeout)
         return result
 
     def status(self, read: bool = False) -> dict[str, Any]:
@@ -428,8 +432,8 @@ class Proxy:
     def redo(self) -> None:
         self._client.redo()
 
-    def save(self) -> dict[str, Any]:
-        return self._client.save()
+    def save(self, wait: bool = False, timeout: float | None = None) -> dict[str, Any]:
+        return self._client.save(wait=wait, timeout=timeout)
 
     def lock(self, lease: float = 10.0, wait: float = 30.0) -> None:
         self._client.lock(lease=lease, wait=wait)

@@ -78,6 +78,14 @@ class Step:
     inverse: list[Op]
 
 
+class Change(NamedTuple):
+    """A change applied to the document whose history is not recorded yet (see ``Document.commit``)."""
+
+    kind: str  # "write", "undo" or "redo"
+    ops: list[Op]  # what was applied: the request's ops, or the undo/redo step's
+    inverse: list[Op]  # what reverts it
+
+
 class Document:
     """The whole database: a root dict plus bounded undo/redo history.
 
@@ -88,7 +96,7 @@ class Document:
         [None]
         >>> doc.read(Op(("l",), "__len__"))
         2
-        >>> doc.undo(); doc.root
+        >>> _ = doc.undo(); doc.root
         {}
     """
 
@@ -173,21 +181,54 @@ class Document:
     # -- writes ---------------------------------------------------------------------------------
     def write(self, ops: list[Op], record: bool = True) -> list[Any]:
         """Apply ``ops`` atomically and (if ``record``) push one undo step; return each op's result."""
-        results, inverse = self.apply(ops)
+        results, change = self.stage_write(ops)
         if record and ops:
-            self.undo_stack.append(Step(inverse))
-            self.redo_stack.clear()
+            self.commit(change)
         return results
 
     def write_one(self, op: Op, node: Any) -> Any:
         """``write([op])[0]`` for the node ``try_read(op)`` returned, without walking the path again."""
+        result, change = self.stage_write_one(op, node)
+        self.commit(change)
+        return result
+
+    # A staged change is applied to the document but not to its history: the server journals it,
+    # then commits it (history recorded) or reverts it (the document as before, history untouched).
+    def stage_write(self, ops: list[Op]) -> tuple[list[Any], "Change"]:
+        results, inverse = self.apply(ops)
+        return results, Change("write", ops, inverse)
+
+    def stage_write_one(self, op: Op, node: Any) -> tuple[Any, "Change"]:
         for depth, key in enumerate(op.path):
             if isinstance(key, slice):
                 raise OperationError("TypeError", "cannot write through a slice", path=list(op.path[:depth + 1]))
         result, inverse = self._apply_on(node, op)
-        self.undo_stack.append(Step(inverse))
-        self.redo_stack.clear()
-        return result
+        return result, Change("write", [op], inverse)
+
+    def stage_move(self, name: str) -> "Change":
+        """Apply the top undo (``name="undo"``) or redo step, leaving both stacks as they are."""
+        source = self.undo_stack if name == "undo" else self.redo_stack
+        if not source:
+            raise OperationError("UndoError", f"nothing to {name}")
+        step = source[-1]
+        # Applying a step's inverse yields the ops that revert it again: the step for the other stack.
+        _, reverted = self.apply(step.inverse)
+        return Change(name, step.inverse, reverted)
+
+    def commit(self, change: "Change") -> None:
+        """Record a staged change in the history."""
+        if change.kind == "write":
+            self.undo_stack.append(Step(change.inverse))
+            self.redo_stack.clear()
+        else:
+            source, target = ((self.undo_stack, self.redo_stack) if change.kind == "undo"
+                              else (self.redo_stack, self.undo_stack))
+            source.pop()
+            target.append(Step(change.inverse))
+
+    def revert(self, change: "Change") -> None:
+        """Take a staged change back (it was never committed: the history is untouched)."""
+        self._apply_unchecked(change.inverse)
 
     def apply(self, ops: list[Op]) -> tuple[list[Any], list[Op]]:
         """Apply ops in order; on an error undo the applied ones and re-raise. Returns results, inverse."""
@@ -209,20 +250,16 @@ class Document:
 
     def undo(self) -> list[Op]:
         """Revert the last write; returns the ops applied (what replicas must apply)."""
-        return self._move_step(self.undo_stack, self.redo_stack, "undo")
+        return self._move("undo")
 
     def redo(self) -> list[Op]:
         """Re-apply the last undone write; returns the ops applied."""
-        return self._move_step(self.redo_stack, self.undo_stack, "redo")
+        return self._move("redo")
 
-    def _move_step(self, source: deque[Step], target: deque[Step], name: str) -> list[Op]:
-        # Applying a step's inverse yields the ops that revert it again: the step for the other stack.
-        if not source:
-            raise OperationError("UndoError", f"nothing to {name}")
-        step = source.pop()
-        _, reverted = self.apply(step.inverse)
-        target.append(Step(reverted))
-        return step.inverse
+    def _move(self, name: str) -> list[Op]:
+        change = self.stage_move(name)
+        self.commit(change)
+        return change.ops
 
     def _apply_one(self, op: Op) -> tuple[Any, list[Op]]:
         if op.method is None:
@@ -528,4 +565,4 @@ _LIST_WRITES: dict[str, Handler] = {
     "reverse": _list_reverse, "sort": _list_sort, "clear": _list_clear,
 }
 
-__all__ = ["Document", "Op", "Step", "READ_METHODS", "WRITE_METHODS", "MAX_DEPTH", "File"]
+__all__ = ["Change", "Document", "Op", "Step", "READ_METHODS", "WRITE_METHODS", "MAX_DEPTH", "File"]

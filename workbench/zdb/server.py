@@ -25,8 +25,8 @@ from typing import Any, Callable
 import zmq
 
 from workbench.errors import ZdbError
-from workbench.zdb.archive import Archive, BlobUpload
-from workbench.zdb.document import Document, Op
+from workbench.zdb.archive import Archive, ArchiveError, BlobUpload, JournalError
+from workbench.zdb.document import Change, Document, Op
 from workbench.zdb.protocol import (
     MAX_MESSAGE_BYTES,
     REQUEST_KINDS,
@@ -62,6 +62,12 @@ RECEIVE_TIMEOUT_MS = 50
 HOUSEKEEPING_SECONDS = 0.005
 #: the requests a server answers: the protocol's, plus the operator's quiesce/unquiesce of a storage manager
 SERVER_REQUEST_KINDS = REQUEST_KINDS | {"quiesce", "unquiesce"}
+#: unfinished blob uploads a storage manager keeps, per client and in all, and how long one may idle
+UPLOADS_PER_CLIENT = 8
+UPLOADS_TOTAL = 64
+UPLOAD_IDLE_SECONDS = 60.0
+#: how often a storage manager whose journal is broken tries to repair it
+JOURNAL_RETRY_SECONDS = 1.0
 
 
 class LockError(ZdbError):
@@ -401,6 +407,8 @@ class StorageManager(_ServerBase):
         self._lock_expires = 0.0
         self._last_heartbeat = 0.0
         self._uploads: dict[str, BlobUpload] = {}
+        self._save_waiters: list[tuple[list[bytes], dict[str, Any]]] = []  # save(wait=True) until durable
+        self._journal_retry_at = 0.0
         self.replicas: dict[str, tuple[int, float]] = {}  # TE address -> (applied seq, last report)
         self.recovered_dropped = 0
         self._handlers: dict[str, Callable[[list[bytes], dict[str, Any], bytes | None], None]] = {
@@ -505,23 +513,34 @@ class StorageManager(_ServerBase):
                 self._ok(envelope, request, result)
                 return
             self._refuse_if_quiesced("op")
-            result = self.document.write_one(ops[0], result)  # `result` is the node to change
+            result, change = self.document.stage_write_one(ops[0], result)  # `result` is the node to change
+            self._record(change)
             self.stats.writes += 1
-            self._record("write", ops)
             self._ok(envelope, request, result)
             return
         self._refuse_if_quiesced("op")
         if len(ops) > 1 and not all(self.document.is_write(op) for op in ops):
             raise BadRequest("a request with several ops may contain only writes")
-        results = self.document.write(ops)
+        results, change = self.document.stage_write(ops)
+        self._record(change)
         self.stats.writes += 1
-        self._record("write", ops)
         self._ok(envelope, request, results[0] if len(results) == 1 else results)
 
-    def _record(self, kind: str, ops: list[Op]) -> None:
-        self.seq += 1
-        body = self.archive.append({"seq": self.seq, "kind": kind, "ops": [op.to_json() for op in ops]})
-        self.recent.append((self.seq, body))
+    def _record(self, change: Change) -> None:
+        """Journal a staged change, then commit it; a refused append reverts it (JournalError).
+
+        Only a journaled change reaches the history, the seq, the replies and the change stream:
+        a write the journal refused is invisible everywhere.
+        """
+        seq = self.seq + 1
+        try:
+            body = self.archive.append({"seq": seq, "kind": change.kind, "ops": [op.to_json() for op in change.ops]})
+        except BaseException:
+            self.document.revert(change)
+            raise
+        self.document.commit(change)
+        self.seq = seq
+        self.recent.append((seq, body))
         self._unpublished.append(body)
 
     def _refuse_if_quiesced(self, kind: str) -> None:
@@ -545,19 +564,42 @@ class StorageManager(_ServerBase):
 
     def _handle_undo(self, envelope, request, data) -> None:
         self._refuse_if_quiesced("undo")
-        self._record("undo", self.document.undo())
+        self._record(self.document.stage_move("undo"))
         self._ok(envelope, request)
 
     def _handle_redo(self, envelope, request, data) -> None:
         self._refuse_if_quiesced("redo")
-        self._record("redo", self.document.redo())
+        self._record(self.document.stage_move("redo"))
         self._ok(envelope, request)
 
     def _handle_save(self, envelope, request, data) -> None:
+        """Start a checkpoint; with ``wait`` answer once its snapshot is durable (or has failed)."""
+        wait = request.get("wait", False)
+        if not isinstance(wait, bool):
+            raise BadRequest("wait must be true or false")
         self.archive.sync()
+        # ArchiveError (no descriptor for a new segment, no fork) leaves journal and snapshots as
+        # they were. While an earlier checkpoint runs, a waiting save is answered when it ends.
         started = self.archive.checkpoint(self.snapshot(), self.seq)
+        if wait:
+            self._save_waiters.append((envelope, request))
+            return
         self._ok(envelope, request, {"seq": self.seq, "started": started,
                                      "snapshot_seq": self.archive.snapshot_seq})
+
+    def _answer_save_waiters(self) -> None:
+        if not self._save_waiters or self.archive.checkpoint_running:
+            return
+        waiters, self._save_waiters = self._save_waiters, []
+        failure = self.archive.checkpoint_error
+        for envelope, request in waiters:
+            if failure is not None:
+                error = ArchiveError("the checkpoint failed; the previous snapshot and the journal are kept",
+                                     **failure)
+                self.reply(envelope, error_reply(request.get("id"), error))
+            else:
+                self._ok(envelope, request, {"seq": self.archive.snapshot_seq, "started": True,
+                                             "snapshot_seq": self.archive.snapshot_seq})
 
     def snapshot(self) -> dict[str, Any]:
         """The live state to checkpoint (the forked child sees it frozen; no copy is made)."""
@@ -609,6 +651,9 @@ class StorageManager(_ServerBase):
             "clients": sum(1 for seen in self.stats.clients.values() if now - seen < 60),
             "requests": self.stats.requests, "reads": self.stats.reads, "writes": self.stats.writes,
             "errors": self.stats.errors, "fsync": self.archive.fsync_mode, "archive": str(self.archive.path),
+            "journal": self.archive.segment_name, "journal_error": self.archive.journal_error,
+            "refused_writes": self.archive.refused, "checkpoint_error": self.archive.checkpoint_error,
+            "recovered_dropped": self.recovered_dropped, "uploads": len(self._uploads),
             "replicas": {address: {"seq": seq, "lag": max(0, self.seq - seq)}
                          for address, (seq, seen) in self.replicas.items() if now - seen < 5 * HEARTBEAT_SECONDS},
         }
@@ -646,23 +691,43 @@ class StorageManager(_ServerBase):
         if data is None:
             raise BadRequest("blob_put needs a data frame")
         self._refuse_if_quiesced("blob_put")
+        final = request.get("final")
+        name = request.get("name") or "blob"
+        if final and not isinstance(name, str):
+            raise BadRequest("name must be a string")
         token = request.get("upload")
+        owner = request.get("client")
         if token is None:
-            upload = self.archive.new_upload()
+            self._check_upload_limits(owner)
+            upload = self.archive.new_upload(owner)
             self._uploads[upload.token] = upload
         else:
             upload = self._uploads.get(token)
-            if upload is None:
+            if upload is None or upload.owner != owner:
                 raise BadRequest("unknown or expired upload", upload=str(token)[:40])
-        upload.write(data)
-        if request.get("final"):
-            del self._uploads[upload.token]
-            name = request.get("name") or "blob"
-            if not isinstance(name, str):
-                raise BadRequest("name must be a string")
-            self._ok(envelope, request, upload.finish(os.path.basename(name)))
+        try:
+            upload.write(data)
+            if final:
+                del self._uploads[upload.token]
+                stored = upload.finish(os.path.basename(name))
+        except OSError as exc:  # a full disk, no descriptor: nothing of the upload is kept
+            self._uploads.pop(upload.token, None)
+            upload.abort()
+            raise ZdbError("the upload could not be stored and is dropped", errno=exc.errno,
+                           reason=exc.strerror or str(exc)) from None
+        if final:
+            self._ok(envelope, request, stored)
         else:
             self._ok(envelope, request, {"upload": upload.token, "size": upload.size})
+
+    def _check_upload_limits(self, owner: str | None) -> None:
+        """Refuse a new upload beyond UPLOADS_PER_CLIENT unfinished ones per client or UPLOADS_TOTAL in all."""
+        if len(self._uploads) >= UPLOADS_TOTAL:
+            raise ZdbError("too many unfinished uploads on this server: finish or wait for one",
+                           limit=UPLOADS_TOTAL, idle_seconds=UPLOAD_IDLE_SECONDS)
+        if sum(1 for upload in self._uploads.values() if upload.owner == owner) >= UPLOADS_PER_CLIENT:
+            raise ZdbError("too many unfinished uploads of this client: finish one first",
+                           limit=UPLOADS_PER_CLIENT, idle_seconds=UPLOAD_IDLE_SECONDS)
 
     def _handle_blob_get(self, envelope, request, data) -> None:
         digest, offset, length = request.get("hash"), request.get("offset", 0), request.get("length", 1 << 20)
@@ -684,7 +749,11 @@ class StorageManager(_ServerBase):
 
     # -- after each batch: durability first, then replies and the change stream -----------------
     def _after_batch(self) -> None:
-        self.archive.sync()
+        try:
+            self.archive.sync()
+        except OSError as exc:
+            # The records are in the page cache (they survive a kill -9), not known to be on disk.
+            log.error("fsync of the journal failed: %s", exc)
         self._flush_outbox()
         unpublished, self._unpublished = self._unpublished, []
         for body in unpublished:
@@ -699,8 +768,15 @@ class StorageManager(_ServerBase):
             self._last_heartbeat = now
             self._publish_heartbeat()
         self.archive.poll_checkpoint()
+        self._answer_save_waiters()
+        if self.archive.journal_error is not None and now >= self._journal_retry_at:
+            self._journal_retry_at = now + JOURNAL_RETRY_SECONDS
+            try:
+                self.archive.repair(self.seq + 1)
+            except JournalError:
+                pass  # still broken: writes stay refused, status says why
         for token, upload in list(self._uploads.items()):
-            if now - upload.touched > 300:  # an abandoned upload
+            if now - upload.touched > UPLOAD_IDLE_SECONDS:  # an abandoned upload
                 upload.abort()
                 del self._uploads[token]
         super()._housekeeping()
