@@ -35,6 +35,8 @@ class ZdbMonitor(EventSource):
         except BaseException:
             self._client.close()
             raise
+        # Whether the stream's server takes no login (then we subscribe without one).
+        self._stream_takes_no_login = self._client._server_takes_no_login
         self.publish_address = self.status.get("publish") or self._primary_publish_address(client_options)
         self._last_seq: int = self.status["seq"]
         self._events = EventDispatcher(f"zdb {uri}")
@@ -42,10 +44,15 @@ class ZdbMonitor(EventSource):
         self._context = zmq.Context()
         self._subscriber = self._context.socket(zmq.SUB)
         self._subscriber.linger = 0
+        # The stream checks the same login (or CURVE key) as the requests.
         if self._client.server_key:
             from workbench.zdb.transport import secure_client
 
             secure_client(self._subscriber, self._client.server_key, self._client.keys)
+        elif client_options.get("user") is not None and not self._stream_takes_no_login:
+            from workbench.zdb.transport import login_client
+
+            login_client(self._subscriber, client_options["user"], client_options.get("password") or "")
         self._subscriber.setsockopt(zmq.SUBSCRIBE, b"")
         self._subscriber.connect(self.publish_address)
         self._thread = threading.Thread(target=self._follow, name=f"zdb-monitor-{uri}", daemon=True)
@@ -57,14 +64,15 @@ class ZdbMonitor(EventSource):
         if not primary:
             self._client.close()
             raise ZdbError("this server publishes no change stream", uri=self.uri)
-        anonymous = {k: v for k, v in client_options.items() if k not in ("user", "password")}
-        # The SM may not require the TE's dba login (a domain starts SMs without one): try both.
-        for options in (client_options, anonymous):
-            try:
-                with Client(primary, **options) as primary_client:
-                    return primary_client.status()["publish"]
-            except ZdbError:
-                continue
+        # The same login as the engine's (a client with a login connects without one to a server
+        # that takes none).
+        try:
+            with Client(primary, **client_options) as primary_client:
+                publish = primary_client.status()["publish"]
+                self._stream_takes_no_login = primary_client._server_takes_no_login
+                return publish
+        except ZdbError:
+            pass
         self._client.close()
         raise ZdbError("cannot reach the storage manager behind this engine", uri=self.uri, primary=primary)
 
