@@ -8,7 +8,10 @@ Every request is one JSON object::
 ``kind`` is ``op`` (reads or writes; the server decides which), ``undo``, ``redo``, ``save``,
 ``lock``, ``unlock``, ``renew``, ``status``, ``ping``, ``blob_put``, ``blob_get``, ``sync`` or
 ``login``. ``after`` asks a replica to answer only once it has applied write ``after``
-(read-your-writes). Replies are ``{"id": 7, "ok": true, "result": ..., "seq": 42}`` or
+(read-your-writes). ``client`` only names the client in statistics (at most 128 characters); it
+grants nothing. The login is not a message: a server with one checks it in each connection's
+handshake, and ``login`` merely confirms it. The reply to ``lock`` carries the lock's secret
+``token``; the holder sends it as ``lock_token`` with every request while it holds the lock. Replies are ``{"id": 7, "ok": true, "result": ..., "seq": 42}`` or
 ``{"id": 7, "ok": false, "error": {"type": "KeyError", "message": "'x'", "fields": {...}}}``.
 
 Slices travel as ``{"$slice": [start, stop, step]}`` and blob references as
