@@ -135,3 +135,38 @@ def test_the_dba_password_can_come_from_the_environment_and_stays_off_the_comman
         assert command_lines and not any("from-env-s3cret" in line for line in command_lines.values())
     finally:
         server.stop()
+
+
+def test_a_login_and_curve_cannot_share_a_socket(tmp_path):
+    from workbench.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="cannot be combined"):
+        StorageManager(tmp_path / "a", bind="tcp://127.0.0.1:0", users={"dba": "pw"}, curve=CurveKeys.generate())
+
+
+def test_a_client_with_a_login_reaches_a_server_without_one(sm, connect):
+    db, connection = connect(sm.address, user="dba", password="anything")
+    db["x"] = 1
+    assert db["x"]._run() == 1 and sm.document.root == {"x": 1}
+
+
+def test_an_engine_with_a_wrong_login_for_its_storage_manager_is_told_so(tmp_path):
+    from workbench.errors import ZdbError
+
+    sm = StorageManager(tmp_path / "a", bind="tcp://127.0.0.1:0", users={"dba": "right"}).start()
+    try:
+        with pytest.raises(ZdbError, match="refused this engine's connection: wrong database user or password"):
+            TransactionEngine(sm.address, bind="tcp://127.0.0.1:0", users={"dba": "wrong"}, sync_timeout=10).start()
+        with pytest.raises(ZdbError, match="requires a login"):
+            TransactionEngine(sm.address, bind="tcp://127.0.0.1:0", sync_timeout=10).start()
+        engine = TransactionEngine(sm.address, bind="tcp://127.0.0.1:0", users={"te-user": "te-pw"},
+                                   primary_user="dba", primary_password="right").start()
+        try:
+            db, connection = client(engine.address, user="te-user", password="te-pw", timeout=5.0)
+            db["k"] = "through the engine's own login"
+            assert sm.document.root == {"k": "through the engine's own login"}
+            connection.close()
+        finally:
+            engine.stop()
+    finally:
+        sm.stop()

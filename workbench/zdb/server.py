@@ -84,6 +84,10 @@ CLIENT_SEEN_SECONDS = 60.0
 MAX_TRACKED_REPLICAS = 256
 #: requests a server holds at once (lock waiters, read-your-writes); more are refused
 MAX_PENDING = 10_000
+#: a connection that has not finished its handshake (the login) by then is dropped
+HANDSHAKE_MS = 5000
+#: largest message a subscriber may send the change stream (it sends only subscriptions)
+MAX_SUBSCRIBER_MESSAGE = 64 * 1024
 
 
 class _PrimaryTakesNoLogin(Exception):
@@ -247,6 +251,7 @@ class _ServerBase:
         self.router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES + 4096)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.router.linger = 1000
+        self.router.handshake_ivl = HANDSHAKE_MS
         self._secure(self.router)
         self.address = connectable(bind(self.router, self.bind_uri))
         self.control = self.context.socket(zmq.PAIR)
@@ -487,6 +492,8 @@ class StorageManager(_ServerBase):
             self.publisher = self.context.socket(zmq.PUB)
             self.publisher.linger = 0
             self.publisher.sndhwm = 100_000
+            self.publisher.handshake_ivl = HANDSHAKE_MS
+            self.publisher.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIBER_MESSAGE)
             # The stream shows every write: it checks the same login (or key) as the requests.
             self._secure(self.publisher)
             publish_bind = self.publish_bind or _sibling_endpoint(self.address)
