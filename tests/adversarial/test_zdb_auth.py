@@ -352,3 +352,17 @@ def test_fuzzed_request_frames_before_and_after_login(sm_process, peers):
         # (A fuzzed lock or quiesce with the login may hold now: status answers regardless.)
         assert answers_within(connection.status)["role"] == "sm"
     ProcessBounds.of(sm_process.process.pid).assert_within(before, rss_mib=64, fds=16)
+
+
+def test_a_flood_of_wrong_logins_gets_nothing_and_leaves_the_server_answering(guarded_sm, peers, connect):
+    _, connection = connect(guarded_sm.address, user=DBA, password=PASSWORD)
+    requests_before = connection.status()["requests"]
+    # 50 guessers, each retrying its handshake every 100 ms (ZeroMQ's reconnect): ~1,000 wrong logins.
+    guessers = [peers(guarded_sm.address, user=DBA, password=f"guess-{index}") for index in range(50)]
+    guessers += [peers(guarded_sm.publish_address, zmq.SUB, user=f"user-{index}", password=PASSWORD)
+                 for index in range(10)]
+    time.sleep(2.0)
+    assert answers_within(connection.ping)
+    assert all(not g.socket.poll(0) for g in guessers)  # not one message reached a guesser
+    status = answers_within(connection.status)
+    assert status["requests"] - requests_before <= 3  # only our own ping and status got to the server thread
