@@ -9,7 +9,9 @@ grants a session or the lock, and a well-formed request still answers within 2 s
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import time
 from typing import Any, Iterator
 
@@ -301,6 +303,26 @@ def sm_process(tmp_path, monkeypatch):
     server.stop()
 
 
+@pytest.fixture
+def te_process(sm_process, tmp_path):
+    from workbench.testing.zdb import ZdbReplicaProcess
+
+    class GuardedReplica(ZdbReplicaProcess):
+        def command(self):  # the dba login on its own port, and the same one to its SM
+            return [*super().command(), "--dba-user", DBA]
+
+    engine = GuardedReplica(tmp_path / "te", sm_process.uri).start()
+    yield engine
+    engine.stop()
+
+
+def _zmtp_plain_hello(user: str, password: str) -> bytes:
+    """A ZMTP 3.0 client greeting for PLAIN followed by its HELLO command (what a handshake sends first)."""
+    greeting = b"\xff" + b"\0" * 8 + b"\x7f" + b"\x03\x00" + b"PLAIN".ljust(20, b"\0") + b"\0" + b"\0" * 31
+    body = b"\x05HELLO" + bytes([len(user)]) + user.encode() + bytes([len(password)]) + password.encode()
+    return greeting + b"\x04" + bytes([len(body)]) + body
+
+
 def _warm(uri: str) -> None:
     with client(uri, user=DBA, password=PASSWORD, timeout=10.0)[1] as connection:
         for index in range(200):
@@ -324,7 +346,9 @@ def test_thousands_of_pings_with_big_client_ids_keep_memory_bounded(sm_process, 
         assert connection.status()["clients"] <= 4096 + 1  # the tracked clients are capped
 
 
-def test_fuzzed_request_frames_before_and_after_login(sm_process, peers):
+@pytest.mark.parametrize("target", ["sm", "te"])
+def test_fuzzed_request_frames_before_and_after_login(target, request, peers):
+    server = request.getfixturevalue("sm_process" if target == "sm" else "te_process")
     rng = fuzz_random()
     seeds = [json.dumps(m).encode() for m in (
         {"id": 1, "kind": "op", "client": "c-1", "ops": [[[], "__setitem__", ["k", {"a": [1, 2]}], {}]]},
@@ -336,22 +360,34 @@ def test_fuzzed_request_frames_before_and_after_login(sm_process, peers):
         {"id": 7, "kind": "status"}, {"id": 8, "kind": "ping", "client": "c-1"},
         {"id": 9, "kind": "quiesce"}, {"id": 10, "kind": "unquiesce"},
     )]
-    _warm(sm_process.uri)
-    before = ProcessBounds.of(sm_process.process.pid)
+    _warm(server.uri)
+    before = ProcessBounds.of(server.process.pid)
     budget = fuzz_messages()
-    for credentials in ({}, {"user": DBA, "password": PASSWORD}):
-        fuzzer = peers(sm_process.uri, **credentials)
-        for _ in range(budget // 2):
-            body = mutate(rng.choice(seeds), rng)
-            frames = [body] if rng.random() < 0.8 else [body, rng.randbytes(rng.randrange(64))]
-            fuzzer.send(*frames)
-        fuzzer.drain(quiet=1.0)
-        assert sm_process.process.poll() is None, f"seed {rng.seed_value}: the server died"
-        assert _ping(sm_process.uri), f"seed {rng.seed_value}"
-    with client(sm_process.uri, user=DBA, password=PASSWORD, timeout=10.0)[1] as connection:
+    # Before login, a stranger's only input is the handshake itself: mutated ZMTP greetings and
+    # PLAIN HELLOs (with right and wrong passwords) on raw TCP connections.
+    host, port = server.uri.removeprefix("tcp://").rsplit(":", 1)
+    for _ in range(budget // 2):
+        handshake = mutate(_zmtp_plain_hello(DBA, rng.choice([PASSWORD, "guess", ""])), rng)
+        with socket.create_connection((host, int(port)), timeout=2.0) as stranger:
+            stranger.settimeout(0.02)
+            with contextlib.suppress(OSError):
+                stranger.sendall(handshake)
+                stranger.recv(4096)
+    assert server.process.poll() is None, f"seed {rng.seed_value}: the server died"
+    assert _ping(server.uri), f"seed {rng.seed_value}"
+    # After login: mutated request frames from a connection that passed the handshake.
+    fuzzer = peers(server.uri, user=DBA, password=PASSWORD)
+    for _ in range(budget // 2):
+        body = mutate(rng.choice(seeds), rng)
+        frames = [body] if rng.random() < 0.8 else [body, rng.randbytes(rng.randrange(64))]
+        assert fuzzer.send(*frames)
+    fuzzer.drain(quiet=1.0)
+    assert server.process.poll() is None, f"seed {rng.seed_value}: the server died"
+    assert _ping(server.uri), f"seed {rng.seed_value}"
+    with client(server.uri, user=DBA, password=PASSWORD, timeout=10.0)[1] as connection:
         # (A fuzzed lock or quiesce with the login may hold now: status answers regardless.)
-        assert answers_within(connection.status)["role"] == "sm"
-    ProcessBounds.of(sm_process.process.pid).assert_within(before, rss_mib=64, fds=16)
+        assert answers_within(connection.status)["role"] == target
+    ProcessBounds.of(server.process.pid).assert_within(before, rss_mib=64, fds=16)
 
 
 def test_a_flood_of_wrong_logins_gets_nothing_and_leaves_the_server_answering(guarded_sm, peers, connect):
