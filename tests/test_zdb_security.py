@@ -170,3 +170,14 @@ def test_an_engine_with_a_wrong_login_for_its_storage_manager_is_told_so(tmp_pat
             engine.stop()
     finally:
         sm.stop()
+
+
+def test_one_client_reaches_a_write_endpoint_without_a_login_and_a_read_endpoint_with_one(sm, connect):
+    replica = TransactionEngine(sm.address, bind="tcp://127.0.0.1:0", users={"dba": "pw"}).start()
+    try:
+        db, connection = connect(sm.address, replica.address, user="dba", password="pw", read_your_writes=True)
+        db["k"] = "written on the open SM"
+        assert db["k"]._run() == "written on the open SM"  # read on the engine, with the login
+        assert connection.server_takes_no_login
+    finally:
+        replica.stop()

@@ -113,7 +113,7 @@ class Client:
         self._closed = False
         self._credentials = (user, password or "") if user is not None else None
         self._watches: dict[str, HandshakeWatch] = {}
-        self._server_takes_no_login = False
+        self._takes_no_login: set[str] = set()  # roles ("write", "read") whose server has no login
         if self._credentials:
             try:
                 self._login()
@@ -137,7 +137,7 @@ class Client:
             with_login = False
             if self.server_key:
                 secure_client(sock, self.server_key, self.keys)
-            elif self._credentials and not self._server_takes_no_login:
+            elif self._credentials and role not in self._takes_no_login:
                 login_client(sock, *self._credentials)
                 with_login = True
             self._watches[role] = HandshakeWatch(sock, with_login)
@@ -213,8 +213,7 @@ class Client:
                 sock.send(data)
         except zmq.Again:  # no live connection yet: wait for one within the timeout
             if not self._wait_for_connection(role, sock, timeout):
-                if self._server_takes_no_login and self._credentials and role in self._watches \
-                        and self._watches[role].with_login:
+                if role in self._takes_no_login and self._watches[role].with_login:
                     self._reset(role)  # connect again, this time without a login
                     return self._exchange(role, message, data, timeout)
                 return None, None
@@ -254,11 +253,16 @@ class Client:
                 raise ZdbAuthenticationError("authentication required: log in with the database user "
                                              "(or the server's CURVE key)", uri=self._uri(role))
             if failure == NO_LOGIN_THERE:
-                self._server_takes_no_login = True
+                self._takes_no_login.add(role)
                 return False
             if time.monotonic() >= deadline:
                 return False
         return True
+
+    @property
+    def server_takes_no_login(self) -> bool:
+        """Whether the write endpoint turned out to take no login (so we connect without one)."""
+        return "write" in self._takes_no_login
 
     def _uri(self, role: str) -> str | None:
         return self.write_uri if role == "write" else self.read_uri

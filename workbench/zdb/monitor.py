@@ -36,7 +36,7 @@ class ZdbMonitor(EventSource):
             self._client.close()
             raise
         # Whether the stream's server takes no login (then we subscribe without one).
-        self._stream_takes_no_login = self._client._server_takes_no_login
+        self._stream_takes_no_login = self._client.server_takes_no_login
         self.publish_address = self.status.get("publish") or self._primary_publish_address(client_options)
         self._last_seq: int = self.status["seq"]
         self._events = EventDispatcher(f"zdb {uri}")
@@ -69,7 +69,7 @@ class ZdbMonitor(EventSource):
         try:
             with Client(primary, **client_options) as primary_client:
                 publish = primary_client.status()["publish"]
-                self._stream_takes_no_login = primary_client._server_takes_no_login
+                self._stream_takes_no_login = primary_client.server_takes_no_login
                 return publish
         except ZdbError:
             pass

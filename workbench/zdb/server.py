@@ -839,6 +839,9 @@ class TransactionEngine(_ServerBase):
             self.primary_login = None
             self._open_upstream()
             reply, _ = self._request_upstream({"kind": "sync", "since": None}, timeout=self.sync_timeout)
+        for watch in self._watches:  # the handshake passed: nothing more to learn from it
+            watch.close()
+        self._watches = []
         self.publish_address = reply["publish"]
         self.subscriber.setsockopt(zmq.SUBSCRIBE, b"")
         self.subscriber.connect(self.publish_address)
@@ -862,7 +865,7 @@ class TransactionEngine(_ServerBase):
         elif self.primary_login is not None:
             for sock in (self.upstream, self.subscriber):
                 login_client(sock, *self.primary_login)
-        # Only read while starting: a refused login is told as such, not as a timeout.
+        # Read while starting: a refused login is told as such, not as a timeout.
         self._watches = [HandshakeWatch(self.upstream, with_login=self.primary_login is not None)]
         self.upstream.connect(self.primary)
 
