@@ -11,7 +11,8 @@ Every request is one JSON object::
 (read-your-writes). ``client`` only names the client in statistics (at most 128 characters); it
 grants nothing. The login is not a message: a server with one checks it in each connection's
 handshake, and ``login`` merely confirms it. The reply to ``lock`` carries the lock's secret
-``token``; the holder sends it as ``lock_token`` with every request while it holds the lock. Replies are ``{"id": 7, "ok": true, "result": ..., "seq": 42}`` or
+``token``; the holder sends it as ``lock_token`` with every request while it holds the lock.
+Replies are ``{"id": 7, "ok": true, "result": ..., "seq": 42}`` or
 ``{"id": 7, "ok": false, "error": {"type": "KeyError", "message": "'x'", "fields": {...}}}``.
 
 Slices travel as ``{"$slice": [start, stop, step]}`` and blob references as
