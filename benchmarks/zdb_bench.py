@@ -23,6 +23,10 @@ What is measured, and against what:
      The ratio echo / redis-py is printed too: a ZeroMQ request that does no work at all keeps
      that share of redis-py's rate, so it is the ceiling of zdb get / redis get on the machine.
 
+   * the same zdb get and set against a storage manager with the dba login (PLAIN checked in each
+     connection's handshake), in the same rounds: the ratio login on / off is what the login costs
+     per request (it should cost nothing after the handshake).
+
    Each measurement is split in rounds interleaved across the peers, so drift of a shared machine
    hits them alike; the printed figure is the mean of the rounds, with their spread.
 2. **Eight concurrent clients**, each in its own process (so the client GIL does not decide):
@@ -71,23 +75,25 @@ from _common import (  # noqa: E402
 
 VALUE = "v" * 32  # a small value: 32 characters
 GET_KEY = "k"
+#: the dba login of the storage manager that measures what the login costs
+DBA_USER, DBA_PASSWORD = "dba", "bench-password"
 
 Op = tuple[Callable[[], Any], Callable[[], None]]
 
 
 # -- clients: module-level factories, also run inside spawned client processes ----------------------
-def zdb_get_client(index: int, address: str) -> Op:
+def zdb_get_client(index: int, address: str, login: bool = False) -> Op:
     from workbench.zdb import client
 
-    db, conn = client(address)
+    db, conn = client(address, **({"user": DBA_USER, "password": DBA_PASSWORD} if login else {}))
     proxy = db[GET_KEY]
     return proxy._run, conn.close
 
 
-def zdb_set_client(index: int, address: str) -> Op:
+def zdb_set_client(index: int, address: str, login: bool = False) -> Op:
     from workbench.zdb import client
 
-    db, conn = client(address)
+    db, conn = client(address, **({"user": DBA_USER, "password": DBA_PASSWORD} if login else {}))
     key = f"w{index}"
 
     def op() -> None:
@@ -160,9 +166,15 @@ def zdb_get_payload() -> bytes:
 
 
 # -- servers --------------------------------------------------------------------------------------
-def start_sm(workdir: Path, name: str, cleanup: Cleanup) -> ChildServer:
+def start_sm(workdir: Path, name: str, cleanup: Cleanup, login: bool = False) -> ChildServer:
+    from workbench.zdb.cli import DBA_PASSWORD_VARIABLE
+
+    extra, env = [], None
+    if login:  # the password through the environment, as the domain passes it
+        extra, env = ["--dba-user", DBA_USER], {**os.environ, DBA_PASSWORD_VARIABLE: DBA_PASSWORD}
     server = ChildServer(name, [sys.executable, "-m", "workbench.zdb", "serve", str(workdir / name / "archive"),
-                                "--bind", "tcp://127.0.0.1:0", "--fsync", "never"], workdir / name)
+                                "--bind", "tcp://127.0.0.1:0", "--fsync", "never", *extra], workdir / name,
+                         env=env)
     server.start()
     cleanup.add(server.stop)
     return server
@@ -188,6 +200,7 @@ def start_redis(workdir: Path, cleanup: Cleanup) -> Any:
 # -- figures 1 and 2 --------------------------------------------------------------------------------
 def round_trips(report: Report, args: argparse.Namespace, workdir: Path, cleanup: Cleanup) -> None:
     sm = start_sm(workdir, "sm-roundtrip", cleanup)
+    sm_login = start_sm(workdir, "sm-roundtrip-login", cleanup, login=True)
     echo = echo_server(workdir / "echo")
     cleanup.add(echo.stop)
     router_echo = echo_server(workdir / "echo", pattern="router")
@@ -200,6 +213,8 @@ def round_trips(report: Report, args: argparse.Namespace, workdir: Path, cleanup
 
     db, conn = client(sm.address)
     db[GET_KEY] = VALUE
+    with client(sm_login.address, user=DBA_USER, password=DBA_PASSWORD)[1] as login_conn:
+        login_conn.run((), "__setitem__", (GET_KEY, VALUE))
     r = redis.Redis.from_url(redis_server.url())
     r.set(GET_KEY, VALUE)
     r.close()
@@ -217,7 +232,9 @@ def round_trips(report: Report, args: argparse.Namespace, workdir: Path, cleanup
     # 1. one client, in this process
     ops: dict[str, Callable[[], Any]] = {}
     closers = []
-    for name, (factory, fargs) in specs.items():
+    login_specs = {"zdb get, dba login": (zdb_get_client, (sm_login.address, True)),
+                   "zdb set, dba login": (zdb_set_client, (sm_login.address, True))}
+    for name, (factory, fargs) in {**specs, **login_specs}.items():
         ops[name], close = factory(0, *fargs)
         closers.append(close)
     try:
@@ -239,6 +256,10 @@ def round_trips(report: Report, args: argparse.Namespace, workdir: Path, cleanup
                    1 / mean["zdb get"] - 1 / mean["echo"], "protocol, dispatch and document, both ends")
     report.ratio(fig, "zdb get / DEALER-ROUTER echo (reference)", mean["zdb get"] / mean["router echo"])
     report.ratio(fig, "zdb set / zdb get (journal cost)", mean["zdb set"] / mean["zdb get"])
+    report.ratio(fig, "zdb get with the dba login / without (login cost)",
+                 mean["zdb get, dba login"] / mean["zdb get"])
+    report.ratio(fig, "zdb set with the dba login / without (login cost)",
+                 mean["zdb set, dba login"] / mean["zdb set"])
 
     # 2. N clients, one process each
     fig = "2"

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from workbench.zdb import StorageManager, TransactionEngine, ZdbRemoteError, ZdbTimeout, client
+from workbench.zdb import StorageManager, TransactionEngine, ZdbAuthenticationError, ZdbRemoteError, client
 from workbench.zdb.transport import CurveKeys, load_public_keys
 
 
@@ -25,12 +25,13 @@ def test_curve_lets_in_only_listed_client_keys(curve_sm, connect):
     db, _ = connect(server.address, server_key=server_keys.public, keys=allowed)
     db["secret"] = "visible to listed clients"
     assert db["secret"]._run() == "visible to listed clients"
+    # Refused in the handshake, and told so (not left to time out).
     stranger, _ = connect(server.address, server_key=server_keys.public, keys=CurveKeys.generate(),
-                          timeout=0.5, retries=0)
-    with pytest.raises(ZdbTimeout):
+                          timeout=5.0, retries=0)
+    with pytest.raises(ZdbAuthenticationError, match="does not allow this CURVE key"):
         stranger["secret"]._run()
-    plain, _ = connect(server.address, timeout=0.5, retries=0)
-    with pytest.raises(ZdbTimeout):
+    plain, _ = connect(server.address, timeout=5.0, retries=0)
+    with pytest.raises(ZdbAuthenticationError, match="authentication required"):
         plain["secret"]._run()
     assert server.document.root == {"secret": "visible to listed clients"}
 
@@ -134,3 +135,49 @@ def test_the_dba_password_can_come_from_the_environment_and_stays_off_the_comman
         assert command_lines and not any("from-env-s3cret" in line for line in command_lines.values())
     finally:
         server.stop()
+
+
+def test_a_login_and_curve_cannot_share_a_socket(tmp_path):
+    from workbench.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="cannot be combined"):
+        StorageManager(tmp_path / "a", bind="tcp://127.0.0.1:0", users={"dba": "pw"}, curve=CurveKeys.generate())
+
+
+def test_a_client_with_a_login_reaches_a_server_without_one(sm, connect):
+    db, connection = connect(sm.address, user="dba", password="anything")
+    db["x"] = 1
+    assert db["x"]._run() == 1 and sm.document.root == {"x": 1}
+
+
+def test_an_engine_with_a_wrong_login_for_its_storage_manager_is_told_so(tmp_path):
+    from workbench.errors import ZdbError
+
+    sm = StorageManager(tmp_path / "a", bind="tcp://127.0.0.1:0", users={"dba": "right"}).start()
+    try:
+        with pytest.raises(ZdbError, match="refused this engine's connection: wrong database user or password"):
+            TransactionEngine(sm.address, bind="tcp://127.0.0.1:0", users={"dba": "wrong"}, sync_timeout=10).start()
+        with pytest.raises(ZdbError, match="requires a login"):
+            TransactionEngine(sm.address, bind="tcp://127.0.0.1:0", sync_timeout=10).start()
+        engine = TransactionEngine(sm.address, bind="tcp://127.0.0.1:0", users={"te-user": "te-pw"},
+                                   primary_user="dba", primary_password="right").start()
+        try:
+            db, connection = client(engine.address, user="te-user", password="te-pw", timeout=5.0)
+            db["k"] = "through the engine's own login"
+            assert sm.document.root == {"k": "through the engine's own login"}
+            connection.close()
+        finally:
+            engine.stop()
+    finally:
+        sm.stop()
+
+
+def test_one_client_reaches_a_write_endpoint_without_a_login_and_a_read_endpoint_with_one(sm, connect):
+    replica = TransactionEngine(sm.address, bind="tcp://127.0.0.1:0", users={"dba": "pw"}).start()
+    try:
+        db, connection = connect(sm.address, replica.address, user="dba", password="pw", read_your_writes=True)
+        db["k"] = "written on the open SM"
+        assert db["k"]._run() == "written on the open SM"  # read on the engine, with the login
+        assert connection.server_takes_no_login
+    finally:
+        replica.stop()

@@ -11,9 +11,9 @@ Servers: ``StorageManager`` (the primary, owning an archive directory) and
 ``TransactionEngine`` (an in-memory replica fed by the primary's change stream).
 """
 
-from workbench.zdb.client import Client, Proxy, ZdbRemoteError, ZdbTimeout, client, connect
+from workbench.zdb.client import Client, Proxy, ZdbAuthenticationError, ZdbRemoteError, ZdbTimeout, client, connect
 from workbench.zdb.protocol import File
 from workbench.zdb.server import LockError, StorageManager, TransactionEngine, open_server
 
-__all__ = ["Client", "File", "LockError", "Proxy", "StorageManager", "TransactionEngine", "ZdbRemoteError",
-           "ZdbTimeout", "client", "connect", "open_server"]
+__all__ = ["Client", "File", "LockError", "Proxy", "StorageManager", "TransactionEngine", "ZdbAuthenticationError",
+           "ZdbRemoteError", "ZdbTimeout", "client", "connect", "open_server"]

@@ -12,6 +12,8 @@ from workbench.zdb.transport import DEFAULT_URI
 
 #: where `serve` and `replica` read the dba password when --dba-password is not given
 DBA_PASSWORD_VARIABLE = "WORKBENCH_ZDB_DBA_PASSWORD"
+#: where `replica` reads the password of --primary-user (by default it logs in with its own dba login)
+PRIMARY_PASSWORD_VARIABLE = "WORKBENCH_ZDB_PRIMARY_PASSWORD"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--fsync", choices=["always", "batch", "never"], default="batch",
                        help="power-loss durability: fsync every write, each batch (group commit), or never")
     serve.add_argument("--history", type=int, default=1000, help="undo steps kept (default 1000)")
-    serve.add_argument("--dba-user", help="require clients to log in as this database user")
+    serve.add_argument("--dba-user", help="require this database user's login on every socket (requests and "
+                       "change stream)")
     serve.add_argument("--dba-password", help=f"password of --dba-user (default: ${DBA_PASSWORD_VARIABLE})")
     _curve_server_flags(serve)
     serve.set_defaults(func=cmd_serve)
@@ -32,8 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     replica = commands.add_parser("replica", help="run a transaction engine (read replica) of a primary")
     replica.add_argument("--primary", required=True, help="the storage manager's endpoint")
     replica.add_argument("--bind", default="tcp://127.0.0.1:5561", help="client endpoint (default port 5561)")
-    replica.add_argument("--dba-user", help="require clients of this engine to log in as this database user")
+    replica.add_argument("--dba-user", help="require clients of this engine to log in as this database user; "
+                         "also the login it gives the storage manager unless --primary-user is given")
     replica.add_argument("--dba-password", help=f"password of --dba-user (default: ${DBA_PASSWORD_VARIABLE})")
+    replica.add_argument("--primary-user", help="log in to the storage manager as this user (password from "
+                         f"${PRIMARY_PASSWORD_VARIABLE})")
     _curve_server_flags(replica)
     _curve_client_flags(replica)
     replica.set_defaults(func=cmd_replica)
@@ -122,10 +128,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_replica(args: argparse.Namespace) -> int:
     from workbench.zdb.server import TransactionEngine
 
+    from workbench.errors import ConfigurationError
+
     client_side = _client_security(args)
+    primary_login: dict[str, Any] = {}
+    if args.primary_user:
+        password = os.environ.get(PRIMARY_PASSWORD_VARIABLE)
+        if not password:
+            raise ConfigurationError(f"--primary-user needs its password in ${PRIMARY_PASSWORD_VARIABLE}")
+        primary_login = {"primary_user": args.primary_user, "primary_password": password}
     return _serve(TransactionEngine(args.primary, bind=args.bind, primary_key=client_side.get("server_key"),
                                     client_keys=client_side.get("keys"), users=_users(args),
-                                    **_server_security(args)))
+                                    **primary_login, **_server_security(args)))
 
 
 def cmd_shell(args: argparse.Namespace) -> int:

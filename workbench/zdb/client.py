@@ -29,7 +29,18 @@ import zmq
 from workbench.errors import ZdbError
 from workbench.zdb.document import READ_METHODS
 from workbench.zdb.protocol import BLOB_CHUNK_BYTES, File, decode, encode
-from workbench.zdb.transport import DEFAULT_URI, CurveKeys, recv_frames, secure_client, send_frames
+from workbench.zdb.transport import (
+    DEFAULT_URI,
+    LOGIN_NEEDED,
+    NO_LOGIN_THERE,
+    REFUSED,
+    CurveKeys,
+    HandshakeWatch,
+    login_client,
+    recv_frames,
+    secure_client,
+    send_frames,
+)
 
 
 # plain ints: no enum work per request
@@ -42,6 +53,10 @@ class ZdbTimeout(ZdbError, TimeoutError):
 
 class ZdbRemoteError(ZdbError):
     """An error reported by the server; ``type`` is the name the server gave it."""
+
+
+class ZdbAuthenticationError(ZdbRemoteError):
+    """The server refused the connection's handshake: a wrong login or CURVE key, or none given."""
 
 
 _BUILTIN_ERRORS = {"KeyError": KeyError, "IndexError": IndexError, "TypeError": TypeError,
@@ -64,6 +79,11 @@ class Client:
     ``read_your_writes=True`` makes reads sent to a replica wait until it has applied this
     client's last write. Reads are retried on a fresh socket after a timeout; writes are not (a
     write that timed out may have been applied) and raise ``ZdbTimeout``.
+
+    ``user`` / ``password`` are presented in each connection's handshake (ZeroMQ's PLAIN): a
+    server with a login lets nothing else through, and a wrong one raises
+    ``ZdbAuthenticationError`` at once. Against a server that takes no login, the client
+    connects without one.
     """
 
     def __init__(self, write_uri: str = DEFAULT_URI, read_uri: str | None = None, timeout: float = 10.0,
@@ -78,7 +98,7 @@ class Client:
         self.read_your_writes = read_your_writes
         self.server_key = server_key
         self.keys = keys or (CurveKeys.generate() if server_key else None)
-        self.client_id = f"c-{uuid.uuid4().hex}"  # 128 random bits: also the login session key
+        self.client_id = f"c-{uuid.uuid4().hex}"  # names this client in statistics; grants nothing
         self.last_write_seq = 0
         self.context = zmq.Context()
         self._ids = iter(range(1, 1 << 62))
@@ -86,11 +106,14 @@ class Client:
         self._sockets: dict[str, zmq.Socket | None] = {"write": None, "read": None}
         self._wait_ms: dict[str, int] = {}  # the receive timeout each socket has now
         self._locked = False
+        self._lock_token: str | None = None  # the lock's secret, from the server's reply to lock
         self._renewer: threading.Thread | None = None
         self._renew_stop = threading.Event()
         self.lock_lost: str | None = None
         self._closed = False
-        self._credentials = (user, password) if user is not None else None
+        self._credentials = (user, password or "") if user is not None else None
+        self._watches: dict[str, HandshakeWatch] = {}
+        self._takes_no_login: set[str] = set()  # roles ("write", "read") whose server has no login
         if self._credentials:
             try:
                 self._login()
@@ -111,13 +134,21 @@ class Client:
             # Queue only on live connections, so a request never waits in a pipe to reach a
             # restarted server after we gave up on it.
             sock.setsockopt(zmq.IMMEDIATE, 1)
+            with_login = False
             if self.server_key:
                 secure_client(sock, self.server_key, self.keys)
+            elif self._credentials and role not in self._takes_no_login:
+                login_client(sock, *self._credentials)
+                with_login = True
+            self._watches[role] = HandshakeWatch(sock, with_login)
             sock.connect(self.write_uri if role == "write" else self.read_uri)
             self._sockets[role] = sock
         return sock
 
     def _reset(self, role: str) -> None:
+        watch = self._watches.pop(role, None)
+        if watch is not None:
+            watch.close()
         sock = self._sockets[role]
         if sock is not None:
             sock.close(linger=0)
@@ -133,6 +164,8 @@ class Client:
             # While locked, everything goes to the write endpoint (the lock lives there).
             role = "read" if read and self.read_uri and not self._locked else "write"
             message = {"kind": kind, "client": self.client_id, **fields}
+            if self._lock_token is not None:
+                message["lock_token"] = self._lock_token
             if read and role == "read" and self.read_your_writes and self.last_write_seq:
                 message["after"] = self.last_write_seq
             attempts = 1 + (self.retries if read else 0)
@@ -156,12 +189,6 @@ class Client:
                 if isinstance(seq, int) and seq > self.last_write_seq:
                     self.last_write_seq = seq
             return reply.get("result"), reply_data
-        if self._credentials and kind != "login" \
-                and "authentication required" in str((reply.get("error") or {}).get("message")):
-            # The server restarted and forgot our login: log in again and retry once.
-            with self._lock:
-                self._login_locked()
-            return self.request(kind, read=read, data=data, timeout=timeout, **fields)
         error = reply.get("error") or {}
         cls = remote_error_class(str(error.get("type", "ZdbError")))
         fields = error.get("fields") or {}
@@ -185,7 +212,10 @@ class Client:
                 sock.send(body, _NOBLOCK | _SNDMORE)
                 sock.send(data)
         except zmq.Again:  # no live connection yet: wait for one within the timeout
-            if not sock.poll(int(timeout * 1000), zmq.POLLOUT):
+            if not self._wait_for_connection(role, sock, timeout):
+                if role in self._takes_no_login and self._watches[role].with_login:
+                    self._reset(role)  # connect again, this time without a login
+                    return self._exchange(role, message, data, timeout)
                 return None, None
             send_frames(sock, [body] if data is None else [body, data])
         deadline = time.monotonic() + timeout
@@ -209,6 +239,33 @@ class Client:
             if remaining <= 0:
                 return None, None
             wait_ms = int(remaining * 1000) + 1
+
+    def _wait_for_connection(self, role: str, sock: zmq.Socket, timeout: float) -> bool:
+        """Wait until a connection passed its handshake; raise if the server refused it."""
+        deadline = time.monotonic() + timeout
+        watch = self._watches[role]
+        while not sock.poll(50, zmq.POLLOUT):
+            failure = watch.failure()
+            if failure == REFUSED:
+                raise ZdbAuthenticationError("the server does not allow this CURVE key" if self.server_key
+                                             else "wrong database user or password", uri=self._uri(role))
+            if failure == LOGIN_NEEDED:
+                raise ZdbAuthenticationError("authentication required: log in with the database user "
+                                             "(or the server's CURVE key)", uri=self._uri(role))
+            if failure == NO_LOGIN_THERE:
+                self._takes_no_login.add(role)
+                return False
+            if time.monotonic() >= deadline:
+                return False
+        return True
+
+    @property
+    def server_takes_no_login(self) -> bool:
+        """Whether the write endpoint turned out to take no login (so we connect without one)."""
+        return "write" in self._takes_no_login
+
+    def _uri(self, role: str) -> str | None:
+        return self.write_uri if role == "write" else self.read_uri
 
     def run(self, path: tuple[Any, ...], method: str | None = None, args: tuple[Any, ...] = (),
             kwargs: dict[str, Any] | None = None, ops: list[list[Any]] | None = None) -> Any:
@@ -250,7 +307,8 @@ class Client:
         with self._lock:
             if self._locked:
                 raise ZdbError("this client already holds the lock")
-            self.request("lock", lease=lease, wait=wait, timeout=wait + self.timeout)
+            result, _ = self.request("lock", lease=lease, wait=wait, timeout=wait + self.timeout)
+            self._lock_token = result.get("token") if isinstance(result, dict) else None
             self._locked = True
             self.lock_lost = None
             self._renew_stop.clear()
@@ -263,7 +321,10 @@ class Client:
         self._stop_renewer()
         with self._lock:
             self._locked = False
-            self.request("unlock")
+            try:
+                self.request("unlock")
+            finally:
+                self._lock_token = None
 
     @contextlib.contextmanager
     def locked(self, lease: float = 10.0, wait: float = 30.0) -> Iterator["Client"]:
@@ -292,10 +353,11 @@ class Client:
             self._login_locked()
 
     def _login_locked(self) -> None:
-        user, password = self._credentials  # type: ignore[misc]
-        self.request("login", user=user, password=password)
+        # The handshake carries the login; this request makes it happen now, so a refused login
+        # raises here rather than at the first read. No password travels in a message.
+        self.request("login")
         if self.read_uri:
-            self.request("login", read=True, user=user, password=password)
+            self.request("login", read=True)
 
     # -- blobs ----------------------------------------------------------------------------------
     def put_file(self, content: bytes | BinaryIO | str | os.PathLike[str], name: str | None = None) -> File:

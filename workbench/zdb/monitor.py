@@ -32,7 +32,7 @@ class ZdbMonitor(EventSource):
         engine (e.g. the CURVE member keys of a domain's database), when they are not the engine's."""
         self.uri = uri
         self._client = Client(uri, **client_options)
-        self._stream_keys: tuple[str | None, Any] = (self._client.server_key, self._client.keys)
+        self._stream_credentials = self._credentials_of(self._client, client_options)
         try:
             self.status: dict[str, Any] = self._client.status()
         except BaseException:
@@ -46,11 +46,16 @@ class ZdbMonitor(EventSource):
         self._context = zmq.Context()
         self._subscriber = self._context.socket(zmq.SUB)
         self._subscriber.linger = 0
-        server_key, keys = self._stream_keys
+        # The stream checks the same login (or CURVE key) as the requests of its server.
+        server_key, keys, login = self._stream_credentials
         if server_key:
             from workbench.zdb.transport import secure_client
 
             secure_client(self._subscriber, server_key, keys)
+        elif login is not None:
+            from workbench.zdb.transport import login_client
+
+            login_client(self._subscriber, *login)
         self._subscriber.setsockopt(zmq.SUBSCRIBE, b"")
         self._subscriber.connect(self.publish_address)
         self._thread = threading.Thread(target=self._follow, name=f"zdb-monitor-{uri}", daemon=True)
@@ -63,20 +68,26 @@ class ZdbMonitor(EventSource):
         if not primary:
             self._client.close()
             raise ZdbError("this server publishes no change stream", uri=self.uri)
-        anonymous = {k: v for k, v in client_options.items() if k not in ("user", "password")}
-        # The SM may not require the TE's dba login: try both, unless told how to reach it.
-        candidates = [{"timeout": client_options.get("timeout", 10.0), **primary_options}] \
-            if primary_options is not None else [client_options, anonymous]
-        for options in candidates:
-            try:
-                with Client(primary, **options) as primary_client:
-                    address = primary_client.status()["publish"]
-                    self._stream_keys = (primary_client.server_key, primary_client.keys)
-                    return address
-            except ZdbError:
-                continue
+        # The engine's own options reach its SM unless told otherwise (e.g. a domain database's
+        # CURVE member keys); a client with a login connects without one to an SM that takes none.
+        options = {"timeout": client_options.get("timeout", 10.0), **primary_options} \
+            if primary_options is not None else client_options
+        try:
+            with Client(primary, **options) as primary_client:
+                address = primary_client.status()["publish"]
+                self._stream_credentials = self._credentials_of(primary_client, options)
+                return address
+        except ZdbError:
+            pass
         self._client.close()
         raise ZdbError("cannot reach the storage manager behind this engine", uri=self.uri, primary=primary)
+
+    @staticmethod
+    def _credentials_of(client: Client, options: dict[str, Any]) -> tuple[str | None, Any, tuple[str, str] | None]:
+        """What a subscriber to ``client``'s server gives: its CURVE keys, or the dba login it needs."""
+        user = options.get("user")
+        login = None if user is None or client.server_takes_no_login else (user, options.get("password") or "")
+        return client.server_key, client.keys, login
 
     def initial_events(self) -> list[tuple[str, tuple[Any, ...]]]:
         return [("server_status", (dict(self.status),))]

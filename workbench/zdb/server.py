@@ -9,22 +9,30 @@ and forwards everything else to the storage manager. Clients may talk to either.
 Both are objects with ``start()`` (returns once bound; ``address`` is the real endpoint),
 ``stop()``, ``serve_forever()`` and context-manager use. Each runs one server thread that owns
 its sockets and document, so no locking is needed inside.
+
+A server given ``users`` (the dba login) makes every socket it binds, the requests and the change
+stream, a PLAIN server whose handshake checks the login (ZeroMQ's ZAP), so a peer without it
+never reaches the server thread; a server given CURVE keys checks them the same way. The lock is
+owned by whoever holds its token, a secret sent only in the reply to ``lock``; the stream and
+``sync`` carry only the token's SHA-256, which replicas compare and which grants nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import secrets
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import zmq
 
-from workbench.errors import ZdbError
+from workbench.errors import ConfigurationError, ZdbError
 from workbench.zdb.archive import Archive, ArchiveError, BlobUpload, JournalError
 from workbench.zdb.document import Change, Document, Op
 from workbench.zdb.protocol import (
@@ -38,8 +46,12 @@ from workbench.zdb.protocol import (
 )
 from workbench.zdb.transport import (
     DEFAULT_URI,
+    NO_LOGIN_THERE,
+    REFUSED,
     CurveKeys,
     CurveServer,
+    HandshakeWatch,
+    PlainLogin,
     bind,
     connectable,
     recv_frames,
@@ -68,6 +80,24 @@ UPLOADS_TOTAL = 64
 UPLOAD_IDLE_SECONDS = 60.0
 #: how often a storage manager whose journal is broken tries to repair it
 JOURNAL_RETRY_SECONDS = 1.0
+#: longest client id a request may carry (ids only name clients in statistics)
+MAX_CLIENT_ID = 128
+#: clients remembered for the status's client count (least recently seen forgotten first)
+MAX_TRACKED_CLIENTS = 4096
+#: a client unseen this long no longer counts, and is forgotten
+CLIENT_SEEN_SECONDS = 60.0
+#: replicas whose position a storage manager keeps for its status
+MAX_TRACKED_REPLICAS = 256
+#: requests a server holds at once (lock waiters, read-your-writes); more are refused
+MAX_PENDING = 10_000
+#: a connection that has not finished its handshake (the login) by then is dropped
+HANDSHAKE_MS = 5000
+#: largest message a subscriber may send the change stream (it sends only subscriptions)
+MAX_SUBSCRIBER_MESSAGE = 64 * 1024
+
+
+class _PrimaryTakesNoLogin(Exception):
+    """Raised while a TE starts: its storage manager has no login, so it connects without one."""
 
 
 class LockError(ZdbError):
@@ -95,7 +125,28 @@ class ServerStats:
     reads: int = 0
     writes: int = 0
     errors: int = 0
-    clients: dict[str, float] = field(default_factory=dict)  # client id -> last seen
+    # client id -> last seen, least recently seen first; bounded in count, id length and age
+    clients: OrderedDict[str, float] = field(default_factory=OrderedDict)
+
+    def seen(self, client: str, now: float) -> None:
+        clients = self.clients
+        if client in clients:
+            clients.move_to_end(client)
+        clients[client] = now
+        if len(clients) > MAX_TRACKED_CLIENTS:
+            clients.popitem(last=False)
+
+    def forget_before(self, oldest: float) -> None:
+        clients = self.clients
+        while clients and next(iter(clients.values())) < oldest:
+            clients.popitem(last=False)
+
+
+def lock_digest(token: Any) -> str | None:
+    """What the stream shows of a lock token: its SHA-256, which replicas compare and which grants nothing."""
+    if not isinstance(token, str) or not token:
+        return None
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class _ServerBase:
@@ -106,9 +157,12 @@ class _ServerBase:
 
     def __init__(self, bind_uri: str, curve: CurveKeys | None = None,
                  allowed_clients: list[str] | None = None, users: dict[str, str] | None = None) -> None:
+        if users is not None and curve is not None:
+            # One socket speaks one mechanism: PLAIN (the login) or CURVE (keys on an allow-list).
+            raise ConfigurationError("a dba login and CURVE cannot be combined: with CURVE, the allow-list of "
+                                     "client keys is the authentication")
         self.bind_uri = bind_uri
-        self.users = users
-        self._logged_in: set[str] = set()
+        self.users = dict(users) if users is not None else None
         self.curve_keys = curve
         self.allowed_clients = allowed_clients
         self.context = zmq.Context()
@@ -122,7 +176,7 @@ class _ServerBase:
         self._stopped = threading.Event()
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
-        self._curve_server: CurveServer | None = None
+        self._guard: CurveServer | PlainLogin | None = None  # checks every connection's handshake
         self._outbox: list[list[bytes]] = []
         self._control_uri = f"inproc://zdb-control-{id(self)}"
 
@@ -195,24 +249,34 @@ class _ServerBase:
 
     def _open_router(self) -> None:
         if self.curve_keys is not None:
-            self._curve_server = CurveServer(self.context, self.curve_keys, self.allowed_clients)
+            self._guard = CurveServer(self.context, self.curve_keys, self.allowed_clients)
+        elif self.users is not None:
+            self._guard = PlainLogin(self.context, self.users)
         self.router = self.context.socket(zmq.ROUTER)
+        # Only authenticated peers (or anyone, on a server without a login) get this far.
         self.router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES + 4096)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.router.linger = 1000
-        if self._curve_server is not None:
-            self._curve_server.secure(self.router)
+        self.router.handshake_ivl = HANDSHAKE_MS
+        self._secure(self.router)
         self.address = connectable(bind(self.router, self.bind_uri))
         self.control = self.context.socket(zmq.PAIR)
         self.control.bind(self._control_uri)
 
+    def _secure(self, socket: zmq.Socket) -> None:
+        """Make a socket this server binds check the login (or CURVE key) of every peer."""
+        if self._guard is not None:
+            self._guard.secure(socket)
+
     def _close_sockets(self) -> None:
+        for watch in getattr(self, "_watches", ()):
+            watch.close()
         for name in ("router", "control", "publisher", "subscriber", "upstream"):
             sock = getattr(self, name, None)
             if sock is not None:
                 sock.close(linger=500)
-        if self._curve_server is not None:
-            self._curve_server.stop()
+        if self._guard is not None:
+            self._guard.stop()
         self.context.term()
 
     # -- the loop -------------------------------------------------------------------------------
@@ -298,7 +362,9 @@ class _ServerBase:
                 raise BadRequest("client must be a string")
             self.stats.requests += 1
             if client:
-                self.stats.clients[client] = time.monotonic()
+                if len(client) > MAX_CLIENT_ID:
+                    raise BadRequest(f"client ids are at most {MAX_CLIENT_ID} characters")
+                self.stats.seen(client, time.monotonic())
             self._dispatch(envelope, request, data)
         except Exception as exc:  # every failure becomes an error reply; the server stays up
             self.stats.errors += 1
@@ -319,6 +385,8 @@ class _ServerBase:
             if not isinstance(wait, (int, float)) or wait < 0:
                 raise BadRequest("wait must be a non-negative number of seconds")
             deadline = time.monotonic() + wait
+            if len(self.pending) >= MAX_PENDING:
+                raise ZdbError("too many requests waiting: try again later", waiting=len(self.pending))
         self.pending.append(Pending(envelope, request, data, deadline, reason))
 
     def retry_pending(self) -> None:
@@ -343,33 +411,29 @@ class _ServerBase:
             error = LockError(f"timed out waiting: {item.reason}", reason=item.reason)
             self.reply(item.envelope, error_reply(item.request.get("id"), error))
 
-    def needs_login(self, request: dict[str, Any]) -> bool:
-        return (self.users is not None and request["kind"] not in ("login", "ping")
-                and request.get("client") not in self._logged_in)
-
     def login(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Check a database user's password (constant-time); remember the client's session."""
-        import hmac
+        """What a ``login`` request gets: the handshake already checked the login, there is no session.
 
+        Every connection that reaches the server thread has passed the handshake (or the server
+        takes no login), so nothing in a request, and nothing a client could replay, is a session.
+        """
         if self.users is None:
             return {"user": None}
-        user, password = request.get("user"), request.get("password")
-        expected = self.users.get(user) if isinstance(user, str) else None
-        if expected is None or not isinstance(password, str) \
-                or not hmac.compare_digest(expected.encode(), password.encode()):
-            raise ZdbError("wrong database user or password", user=user if isinstance(user, str) else None)
-        client = request.get("client")
-        if not client:
-            raise BadRequest("login needs a client id")
-        self._logged_in.add(client)
-        return {"user": user}
+        return {"user": next(iter(self.users)) if len(self.users) == 1 else None}
+
+    def holds_lock(self, request: dict[str, Any]) -> bool:
+        """Whether the request carries the token of the lock held now."""
+        holder = self.lock_holder
+        return holder is not None and lock_digest(request.get("lock_token")) == holder
 
     def blocked_by_lock(self, request: dict[str, Any]) -> bool:
-        return (self.lock_holder is not None and request.get("client") != self.lock_holder
-                and request["kind"] not in ("ping", "status", "sync", "unlock", "renew"))
+        return (self.lock_holder is not None
+                and request["kind"] not in ("ping", "status", "sync", "unlock", "renew", "login")
+                and not self.holds_lock(request))
 
     def _housekeeping(self) -> None:
         self._expire_pending()
+        self.stats.forget_before(time.monotonic() - CLIENT_SEEN_SECONDS)
         self._flush_outbox()
 
     def _open(self) -> None:
@@ -436,8 +500,10 @@ class StorageManager(_ServerBase):
             self.publisher = self.context.socket(zmq.PUB)
             self.publisher.linger = 0
             self.publisher.sndhwm = 100_000
-            if self._curve_server is not None:
-                self._curve_server.secure(self.publisher)
+            self.publisher.handshake_ivl = HANDSHAKE_MS
+            self.publisher.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIBER_MESSAGE)
+            # The stream shows every write: it checks the same login (or key) as the requests.
+            self._secure(self.publisher)
             publish_bind = self.publish_bind or _sibling_endpoint(self.address)
             self.publish_address = connectable(bind(self.publisher, publish_bind))
         except BaseException:
@@ -486,9 +552,7 @@ class StorageManager(_ServerBase):
 
     # -- dispatch -------------------------------------------------------------------------------
     def _dispatch(self, envelope: list[bytes], request: dict[str, Any], data: bytes | None) -> None:
-        # (Both checks are cheap to skip when no users are configured and nobody holds the lock.)
-        if self.users is not None and self.needs_login(request):
-            raise ZdbError("authentication required: log in with the database user first")
+        # (Cheap to skip while nobody holds the lock. The login was checked by the handshake.)
         if self.lock_holder is not None and self.blocked_by_lock(request):
             self.hold(envelope, request, data, "database locked by another client")
             return
@@ -607,25 +671,24 @@ class StorageManager(_ServerBase):
                 "history": self.document.history_to_json()}
 
     def _handle_lock(self, envelope, request, data) -> None:
-        client = request.get("client")
-        if not client:
-            raise BadRequest("lock needs a client id")
-        if self.lock_holder == client:
-            raise LockError("you already hold the lock", client=client)
-        self.lock_holder = client
+        if self.holds_lock(request):
+            raise LockError("you already hold the lock", client=request.get("client"))
         lease = _lease(request, self.lease_seconds)
+        # The token goes only to the locker, in this reply; everyone else sees only its digest.
+        token = secrets.token_urlsafe(32)
+        self.lock_holder = lock_digest(token)
         self._lock_expires = time.monotonic() + lease
         self._publish_heartbeat()
-        self._ok(envelope, request, {"locked": True, "lease": lease})
+        self._ok(envelope, request, {"locked": True, "lease": lease, "token": token})
 
     def _handle_unlock(self, envelope, request, data) -> None:
-        if self.lock_holder is None or request.get("client") != self.lock_holder:
+        if not self.holds_lock(request):
             raise LockError("unlock of a lock you do not hold", client=request.get("client"))
         self._release_lock()
         self._ok(envelope, request, {"locked": False})
 
     def _handle_renew(self, envelope, request, data) -> None:
-        if self.lock_holder is None or request.get("client") != self.lock_holder:
+        if not self.holds_lock(request):
             raise LockError("the lock is not yours to renew (expired?)", client=request.get("client"))
         lease = _lease(request, self.lease_seconds)
         self._lock_expires = time.monotonic() + lease
@@ -661,8 +724,19 @@ class StorageManager(_ServerBase):
     def _handle_ping(self, envelope, request, data) -> None:
         replica, seq = request.get("replica"), request.get("seq")
         if isinstance(replica, str) and isinstance(seq, int):
-            self.replicas[replica[:200]] = (seq, time.monotonic())  # a TE reporting its position
+            self._track_replica(replica[:200], seq)  # a TE reporting its position
         self._ok(envelope, request, "pong")
+
+    def _track_replica(self, replica: str, seq: int) -> None:
+        now = time.monotonic()
+        if replica not in self.replicas and len(self.replicas) >= MAX_TRACKED_REPLICAS:
+            # Full: forget replicas that stopped reporting; with none stale, this one is not kept.
+            stale = [name for name, (_, seen) in self.replicas.items() if now - seen >= 5 * HEARTBEAT_SECONDS]
+            for name in stale:
+                del self.replicas[name]
+            if not stale:
+                return
+        self.replicas[replica] = (seq, now)
 
     def _handle_sync(self, envelope, request, data) -> None:
         since = request.get("since")
@@ -762,7 +836,7 @@ class StorageManager(_ServerBase):
     def _housekeeping(self) -> None:
         now = time.monotonic()
         if self.lock_holder is not None and now >= self._lock_expires:
-            log.warning("lock of client %s expired (lease not renewed)", self.lock_holder)
+            log.warning("lock %s... expired (lease not renewed)", self.lock_holder[:12])
             self._release_lock()
         if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
             self._last_heartbeat = now
@@ -793,6 +867,10 @@ class TransactionEngine(_ServerBase):
     Reads are served here; writes, undo/redo, save, locks and blobs are forwarded to the storage
     manager, and the reply goes back to the client once this engine has applied that write
     (so a client reading here right after writing here sees its write).
+
+    It logs in to a storage manager that requires a login (for forwarding and for its
+    subscription) as ``primary_user`` / ``primary_password``, by default its own dba login when
+    it has exactly one user.
     """
 
     role = "te"
@@ -800,8 +878,12 @@ class TransactionEngine(_ServerBase):
     def __init__(self, primary: str, bind: str = "tcp://127.0.0.1:5561", curve: CurveKeys | None = None,
                  allowed_clients: list[str] | None = None, primary_key: str | None = None,
                  client_keys: CurveKeys | None = None, sync_timeout: float = 30.0,
-                 users: dict[str, str] | None = None) -> None:
+                 users: dict[str, str] | None = None, primary_user: str | None = None,
+                 primary_password: str | None = None) -> None:
         super().__init__(bind, curve, allowed_clients, users)
+        if primary_user is None and users is not None and len(users) == 1:
+            primary_user, primary_password = next(iter(users.items()))
+        self.primary_login = (primary_user, primary_password or "") if primary_user is not None else None
         self.primary = primary
         self.primary_key = primary_key
         self.client_keys = client_keys
@@ -819,7 +901,33 @@ class TransactionEngine(_ServerBase):
         self._resync_at = 0.0
 
     def _open(self) -> None:
-        from workbench.zdb.transport import secure_client
+        self._open_upstream()
+        # The first sync both fetches the snapshot and tells us where the stream is published.
+        try:
+            reply, _ = self._request_upstream({"kind": "sync", "since": None}, timeout=self.sync_timeout)
+        except _PrimaryTakesNoLogin:
+            # A storage manager without a login of its own: follow it without one.
+            log.warning("te: the storage manager %s takes no login; following it without one", self.primary)
+            for watch in self._watches:
+                watch.close()
+            self.upstream.close(linger=0)
+            self.subscriber.close(linger=0)
+            self.primary_login = None
+            self._open_upstream()
+            reply, _ = self._request_upstream({"kind": "sync", "since": None}, timeout=self.sync_timeout)
+        for watch in self._watches:  # the handshake passed: nothing more to learn from it
+            watch.close()
+        self._watches = []
+        self.publish_address = reply["publish"]
+        self.subscriber.setsockopt(zmq.SUBSCRIBE, b"")
+        self.subscriber.connect(self.publish_address)
+        self._load_snapshot(reply["result"])
+        self._open_router()
+        log.info("zdb transaction engine on %s following %s at seq %d", self.address, self.primary, self.seq)
+
+    def _open_upstream(self) -> None:
+        """The DEALER that forwards to the SM and the SUB that follows its stream, with our login or key."""
+        from workbench.zdb.transport import login_client, secure_client
 
         self.upstream = self.context.socket(zmq.DEALER)
         self.upstream.linger = 0
@@ -830,22 +938,29 @@ class TransactionEngine(_ServerBase):
             keys = self.client_keys or CurveKeys.generate()
             secure_client(self.upstream, self.primary_key, keys)
             secure_client(self.subscriber, self.primary_key, keys)
+        elif self.primary_login is not None:
+            for sock in (self.upstream, self.subscriber):
+                login_client(sock, *self.primary_login)
+        # Read while starting: a refused login is told as such, not as a timeout.
+        self._watches = [HandshakeWatch(self.upstream, with_login=self.primary_login is not None)]
         self.upstream.connect(self.primary)
-        # The first sync both fetches the snapshot and tells us where the stream is published.
-        reply, _ = self._request_upstream({"kind": "sync", "since": None}, timeout=self.sync_timeout)
-        self.publish_address = reply["publish"]
-        self.subscriber.setsockopt(zmq.SUBSCRIBE, b"")
-        self.subscriber.connect(self.publish_address)
-        self._load_snapshot(reply["result"])
-        self._open_router()
-        log.info("zdb transaction engine on %s following %s at seq %d", self.address, self.primary, self.seq)
 
     def _request_upstream(self, message: dict[str, Any], timeout: float) -> tuple[dict[str, Any], bytes | None]:
         """A blocking request to the SM (only while starting, before serving)."""
         message = {**message, "id": 0, "client": f"te-{id(self):x}"}
         self.upstream.send(encode(message))
-        if not self.upstream.poll(int(timeout * 1000)):
-            raise ZdbError("storage manager did not answer", primary=self.primary, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while not self.upstream.poll(100):
+            failure = self._watches[0].failure()
+            if failure == NO_LOGIN_THERE and not self.primary_key:
+                raise _PrimaryTakesNoLogin()
+            if failure is not None:
+                raise ZdbError("the storage manager refused this engine's connection: "
+                               + ("wrong database user or password" if failure == REFUSED
+                                  else "it requires a login or CURVE key (give the engine one)"),
+                               primary=self.primary)
+            if time.monotonic() >= deadline:
+                raise ZdbError("storage manager did not answer", primary=self.primary, timeout=timeout)
         frames = self.upstream.recv_multipart()
         reply = decode(frames[0])
         if not reply.get("ok"):
@@ -979,13 +1094,9 @@ class TransactionEngine(_ServerBase):
         if kind == "ping":
             self._ok(envelope, request, "pong")
             return
-        if self.users is not None:
-            # This engine checks its own database users; the storage manager behind it need not.
-            if kind == "login":
-                self._ok(envelope, request, self.login(request))
-                return
-            if self.needs_login(request):
-                raise ZdbError("authentication required: log in with the database user first")
+        if kind == "login":  # this engine's own handshake checked it: nothing to forward
+            self._ok(envelope, request, self.login(request))
+            return
         op = self._single_read(request) if kind == "op" else None
         if op is not None:
             if self.blocked_by_lock(request):

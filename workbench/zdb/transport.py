@@ -1,18 +1,26 @@
-"""zdb over ZeroMQ: endpoints, request framing, and optional CURVE encryption with a key allow-list.
+"""zdb over ZeroMQ: endpoints, request framing, and who may connect (a dba login or CURVE keys).
 
 Servers use a ROUTER socket, so one server thread serves many clients and can hold some requests
 (lock waiters, read-your-writes) while answering others. A request is ``[envelope..., json]`` or
 ``[envelope..., json, data]`` where ``data`` is raw blob content; REQ clients add an empty
 delimiter frame, DEALER clients may omit it: both are accepted.
+
+Authentication is ZeroMQ's own, checked by a ZAP handler (``zmq.auth``) during the handshake of
+every connection, on the request socket and the change stream alike: ``PlainLogin`` takes the
+dba user and password (ZeroMQ's PLAIN mechanism), ``CurveServer`` a CURVE key on an allow-list.
+A peer that fails the handshake never delivers a message, so the server thread spends nothing on
+it. ``HandshakeWatch`` tells a client why its handshake failed instead of leaving it to time out.
 """
 
 from __future__ import annotations
 
+import hmac
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
 from workbench.errors import ConfigurationError
 
@@ -142,8 +150,6 @@ class CurveServer:
     """Makes server sockets CURVE servers and runs the authenticator that checks client keys."""
 
     def __init__(self, context: zmq.Context, keys: CurveKeys, allowed_clients: Iterable[str] | None) -> None:
-        from zmq.auth.thread import ThreadAuthenticator
-
         self.keys = keys
         self.authenticator = ThreadAuthenticator(context)
         self.authenticator.start()
@@ -167,3 +173,89 @@ def secure_client(socket: zmq.Socket, server_public: str, keys: CurveKeys) -> No
     socket.curve_serverkey = server_public.encode()
     socket.curve_publickey = keys.public.encode()
     socket.curve_secretkey = keys.secret.encode()
+
+
+class _DbaAuthenticator(ThreadAuthenticator):
+    """ZAP handler for PLAIN: the dba users and passwords, compared in constant time."""
+
+    def __init__(self, context: zmq.Context, users: Mapping[str, str]) -> None:
+        super().__init__(context)
+        self.users = {user: password.encode() for user, password in users.items()}
+
+    def _authenticate_plain(self, domain: str, username: str, password: str) -> tuple[bool, bytes]:
+        expected = self.users.get(username)
+        # Compare even for an unknown user, so the time taken does not tell which users exist.
+        matches = hmac.compare_digest(expected or b"\0" * 32, password.encode())
+        if expected is not None and matches:
+            return True, b"OK"
+        return False, b"wrong database user or password"
+
+
+class PlainLogin:
+    """Makes server sockets PLAIN servers: the handshake itself is the dba login.
+
+    ZeroMQ's ZAP handler runs on its own thread and checks each connection's user and password
+    before the connection may deliver anything; messages of an accepted connection carry the
+    user as their ``User-Id``. (PLAIN does not encrypt: beyond loopback use CURVE.)
+    """
+
+    def __init__(self, context: zmq.Context, users: Mapping[str, str]) -> None:
+        if not users or any(not isinstance(p, str) or not p for p in users.values()):
+            raise ConfigurationError("a dba login needs a user and a non-empty password")
+        self.authenticator = _DbaAuthenticator(context, users)
+        self.authenticator.start()
+
+    def secure(self, socket: zmq.Socket) -> None:
+        socket.plain_server = True
+        socket.zap_domain = b"zdb"
+
+    def stop(self) -> None:
+        self.authenticator.stop()
+
+
+def login_client(socket: zmq.Socket, user: str, password: str) -> None:
+    """Make a client socket (DEALER or SUB) present the dba login in its handshake."""
+    socket.plain_username = user.encode()
+    socket.plain_password = password.encode()
+
+
+#: why a handshake failed, as ``HandshakeWatch.failure()`` reports it
+REFUSED, NO_LOGIN_THERE, LOGIN_NEEDED = "refused", "no-login-there", "login-needed"
+
+
+class HandshakeWatch:
+    """Follows a client socket's handshakes through a ZeroMQ socket monitor.
+
+    Read only when a request cannot be sent or is not answered, so it costs nothing per request.
+    """
+
+    def __init__(self, socket: zmq.Socket, with_login: bool) -> None:
+        self.socket = socket
+        self.with_login = with_login
+        self.monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                                                 | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                                 | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self.last: str | None = None
+
+    def failure(self, wait_ms: int = 0) -> str | None:
+        """The last handshake failure seen (waiting up to ``wait_ms`` for news), or None."""
+        from zmq.utils.monitor import parse_monitor_message
+
+        while self.monitor.poll(wait_ms):
+            wait_ms = 0
+            event = parse_monitor_message(self.monitor.recv_multipart())
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.last = None
+            elif event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self.last = REFUSED
+            elif event["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+                # We offered a login and the server takes none, or the other way round.
+                self.last = NO_LOGIN_THERE if self.with_login else LOGIN_NEEDED
+        return self.last
+
+    def close(self) -> None:
+        try:
+            self.socket.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self.monitor.close(linger=0)
