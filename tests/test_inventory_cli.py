@@ -134,3 +134,23 @@ def test_exec_reaches_the_default_socket_with_no_extra_typing(tmp_path):
     finally:
         process.stop()
     assert not Path(DEFAULT_SOCKET).exists()  # the server removes its socket when it stops
+
+
+def test_the_store_url_comes_from_the_environment_and_a_password_on_the_command_line_warns(tmp_path):
+    import os
+
+    store = f"sqlite:///{tmp_path / 'inv.db'}"
+    environment = {**os.environ, "WORKBENCH_INVENTORY_STORE": store}
+    result = subprocess.run([sys.executable, "-m", "workbench", "inventory", "check"], capture_output=True,
+                            text=True, timeout=120, env=environment)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "inv.db").exists()
+    assert "warning" not in result.stderr
+    # without either, a clear error naming both ways
+    bare = {k: v for k, v in os.environ.items() if k != "WORKBENCH_INVENTORY_STORE"}
+    result = subprocess.run([sys.executable, "-m", "workbench", "inventory", "check"], capture_output=True,
+                            text=True, timeout=120, env=bare)
+    assert result.returncode != 0 and "--store URL or $WORKBENCH_INVENTORY_STORE" in result.stderr
+    # a password on the command line still works for a URL without a server, but warns
+    result = workbench("check", "--store", f"sqlite://user:secret@/{tmp_path / 'inv.db'}")
+    assert "--store holds a password" in result.stderr and "WORKBENCH_INVENTORY_STORE" in result.stderr

@@ -206,3 +206,21 @@ def test_lab_runs_the_stack_points_jupyter_at_it_and_stops_both(state_dir, tmp_p
     assert "stopping the stack" in output[-1], "".join(output)
     assert wait_until_gone(str(state_dir), 10) == {} and wait_until_gone(str(notebooks), 10) == {}
     assert not (state_dir / "stack.json").exists()
+
+
+def test_the_sql_url_comes_from_the_environment_and_a_password_in_the_flag_warns(monkeypatch, capsys):
+    import argparse
+
+    from workbench.stack import add_arguments, from_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    monkeypatch.setenv("WORKBENCH_SQL_URL", "postgresql+psycopg://dba:secret@127.0.0.1/wb")
+    stack = from_arguments(parser.parse_args([]))
+    assert {component.sql_url for component in stack.components if hasattr(component, "sql_url")} == \
+        {"postgresql+psycopg://dba:secret@127.0.0.1/wb"}
+    assert "warning" not in capsys.readouterr().err
+    stack = from_arguments(parser.parse_args(["--sql", "mysql+pymysql://root:pw@127.0.0.1/wb"]))
+    assert {component.sql_url for component in stack.components if hasattr(component, "sql_url")} == \
+        {"mysql+pymysql://root:pw@127.0.0.1/wb"}
+    assert "--sql holds a password" in capsys.readouterr().err

@@ -39,6 +39,8 @@ DEFAULT_STATE_DIR = "~/.workbench"
 STACK_FILE = "stack.json"
 CREDENTIALS_FILE = "credentials.json"
 ENVIRONMENT_VARIABLE = "WORKBENCH_STACK"
+#: where `workbench up` reads its SQLAlchemy URL when --sql is not given (a password stays off ps)
+SQL_URL_VARIABLE = "WORKBENCH_SQL_URL"
 
 
 class StackComponent(Protocol):
@@ -371,18 +373,25 @@ def add_arguments(parser: Any, domain_port: int = 48004) -> None:
     parser.add_argument("--clusters-port", type=int, default=0,
                         help="the clusters HTTP API port (default: a free one)")
     parser.add_argument("--sql", default=None, metavar="URL",
-                        help="a SQLAlchemy URL for commits, inventory and clusters (default: SQLite files "
-                             "in the state dir), e.g. mysql+pymysql://... or postgresql+psycopg://...")
+                        help="a SQLAlchemy URL for commits, inventory and clusters (default: "
+                             f"${SQL_URL_VARIABLE}, else SQLite files in the state dir), e.g. "
+                             "mysql+pymysql://... or postgresql+psycopg://...; a password belongs in the "
+                             "variable, not here (ps shows command lines to every user)")
     parser.add_argument("--zookeeper", default=None, metavar="HOST:PORT",
                         help="publish commits through this ZooKeeper (default: none)")
 
 
 def from_arguments(args: Any) -> "EmbeddedStack":
     """An (unstarted) stack shaped by the flags of :func:`add_arguments`."""
+    from workbench.commits.cli import url_has_password, warn_secret_on_command_line
+
+    if args.sql and url_has_password(args.sql):
+        warn_secret_on_command_line("--sql holds a password", SQL_URL_VARIABLE)
+    sql_url = args.sql or os.environ.get(SQL_URL_VARIABLE) or None
     return EmbeddedStack(args.state_dir, domain_port=args.domain_port, commits_port=args.commits_port,
                          inventory_socket=None if args.inventory_socket == "state" else args.inventory_socket,
                          inventory_web_port=args.inventory_web_port,
-                         clusters_port=args.clusters_port, sql_url=args.sql, zookeeper=args.zookeeper)
+                         clusters_port=args.clusters_port, sql_url=sql_url, zookeeper=args.zookeeper)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -103,7 +103,7 @@ def test_the_transaction_engine_refuses_strangers_and_serves_the_dba(stack):
     te = _process(stack, "TE")
     endpoint = f"tcp://{te['address'].replace('localhost', '127.0.0.1')}"
     stranger = _stranger_attempts(endpoint)
-    assert stranger == ["status"], stranger  # status (role, seq, lag) is public; nothing else is
+    assert stranger == [], stranger  # not even status: the handshake is the login
     assert _stranger_attempts(endpoint, user="dba", password="wrong") == []  # the login itself is refused
     with Client(endpoint, timeout=5.0, retries=0, user="dba", password=stack.secrets["zdb"]["password"]) as dba:
         Proxy(dba)["by-the-dba"] = 1

@@ -130,7 +130,7 @@ def _client(args: argparse.Namespace) -> Any:
     url = getattr(args, "url", None) or os.environ.get(URL_ENVIRONMENT)
     if not url:
         raise ConfigurationError(f"--url is required (or set ${URL_ENVIRONMENT})")
-    if getattr(args, "url", None) and _url_password(args.url):
+    if getattr(args, "url", None) and url_has_password(args.url):
         warn_secret_on_command_line("--url holds a password", URL_ENVIRONMENT)
     token = getattr(args, "token", None)
     if token:
@@ -148,7 +148,8 @@ def warn_secret_on_command_line(what: str, environment: str) -> None:
           f"(ps, /proc); set ${environment} instead", file=sys.stderr, flush=True)
 
 
-def _url_password(url: str) -> bool:
+def url_has_password(url: str) -> bool:
+    """Whether a URL carries a password (``scheme://user:pw@host``), which must stay off command lines."""
     from urllib.parse import urlsplit
 
     try:
@@ -516,7 +517,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     storage = args.storage or os.environ.get(STORAGE_ENVIRONMENT)
     if not storage:
         raise ConfigurationError(f"--storage is required (or set ${STORAGE_ENVIRONMENT})")
-    if args.storage and _url_password(args.storage):
+    if args.storage and url_has_password(args.storage):
         warn_secret_on_command_line("--storage holds a password", STORAGE_ENVIRONMENT)
     auth = serve_auth_spec(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -242,12 +242,18 @@ class Process:
 
         A storage manager answers members of its database only: this session presents the
         database's member key (derived from the domain password) unless ``client_options`` give keys.
+        An engine or standby answers its dba login only: the derived one unless ``client_options``
+        give ``user`` and ``password`` (those of a process started with dba options).
         """
         from workbench.zdb.client import Client
 
+        database = self._record.database
         if not self.is_transactional and not self._record.standby and "server_key" not in client_options:
-            client_options = {"server_key": self.domain._keys.storage_manager(self._record.database).public,
-                              "keys": self.domain._keys.member(self._record.database), **client_options}
+            client_options = {"server_key": self.domain._keys.storage_manager(database).public,
+                              "keys": self.domain._keys.member(database), **client_options}
+        elif "user" not in client_options and "server_key" not in client_options:
+            user, password = self.domain.dba_login(database)
+            client_options = {"user": user, "password": password, **client_options}
         with Client(self.endpoint, timeout=5.0, **client_options) as connection:
             return connection.status()
 

@@ -14,13 +14,15 @@ from workbench.errors import ConfigurationError
 from workbench.inventory.protocol import DEFAULT_ADDRESS
 
 DEFAULT_WEB_PORT = 8081
+#: where ``serve`` and ``check`` read the store URL when --store is not given (a password stays off ps)
+STORE_VARIABLE = "WORKBENCH_INVENTORY_STORE"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="inventory_command", metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run an inventory server (primary, or secondary with --master)")
-    serve.add_argument("--store", required=True, help="SQLAlchemy URL of the inventory database")
+    serve.add_argument("--store", help=f"SQLAlchemy URL of the inventory database (default: ${STORE_VARIABLE})")
     serve.add_argument("--socket", default=DEFAULT_ADDRESS,
                        help=f"the application port: a Unix socket path (default {DEFAULT_ADDRESS})")
     serve.add_argument("--admin", action="append", default=[], metavar="USER",
@@ -81,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     status.add_argument("--servers", action="store_true", help="list every server of the database instead")
     status.set_defaults(func=cmd_status)
     check = commands.add_parser("check", help="list blocks whose stored files do not add up to their totals")
-    check.add_argument("--store", required=True, help="SQLAlchemy URL of the inventory database")
+    check.add_argument("--store", help=f"SQLAlchemy URL of the inventory database (default: ${STORE_VARIABLE})")
     check.add_argument("--repair", action="store_true",
                        help="set those blocks' totals to their files' sums (stop the primary first)")
     check.set_defaults(func=cmd_check)
@@ -100,7 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         def web_factory(inventory: Any, port: int, apply: Any) -> Any:
             return web_server_from_arguments(args, inventory, port, apply)
 
-    server = InventoryServer(args.store, host=args.host, socket_path=args.socket, admins=args.admin, users=args.users,
+    server = InventoryServer(_store_url(args), host=args.host, socket_path=args.socket, admins=args.admin, users=args.users,
                              web_port=None if args.web_port < 0 else args.web_port, master_url=args.master,
                              server_id=args.server_id, heartbeat=args.heartbeat, takeover_after=args.takeover_after,
                              poll_interval=args.poll, app_timeout=args.app_timeout, lazy_files=args.lazy_files,
@@ -199,11 +201,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_url(args: argparse.Namespace) -> str:
+    """The store URL from --store (warning when it carries a password: ps shows it) or the environment."""
+    import os
+
+    from workbench.commits.cli import url_has_password, warn_secret_on_command_line
+
+    if args.store:
+        if url_has_password(args.store):
+            warn_secret_on_command_line("--store holds a password", STORE_VARIABLE)
+        return args.store
+    url = os.environ.get(STORE_VARIABLE)
+    if not url:
+        raise ConfigurationError(f"give the inventory database: --store URL or ${STORE_VARIABLE}")
+    return url
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Exit 0 when every block adds up (or all were repaired), 1 when some do not."""
     from workbench.inventory.store import Store
 
-    store = Store(args.store)
+    store = Store(_store_url(args))
     try:
         differing = store.repair() if args.repair else store.check()
     finally:
