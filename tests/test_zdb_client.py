@@ -148,3 +148,25 @@ def test_a_restarted_server_does_not_strand_the_client(tmp_path):
         connection.close()
         for server in restarted:
             server.stop()
+
+
+def test_a_client_dropped_in_a_reference_cycle_is_collected_without_hanging(sm):
+    import gc
+    import subprocess
+    import sys
+
+    # In a child process, so a regression hangs (and fails) only it: a client with live sockets,
+    # dropped inside a reference cycle, then collected.
+    program = (
+        "import gc\n"
+        "from workbench.zdb import Client\n"
+        f"connection = Client({sm.address!r}, timeout=5.0)\n"
+        "connection.status()\n"
+        "connection.cycle = connection\n"
+        "del connection\n"
+        "gc.collect()\n"
+        "print('collected')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "collected", result.stderr
+    gc.collect()

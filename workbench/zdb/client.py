@@ -21,6 +21,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
@@ -114,6 +115,10 @@ class Client:
         self._credentials = (user, password or "") if user is not None else None
         self._watches: dict[str, HandshakeWatch] = {}
         self._takes_no_login: set[str] = set()  # roles ("write", "read") whose server has no login
+        # A client dropped without close() must not take the program down with it: collected in a
+        # reference cycle, its sockets would be gone from the context's list before the context's
+        # own finalizer ran, whose term() then waits forever for them. This closes them first.
+        self._release = weakref.finalize(self, _release_sockets, self._watches, self._sockets, self.context)
         if self._credentials:
             try:
                 self._login()
@@ -399,9 +404,7 @@ class Client:
         self._stop_renewer()
         with self._lock:
             self._closed = True
-            for role in list(self._sockets):
-                self._reset(role)
-            self.context.term()
+            self._release()
 
     def __enter__(self) -> "Client":
         return self
@@ -423,6 +426,19 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Proxy):
         return value._run()
     return value
+
+
+def _release_sockets(watches: dict[str, HandshakeWatch], sockets: dict[str, zmq.Socket | None],
+                     context: zmq.Context) -> None:
+    """Close a client's monitors and sockets (unsent requests dropped), then its context."""
+    for watch in watches.values():
+        watch.close()
+    watches.clear()
+    for role, sock in sockets.items():
+        if sock is not None:
+            sock.close(linger=0)
+        sockets[role] = None
+    context.term()
 
 
 class Proxy:
