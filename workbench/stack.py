@@ -383,7 +383,7 @@ def add_arguments(parser: Any, domain_port: int = 48004) -> None:
 
 def from_arguments(args: Any) -> "EmbeddedStack":
     """An (unstarted) stack shaped by the flags of :func:`add_arguments`."""
-    from workbench.commits.cli import url_has_password, warn_secret_on_command_line
+    from workbench.credentials import url_has_password, warn_secret_on_command_line
 
     if args.sql and url_has_password(args.sql):
         warn_secret_on_command_line("--sql holds a password", SQL_URL_VARIABLE)

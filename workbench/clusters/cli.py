@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from workbench.clusters.errors import ValidationError
+from workbench.credentials import url_has_password, warn_secret_on_command_line
 
 #: version used when --version is not given
 DEFAULT_VERSIONS = {"redis": "7", "mysql": "10.11", "postgresql": "15"}
@@ -79,22 +80,11 @@ def _store(args: argparse.Namespace) -> Any:
     if args.state_dir:
         overrides["state_dir"] = args.state_dir
     if args.db:
-        if _has_password(args.db):
-            print(f"workbench: warning: --db puts the database password on the command line, where any local "
-                  f"user sees it (ps, /proc); set ${DATABASE_ENVIRONMENT} instead", file=sys.stderr, flush=True)
+        if url_has_password(args.db):
+            warn_secret_on_command_line("--db holds a password", DATABASE_ENVIRONMENT)
         overrides["database_url"] = args.db
     settings = Settings.load(args.config, **overrides)
     return ClusterStore(None, settings)
-
-
-def _has_password(url: str) -> bool:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).password is not None
-    except ArgumentError:
-        return False
 
 
 def _global_flags(args: argparse.Namespace) -> list[str]:

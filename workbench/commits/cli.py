@@ -38,6 +38,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Sequence
 
+from workbench.credentials import url_has_password, warn_secret_on_command_line
+
 #: where --url comes from when it is not given (a wrapper script can export it instead)
 URL_ENVIRONMENT = "WORKBENCH_COMMITS_URL"
 #: where ``serve``'s write credentials come from when neither --auth-file nor --auth is given
@@ -142,22 +144,6 @@ def _client(args: argparse.Namespace) -> Any:
 
 
 # -- secrets -------------------------------------------------------------------------------------------
-def warn_secret_on_command_line(what: str, environment: str) -> None:
-    """Say on stderr that a secret was given where every local user can read it (``ps``)."""
-    print(f"workbench: warning: {what} puts a secret on the command line, where any local user sees it "
-          f"(ps, /proc); set ${environment} instead", file=sys.stderr, flush=True)
-
-
-def url_has_password(url: str) -> bool:
-    """Whether a URL carries a password (``scheme://user:pw@host``), which must stay off command lines."""
-    from urllib.parse import urlsplit
-
-    try:
-        return urlsplit(url).password is not None
-    except ValueError:
-        return False
-
-
 def read_secret_file(path: str) -> str:
     """The first line of ``path``, a regular file of yours that only you can read (like ssh's keys).
 

@@ -6,9 +6,9 @@ import argparse
 import logging
 import os
 import signal
-import sys
 import threading
 
+from workbench.credentials import warn_secret_on_command_line
 from workbench.domain.agent import DEFAULT_PORT
 
 #: where `agent` reads the domain password when --domain-password is not given: a command line is
@@ -41,8 +41,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if not password:
         raise ConfigurationError(f"the domain password is needed: --domain-password or ${DOMAIN_PASSWORD_VARIABLE}")
     if args.domain_password:
-        print(f"warning: --domain-password shows in ps to every user of this host; use ${DOMAIN_PASSWORD_VARIABLE}",
-              file=sys.stderr, flush=True)
+        warn_secret_on_command_line("--domain-password", DOMAIN_PASSWORD_VARIABLE)
     tags = {}
     for tag in args.tag:
         name, sep, value = tag.partition("=")

@@ -205,7 +205,7 @@ def _store_url(args: argparse.Namespace) -> str:
     """The store URL from --store (warning when it carries a password: ps shows it) or the environment."""
     import os
 
-    from workbench.commits.cli import url_has_password, warn_secret_on_command_line
+    from workbench.credentials import url_has_password, warn_secret_on_command_line
 
     if args.store:
         if url_has_password(args.store):

@@ -8,6 +8,7 @@ import os
 import signal
 from typing import Any
 
+from workbench.credentials import warn_secret_on_command_line
 from workbench.zdb.transport import DEFAULT_URI
 
 #: where `serve` and `replica` read the dba password when --dba-password is not given
@@ -112,8 +113,7 @@ def _users(args: argparse.Namespace) -> dict[str, str] | None:
     if bool(args.dba_user) != bool(password):
         raise ConfigurationError(f"--dba-user and --dba-password (or {DBA_PASSWORD_VARIABLE}) go together")
     if args.dba_password:
-        logging.getLogger(__name__).warning("--dba-password shows in ps to every user of this host; use $%s",
-                                            DBA_PASSWORD_VARIABLE)
+        warn_secret_on_command_line("--dba-password", DBA_PASSWORD_VARIABLE)
     return {args.dba_user: password} if args.dba_user else None
 
 
