@@ -28,7 +28,8 @@ from workbench.clusters.managers.base import BaseManager
 from workbench.clusters.models import ClusterStore, Datastore
 from workbench.clusters.providers.base import BaseProvider
 from workbench.clusters.settings import DEFAULT_MANAGERS, Settings
-from workbench.testing.adversarial import ProcessBounds, answers_within, fuzz_messages, fuzz_random, mutate
+from workbench.testing.adversarial import (ProcessBounds, answers_within, fuzz_messages, fuzz_random, mutate,
+                                          send_until_refused)
 
 TOKEN = "adversarial-clusters-token"
 
@@ -418,21 +419,10 @@ def test_a_settings_file_with_secrets_that_others_can_read_is_warned_about(tmp_p
 def test_an_oversized_body_is_refused_before_it_is_buffered(api):
     before = ProcessBounds.of(os.getpid())
     for headers in ({}, authorized()):
-        with socket.create_connection((api._http.host, api._http.port), timeout=10) as sock:
-            head = (f"POST /api/datastores HTTP/1.1\r\nHost: x\r\nContent-Length: {64 << 20}\r\n"
-                    + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
-            sock.sendall(head)
-            sent = 0
-            try:
-                while sent < 40 << 20:  # the server must stop reading long before this
-                    sock.sendall(b"x" * 65536)
-                    sent += 65536
-            except OSError:
-                pass
-            try:
-                answer = sock.recv(4096)
-            except OSError:
-                answer = b""
+        head = (f"POST /api/datastores HTTP/1.1\r\nHost: x\r\nContent-Length: {64 << 20}\r\n"
+                + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
+        # the server must stop reading long before the 40 MiB the helper sends at most
+        sent, answer = send_until_refused((api._http.host, api._http.port), head, b"x" * 65536)
         assert sent < 40 << 20, "the server kept reading a body announced as 64 MiB"
         assert not answer.startswith(b"HTTP/1.1 5"), answer[:100]
         assert not answer.startswith(b"HTTP/1.1 2"), answer[:100]

@@ -25,7 +25,8 @@ from typing import Iterator
 
 import pytest
 
-from workbench.testing.adversarial import ProcessBounds, answers_within, fuzz_messages, fuzz_random, mutate
+from workbench.testing.adversarial import (ProcessBounds, answers_within, fuzz_messages, fuzz_random, mutate,
+                                          send_until_refused)
 from workbench.testing.commits import CommitServeProcess
 
 TOKEN = "adversarial-write-token-1234"
@@ -53,6 +54,14 @@ def server(tmp_path: Path) -> Iterator[TokenServeProcess]:
 
 
 # -- talking to it ------------------------------------------------------------------------------------
+def tally(outcome, shown: bytes, seen: Counter[str], server_errors: list[tuple[bytes, object]]) -> None:
+    """Count each status ``exchange`` gave (or the word for what happened instead); keep the 5xx."""
+    for status in ([outcome] if isinstance(outcome, str) else outcome):
+        seen[str(status)] += 1
+        if isinstance(status, int) and status >= 500:
+            server_errors.append((shown, status))
+
+
 def exchange(process: CommitServeProcess, raw: bytes, timeout: float = 10.0) -> list[int] | str:
     """Send raw bytes on a fresh connection and read the answer: the statuses answered (several when
     the bytes held several requests), or "closed" when the server answered nothing.
@@ -208,11 +217,7 @@ def test_fuzzed_requests_on_every_route_and_header_never_get_a_5xx(server):
     server_errors: list[tuple[bytes, object]] = []
     for n in range(budget):
         raw = mutate(rng.choice(bases), rng) if n % 3 == 0 else structured_request(rng, n)
-        outcome = exchange(server, raw)
-        for status in ([outcome] if isinstance(outcome, str) else outcome):
-            seen[str(status)] += 1
-            if isinstance(status, int) and status >= 500:
-                server_errors.append((raw[:300], status))
+        tally(exchange(server, raw), raw[:300], seen, server_errors)
     print(f"commits HTTP: {budget} fuzzed requests (seed {rng.seed_value}): {dict(seen)}")
     assert not server_errors, f"{len(server_errors)} 5xx answers (seed {rng.seed_value}), e.g. {server_errors[:3]}"
     assert_still_serving(server, before)
@@ -425,18 +430,10 @@ def test_keys_and_fuzz_against_postgresql_and_zookeeper_never_get_a_5xx(stored_r
             for raw in (raw_request("POST", PREFIX + path + "/1", [(b"Authorization", f"Bearer {TOKEN}".encode()),
                                                                    (b"X-Rainer-Author", quote(key).encode())], b"{}"),
                         raw_request("GET", PREFIX + path, []), raw_request("GET", PREFIX + path + "/meta", [])):
-                outcome = exchange(stored_rainer, raw)
-                for status in ([outcome] if isinstance(outcome, str) else outcome):
-                    seen[str(status)] += 1
-                    if isinstance(status, int) and status >= 500:
-                        errors.append((raw[:200], status))
+                tally(exchange(stored_rainer, raw), raw[:200], seen, errors)
         for n in range(max(50, fuzz_messages() // 4)):
             raw = structured_request(rng, n)
-            outcome = exchange(stored_rainer, raw)
-            for status in ([outcome] if isinstance(outcome, str) else outcome):
-                seen[str(status)] += 1
-                if isinstance(status, int) and status >= 500:
-                    errors.append((raw[:300], status))
+            tally(exchange(stored_rainer, raw), raw[:300], seen, errors)
     print(f"commits on PostgreSQL + ZooKeeper: {sum(seen.values())} answers (seed {rng.seed_value}): {dict(seen)}")
     assert not errors, f"{len(errors)} 5xx answers (seed {rng.seed_value}), e.g. {errors[:3]}"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.records[0].getMessage()
@@ -476,19 +473,8 @@ def test_an_oversized_body_is_refused_and_no_longer_read(server, authorized, fra
         head.append(f"Authorization: Bearer {TOKEN}")
     chunk = b"x" * 65536
     piece = chunk if framing == "length" else b"10000\r\n" + chunk + b"\r\n"
-    sent = 0
-    with socket.create_connection((server.host, server.port), timeout=10) as sock:
-        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
-        try:
-            while sent < 40 << 20:
-                sock.sendall(piece)
-                sent += len(chunk)
-        except OSError:
-            pass
-        try:
-            answer = sock.recv(4096)
-        except OSError:
-            answer = b""
+    sent, answer = send_until_refused((server.host, server.port), ("\r\n".join(head) + "\r\n\r\n").encode(),
+                                      piece, counted=len(chunk))
     assert sent < 40 << 20, "the server kept reading a body beyond its limit"
     assert answer.startswith(b"HTTP/1.1 413" if authorized else b"HTTP/1.1 401"), answer[:80]
     assert request(server, "GET", "/huge")[0] == 404

@@ -50,6 +50,17 @@ class Servers:
         server.kill9()
         return self.start(workdir, server.archive, port=server.port, fsync=server.fsync)
 
+    def contents_then_stop(self, server: ZdbServerProcess) -> dict:
+        """Everything ``server`` stores (read with a fresh client), then the server stopped."""
+        try:
+            db, connection = client(server.uri, timeout=10.0)
+            try:
+                return db._run()
+            finally:
+                connection.close()
+        finally:
+            server.stop()
+
     def kill_all(self) -> None:
         for server in self.started:
             server.kill9()
@@ -60,14 +71,6 @@ def servers():
     made = Servers()
     yield made
     made.kill_all()
-
-
-def stored_keys(uri: str) -> dict:
-    db, connection = client(uri, timeout=10.0)
-    try:
-        return db._run()
-    finally:
-        connection.close()
 
 
 # -- full disk ----------------------------------------------------------------------------------
@@ -107,11 +110,7 @@ def test_full_disk_refuses_writes_invisibly_and_loses_no_acknowledged_write(tmp_
             db[f"after{n}"] = n
             acknowledged[f"after{n}"] = n
         connection.close()
-        server = servers.restart(server, tmp_path / "proc2")
-        try:
-            stored = stored_keys(server.uri)
-        finally:
-            server.stop()
+        stored = servers.contents_then_stop(servers.restart(server, tmp_path / "proc2"))
         missing = sorted(set(acknowledged) - set(stored))
         assert not missing, f"{len(missing)} acknowledged writes lost: {missing[:5]}"
         assert not set(refused) & set(stored), "a refused write became durable"
@@ -137,11 +136,7 @@ def test_short_journal_write_is_detected_refused_and_cut_back(tmp_path, servers,
             db[f"later{n}"] = n
             acknowledged[f"later{n}"] = n
         connection.close()
-        server = servers.restart(server, tmp_path / "proc2")
-        try:
-            stored = stored_keys(server.uri)
-        finally:
-            server.stop()
+        stored = servers.contents_then_stop(servers.restart(server, tmp_path / "proc2"))
         assert "big" not in stored
         missing = sorted(set(acknowledged) - set(stored))
         assert not missing, f"{len(missing)} acknowledged writes lost after a short write: {missing[:5]}"
@@ -181,11 +176,7 @@ def test_a_journal_that_cannot_be_cut_back_rolls_to_a_new_segment_and_loses_noth
             server.kill9()
         finally:
             subprocess.run(["chattr", "-a", str(segment)], check=False)
-        server = servers.start(tmp_path / "proc2", archive, port=server.port)
-        try:
-            stored = stored_keys(server.uri)
-        finally:
-            server.stop()
+        stored = servers.contents_then_stop(servers.start(tmp_path / "proc2", archive, port=server.port))
         missing = sorted(set(acknowledged) - set(stored))
         assert not missing, f"{len(missing)} acknowledged writes lost behind the torn segment: {missing[:5]}"
         assert not set(refused) & set(stored)
@@ -236,11 +227,7 @@ def test_a_journal_that_cannot_be_reopened_refuses_writes_says_why_and_recovers_
             for sock in hogs:
                 sock.close()
             subprocess.run(["chattr", "-a", str(segment)], check=False)
-        server = servers.start(tmp_path / "proc2", archive, port=server.port)
-        try:
-            stored = stored_keys(server.uri)
-        finally:
-            server.stop()
+        stored = servers.contents_then_stop(servers.start(tmp_path / "proc2", archive, port=server.port))
         assert stored == acknowledged
 
 
@@ -271,11 +258,7 @@ def test_undo_and_redo_refused_on_a_full_disk_leave_the_history_as_it_was(tmp_pa
         db.undo()
         assert db["l"]._run() == [1]
         connection.close()
-        server = servers.restart(server, tmp_path / "proc2")
-        try:
-            assert stored_keys(server.uri) == {"l": [1]}
-        finally:
-            server.stop()
+        assert servers.contents_then_stop(servers.restart(server, tmp_path / "proc2")) == {"l": [1]}
 
 
 def test_checkpoint_on_a_full_disk_fails_cleanly_and_works_once_space_returns(tmp_path, servers, connect):
@@ -302,11 +285,7 @@ def test_checkpoint_on_a_full_disk_fails_cleanly_and_works_once_space_returns(tm
         assert connection.status()["checkpoint_error"] is None
         db["last"] = 3
         connection.close()
-        server = servers.restart(server, tmp_path / "proc2")
-        try:
-            stored = stored_keys(server.uri)
-        finally:
-            server.stop()
+        stored = servers.contents_then_stop(servers.restart(server, tmp_path / "proc2"))
         assert stored == {"l": list(range(2000)), "after": 1, "more": 2, "last": 3}
 
 
@@ -365,11 +344,7 @@ def test_unfinished_uploads_are_bounded_and_hold_no_descriptors(tmp_path, server
     finally:
         for connection in clients:
             connection.close()
-    server = servers.restart(server, tmp_path / "proc2")
-    try:
-        stored = stored_keys(server.uri)
-    finally:
-        server.stop()
+    stored = servers.contents_then_stop(servers.restart(server, tmp_path / "proc2"))
     assert stored == {**{f"k{n}": n for n in range(20)}, "after_save": True}
 
 
@@ -416,10 +391,6 @@ def test_journal_stays_open_and_writes_stay_durable_when_descriptors_run_out(tmp
         for sock in hogs:
             sock.close()
         connection.close()
-    server = servers.restart(server, tmp_path / "proc2")
-    try:
-        stored = stored_keys(server.uri)
-    finally:
-        server.stop()
+    stored = servers.contents_then_stop(servers.restart(server, tmp_path / "proc2"))
     assert stored == {"before": 1, **written}
     assert not set(refused) & set(stored)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -122,6 +123,28 @@ def answers_within(request: Callable[[], object], deadline: float = ANSWER_DEADL
     took = time.monotonic() - started
     assert took <= deadline, f"a well-formed request took {took:.2f} s after the attack (bound {deadline} s)"
     return result
+
+
+def send_until_refused(address: tuple[str, int], head: bytes, piece: bytes, counted: int | None = None,
+                       limit: int = 40 << 20) -> tuple[int, bytes]:
+    """Send ``head``, then ``piece`` again and again until the server stops reading or ``limit``
+    body bytes went out (``counted`` of them per piece, the framing aside); return the body bytes
+    sent and the first bytes of the answer (empty if the connection was reset)."""
+    counted = len(piece) if counted is None else counted
+    sent = 0
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(head)
+        try:
+            while sent < limit:
+                sock.sendall(piece)
+                sent += counted
+        except OSError:
+            pass
+        try:
+            answer = sock.recv(4096)
+        except OSError:
+            answer = b""
+    return sent, answer
 
 
 @contextlib.contextmanager
