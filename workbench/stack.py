@@ -383,11 +383,9 @@ def add_arguments(parser: Any, domain_port: int = 48004) -> None:
 
 def from_arguments(args: Any) -> "EmbeddedStack":
     """An (unstarted) stack shaped by the flags of :func:`add_arguments`."""
-    from workbench.credentials import url_has_password, warn_secret_on_command_line
+    from workbench.credentials import url_from
 
-    if args.sql and url_has_password(args.sql):
-        warn_secret_on_command_line("--sql holds a password", SQL_URL_VARIABLE)
-    sql_url = args.sql or os.environ.get(SQL_URL_VARIABLE) or None
+    sql_url = url_from(args.sql, "--sql", SQL_URL_VARIABLE)
     return EmbeddedStack(args.state_dir, domain_port=args.domain_port, commits_port=args.commits_port,
                          inventory_socket=None if args.inventory_socket == "state" else args.inventory_socket,
                          inventory_web_port=args.inventory_web_port,

@@ -38,7 +38,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Sequence
 
-from workbench.credentials import url_has_password, warn_secret_on_command_line
+from workbench.credentials import url_from, url_has_password, warn_secret_on_command_line
 
 #: where --url comes from when it is not given (a wrapper script can export it instead)
 URL_ENVIRONMENT = "WORKBENCH_COMMITS_URL"
@@ -500,11 +500,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if bool(args.zookeeper) != bool(args.zk_path):
         raise ConfigurationError("--zookeeper and --zk-path go together")
-    storage = args.storage or os.environ.get(STORAGE_ENVIRONMENT)
+    storage = url_from(args.storage, "--storage", STORAGE_ENVIRONMENT)
     if not storage:
         raise ConfigurationError(f"--storage is required (or set ${STORAGE_ENVIRONMENT})")
-    if args.storage and url_has_password(args.storage):
-        warn_secret_on_command_line("--storage holds a password", STORAGE_ENVIRONMENT)
     auth = serve_auth_spec(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     rainer = create_rainer(storage, port=args.port, prefix=args.prefix, zookeeper=args.zookeeper,

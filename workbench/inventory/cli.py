@@ -203,15 +203,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _store_url(args: argparse.Namespace) -> str:
     """The store URL from --store (warning when it carries a password: ps shows it) or the environment."""
-    import os
+    from workbench.credentials import url_from
 
-    from workbench.credentials import url_has_password, warn_secret_on_command_line
-
-    if args.store:
-        if url_has_password(args.store):
-            warn_secret_on_command_line("--store holds a password", STORE_VARIABLE)
-        return args.store
-    url = os.environ.get(STORE_VARIABLE)
+    url = url_from(args.store, "--store", STORE_VARIABLE)
     if not url:
         raise ConfigurationError(f"give the inventory database: --store URL or ${STORE_VARIABLE}")
     return url
