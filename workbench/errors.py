@@ -15,11 +15,19 @@
 
 Every error carries structured fields (``fields``) besides its message, so callers can act on
 them and dashboards can show them without parsing text.
+
+Errors cross every wire in one envelope, ``{"kind": K, "message": M, "fields": {...}}``. Each
+subsystem declares the classes its clients raise in an :class:`ErrorRegistry` (as kazoo's error
+table maps ZooKeeper's codes to exceptions): the server turns an exception into an envelope with
+``registry.envelope(exc)`` and the client's transport turns it back with ``registry.error(envelope)``,
+so ``except LockError`` catches what the server meant.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 
 class WorkbenchError(Exception):
@@ -95,7 +103,103 @@ class InventoryError(WorkbenchError):
     """Base of workbench.inventory errors."""
 
 
+E = TypeVar("E", bound=type[WorkbenchError])
+
+
+class ErrorRegistry:
+    """The exception classes one subsystem's wire can carry, by their ``kind``.
+
+    ``declare`` registers a class (a decorator); ``builtins`` maps a Python exception a server
+    may raise from user input (``KeyError`` of a missing path...) to the declared class a client
+    raises for it, which subclasses both the subsystem's base and the builtin::
+
+        >>> registry = ErrorRegistry("demo", fallback=WorkbenchError)
+        >>> @registry.declare
+        ... class NoSuchThing(WorkbenchError, KeyError):
+        ...     "No such thing."
+        >>> registry.builtin(KeyError, NoSuchThing)
+        >>> envelope = registry.envelope(KeyError("teas"))
+        >>> envelope
+        {'kind': 'NoSuchThing', 'message': 'teas', 'fields': {}}
+        >>> error = registry.error(envelope)
+        >>> isinstance(error, NoSuchThing) and isinstance(error, KeyError)
+        True
+        >>> registry.error({"kind": "Strange", "message": "odd"})
+        WorkbenchError('odd', kind='Strange')
+    """
+
+    def __init__(self, subsystem: str, fallback: type[WorkbenchError]) -> None:
+        self.subsystem = subsystem
+        self.fallback = fallback  # raised for a kind this client does not know (a newer server)
+        self.classes: dict[str, type[WorkbenchError]] = {}
+        self._builtins: dict[type[BaseException], str] = {}
+
+    def declare(self, cls: E) -> E:
+        """Register ``cls`` under its own name; a second class of the same name is refused."""
+        kind = cls.__name__
+        if self.classes.get(kind, cls) is not cls:
+            raise TypeError(f"{self.subsystem} already declares an error named {kind}")
+        self.classes[kind] = cls
+        return cls
+
+    def builtin(self, exc_type: type[BaseException], cls: type[WorkbenchError]) -> None:
+        """Carry ``exc_type`` raised by a server as the declared ``cls``."""
+        self.declare(cls)
+        self._builtins[exc_type] = cls.__name__
+
+    def kind_of(self, exc: BaseException) -> str:
+        """The wire kind of ``exc``: its nearest declared class, a mapped builtin, else its own name."""
+        for klass in type(exc).__mro__:
+            if self.classes.get(klass.__name__) is klass:
+                return klass.__name__
+        for klass in type(exc).__mro__:
+            if klass in self._builtins:
+                return self._builtins[klass]
+        return type(exc).__name__
+
+    def envelope(self, exc: BaseException) -> dict[str, Any]:
+        """``{"kind", "message", "fields"}`` for ``exc``; fields JSON cannot carry go as their repr."""
+        if isinstance(exc, WorkbenchError):
+            message, fields = exc.message, exc.fields
+        else:
+            message, fields = (str(exc.args[0]) if len(exc.args) == 1 else str(exc)), {}
+        return {"kind": self.kind_of(exc), "message": message, "fields": json_safe(fields)}
+
+    def error(self, envelope: Mapping[str, Any]) -> WorkbenchError:
+        """The exception an envelope stands for (``fallback`` with a ``kind`` field if unknown)."""
+        kind = str(envelope.get("kind") or "")
+        message = str(envelope.get("message") or "the server failed the request")
+        fields = envelope.get("fields")
+        fields = dict(fields) if isinstance(fields, Mapping) else {}
+        cls = self.classes.get(kind)
+        if cls is None:
+            fields.setdefault("kind", kind)
+            return self.fallback(message, **fields)
+        return cls(message, **fields)
+
+    def raise_for(self, envelope: Mapping[str, Any]) -> None:
+        """Raise the exception an envelope stands for."""
+        raise self.error(envelope)
+
+    def __repr__(self) -> str:
+        return f"ErrorRegistry({self.subsystem!r}, {sorted(self.classes)})"
+
+
+def json_safe(fields: Mapping[str, Any], encode: Callable[[Any], str] = json.dumps) -> dict[str, Any]:
+    """``fields`` with every value JSON cannot carry replaced by its repr."""
+    safe: dict[str, Any] = {}
+    for name, value in fields.items():
+        try:
+            encode(value)
+            safe[str(name)] = value
+        except (TypeError, ValueError):
+            safe[str(name)] = repr(value)
+    return safe
+
+
 __all__ = [
+    "ErrorRegistry",
+    "json_safe",
     "WorkbenchError",
     "ConfigurationError",
     "ServiceError",
