@@ -27,7 +27,6 @@ from __future__ import annotations
 import concurrent.futures
 import html
 import queue
-import re
 import shlex
 import threading
 import time
@@ -35,10 +34,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic import line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Float, Int, Unicode, observe
-from traitlets.config import Configurable
 
 from workbench.clusters.errors import ClustersError, NotFoundError
 from workbench.clusters.models import ClusterStore, ClusterView, InstanceView
@@ -46,16 +44,14 @@ from workbench.clusters.settings import Settings
 from workbench.clusters.tasks import TaskHandle, TaskRunner
 from workbench.errors import WorkbenchError
 from workbench_jupyter.connections import Connection, connections
+from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, capture_words, secrets_in, split_capture
 
-COMMANDS = ("dashboard", "create", "list", "show", "perform", "backup", "backups", "restore", "add-node",
-            "destroy")
 #: commands whose first argument is a cluster name (completed with the names of the store)
 CLUSTER_COMMANDS = ("dashboard", "show", "perform", "backup", "backups", "add-node", "destroy")
 USAGE = ("%clusters [dashboard [NAME]] | create NAME --datastore MANAGER-VERSION [--size N] [--provider P] "
          "[--wait] | list | show NAME | perform CLUSTER 'cmd' ... | backup NAME | backups [NAME] | "
          "restore BACKUP NAME [--size N] [--wait] | add-node NAME [--count N] [--wait] | destroy NAME [--wait] "
          "| VAR << COMMAND")
-_CAPTURE = re.compile(r"\s*([A-Za-z_]\w*)\s*<<(?!<)(.*)\Z", re.S)
 
 
 # -- results ------------------------------------------------------------------------------------------
@@ -170,17 +166,13 @@ def _named_arguments(line: str) -> None:
     """A command that takes a cluster name."""
 
 
-def _parse(parser: Callable[..., Any], args: str, command: str) -> Any:
-    try:
-        return parse_argstring(parser, args)
-    except UsageError as exc:
-        raise UsageError(f"clusters {command}: {exc}") from None
-
-
 # -- the magics ---------------------------------------------------------------------------------------
 @magics_class
-class ClustersMagic(Magics, Configurable):
+class ClustersMagic(SubsystemMagic):
     """Datastore clusters in notebooks; options are set with ``%config ClustersMagic.<name> = value``."""
+
+    family = "clusters"
+    usage = USAGE
 
     state_dir = Unicode("", config=True, help="Where the state database, keys and backups live "
                         "(default: the clusters settings' state_dir).")
@@ -201,8 +193,20 @@ class ClustersMagic(Magics, Configurable):
         self.dashboards: list[Any] = []
         self._lock = threading.Lock()
         super().__init__(shell=shell, **kwargs)
-        if shell is not None:
-            shell.set_hook("complete_command", self._complete, str_key="%clusters")
+        self.add_completer(self._complete)
+
+    def commands(self) -> CommandTable:
+        return {"dashboard": (_named_arguments, self.cmd_dashboard), "create": (_create_arguments, self.cmd_create),
+                "list": (None, self.cmd_list), "show": (_named_arguments, self.cmd_show),
+                "perform": (None, self.cmd_perform), "backup": (_named_arguments, self.cmd_backup),
+                "backups": (_named_arguments, self.cmd_backups), "restore": (_restore_arguments, self.cmd_restore),
+                "add-node": (_add_node_arguments, self.cmd_add_node), "destroy": (_named_arguments, self.cmd_destroy)}
+
+    def secrets(self) -> tuple[str, ...]:
+        # the state database's password, from %config ClustersMagic.database_url or the settings file
+        urls = [self.database_url] + ([self._store.engine.url.render_as_string(hide_password=False)]
+                                      if self._store is not None else [])
+        return secrets_in(" ".join(urls))
 
     # -- state ------------------------------------------------------------------------------------
     def settings(self) -> Settings:
@@ -255,9 +259,7 @@ class ClustersMagic(Magics, Configurable):
     def close(self) -> None:
         """Close dashboards, cancel running tasks, close the store (the extension calls this on unload)."""
         self._close_state()
-        dispatcher = getattr(self.shell, "strdispatchers", {}).get("complete_command")
-        if dispatcher is not None:
-            dispatcher.strs.pop("%clusters", None)
+        self.remove_completers()
 
     # -- the magic --------------------------------------------------------------------------------
     @line_cell_magic("clusters")
@@ -275,28 +277,27 @@ class ClustersMagic(Magics, Configurable):
             %clusters VAR << COMMAND                     keep the result in VAR
             %%clusters perform CLUSTER                   the cell is one shell script
         """
-        capture = None
-        if match := _CAPTURE.match(line):
-            capture, line = match.group(1), match.group(2)
+        return self.guarded(line + "\n" + (cell or ""), lambda: self._run(line, cell))
+
+    def _run(self, line: str, cell: str | None) -> Any:
+        capture, line = split_capture(line)
         command, _, args = line.strip().partition(" ")
         command = command or "dashboard"
-        if command not in COMMANDS:
-            raise UsageError(f"clusters: unknown command {command!r}; usage: {USAGE}")
+        if command not in self.commands():
+            raise self.unknown(command)
         if cell is not None and command != "perform":
             raise UsageError("clusters: only perform takes a cell (%%clusters perform CLUSTER)")
         try:
-            result = getattr(self, "cmd_" + command.replace("-", "_"))(args.strip(), cell)
+            result = self.dispatch(command, args.strip(), cell)
         except WorkbenchError as exc:
             raise UsageError(f"clusters {command}: {exc.message}") from None
-        if capture is not None:
-            self.shell.user_ns[capture] = result
-            return None
-        # perform's output is already in the cell: its result is for `VAR << perform ...` only
-        return None if command == "perform" else result
+        if capture is None and command == "perform":
+            return None  # perform's output is already in the cell: its result is for `VAR << perform ...` only
+        return self.keep(capture, result)
 
     # -- commands ---------------------------------------------------------------------------------
-    def cmd_dashboard(self, args: str, cell: str | None) -> Any:
-        name = _parse(_named_arguments, args, "dashboard").name
+    def cmd_dashboard(self, parsed: Any, cell: str | None) -> Any:
+        name = parsed.name
         if name:
             self.store.get_cluster(name)  # NotFoundError -> a short message, before any widget exists
         return self.open_dashboard(name)
@@ -309,8 +310,7 @@ class ClustersMagic(Magics, Configurable):
         self.dashboards = [d for d in self.dashboards if not d.closed] + [dashboard]
         return dashboard
 
-    def cmd_create(self, args: str, cell: str | None) -> Any:
-        parsed = _parse(_create_arguments, args, "create")
+    def cmd_create(self, parsed: Any, cell: str | None) -> Any:
         datastore = self._datastore(parsed.datastore, parsed.version)
         handle = self.runner.create_cluster(parsed.name, datastore, parsed.size, parsed.provider)
         return self._follow(handle, parsed.name, parsed.wait, f"create {parsed.name}")
@@ -348,8 +348,8 @@ class ClustersMagic(Magics, Configurable):
                  "status": v.status, "message": v.message} for v in self.store.cluster_views()]
         return pandas.DataFrame(rows, columns=columns)
 
-    def cmd_show(self, args: str, cell: str | None) -> ClusterSummary:
-        name = _parse(_named_arguments, args, "show").name
+    def cmd_show(self, parsed: Any, cell: str | None) -> ClusterSummary:
+        name = parsed.name
         if not name:
             raise UsageError("clusters show: give a cluster name")
         return self._summary(name)
@@ -363,7 +363,7 @@ class ClustersMagic(Magics, Configurable):
             words = shlex.split(args)
         except ValueError as exc:
             raise UsageError(f"clusters perform: {exc} in {args!r}") from None
-        parsed = _parse(_perform_arguments, shlex.join(words[:1]), "perform")
+        parsed = self.parse(_perform_arguments, shlex.join(words[:1]), "perform")
         commands = words[1:]
         if cell is not None:
             if commands:
@@ -380,18 +380,18 @@ class ClustersMagic(Magics, Configurable):
                              each=lambda: _drain(lines, lambda item: print(f"[{item[0]}] {item[1]}", flush=True)))
         return PerformResult(parsed.target, tuple(commands), outputs)
 
-    def cmd_backup(self, args: str, cell: str | None) -> Any:
-        name = _parse(_named_arguments, args, "backup").name
+    def cmd_backup(self, parsed: Any, cell: str | None) -> Any:
+        name = parsed.name
         if not name:
             raise UsageError("clusters backup: give a cluster name")
         record = self._wait(self.runner.backup_cluster(name), f"backup {name}")
         print(f"backup {record.name} of {name}: {record.size} bytes, sha256 {record.sha256[:12]}")
         return record
 
-    def cmd_backups(self, args: str, cell: str | None) -> Any:
+    def cmd_backups(self, parsed: Any, cell: str | None) -> Any:
         import pandas
 
-        name = _parse(_named_arguments, args, "backups").name
+        name = parsed.name
         if name:
             self.store.get_cluster(name)
         columns = ["name", "cluster", "datastore", "status", "size", "created"]
@@ -399,18 +399,15 @@ class ClustersMagic(Magics, Configurable):
                  "size": b.size, "created": b.created} for b in self.store.backups(name)]
         return pandas.DataFrame(rows, columns=columns)
 
-    def cmd_restore(self, args: str, cell: str | None) -> Any:
-        parsed = _parse(_restore_arguments, args, "restore")
+    def cmd_restore(self, parsed: Any, cell: str | None) -> Any:
         handle = self.runner.restore_backup(parsed.backup, parsed.name, parsed.size, parsed.provider)
         return self._follow(handle, parsed.name, parsed.wait, f"restore {parsed.backup} into {parsed.name}")
 
-    def cmd_add_node(self, args: str, cell: str | None) -> Any:
-        parsed = _parse(_add_node_arguments, args, "add-node")
+    def cmd_add_node(self, parsed: Any, cell: str | None) -> Any:
         handle = self.runner.add_nodes(parsed.name, parsed.count)
         return self._follow(handle, parsed.name, parsed.wait, f"add-node {parsed.name}")
 
-    def cmd_destroy(self, args: str, cell: str | None) -> Any:
-        parsed = _parse(_named_arguments, args, "destroy")
+    def cmd_destroy(self, parsed: Any, cell: str | None) -> Any:
         if not parsed.name:
             raise UsageError("clusters destroy: give a cluster name")
         handle = self.runner.destroy_cluster(parsed.name)
@@ -447,12 +444,9 @@ class ClustersMagic(Magics, Configurable):
         if event.line.endswith(" "):
             words.append("")
         # words[0] is %clusters; a capture `VAR <<` before the command shifts it
-        if len(words) > 2 and words[2] == "<<":
-            words = [words[0], *words[3:]]
-        elif len(words) > 1 and words[1].endswith("<<"):
-            words = [words[0], *words[2:]]
+        words = [words[0], *capture_words(words[1:])]
         if len(words) <= 2:
-            return [c for c in COMMANDS if c.startswith(words[-1] if len(words) == 2 else "")]
+            return [c for c in self.commands() if c.startswith(words[-1] if len(words) == 2 else "")]
         command, current = words[1], words[-1]
         if len(words) == 3 and command in CLUSTER_COMMANDS + ("restore",):
             try:

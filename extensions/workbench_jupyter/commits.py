@@ -29,10 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Enum, Float, Int, Unicode
-from traitlets.config import Configurable
 
 from workbench.commits.client import (
     CommitClient,
@@ -47,6 +46,7 @@ from workbench.commits.client import (
 from workbench.commits.model import JSON, RAW, TEXT, YAML, Commit, InvalidCommit, format_mtime, serialization_by_suffix
 from workbench.errors import CommitsError, ConfigurationError
 from workbench_jupyter.connections import Connection, connections
+from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, redact, split_capture
 
 COMMANDS = ("connect", "disconnect", "show", "log", "diff", "revert", "delete", "refresh", "status")
 #: commands whose first argument is a key (tab completion offers keys there)
@@ -56,8 +56,6 @@ USAGE = ("%commits connect [URL] [--zookeeper HOST:PORT --zk-path PATH] [--name 
          "%commits revert KEY VERSION [-m MESSAGE] | %commits delete KEY [-m MESSAGE] | %commits refresh | "
          "%commits disconnect [NAME] | %commits [-c NAME] ... | %commits VAR << COMMAND | %%commits KEY -m MESSAGE")
 
-_CAPTURE = re.compile(r"\s*([A-Za-z_]\w*)\s*<<(?!<)(.*)\Z", re.S)
-_URL_CREDENTIALS = re.compile(r"(\b[a-z][\w+.-]*://[^\s:/@]*):[^\s@]*@", re.I)
 
 SERIALIZATIONS = {"json": JSON, "yaml": YAML, "text": TEXT, "raw": RAW, "suffix": serialization_by_suffix}
 
@@ -65,11 +63,6 @@ SERIALIZATIONS = {"json": JSON, "yaml": YAML, "text": TEXT, "raw": RAW, "suffix"
 def count(number: int, noun: str) -> str:
     """``1 key``, ``3 keys``."""
     return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
-def redact(text: str) -> str:
-    """Hide ``:password@`` in URLs."""
-    return _URL_CREDENTIALS.sub(r"\1:***@", text)
 
 
 # -- one connection -------------------------------------------------------------------------------------
@@ -94,6 +87,7 @@ class CommitsSession:
         self.dashboards: list[Any] = []
         self._closed = False
         self._lock = threading.Lock()
+        self.token = token  # kept only so that messages can hide it
         try:
             if url:
                 self.client = CommitClient(url, author=author, serialization=serialization, timeout=timeout,
@@ -368,20 +362,13 @@ def _cell_arguments(line: str) -> None:
     """Commit the cell's body."""
 
 
-def _parse(parser: Callable[..., Any], args: list[str], what: str) -> Any:
-    try:
-        # The words are already split (shell-like, quotes removed): hand them to argparse as they are.
-        return parser.parser.parse_args(args)
-    except UsageError as exc:
-        raise UsageError(f"commits {what}: {exc}") from None
-    except SystemExit:  # `-h` makes argparse print help and exit: the help is shown, stop here
-        raise UsageError(f"commits {what}: see the usage above") from None
-
-
 # -- the magics --------------------------------------------------------------------------------------------
 @magics_class
-class CommitsMagic(Magics, Configurable):
+class CommitsMagic(SubsystemMagic):
     """commits magics; options are set with ``%config CommitsMagic.<name> = value``."""
+
+    family = "commits"
+    usage = USAGE
 
     timeout = Float(10.0, config=True, help="Seconds to wait for the server or ZooKeeper.")
     author = Unicode("", config=True, help="Author of commits made here (default: your login name).")
@@ -396,9 +383,18 @@ class CommitsMagic(Magics, Configurable):
         self.sessions: dict[str, CommitsSession] = {}
         self.current: str | None = None
         self._selected: str | None = None  # the -c NAME of the line being run
-        if shell is not None:
-            shell.set_hook("complete_command", _complete, str_key="%commits")
-            shell.set_hook("complete_command", _complete, str_key="%%commits")
+        self.add_completer(_complete, "%commits", "%%commits")
+
+    def commands(self) -> CommandTable:
+        return {"connect": (_connect_arguments, self.connect),
+                "disconnect": (_disconnect_arguments, lambda parsed: self.disconnect(parsed.name)),
+                "show": (_show_arguments, self.show), "log": (_log_arguments, self.log),
+                "diff": (_diff_arguments, self.diff), "revert": (_revert_arguments, self.revert),
+                "delete": (_delete_arguments, self.delete), "refresh": (None, self.refresh),
+                "status": (None, self.status)}
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s.token for s in self.sessions.values() if s.token)
 
     # -- entry point ----------------------------------------------------------------------------
     @line_cell_magic("commits")
@@ -424,17 +420,10 @@ class CommitsMagic(Magics, Configurable):
 
         A stale version (someone committed first) is refused with a short error; nothing is lost.
         """
-        try:
-            if cell is not None:
-                return self._commit_cell(line, cell)
-            return self._line(line)
-        except UsageError as exc:
-            raise UsageError(redact(str(exc))) from None
+        return self.guarded(line, lambda: self._line(line) if cell is None else self._commit_cell(line, cell))
 
     def _line(self, line: str) -> Any:
-        capture = None
-        if match := _CAPTURE.match(line):
-            capture, line = match.group(1), match.group(2)
+        capture, line = split_capture(line)
         try:
             words = shlex.split(line)
         except ValueError as exc:
@@ -449,33 +438,16 @@ class CommitsMagic(Magics, Configurable):
         try:
             if not words:
                 result = self.table()
-            elif words[0] in COMMANDS:
-                result = self._command(words[0], words[1:])
             else:
-                raise UsageError(f"commits: unknown command {words[0]!r}; usage: {USAGE}")
+                result = self.dispatch(words[0], words[1:])
         finally:
             self._selected = None
-        if capture is not None:
-            self.shell.user_ns[capture] = result
-            return None
-        return result
+        return self.keep(capture, result)
 
-    def _command(self, name: str, args: list[str]) -> Any:
-        if name == "connect":
-            return self.connect(_parse(_connect_arguments, args, "connect"))
-        if name == "disconnect":
-            return self.disconnect(_parse(_disconnect_arguments, args, "disconnect").name)
-        if name == "refresh":
-            return self.refresh(args)
-        if name == "status":
-            session = self._session()
-            keys = count(len(session.keys()), "key")
-            return f"{session.name}: {session.target}: {session.connection_status()}, {keys}"
-        handler = {"show": self.show, "log": self.log, "diff": self.diff, "revert": self.revert,
-                   "delete": self.delete}[name]
-        parser = {"show": _show_arguments, "log": _log_arguments, "diff": _diff_arguments,
-                  "revert": _revert_arguments, "delete": _delete_arguments}[name]
-        return handler(_parse(parser, args, name))
+    def status(self, args: list[str]) -> str:
+        session = self._session()
+        keys = count(len(session.keys()), "key")
+        return f"{session.name}: {session.target}: {session.connection_status()}, {keys}"
 
     # -- connections --------------------------------------------------------------------------------
     def connect(self, args: Any) -> None:
@@ -532,11 +504,7 @@ class CommitsMagic(Magics, Configurable):
         """Close every connection and live table (the extension calls this on unload)."""
         for name in list(self.sessions):
             self._close_session(name)
-        if self.shell is not None:
-            dispatcher = self.shell.strdispatchers.get("complete_command")
-            if dispatcher is not None:
-                for key in ("%commits", "%%commits"):
-                    dispatcher.strs.pop(key, None)
+        self.remove_completers()
 
     # -- reading --------------------------------------------------------------------------------------
     def table(self) -> Any:
@@ -611,7 +579,7 @@ class CommitsMagic(Magics, Configurable):
             words = shlex.split(line)
         except ValueError as exc:
             raise UsageError(f"commits: {exc}") from None
-        args = _parse(_cell_arguments, words, "cell")
+        args = self.parse(_cell_arguments, words, "cell")
         client = self._session(args.connection).writer()
         commit = self._call(lambda: client.save(args.key, payload=cell, comment=args.message,
                                                 version=args.version,

@@ -24,19 +24,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from IPython.core.error import StdinNotImplementedError, TryNext, UsageError
-from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic import line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Float, Int, Unicode
-from traitlets.config import Configurable
 
 from workbench.domain import Database, Domain, Process
 from workbench.domain.agent import DEFAULT_PORT
 from workbench.domain.transport import KnownBrokers
 from workbench.errors import AuthenticationError, DomainError, WorkbenchError
 from workbench_jupyter.connections import Connection, connections
+from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, capture_words, redact, split_capture
 
-COMMANDS = ("connect", "disconnect", "dashboard", "start", "stop", "shutdown", "processes", "peers",
-            "databases", "descriptions", "templates", "description")
 USAGE = ("%domain connect [HOST[:PORT]] [USER[:PASSWORD]] | %domain [dashboard] | "
          "%domain start sm|te DB [--peer P] [--archive DIR] [--init] [--dba USER[:PASSWORD]] | "
          "%domain stop PROCESS [--kill] | %domain shutdown DB | "
@@ -49,7 +47,6 @@ PEER_COLUMNS = ["peer", "hostname", "port", "role", "tags"]
 DATABASE_COLUMNS = ["database", "storage_managers", "transaction_engines", "status"]
 TEMPLATE_COLUMNS = ["template", "summary", "requirements", "variables"]
 
-_CAPTURE = re.compile(r"\s*([A-Za-z_]\w*)\s*<<(?!<)(.*)\Z", re.S)
 _LEADING_CONNECTION = re.compile(r"\s*(?:-c|--connection)(?:\s+|=)(\S+)")
 
 
@@ -238,15 +235,6 @@ def _disconnect_arguments(line: str) -> None:
     """Close a connection."""
 
 
-def _parse(parser: Callable[..., Any], args: str, command: str) -> Any:
-    try:
-        return parse_argstring(parser, args)
-    except UsageError as exc:
-        raise UsageError(f"domain {command}: {exc}") from None
-    except (SystemExit, ValueError) as exc:  # -h, or unbalanced quotes in shlex
-        raise UsageError(f"domain {command}: bad arguments ({exc})") from None
-
-
 def _split_credentials(text: str | None, default_user: str) -> tuple[str, str | None]:
     if not text:
         return default_user, None
@@ -258,8 +246,11 @@ def _split_credentials(text: str | None, default_user: str) -> tuple[str, str | 
 
 # -- the magics ---------------------------------------------------------------------------------
 @magics_class
-class DomainMagic(Magics, Configurable):
+class DomainMagic(SubsystemMagic):
     """Domain magics; options are set with ``%config DomainMagic.<name> = value``."""
+
+    family = "domain"
+    usage = USAGE
 
     default_broker = Unicode(f"localhost:{DEFAULT_PORT}", config=True,
                              help="Broker HOST[:PORT] that `%domain connect` uses when none is given.")
@@ -283,8 +274,17 @@ class DomainMagic(Magics, Configurable):
         #: asks for a password (the kernel's getpass by default, which front ends show as a
         #: masked input); replaceable for front ends without one
         self.password_prompt: Callable[[str], str] | None = None
-        if shell is not None:
-            shell.set_hook("complete_command", _complete, str_key="%domain")
+        self.add_completer(_complete)
+
+    def commands(self) -> CommandTable:
+        return {"connect": (_connect_arguments, self._cmd_connect),
+                "disconnect": (_disconnect_arguments, self._cmd_disconnect),
+                "dashboard": (None, self._cmd_dashboard), "start": (_start_arguments, self._cmd_start),
+                "stop": (_stop_arguments, self._cmd_stop), "shutdown": (_shutdown_arguments, self._cmd_shutdown),
+                "processes": (_processes_arguments, self._cmd_processes), "peers": (None, self._cmd_peers),
+                "databases": (None, self._cmd_databases), "descriptions": (None, self._cmd_descriptions),
+                "templates": (None, self._cmd_templates),
+                "description": (_description_arguments, self._cmd_description)}
 
     @line_magic("domain")
     def domain(self, line: str) -> Any:
@@ -313,35 +313,30 @@ class DomainMagic(Magics, Configurable):
 
         Errors are short messages; passwords never appear in them.
         """
-        secrets = self._secrets() + _line_secrets(line)
-        try:
-            return self._run(line)
-        except UsageError as exc:
-            raise UsageError(_redact(str(exc), secrets + self._secrets())) from None
+        return self.guarded(line, lambda: self._run(line))
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(secret for session in self.sessions.values() for secret in session.secrets())
+
+    def line_secrets(self, line: str) -> tuple[str, ...]:
+        return super().line_secrets(line) + _line_secrets(line)
 
     # -- dispatch -------------------------------------------------------------------------------
     def _run(self, line: str) -> Any:
         connection = None
         if match := _LEADING_CONNECTION.match(line):
             connection, line = match.group(1), line[match.end():]
-        capture = None
-        if match := _CAPTURE.match(line):
-            capture, line = match.group(1), match.group(2)
+        capture, line = split_capture(line)
         command, _, args = line.strip().partition(" ")
         command = command or "dashboard"
-        if command not in COMMANDS:
-            raise UsageError(f"domain: unknown command {command!r}; usage: {USAGE}")
+        if command not in self.commands():
+            raise self.unknown(command)
         if capture is not None and command in ("connect", "disconnect"):
             raise UsageError(f"domain: {command} has no result to keep")
-        result = getattr(self, f"_cmd_{command}")(args.strip(), connection)
-        if capture is not None:
-            self.shell.user_ns[capture] = result
-            return None
-        return result
+        return self.keep(capture, self.dispatch(command, args.strip(), connection))
 
     # -- connections ----------------------------------------------------------------------------
-    def _cmd_connect(self, args: str, _: str | None) -> None:
-        parsed = _parse(_connect_arguments, args, "connect")
+    def _cmd_connect(self, parsed: Any, _: str | None) -> None:
         broker = parsed.broker or self.default_broker
         host, _, port = broker.rpartition(":") if ":" in broker else (broker, "", str(DEFAULT_PORT))
         if not host or not port.isdigit():
@@ -360,7 +355,7 @@ class DomainMagic(Magics, Configurable):
         except AuthenticationError:
             raise UsageError(f"domain: wrong domain user or password for {user}@{address}") from None
         except WorkbenchError as exc:
-            raise UsageError(f"domain: cannot connect to {address}: {_redact(exc.message, (password,))}") from None
+            raise UsageError(f"domain: cannot connect to {address}: {redact(exc.message, (password,))}") from None
         finally:
             del password
         if parsed.name in self.sessions:
@@ -374,8 +369,8 @@ class DomainMagic(Magics, Configurable):
               f"{len(client.databases)} databases, {len(client.processes)} processes; "
               f"`{self.variable}` is the Domain")
 
-    def _cmd_disconnect(self, args: str, connection: str | None) -> None:
-        name = _parse(_disconnect_arguments, args, "disconnect").name or connection or self.current
+    def _cmd_disconnect(self, parsed: Any, connection: str | None) -> None:
+        name = parsed.name or connection or self.current
         if name is None or name not in self.sessions:
             raise UsageError(f"domain: no domain connection named {name!r}" if name else "domain: not connected")
         self._close_session(name)
@@ -411,16 +406,7 @@ class DomainMagic(Magics, Configurable):
         """Close every session and dashboard, and forget the tab completion (on unload)."""
         for name in list(self.sessions):
             self._close_session(name)
-        if self.shell is not None:
-            dispatch = self.shell.strdispatchers.get("complete_command")
-            chain = dispatch.strs.get("%domain") if dispatch is not None else None
-            if chain is not None:
-                chain.chain = [(p, f) for p, f in chain.chain if getattr(f, "__func__", None) is not _complete]
-                if not chain.chain:
-                    del dispatch.strs["%domain"]
-
-    def _secrets(self) -> tuple[str, ...]:
-        return tuple(secret for session in self.sessions.values() for secret in session.secrets())
+        self.remove_completers()
 
     def _ask(self, prompt: str) -> str:
         import getpass
@@ -436,8 +422,7 @@ class DomainMagic(Magics, Configurable):
         return answer
 
     # -- processes ------------------------------------------------------------------------------
-    def _cmd_start(self, args: str, connection: str | None) -> Process:
-        parsed = _parse(_start_arguments, args, "start")
+    def _cmd_start(self, parsed: Any, connection: str | None) -> Process:
         session = self.session(connection)
         domain = session.domain
         peer = domain.entry_peer
@@ -468,8 +453,7 @@ class DomainMagic(Magics, Configurable):
         except DomainError as exc:
             raise UsageError(f"domain start: {_reason(exc)}") from None
 
-    def _cmd_stop(self, args: str, connection: str | None) -> None:
-        parsed = _parse(_stop_arguments, args, "stop")
+    def _cmd_stop(self, parsed: Any, connection: str | None) -> None:
         session = self.session(connection)
         process = find_process(session.domain, parsed.process)
         try:
@@ -484,10 +468,9 @@ class DomainMagic(Magics, Configurable):
         else:
             print(f"asked {process} to stop; it has not left within {self.wait_seconds:g}s")
 
-    def _cmd_shutdown(self, args: str, connection: str | None) -> None:
+    def _cmd_shutdown(self, parsed: Any, connection: str | None) -> None:
         from workbench_jupyter.domain_dashboard import shutdown_wait
 
-        parsed = _parse(_shutdown_arguments, args, "shutdown")
         session = self.session(connection)
         database: Database | None = session.domain.get_database(parsed.database)
         if database is None:
@@ -503,8 +486,8 @@ class DomainMagic(Magics, Configurable):
               + (f", {left} still leaving" if left else ""))
 
     # -- listings and the dashboard -------------------------------------------------------------
-    def _cmd_processes(self, args: str, connection: str | None) -> Any:
-        database = _parse(_processes_arguments, args, "processes").database
+    def _cmd_processes(self, parsed: Any, connection: str | None) -> Any:
+        database = parsed.database
         return processes_frame(self.session(connection).domain, database)
 
     def _cmd_peers(self, args: str, connection: str | None) -> Any:
@@ -523,8 +506,7 @@ class DomainMagic(Magics, Configurable):
         self._no_arguments("templates", args)
         return templates_frame(self.session(connection).domain)
 
-    def _cmd_description(self, args: str, connection: str | None) -> Any:
-        parsed = _parse(_description_arguments, args, "description")
+    def _cmd_description(self, parsed: Any, connection: str | None) -> Any:
         # IPython's argument splitter keeps quotes: "Multi Host" arrives with them.
         parsed.template, parsed.new_template = (_unquote(parsed.template), _unquote(parsed.new_template))
         domain = self.session(connection).domain
@@ -599,13 +581,6 @@ def _line_secrets(line: str) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _redact(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 # -- tab completion -----------------------------------------------------------------------------
 def _complete(shell: Any, event: Any) -> list[str]:
     """Completions after ``%domain``: commands, processes after ``stop``, databases, peers."""
@@ -618,11 +593,9 @@ def _complete(shell: Any, event: Any) -> list[str]:
         raise TryNext() from None
     if event.text_until_cursor.endswith((" ", "\t")):
         words.append("")
-    words = words[1:]  # "%domain"
-    if words and _CAPTURE.match(" ".join(words[:2])):
-        words = words[2:] if words[1] == "<<" else [words[0].split("<<", 1)[1], *words[1:]]
+    words = capture_words(words[1:])  # after "%domain" and any "NAME <<"
     if len(words) <= 1:
-        return list(COMMANDS)
+        return list(magics.commands())
     session = magics.sessions.get(magics.current or "")
     if session is None or session.closed:
         raise TryNext()

@@ -24,14 +24,14 @@ from typing import Any
 from urllib.parse import unquote
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Bool, Float, Int, Unicode
-from traitlets.config import Configurable
 
 from workbench.errors import ZdbError
 from workbench.zdb.client import Client, Proxy, ZdbRemoteError, ZdbTimeout, resolve_domain_uri
 from workbench_jupyter.connections import Connection, connections
+from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, redact, split_capture
 
 COMMANDS = ("connect", "disconnect", "undo", "redo", "save", "lock", "unlock", "status", "dashboard")
 USAGE = ("%zdb connect URI [READ_URI] [--name NAME] [--read-your-writes] | %zdb EXPRESSION | "
@@ -40,9 +40,7 @@ USAGE = ("%zdb connect URI [READ_URI] [--name NAME] [--read-your-writes] | %zdb 
 # `--df`, `-c NAME`, `--connection NAME` at the start of the line; the rest stays verbatim
 # (Python code must not go through a shell-style splitter, which would eat its spaces).
 _LEADING_OPTION = re.compile(r"\s*(--df\b|(?:-c|--connection)(?:\s+|=)\S+)")
-_CAPTURE = re.compile(r"\s*([A-Za-z_]\w*)\s*<<(?!<)(.*)\Z", re.S)
 _COMMAND = re.compile(rf"\s*({'|'.join(COMMANDS)})(?:\s+(?!=)(.*))?\s*\Z", re.S)
-_URI_CREDENTIALS = re.compile(r"(\b[a-z][\w+.-]*://[^\s:/@]*):[^\s@]*@", re.I)
 
 
 # -- addresses ----------------------------------------------------------------------------------
@@ -106,15 +104,6 @@ def parse_address(uri: str) -> ZdbAddress:
     shown = f"{scheme}://{user + '@' if user else ''}{rest}"
     database = path.strip("/") if scheme == "zdb" and path.strip("/") else None
     return ZdbAddress(endpoint, user, password, shown, database, uri)
-
-
-def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """Hide ``:password@`` in addresses and any known secret in a message."""
-    text = _URI_CREDENTIALS.sub(r"\1:***@", text)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 # -- one connection -----------------------------------------------------------------------------
@@ -307,8 +296,11 @@ def _disconnect_arguments(line: str) -> None:
 
 # -- the magics ---------------------------------------------------------------------------------
 @magics_class
-class Zdb(Magics, Configurable):
+class Zdb(SubsystemMagic):
     """zdb magics; options are set with ``%config Zdb.<name> = value``."""
+
+    family = "zdb"
+    usage = USAGE
 
     dataframe = Bool(False, config=True, help="Show lists of dicts as pandas DataFrames (as --df does).")
     timeout = Float(10.0, config=True, help="Seconds to wait for the server on each request.")
@@ -360,10 +352,7 @@ class Zdb(Magics, Configurable):
         Errors (a missing key, a bad expression, no answer) are short messages; addresses are
         shown without their password.
         """
-        try:
-            return self._run(line, cell)
-        except UsageError as exc:
-            raise UsageError(redact(str(exc), self._secrets())) from None
+        return self.guarded(line, lambda: self._run(line, cell))
 
     # -- dispatch -------------------------------------------------------------------------------
     def _run(self, line: str, cell: str | None) -> Any:
@@ -372,9 +361,7 @@ class Zdb(Magics, Configurable):
             options = parse_argstring(self.zdb, options_text)
         except UsageError as exc:
             raise UsageError(f"zdb: {exc}") from None
-        capture = None
-        if match := _CAPTURE.match(rest):
-            capture, rest = match.group(1), match.group(2)
+        capture, rest = split_capture(rest)
         if cell is not None:
             if rest.strip():
                 raise UsageError("zdb: the %%zdb line takes options and `NAME <<` only; "
@@ -386,10 +373,7 @@ class Zdb(Magics, Configurable):
             result = self._query(self._session(options.connection), rest, options.df)
         else:
             raise UsageError(f"usage: {USAGE}")
-        if capture is not None:
-            self.shell.user_ns[capture] = result
-            return None
-        return result
+        return self.keep(capture, result)
 
     def _command(self, name: str, args: str, options: Any) -> Any:
         try:
@@ -399,38 +383,50 @@ class Zdb(Magics, Configurable):
             raise UsageError(message if message.startswith(("zdb", "usage")) else f"zdb {name}: {message}") \
                 from None
 
+    def commands(self) -> CommandTable:
+        return {"connect": (None, lambda args, options: self.connect(args)),
+                "disconnect": (_disconnect_arguments, lambda parsed, options:
+                               self.disconnect(parsed.name or options.connection)),
+                "undo": (None, self._cmd_undo_redo("undo")), "redo": (None, self._cmd_undo_redo("redo")),
+                "save": (None, self._cmd_save), "lock": (_lock_arguments, self._cmd_lock),
+                "unlock": (None, self._cmd_unlock), "status": (None, self._cmd_status),
+                "dashboard": (None, self._cmd_dashboard)}
+
     def _run_command(self, name: str, args: str, options: Any) -> Any:
-        if name == "connect":
-            return self.connect(args)
-        if name == "disconnect":
-            return self.disconnect(parse_argstring(_disconnect_arguments, args).name or options.connection)
-        if name == "lock":
-            parsed = parse_argstring(_lock_arguments, args)
-            session = self._session(options.connection)
-            self._call(session, lambda: session.client.lock(lease=parsed.lease, wait=parsed.wait))
-            print(f"locked {session.address.shown} (renewed until %zdb unlock)")
-            return None
-        if args.strip():
+        if name not in ("connect", "disconnect", "lock") and args.strip():
             raise UsageError(f"zdb: {name} takes no arguments (got {args.strip()!r})")
+        return self.dispatch(name, args, options)
+
+    def _cmd_lock(self, parsed: Any, options: Any) -> None:
         session = self._session(options.connection)
-        if name in ("undo", "redo"):
+        self._call(session, lambda: session.client.lock(lease=parsed.lease, wait=parsed.wait))
+        print(f"locked {session.address.shown} (renewed until %zdb unlock)")
+
+    def _cmd_undo_redo(self, name: str) -> Any:
+        def run(args: str, options: Any) -> None:
+            session = self._session(options.connection)
             self._call(session, getattr(session.client, name))
             print(f"{name} done (seq {session.client.last_write_seq})")
-            return None
-        if name == "save":
-            saved = self._call(session, session.client.save)
-            what = "started" if saved.get("started") else "not started: one is still running"
-            print(f"saved: journal synced at seq {saved.get('seq')}, checkpoint {what}")
-            return None
-        if name == "unlock":
-            self._call(session, session.client.unlock)
-            print(f"unlocked {session.address.shown}")
-            return None
-        if name == "status":
-            return ZdbStatus(session.name, session.target, self._call(session, session.client.status))
-        if name == "dashboard":
-            return self._call(session, lambda: session.dashboard(self.dashboard_max_rate, self.recent_writes))
-        raise UsageError(f"usage: {USAGE}")  # pragma: no cover - _COMMAND only matches COMMANDS
+        return run
+
+    def _cmd_save(self, args: str, options: Any) -> None:
+        session = self._session(options.connection)
+        saved = self._call(session, session.client.save)
+        what = "started" if saved.get("started") else "not started: one is still running"
+        print(f"saved: journal synced at seq {saved.get('seq')}, checkpoint {what}")
+
+    def _cmd_unlock(self, args: str, options: Any) -> None:
+        session = self._session(options.connection)
+        self._call(session, session.client.unlock)
+        print(f"unlocked {session.address.shown}")
+
+    def _cmd_status(self, args: str, options: Any) -> ZdbStatus:
+        session = self._session(options.connection)
+        return ZdbStatus(session.name, session.target, self._call(session, session.client.status))
+
+    def _cmd_dashboard(self, args: str, options: Any) -> Any:
+        session = self._session(options.connection)
+        return self._call(session, lambda: session.dashboard(self.dashboard_max_rate, self.recent_writes))
 
     # -- connections ----------------------------------------------------------------------------
     def connect(self, args: str) -> None:
@@ -501,7 +497,7 @@ class Zdb(Magics, Configurable):
         for name in list(self.sessions):
             self._close_session(name)
 
-    def _secrets(self) -> tuple[str, ...]:
+    def secrets(self) -> tuple[str, ...]:
         return tuple(s.address.password or "" for s in self.sessions.values())
 
     # -- running --------------------------------------------------------------------------------

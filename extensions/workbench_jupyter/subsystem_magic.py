@@ -1,0 +1,240 @@
+"""``SubsystemMagic``: what every subsystem's magic family shares (redaction, ``NAME <<``, dispatch, sessions).
+
+A family (``%domain``, ``%zdb``, ``%commits``, ``%inventory``, ``%clusters``) is one ``Magics, Configurable``
+subclass registered in ``shell.configurables`` (so ``%config ClassName.option`` works). It names itself
+(``family``), gives its command table and keeps only its commands; the base does the rest::
+
+    @magics_class
+    class ThingMagic(SubsystemMagic):
+        family = "thing"
+        usage = "%thing list | show NAME | VAR << COMMAND"
+
+        def commands(self):
+            return {"list": (None, self.cmd_list), "show": (_show_arguments, self.cmd_show)}
+
+        @line_magic("thing")
+        def thing(self, line):
+            return self.guarded(line, lambda: self.run_line(line))
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics
+from IPython.core.magic_arguments import parse_argstring
+from traitlets.config import Configurable
+
+from workbench_jupyter.connections import Connection, connections
+
+#: ``NAME << COMMAND``: keep the command's result in the user variable NAME instead of showing it
+CAPTURE = re.compile(r"\s*([A-Za-z_]\w*)\s*<<(?!<)(.*)\Z", re.S)
+#: ``scheme://user:password@`` in a URL (the password may hold anything but whitespace and ``@``)
+_URL_PASSWORD = re.compile(r"(\b[a-z][\w+.-]*://[^\s:/@]*):([^\s@]*)@", re.I)
+#: ``--password VALUE``, ``--db-password=VALUE``, ``--secret VALUE``, ``--token VALUE``
+_PASSWORD_OPTION = re.compile(r"(--[\w-]*(?:password|passwd|secret|token)[\w-]*(?:\s+|=))(['\"]?)([^\s'\"]+)\2",
+                              re.I)
+
+#: what a handler gets: the parsed arguments (``None`` when the command has no parser, then the raw text)
+Parser = Callable[..., Any] | None
+Handler = Callable[..., Any]
+CommandTable = Mapping[str, tuple[Parser, Handler]]
+
+S = TypeVar("S")
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with URL passwords, password options and every known secret replaced by ``***``.
+
+    >>> redact("cannot reach postgresql://u:hunter2@db:5432/x --password s3cret", ("other",))
+    'cannot reach postgresql://u:***@db:5432/x --password ***'
+    """
+    text = _URL_PASSWORD.sub(r"\1:***@", text)
+    text = _PASSWORD_OPTION.sub(lambda m: f"{m.group(1)}{m.group(2)}***{m.group(2)}", text)
+    # longest first: a secret that contains another must not be left half shown
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def secrets_in(text: str) -> tuple[str, ...]:
+    """The passwords written in a line: of URLs and of password options (so messages never echo them)."""
+    found = [m.group(2) for m in _URL_PASSWORD.finditer(text)]
+    found += [m.group(3) for m in _PASSWORD_OPTION.finditer(text)]
+    return tuple(s for s in found if s and s != "***")
+
+
+def split_capture(line: str) -> tuple[str | None, str]:
+    """``("out", " show x")`` for ``"out << show x"``; ``(None, line)`` when the line keeps nothing."""
+    if match := CAPTURE.match(line):
+        return match.group(1), match.group(2)
+    return None, line
+
+
+def capture_words(words: list[str]) -> list[str]:
+    """The words after ``VAR <<`` (completion sees ``["out", "<<", "show"]`` or ``["out<<", "show"]``)."""
+    if len(words) > 1 and words[1] == "<<" and CAPTURE.match(" ".join(words[:2])):
+        return words[2:]
+    if words and CAPTURE.match(words[0]) and "<<" in words[0]:
+        tail = words[0].split("<<", 1)[1]
+        return ([tail] if tail else []) + words[1:]
+    return words
+
+
+class SessionRegistry(Generic[S]):
+    """One family's named connections and which one is current; each is also in ``%workbench``'s list."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.by_name: dict[str, S] = {}
+        self.current: str | None = None
+
+    def add(self, name: str, session: S, target: str) -> S:
+        """Make ``session`` the current one under ``name`` (a session of that name must be closed first)."""
+        existing = connections.get(name)
+        if existing is not None and existing.kind != self.kind and name not in self.by_name:
+            raise UsageError(f"{self.kind}: {name!r} is already a {existing.kind} connection; choose another --name")
+        self.by_name[name] = session
+        self.current = name
+        connections.add(Connection(name, self.kind, target, client=session))
+        return session
+
+    def check_name(self, name: str) -> None:
+        """A UsageError when ``name`` is another family's connection (before connecting anything)."""
+        existing = connections.get(name)
+        if existing is not None and existing.kind != self.kind:
+            raise UsageError(f"{self.kind}: {name!r} is already a {existing.kind} connection; choose another --name")
+
+    def pop(self, name: str) -> S:
+        """Forget ``name`` (here and in ``%workbench``'s list); the next newest becomes current."""
+        session = self.by_name.pop(name)
+        registered = connections.get(name)
+        if registered is not None and registered.client is session:
+            connections.remove(name)
+        if self.current == name:
+            self.current = next(reversed(self.by_name), None)
+        return session
+
+    def get(self, name: str | None) -> S | None:
+        return self.by_name.get(name or self.current or "")
+
+    def names(self) -> list[str]:
+        return list(self.by_name)
+
+    def values(self) -> list[S]:
+        return list(self.by_name.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.by_name
+
+    def __iter__(self) -> Any:
+        return iter(list(self.by_name))
+
+    def __len__(self) -> int:
+        return len(self.by_name)
+
+
+class SubsystemMagic(Magics, Configurable):
+    """Base of a subsystem's magics: one redaction, ``NAME <<``, a command table, completion hooks."""
+
+    #: the magic's name and the prefix of its messages ("clusters" -> "clusters: ...", "%clusters")
+    family: str = ""
+    #: the one-line usage shown with an unknown command
+    usage: str = ""
+
+    # -- redaction ------------------------------------------------------------------------------
+    def secrets(self) -> tuple[str, ...]:
+        """Passwords this family holds (of its sessions, of its options); never shown in a message."""
+        return ()
+
+    def line_secrets(self, line: str) -> tuple[str, ...]:
+        """Passwords written in a line of this magic; a family with its own syntax adds to these."""
+        return secrets_in(line)
+
+    def redact(self, text: str, line: str = "") -> str:
+        return redact(text, self.secrets() + self.line_secrets(line))
+
+    def guarded(self, line: str, run: Callable[[], Any]) -> Any:
+        """``run()``; a UsageError it raises is re-raised short and without any password."""
+        # read before running: a failed connect forgets its session, and with it its password
+        secrets = self.secrets() + self.line_secrets(line)
+        try:
+            return run()
+        except UsageError as exc:
+            raise UsageError(redact(str(exc), secrets + self.secrets())) from None
+
+    # -- NAME << COMMAND ------------------------------------------------------------------------
+    def keep(self, capture: str | None, result: Any) -> Any:
+        """With ``NAME <<``: the result goes to the user variable NAME and nothing is shown."""
+        if capture is None:
+            return result
+        self.shell.user_ns[capture] = result
+        return None
+
+    # -- dispatch -------------------------------------------------------------------------------
+    def commands(self) -> CommandTable:
+        """``{command: (parser, handler)}``; ``parser`` is a ``@magic_arguments`` function or None."""
+        return {}
+
+    def unknown(self, command: str) -> UsageError:
+        return UsageError(f"{self.family}: unknown command {command!r}; usage: {self.usage}")
+
+    def parse(self, parser: Callable[..., Any], args: str | list[str], command: str) -> Any:
+        """Parsed arguments of ``command``; argparse's complaints become one-line UsageErrors."""
+        try:
+            if isinstance(args, list):  # words already split shell-like: hand them to argparse as they are
+                return parser.parser.parse_args(args)
+            return parse_argstring(parser, args)
+        except UsageError as exc:
+            raise UsageError(f"{self.family} {command}: {exc}") from None
+        except SystemExit:  # `-h` makes argparse print the help and exit: it is shown, stop here
+            raise UsageError(f"{self.family} {command}: see the usage above") from None
+        except ValueError as exc:  # unbalanced quotes in shlex
+            raise UsageError(f"{self.family} {command}: bad arguments ({exc})") from None
+
+    def dispatch(self, command: str, args: str | list[str], *extra: Any) -> Any:
+        """Run ``command`` from the table: its handler gets the parsed arguments (or ``args``) and ``extra``."""
+        entry = self.commands().get(command)
+        if entry is None:
+            raise self.unknown(command)
+        parser, handler = entry
+        return handler(args if parser is None else self.parse(parser, args, command), *extra)
+
+    # -- completion -----------------------------------------------------------------------------
+    def add_completer(self, complete: Callable[[Any, Any], list[str]], *keys: str) -> None:
+        """Complete the lines of ``%family`` (and any other ``keys``) with ``complete(shell, event)``."""
+        self._completers = [(key, complete) for key in keys or (f"%{self.family}",)]
+        if self.shell is not None:
+            for key, _ in self._completers:
+                self.shell.set_hook("complete_command", complete, str_key=key)
+
+    def remove_completers(self) -> None:
+        """Forget this family's completions (on unload), leaving others' on the same keys."""
+        dispatch = getattr(self.shell, "strdispatchers", {}).get("complete_command") if self.shell else None
+        for key, complete in getattr(self, "_completers", []):
+            chain = dispatch.strs.get(key) if dispatch is not None else None
+            if chain is None:
+                continue
+            # set_hook wraps the hook in a method of the shell: its __func__ is what was given
+            chain.chain = [(p, f) for p, f in chain.chain if getattr(f, "__func__", f) is not complete]
+            if not chain.chain:
+                del dispatch.strs[key]
+        self._completers = []
+
+    @staticmethod
+    def words(text: str) -> list[str]:
+        """Shell-like words of a line being completed (one empty word when a new one starts)."""
+        try:
+            words = shlex.split(text)
+        except ValueError:
+            words = text.split()
+        if text.endswith((" ", "\t")):
+            words.append("")
+        return words
+
+
+__all__ = ["CAPTURE", "CommandTable", "SessionRegistry", "SubsystemMagic", "capture_words", "redact",
+           "secrets_in", "split_capture"]
