@@ -22,7 +22,6 @@ the heads again; it never polls. Options: ``%config CommitsMagic.<name> = value`
 from __future__ import annotations
 
 import html
-import re
 import shlex
 import threading
 from dataclasses import dataclass, field

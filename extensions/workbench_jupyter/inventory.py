@@ -27,16 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic import line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Float, Int, Unicode
-from traitlets.config import Configurable
 
 from workbench.errors import WorkbenchError
 from workbench.inventory.web.reports import dataset_summary, inventory_stats, site_summary
 from workbench_jupyter.connections import Connection, connections
+from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, redact, split_capture
 
-COMMANDS = ("connect", "disconnect", "dashboard", "datasets", "sites", "stats", "data", "status", "exec", "exec-auth")
 CELL_COMMANDS = ("exec", "exec-auth")
 USAGE = ("%inventory connect URL|--store URL [--name NAME] | %inventory [dashboard] | %inventory datasets [PATTERN] "
          "| %inventory sites | %inventory stats | %inventory data PAGE [KEY=VALUE...] | %inventory status "
@@ -44,17 +43,10 @@ USAGE = ("%inventory connect URL|--store URL [--name NAME] | %inventory [dashboa
          "| NAME << COMMAND")
 
 _LEADING_OPTION = re.compile(r"\s*(?:-c|--connection)(?:\s+|=)(\S+)")
-_CAPTURE = re.compile(r"\s*([A-Za-z_]\w*)\s*<<(?!<)(.*)\Z", re.S)
-_URI_CREDENTIALS = re.compile(r"(\b[a-z][\w+.-]*://[^\s:/@]*):[^\s@]*@", re.I)
 _DATASET_COLUMNS = ["name", "status", "data_type", "num_blocks", "num_files", "size", "sites", "is_open",
                     "software_version", "last_update"]
 _SITE_COLUMNS = ["name", "host", "storage_type", "status", "backend", "usage", "quota", "num_dataset_replicas",
                  "num_block_replicas"]
-
-
-def redact(text: str) -> str:
-    """Hide ``:password@`` in URLs."""
-    return _URI_CREDENTIALS.sub(r"\1:***@", text)
 
 
 # -- connections ----------------------------------------------------------------------------------
@@ -324,8 +316,11 @@ def _disconnect_arguments(line: str) -> None:
 # -- the magics -------------------------------------------------------------------------------------
 
 @magics_class
-class InventoryMagic(Magics, Configurable):
+class InventoryMagic(SubsystemMagic):
     """Inventory magics; options are set with ``%config InventoryMagic.<name> = value``."""
+
+    family = "inventory"
+    usage = USAGE
 
     timeout = Float(30.0, config=True, help="Seconds to wait for a server's answer.")
     dashboard_max_rate = Float(5.0, config=True, help="Most updates per second of an inventory dashboard.")
@@ -365,26 +360,21 @@ class InventoryMagic(Magics, Configurable):
 
         Errors are short messages; addresses are shown without passwords.
         """
-        try:
-            return self._run(line, cell)
-        except UsageError as exc:
-            raise UsageError(redact(str(exc))) from None
+        return self.guarded(line, lambda: self._run(line, cell))
 
     # -- dispatch -----------------------------------------------------------------------------------
     def _run(self, line: str, cell: str | None) -> Any:
         connection = None
         if match := _LEADING_OPTION.match(line):
             connection, line = match.group(1), line[match.end():]
-        capture = None
-        if match := _CAPTURE.match(line):
-            capture, line = match.group(1), match.group(2)
+        capture, line = split_capture(line)
         try:
             words = shlex.split(line)
         except ValueError as exc:
             raise UsageError(f"inventory: {exc}") from None
         command, args = (words[0], words[1:]) if words else ("dashboard", [])
-        if command not in COMMANDS:
-            raise UsageError(f"usage: {USAGE}")
+        if command not in self.commands():
+            raise self.unknown(command)
         if cell is not None and command not in CELL_COMMANDS:
             raise UsageError("inventory: the cell forms are %%inventory exec [--write] [--title T] and "
                              "%%inventory exec-auth --title T")
@@ -392,56 +382,67 @@ class InventoryMagic(Magics, Configurable):
             raise UsageError(f"inventory: {command} runs a cell: use %%inventory {command} ...")
         rest = line.split(command, 1)[1] if words else ""
         try:
-            result = self._command(command, args, rest, cell, connection)
+            result = self.dispatch(command, rest, args, cell, connection)
         except WorkbenchError as exc:
             raise UsageError(f"inventory {command}: {exc.message}") from None
-        if capture is not None:
-            self.shell.user_ns[capture] = result
-            return None
-        return result
+        return self.keep(capture, result)
 
-    def _command(self, command: str, args: list[str], rest: str, cell: str | None, connection: str | None) -> Any:
-        if command == "connect":
-            return self.connect(rest)
-        if command == "disconnect":
-            return self.disconnect(parse_argstring(_disconnect_arguments, rest).name or connection)
-        if command == "status":
-            return [(s.name, s.kind, s.target, s.connection_status()) for s in self.sessions.values()]
+    # -- commands: each gets its parsed arguments (or the text after the command), the words, the cell and -c NAME
+    def commands(self) -> CommandTable:
+        return {"connect": (_connect_arguments, self.connect),
+                "disconnect": (_disconnect_arguments, lambda parsed, args, cell, connection:
+                               self.disconnect(parsed.name or connection)),
+                "dashboard": (None, self._cmd_dashboard), "datasets": (None, self._cmd_datasets),
+                "sites": (None, self._cmd_sites), "stats": (None, self._cmd_stats), "data": (None, self._cmd_data),
+                "status": (None, self._cmd_status), "exec": (_exec_arguments, self._cmd_exec),
+                "exec-auth": (_authorize_arguments, self._cmd_exec_auth)}
+
+    def _cmd_status(self, rest: str, args: list[str], cell: str | None, connection: str | None) -> Any:
+        return [(s.name, s.kind, s.target, s.connection_status()) for s in self.sessions.values()]
+
+    def _cmd_dashboard(self, rest: str, args: list[str], cell: str | None, connection: str | None) -> Any:
+        self._no_arguments("dashboard", args)
+        return self._session(connection).dashboard(self.dashboard_max_rate, self.recent_changes)
+
+    def _cmd_datasets(self, rest: str, args: list[str], cell: str | None, connection: str | None) -> Any:
         session = self._session(connection)
-        if command == "dashboard":
-            self._no_arguments(command, args)
-            return session.dashboard(self.dashboard_max_rate, self.recent_changes)
-        if command == "datasets":
-            if len(args) > 1:
-                raise UsageError("inventory datasets: one PATTERN at most (quote it if it has spaces)")
-            return _frame(session.datasets(args[0] if args else None), _DATASET_COLUMNS)
-        if command == "sites":
-            self._no_arguments(command, args)
-            return _frame(session.sites(), _SITE_COLUMNS)
-        if command == "stats":
-            self._no_arguments(command, args)
-            return session.stats()
-        if command == "data":
-            if not args:
-                raise UsageError("inventory data: which page? "
-                                 "(datasets, dataset, sites, site, groups, replicas, stats)")
-            parameters = {}
-            for word in args[1:]:
-                key, sep, value = word.partition("=")
-                if not sep or not key:
-                    raise UsageError(f"inventory data: parameters are KEY=VALUE (got {word!r})")
-                parameters[key] = value
-            page = args[0] if "/" in args[0] else f"inventory/{args[0]}"
-            return session.data(page, **parameters)
-        if command == "exec-auth":
-            parsed = parse_argstring(_authorize_arguments, rest)
-            if not (cell or "").strip():
-                raise UsageError("inventory exec-auth: the cell is empty")
-            granted = session.authorize(cell or "", parsed.title, parsed.user)
-            print(f"authorized {parsed.title!r}: sha256 {str(granted.get('checksum', ''))[:16]}...")
-            return None
-        parsed = parse_argstring(_exec_arguments, rest)
-        return self._exec(session, cell or "", parsed.write, parsed.title, parsed.args)
+        if len(args) > 1:
+            raise UsageError("inventory datasets: one PATTERN at most (quote it if it has spaces)")
+        return _frame(session.datasets(args[0] if args else None), _DATASET_COLUMNS)
+
+    def _cmd_sites(self, rest: str, args: list[str], cell: str | None, connection: str | None) -> Any:
+        session = self._session(connection)
+        self._no_arguments("sites", args)
+        return _frame(session.sites(), _SITE_COLUMNS)
+
+    def _cmd_stats(self, rest: str, args: list[str], cell: str | None, connection: str | None) -> Any:
+        session = self._session(connection)
+        self._no_arguments("stats", args)
+        return session.stats()
+
+    def _cmd_data(self, rest: str, args: list[str], cell: str | None, connection: str | None) -> Any:
+        session = self._session(connection)
+        if not args:
+            raise UsageError("inventory data: which page? "
+                             "(datasets, dataset, sites, site, groups, replicas, stats)")
+        parameters = {}
+        for word in args[1:]:
+            key, sep, value = word.partition("=")
+            if not sep or not key:
+                raise UsageError(f"inventory data: parameters are KEY=VALUE (got {word!r})")
+            parameters[key] = value
+        page = args[0] if "/" in args[0] else f"inventory/{args[0]}"
+        return session.data(page, **parameters)
+
+    def _cmd_exec_auth(self, parsed: Any, args: list[str], cell: str | None, connection: str | None) -> None:
+        session = self._session(connection)
+        if not (cell or "").strip():
+            raise UsageError("inventory exec-auth: the cell is empty")
+        granted = session.authorize(cell or "", parsed.title, parsed.user)
+        print(f"authorized {parsed.title!r}: sha256 {str(granted.get('checksum', ''))[:16]}...")
+
+    def _cmd_exec(self, parsed: Any, args: list[str], cell: str | None, connection: str | None) -> Any:
+        return self._exec(self._session(connection), cell or "", parsed.write, parsed.title, parsed.args)
 
     @staticmethod
     def _no_arguments(command: str, args: list[str]) -> None:
@@ -449,8 +450,7 @@ class InventoryMagic(Magics, Configurable):
             raise UsageError(f"inventory {command} takes no arguments (got {' '.join(args)!r})")
 
     # -- connections --------------------------------------------------------------------------------
-    def connect(self, rest: str) -> None:
-        parsed = parse_argstring(_connect_arguments, rest)
+    def connect(self, parsed: Any, args: list[str], cell: str | None, connection: str | None) -> None:
         if bool(parsed.url) == bool(parsed.store):
             raise UsageError("inventory connect: give a server URL or --store URL (one of them)")
         existing = connections.get(parsed.name)
