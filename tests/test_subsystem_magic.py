@@ -120,7 +120,10 @@ def test_clusters_never_echoes_a_password(loaded, tmp_path):
     assert SECRET not in message
     loaded.user_ns["url"] = f"postgresql://u:{SECRET}@127.0.0.1:{closed_port()}/x"
     loaded.run_cell("%config ClustersMagic.database_url = url")
-    message = _message(loaded, "%clusters list")
+    try:
+        message = _message(loaded, "%clusters list")
+    finally:  # %config outlives the extension in this shell: later tests need the default database
+        loaded.run_cell("%config ClustersMagic.database_url = ''")
     assert SECRET not in message and "cannot open the state database postgresql://u:***@" in message
 
 

@@ -1,4 +1,4 @@
-"""``SubsystemMagic``: what every subsystem's magic family shares (redaction, ``NAME <<``, dispatch, sessions).
+"""``SubsystemMagic``: what every subsystem's magic family shares (redaction, ``NAME <<``, dispatch, completion).
 
 A family (``%domain``, ``%zdb``, ``%commits``, ``%inventory``, ``%clusters``) is one ``Magics, Configurable``
 subclass registered in ``shell.configurables`` (so ``%config ClassName.option`` works). It names itself
@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Mapping
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics
 from IPython.core.magic_arguments import parse_argstring
 from traitlets.config import Configurable
-
-from workbench_jupyter.connections import Connection, connections
 
 #: ``NAME << COMMAND``: keep the command's result in the user variable NAME instead of showing it
 CAPTURE = re.compile(r"\s*([A-Za-z_]\w*)\s*<<(?!<)(.*)\Z", re.S)
@@ -42,9 +40,6 @@ _PASSWORD_OPTION = re.compile(r"(--[\w-]*(?:password|passwd|secret|token)[\w-]*(
 Parser = Callable[..., Any] | None
 Handler = Callable[..., Any]
 CommandTable = Mapping[str, tuple[Parser, Handler]]
-
-S = TypeVar("S")
-
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with URL passwords, password options and every known secret replaced by ``***``.
@@ -82,59 +77,6 @@ def capture_words(words: list[str]) -> list[str]:
         tail = words[0].split("<<", 1)[1]
         return ([tail] if tail else []) + words[1:]
     return words
-
-
-class SessionRegistry(Generic[S]):
-    """One family's named connections and which one is current; each is also in ``%workbench``'s list."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.by_name: dict[str, S] = {}
-        self.current: str | None = None
-
-    def add(self, name: str, session: S, target: str) -> S:
-        """Make ``session`` the current one under ``name`` (a session of that name must be closed first)."""
-        existing = connections.get(name)
-        if existing is not None and existing.kind != self.kind and name not in self.by_name:
-            raise UsageError(f"{self.kind}: {name!r} is already a {existing.kind} connection; choose another --name")
-        self.by_name[name] = session
-        self.current = name
-        connections.add(Connection(name, self.kind, target, client=session))
-        return session
-
-    def check_name(self, name: str) -> None:
-        """A UsageError when ``name`` is another family's connection (before connecting anything)."""
-        existing = connections.get(name)
-        if existing is not None and existing.kind != self.kind:
-            raise UsageError(f"{self.kind}: {name!r} is already a {existing.kind} connection; choose another --name")
-
-    def pop(self, name: str) -> S:
-        """Forget ``name`` (here and in ``%workbench``'s list); the next newest becomes current."""
-        session = self.by_name.pop(name)
-        registered = connections.get(name)
-        if registered is not None and registered.client is session:
-            connections.remove(name)
-        if self.current == name:
-            self.current = next(reversed(self.by_name), None)
-        return session
-
-    def get(self, name: str | None) -> S | None:
-        return self.by_name.get(name or self.current or "")
-
-    def names(self) -> list[str]:
-        return list(self.by_name)
-
-    def values(self) -> list[S]:
-        return list(self.by_name.values())
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.by_name
-
-    def __iter__(self) -> Any:
-        return iter(list(self.by_name))
-
-    def __len__(self) -> int:
-        return len(self.by_name)
 
 
 class SubsystemMagic(Magics, Configurable):
@@ -236,5 +178,5 @@ class SubsystemMagic(Magics, Configurable):
         return words
 
 
-__all__ = ["CAPTURE", "CommandTable", "SessionRegistry", "SubsystemMagic", "capture_words", "redact",
+__all__ = ["CAPTURE", "CommandTable", "SubsystemMagic", "capture_words", "redact",
            "secrets_in", "split_capture"]
