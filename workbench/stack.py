@@ -537,3 +537,8 @@ def use_stack(**options: Any) -> StackHandle:
     # So that %workbench and the magics' defaults see this stack too, as under `workbench lab`.
     os.environ[ENVIRONMENT_VARIABLE] = str(stack.stack_file)
     return StackHandle(described, owned=stack)
+
+
+__all__ = ["CREDENTIALS_FILE", "DEFAULT_STATE_DIR", "ENVIRONMENT_VARIABLE", "EmbeddedStack", "SQL_URL_VARIABLE",
+           "STACK_FILE", "StackComponent", "StackHandle", "add_arguments", "environment_stack", "from_arguments",
+           "load_credentials", "read_stack_file", "stack_status", "use_stack"]

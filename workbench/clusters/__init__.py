@@ -20,10 +20,22 @@ A cluster in a few lines::
 
 from __future__ import annotations
 
-from workbench.clusters.errors import ProviderError
-from workbench.clusters.models import Backup, Cluster, ClusterStore, Datastore, Instance, Key, Task
+from workbench.clusters.errors import ClustersError, NotFoundError, ProviderError
+from workbench.clusters.models import (
+    Backup,
+    Cluster,
+    ClusterStore,
+    ClusterView,
+    Datastore,
+    Instance,
+    InstanceView,
+    Key,
+    Task,
+    split_datastore_ref,
+)
 from workbench.clusters.settings import Settings, StaticHost
 from workbench.clusters.tasks import TaskHandle, TaskRunner
 
-__all__ = ["Backup", "Cluster", "ClusterStore", "Datastore", "Instance", "Key", "Task", "Settings", "StaticHost",
-           "TaskHandle", "TaskRunner", "ProviderError"]
+__all__ = ["Backup", "Cluster", "ClusterStore", "ClusterView", "ClustersError", "Datastore", "Instance",
+           "InstanceView", "Key", "NotFoundError", "ProviderError", "Settings", "StaticHost", "Task", "TaskHandle",
+           "TaskRunner", "split_datastore_ref"]

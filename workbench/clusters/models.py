@@ -59,7 +59,7 @@ QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed"
 PRIMARY, REPLICA = "primary", "replica"
 
 
-def _split_datastore_ref(ref: str) -> tuple[str, str]:
+def split_datastore_ref(ref: str) -> tuple[str, str]:
     """``"redis"`` -> (redis, ""); ``"redis-7"``, ``"redis 7"``, ``"redis - 7"`` -> (redis, 7)."""
     match = re.match(r"^\s*([A-Za-z0-9_]+)(?:\s*-\s*|\s+)?(.*?)\s*$", ref)
     if not match:
@@ -526,7 +526,7 @@ class ClusterStore(EventSource):
             if isinstance(ref, int):
                 found = session.get(Datastore, ref)
             else:
-                manager, version = _split_datastore_ref(ref)
+                manager, version = split_datastore_ref(ref)
                 query = select(Datastore).filter_by(manager=manager)
                 if version:
                     query = query.filter_by(version=version)

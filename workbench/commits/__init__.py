@@ -78,7 +78,10 @@ from workbench.commits.client import (  # noqa: E402 - the client names come las
     HttpCommitStorage,
     RainerClient,
     RainerCommit,
+    payload_text,
+    unified_diff,
 )
+from workbench.commits.model import format_mtime  # noqa: E402
 
 __all__ += [
     "CommitBadRequest",
@@ -92,4 +95,7 @@ __all__ += [
     "HttpCommitStorage",
     "RainerClient",
     "RainerCommit",
+    "format_mtime",
+    "payload_text",
+    "unified_diff",
 ]

@@ -25,7 +25,9 @@ Descriptions are replicated to every broker and saved in each broker's state dir
 
 from workbench.domain.agent import DEFAULT_PORT, Agent
 from workbench.domain.client import Database, Description, Domain, Peer, Process
+from workbench.domain.keys import DatabaseKeys
 from workbench.domain.templates import TEMPLATES, DescriptionError, Template
+from workbench.domain.transport import KnownBrokers
 
-__all__ = ["DEFAULT_PORT", "TEMPLATES", "Agent", "Database", "Description", "DescriptionError", "Domain", "Peer",
-           "Process", "Template"]
+__all__ = ["DEFAULT_PORT", "TEMPLATES", "Agent", "Database", "DatabaseKeys", "Description", "DescriptionError",
+           "Domain", "KnownBrokers", "Peer", "Process", "Template"]
