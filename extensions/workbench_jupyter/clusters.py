@@ -38,10 +38,17 @@ from IPython.core.magic import line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Float, Int, Unicode, observe
 
-from workbench.clusters.errors import ClustersError, NotFoundError
-from workbench.clusters.models import ClusterStore, ClusterView, InstanceView
-from workbench.clusters.settings import Settings
-from workbench.clusters.tasks import TaskHandle, TaskRunner
+from workbench.clusters import (
+    ClustersError,
+    ClusterStore,
+    ClusterView,
+    InstanceView,
+    NotFoundError,
+    Settings,
+    TaskHandle,
+    TaskRunner,
+    split_datastore_ref,
+)
 from workbench.errors import WorkbenchError
 from workbench_jupyter.connections import Connection, connections
 from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, capture_words, secrets_in, split_capture
@@ -324,9 +331,8 @@ class ClustersMagic(SubsystemMagic):
 
     def _datastore(self, ref: str, version: str | None) -> Any:
         """The datastore ``ref`` ("redis-7", "redis" + version); a known manager's new version is registered."""
-        from workbench.clusters.models import _split_datastore_ref
 
-        manager, ref_version = _split_datastore_ref(ref)
+        manager, ref_version = split_datastore_ref(ref)
         version = version or ref_version
         try:
             return self.store.get_datastore(f"{manager}-{version}" if version else manager)

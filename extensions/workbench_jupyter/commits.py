@@ -32,17 +32,24 @@ from IPython.core.magic import line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Enum, Float, Int, Unicode
 
-from workbench.commits.client import (
+from workbench.commits import (
+    JSON,
+    RAW,
+    TEXT,
+    YAML,
+    Commit,
     CommitClient,
     CommitNotFound,
     CommitServerUnreachable,
     CommitsHttpError,
     HeadsView,
     HttpCommitConflict,
+    InvalidCommit,
+    format_mtime,
     payload_text,
+    serialization_by_suffix,
     unified_diff,
 )
-from workbench.commits.model import JSON, RAW, TEXT, YAML, Commit, InvalidCommit, format_mtime, serialization_by_suffix
 from workbench.errors import CommitsError, ConfigurationError
 from workbench_jupyter.connections import Connection, connections
 from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, redact, split_capture
@@ -103,7 +110,7 @@ class CommitsSession:
     def _follow_zookeeper(self, serialization: Any, timeout: float) -> None:
         from kazoo.client import KazooClient
 
-        from workbench.commits.keeper import CommitKeeper
+        from workbench.commits import CommitKeeper
 
         self.zk = KazooClient(hosts=self.zookeeper, timeout=max(timeout, 2.0))
         try:

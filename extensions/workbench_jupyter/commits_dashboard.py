@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import ipywidgets as widgets
 
-from workbench.commits.model import Commit, format_mtime
+from workbench.commits import Commit, format_mtime
 from workbench.events import CLOSED, Event
 from workbench_jupyter.dashboard import DEFAULT_MAX_RATE, Dashboard
 

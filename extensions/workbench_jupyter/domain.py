@@ -29,8 +29,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Float, Int, Unicode
 
 from workbench.domain import Database, Domain, Process
-from workbench.domain.agent import DEFAULT_PORT
-from workbench.domain.transport import KnownBrokers
+from workbench.domain import DEFAULT_PORT, KnownBrokers
 from workbench.errors import AuthenticationError, DomainError, WorkbenchError
 from workbench_jupyter.connections import Connection, connections
 from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, capture_words, redact, split_capture

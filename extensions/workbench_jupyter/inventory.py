@@ -32,7 +32,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Float, Int, Unicode
 
 from workbench.errors import WorkbenchError
-from workbench.inventory.web.reports import dataset_summary, inventory_stats, site_summary
+from workbench.inventory import dataset_summary, inventory_stats, site_summary
 from workbench_jupyter.connections import Connection, connections
 from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, redact, split_capture
 
@@ -136,9 +136,9 @@ class StoreSession(InventorySession):
 
     def __init__(self, name: str, store_url: str, timeout: float, lazy_files: bool = False,
                  application_timeout: float = 600.0) -> None:
-        from workbench.inventory.client import InventoryClient
-        from workbench.inventory.server import InventoryServer
-        from workbench.inventory.web.client import WebClient
+        from workbench.inventory import InventoryClient
+        from workbench.inventory import InventoryServer
+        from workbench.inventory import WebClient
 
         super().__init__(name, redact(store_url))
         self.server = InventoryServer(store_url, web_port=0, lazy_files=lazy_files,
@@ -184,8 +184,8 @@ class WebSession(InventorySession):
 
     def __init__(self, name: str, url: str, timeout: float, ssl_context: Any = None,
                  server: str | None = None) -> None:
-        from workbench.inventory.protocol import DEFAULT_SOCKET
-        from workbench.inventory.web.client import WebClient
+        from workbench.inventory import DEFAULT_SOCKET
+        from workbench.inventory import WebClient
 
         super().__init__(name, url)
         self.web = WebClient(url, ssl_context=ssl_context, timeout=timeout)
@@ -199,7 +199,7 @@ class WebSession(InventorySession):
     @property
     def client(self) -> Any:  # type: ignore[override]
         """The application port's client, connected on first use (reads never need it)."""
-        from workbench.inventory.client import InventoryClient
+        from workbench.inventory import InventoryClient
 
         if self._client is None:
             self._client = InventoryClient(self.server_address if self._server_named else None, timeout=self._timeout)

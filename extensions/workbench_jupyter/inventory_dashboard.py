@@ -19,7 +19,7 @@ import ipywidgets as widgets
 
 from workbench.errors import WorkbenchError
 from workbench.events import Event
-from workbench.inventory.web.reports import human_size
+from workbench.inventory import human_size
 from workbench_jupyter.dashboard import DEFAULT_MAX_RATE, Dashboard
 
 #: the identifier fields of a change's object, in the order they name it

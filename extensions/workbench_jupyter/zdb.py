@@ -29,7 +29,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Bool, Float, Int, Unicode
 
 from workbench.errors import ZdbError
-from workbench.zdb.client import Client, Proxy, ZdbRemoteError, ZdbTimeout, resolve_domain_uri
+from workbench.zdb import Client, Proxy, ZdbRemoteError, ZdbTimeout, resolve_domain_uri
 from workbench_jupyter.connections import Connection, connections
 from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, redact, split_capture
 
@@ -72,7 +72,7 @@ def stack_member_options(address: ZdbAddress) -> dict[str, Any] | None:
     domain_password = ((stack.get("secrets") or {}).get("domain") or {}).get("password")
     if not domain_password or (served.endpoint, served.database) != (address.endpoint, address.database):
         return None
-    from workbench.domain.keys import DatabaseKeys
+    from workbench.domain import DatabaseKeys
 
     keys = DatabaseKeys(domain_password)
     return {"server_key": keys.storage_manager(address.database).public, "keys": keys.member(address.database)}
@@ -156,7 +156,7 @@ class ZdbConnection:
     # -- live events ----------------------------------------------------------------------------
     def monitor(self) -> Any:
         """The ``ZdbMonitor`` of this database (made on first call)."""
-        from workbench.zdb.monitor import ZdbMonitor
+        from workbench.zdb import ZdbMonitor
 
         with self._lock:
             if self._closed:

@@ -101,7 +101,7 @@ class ZdbDashboard(Dashboard):
         self._reread_all = True             # first render reads the keys
         self._owns_reader = own_reader or reader is None
         if reader is None:
-            from workbench.zdb.client import Client
+            from workbench.zdb import Client
 
             reader = Client(getattr(source, "uri"), timeout=1.0, retries=0)
         self.reader = reader

@@ -40,8 +40,31 @@ from workbench.inventory.dataformat import (
 )
 from workbench.inventory.inventory import Change, Inventory, UnknownReferenceError
 
+# The servers, clients and reports load on first use: the data format alone must stay cheap to
+# import (applications import it in every forked run).
+_LAZY = {
+    "DEFAULT_SOCKET": "workbench.inventory.protocol",
+    "InventoryClient": "workbench.inventory.client",
+    "InventoryServer": "workbench.inventory.server",
+    "WebClient": "workbench.inventory.web.client",
+    "dataset_summary": "workbench.inventory.web.reports",
+    "human_size": "workbench.inventory.web.reports",
+    "inventory_stats": "workbench.inventory.web.reports",
+    "site_summary": "workbench.inventory.web.reports",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'workbench.inventory' has no attribute {name!r}")
+
+
 __all__ = [
-    "Block", "BlockReplica", "Change", "DataFormatError", "DataType", "Dataset", "DatasetReplica",
-    "DatasetStatus", "File", "Group", "Inventory", "OwnershipLevel", "Partition", "Site", "SitePartition",
-    "SiteStatus", "StorageType", "UnknownReferenceError", "from_dict",
+    "Block", "BlockReplica", "Change", "DEFAULT_SOCKET", "DataFormatError", "DataType", "Dataset", "DatasetReplica",
+    "DatasetStatus", "File", "Group", "Inventory", "InventoryClient", "InventoryServer", "OwnershipLevel",
+    "Partition", "Site", "SitePartition", "SiteStatus", "StorageType", "UnknownReferenceError", "WebClient",
+    "dataset_summary", "from_dict", "human_size", "inventory_stats", "site_summary",
 ]

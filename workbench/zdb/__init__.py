@@ -11,9 +11,19 @@ Servers: ``StorageManager`` (the primary, owning an archive directory) and
 ``TransactionEngine`` (an in-memory replica fed by the primary's change stream).
 """
 
-from workbench.zdb.client import Client, Proxy, ZdbAuthenticationError, ZdbRemoteError, ZdbTimeout, client, connect
+from workbench.zdb.client import (
+    Client,
+    Proxy,
+    ZdbAuthenticationError,
+    ZdbRemoteError,
+    ZdbTimeout,
+    client,
+    connect,
+    resolve_domain_uri,
+)
+from workbench.zdb.monitor import ZdbMonitor
 from workbench.zdb.protocol import File
 from workbench.zdb.server import LockError, StorageManager, TransactionEngine, open_server
 
 __all__ = ["Client", "File", "LockError", "Proxy", "StorageManager", "TransactionEngine", "ZdbAuthenticationError",
-           "ZdbRemoteError", "ZdbTimeout", "client", "connect", "open_server"]
+           "ZdbMonitor", "ZdbRemoteError", "ZdbTimeout", "client", "connect", "open_server", "resolve_domain_uri"]
