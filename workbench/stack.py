@@ -537,3 +537,16 @@ def use_stack(**options: Any) -> StackHandle:
     # So that %workbench and the magics' defaults see this stack too, as under `workbench lab`.
     os.environ[ENVIRONMENT_VARIABLE] = str(stack.stack_file)
     return StackHandle(described, owned=stack)
+
+
+def print_stack(described: dict) -> None:
+    """Print the endpoints and the credentials file of a running stack (never a password)."""
+    for system, values in described.get("endpoints", {}).items():
+        for key, value in values.items():
+            if key == "processes":
+                for process in value:
+                    print(f"  {system:<10} {process['type']}: {process['address']} pid {process['pid']}")
+            else:
+                print(f"  {system:<10} {key}: {value}")
+    print(f"  credentials: {described.get('credentials')} (readable by you only)")
+    print(f"  state:       {described.get('state_dir')}", flush=True)
