@@ -50,7 +50,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from workbench.stack import from_arguments
+    from workbench.stack import from_arguments, print_stack
 
     stack = from_arguments(args)
     print(f"starting the workbench stack in {stack.state_dir} ...", flush=True)
@@ -66,21 +66,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_stack(described: dict) -> None:
-    """Print the endpoints and the credentials file of a running stack (never a password)."""
-    for system, values in described.get("endpoints", {}).items():
-        for key, value in values.items():
-            if key == "processes":
-                for process in value:
-                    print(f"  {system:<10} {process['type']}: {process['address']} pid {process['pid']}")
-            else:
-                print(f"  {system:<10} {key}: {value}")
-    print(f"  credentials: {described.get('credentials')} (readable by you only)")
-    print(f"  state:       {described.get('state_dir')}", flush=True)
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    from workbench.stack import stack_status
+    from workbench.stack import print_stack, stack_status
 
     status = stack_status(args.state_dir)
     if not status["running"]:

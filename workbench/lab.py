@@ -156,8 +156,7 @@ def _wait_for_lab(process: subprocess.Popen) -> int:
 def _run_with_stack(args: argparse.Namespace, argv: list[str], env: dict[str, str], root_dir: Path,
                     url: str) -> int:
     """Start the embedded stack, run JupyterLab as a child pointed at it, stop the stack after."""
-    from workbench.cli import print_stack
-    from workbench.stack import ENVIRONMENT_VARIABLE, from_arguments
+    from workbench.stack import ENVIRONMENT_VARIABLE, from_arguments, print_stack
 
     stack = from_arguments(args)
     print(f"starting the workbench stack in {stack.state_dir} ...", flush=True)

@@ -539,6 +539,19 @@ def use_stack(**options: Any) -> StackHandle:
     return StackHandle(described, owned=stack)
 
 
+def print_stack(described: dict) -> None:
+    """Print the endpoints and the credentials file of a running stack (never a password)."""
+    for system, values in described.get("endpoints", {}).items():
+        for key, value in values.items():
+            if key == "processes":
+                for process in value:
+                    print(f"  {system:<10} {process['type']}: {process['address']} pid {process['pid']}")
+            else:
+                print(f"  {system:<10} {key}: {value}")
+    print(f"  credentials: {described.get('credentials')} (readable by you only)")
+    print(f"  state:       {described.get('state_dir')}", flush=True)
+
+
 __all__ = ["CREDENTIALS_FILE", "DEFAULT_STATE_DIR", "ENVIRONMENT_VARIABLE", "EmbeddedStack", "SQL_URL_VARIABLE",
            "STACK_FILE", "StackComponent", "StackHandle", "add_arguments", "environment_stack", "from_arguments",
-           "load_credentials", "read_stack_file", "stack_status", "use_stack"]
+           "load_credentials", "print_stack", "read_stack_file", "stack_status", "use_stack"]

@@ -40,7 +40,7 @@ from workbench.domain.model import EXITED, FAILED, QUIESCED, RUNNING, SM, STARTI
 from workbench.domain.wakeups import FileWrites, ProcessEnd
 from workbench.errors import DomainError
 from workbench.ports import free_port, port_open
-from workbench.zdb.cli import DBA_PASSWORD_VARIABLE
+from workbench.zdb.environment import DBA_PASSWORD_VARIABLE
 
 log = logging.getLogger(__name__)
 

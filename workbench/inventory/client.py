@@ -29,7 +29,7 @@ from workbench.inventory.applications import ApplicationRefused
 from workbench.inventory.dataformat import DataFormatError
 from workbench.inventory.inventory import UnknownReferenceError
 from workbench.inventory.protocol import DEFAULT_ADDRESS, ProtocolError, parse_address
-from workbench.inventory.store import NotPrimaryError, StoreError
+from workbench.inventory.store import NotPrimaryError, StoreError, WriterBusyError
 from workbench.inventory.transport import Connection, TransportError
 
 
@@ -37,14 +37,9 @@ class InventoryRemoteError(InventoryError):
     """The server failed a request with an error this library has no class for (fields: kind, ...)."""
 
 
-def _writer_busy() -> type[InventoryError]:
-    from workbench.inventory.server import WriterBusyError
-
-    return WriterBusyError
-
-
 _ERRORS: dict[str, Any] = {cls.__name__: cls for cls in (
-    AccessDenied, TransportError, ApplicationRefused, NotPrimaryError, ProtocolError, DataFormatError, UnknownReferenceError, StoreError)}
+    AccessDenied, TransportError, ApplicationRefused, NotPrimaryError, ProtocolError, DataFormatError, UnknownReferenceError, StoreError,
+    WriterBusyError)}
 
 
 def default_user() -> str:
@@ -90,7 +85,7 @@ class InventoryClient:
         error = reply.get("error") or {}
         kind = error.get("kind", "")
         fields = dict(error.get("fields") or {})
-        cls = _ERRORS.get(kind) or (_writer_busy() if kind == "WriterBusyError" else None)
+        cls = _ERRORS.get(kind)
         if cls is None:
             raise InventoryRemoteError(error.get("message", "the server failed the request"), kind=kind, **fields)
         raise cls(error.get("message", kind), **fields)

@@ -44,7 +44,7 @@ from workbench.inventory.applications import ApplicationRefused, ApplicationRunn
 from workbench.inventory.inventory import Change, Inventory
 from workbench.inventory.access import AccessPolicy, Caller
 from workbench.inventory.protocol import ProtocolError, check_request
-from workbench.inventory.store import NotPrimaryError, Store, applications_table, servers_table, state_table
+from workbench.inventory.store import NotPrimaryError, Store, WriterBusyError, applications_table, servers_table, state_table
 from workbench.inventory.transport import FrameServer
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,6 @@ STARTING, ONLINE, UPDATING, OUT_OF_SYNC, STOPPED = "starting", "online", "updati
 _STATE_QUERY = (select(state_table.c.seq, state_table.c.master_id, servers_table.c.beat, servers_table.c.status)
                 .select_from(state_table.outerjoin(servers_table, servers_table.c.id == state_table.c.master_id))
                 .where(state_table.c.id == 1))
-
-
-class WriterBusyError(InventoryError):
-    """Another writer holds the one write slot (fields: writer, server, waited)."""
 
 
 class InventoryServer:

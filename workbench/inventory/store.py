@@ -884,4 +884,8 @@ class NotPrimaryError(StoreError):
     """A server tried to write while another server is the primary (fields: server, primary)."""
 
 
-__all__ = ["NotPrimaryError", "OBJECT_TABLES", "Store", "StoreError", "StoreTransaction", "metadata"]
+class WriterBusyError(InventoryError):
+    """Another writer holds the one write slot (fields: writer, server, waited)."""
+
+
+__all__ = ["NotPrimaryError", "OBJECT_TABLES", "Store", "StoreError", "StoreTransaction", "WriterBusyError", "metadata"]

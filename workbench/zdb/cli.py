@@ -9,10 +9,10 @@ import signal
 from typing import Any
 
 from workbench.credentials import warn_secret_on_command_line
+from workbench.zdb.environment import DBA_PASSWORD_VARIABLE
 from workbench.zdb.transport import DEFAULT_URI
 
 #: where `serve` and `replica` read the dba password when --dba-password is not given
-DBA_PASSWORD_VARIABLE = "WORKBENCH_ZDB_DBA_PASSWORD"
 #: where `replica` reads the password of --primary-user (by default it logs in with its own dba login)
 PRIMARY_PASSWORD_VARIABLE = "WORKBENCH_ZDB_PRIMARY_PASSWORD"
 
