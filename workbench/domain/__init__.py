@@ -23,11 +23,18 @@ started again on an available peer (an SM on the peer that owns its archive). Li
 Descriptions are replicated to every broker and saved in each broker's state dir.
 """
 
-from workbench.domain.agent import DEFAULT_PORT, Agent
-from workbench.domain.client import Database, Description, Domain, Peer, Process
+from workbench.domain.agent import Agent
+from workbench.domain.client import Database, Description, Domain, Peer, Process, locate_database
+from workbench.domain.errors import NoSuchProcessError, ProcessStartError
 from workbench.domain.keys import DatabaseKeys
+from workbench.domain.protocol import DEFAULT_PORT
 from workbench.domain.templates import TEMPLATES, DescriptionError, Template
 from workbench.domain.transport import KnownBrokers
+from workbench.zdb.locators import register_locator as _register_locator
+
+# zdb:// URIs (workbench.zdb.connect) find their database through the domain's brokers.
+_register_locator(locate_database)
 
 __all__ = ["DEFAULT_PORT", "TEMPLATES", "Agent", "Database", "DatabaseKeys", "Description", "DescriptionError",
-           "Domain", "KnownBrokers", "Peer", "Process", "Template"]
+           "Domain", "KnownBrokers", "NoSuchProcessError", "Peer", "Process", "ProcessStartError", "Template",
+           "locate_database"]

@@ -29,7 +29,7 @@ from workbench.domain.broker import HEARTBEAT_SECONDS, HEARTBEAT_TIMEOUT, Domain
 from workbench.domain.keys import DatabaseKeys
 from workbench.domain.logins import LoginBusy, LoginThrottle, PasswordHasher
 from workbench.domain.model import PeerRecord, ProcessRecord
-from workbench.domain.protocol import Message, ProtocolError
+from workbench.domain.protocol import DEFAULT_PORT, Message, ProtocolError
 from workbench.domain.supervisor import ProcessSupervisor
 from workbench.domain.transport import (
     Connection,
@@ -43,7 +43,6 @@ from workbench.errors import AuthenticationError, ConfigurationError, DomainErro
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 48004
 #: a password longer than this is cut before hashing (scrypt's cost must not grow with what a stranger sends)
 MAX_PASSWORD_LENGTH = 1024
 #: how long a connection may take from its first byte to a verified login (TLS handshake included)

@@ -36,7 +36,7 @@ from workbench.domain.model import (
 )
 from workbench.domain.protocol import Message, ProtocolError, encode_frame
 from workbench.domain.reconciler import Reconciler
-from workbench.domain.supervisor import NoSuchProcessError, ProcessStartError
+from workbench.domain.errors import NoSuchProcessError, ProcessStartError
 from workbench.domain.templates import DescriptionError, find_template
 from workbench.domain.transport import Connection, KnownBrokers, TransportError, connect
 from workbench.errors import DomainError

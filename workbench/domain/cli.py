@@ -9,7 +9,7 @@ import signal
 import threading
 
 from workbench.credentials import warn_secret_on_command_line
-from workbench.domain.agent import DEFAULT_PORT
+from workbench.domain.protocol import DEFAULT_PORT
 
 #: where `agent` reads the domain password when --domain-password is not given: a command line is
 #: visible to every user of the host (`ps`), a process's environment only to its owner

@@ -24,7 +24,6 @@ import time
 from concurrent.futures import Future
 from typing import Any, Iterable
 
-from workbench.domain.agent import DEFAULT_PORT
 from workbench.domain.keys import DatabaseKeys
 from workbench.domain.model import (
     FINAL_STATES,
@@ -36,9 +35,9 @@ from workbench.domain.model import (
     PeerRecord,
     ProcessRecord,
 )
-from workbench.domain.supervisor import NoSuchProcessError, ProcessStartError
+from workbench.domain.errors import NoSuchProcessError, ProcessStartError
 from workbench.domain.templates import TEMPLATES, DescriptionError, Template, find_template
-from workbench.domain.protocol import Message, ProtocolError
+from workbench.domain.protocol import DEFAULT_PORT, Message, ProtocolError
 from workbench.domain.transport import Connection, KnownBrokers, TransportError, connect
 from workbench.errors import AuthenticationError, DomainError
 from workbench.events import EventDispatcher, EventSource

@@ -24,6 +24,8 @@ from defusedxml import DefusedXmlException
 
 from workbench.errors import DomainError
 
+#: the management port of an agent or broker (NuoDB's)
+DEFAULT_PORT = 48004
 #: largest frame accepted (a full domain listing of thousands of processes fits easily)
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 #: deepest element nesting accepted

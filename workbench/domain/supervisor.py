@@ -35,6 +35,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from workbench.domain.errors import NoSuchProcessError, ProcessStartError
 from workbench.domain.keys import DatabaseKeys
 from workbench.domain.model import EXITED, FAILED, QUIESCED, RUNNING, SM, STARTING, TE, ProcessRecord
 from workbench.domain.wakeups import FileWrites, ProcessEnd
@@ -50,14 +51,6 @@ ALLOWED_OPTIONS = {SM: frozenset({"--dba-user", "--dba-password", "--fsync", "--
 START_TIMEOUT = 30.0
 #: how often an adopted process (not our child: no wait()) is checked for life
 ADOPTED_POLL_SECONDS = 0.2
-
-
-class ProcessStartError(DomainError):
-    """A database process could not be started (bad options, archive problems, early exit)."""
-
-
-class NoSuchProcessError(DomainError):
-    """The process asked for is not (or no longer) known: it never ran there, or it has left."""
 
 
 class ProcessSupervisor:

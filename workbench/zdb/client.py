@@ -580,7 +580,7 @@ def resolve_domain_uri(uri: str, **options: Any) -> tuple[str, dict[str, Any]]:
 def _domain_database(uri: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     from urllib.parse import unquote, urlsplit
 
-    from workbench.domain.client import locate_database
+    from workbench.zdb.locators import locate as locate_database
 
     parts = urlsplit(uri)
     database = parts.path.strip("/")
