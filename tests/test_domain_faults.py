@@ -11,6 +11,7 @@ import pytest
 from workbench.domain import Agent, Database, Domain
 from workbench.domain.transport import BrokerVerificationError
 from workbench.errors import DomainError
+from workbench.zdb import QuiescedError
 from workbench.events import EventRecorder
 from workbench.testing.domain import AgentProcess, domain  # noqa: F401 - a fixture
 
@@ -79,7 +80,7 @@ def test_quiesce_refuses_writes_with_a_clear_error_and_reads_go_on(broker, domai
     heard.wait_for("process_status_changed", lambda e: e.args[0] is sm and e.args[1] == "QUIESCED")
     with pytest.raises(Exception, match="quiesced: writes are refused") as refused:
         db["tea"] += ["darjeeling"]
-    assert type(refused.value).__name__ == "QuiescedError"
+    assert type(refused.value) is QuiescedError
     assert db["tea"]._run() == ["assam"]  # reads go on
     assert sm.query()["quiesced"] is True
     database.unquiesce()

@@ -251,6 +251,8 @@ class ZdbStatus:
 
 
 def _error_name(exc: BaseException) -> str:
+    if type(exc) is ZdbRemoteError and isinstance(exc.fields.get("kind"), str):
+        return exc.fields["kind"]  # a kind this client does not declare: the server's name for it
     if isinstance(exc, ZdbRemoteError):
         # ZdbKeyError is also a KeyError: name it the way Python would.
         for base in type(exc).__mro__[1:]:

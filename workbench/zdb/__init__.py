@@ -21,9 +21,25 @@ from workbench.zdb.client import (
     connect,
     resolve_domain_uri,
 )
+from workbench.zdb.errors import (
+    ArchiveError,
+    BadRequest,
+    JournalError,
+    LockError,
+    QuiescedError,
+    UndoError,
+    ZdbAttributeError,
+    ZdbFileNotFoundError,
+    ZdbIndexError,
+    ZdbKeyError,
+    ZdbTypeError,
+    ZdbValueError,
+)
 from workbench.zdb.monitor import ZdbMonitor
 from workbench.zdb.protocol import File
-from workbench.zdb.server import LockError, StorageManager, TransactionEngine, open_server
+from workbench.zdb.server import StorageManager, TransactionEngine, open_server
 
-__all__ = ["Client", "File", "LockError", "Proxy", "StorageManager", "TransactionEngine", "ZdbAuthenticationError",
-           "ZdbMonitor", "ZdbRemoteError", "ZdbTimeout", "client", "connect", "open_server", "resolve_domain_uri"]
+__all__ = ["ArchiveError", "BadRequest", "Client", "File", "JournalError", "LockError", "Proxy", "QuiescedError",
+           "StorageManager", "TransactionEngine", "UndoError", "ZdbAttributeError", "ZdbAuthenticationError",
+           "ZdbFileNotFoundError", "ZdbIndexError", "ZdbKeyError", "ZdbMonitor", "ZdbRemoteError", "ZdbTimeout",
+           "ZdbTypeError", "ZdbValueError", "client", "connect", "open_server", "resolve_domain_uri"]

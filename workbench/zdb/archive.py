@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from workbench.errors import ZdbError
+from workbench.zdb.errors import ArchiveError, JournalError
 from workbench.zdb.protocol import File, decode, encode
 
 log = logging.getLogger(__name__)
@@ -52,14 +53,6 @@ FSYNC_MODES = ("always", "batch", "never")
 _SNAPSHOT = re.compile(r"^snapshot-(\d{12})\.json$")
 _JOURNAL = re.compile(r"^journal-(\d{12})\.log$")
 _HASH = re.compile(r"^[0-9a-f]{64}$")
-
-
-class ArchiveError(ZdbError):
-    """The archive directory cannot be used (locked by another server, unreadable snapshot...)."""
-
-
-class JournalError(ArchiveError):
-    """A write could not be journaled (fields: errno, error, reason): it is refused, never applied."""
 
 
 def _os_fields(exc: OSError) -> dict[str, Any]:

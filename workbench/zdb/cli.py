@@ -12,7 +12,6 @@ from workbench.credentials import warn_secret_on_command_line
 from workbench.zdb.environment import DBA_PASSWORD_VARIABLE
 from workbench.zdb.transport import DEFAULT_URI
 
-#: where `serve` and `replica` read the dba password when --dba-password is not given
 #: where `replica` reads the password of --primary-user (by default it logs in with its own dba login)
 PRIMARY_PASSWORD_VARIABLE = "WORKBENCH_ZDB_PRIMARY_PASSWORD"
 

@@ -29,6 +29,7 @@ import zmq
 
 from workbench.errors import ZdbError
 from workbench.zdb.document import READ_METHODS
+from workbench.zdb.errors import ZDB_ERRORS, ZdbAuthenticationError, ZdbRemoteError, ZdbTimeout  # noqa: F401 - re-exported, older callers import them from here
 from workbench.zdb.protocol import BLOB_CHUNK_BYTES, File, decode, encode
 from workbench.zdb.transport import (
     DEFAULT_URI,
@@ -46,32 +47,6 @@ from workbench.zdb.transport import (
 
 # plain ints: no enum work per request
 _NOBLOCK, _SNDMORE, _RCVTIMEO = int(zmq.NOBLOCK), int(zmq.SNDMORE), int(zmq.RCVTIMEO)
-
-
-class ZdbTimeout(ZdbError, TimeoutError):
-    """The server did not answer in time (a write may or may not have been applied)."""
-
-
-class ZdbRemoteError(ZdbError):
-    """An error reported by the server; ``type`` is the name the server gave it."""
-
-
-class ZdbAuthenticationError(ZdbRemoteError):
-    """The server refused the connection's handshake: a wrong login or CURVE key, or none given."""
-
-
-_BUILTIN_ERRORS = {"KeyError": KeyError, "IndexError": IndexError, "TypeError": TypeError,
-                   "ValueError": ValueError, "AttributeError": AttributeError,
-                   "FileNotFoundError": FileNotFoundError}
-_error_classes: dict[str, type[ZdbRemoteError]] = {}
-
-
-def remote_error_class(kind: str) -> type[ZdbRemoteError]:
-    """``ZdbKeyError`` for "KeyError" (a ZdbError and a KeyError), and so on."""
-    if kind not in _error_classes:
-        bases = (ZdbRemoteError, _BUILTIN_ERRORS[kind]) if kind in _BUILTIN_ERRORS else (ZdbRemoteError,)
-        _error_classes[kind] = type(f"Zdb{kind}" if kind in _BUILTIN_ERRORS else kind, bases, {})
-    return _error_classes[kind]
 
 
 class Client:
@@ -195,9 +170,7 @@ class Client:
                     self.last_write_seq = seq
             return reply.get("result"), reply_data
         error = reply.get("error") or {}
-        cls = remote_error_class(str(error.get("type", "ZdbError")))
-        fields = error.get("fields") or {}
-        raise cls(str(error.get("message", "unknown error")), **(fields if isinstance(fields, dict) else {}))
+        raise ZDB_ERRORS.error(error)
 
     def _move(self) -> None:
         """Ask where the database is served now (another TE when ours died)."""

@@ -13,7 +13,8 @@ grants nothing. The login is not a message: a server with one checks it in each 
 handshake, and ``login`` merely confirms it. The reply to ``lock`` carries the lock's secret
 ``token``; the holder sends it as ``lock_token`` with every request while it holds the lock.
 Replies are ``{"id": 7, "ok": true, "result": ..., "seq": 42}`` or
-``{"id": 7, "ok": false, "error": {"type": "KeyError", "message": "'x'", "fields": {...}}}``.
+``{"id": 7, "ok": false, "error": {"kind": "KeyError", "message": "'x'", "fields": {...}}}``
+(the envelope of ``workbench.errors``; the kinds are declared in ``workbench.zdb.errors``).
 
 Slices travel as ``{"$slice": [start, stop, step]}`` and blob references as
 ``{"$file": {"hash": ..., "name": ..., "size": ...}}``; a stored dict may therefore not be a
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from workbench.errors import ZdbError
+from workbench.zdb.errors import ZDB_ERRORS, BadRequest
 
 #: deepest nesting a stored value may have (bounded recursion everywhere); a message's nesting is
 #: bounded by the C JSON parser's recursion limit, checked as it parses (no scan of its own)
@@ -43,10 +45,6 @@ REQUEST_KINDS = frozenset({"op", "undo", "redo", "save", "lock", "unlock", "rene
                            "blob_put", "blob_get", "sync", "login"})
 _RESERVED_KEYS = frozenset({"$slice", "$file"})
 _SCALARS = frozenset({str, int, bool, type(None)})  # always storable (floats must be finite)
-
-
-class BadRequest(ZdbError):
-    """The message is malformed: not JSON, wrong shape, unknown kind, too large or too deep."""
 
 
 class OperationError(ZdbError):
@@ -193,12 +191,12 @@ _tagged_decoder = json.JSONDecoder(object_hook=_object_hook, parse_constant=_no_
 
 
 def error_reply(request_id: Any, error: BaseException) -> dict[str, Any]:
-    """The reply for a failed request: Python's exception name, its message and structured fields."""
-    kind = error.kind if isinstance(error, OperationError) else type(error).__name__
+    """The reply for a failed request: the error's envelope (its declared kind, message and fields)."""
+    kind = error.kind if isinstance(error, OperationError) else ZDB_ERRORS.kind_of(error)
     fields = getattr(error, "fields", {})
     message = getattr(error, "message", None) or str(error)
     return {"id": request_id, "ok": False,
-            "error": {"type": kind, "message": message, "fields": _jsonable(fields)}}
+            "error": {"kind": kind, "message": message, "fields": _jsonable(fields)}}
 
 
 def _jsonable(fields: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ import zmq
 from workbench.errors import ConfigurationError, ZdbError
 from workbench.zdb.archive import Archive, ArchiveError, BlobUpload, JournalError
 from workbench.zdb.document import Change, Document, Op
+from workbench.zdb.errors import LockError, QuiescedError
 from workbench.zdb.protocol import (
     MAX_MESSAGE_BYTES,
     REQUEST_KINDS,
@@ -98,14 +99,6 @@ MAX_SUBSCRIBER_MESSAGE = 64 * 1024
 
 class _PrimaryTakesNoLogin(Exception):
     """Raised while a TE starts: its storage manager has no login, so it connects without one."""
-
-
-class LockError(ZdbError):
-    """Lock misuse: unlocking a lock you do not hold, or waiting past the timeout."""
-
-
-class QuiescedError(ZdbError):
-    """A change reached a quiesced storage manager (reads go on; writes wait for unquiesce)."""
 
 
 @dataclass
