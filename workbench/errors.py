@@ -109,18 +109,18 @@ E = TypeVar("E", bound=type[WorkbenchError])
 class ErrorRegistry:
     """The exception classes one subsystem's wire can carry, by their ``kind``.
 
-    ``declare`` registers a class (a decorator); ``builtins`` maps a Python exception a server
-    may raise from user input (``KeyError`` of a missing path...) to the declared class a client
-    raises for it, which subclasses both the subsystem's base and the builtin::
+    ``declare`` registers a class (a decorator); ``builtin`` carries a Python exception a server
+    may raise from user input (``KeyError`` of a missing path...) under its own name, as the
+    declared class a client raises for it, which subclasses both the subsystem's base and the
+    builtin::
 
         >>> registry = ErrorRegistry("demo", fallback=WorkbenchError)
-        >>> @registry.declare
-        ... class NoSuchThing(WorkbenchError, KeyError):
+        >>> class NoSuchThing(WorkbenchError, KeyError):
         ...     "No such thing."
         >>> registry.builtin(KeyError, NoSuchThing)
         >>> envelope = registry.envelope(KeyError("teas"))
         >>> envelope
-        {'kind': 'NoSuchThing', 'message': 'teas', 'fields': {}}
+        {'kind': 'KeyError', 'message': 'teas', 'fields': {}}
         >>> error = registry.error(envelope)
         >>> isinstance(error, NoSuchThing) and isinstance(error, KeyError)
         True
@@ -131,30 +131,32 @@ class ErrorRegistry:
     def __init__(self, subsystem: str, fallback: type[WorkbenchError]) -> None:
         self.subsystem = subsystem
         self.fallback = fallback  # raised for a kind this client does not know (a newer server)
-        self.classes: dict[str, type[WorkbenchError]] = {}
-        self._builtins: dict[type[BaseException], str] = {}
+        self.classes: dict[str, type[WorkbenchError]] = {}  # by kind
+        self._builtins: set[type[BaseException]] = set()  # travel under their own names
 
     def declare(self, cls: E) -> E:
-        """Register ``cls`` under its own name; a second class of the same name is refused."""
-        kind = cls.__name__
-        if self.classes.get(kind, cls) is not cls:
-            raise TypeError(f"{self.subsystem} already declares an error named {kind}")
-        self.classes[kind] = cls
+        """Register ``cls`` under its own name (a decorator)."""
+        self._register(cls.__name__, cls)
         return cls
 
     def builtin(self, exc_type: type[BaseException], cls: type[WorkbenchError]) -> None:
-        """Carry ``exc_type`` raised by a server as the declared ``cls``."""
-        self.declare(cls)
-        self._builtins[exc_type] = cls.__name__
+        """Carry ``exc_type`` (and ``cls``, its declared form) as the kind ``exc_type.__name__``."""
+        self._register(exc_type.__name__, cls)
+        self._builtins.add(exc_type)
+
+    def _register(self, kind: str, cls: type[WorkbenchError]) -> None:
+        if self.classes.get(kind, cls) is not cls:  # a second class of one kind is refused
+            raise TypeError(f"{self.subsystem} already declares an error of kind {kind}")
+        self.classes[kind] = cls
 
     def kind_of(self, exc: BaseException) -> str:
-        """The wire kind of ``exc``: its nearest declared class, a mapped builtin, else its own name."""
+        """The wire kind of ``exc``: its nearest declared class, a carried builtin, else its own name."""
         for klass in type(exc).__mro__:
             if self.classes.get(klass.__name__) is klass:
                 return klass.__name__
         for klass in type(exc).__mro__:
             if klass in self._builtins:
-                return self._builtins[klass]
+                return klass.__name__
         return type(exc).__name__
 
     def envelope(self, exc: BaseException) -> dict[str, Any]:
@@ -176,10 +178,6 @@ class ErrorRegistry:
             fields.setdefault("kind", kind)
             return self.fallback(message, **fields)
         return cls(message, **fields)
-
-    def raise_for(self, envelope: Mapping[str, Any]) -> None:
-        """Raise the exception an envelope stands for."""
-        raise self.error(envelope)
 
     def __repr__(self) -> str:
         return f"ErrorRegistry({self.subsystem!r}, {sorted(self.classes)})"

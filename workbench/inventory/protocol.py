@@ -26,7 +26,7 @@ import math
 import struct
 from typing import Any
 
-from workbench.errors import InventoryError
+from workbench.errors import InventoryError, json_safe
 
 #: where a server listens, and a client connects, unless told otherwise
 DEFAULT_SOCKET = "/tmp/workbench-inventory.sock"
@@ -120,16 +120,8 @@ def check_request(message: dict[str, Any]) -> str:
 
 def error_reply(exc: BaseException) -> dict[str, Any]:
     """The reply carrying an exception: its class name, message and JSON-able fields."""
-    fields = getattr(exc, "fields", {}) or {}
-    safe = {}
-    for name, value in fields.items():
-        try:
-            json.dumps(value)
-            safe[name] = value
-        except (TypeError, ValueError):
-            safe[name] = repr(value)
     return {"ok": False, "error": {"kind": type(exc).__name__, "message": getattr(exc, "message", str(exc)),
-                                   "fields": safe}}
+                                   "fields": json_safe(getattr(exc, "fields", {}) or {})}}
 
 
 def parse_address(address: str) -> str:

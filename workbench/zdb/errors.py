@@ -99,14 +99,13 @@ class ZdbFileNotFoundError(ZdbRemoteError, FileNotFoundError):
     """No blob with that hash: ``except FileNotFoundError`` catches it."""
 
 
-#: the wire kind of each builtin-backed class is the Python exception's own name
-BUILTIN_KINDS: dict[str, type[ZdbRemoteError]] = {
-    "KeyError": ZdbKeyError, "IndexError": ZdbIndexError, "TypeError": ZdbTypeError,
-    "ValueError": ZdbValueError, "AttributeError": ZdbAttributeError, "FileNotFoundError": ZdbFileNotFoundError,
-}
-ZDB_ERRORS.classes.update(BUILTIN_KINDS)
+# The wire kind of each builtin-backed class is the Python exception's own name.
+for _builtin, _declared in ((KeyError, ZdbKeyError), (IndexError, ZdbIndexError), (TypeError, ZdbTypeError),
+                            (ValueError, ZdbValueError), (AttributeError, ZdbAttributeError),
+                            (FileNotFoundError, ZdbFileNotFoundError)):
+    ZDB_ERRORS.builtin(_builtin, _declared)
 
 
-__all__ = ["ArchiveError", "BUILTIN_KINDS", "BadRequest", "JournalError", "LockError", "QuiescedError",
+__all__ = ["ArchiveError", "BadRequest", "JournalError", "LockError", "QuiescedError",
            "UndoError", "ZDB_ERRORS", "ZdbAttributeError", "ZdbAuthenticationError", "ZdbFileNotFoundError",
            "ZdbIndexError", "ZdbKeyError", "ZdbRemoteError", "ZdbTimeout", "ZdbTypeError", "ZdbValueError"]

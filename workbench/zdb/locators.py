@@ -19,22 +19,22 @@ Locator = Callable[[str, str], str]
 #: the package that registers a locator when imported
 DEFAULT_PROVIDER = "workbench.domain"
 
-_locators: list[Locator] = []
+_locator: Locator | None = None
 
 
 def register_locator(locate: Locator) -> None:
     """Make ``locate`` the way ``zdb://`` URIs are resolved (the last registered wins)."""
-    if locate not in _locators:
-        _locators.append(locate)
+    global _locator
+    _locator = locate
 
 
 def locate(broker: str, database: str) -> str:
     """The endpoint of ``database`` as the registered locator finds it."""
-    if not _locators:
+    if _locator is None:
         importlib.import_module(DEFAULT_PROVIDER)
-    if not _locators:
+    if _locator is None:
         raise ZdbError("no locator for zdb:// URIs is registered", provider=DEFAULT_PROVIDER)
-    return _locators[-1](broker, database)
+    return _locator(broker, database)
 
 
 __all__ = ["DEFAULT_PROVIDER", "Locator", "locate", "register_locator"]
