@@ -234,6 +234,7 @@ class HandshakeWatch:
         self.with_login = with_login
         self.monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
                                                  | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                                 | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
                                                  | zmq.EVENT_HANDSHAKE_SUCCEEDED)
         self.last: str | None = None
 
@@ -248,8 +249,11 @@ class HandshakeWatch:
                 self.last = None
             elif event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 self.last = REFUSED
-            elif event["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
-                # We offered a login and the server takes none, or the other way round.
+            elif (event["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                  or event["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH):
+                # We offered a login and the server takes none, or the other way round. libzmq
+                # says so as a mechanism mismatch or, when the peer hangs up before the reason is
+                # read, with no detail; a wrong login is told apart (FAILED_AUTH, above).
                 self.last = NO_LOGIN_THERE if self.with_login else LOGIN_NEEDED
         return self.last
 
