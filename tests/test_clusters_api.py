@@ -264,7 +264,8 @@ def test_datastores(api, http, store):
 def test_unknown_things_are_404_and_wrong_methods_405(api, http):
     assert call(http, api, "GET", "/api/datastores/999")[0] == 404
     code, body = call(http, api, "GET", "/api/clusters/nope")
-    assert code == 404 and body == {"error": "no cluster nope"}
+    assert code == 404 and body == {"error": "no cluster nope", "kind": "NotFoundError", "message": "no cluster nope",
+                                    "fields": {"cluster": "nope"}}
     assert call(http, api, "DELETE", "/api/clusters/nope")[0] == 404
     assert call(http, api, "POST", "/api/clusters/nope/nodes", {})[0] == 404
     assert call(http, api, "GET", "/api/clusters/nope/backups")[0] == 404

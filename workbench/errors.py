@@ -20,7 +20,8 @@ Errors cross every wire in one envelope, ``{"kind": K, "message": M, "fields": {
 subsystem declares the classes its clients raise in an :class:`ErrorRegistry` (as kazoo's error
 table maps ZooKeeper's codes to exceptions): the server turns an exception into an envelope with
 ``registry.envelope(exc)`` and the client's transport turns it back with ``registry.error(envelope)``,
-so ``except LockError`` catches what the server meant.
+so ``except LockError`` catches what the server meant. A class whose wire form differs from its
+fields (a wire older than the class) says so with ``wire_fields`` and ``from_wire``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,15 @@ class WorkbenchError(Exception):
 
     def __reduce__(self):  # keep fields when pickled across process pools
         return (_rebuild, (type(self), self.message, self.fields))
+
+    def wire_fields(self) -> dict[str, Any]:
+        """The fields an envelope carries for this error: ``fields``, unless a class says otherwise."""
+        return self.fields
+
+    @classmethod
+    def from_wire(cls, message: str, fields: dict[str, Any]) -> WorkbenchError:
+        """The error an envelope of this class's kind stands for: the inverse of ``wire_fields``."""
+        return cls(message, **fields)
 
 
 def _rebuild(cls: type[WorkbenchError], message: str, fields: dict[str, Any]) -> WorkbenchError:
@@ -162,7 +172,7 @@ class ErrorRegistry:
     def envelope(self, exc: BaseException) -> dict[str, Any]:
         """``{"kind", "message", "fields"}`` for ``exc``; fields JSON cannot carry go as their repr."""
         if isinstance(exc, WorkbenchError):
-            message, fields = exc.message, exc.fields
+            message, fields = exc.message, exc.wire_fields()
         else:
             message, fields = (str(exc.args[0]) if len(exc.args) == 1 else str(exc)), {}
         return {"kind": self.kind_of(exc), "message": message, "fields": json_safe(fields)}
@@ -177,20 +187,24 @@ class ErrorRegistry:
         if cls is None:
             fields.setdefault("kind", kind)
             return self.fallback(message, **fields)
-        return cls(message, **fields)
+        return cls.from_wire(message, fields)
 
     def __repr__(self) -> str:
         return f"ErrorRegistry({self.subsystem!r}, {sorted(self.classes)})"
 
 
-def json_safe(fields: Mapping[str, Any], encode: Callable[[Any], str] = json.dumps) -> dict[str, Any]:
-    """``fields`` with every value JSON cannot carry replaced by its repr."""
+def json_safe(fields: Mapping[str, Any], encode: Callable[[Any], Any] = json.dumps,
+              refused: tuple[type[BaseException], ...] = (TypeError, ValueError)) -> dict[str, Any]:
+    """``fields`` with every value JSON cannot carry replaced by its repr.
+
+    ``encode`` is the wire's own encoder; ``refused``, what it raises for a value it cannot carry.
+    """
     safe: dict[str, Any] = {}
     for name, value in fields.items():
         try:
             encode(value)
             safe[str(name)] = value
-        except (TypeError, ValueError):
+        except refused:
             safe[str(name)] = repr(value)
     return safe
 

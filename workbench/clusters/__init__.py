@@ -5,7 +5,7 @@ provider). The layers, imports flowing one way::
 
     settings -> models (SQLAlchemy state, events) -> connection (SSH / local)
              -> providers (where servers come from) + managers (what runs on them)
-             -> tasks (background runner) -> cli
+             -> tasks (background runner) -> cli, api (HTTP; ``client`` calls it over the wire)
 
 A cluster in a few lines::
 
@@ -20,7 +20,8 @@ A cluster in a few lines::
 
 from __future__ import annotations
 
-from workbench.clusters.errors import ClustersError, NotFoundError, ProviderError
+from workbench.clusters.client import ClustersClient
+from workbench.clusters.errors import ClustersError, NotFoundError, ProviderError, TokenRequired, ValidationError
 from workbench.clusters.models import (
     Backup,
     Cluster,
@@ -36,6 +37,6 @@ from workbench.clusters.models import (
 from workbench.clusters.settings import Settings, StaticHost
 from workbench.clusters.tasks import TaskHandle, TaskRunner
 
-__all__ = ["Backup", "Cluster", "ClusterStore", "ClusterView", "ClustersError", "Datastore", "Instance",
-           "InstanceView", "Key", "NotFoundError", "ProviderError", "Settings", "StaticHost", "Task", "TaskHandle",
-           "TaskRunner", "split_datastore_ref"]
+__all__ = ["Backup", "Cluster", "ClusterStore", "ClusterView", "ClustersClient", "ClustersError", "Datastore",
+           "Instance", "InstanceView", "Key", "NotFoundError", "ProviderError", "Settings", "StaticHost", "Task",
+           "TaskHandle", "TaskRunner", "TokenRequired", "ValidationError", "split_datastore_ref"]

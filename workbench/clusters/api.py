@@ -23,11 +23,15 @@ Routes (every one needs the token, as ``Authorization: Token T``, ``Authorizatio
     GET    /api/tasks/<id>                 {"task": {..., "log"}}
 
 Long operations run on the :class:`~workbench.clusters.tasks.TaskRunner` and answer 202 with
-the task; clients poll the cluster or the task. Errors are JSON too::
+the task; clients poll the cluster or the task. Errors are the envelope of ``workbench.errors``
+(``kind``, ``message``, ``fields``; ``client.ClustersClient`` raises the class ``kind`` names) with
+``error``, the line to show::
 
-    400 {"error": "validation failed", "fields": {"size": "a cluster has at most 5 nodes ..."}}
-    401 {"error": "a valid API token is required"}
-    404 {"error": "no cluster nope"}       409 {"error": "cluster cache is building, not active"}
+    400 {"kind": "ValidationError", "fields": {"size": "a cluster has at most 5 nodes ..."},
+         "error": "validation failed", "message": "validation failed"}
+    401 {"kind": "TokenRequired", "error": "a valid API token is required", ...}
+    404 {"kind": "NotFoundError", "error": "no cluster nope", "fields": {"cluster": "nope"}, ...}
+    409 {"kind": "TaskError", "error": "cluster cache is building, not active", ...}
 
 Nothing is changed by a refused request: every field is checked before the store is touched.
 """
@@ -46,7 +50,8 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from workbench.clusters.errors import ClustersError, NotFoundError, TaskError, ValidationError
+from workbench.clusters.errors import CLUSTERS_ERRORS, ClustersError, NotFoundError, TaskError, TokenRequired, \
+    ValidationError
 from workbench.clusters.models import Backup, Cluster, ClusterStore, Datastore, Instance, Task
 from workbench.clusters.tasks import TaskHandle, TaskRunner
 
@@ -186,12 +191,12 @@ class ApiHandler(tornado.web.RequestHandler):
         error = kwargs.get("exc_info", (None, None, None))[1]
         self.set_header("Content-Type", "application/json; charset=utf-8")
         if isinstance(error, _HttpError):
-            body: dict[str, Any] = {"error": error.message}
+            message = error.message
         elif isinstance(error, tornado.web.HTTPError):
-            body = {"error": error.log_message or self._reason}
+            message = error.log_message or self._reason
         else:
-            body = {"error": "internal error (see the server log)"}
-        self.finish(json.dumps(body))
+            message = "internal error (see the server log)"
+        self.finish(json.dumps(_http_error_body(status_code, message)))
 
     def _handle_request_exception(self, error: BaseException) -> None:
         if isinstance(error, ClustersError) and not self._finished:
@@ -212,16 +217,26 @@ class _HttpError(tornado.web.HTTPError):
 
 
 def _error_reply(error: ClustersError) -> tuple[int, dict[str, Any]]:
-    """The status and body a library error becomes."""
+    """The status and body a library error becomes: its envelope, and ``error`` to show."""
+    envelope = CLUSTERS_ERRORS.envelope(error)
     if isinstance(error, ValidationError):
-        fields = error.fields.get("fields") or {error.fields.get("field", "body"): error.message}
-        return 400, {"error": "validation failed" if "fields" in error.fields else error.message,
-                     "fields": fields}
-    if isinstance(error, NotFoundError):
-        return 404, {"error": error.message}
-    if isinstance(error, TaskError):
-        return 409, {"error": error.message}
-    return 500, {"error": error.message, "kind": type(error).__name__}
+        # the envelope's fields are every bad field's problem (ValidationError.wire_fields)
+        return 400, {"error": "validation failed" if "fields" in error.fields else error.message, **envelope}
+    status = 404 if isinstance(error, NotFoundError) else 409 if isinstance(error, TaskError) else 500
+    return status, {"error": error.message, **envelope}
+
+
+#: the library error an HTTP status of the API's own stands for (others: an "HTTPError" kind)
+_STATUS_ERRORS: dict[int, type[ClustersError]] = {401: TokenRequired, 404: NotFoundError}
+
+
+def _http_error_body(status: int, message: str) -> dict[str, Any]:
+    """The body of an error the HTTP layer answers (no token, no route, bad method, a crash)."""
+    error_class = _STATUS_ERRORS.get(status)
+    if error_class is not None:
+        return {"error": message, **CLUSTERS_ERRORS.envelope(error_class(message))}
+    # not a library error: a client raises its ClustersError fallback, kind "HTTPError", with the status
+    return {"error": message, "kind": "HTTPError", "message": message, "fields": {"status": status}}
 
 
 class DatastoresHandler(ApiHandler):

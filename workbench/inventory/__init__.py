@@ -13,8 +13,8 @@ Servers (``workbench inventory serve``) keep the image in a SQL store, run appli
 ``from workbench.inventory.executable import inventory, read_only``, and scale out with
 secondary servers fed through tables of the shared database.
 
-Modules: ``dataformat`` (the objects) and ``inventory`` (the RAM image) know nothing of storage
-or networks; ``store`` (SQL), ``applications`` (forked runs, authorizations); the application
+Modules: ``errors`` (every error a client may catch, declared once), ``dataformat`` (the objects)
+and ``inventory`` (the RAM image) know nothing of storage or networks; ``store`` (SQL), ``applications`` (forked runs, authorizations); the application
 port is ``protocol`` (frames, no I/O) -> ``transport`` (a Unix socket; ``access``: who may do what) ->
 ``server`` / ``client`` -> ``cli``;
 ``web`` serves ``/web`` and ``/data``.
@@ -37,6 +37,16 @@ from workbench.inventory.dataformat import (
     SiteStatus,
     StorageType,
     from_dict,
+)
+from workbench.inventory.errors import (
+    AccessDenied,
+    ApplicationRefused,
+    InventoryRemoteError,
+    NotPrimaryError,
+    ProtocolError,
+    StoreError,
+    TransportError,
+    WriterBusyError,
 )
 from workbench.inventory.inventory import Change, Inventory, UnknownReferenceError
 
@@ -63,8 +73,9 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
-    "Block", "BlockReplica", "Change", "DEFAULT_SOCKET", "DataFormatError", "DataType", "Dataset", "DatasetReplica",
-    "DatasetStatus", "File", "Group", "Inventory", "InventoryClient", "InventoryServer", "OwnershipLevel",
-    "Partition", "Site", "SitePartition", "SiteStatus", "StorageType", "UnknownReferenceError", "WebClient",
-    "dataset_summary", "from_dict", "human_size", "inventory_stats", "site_summary",
+    "AccessDenied", "ApplicationRefused", "Block", "BlockReplica", "Change", "DEFAULT_SOCKET", "DataFormatError",
+    "DataType", "Dataset", "DatasetReplica", "DatasetStatus", "File", "Group", "Inventory", "InventoryClient",
+    "InventoryRemoteError", "InventoryServer", "NotPrimaryError", "OwnershipLevel", "Partition", "ProtocolError",
+    "Site", "SitePartition", "SiteStatus", "StorageType", "StoreError", "TransportError", "UnknownReferenceError",
+    "WebClient", "WriterBusyError", "dataset_summary", "from_dict", "human_size", "inventory_stats", "site_summary",
 ]

@@ -23,13 +23,10 @@ import pwd
 from dataclasses import dataclass
 from typing import Iterable
 
-from workbench.errors import ConfigurationError, InventoryError
+from workbench.errors import ConfigurationError
+from workbench.inventory.errors import AccessDenied
 
 EVERYONE = "*"
-
-
-class AccessDenied(InventoryError):
-    """The caller may not do this on the application port (fields: uid, user, operation, reason)."""
 
 
 @dataclass(frozen=True)

@@ -43,20 +43,16 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select as sql_select, update
 
-from workbench.errors import InventoryError
 from workbench.inventory import executable
 from workbench.inventory.access import Caller
 from workbench.inventory.dataformat import DataFormatError
+from workbench.inventory.errors import ApplicationRefused
 from workbench.inventory.inventory import Change, Inventory
 from workbench.inventory.store import Store, authorizations_table
 
 #: bytes of stdout / stderr returned to the caller (the end is kept)
 OUTPUT_LIMIT = 1024 * 1024
 DEFAULT_TIMEOUT = 3600.0
-
-
-class ApplicationRefused(InventoryError):
-    """A write application is not authorized, or its script changed since (fields: title, user, checksum, reason)."""
 
 
 def script_checksum(script: str | bytes) -> str:

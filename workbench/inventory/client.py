@@ -11,10 +11,10 @@
 The server knows who calls from the socket itself: requests act as the caller's login name (an
 admin may name another ``user``), and applications run with the caller's uid.
 
-Errors the server reports arrive as exceptions of the same class name when the library has one
-(``AccessDenied``, ``ApplicationRefused``, ``NotPrimaryError``, ``WriterBusyError``, ``ProtocolError``...), else as
-``InventoryRemoteError``; their ``fields`` are the server's. A write sent to a secondary is
-resent to the primary the secondary names.
+Errors the server reports arrive as the classes ``errors.INVENTORY_ERRORS`` declares
+(``AccessDenied``, ``ApplicationRefused``, ``NotPrimaryError``, ``WriterBusyError``, ``ProtocolError``...), a kind
+this library does not know as ``InventoryRemoteError``; their ``fields`` are the server's. A write
+sent to a secondary is resent to the primary the secondary names.
 """
 
 from __future__ import annotations
@@ -23,23 +23,9 @@ import getpass
 import os
 from typing import Any
 
-from workbench.errors import InventoryError
-from workbench.inventory.access import AccessDenied
-from workbench.inventory.applications import ApplicationRefused
-from workbench.inventory.dataformat import DataFormatError
-from workbench.inventory.inventory import UnknownReferenceError
-from workbench.inventory.protocol import DEFAULT_ADDRESS, ProtocolError, parse_address
-from workbench.inventory.store import NotPrimaryError, StoreError, WriterBusyError
-from workbench.inventory.transport import Connection, TransportError
-
-
-class InventoryRemoteError(InventoryError):
-    """The server failed a request with an error this library has no class for (fields: kind, ...)."""
-
-
-_ERRORS: dict[str, Any] = {cls.__name__: cls for cls in (
-    AccessDenied, TransportError, ApplicationRefused, NotPrimaryError, ProtocolError, DataFormatError, UnknownReferenceError, StoreError,
-    WriterBusyError)}
+from workbench.inventory.errors import INVENTORY_ERRORS, InventoryRemoteError, NotPrimaryError, TransportError
+from workbench.inventory.protocol import DEFAULT_ADDRESS, parse_address
+from workbench.inventory.transport import Connection
 
 
 def default_user() -> str:
@@ -82,13 +68,8 @@ class InventoryClient:
         reply = self._connection.request(message, timeout)
         if reply.get("ok"):
             return {name: value for name, value in reply.items() if name != "ok"}
-        error = reply.get("error") or {}
-        kind = error.get("kind", "")
-        fields = dict(error.get("fields") or {})
-        cls = _ERRORS.get(kind)
-        if cls is None:
-            raise InventoryRemoteError(error.get("message", "the server failed the request"), kind=kind, **fields)
-        raise cls(error.get("message", kind), **fields)
+        error = reply.get("error")
+        raise INVENTORY_ERRORS.error(error if isinstance(error, dict) else {})
 
     # -- requests -------------------------------------------------------------------------------------
     def status(self, checksum: bool = False) -> dict[str, Any]:

@@ -36,11 +36,7 @@ import struct
 import sys
 from typing import Any, ClassVar, Iterator
 
-from workbench.errors import InventoryError
-
-
-class DataFormatError(InventoryError):
-    """An object or its serialized form is malformed (fields: kind, field, value)."""
+from workbench.inventory.errors import DataFormatError
 
 
 # -- enums ----------------------------------------------------------------------------------------

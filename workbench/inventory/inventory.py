@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 from workbench.errors import InventoryError
+from workbench.inventory.errors import UnknownReferenceError
 from workbench.events import EventDispatcher, EventSource
 from workbench.inventory.dataformat import (
     Block,
@@ -42,10 +43,6 @@ from workbench.inventory.dataformat import (
     SitePartition,
     from_dict,
 )
-
-
-class UnknownReferenceError(InventoryError):
-    """An object refers to something the inventory does not hold (fields: kind, name, needed_by)."""
 
 
 #: a row-level effect of a change for a store: ("add" | "put" | "drop", linked object) for a new,

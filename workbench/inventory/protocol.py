@@ -26,7 +26,7 @@ import math
 import struct
 from typing import Any
 
-from workbench.errors import InventoryError, json_safe
+from workbench.inventory.errors import INVENTORY_ERRORS, ProtocolError
 
 #: where a server listens, and a client connects, unless told otherwise
 DEFAULT_SOCKET = "/tmp/workbench-inventory.sock"
@@ -45,10 +45,6 @@ REQUESTS: dict[str, tuple[str, ...]] = {
     "revoke": ("title",),
     "authorizations": (),
 }
-
-
-class ProtocolError(InventoryError):
-    """A frame or message is malformed (fields: reason)."""
 
 
 def encode_frame(message: dict[str, Any]) -> bytes:
@@ -119,9 +115,8 @@ def check_request(message: dict[str, Any]) -> str:
 
 
 def error_reply(exc: BaseException) -> dict[str, Any]:
-    """The reply carrying an exception: its class name, message and JSON-able fields."""
-    return {"ok": False, "error": {"kind": type(exc).__name__, "message": getattr(exc, "message", str(exc)),
-                                   "fields": json_safe(getattr(exc, "fields", {}) or {})}}
+    """The reply carrying an exception: its envelope (declared kind, message, JSON-able fields)."""
+    return {"ok": False, "error": INVENTORY_ERRORS.envelope(exc)}
 
 
 def parse_address(address: str) -> str:

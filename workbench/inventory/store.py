@@ -61,7 +61,6 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from workbench.errors import InventoryError
 from workbench.inventory.dataformat import (
     Block,
     BlockReplica,
@@ -75,13 +74,10 @@ from workbench.inventory.dataformat import (
     Site,
     SitePartition,
 )
+from workbench.inventory.errors import NotPrimaryError, StoreError, WriterBusyError
 from workbench.inventory.inventory import Change, Inventory, Write
 
 log = logging.getLogger(__name__)
-
-
-class StoreError(InventoryError):
-    """The SQL store failed or disagrees with the RAM image (fields: url, operation, ...)."""
 
 
 def _name_type(length: int) -> Any:
@@ -878,14 +874,6 @@ class StoreTransaction:
         self._exec(delete(table).where(and_(*(table.c[name] == value for name, value in key.items()))))
         # a dropped row's id must not be reused from the cache by a later change of this batch
         self._ids.clear()
-
-
-class NotPrimaryError(StoreError):
-    """A server tried to write while another server is the primary (fields: server, primary)."""
-
-
-class WriterBusyError(InventoryError):
-    """Another writer holds the one write slot (fields: writer, server, waited)."""
 
 
 __all__ = ["NotPrimaryError", "OBJECT_TABLES", "Store", "StoreError", "StoreTransaction", "WriterBusyError", "metadata"]

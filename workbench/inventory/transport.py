@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from workbench.errors import InventoryError
 from workbench.inventory.access import Caller
+from workbench.inventory.errors import TransportError
 from workbench.inventory.protocol import FrameDecoder, ProtocolError, encode_frame, error_reply
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,6 @@ ConnectCheck = Callable[[Caller], None]
 _PEERCRED = struct.Struct("3i")
 #: connections one uid may hold open at once (each is a thread of the server)
 MAX_CONNECTIONS_PER_UID = 32
-
-
-class TransportError(InventoryError):
-    """A connection failed: refused, closed or timed out (fields: address, reason)."""
 
 
 def peer_caller(sock: socket.socket) -> Caller:

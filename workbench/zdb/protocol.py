@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Union
 
-from workbench.errors import ZdbError
+from workbench.errors import ZdbError, json_safe
 from workbench.zdb.errors import ZDB_ERRORS, BadRequest
 
 #: deepest nesting a stored value may have (bounded recursion everywhere); a message's nesting is
@@ -196,15 +196,6 @@ def error_reply(request_id: Any, error: BaseException) -> dict[str, Any]:
     fields = getattr(error, "fields", {})
     message = getattr(error, "message", None) or str(error)
     return {"id": request_id, "ok": False,
-            "error": {"kind": kind, "message": message, "fields": _jsonable(fields)}}
-
-
-def _jsonable(fields: dict[str, Any]) -> dict[str, Any]:
-    safe = {}
-    for key, value in fields.items():
-        try:
-            encode(value)
-            safe[key] = value
-        except (TypeError, ValueError, OperationError):
-            safe[key] = repr(value)
-    return safe
+            "error": {"kind": kind, "message": message,
+                      # zdb's encoder: fields may hold slices, Files and tuples; NaN is its OperationError
+                      "fields": json_safe(fields, encode, refused=(TypeError, ValueError, OperationError))}}
