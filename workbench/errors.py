@@ -20,8 +20,11 @@ Errors cross every wire in one envelope, ``{"kind": K, "message": M, "fields": {
 subsystem declares the classes its clients raise in an :class:`ErrorRegistry` (as kazoo's error
 table maps ZooKeeper's codes to exceptions): the server turns an exception into an envelope with
 ``registry.envelope(exc)`` and the client's transport turns it back with ``registry.error(envelope)``,
-so ``except LockError`` catches what the server meant. A class whose wire form differs from its
-fields (a wire older than the class) says so with ``wire_fields`` and ``from_wire``.
+so ``except LockError`` catches what the server meant. The registries are ``zdb.errors.ZDB_ERRORS``,
+``inventory.errors.INVENTORY_ERRORS`` (the application port) and ``clusters.errors.CLUSTERS_ERRORS``
+(the HTTP API); commits speak Rainer's HTTP (plain-text and ``{"error"}`` bodies), so its client
+reads the status code instead. A class whose wire form differs from its fields (a wire older than
+the class) says so with ``wire_fields`` and ``from_wire``.
 """
 
 from __future__ import annotations
