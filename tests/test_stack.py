@@ -7,6 +7,7 @@ import os
 import signal
 import stat
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from workbench.testing.jupyter import wait_for_lab_status
 from workbench.testing.process import processes_mentioning, wait_until_gone
-from workbench.testing.stack import ALL_PORTS_FREE, WORKBENCH, RunningStack
+from workbench.testing.stack import ALL_PORTS_FREE, WORKBENCH, RunningStack, ignoring_sigint
 from workbench.zdb import client
 
 
@@ -70,6 +71,29 @@ def test_up_serves_the_demo_database_reports_status_and_stops_without_orphans(st
     status = subprocess.run(WORKBENCH + ["status", "--state-dir", str(state_dir)],
                             capture_output=True, text=True, timeout=60)
     assert status.returncode == 3 and "no workbench stack runs" in status.stdout
+
+
+def test_kill_int_stops_a_stack_a_shell_started_in_the_background(state_dir):
+    # `workbench up &` from a script inherits SIGINT ignored; `kill -INT` must still stop everything.
+    stack = RunningStack(state_dir, ignore_sigint=True)
+    code = stack.stop()
+    assert code == 0, "".join(stack.output)
+    assert "stopped" in stack.output[-1]
+    assert wait_until_gone(str(state_dir), 10) == {}
+    assert not (state_dir / "stack.json").exists()
+
+
+def test_kill_int_during_start_stops_what_had_started(state_dir):
+    # Interrupted while the components come up: those already running (and the one half-way) stop.
+    stack = RunningStack(state_dir, until="starting", ignore_sigint=True)
+    deadline = time.monotonic() + 60
+    while not processes_mentioning(str(state_dir / "zdb" / "demo")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert processes_mentioning(str(state_dir / "zdb" / "demo")), "the SM should be starting"
+    code = stack.stop()
+    assert code != 0 and "ready" not in "".join(stack.output), "".join(stack.output)
+    assert wait_until_gone(str(state_dir), 10) == {}
+    assert not (state_dir / "stack.json").exists()
 
 
 def test_a_restarted_stack_keeps_its_credentials_and_data(state_dir):
@@ -170,7 +194,8 @@ def test_workbench_dashboard_combines_every_subsystem_and_follows_the_domain(sta
             dashboard.close()
 
 
-def test_lab_runs_the_stack_points_jupyter_at_it_and_stops_both(state_dir, tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_lab_runs_the_stack_points_jupyter_at_it_and_stops_both(state_dir, tmp_path, stop_signal):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     env = {**os.environ, **{name: str(tmp_path / name.lower()) for name in (
@@ -178,7 +203,7 @@ def test_lab_runs_the_stack_points_jupyter_at_it_and_stops_both(state_dir, tmp_p
     lab = subprocess.Popen(WORKBENCH + ["lab", "--state-dir", str(state_dir), "--notebook-dir", str(notebooks),
                                         "--port", "0", *ALL_PORTS_FREE],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           start_new_session=True)
+                           start_new_session=True, preexec_fn=ignoring_sigint)
     output: list[str] = []
     try:
         while not (output and output[-1].startswith("  http://")):
@@ -200,7 +225,9 @@ def test_lab_runs_the_stack_points_jupyter_at_it_and_stops_both(state_dir, tmp_p
                                 capture_output=True, text=True, timeout=60)
         assert status.returncode == 0 and "NOT ANSWERING" not in status.stdout, status.stdout
     finally:
-        lab.send_signal(signal.SIGTERM)  # as a service manager stops it: the Lab first, then the stack
+        # As a service manager (SIGTERM) or `kill -INT` stops it: the Lab first, then the stack. It
+        # started with SIGINT ignored, as from a shell's `&`, which must not make it deaf to that.
+        lab.send_signal(stop_signal)
         rest, _ = lab.communicate(timeout=90)
         output.append(rest)
     assert "stopping the stack" in output[-1], "".join(output)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import signal
 import sys
+import threading
 from typing import Sequence
 
 import workbench
@@ -59,6 +61,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         print_stack(stack.describe())
         print("ready; Ctrl-C stops everything", flush=True)
         stack.serve_until_signalled()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C before the wait above took over the signal: the same request to stop
     finally:
         print("stopping ...", flush=True)
         stack.stop()
@@ -114,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        # A shell's `cmd &` starts us with SIGINT ignored, and Python then never raises
+        # KeyboardInterrupt: `kill -INT` would do nothing. Every command stops on it instead.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)

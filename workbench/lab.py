@@ -137,6 +137,9 @@ def main(args: argparse.Namespace) -> int:
     if os.name == "posix":
         # Become JupyterLab: Ctrl-C, SIGTERM and the exit code then behave exactly as Jupyter
         # defines them, and no parent can die and leave the server orphaned.
+        # An ignored SIGINT survives exec (a shell's `&` ignores it): give Jupyter its default back,
+        # so `kill -INT` stops it as Ctrl-C does.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         try:
             os.execve(argv[0], argv, env)
         except OSError as exc:
@@ -150,7 +153,9 @@ def _wait_for_lab(process: subprocess.Popen) -> int:
         try:
             return process.wait()
         except KeyboardInterrupt:
-            continue  # Jupyter got the Ctrl-C too and decides; wait for it to finish
+            # A terminal's Ctrl-C reached Jupyter too, a `kill -INT` of this process did not:
+            # either way the user asked to stop, so Jupyter is told to (it then exits cleanly).
+            process.terminate()
 
 
 def _run_with_stack(args: argparse.Namespace, argv: list[str], env: dict[str, str], root_dir: Path,
@@ -167,12 +172,15 @@ def _run_with_stack(args: argparse.Namespace, argv: list[str], env: dict[str, st
         print(f"JupyterLab serving {root_dir.resolve()}", flush=True)
         print(f"  {url}", flush=True)
         process = subprocess.Popen(argv, env=env)
-        # SIGTERM ends JupyterLab first; the finally below then stops the stack (no orphans).
-        previous = signal.signal(signal.SIGTERM, lambda *_: process.terminate())
+        # SIGTERM and SIGINT (Ctrl-C, or `kill -INT` even when a shell started us ignoring it) end
+        # JupyterLab first; the finally below then stops the stack (no orphans).
+        stopping = (signal.SIGTERM, signal.SIGINT)
+        previous = {sig: signal.signal(sig, lambda *_: process.terminate()) for sig in stopping}
         try:
             return _wait_for_lab(process)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     finally:
         print("stopping the stack ...", flush=True)
         stack.stop()

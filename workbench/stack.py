@@ -299,8 +299,10 @@ class EmbeddedStack:
         try:
             for component in self.components:
                 log.info("starting %s", component.name)
-                component.start(self)
+                # Counted as started before it starts: one interrupted half-way (Ctrl-C, a failed
+                # bind) is stopped too, and its stop() tolerates the parts that never came up.
                 self.started.append(component)
+                component.start(self)
         except BaseException:
             self.stop()
             raise

@@ -23,14 +23,23 @@ ALL_PORTS_FREE = ["--domain-port", "0", "--commits-port", "0", "--inventory-sock
                   "--inventory-web-port", "0", "--clusters-port", "0"]
 
 
+def ignoring_sigint() -> None:
+    """A ``preexec_fn``: the child starts with SIGINT ignored, as a shell's background job does."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class RunningStack:
     """``workbench up --state-dir STATE_DIR`` on free ports; returns once it printed ``ready``."""
 
-    def __init__(self, state_dir: Path, *options: str, timeout: float = 120.0) -> None:
+    def __init__(self, state_dir: Path, *options: str, timeout: float = 120.0, until: str = "ready",
+                 ignore_sigint: bool = False) -> None:
+        """``until``: return once a line starts with it; ``ignore_sigint``: start it as a shell's
+        ``workbench up &`` does, with SIGINT ignored."""
         self.state_dir = Path(state_dir)
         self.process = subprocess.Popen(
             WORKBENCH + ["up", "--state-dir", str(state_dir), *ALL_PORTS_FREE, *options],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=ignoring_sigint if ignore_sigint else None)
         self.output: list[str] = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -38,7 +47,7 @@ class RunningStack:
             if not line:
                 raise AssertionError("workbench up ended early:\n" + "".join(self.output))
             self.output.append(line)
-            if line.startswith("ready"):
+            if line.startswith(until):
                 return
         self.process.kill()
         raise AssertionError("workbench up never became ready:\n" + "".join(self.output))
