@@ -115,6 +115,31 @@ def test_a_restarted_stack_keeps_its_credentials_and_data(state_dir):
         assert second.stop() == 0
 
 
+def test_status_names_the_database_processes_that_are_gone(state_dir):
+    from workbench.domain import Domain
+
+    stack = RunningStack(state_dir)
+    try:
+        endpoints, secrets = stack.endpoints, stack.secrets
+        status = subprocess.run(WORKBENCH + ["status", "--state-dir", str(state_dir)],
+                                capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stdout
+        assert "zdb.SM " in status.stdout and "zdb.TE " in status.stdout
+        domain = Domain(endpoints["domain"]["broker"], secrets["domain"]["user"], secrets["domain"]["password"])
+        try:
+            domain.get_database(endpoints["zdb"]["database"]).shutdown()
+        finally:
+            domain.disconnect()
+        status = subprocess.run(WORKBENCH + ["status", "--state-dir", str(state_dir)],
+                                capture_output=True, text=True, timeout=60)
+        assert status.returncode == 1, status.stdout
+        dead = [line for line in status.stdout.splitlines() if "NOT ANSWERING" in line]
+        assert sorted(line.split()[0] for line in dead) == ["zdb.SM", "zdb.TE"], status.stdout
+        assert not any("domain." in line for line in dead)
+    finally:
+        assert stack.stop() == 0
+
+
 def test_a_second_stack_on_the_same_state_dir_is_refused(state_dir):
     first = RunningStack(state_dir)
     try:

@@ -442,6 +442,12 @@ def stack_status(state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> dict[
     for system, values in described.get("endpoints", {}).items():
         if isinstance(values.get("socket"), str):
             checks[f"{system}.socket"] = alive and _socket_answers(values["socket"])
+    # The database processes the stack started: each must still run and listen (a shut-down
+    # database, or a killed SM, is named here rather than hidden behind a broker that answers).
+    for process in described.get("endpoints", {}).get("zdb", {}).get("processes", []):
+        host, port = str(process.get("address", "")).rsplit(":", 1)
+        checks[f"zdb.{process.get('type')} {host}:{port}"] = (
+            alive and _pid_alive(process.get("pid", -1)) and port_open(host, int(port)))
     return {**described, "running": alive, "answering": checks}
 
 
