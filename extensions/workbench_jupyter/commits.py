@@ -51,7 +51,7 @@ from workbench.commits import (
     unified_diff,
 )
 from workbench.errors import CommitsError, ConfigurationError
-from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, redact, split_capture
+from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, disconnect_arguments, redact, split_capture
 
 COMMANDS = ("connect", "disconnect", "show", "log", "diff", "revert", "delete", "refresh", "status")
 #: commands whose first argument is a key (tab completion offers keys there)
@@ -351,12 +351,6 @@ def _log_arguments(line: str) -> None:
     """History of a key."""
 
 
-@magic_arguments(name="commits disconnect")
-@argument("name", nargs="?")
-def _disconnect_arguments(line: str) -> None:
-    """Close a connection."""
-
-
 @magic_arguments(name="%%commits")
 @argument("key", help="the key to commit the cell's body to")
 @argument("-m", "--message", required=True, help="commit message")
@@ -391,7 +385,7 @@ class CommitsMagic(SubsystemMagic):
 
     def commands(self) -> CommandTable:
         return {"connect": (_connect_arguments, self.connect),
-                "disconnect": (_disconnect_arguments, lambda parsed: self.disconnect(parsed.name)),
+                "disconnect": (disconnect_arguments(self.family), lambda parsed: self.disconnect(parsed.name)),
                 "show": (_show_arguments, self.show), "log": (_log_arguments, self.log),
                 "diff": (_diff_arguments, self.diff), "revert": (_revert_arguments, self.revert),
                 "delete": (_delete_arguments, self.delete), "refresh": (None, self.refresh),

@@ -31,7 +31,8 @@ from traitlets import Float, Int, Unicode
 from workbench.domain import Database, Domain, Process
 from workbench.domain import DEFAULT_PORT, KnownBrokers
 from workbench.errors import AuthenticationError, DomainError, WorkbenchError
-from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, capture_words, redact, split_capture
+from workbench_jupyter.subsystem_magic import (CommandTable, SubsystemMagic, capture_words, disconnect_arguments,
+                                               redact, split_capture)
 
 USAGE = ("%domain connect [HOST[:PORT]] [USER[:PASSWORD]] | %domain [dashboard] | "
          "%domain start sm|te DB [--peer P] [--archive DIR] [--init] [--dba USER[:PASSWORD]] | "
@@ -227,12 +228,6 @@ def _description_arguments(line: str) -> None:
     """Declare a database and let the brokers keep it running."""
 
 
-@magic_arguments(name="domain disconnect")
-@argument("name", nargs="?", help="connection to close (default: the current one)")
-def _disconnect_arguments(line: str) -> None:
-    """Close a connection."""
-
-
 def _split_credentials(text: str | None, default_user: str) -> tuple[str, str | None]:
     if not text:
         return default_user, None
@@ -275,7 +270,7 @@ class DomainMagic(SubsystemMagic):
 
     def commands(self) -> CommandTable:
         return {"connect": (_connect_arguments, self._cmd_connect),
-                "disconnect": (_disconnect_arguments, lambda parsed, connection:
+                "disconnect": (disconnect_arguments(self.family), lambda parsed, connection:
                                self.disconnect(parsed.name or connection)),
                 "dashboard": (None, self._cmd_dashboard), "start": (_start_arguments, self._cmd_start),
                 "stop": (_stop_arguments, self._cmd_stop), "shutdown": (_shutdown_arguments, self._cmd_shutdown),

@@ -33,7 +33,7 @@ from traitlets import Float, Int, Unicode
 
 from workbench.errors import WorkbenchError
 from workbench.inventory import dataset_summary, inventory_stats, site_summary
-from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, redact, split_capture
+from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, disconnect_arguments, redact, split_capture
 
 CELL_COMMANDS = ("exec", "exec-auth")
 USAGE = ("%inventory connect URL|--store URL [--name NAME] | %inventory [dashboard] | %inventory datasets [PATTERN] "
@@ -304,12 +304,6 @@ def _authorize_arguments(line: str) -> None:
     """Authorize the cell (by its SHA-256) to run as a writing application."""
 
 
-@magic_arguments(name="inventory disconnect")
-@argument("name", nargs="?", help="connection to close (default: the current one)")
-def _disconnect_arguments(line: str) -> None:
-    """Close a connection."""
-
-
 # -- the magics -------------------------------------------------------------------------------------
 
 @magics_class
@@ -383,7 +377,7 @@ class InventoryMagic(SubsystemMagic):
     # -- commands: each gets its parsed arguments (or the text after the command), the words, the cell and -c NAME
     def commands(self) -> CommandTable:
         return {"connect": (_connect_arguments, self.connect),
-                "disconnect": (_disconnect_arguments, lambda parsed, args, cell, connection:
+                "disconnect": (disconnect_arguments(self.family), lambda parsed, args, cell, connection:
                                self.disconnect(parsed.name or connection)),
                 "dashboard": (None, self._cmd_dashboard), "datasets": (None, self._cmd_datasets),
                 "sites": (None, self._cmd_sites), "stats": (None, self._cmd_stats), "data": (None, self._cmd_data),

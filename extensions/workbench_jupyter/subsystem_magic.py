@@ -29,13 +29,14 @@ keeps the sessions (``self.sessions``, a ``Sessions``), closes them on unload an
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from typing import Any, Callable, Iterable, Mapping, MutableMapping
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics
-from IPython.core.magic_arguments import parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets.config import Configurable
 
 from workbench_jupyter.sessions import Sessions
@@ -89,6 +90,16 @@ def capture_words(words: list[str]) -> list[str]:
         tail = words[0].split("<<", 1)[1]
         return ([tail] if tail else []) + words[1:]
     return words
+
+
+@functools.cache
+def disconnect_arguments(family: str) -> Callable[[str], None]:
+    """The parser of ``%family disconnect [NAME]`` (one per family: its name is in the help)."""
+    @magic_arguments(name=f"{family} disconnect")
+    @argument("name", nargs="?", help="connection to close (default: the current one)")
+    def parser(line: str) -> None:
+        """Close a connection."""
+    return parser
 
 
 class SubsystemMagic(Magics, Configurable):
@@ -215,5 +226,5 @@ class SubsystemMagic(Magics, Configurable):
         return words
 
 
-__all__ = ["CAPTURE", "CommandTable", "SubsystemMagic", "capture_words", "redact",
+__all__ = ["CAPTURE", "CommandTable", "SubsystemMagic", "capture_words", "disconnect_arguments", "redact",
            "secrets_in", "split_capture"]

@@ -30,7 +30,7 @@ from traitlets import Bool, Float, Int, Unicode
 
 from workbench.errors import ZdbError
 from workbench.zdb import Client, Proxy, ZdbRemoteError, ZdbTimeout, resolve_domain_uri
-from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, redact, split_capture
+from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, disconnect_arguments, redact, split_capture
 
 COMMANDS = ("connect", "disconnect", "undo", "redo", "save", "lock", "unlock", "status", "dashboard")
 USAGE = ("%zdb connect URI [READ_URI] [--name NAME] [--read-your-writes] | %zdb EXPRESSION | "
@@ -289,12 +289,6 @@ def _lock_arguments(line: str) -> None:
     """Take the database lock."""
 
 
-@magic_arguments(name="zdb disconnect")
-@argument("name", nargs="?", help="connection to close (default: the current one)")
-def _disconnect_arguments(line: str) -> None:
-    """Close a connection."""
-
-
 # -- the magics ---------------------------------------------------------------------------------
 @magics_class
 class Zdb(SubsystemMagic):
@@ -382,7 +376,7 @@ class Zdb(SubsystemMagic):
 
     def commands(self) -> CommandTable:
         return {"connect": (None, lambda args, options: self.connect(args)),
-                "disconnect": (_disconnect_arguments, lambda parsed, options:
+                "disconnect": (disconnect_arguments(self.family), lambda parsed, options:
                                self.disconnect(parsed.name or options.connection)),
                 "undo": (None, self._cmd_undo_redo("undo")), "redo": (None, self._cmd_undo_redo("redo")),
                 "save": (None, self._cmd_save), "lock": (_lock_arguments, self._cmd_lock),
