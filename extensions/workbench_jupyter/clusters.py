@@ -216,8 +216,8 @@ class ClustersMagic(SubsystemMagic):
     log_lines = Int(12, config=True, help="How many task log lines a dashboard shows per cluster.")
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
-        self._lock = threading.Lock()  # set before the configurables' init, whose %config options fire observers
         super().__init__(shell=shell, **kwargs)
+        self._lock = threading.Lock()  # one state, even when two threads ask for it at once
         self.add_completer(self._complete)
 
     def commands(self) -> CommandTable:
