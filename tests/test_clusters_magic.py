@@ -32,7 +32,7 @@ def clusters(loaded, tmp_path):
     loaded.run_cell("%config ClustersMagic.instances_dir = instances_dir")
     yield loaded
     magic = magic_of(loaded)
-    if magic._store is not None:
+    if magic.sessions.current_session is not None:
         for view in magic.store.cluster_views():
             try:
                 magic.runner.destroy_cluster(view.name).wait(timeout=120)
@@ -278,5 +278,5 @@ def test_unload_closes_dashboards_the_store_and_the_completer(shell, tmp_path):
     finally:
         shell.run_cell("%unload_ext workbench")
         connections.clear()
-    assert dash.closed and magic._store is None and connections.get("clusters") is None
+    assert dash.closed and magic.sessions.current_session is None and connections.get("clusters") is None
     assert "create" not in completions(shell, "%clusters ")

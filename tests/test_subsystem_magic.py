@@ -1,4 +1,4 @@
-"""What every magic family shares through SubsystemMagic: `NAME <<`, one redaction, the command table."""
+"""What every magic family shares through SubsystemMagic: sessions, `NAME <<`, one redaction, the command table."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from workbench_jupyter import Connection, connections
 from workbench_jupyter.subsystem_magic import SubsystemMagic, capture_words, redact, secrets_in, split_capture
 
 SECRET = "hunter2-Zq"
@@ -28,14 +29,41 @@ def _show_arguments(line: str) -> None:
     """Show a thing."""
 
 
+class Thing:
+    """A session of the things family: where it points, what its user variable holds, whether it was closed."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.target = f"thing://{name}"
+        self.value = object()
+        self.closed = False
+
+    def connection_status(self) -> str:
+        return "closed" if self.closed else "open"
+
+    def close(self) -> None:
+        self.closed = True
+
+
 @magics_class
 class ThingsMagic(SubsystemMagic):
     family = "things"
     usage = "%things list | show NAME | VAR << COMMAND"
+    connect_hint = "%things open NAME first"
+    variable = "thing"  # the user variable that follows the current session
 
     def commands(self):
         return {"list": (None, lambda args: ["a", "b"]), "show": (_show_arguments, lambda parsed: parsed.name),
-                "fail": (None, lambda args: self._fail(args))}
+                "fail": (None, lambda args: self._fail(args)), "open": (None, self._open),
+                "current": (None, lambda args: self.sessions.require(args or None).name),
+                "disconnect": (None, lambda args: self.disconnect(args or None))}
+
+    def _open(self, name: str) -> None:
+        self.sessions.check_name(name)
+        self.sessions.add(name, Thing(name))
+
+    def bound(self, session: Thing) -> object:
+        return session.value
 
     def secrets(self):
         return ("held-secret",)
@@ -58,8 +86,11 @@ def things(shell):
     magics = ThingsMagic(shell=shell)
     shell.register_magics(magics)
     yield shell
+    magics.close()
     shell.magics_manager.magics["line"].pop("things", None)
     shell.configurables.remove(magics)
+    shell.user_ns.pop("thing", None)
+    connections.clear()  # a failed test may leave an entry another test's name would clash with
 
 
 def test_the_capture_syntax():
@@ -157,3 +188,138 @@ def test_zdb_commands_go_through_the_table(loaded):
     with pytest.raises(UsageError, match="^zdb: unknown command 'frobnicate'"):
         magics.dispatch("frobnicate", "", None)
     assert _message(loaded, "%zdb undo").startswith("zdb: not connected")
+
+
+# -- sessions ----------------------------------------------------------------------------------------------
+def things_magic(shell) -> ThingsMagic:
+    return shell.magics_manager.registry["ThingsMagic"]
+
+
+def test_the_newest_session_is_current_and_switching_moves_the_variable(things):
+    magics = things_magic(things)
+    things.run_line_magic("things", "open a")
+    things.run_line_magic("things", "open b")
+    a, b = magics.sessions["a"], magics.sessions["b"]
+    assert list(magics.sessions) == ["a", "b"] and magics.sessions.current == "b"
+    assert things.run_line_magic("things", "current") == "b" and things.user_ns["thing"] is b.value
+    assert [(c.name, c.kind, c.target, c.client) for c in (connections.get("a"), connections.get("b"))] == [
+        ("a", "things", "thing://a", a), ("b", "things", "thing://b", b)]
+    assert magics.sessions.rows() == [("a", "things", "thing://a", "open"), ("b", "things", "thing://b", "open")]
+
+    assert magics.sessions.switch("a") is a
+    assert things.run_line_magic("things", "current") == "a" and things.user_ns["thing"] is a.value
+    assert magics.sessions.current_session is a and not a.closed and not b.closed
+    with pytest.raises(UsageError, match="^things: no things connection named 'nope'$"):
+        magics.sessions.switch("nope")
+    assert magics.sessions.current == "a" and things.user_ns["thing"] is a.value
+
+
+def test_closing_a_session_makes_the_newest_left_current(things, capsys):
+    magics = things_magic(things)
+    for name in ("a", "b", "c"):
+        things.run_line_magic("things", f"open {name}")
+    a, b, c = (magics.sessions[name] for name in "abc")
+    capsys.readouterr()
+
+    things.run_line_magic("things", "disconnect")  # the current one: the newest left takes over
+    assert capsys.readouterr().out == "disconnected 'c'\n"
+    assert c.closed and "c" not in magics.sessions and connections.get("c") is None
+    assert list(magics.sessions) == ["a", "b"] and magics.sessions.current == "b"
+    assert things.user_ns["thing"] is b.value and not b.closed
+
+    things.run_line_magic("things", "disconnect a")  # not the current one: the current stays
+    assert a.closed and list(magics.sessions) == ["b"] and connections.get("a") is None
+    assert magics.sessions.current == "b" and things.user_ns["thing"] is b.value
+
+    things.run_line_magic("things", "open d")
+    things.user_ns["thing"] = "the user's own"  # the user took the name: no session takes it back
+    connections.add(Connection("b", "other", "elsewhere"))  # someone else's entry under that name now
+    things.run_line_magic("things", "disconnect d")
+    assert magics.sessions.current == "b" and things.user_ns["thing"] == "the user's own"
+    things.run_line_magic("things", "disconnect b")
+    assert b.closed and connections.get("b").kind == "other"  # closing removed only its own entry
+    connections.remove("b")
+
+    assert magics.sessions.current is None and len(magics.sessions) == 0
+    with pytest.raises(UsageError, match=r"^things: not connected \(%things open NAME first\)$"):
+        things.run_line_magic("things", "current")
+    with pytest.raises(UsageError, match="^things: not connected$"):
+        things.run_line_magic("things", "disconnect")
+    with pytest.raises(UsageError, match="^things: no things connection named 'zz'$"):
+        things.run_line_magic("things", "disconnect zz")
+
+
+def test_opening_a_name_again_replaces_its_session(things):
+    magics = things_magic(things)
+    things.run_line_magic("things", "open a")
+    first = magics.sessions["a"]
+    things.run_line_magic("things", "open b")
+    things.run_line_magic("things", "open a")
+    second = magics.sessions["a"]
+    assert second is not first and first.closed and not second.closed
+    assert list(magics.sessions) == ["b", "a"] and magics.sessions.current == "a"
+    assert connections.get("a").client is second and things.user_ns["thing"] is second.value
+
+
+def test_a_name_another_family_holds_is_refused(things):
+    connections.add(Connection("taken", "zdb", "tcp://127.0.0.1:1"))
+    try:
+        with pytest.raises(UsageError, match="^things: 'taken' is already a zdb connection; choose another --name$"):
+            things.run_line_magic("things", "open taken")
+        assert "taken" not in things_magic(things).sessions and connections.get("taken").kind == "zdb"
+    finally:
+        connections.remove("taken")
+
+
+def test_close_closes_every_session_and_forgets_the_variable(things):
+    magics = things_magic(things)
+    for name in ("a", "b"):
+        things.run_line_magic("things", f"open {name}")
+    opened = list(magics.sessions.values())
+    magics.close()
+    assert all(session.closed for session in opened) and len(opened) == 2
+    assert len(magics.sessions) == 0 and magics.sessions.current is None
+    assert "thing" not in things.user_ns and connections.get("a") is None and connections.get("b") is None
+
+
+def test_unloading_the_extension_closes_every_zdb_session(shell, sm):
+    shell.run_cell("%load_ext workbench")
+    magics = shell.magics_manager.registry["Zdb"]
+    shell.user_ns["address"] = sm.address
+    try:
+        shell.run_cell("%zdb connect {address} --name first")
+        shell.run_cell("%zdb connect {address} --name second")
+        first, second = magics.sessions["first"], magics.sessions["second"]
+        assert magics.sessions.current == "second" and shell.user_ns["db"] is second.db
+        shell.run_cell("%zdb disconnect")
+        assert second.closed and magics.sessions.current == "first" and shell.user_ns["db"] is first.db
+        shell.run_cell("%zdb connect {address} --name second")
+        opened = list(magics.sessions.values())
+        assert [s.name for s in opened] == ["first", "second"] and not any(s.closed for s in opened)
+    finally:
+        shell.run_cell("%unload_ext workbench")
+        left = [c.name for c in connections]
+        connections.clear()
+        shell.user_ns.pop("address", None)
+    assert all(s.closed and s.connection_status() == "closed" for s in opened)
+    assert left == [] and len(magics.sessions) == 0 and "db" not in shell.user_ns
+
+
+def test_the_inventory_variable_follows_the_current_store(loaded, tmp_path):
+    magics = loaded.magics_manager.registry["InventoryMagic"]
+    for name in ("one", "two"):
+        loaded.user_ns["url"] = f"sqlite:///{tmp_path / name}.db"
+        loaded.run_cell(f"%inventory connect --store {{url}} --name {name}")
+    one, two = magics.sessions["one"], magics.sessions["two"]
+    try:
+        assert loaded.user_ns["inventory"] is two.inventory and one.inventory is not two.inventory
+        loaded.run_cell("%inventory disconnect")
+        assert two.closed and loaded.user_ns["inventory"] is one.inventory
+        assert loaded.run_cell("%inventory status").result == [("one", "inventory", one.target, "connected")]
+    finally:
+        loaded.user_ns.pop("url", None)
+    loaded.run_cell("%unload_ext workbench")
+    try:
+        assert one.closed and "inventory" not in loaded.user_ns
+    finally:
+        loaded.run_cell("%load_ext workbench")

@@ -50,7 +50,6 @@ from workbench.clusters import (
     split_datastore_ref,
 )
 from workbench.errors import WorkbenchError
-from workbench_jupyter.connections import Connection, connections
 from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, capture_words, secrets_in, split_capture
 
 #: commands whose first argument is a cluster name (completed with the names of the store)
@@ -130,6 +129,29 @@ class PerformResult:
                 f"{len(self.outputs)} instance(s), all succeeded")
 
 
+# -- the state ---------------------------------------------------------------------------------------
+class ClustersSession:
+    """The state ``%clusters`` works on: the store, its task runner, and the dashboards that watch it.
+
+    One at a time (named "clusters"): opened by the first command, closed when a setting changes
+    (the next command opens the new state) and on unload. ``%workbench`` lists the store itself.
+    """
+
+    def __init__(self, store: ClusterStore) -> None:
+        self.store = store
+        self.runner = TaskRunner(store)
+        self.target = store.engine.url.render_as_string(hide_password=True)
+        self.dashboards: list[Any] = []
+
+    def close(self) -> None:
+        """Close the dashboards, cancel running tasks, close the store."""
+        for dashboard in self.dashboards:
+            dashboard.close()
+        self.dashboards = []
+        self.runner.close(cancel=True, timeout=60)
+        self.store.close()
+
+
 # -- argument parsers of the commands ------------------------------------------------------------------
 @magic_arguments(name="clusters create")
 @argument("name", help="cluster name (lower-case letters, digits and -)")
@@ -194,12 +216,8 @@ class ClustersMagic(SubsystemMagic):
     log_lines = Int(12, config=True, help="How many task log lines a dashboard shows per cluster.")
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
-        # set before the configurables' init: options from %config fire the observers there
-        self._store: ClusterStore | None = None
-        self._runner: TaskRunner | None = None
-        self.dashboards: list[Any] = []
-        self._lock = threading.Lock()
         super().__init__(shell=shell, **kwargs)
+        self._lock = threading.Lock()  # one state, even when two threads ask for it at once
         self.add_completer(self._complete)
 
     def commands(self) -> CommandTable:
@@ -211,8 +229,8 @@ class ClustersMagic(SubsystemMagic):
 
     def secrets(self) -> tuple[str, ...]:
         # the state database's password, from %config ClustersMagic.database_url or the settings file
-        urls = [self.database_url] + ([self._store.engine.url.render_as_string(hide_password=False)]
-                                      if self._store is not None else [])
+        urls = [self.database_url] + [session.store.engine.url.render_as_string(hide_password=False)
+                                      for session in self.sessions.values()]
         return secrets_in(" ".join(urls))
 
     # -- state ------------------------------------------------------------------------------------
@@ -225,48 +243,31 @@ class ClustersMagic(SubsystemMagic):
             raise UsageError(f"clusters: {exc.message}") from None
 
     @property
-    def store(self) -> ClusterStore:
+    def state(self) -> ClustersSession:
+        """The open state, opened now if there is none."""
         with self._lock:
-            if self._store is None:
+            session: ClustersSession | None = self.sessions.current_session
+            if session is None:
                 settings = self.settings()
                 try:
-                    self._store = ClusterStore(settings=settings)
+                    store = ClusterStore(settings=settings)
                 except Exception as exc:  # noqa: BLE001 - an unreachable or unusable database: one line
                     raise UsageError(f"clusters: cannot open the state database {settings.db_url}: {exc}") from None
-                self._runner = TaskRunner(self._store)
-                target = self._store.engine.url.render_as_string(hide_password=True)
-                connections.add(Connection("clusters", "clusters", target, client=self._store))
-            return self._store
+                session = self.sessions.add("clusters", ClustersSession(store), client=store)
+            return session
+
+    @property
+    def store(self) -> ClusterStore:
+        return self.state.store
 
     @property
     def runner(self) -> TaskRunner:
-        self.store  # noqa: B018 - opens both
-        assert self._runner is not None
-        return self._runner
+        return self.state.runner
 
     @observe("state_dir", "instances_dir", "database_url", "provider", "settings_file")
     def _settings_changed(self, change: dict[str, Any]) -> None:
         # the next command opens the store again with the new settings
-        self._close_state()
-
-    def _close_state(self) -> None:
-        with self._lock:
-            store, runner, self._store, self._runner = self._store, self._runner, None, None
-        for dashboard in self.dashboards:
-            dashboard.close()
-        self.dashboards = []
-        if runner is not None:
-            runner.close(cancel=True, timeout=60)
-        if store is not None:
-            existing = connections.get("clusters")
-            if existing is not None and existing.client is store:
-                connections.remove("clusters")
-            store.close()
-
-    def close(self) -> None:
-        """Close dashboards, cancel running tasks, close the store (the extension calls this on unload)."""
-        self._close_state()
-        self.remove_completers()
+        self.sessions.close_all()
 
     # -- the magic --------------------------------------------------------------------------------
     @line_cell_magic("clusters")
@@ -312,9 +313,10 @@ class ClustersMagic(SubsystemMagic):
     def open_dashboard(self, only: str | None = None) -> Any:
         from workbench_jupyter.clusters_dashboard import ClustersDashboard
 
-        dashboard = ClustersDashboard(self.store, actions=self.runner, only=only, log_lines=self.log_lines,
+        state = self.state
+        dashboard = ClustersDashboard(state.store, actions=state.runner, only=only, log_lines=self.log_lines,
                                       max_rate=self.dashboard_max_rate, title=only or "clusters")
-        self.dashboards = [d for d in self.dashboards if not d.closed] + [dashboard]
+        state.dashboards = [d for d in state.dashboards if not d.closed] + [dashboard]
         return dashboard
 
     def cmd_create(self, parsed: Any, cell: str | None) -> Any:

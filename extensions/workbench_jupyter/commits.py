@@ -51,8 +51,7 @@ from workbench.commits import (
     unified_diff,
 )
 from workbench.errors import CommitsError, ConfigurationError
-from workbench_jupyter.connections import Connection, connections
-from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, redact, split_capture
+from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, disconnect_arguments, redact, split_capture
 
 COMMANDS = ("connect", "disconnect", "show", "log", "diff", "revert", "delete", "refresh", "status")
 #: commands whose first argument is a key (tab completion offers keys there)
@@ -352,12 +351,6 @@ def _log_arguments(line: str) -> None:
     """History of a key."""
 
 
-@magic_arguments(name="commits disconnect")
-@argument("name", nargs="?")
-def _disconnect_arguments(line: str) -> None:
-    """Close a connection."""
-
-
 @magic_arguments(name="%%commits")
 @argument("key", help="the key to commit the cell's body to")
 @argument("-m", "--message", required=True, help="commit message")
@@ -375,6 +368,7 @@ class CommitsMagic(SubsystemMagic):
 
     family = "commits"
     usage = USAGE
+    connect_hint = "%commits connect URL first"
 
     timeout = Float(10.0, config=True, help="Seconds to wait for the server or ZooKeeper.")
     author = Unicode("", config=True, help="Author of commits made here (default: your login name).")
@@ -386,14 +380,12 @@ class CommitsMagic(SubsystemMagic):
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
-        self.sessions: dict[str, CommitsSession] = {}
-        self.current: str | None = None
         self._selected: str | None = None  # the -c NAME of the line being run
         self.add_completer(_complete, "%commits", "%%commits")
 
     def commands(self) -> CommandTable:
         return {"connect": (_connect_arguments, self.connect),
-                "disconnect": (_disconnect_arguments, lambda parsed: self.disconnect(parsed.name)),
+                "disconnect": (disconnect_arguments(self.family), lambda parsed: self.disconnect(parsed.name)),
                 "show": (_show_arguments, self.show), "log": (_log_arguments, self.log),
                 "diff": (_diff_arguments, self.diff), "revert": (_revert_arguments, self.revert),
                 "delete": (_delete_arguments, self.delete), "refresh": (None, self.refresh),
@@ -461,9 +453,7 @@ class CommitsMagic(SubsystemMagic):
             raise UsageError("commits connect: give the server's URL, or --zookeeper HOST:PORT --zk-path PATH")
         if bool(args.zookeeper) != bool(args.zk_path):
             raise UsageError("commits connect: --zookeeper and --zk-path go together")
-        existing = connections.get(args.name)
-        if existing is not None and existing.kind != "commits":
-            raise UsageError(f"commits: {args.name!r} is already a {existing.kind} connection; choose another --name")
+        self.sessions.check_name(args.name)
         try:
             session = CommitsSession(args.name, args.url, args.zookeeper, args.zk_path,
                                      author=args.author or self.author or "", timeout=self.timeout,
@@ -471,46 +461,16 @@ class CommitsMagic(SubsystemMagic):
                                      token=args.token or stack_token(args.url))
         except (CommitsError, ConfigurationError) as exc:
             raise UsageError(f"commits: cannot connect: {exc}") from None
-        if args.name in self.sessions:
-            self._close_session(args.name)
-        self.sessions[args.name] = session
-        self.current = args.name
-        connections.add(Connection(args.name, "commits", session.target, client=session))
+        self.sessions.add(args.name, session)
         how = ("live: commits made anywhere show as they land (ZooKeeper)" if session.live else
                "the HTTP API has no push channel: the table shows this notebook's commits and "
                "re-reads on Refresh")
         print(f"connected to {session.target} as {args.name!r}: {count(len(session.keys()), 'key')}; {how}")
 
-    def disconnect(self, name: str | None) -> None:
-        name = name or self.current
-        if name is None or name not in self.sessions:
-            raise UsageError(f"commits: no commits connection named {name!r}" if name else "commits: not connected")
-        self._close_session(name)
-        print(f"disconnected {name!r}")
-
-    def _close_session(self, name: str) -> None:
-        session = self.sessions.pop(name)
-        registered = connections.get(name)
-        if registered is not None and registered.client is session:
-            connections.remove(name)
-        session.close()
-        if self.current == name:
-            self.current = next(reversed(self.sessions), None)
-
     def _session(self, name: str | None = None) -> CommitsSession:
-        name = name or self._selected or self.current
-        if name is None:
-            raise UsageError("commits: not connected (%commits connect URL first)")
-        session = self.sessions.get(name)
-        if session is None:
-            raise UsageError(f"commits: no commits connection named {name!r}")
+        """The named session, else the line's ``-c NAME``, else the current one."""
+        session: CommitsSession = self.sessions.require(name or self._selected)
         return session
-
-    def close(self) -> None:
-        """Close every connection and live table (the extension calls this on unload)."""
-        for name in list(self.sessions):
-            self._close_session(name)
-        self.remove_completers()
 
     # -- reading --------------------------------------------------------------------------------------
     def table(self) -> Any:

@@ -31,8 +31,8 @@ from traitlets import Float, Int, Unicode
 from workbench.domain import Database, Domain, Process
 from workbench.domain import DEFAULT_PORT, KnownBrokers
 from workbench.errors import AuthenticationError, DomainError, WorkbenchError
-from workbench_jupyter.connections import Connection, connections
-from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, capture_words, redact, split_capture
+from workbench_jupyter.subsystem_magic import (CommandTable, SubsystemMagic, capture_words, disconnect_arguments,
+                                               redact, split_capture)
 
 USAGE = ("%domain connect [HOST[:PORT]] [USER[:PASSWORD]] | %domain [dashboard] | "
          "%domain start sm|te DB [--peer P] [--archive DIR] [--init] [--dba USER[:PASSWORD]] | "
@@ -228,12 +228,6 @@ def _description_arguments(line: str) -> None:
     """Declare a database and let the brokers keep it running."""
 
 
-@magic_arguments(name="domain disconnect")
-@argument("name", nargs="?", help="connection to close (default: the current one)")
-def _disconnect_arguments(line: str) -> None:
-    """Close a connection."""
-
-
 def _split_credentials(text: str | None, default_user: str) -> tuple[str, str | None]:
     if not text:
         return default_user, None
@@ -250,6 +244,7 @@ class DomainMagic(SubsystemMagic):
 
     family = "domain"
     usage = USAGE
+    connect_hint = "%domain connect first"
 
     default_broker = Unicode(f"localhost:{DEFAULT_PORT}", config=True,
                              help="Broker HOST[:PORT] that `%domain connect` uses when none is given.")
@@ -268,8 +263,6 @@ class DomainMagic(SubsystemMagic):
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
-        self.sessions: dict[str, DomainSession] = {}
-        self.current: str | None = None
         #: asks for a password (the kernel's getpass by default, which front ends show as a
         #: masked input); replaceable for front ends without one
         self.password_prompt: Callable[[str], str] | None = None
@@ -277,7 +270,8 @@ class DomainMagic(SubsystemMagic):
 
     def commands(self) -> CommandTable:
         return {"connect": (_connect_arguments, self._cmd_connect),
-                "disconnect": (_disconnect_arguments, self._cmd_disconnect),
+                "disconnect": (disconnect_arguments(self.family), lambda parsed, connection:
+                               self.disconnect(parsed.name or connection)),
                 "dashboard": (None, self._cmd_dashboard), "start": (_start_arguments, self._cmd_start),
                 "stop": (_stop_arguments, self._cmd_stop), "shutdown": (_shutdown_arguments, self._cmd_shutdown),
                 "processes": (_processes_arguments, self._cmd_processes), "peers": (None, self._cmd_peers),
@@ -342,10 +336,7 @@ class DomainMagic(SubsystemMagic):
             raise UsageError("domain: the broker is HOST[:PORT] with a numeric port")
         address = f"{host}:{port}"
         user, password = _split_credentials(parsed.credentials, self.default_user)
-        existing = connections.get(parsed.name)
-        if existing is not None and existing.kind != "domain":
-            raise UsageError(f"domain: {parsed.name!r} is already a {existing.kind} connection; "
-                             "choose another --name")
+        self.sessions.check_name(parsed.name)
         if password is None:
             password = self._ask(f"password of {user} on {address}: ")
         try:
@@ -357,55 +348,21 @@ class DomainMagic(SubsystemMagic):
             raise UsageError(f"domain: cannot connect to {address}: {redact(exc.message, (password,))}") from None
         finally:
             del password
-        if parsed.name in self.sessions:
-            self._close_session(parsed.name)
-        session = DomainSession(parsed.name, client, user)
-        self.sessions[parsed.name] = session
-        self.current = parsed.name
-        connections.add(Connection(parsed.name, "domain", session.target, client=session))
-        self.shell.user_ns[self.variable] = client
+        self.sessions.add(parsed.name, DomainSession(parsed.name, client, user))
         print(f"connected to {address} as {user} ({parsed.name!r}): {len(client.peers)} peers, "
               f"{len(client.databases)} databases, {len(client.processes)} processes; "
               f"`{self.variable}` is the Domain")
 
-    def _cmd_disconnect(self, parsed: Any, connection: str | None) -> None:
-        name = parsed.name or connection or self.current
-        if name is None or name not in self.sessions:
-            raise UsageError(f"domain: no domain connection named {name!r}" if name else "domain: not connected")
-        self._close_session(name)
-        print(f"disconnected {name!r}")
-
-    def _close_session(self, name: str) -> None:
-        session = self.sessions.pop(name)
-        registered = connections.get(name)
-        if registered is not None and registered.client is session:
-            connections.remove(name)
-        if self.shell is not None and self.shell.user_ns.get(self.variable) is session.domain:
-            del self.shell.user_ns[self.variable]
-        session.close()
-        if self.current == name:
-            self.current = next(reversed(self.sessions), None)
-            if self.current is not None and self.shell is not None:
-                self.shell.user_ns.setdefault(self.variable, self.sessions[self.current].domain)
+    def bound(self, session: DomainSession) -> Domain:
+        return session.domain
 
     def session(self, name: str | None = None) -> DomainSession:
         """The named (or current) session; UsageError when there is none or it was closed."""
-        name = name or self.current
-        if name is None:
-            raise UsageError("domain: not connected (%domain connect first)")
-        session = self.sessions.get(name)
-        if session is None:
-            raise UsageError(f"domain: no domain connection named {name!r}")
+        session: DomainSession = self.sessions.require(name)
         if session.connection_status() == "closed":
-            raise UsageError(f"domain: the connection {name!r} to {session.domain.broker_addr} is closed; "
+            raise UsageError(f"domain: the connection {session.name!r} to {session.domain.broker_addr} is closed; "
                              "connect again")
         return session
-
-    def close(self) -> None:
-        """Close every session and dashboard, and forget the tab completion (on unload)."""
-        for name in list(self.sessions):
-            self._close_session(name)
-        self.remove_completers()
 
     def _ask(self, prompt: str) -> str:
         import getpass
@@ -595,7 +552,7 @@ def _complete(shell: Any, event: Any) -> list[str]:
     words = capture_words(words[1:])  # after "%domain" and any "NAME <<"
     if len(words) <= 1:
         return list(magics.commands())
-    session = magics.sessions.get(magics.current or "")
+    session = magics.sessions.current_session
     if session is None or session.closed:
         raise TryNext()
     domain = session.domain

@@ -33,8 +33,7 @@ from traitlets import Float, Int, Unicode
 
 from workbench.errors import WorkbenchError
 from workbench.inventory import dataset_summary, inventory_stats, site_summary
-from workbench_jupyter.connections import Connection, connections
-from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, redact, split_capture
+from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, disconnect_arguments, redact, split_capture
 
 CELL_COMMANDS = ("exec", "exec-auth")
 USAGE = ("%inventory connect URL|--store URL [--name NAME] | %inventory [dashboard] | %inventory datasets [PATTERN] "
@@ -53,8 +52,6 @@ _SITE_COLUMNS = ["name", "host", "storage_type", "status", "backend", "usage", "
 
 class InventorySession:
     """What every ``%inventory connect`` gives: reads as plain values, change events, applications."""
-
-    kind = "inventory"
 
     def __init__(self, name: str, target: str) -> None:
         self.name = name
@@ -307,12 +304,6 @@ def _authorize_arguments(line: str) -> None:
     """Authorize the cell (by its SHA-256) to run as a writing application."""
 
 
-@magic_arguments(name="inventory disconnect")
-@argument("name", nargs="?", help="connection to close (default: the current one)")
-def _disconnect_arguments(line: str) -> None:
-    """Close a connection."""
-
-
 # -- the magics -------------------------------------------------------------------------------------
 
 @magics_class
@@ -321,6 +312,7 @@ class InventoryMagic(SubsystemMagic):
 
     family = "inventory"
     usage = USAGE
+    connect_hint = "%inventory connect URL|--store URL first"
 
     timeout = Float(30.0, config=True, help="Seconds to wait for a server's answer.")
     dashboard_max_rate = Float(5.0, config=True, help="Most updates per second of an inventory dashboard.")
@@ -328,11 +320,6 @@ class InventoryMagic(SubsystemMagic):
     application_timeout = Float(600.0, config=True, help="Seconds an application may run before it is killed.")
     variable = Unicode("inventory", config=True,
                        help="Name of the user variable bound to the in-kernel image of a --store connection.")
-
-    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
-        super().__init__(shell=shell, **kwargs)
-        self.sessions: dict[str, InventorySession] = {}
-        self.current: str | None = None
 
     @line_cell_magic("inventory")
     def inventory(self, line: str, cell: str | None = None) -> Any:
@@ -390,7 +377,7 @@ class InventoryMagic(SubsystemMagic):
     # -- commands: each gets its parsed arguments (or the text after the command), the words, the cell and -c NAME
     def commands(self) -> CommandTable:
         return {"connect": (_connect_arguments, self.connect),
-                "disconnect": (_disconnect_arguments, lambda parsed, args, cell, connection:
+                "disconnect": (disconnect_arguments(self.family), lambda parsed, args, cell, connection:
                                self.disconnect(parsed.name or connection)),
                 "dashboard": (None, self._cmd_dashboard), "datasets": (None, self._cmd_datasets),
                 "sites": (None, self._cmd_sites), "stats": (None, self._cmd_stats), "data": (None, self._cmd_data),
@@ -398,30 +385,30 @@ class InventoryMagic(SubsystemMagic):
                 "exec-auth": (_authorize_arguments, self._cmd_exec_auth)}
 
     def _cmd_status(self, rest: str, args: list[str], cell: str | None, connection: str | None) -> Any:
-        return [(s.name, s.kind, s.target, s.connection_status()) for s in self.sessions.values()]
+        return self.sessions.rows()
 
     def _cmd_dashboard(self, rest: str, args: list[str], cell: str | None, connection: str | None) -> Any:
         self._no_arguments("dashboard", args)
-        return self._session(connection).dashboard(self.dashboard_max_rate, self.recent_changes)
+        return self.sessions.require(connection).dashboard(self.dashboard_max_rate, self.recent_changes)
 
     def _cmd_datasets(self, rest: str, args: list[str], cell: str | None, connection: str | None) -> Any:
-        session = self._session(connection)
+        session = self.sessions.require(connection)
         if len(args) > 1:
             raise UsageError("inventory datasets: one PATTERN at most (quote it if it has spaces)")
         return _frame(session.datasets(args[0] if args else None), _DATASET_COLUMNS)
 
     def _cmd_sites(self, rest: str, args: list[str], cell: str | None, connection: str | None) -> Any:
-        session = self._session(connection)
+        session = self.sessions.require(connection)
         self._no_arguments("sites", args)
         return _frame(session.sites(), _SITE_COLUMNS)
 
     def _cmd_stats(self, rest: str, args: list[str], cell: str | None, connection: str | None) -> Any:
-        session = self._session(connection)
+        session = self.sessions.require(connection)
         self._no_arguments("stats", args)
         return session.stats()
 
     def _cmd_data(self, rest: str, args: list[str], cell: str | None, connection: str | None) -> Any:
-        session = self._session(connection)
+        session = self.sessions.require(connection)
         if not args:
             raise UsageError("inventory data: which page? "
                              "(datasets, dataset, sites, site, groups, replicas, stats)")
@@ -435,14 +422,14 @@ class InventoryMagic(SubsystemMagic):
         return session.data(page, **parameters)
 
     def _cmd_exec_auth(self, parsed: Any, args: list[str], cell: str | None, connection: str | None) -> None:
-        session = self._session(connection)
+        session = self.sessions.require(connection)
         if not (cell or "").strip():
             raise UsageError("inventory exec-auth: the cell is empty")
         granted = session.authorize(cell or "", parsed.title, parsed.user)
         print(f"authorized {parsed.title!r}: sha256 {str(granted.get('checksum', ''))[:16]}...")
 
     def _cmd_exec(self, parsed: Any, args: list[str], cell: str | None, connection: str | None) -> Any:
-        return self._exec(self._session(connection), cell or "", parsed.write, parsed.title, parsed.args)
+        return self._exec(self.sessions.require(connection), cell or "", parsed.write, parsed.title, parsed.args)
 
     @staticmethod
     def _no_arguments(command: str, args: list[str]) -> None:
@@ -453,10 +440,7 @@ class InventoryMagic(SubsystemMagic):
     def connect(self, parsed: Any, args: list[str], cell: str | None, connection: str | None) -> None:
         if bool(parsed.url) == bool(parsed.store):
             raise UsageError("inventory connect: give a server URL or --store URL (one of them)")
-        existing = connections.get(parsed.name)
-        if existing is not None and existing.kind != "inventory":
-            raise UsageError(f"inventory: {parsed.name!r} is already a {existing.kind} connection; "
-                             "choose another --name")
+        self.sessions.check_name(parsed.name)
         if parsed.store:
             try:
                 session: InventorySession = StoreSession(parsed.name, parsed.store, self.timeout,
@@ -474,15 +458,10 @@ class InventoryMagic(SubsystemMagic):
             except WorkbenchError:
                 session.close()
                 raise
-        if parsed.name in self.sessions:
-            self._close_session(parsed.name)
-        self.sessions[parsed.name] = session
-        self.current = parsed.name
-        connections.add(Connection(parsed.name, "inventory", session.target, client=session))
+        self.sessions.add(parsed.name, session)
         stats = session.stats()
         where = ""
         if isinstance(session, StoreSession):
-            self.shell.user_ns[self.variable] = session.inventory
             where = f"; `{self.variable}` is the image, web pages at {session.web_url}"
         print(f"connected to {session.target} as {parsed.name!r}: {stats['datasets']} datasets, "
               f"{stats['sites']} sites{where}")
@@ -501,39 +480,9 @@ class InventoryMagic(SubsystemMagic):
             raise UsageError(f"inventory connect: cannot load the TLS files: {exc}") from None
         return context
 
-    def disconnect(self, name: str | None) -> None:
-        name = name or self.current
-        if name is None or name not in self.sessions:
-            raise UsageError(f"inventory: no inventory connection named {name!r}" if name
-                             else "inventory: not connected")
-        self._close_session(name)
-        print(f"disconnected {name!r}")
-
-    def _close_session(self, name: str) -> None:
-        session = self.sessions.pop(name)
-        registered = connections.get(name)
-        if registered is not None and registered.client is session:
-            connections.remove(name)
-        if isinstance(session, StoreSession) and self.shell is not None \
-                and self.shell.user_ns.get(self.variable) is session.inventory:
-            del self.shell.user_ns[self.variable]
-        session.close()
-        if self.current == name:
-            self.current = next(reversed(self.sessions), None)
-
-    def _session(self, name: str | None) -> InventorySession:
-        name = name or self.current
-        if name is None:
-            raise UsageError("inventory: not connected (%inventory connect URL|--store URL first)")
-        session = self.sessions.get(name)
-        if session is None:
-            raise UsageError(f"inventory: no inventory connection named {name!r}")
-        return session
-
-    def close(self) -> None:
-        """Close every connection and dashboard (the extension calls this on unload)."""
-        for name in list(self.sessions):
-            self._close_session(name)
+    def bound(self, session: InventorySession) -> Any:
+        # only an image in this kernel can be a variable; a web connection's data lives on the server
+        return session.inventory if isinstance(session, StoreSession) else None
 
     # -- applications ---------------------------------------------------------------------------------
     def _exec(self, session: InventorySession, source: str, write: bool, title: str, args: list[str]) -> Any:

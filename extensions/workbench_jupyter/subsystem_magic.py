@@ -1,16 +1,26 @@
-"""``SubsystemMagic``: what every subsystem's magic family shares (redaction, ``NAME <<``, dispatch, completion).
+"""``SubsystemMagic``: what every subsystem's magic family shares (sessions, redaction, ``NAME <<``, dispatch).
 
 A family (``%domain``, ``%zdb``, ``%commits``, ``%inventory``, ``%clusters``) is one ``Magics, Configurable``
 subclass registered in ``shell.configurables`` (so ``%config ClassName.option`` works). It names itself
-(``family``), gives its command table and keeps only its commands; the base does the rest::
+(``family``), gives its command table and keeps only its commands and how it opens a session; the base
+keeps the sessions (``self.sessions``, a ``Sessions``), closes them on unload and does the rest::
 
     @magics_class
     class ThingMagic(SubsystemMagic):
         family = "thing"
-        usage = "%thing list | show NAME | VAR << COMMAND"
+        usage = "%thing connect URL | show NAME | disconnect [NAME] | VAR << COMMAND"
+        connect_hint = "%thing connect URL first"
 
         def commands(self):
-            return {"list": (None, self.cmd_list), "show": (_show_arguments, self.cmd_show)}
+            return {"connect": (None, self.cmd_connect), "show": (_show_arguments, self.cmd_show),
+                    "disconnect": (None, lambda name: self.disconnect(name or None))}
+
+        def cmd_connect(self, url):
+            self.sessions.check_name("thing")
+            self.sessions.add("thing", ThingClient(url))       # current now, and listed in %workbench
+
+        def cmd_show(self, parsed):
+            return self.sessions.require().show(parsed.name)   # the current session, or "not connected"
 
         @line_magic("thing")
         def thing(self, line):
@@ -19,14 +29,17 @@ subclass registered in ``shell.configurables`` (so ``%config ClassName.option`` 
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, MutableMapping
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics
-from IPython.core.magic_arguments import parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets.config import Configurable
+
+from workbench_jupyter.sessions import Sessions
 
 #: ``NAME << COMMAND``: keep the command's result in the user variable NAME instead of showing it
 CAPTURE = re.compile(r"\s*([A-Za-z_]\w*)\s*<<(?!<)(.*)\Z", re.S)
@@ -79,13 +92,48 @@ def capture_words(words: list[str]) -> list[str]:
     return words
 
 
+@functools.cache
+def disconnect_arguments(family: str) -> Callable[[str], None]:
+    """The parser of ``%family disconnect [NAME]`` (one per family: its name is in the help)."""
+    @magic_arguments(name=f"{family} disconnect")
+    @argument("name", nargs="?", help="connection to close (default: the current one)")
+    def parser(line: str) -> None:
+        """Close a connection."""
+    return parser
+
+
 class SubsystemMagic(Magics, Configurable):
-    """Base of a subsystem's magics: one redaction, ``NAME <<``, a command table, completion hooks."""
+    """Base of a subsystem's magics: its sessions, one redaction, ``NAME <<``, a command table, completion hooks."""
 
     #: the magic's name and the prefix of its messages ("clusters" -> "clusters: ...", "%clusters")
     family: str = ""
     #: the one-line usage shown with an unknown command
     usage: str = ""
+    #: what "not connected" tells to do ("%zdb connect URI first")
+    connect_hint: str = ""
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        # made before the configurables' init: options given by %config fire observers there
+        self.sessions = Sessions(self.family, self.connect_hint, value=self.bound, variable=self._user_variable)
+        super().__init__(shell=shell, **kwargs)
+
+    # -- sessions ---------------------------------------------------------------------------------
+    def bound(self, session: Any) -> Any:
+        """What the user variable ``variable`` holds while ``session`` is current (None: nothing)."""
+        return None
+
+    def _user_variable(self) -> tuple[MutableMapping[str, Any], str] | None:
+        name = getattr(self, "variable", "")  # a family with a variable has it as a %config option
+        return (self.shell.user_ns, name) if name and self.shell is not None else None
+
+    def disconnect(self, name: str | None) -> None:
+        """``%family disconnect [NAME]``: close the named (or current) session."""
+        print(f"disconnected {self.sessions.close(name)!r}")
+
+    def close(self) -> None:
+        """Close every session (with its dashboards) and forget the tab completion (on unload)."""
+        self.sessions.close_all()
+        self.remove_completers()
 
     # -- redaction ------------------------------------------------------------------------------
     def secrets(self) -> tuple[str, ...]:
@@ -178,5 +226,5 @@ class SubsystemMagic(Magics, Configurable):
         return words
 
 
-__all__ = ["CAPTURE", "CommandTable", "SubsystemMagic", "capture_words", "redact",
+__all__ = ["CAPTURE", "CommandTable", "SubsystemMagic", "capture_words", "disconnect_arguments", "redact",
            "secrets_in", "split_capture"]

@@ -30,8 +30,7 @@ from traitlets import Bool, Float, Int, Unicode
 
 from workbench.errors import ZdbError
 from workbench.zdb import Client, Proxy, ZdbRemoteError, ZdbTimeout, resolve_domain_uri
-from workbench_jupyter.connections import Connection, connections
-from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, redact, split_capture
+from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, disconnect_arguments, redact, split_capture
 
 COMMANDS = ("connect", "disconnect", "undo", "redo", "save", "lock", "unlock", "status", "dashboard")
 USAGE = ("%zdb connect URI [READ_URI] [--name NAME] [--read-your-writes] | %zdb EXPRESSION | "
@@ -290,12 +289,6 @@ def _lock_arguments(line: str) -> None:
     """Take the database lock."""
 
 
-@magic_arguments(name="zdb disconnect")
-@argument("name", nargs="?", help="connection to close (default: the current one)")
-def _disconnect_arguments(line: str) -> None:
-    """Close a connection."""
-
-
 # -- the magics ---------------------------------------------------------------------------------
 @magics_class
 class Zdb(SubsystemMagic):
@@ -303,17 +296,13 @@ class Zdb(SubsystemMagic):
 
     family = "zdb"
     usage = USAGE
+    connect_hint = "%zdb connect URI first"
 
     dataframe = Bool(False, config=True, help="Show lists of dicts as pandas DataFrames (as --df does).")
     timeout = Float(10.0, config=True, help="Seconds to wait for the server on each request.")
     variable = Unicode("db", config=True, help="Name of the user variable bound to the database root.")
     dashboard_max_rate = Float(10.0, config=True, help="Most widget updates per second of a zdb dashboard.")
     recent_writes = Int(8, config=True, help="How many recent writes a zdb dashboard lists.")
-
-    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
-        super().__init__(shell=shell, **kwargs)
-        self.sessions: dict[str, ZdbConnection] = {}
-        self.current: str | None = None
 
     @magic_arguments()
     @argument("--df", action="store_true", help="show a list of dicts as a pandas DataFrame")
@@ -368,11 +357,11 @@ class Zdb(SubsystemMagic):
             if rest.strip():
                 raise UsageError("zdb: the %%zdb line takes options and `NAME <<` only; "
                                  "put the query in the cell")
-            result = self._query(self._session(options.connection), cell, options.df)
+            result = self._query(self.sessions.require(options.connection), cell, options.df)
         elif command := _COMMAND.match(rest):
             result = self._command(command.group(1), command.group(2) or "", options)
         elif rest.strip():
-            result = self._query(self._session(options.connection), rest, options.df)
+            result = self._query(self.sessions.require(options.connection), rest, options.df)
         else:
             raise UsageError(f"usage: {USAGE}")
         return self.keep(capture, result)
@@ -387,7 +376,7 @@ class Zdb(SubsystemMagic):
 
     def commands(self) -> CommandTable:
         return {"connect": (None, lambda args, options: self.connect(args)),
-                "disconnect": (_disconnect_arguments, lambda parsed, options:
+                "disconnect": (disconnect_arguments(self.family), lambda parsed, options:
                                self.disconnect(parsed.name or options.connection)),
                 "undo": (None, self._cmd_undo_redo("undo")), "redo": (None, self._cmd_undo_redo("redo")),
                 "save": (None, self._cmd_save), "lock": (_lock_arguments, self._cmd_lock),
@@ -400,34 +389,34 @@ class Zdb(SubsystemMagic):
         return self.dispatch(name, args, options)
 
     def _cmd_lock(self, parsed: Any, options: Any) -> None:
-        session = self._session(options.connection)
+        session = self.sessions.require(options.connection)
         self._call(session, lambda: session.client.lock(lease=parsed.lease, wait=parsed.wait))
         print(f"locked {session.address.shown} (renewed until %zdb unlock)")
 
     def _cmd_undo_redo(self, name: str) -> Any:
         def run(args: str, options: Any) -> None:
-            session = self._session(options.connection)
+            session = self.sessions.require(options.connection)
             self._call(session, getattr(session.client, name))
             print(f"{name} done (seq {session.client.last_write_seq})")
         return run
 
     def _cmd_save(self, args: str, options: Any) -> None:
-        session = self._session(options.connection)
+        session = self.sessions.require(options.connection)
         saved = self._call(session, session.client.save)
         what = "started" if saved.get("started") else "not started: one is still running"
         print(f"saved: journal synced at seq {saved.get('seq')}, checkpoint {what}")
 
     def _cmd_unlock(self, args: str, options: Any) -> None:
-        session = self._session(options.connection)
+        session = self.sessions.require(options.connection)
         self._call(session, session.client.unlock)
         print(f"unlocked {session.address.shown}")
 
     def _cmd_status(self, args: str, options: Any) -> ZdbStatus:
-        session = self._session(options.connection)
+        session = self.sessions.require(options.connection)
         return ZdbStatus(session.name, session.target, self._call(session, session.client.status))
 
     def _cmd_dashboard(self, args: str, options: Any) -> Any:
-        session = self._session(options.connection)
+        session = self.sessions.require(options.connection)
         return self._call(session, lambda: session.dashboard(self.dashboard_max_rate, self.recent_writes))
 
     # -- connections ----------------------------------------------------------------------------
@@ -441,10 +430,7 @@ class Zdb(SubsystemMagic):
                              "(or none)")
         if parsed.read_your_writes and not read_address:
             raise UsageError("zdb: --read-your-writes needs a READ_URI (a replica)")
-        existing = connections.get(parsed.name)
-        if existing is not None and existing.kind != "zdb":
-            raise UsageError(f"zdb: {parsed.name!r} is already a {existing.kind} connection; "
-                             "choose another --name")
+        self.sessions.check_name(parsed.name)
         try:
             session = ZdbConnection(parsed.name, address, read_address, self.timeout,
                                     read_your_writes=parsed.read_your_writes)
@@ -457,47 +443,12 @@ class Zdb(SubsystemMagic):
             if isinstance(exc, ZdbTimeout):
                 raise UsageError(f"zdb: no answer from {address.shown} within {self.timeout:g}s") from None
             raise UsageError(f"zdb: cannot connect to {address.shown}: {exc}") from None
-        if parsed.name in self.sessions:
-            self._close_session(parsed.name)
-        self.sessions[parsed.name] = session
-        self.current = parsed.name
-        connections.add(Connection(parsed.name, "zdb", session.target, client=session))
-        self.shell.user_ns[self.variable] = session.db
+        self.sessions.add(parsed.name, session)
         print(f"connected to {session.target} as {parsed.name!r}: {status.get('keys')} keys, "
               f"seq {status.get('seq')}; `{self.variable}` is its root")
 
-    def disconnect(self, name: str | None) -> None:
-        name = name or self.current
-        if name is None or name not in self.sessions:
-            raise UsageError(f"zdb: no zdb connection named {name!r}" if name else "zdb: not connected")
-        self._close_session(name)
-        print(f"disconnected {name!r}")
-
-    def _close_session(self, name: str) -> None:
-        session = self.sessions.pop(name)
-        if connections.get(name) is not None and connections.get(name).client is session:
-            connections.remove(name)
-        if self.shell is not None and self.shell.user_ns.get(self.variable) is session.db:
-            del self.shell.user_ns[self.variable]
-        session.close()
-        if self.current == name:
-            self.current = next(reversed(self.sessions), None)
-            if self.current is not None and self.shell is not None:
-                self.shell.user_ns.setdefault(self.variable, self.sessions[self.current].db)
-
-    def _session(self, name: str | None) -> ZdbConnection:
-        name = name or self.current
-        if name is None:
-            raise UsageError("zdb: not connected (%zdb connect URI first)")
-        session = self.sessions.get(name)
-        if session is None:
-            raise UsageError(f"zdb: no zdb connection named {name!r}")
-        return session
-
-    def close(self) -> None:
-        """Close every connection and dashboard (the extension calls this on unload)."""
-        for name in list(self.sessions):
-            self._close_session(name)
+    def bound(self, session: ZdbConnection) -> Proxy:
+        return session.db
 
     def secrets(self) -> tuple[str, ...]:
         return tuple(s.address.password or "" for s in self.sessions.values())
