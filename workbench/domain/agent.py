@@ -30,6 +30,7 @@ from workbench.domain.keys import DatabaseKeys
 from workbench.domain.logins import LoginBusy, LoginThrottle, PasswordHasher
 from workbench.domain.model import PeerRecord, ProcessRecord
 from workbench.domain.protocol import DEFAULT_PORT, Message, ProtocolError
+from workbench.domain.requests import AUTO, QuiesceProcess, StartProcess, StopProcess, error_reply, ok_reply, parse_request
 from workbench.domain.supervisor import ProcessSupervisor
 from workbench.domain.transport import (
     Connection,
@@ -168,29 +169,36 @@ class Agent:
 
     def run_command(self, command: Message) -> Message:
         """Execute a command on this peer (from our broker, or from ourselves as a broker)."""
-        kind = command.get("Type")
-        assert self.supervisor is not None
+        handlers = {StartProcess.TYPE: self._start_process, StopProcess.TYPE: self._stop_process,
+                    QuiesceProcess.TYPE: self._quiesce_process}
         try:
-            if kind == "StartProcess":
-                database = command.require("Database")
-                initialize = {"true": True, "auto": None}.get(command.get("Initialize", ""), False)
-                # A description's SM without an archive dir keeps its archive in this agent's state dir.
-                archive = command.get("Archive") or (str(self.state_dir / "archives" / database)
-                                                     if initialize is None else None)
-                record = self.supervisor.start(
-                    database, command.require("ProcessType"), archive=archive, initialize=initialize,
-                    primary=command.get("Primary"), standby=command.get("Standby") == "true",
-                    options=[(o.require("Name"), o.require("Value")) for o in command.find("Option")])
-                return Message.make("Response", record.to_message(), Status="ok")
-            if kind == "StopProcess":
-                self.supervisor.stop(command.require("Process"), kill=command.get("Kill") == "true")
-                return Message.make("Response", Status="ok")
-            if kind == "Quiesce":
-                record = self.supervisor.quiesce(command.require("Process"), command.get("Quiesced") == "true")
-                return Message.make("Response", record.to_message(), Status="ok")
-            raise DomainError("unknown command", type=kind)
+            handler = handlers.get(command.get("Type", ""))
+            if handler is None:
+                raise DomainError("unknown command", type=command.get("Type"))
+            return handler(parse_request(command))
         except DomainError as exc:
-            return Message.make("Response", Status="error", Message=exc.message, Code=type(exc).__name__)
+            return error_reply(exc)
+
+    def _start_process(self, request: StartProcess) -> Message:
+        initialize = None if request.initialize == AUTO else request.initialize is True
+        # A description's SM without an archive dir keeps its archive in this agent's state dir.
+        archive = request.archive or (str(self.state_dir / "archives" / request.database)
+                                      if initialize is None else None)
+        record = self._require_supervisor().start(
+            request.database, request.process_type, archive=archive, initialize=initialize,
+            primary=request.primary, standby=request.standby, options=list(request.options))
+        return ok_reply(record.to_message())
+
+    def _stop_process(self, request: StopProcess) -> Message:
+        self._require_supervisor().stop(request.process, kill=request.kill is True)
+        return ok_reply()
+
+    def _quiesce_process(self, request: QuiesceProcess) -> Message:
+        return ok_reply(self._require_supervisor().quiesce(request.process, request.quiesced).to_message())
+
+    def _require_supervisor(self) -> ProcessSupervisor:
+        assert self.supervisor is not None  # commands arrive only once start() has made it
+        return self.supervisor
 
     # -- connections (brokers only accept clients and agents) -----------------------------------
     def _login(self, conn: Connection, hello: Message) -> bool:
@@ -221,7 +229,7 @@ class Agent:
         if hello.tag == "Locate" and self.state is not None:
             # Database clients ask for a TE without domain credentials (as SQL clients ask a
             # broker): they only learn an endpoint, and the TE checks their database user.
-            conn.send(self.state.locate(hello.require("Database")))
+            conn.send(self.state.handlers.locate(hello.require("Database")))
             return
         if hello.tag != "Connect":
             conn.send(Message.make("Error", Code="protocol", Message="expected <Connect>"))

@@ -1,13 +1,12 @@
-"""A broker's state of the domain, replicated between brokers, and the connections it serves.
+"""A broker's state of the domain and the connections it serves: clients, agents, other brokers.
 
 Each broker *owns* the peers attached to it (itself and the agents that joined through it) and
-their processes; it learns everything else from the other brokers. Brokers link to each other
-over TLS (``--peer`` dials one; they tell each other about the rest, and the one with the lower
-id dials), first exchange a ``<Sync>`` of what they own, then stream every change of it
-(``PeerUpdate``, ``PeerGone``, ``ProcessUpdate``), their descriptions and the reconciler's
-actions. So a client connected to any broker sees the whole domain and hears every event. When a
-link is silent for ``HEARTBEAT_TIMEOUT`` seconds (or closes), the other broker's peers and
+their processes; it learns everything else from the other brokers (``replication``), so a client
+connected to any broker sees the whole domain and hears every event (``subscriptions``). When a
+link is silent for ``HEARTBEAT_TIMEOUT`` seconds (or closes), the other end's peers and
 processes leave; agents of a dead broker fail over to another broker they know and rejoin.
+``DomainState`` holds the peers, processes and descriptions and composes those parts with the
+request handlers (``handlers``); this module keeps the connections.
 
 Commands for a peer owned by another broker are forwarded over the broker link.
 """
@@ -22,23 +21,14 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Callable
 
 from workbench.domain.descriptions import DescriptionStore
-from workbench.domain.model import (
-    FAILED,
-    FINAL_STATES,
-    QUIESCED,
-    RUNNING,
-    SM,
-    STOPPED,
-    TE,
-    DescriptionRecord,
-    PeerRecord,
-    ProcessRecord,
-)
-from workbench.domain.protocol import Message, ProtocolError, encode_frame
+from workbench.domain.handlers import RequestHandlers
+from workbench.domain.model import FAILED, FINAL_STATES, DescriptionRecord, PeerRecord, ProcessRecord
+from workbench.domain.protocol import Message, ProtocolError
 from workbench.domain.reconciler import Reconciler
-from workbench.domain.errors import NoSuchProcessError, ProcessStartError
-from workbench.domain.templates import DescriptionError, find_template
-from workbench.domain.transport import Connection, KnownBrokers, TransportError, connect
+from workbench.domain.replication import Replication
+from workbench.domain.requests import error_reply
+from workbench.domain.subscriptions import SEND_TIMEOUT, Subscriptions
+from workbench.domain.transport import Connection, TransportError
 from workbench.errors import DomainError
 
 if TYPE_CHECKING:
@@ -49,20 +39,14 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 1.0
 HEARTBEAT_TIMEOUT = 4.0
 COMMAND_TIMEOUT = 30.0
-#: how long stop_description waits for the database's processes to leave
-STOP_WAIT_SECONDS = 30.0
-#: how long a TE's start waits for its database's storage manager to finish starting
-PRIMARY_WAIT_SECONDS = 30.0
-#: a client or broker that takes no data for this long is dropped, so it cannot stall the broker
-SEND_TIMEOUT = 5.0
-
-
-def error_response(exc: DomainError) -> Message:
-    return Message.make("Response", Status="error", Message=exc.message, Code=type(exc).__name__)
 
 
 class DomainState:
-    """A broker's view of the domain, its links to agents and brokers, and the fan-out to clients."""
+    """A broker's view of the domain: peers, processes and descriptions, and the parts that serve it.
+
+    ``replication`` links it to the other brokers, ``subscriptions`` fans events out to clients,
+    ``handlers`` answers client requests; ``links`` are the agents attached to this broker.
+    """
 
     def __init__(self, me: PeerRecord, agent: "Agent") -> None:
         self.agent = agent
@@ -71,48 +55,32 @@ class DomainState:
         self.owner: dict[str, str] = {me.id: me.id}  # peer id -> id of the broker it is attached to
         self.processes: dict[str, ProcessRecord] = {}
         self.links: dict[str, AgentConnection] = {}
-        self.brokers: dict[str, BrokerConnection] = {}
-        self.subscribers: list[Connection] = []
         self.descriptions = DescriptionStore(agent.state_dir / "descriptions.json", me.id)
         self.lock = threading.RLock()
-        self._turn = -1  # round robin over a database's TEs in locate()
-        self._dialers: dict[str, BrokerDialer] = {}
         self.stopping = threading.Event()
+        self.subscriptions = Subscriptions(self)
+        self.replication = Replication(self)
+        self.handlers = RequestHandlers(self)
         self.reconciler = Reconciler(self)
+
+    @property
+    def brokers(self) -> dict[str, "BrokerConnection"]:
+        """The linked brokers, by id."""
+        return self.replication.brokers
+
+    @property
+    def subscribers(self) -> list[Connection]:
+        """The client connections that hear events."""
+        return self.subscriptions.subscribers
 
     def start(self, peer_brokers: list[str]) -> None:
         self.reconciler.start()
-        for address in peer_brokers:
-            self.dial(address)
+        self.replication.start(peer_brokers)
 
     def stop(self) -> None:
         self.stopping.set()
         self.reconciler.stop()
-        for dialer in list(self._dialers.values()):
-            dialer.stop()
-        for link in list(self.brokers.values()):
-            link.conn.close()
-
-    # -- fan-out --------------------------------------------------------------------------------
-    def _broadcast(self, *events: Message) -> None:
-        if not events or not self.subscribers:
-            return
-        frames = b"".join(encode_frame(event) for event in events)  # encoded once for every subscriber
-        for conn in list(self.subscribers):
-            try:
-                conn.send_frames(frames, timeout=SEND_TIMEOUT)
-            except (TransportError, OSError):
-                if conn in self.subscribers:
-                    self.subscribers.remove(conn)
-
-    def _replicate(self, *messages: Message) -> None:
-        for link in list(self.brokers.values()):
-            link.send_all(messages)
-
-    def is_acting(self) -> bool:
-        """Whether this broker acts for the domain (runs the reconciler): the lowest id among linked brokers."""
-        with self.lock:
-            return self.me.id == min([self.me.id, *self.brokers])
+        self.replication.stop()
 
     # -- processes ------------------------------------------------------------------------------
     def update_process(self, record: ProcessRecord, origin: str | None = None) -> None:
@@ -120,13 +88,14 @@ class DomainState:
         with self.lock:
             if origin is not None and self.owner.get(record.peer) != origin:
                 return  # stale: that peer is attached to another broker now
-            events = self._apply_process(record)
+            events = self.apply_process(record)
             if origin is None:
-                self._replicate(Message.make("ProcessUpdate", record.to_message()))
-            self._broadcast(*events)
+                self.replication.replicate(Message.make("ProcessUpdate", record.to_message()))
+            self.subscriptions.broadcast(*events)
         self.reconciler.wake()
 
-    def _apply_process(self, record: ProcessRecord) -> list[Message]:
+    def apply_process(self, record: ProcessRecord) -> list[Message]:
+        """Take ``record`` into the view; the events that makes for clients (the caller holds the lock)."""
         known = self.processes.get(record.id)
         events: list[Message] = []
         if known is None:
@@ -156,23 +125,25 @@ class DomainState:
             events.append(Message.make("Event", Type="database_left", Database=record.database))
         return events
 
-    def _end_process(self, record: ProcessRecord, reason: str) -> list[Message]:
+    def end_process(self, record: ProcessRecord, reason: str) -> list[Message]:
+        """``record`` ended: it failed for ``reason`` (its agent or broker is gone, or it stopped running)."""
         ended = record.copy()
         ended.status, ended.reason = FAILED, reason
-        return self._apply_process(ended)
+        return self.apply_process(ended)
 
     # -- peers ----------------------------------------------------------------------------------
-    def _apply_peer(self, peer: PeerRecord, owner: str) -> list[Message]:
+    def apply_peer(self, peer: PeerRecord, owner: str) -> list[Message]:
+        """``peer``, attached to broker ``owner``, into the view; a ``peer_joined`` event if it is new."""
         self.owner[peer.id] = owner
         new = peer.id not in self.peers
         self.peers[peer.id] = peer
         return [Message.make("Event", peer.to_message(), Type="peer_joined")] if new else []
 
-    def _drop_peer(self, peer_id: str, reason: str) -> list[Message]:
+    def drop_peer(self, peer_id: str, reason: str) -> list[Message]:
         """A peer and its processes leave (its agent or its broker is gone)."""
         events: list[Message] = []
         for record in [p for p in self.processes.values() if p.peer == peer_id]:
-            events += self._end_process(record, reason)
+            events += self.end_process(record, reason)
         self.owner.pop(peer_id, None)
         peer = self.peers.pop(peer_id, None)
         if peer is not None:
@@ -183,18 +154,18 @@ class DomainState:
         """An agent (re)joined through us, running ``running``: whatever else we knew of it has ended."""
         with self.lock:
             self.links[peer.id] = link
-            events = self._apply_peer(peer, self.me.id)
-            self._replicate(Message.make("PeerUpdate", peer.to_message()))
+            events = self.apply_peer(peer, self.me.id)
+            self.replication.replicate(Message.make("PeerUpdate", peer.to_message()))
             still = {record.id for record in running}
             for record in [p for p in self.processes.values() if p.peer == peer.id and p.id not in still]:
                 ended = record.copy()
                 ended.status, ended.reason = FAILED, "gone when its agent rejoined"
-                events += self._apply_process(ended)
-                self._replicate(Message.make("ProcessUpdate", ended.to_message()))
-            self._broadcast(*events)
+                events += self.apply_process(ended)
+                self.replication.replicate(Message.make("ProcessUpdate", ended.to_message()))
+            self.subscriptions.broadcast(*events)
             for record in running:
                 self.update_process(record)
-            link.send(self.brokers_message())
+            link.send(self.replication.brokers_message())
 
     def leave_agent(self, peer_id: str, link: "AgentConnection") -> None:
         with self.lock:
@@ -203,140 +174,23 @@ class DomainState:
             del self.links[peer_id]
             if self.owner.get(peer_id) != self.me.id:
                 return  # the agent moved to another broker meanwhile
-            events = self._drop_peer(peer_id, "its agent left the domain")
-            self._replicate(Message.make("PeerGone", Id=peer_id))
-            self._broadcast(*events)
+            events = self.drop_peer(peer_id, "its agent left the domain")
+            self.replication.replicate(Message.make("PeerGone", Id=peer_id))
+            self.subscriptions.broadcast(*events)
         self.reconciler.wake()
-
-    def state_message(self) -> Message:
-        with self.lock:
-            return Message.make("State", *(p.to_message() for p in self.peers.values()),
-                                *(p.to_message() for p in self.processes.values()),
-                                *(d.to_message() for d in self.descriptions.live()))
-
-    # -- brokers --------------------------------------------------------------------------------
-    def dial(self, address: str) -> None:
-        """Keep a link to the broker at ``address`` (reconnecting while this broker runs)."""
-        with self.lock:
-            if address == self.me.id or address in self._dialers or self.stopping.is_set():
-                return
-            dialer = self._dialers[address] = BrokerDialer(self, address)
-        dialer.start()
-
-    def brokers_message(self) -> Message:
-        """The brokers we know, for agents (to fail over) and brokers (to link to each other)."""
-        with self.lock:
-            ids = sorted({self.me.id, *self.brokers})
-        return Message.make("Brokers", *(Message.make("Broker", Address=i) for i in ids))
-
-    def sync_message(self) -> Message:
-        with self.lock:
-            own = [p for p in self.peers.values() if self.owner.get(p.id) == self.me.id]
-            own_ids = {p.id for p in own}
-            return Message.make("Sync", *(p.to_message() for p in own),
-                                *(r.to_message() for r in self.processes.values() if r.peer in own_ids),
-                                *(d.to_message(secrets=True) for d in self.descriptions.everything()),
-                                Broker=self.me.id)
-
-    def register_broker(self, broker_id: str, link: "BrokerConnection") -> bool:
-        """Take a new link to ``broker_id``; of two links between the same brokers, the lower id's dial wins."""
-        with self.lock:
-            if broker_id == self.me.id:
-                return False
-            existing = self.brokers.get(broker_id)
-            if existing is not None:
-                # The same dialer again means the old link is dead but not noticed yet; two
-                # dialers means both dialed at once: the lower id's link wins on both ends.
-                if existing.dialer != link.dialer and link.dialer != min(self.me.id, broker_id):
-                    return False
-                existing.conn.close()
-            self.brokers[broker_id] = link
-            link.send(self.sync_message())  # first: every change sent after it is newer
-            announcement = self.brokers_message()
-            for other in self.brokers.values():
-                other.send(announcement)
-            for agent_link in self.links.values():
-                agent_link.send(announcement)
-        self.reconciler.wake()
-        return True
-
-    def unregister_broker(self, broker_id: str, link: "BrokerConnection") -> None:
-        with self.lock:
-            if self.brokers.get(broker_id) is not link:
-                return
-            del self.brokers[broker_id]
-            events: list[Message] = []
-            for peer_id in [p for p, owner in self.owner.items() if owner == broker_id]:
-                events += self._drop_peer(peer_id, f"its broker {broker_id} left the domain")
-            self._broadcast(*events)
-        log.warning("broker %s: link to broker %s lost", self.me.id, broker_id)
-        self.reconciler.wake()
-
-    def apply_sync(self, broker_id: str, sync: Message) -> None:
-        """What broker ``broker_id`` owns now: its peers and processes replace what we had from it."""
-        peers = [PeerRecord.from_message(m) for m in sync.find("Peer")]
-        records = [ProcessRecord.from_message(m) for m in sync.find("Process")]
-        with self.lock:
-            events: list[Message] = []
-            current = {p.id for p in peers}
-            for peer_id in [p for p, owner in self.owner.items() if owner == broker_id and p not in current]:
-                events += self._drop_peer(peer_id, f"no longer attached to broker {broker_id}")
-            for peer in peers:
-                if self.owner.get(peer.id) == self.me.id and peer.id in self.links:
-                    continue  # attached to us: our own knowledge is fresher
-                events += self._apply_peer(peer, broker_id)
-            running = {r.id for r in records}
-            for record in [r for r in self.processes.values()
-                           if self.owner.get(r.peer) == broker_id and r.id not in running]:
-                events += self._end_process(record, f"no longer running according to broker {broker_id}")
-            for record in records:
-                if self.owner.get(record.peer) == broker_id:
-                    events += self._apply_process(record)
-            self._broadcast(*events)
-        for message in sync.find("Description"):
-            self.merge_description(DescriptionRecord.from_message(message))
-        self.reconciler.wake()
-
-    def apply_remote(self, broker_id: str, message: Message) -> None:
-        """One change streamed by broker ``broker_id``."""
-        if message.tag == "ProcessUpdate":
-            for process in message.find("Process"):
-                self.update_process(ProcessRecord.from_message(process), origin=broker_id)
-        elif message.tag == "PeerUpdate":
-            peer = PeerRecord.from_message(message.find("Peer")[0])
-            with self.lock:
-                self._broadcast(*self._apply_peer(peer, broker_id))
-        elif message.tag == "PeerGone":
-            peer_id = message.require("Id")
-            with self.lock:
-                if self.owner.get(peer_id) == broker_id:
-                    self._broadcast(*self._drop_peer(peer_id, f"its agent left broker {broker_id}"))
-            self.reconciler.wake()
-        elif message.tag == "DescriptionUpdate":
-            self.merge_description(DescriptionRecord.from_message(message.find("Description")[0]))
-        elif message.tag == "Relay":
-            with self.lock:
-                self._broadcast(*message.children)
-        elif message.tag == "Brokers":
-            for broker in message.find("Broker"):
-                address = broker.require("Address")
-                if address != self.me.id and address not in self.brokers and self.me.id < address:
-                    self.dial(address)  # the lower id dials, so two brokers do not dial each other
-        else:
-            raise ProtocolError("unexpected message from a broker", tag=message.tag)
 
     # -- descriptions ---------------------------------------------------------------------------
     def description_written(self, record: DescriptionRecord) -> None:
         """A description changed here: tell clients and the other brokers, wake the reconciler."""
         with self.lock:
-            self._broadcast(Message.make("Event", record.to_message(), Type="description_changed"))
-            self._replicate(Message.make("DescriptionUpdate", record.to_message(secrets=True)))
+            self.subscriptions.broadcast(Message.make("Event", record.to_message(), Type="description_changed"))
+            self.replication.replicate(Message.make("DescriptionUpdate", record.to_message(secrets=True)))
         self.reconciler.wake()
 
     def merge_description(self, record: DescriptionRecord) -> None:
         if self.descriptions.merge(record):
             with self.lock:
-                self._broadcast(Message.make("Event", record.to_message(), Type="description_changed"))
+                self.subscriptions.broadcast(Message.make("Event", record.to_message(), Type="description_changed"))
             self.reconciler.wake()
 
     def reconciler_action(self, name: str, action: str, detail: str) -> None:
@@ -344,8 +198,8 @@ class DomainState:
         event = Message.make("Event", Type="reconciler_action", Description=name, Action=action, Detail=detail)
         log.info("reconciler: %s %s: %s", name, action, detail)
         with self.lock:
-            self._broadcast(event)
-            self._replicate(Message.make("Relay", event))
+            self.subscriptions.broadcast(event)
+            self.replication.replicate(Message.make("Relay", event))
 
     # -- clients --------------------------------------------------------------------------------
     def serve_client(self, conn: Connection) -> None:
@@ -355,179 +209,16 @@ class DomainState:
                 if message is None:
                     return
                 if message.tag == "Subscribe":
-                    with self.lock:  # the snapshot and the subscription are one step: no event lost
-                        conn.send(self.state_message(), timeout=SEND_TIMEOUT)
-                        self.subscribers.append(conn)
+                    self.subscriptions.subscribe(conn)
                 elif message.tag == "Request":
-                    self._answer(conn, message)
+                    request_id = message.require("Id")
+                    response = self.handlers.answer(message)
+                    response.attrs["Id"] = request_id
+                    conn.send(response)
                 else:
                     raise ProtocolError("unexpected message from a client", tag=message.tag)
         finally:
-            with self.lock:
-                if conn in self.subscribers:
-                    self.subscribers.remove(conn)
-
-    def _answer(self, conn: Connection, request: Message) -> None:
-        request_id = request.require("Id")
-        try:
-            handler = self._requests.get(request.get("Type", ""))
-            if handler is None:
-                raise DomainError("unknown request", type=request.get("Type"))
-            response = handler(self, request)
-        except DomainError as exc:
-            response = error_response(exc)
-        response.attrs["Id"] = request_id
-        conn.send(response)
-
-    def _start_process(self, request: Message) -> Message:
-        peer_id = request.require("Peer")
-        if request.get("ProcessType") == TE or request.get("Standby") == "true":
-            request.attrs["Primary"] = self._primary_of(request.require("Database"))
-        return self.send_to_peer(peer_id, request)
-
-    def _stop_process(self, request: Message) -> Message:
-        process_id = request.require("Process")
-        with self.lock:
-            record = self.processes.get(process_id)
-        if record is None:
-            raise NoSuchProcessError("no such process", process=process_id)
-        return self.send_to_peer(record.peer, request)
-
-    def _quiesce_database(self, request: Message) -> Message:
-        database = request.require("Database")
-        quiesced = request.get("Type") == "QuiesceDatabase"
-        with self.lock:
-            managers = [r for r in self.processes.values()
-                        if r.database == database and r.type == SM and not r.standby]
-        if not managers:
-            raise DomainError("no running storage manager for this database", database=database)
-        for record in managers:
-            command = Message.make("Command", Type="Quiesce", Process=record.id, Quiesced=quiesced)
-            response = self.send_to_peer(record.peer, command)
-            if response.get("Status") != "ok":
-                raise DomainError(response.get("Message", "quiesce failed"), database=database, process=record.id)
-        return Message.make("Response", Status="ok", Database=database, Quiesced=quiesced)
-
-    def _create_description(self, request: Message) -> Message:
-        record = DescriptionRecord.from_message(request.find("Description")[0])
-        record = self.descriptions.create(record)
-        self.description_written(record)
-        return Message.make("Response", record.to_message(), Status="ok")
-
-    def _update_description(self, request: Message) -> Message:
-        name = request.require("Name")
-        record = self.descriptions.get(name)
-        template = find_template(request.get("Template") or record.template)
-        variables = record.variables
-        if request.get("Variables") == "replace":
-            variables = {v.require("Name"): v.require("Value") for v in request.find("Variable")}
-        template.resolve(variables)
-        record = self.descriptions.change(name, template=template.name, variables=variables)
-        self.description_written(record)
-        return Message.make("Response", record.to_message(), Status="ok")
-
-    def _delete_description(self, request: Message) -> Message:
-        name = request.require("Name")
-        if self.descriptions.get(name).started:
-            raise DescriptionError(f"description {name!r} is started: stop it before deleting it", description=name)
-        record = self.descriptions.change(name, deleted=True, status=STOPPED)
-        self.description_written(record)
-        return Message.make("Response", Status="ok")
-
-    def _start_description(self, request: Message) -> Message:
-        name = request.require("Name")
-        record = self.descriptions.get(name)
-        template = find_template(record.template)
-        variables = template.resolve(record.variables)
-        with self.lock:
-            available = len(self.peers)
-        needed = template.peers_needed(variables)
-        host = variables.get("HOST")
-        if host and host not in self.peers:
-            raise DescriptionError(f"HOST {host!r} is no peer of the domain", description=name, host=host)
-        if available < needed:
-            raise DescriptionError(f"template {template.name!r} needs {needed} peers; the domain has {available}",
-                                   description=name, needed=needed, available=available)
-        record = self.descriptions.change(name, started=True, status="STARTING")
-        self.description_written(record)
-        return Message.make("Response", record.to_message(), Status="ok")
-
-    def _stop_description(self, request: Message) -> Message:
-        """Mark the description stopped (the reconciler lets go), then stop its processes: TEs, then SMs."""
-        name = request.require("Name")
-        record = self.descriptions.change(name, started=False, status=STOPPED)
-        self.description_written(record)
-        # A second sweep catches a process a reconciler pass started just before it heard of the stop.
-        for _ in range(2):
-            for process_type in (TE, SM):
-                with self.lock:
-                    targets = [r for r in self.processes.values() if r.database == name and r.type == process_type]
-                for target in targets:
-                    try:
-                        self.send_to_peer(target.peer, Message.make("Command", Type="StopProcess", Process=target.id))
-                    except DomainError as exc:  # its peer left meanwhile: the process is gone with it
-                        log.warning("stop_description %s: %s", name, exc)
-                self.wait_gone({t.id for t in targets}, STOP_WAIT_SECONDS)
-        return Message.make("Response", record.to_message(), Status="ok")
-
-    def wait_gone(self, process_ids: set[str], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if not process_ids & set(self.processes):
-                    return True
-            time.sleep(0.05)
-        return False
-
-    _requests: dict[str, Callable[["DomainState", Message], Message]] = {
-        "StartProcess": _start_process, "StopProcess": _stop_process,
-        "QuiesceDatabase": _quiesce_database, "UnquiesceDatabase": _quiesce_database,
-        "CreateDescription": _create_description, "UpdateDescription": _update_description,
-        "DeleteDescription": _delete_description, "StartDescription": _start_description,
-        "StopDescription": _stop_description,
-    }
-
-    def locate(self, database: str) -> Message:
-        """A running TE of ``database`` for a client, taking turns among them."""
-        with self.lock:
-            engines = sorted((r for r in self.processes.values()
-                              if r.database == database and r.type == TE and r.status == RUNNING),
-                             key=lambda r: r.id)
-            if not engines:
-                return Message.make("Error", Code="not-found", Message=f"no running transaction engine for {database}")
-            self._turn += 1
-            return Message.make("Located", Database=database, Endpoint=engines[self._turn % len(engines)].endpoint)
-
-    def _primary_of(self, database: str, timeout: float = PRIMARY_WAIT_SECONDS) -> str:
-        """The endpoint of the database's storage manager, waiting for one that is still starting.
-
-        The seed starts a TE right after its SM without waiting: the TE's start waits here.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            with self.lock:
-                managers = [r for r in self.processes.values()
-                            if r.database == database and r.type == SM and not r.standby]
-            for record in managers:
-                if record.status in (RUNNING, QUIESCED):
-                    return record.endpoint
-            if not managers or time.monotonic() > deadline:
-                raise ProcessStartError("no running storage manager for this database", database=database)
-            time.sleep(0.02)
-
-    def send_to_peer(self, peer_id: str, command: Message, forwarded: bool = False) -> Message:
-        """Run a command on a peer: ourselves, an agent attached to us, or through the broker it is attached to."""
-        if peer_id == self.me.id:
-            return self.agent.run_command(command)
-        with self.lock:
-            owner = self.owner.get(peer_id)
-            agent_link = self.links.get(peer_id) if owner == self.me.id else None
-            broker_link = self.brokers.get(owner) if owner is not None and owner != self.me.id else None
-        if agent_link is not None:
-            return agent_link.command(command)
-        if broker_link is not None and not forwarded:
-            return broker_link.command(Message(command.tag, {**command.attrs, "Target": peer_id}, command.children))
-        raise DomainError("no such peer", peer=peer_id)
+            self.subscriptions.unsubscribe(conn)
 
     # -- agents ---------------------------------------------------------------------------------
     def serve_agent(self, conn: Connection) -> None:
@@ -554,7 +245,7 @@ class DomainState:
         if on_hello is not None:
             on_hello(broker_id)
         link = BrokerConnection(conn, broker_id, dialer=self.me.id if dialed else broker_id)
-        if not self.register_broker(broker_id, link):  # which sends our sync first
+        if not self.replication.register_broker(broker_id, link):  # which sends our sync first
             conn.close()
             return
         log.info("broker %s linked with broker %s", self.me.id, broker_id)
@@ -562,10 +253,10 @@ class DomainState:
             sync = conn.receive(timeout=10.0)
             if sync is None or sync.tag != "Sync":
                 raise ProtocolError("a broker link sends <Sync> after its hello")
-            self.apply_sync(broker_id, sync)
+            self.replication.apply_sync(broker_id, sync)
             link.serve(self)
         finally:
-            self.unregister_broker(broker_id, link)
+            self.replication.unregister_broker(broker_id, link)
 
 
 class CommandChannel:
@@ -664,7 +355,7 @@ class BrokerConnection(CommandChannel):
                 elif message.tag == "Command":
                     threading.Thread(target=self._forwarded, args=(state, message), daemon=True).start()
                 else:
-                    state.apply_remote(self.peer_id, message)
+                    state.replication.apply_remote(self.peer_id, message)
         finally:
             self.conn.close()
             self.fail_waiting()
@@ -672,59 +363,8 @@ class BrokerConnection(CommandChannel):
     def _forwarded(self, state: DomainState, command: Message) -> None:
         """A command another broker forwards for a peer attached to us."""
         try:
-            response = state.send_to_peer(command.require("Target"), command, forwarded=True)
+            response = state.handlers.send_to_peer(command.require("Target"), command, forwarded=True)
         except DomainError as exc:
-            response = error_response(exc)
+            response = error_reply(exc)
         response.attrs["Id"] = command.require("Id")
         self.send(response)
-
-
-class BrokerDialer:
-    """Keeps this broker linked to the broker at ``address``: dials, serves the link, redials after it breaks."""
-
-    def __init__(self, state: DomainState, address: str) -> None:
-        self.state = state
-        self.address = address
-        self.known_brokers = KnownBrokers(state.agent.state_dir / "known_brokers")
-        self._thread = threading.Thread(target=self._run, name=f"broker-dialer-{address}", daemon=True)
-        self._conn: Connection | None = None
-        self.linked_id = address  # the broker's id, learned from its hello (its address may differ)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        backoff = 0.2
-        while not self.state.stopping.is_set():
-            if self.linked_id in self.state.brokers:
-                self.state.stopping.wait(1.0)  # linked already (the other broker dialed us)
-                continue
-            try:
-                self._link()
-                backoff = 0.2
-            except (DomainError, OSError) as exc:
-                log.info("broker %s: link to %s: %s", self.state.me.id, self.address, exc)
-            self._conn = None
-            self.state.stopping.wait(backoff)
-            backoff = min(backoff * 2, 2.0)
-
-    def _link(self) -> None:
-        conn = connect(self.address, known_brokers=self.known_brokers, timeout=5.0)
-        self._conn = conn
-        try:
-            agent = self.state.agent
-            reply = conn.request(Message.make("Connect", Role="broker", User=agent.credentials.user,
-                                              Password=agent.password), timeout=10.0)
-            if reply.tag != "Connected":
-                raise DomainError(reply.get("Message", "refused"), broker=self.address)
-            self.state.serve_broker(conn, dialed=True, on_hello=self._learned)
-        finally:
-            conn.close()
-
-    def _learned(self, broker_id: str) -> None:
-        self.linked_id = broker_id

@@ -35,16 +35,24 @@ from workbench.domain.model import (
     PeerRecord,
     ProcessRecord,
 )
-from workbench.domain.errors import NoSuchProcessError, ProcessStartError
-from workbench.domain.templates import TEMPLATES, DescriptionError, Template, find_template
-from workbench.domain.protocol import DEFAULT_PORT, Message, ProtocolError
+from workbench.domain.errors import DescriptionError, NoSuchProcessError, ProtocolError
+from workbench.domain.protocol import DEFAULT_PORT, Message
+from workbench.domain.requests import (
+    CreateDescription,
+    DeleteDescription,
+    QuiesceDatabase,
+    Request,
+    StartDescription,
+    StartProcess,
+    StopDescription,
+    StopProcess,
+    UnquiesceDatabase,
+    UpdateDescription,
+)
+from workbench.domain.templates import TEMPLATES, Template, find_template
 from workbench.domain.transport import Connection, KnownBrokers, TransportError, connect
 from workbench.errors import AuthenticationError, DomainError
 from workbench.events import EventDispatcher, EventSource
-
-_ERRORS_BY_CODE: dict[str, type[DomainError]] = {"DescriptionError": DescriptionError,
-                                                 "ProcessStartError": ProcessStartError,
-                                                 "NoSuchProcessError": NoSuchProcessError}
 
 
 def locate_database(broker_addr: str, database: str, known_brokers: KnownBrokers | None = None,
@@ -80,8 +88,8 @@ class Peer:
                               options: Iterable[tuple[str, str]] | None = None,
                               wait_seconds: float | None = None) -> "Process":
         """Start an SM of ``db_name`` on this peer with its archive in ``archive``."""
-        return self.domain._start(self, db_name, SM, options, wait_seconds, Archive=archive,
-                                  Initialize=bool(initialize))
+        return self.domain._start(self, db_name, SM, options, wait_seconds, archive=archive,
+                                  initialize=bool(initialize))
 
     def start_transaction_engine(self, db_name: str, options: Iterable[tuple[str, str]] | None = None,
                                  wait_seconds: float | None = None) -> "Process":
@@ -135,13 +143,13 @@ class Database:
 
         Its storage manager's status becomes QUIESCED (a ``process_status_changed`` event).
         """
-        self.domain._request("QuiesceDatabase", Database=self.name)
+        self.domain._request(QuiesceDatabase(self.name))
         for process in self._primaries():
             process.wait_for_status(QUIESCED, wait_seconds)
 
     def unquiesce(self, wait_seconds: float = 10.0) -> None:
         """Take writes again; the storage manager's status goes back to RUNNING."""
-        self.domain._request("UnquiesceDatabase", Database=self.name)
+        self.domain._request(UnquiesceDatabase(self.name))
         for process in self._primaries():
             process.wait_for_status(RUNNING, wait_seconds)
 
@@ -214,7 +222,7 @@ class Process:
                 or Database(self.domain, self._record.database)
 
     def shutdown(self, graceful: bool = True) -> None:
-        self.domain._request("StopProcess", Process=self.id, Kill=not graceful)
+        self.domain._request(StopProcess(self.id, kill=not graceful))
 
     def kill(self) -> None:
         self.shutdown(graceful=False)
@@ -437,20 +445,17 @@ class Domain(EventSource):
         record = DescriptionRecord(name=name, template=template_name,
                                    variables={k: str(v) for k, v in (variables or {}).items()},
                                    dba_user=dba_user, dba_password=dba_password, archive_dir=archive_dir or "")
-        response = self._request("CreateDescription", record.to_message(secrets=True))
-        return self._description_from(response)
+        return self._description_from(self._request(CreateDescription(record)))
 
     def update_description(self, name: str, template_name: str | None = None,
                            variables: dict[str, Any] | None = None) -> Description:
         """Change a description's template and/or replace its variables (a started one adapts)."""
-        children = [Message.make("Variable", Name=k, Value=str(v)) for k, v in (variables or {}).items()]
-        response = self._request("UpdateDescription", *children, Name=name, Template=template_name,
-                                 Variables="replace" if variables is not None else None)
-        return self._description_from(response)
+        replaced = None if variables is None else {k: str(v) for k, v in variables.items()}
+        return self._description_from(self._request(UpdateDescription(name, template_name, replaced)))
 
     def delete_description(self, name: str) -> None:
         """Forget a stopped description (its archive stays on disk)."""
-        self._request("DeleteDescription", Name=name)
+        self._request(DeleteDescription(name))
         with self._changed:
             while name in self._descriptions and not self._closed:
                 self._changed.wait(1.0)
@@ -468,17 +473,16 @@ class Domain(EventSource):
 
         ``wait_seconds=None`` returns at once; a number waits for status RUNNING (0: no limit).
         """
-        description = self._description_from(self._request("StartDescription", Name=name))
+        description = self._description_from(self._request(StartDescription(name)))
         if wait_seconds is not None:
             description.wait_for_status(RUNNING, wait_seconds)
         return description
 
     def stop_description(self, name: str) -> Description:
         """Stop a description: the reconciler lets go and its processes stop (TEs, then SMs)."""
-        return self._description_from(self._request("StopDescription", Name=name))
+        return self._description_from(self._request(StopDescription(name)))
 
-    def _description_from(self, response: Message) -> Description:
-        record = DescriptionRecord.from_message(response.find("Description")[0])
+    def _description_from(self, record: DescriptionRecord) -> Description:
         with self._changed:
             return self._apply_description(record)
 
@@ -618,31 +622,27 @@ class Domain(EventSource):
             self._changed.notify_all()
 
     # -- requests -------------------------------------------------------------------------------
-    def _request(self, kind: str, *children: Message, **attrs: Any) -> Message:
+    def _request(self, request: Request) -> Any:
+        """Send ``request`` and wait for what it yields; the broker's error comes back as its declared class."""
         if self._closed:
             raise DomainError("the domain session is closed", broker=self.broker_addr)
         request_id = str(next(self._ids))
         future: Future[Message] = Future()
         self._waiting[request_id] = future
-        self._conn.send(Message.make("Request", *children, Id=request_id, Type=kind, **attrs))
+        self._conn.send(request.to_message(request_id))
         try:
             response = future.result(self.timeout + 30)
         except TimeoutError:
-            raise DomainError("the broker did not answer", request=kind, broker=self.broker_addr) from None
+            raise DomainError("the broker did not answer", request=request.TYPE, broker=self.broker_addr) from None
         finally:
             self._waiting.pop(request_id, None)
-        if response.get("Status") != "ok":
-            # The broker's error class comes back by name: DescriptionError stays a DescriptionError.
-            error = _ERRORS_BY_CODE.get(response.get("Code", ""), DomainError)
-            raise error(response.get("Message", "request failed"), request=kind, code=response.get("Code"))
-        return response
+        return request.parse_reply(response)
 
     def _start(self, peer: Peer, db_name: str, process_type: str, options: Iterable[tuple[str, str]] | None,
-               wait_seconds: float | None, **attrs: Any) -> Process:
-        option_messages = [Message.make("Option", Name=name, Value=value) for name, value in (options or [])]
-        response = self._request("StartProcess", *option_messages, Peer=peer.id, Database=db_name,
-                                 ProcessType=process_type, **attrs)
-        record = ProcessRecord.from_message(response.find("Process")[0])
+               wait_seconds: float | None, archive: str | None = None, initialize: bool | None = None) -> Process:
+        request = StartProcess(peer.id, db_name, process_type, archive=archive, initialize=initialize,
+                               options=tuple((name, value) for name, value in (options or [])))
+        record: ProcessRecord = self._request(request)
         with self._changed:
             process = self._processes.get(record.id)
             if process is None:  # the response beat the process_joined event

@@ -22,7 +22,7 @@ from xml.etree.ElementTree import Element, tostring
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
-from workbench.errors import DomainError
+from workbench.domain.errors import ProtocolError
 
 #: the management port of an agent or broker (NuoDB's)
 DEFAULT_PORT = 48004
@@ -31,10 +31,6 @@ MAX_FRAME_BYTES = 4 * 1024 * 1024
 #: deepest element nesting accepted
 MAX_DEPTH = 16
 _LENGTH = struct.Struct(">I")
-
-
-class ProtocolError(DomainError):
-    """A peer sent something that is not a valid domain message (the connection is closed)."""
 
 
 @dataclass

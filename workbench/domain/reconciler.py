@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 from workbench.domain.model import QUIESCED, RUNNING, SM, STARTING, TE, DescriptionRecord, ProcessRecord
-from workbench.domain.protocol import Message
+from workbench.domain.requests import AUTO, StartProcess, StopProcess
 from workbench.domain.templates import Slot, Template, find_template
 from workbench.errors import DomainError
 
@@ -64,7 +64,7 @@ class Reconciler:
         while not self._stop.is_set():
             self._wake.wait(PASS_SECONDS)
             self._wake.clear()
-            if self._stop.is_set() or not self.state.is_acting():
+            if self._stop.is_set() or not self.state.replication.is_acting():
                 continue
             for record in self.state.descriptions.live():
                 if not record.started or self._backoff.get(record.name, 0) > time.monotonic():
@@ -113,7 +113,7 @@ class Reconciler:
             self._replacing.add(follower.id)
             self.state.reconciler_action(record.name, "replace",
                                          f"{follower.type} {follower.id} follows a storage manager that is gone")
-            self.state.send_to_peer(follower.peer, Message.make("Command", Type="StopProcess", Process=follower.id))
+            self.state.handlers.command(follower.peer, StopProcess(follower.id))
         self._replacing &= everywhere
         standbys = [p for p in standbys if p.id not in stale]
         engines = [p for p in engines if p.id not in stale]
@@ -125,7 +125,7 @@ class Reconciler:
             if peer is None:
                 self._waiting(record, f"no peer free for standby {slot.name}")
                 continue
-            self._start(record, slot, peer, "standby", Standby=True)
+            self._start(record, slot, peer, "standby", standby=True)
             standbys.append(ProcessRecord(id="", peer=peer, database=record.name, type=SM, hostname="", port=0,
                                           pid=0, standby=True))
         wanted = template.engines(variables)
@@ -145,7 +145,7 @@ class Reconciler:
                     continue  # asked already; it is on its way out
                 self._replacing.add(extra.id)
                 self.state.reconciler_action(record.name, "stop", f"transaction engine {extra.id} beyond {wanted}")
-                self.state.send_to_peer(extra.peer, Message.make("Command", Type="StopProcess", Process=extra.id))
+                self.state.handlers.command(extra.peer, StopProcess(extra.id))
         running = all(p.status in (RUNNING, QUIESCED) for p in [primary, *standbys, *engines] if p.id)
         if complete and running and missing <= 0:
             self._waiting_said.pop(record.name, None)
@@ -167,8 +167,7 @@ class Reconciler:
         if peer not in peers:
             self._waiting(record, f"the peer {peer} that owns the archive is not in the domain")
             return
-        self._start(record, Slot("sm1", SM), peer, "primary", Archive=record.archive_dir or None,
-                    Initialize="auto")
+        self._start(record, Slot("sm1", SM), peer, "primary", archive=record.archive_dir or None, initialize=AUTO)
 
     def _engine_peer(self, template: Template, variables: dict[str, str], primary: ProcessRecord,
                      engines: list[ProcessRecord], peers: list[str], load: dict[str, int]) -> str | None:
@@ -185,22 +184,22 @@ class Reconciler:
             return None
         return min(candidates, key=lambda p: (load.get(p, 0), p))
 
-    def _start(self, record: DescriptionRecord, slot: Slot, peer: str, kind: str, **attrs: object) -> None:
-        options = [Message.make("Option", Name="--dba-user", Value=record.dba_user),
-                   Message.make("Option", Name="--dba-password", Value=record.dba_password)] \
-            if slot.type == TE else []
-        request = Message.make("Request", *options, Type="StartProcess", Peer=peer, Database=record.name,
-                               ProcessType=slot.type, **attrs)
+    def _start(self, record: DescriptionRecord, slot: Slot, peer: str, kind: str, archive: str | None = None,
+               initialize: str | None = None, standby: bool = False) -> None:
+        options = (("--dba-user", record.dba_user), ("--dba-password", record.dba_password)) if slot.type == TE else ()
+        request = StartProcess(peer, record.name, slot.type, archive=archive, initialize=initialize,
+                               standby=standby, options=options)
         what = {"primary": "storage manager", "standby": "standby storage manager",
                 "engine": "transaction engine"}[kind]
         if not self.state.descriptions.get(record.name).started:
             return  # stopped while this pass ran
         self.state.reconciler_action(record.name, "start", f"{what} {slot.name} on {peer}")
-        response = self.state._start_process(request)
-        if response.get("Status") != "ok":
-            raise DomainError(f"{what} {slot.name} on {peer} did not start: {response.get('Message')}",
-                              description=record.name, peer=peer)
-        process = ProcessRecord.from_message(response.find("Process")[0])
+        response = self.state.handlers.start_process(request)  # its own DomainError (no peer...) goes up as is
+        try:
+            process = request.parse_reply(response)
+        except DomainError as exc:  # the agent's refusal, told with what the reconciler tried
+            raise DomainError(f"{what} {slot.name} on {peer} did not start: {exc.message}",
+                              description=record.name, peer=peer) from None
         self._waiting_said.pop(record.name, None)
         self._started[process.id] = (time.monotonic(), record.name, kind)
         load_note = f"{what} {slot.name} started on {peer} (pid {process.pid})"

@@ -22,15 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from workbench.domain.errors import DescriptionError
 from workbench.domain.model import SM, TE
-from workbench.errors import DomainError
 
 #: most transaction engines one description may ask for
 MAX_TE_COUNT = 64
-
-
-class DescriptionError(DomainError):
-    """A description names an unknown template, or its variables do not fit the template."""
 
 
 @dataclass(frozen=True)
