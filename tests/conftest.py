@@ -55,6 +55,13 @@ def loaded(shell):
     connections.clear()
 
 
+@pytest.fixture(autouse=True)
+def private_state_dir(tmp_path_factory, monkeypatch):
+    """No test finds (or starts) the stack of the user running the tests: the default state dir is a temp one."""
+    monkeypatch.setenv("WORKBENCH_STATE_DIR", str(tmp_path_factory.mktemp("default-state")))
+    monkeypatch.delenv("WORKBENCH_STACK", raising=False)
+
+
 @pytest.fixture
 def known_brokers(tmp_path, monkeypatch):
     """Trust-on-first-use pins of domain brokers go to a per-test file, never the user's."""

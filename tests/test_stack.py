@@ -169,6 +169,29 @@ def test_workbench_magic_shows_the_stack_named_by_the_environment(state_dir, loa
     assert "stack:" not in repr(loaded.run_cell("%workbench").result)
 
 
+def test_the_magics_find_a_stack_workbench_up_runs_on_the_default_state_dir(state_dir, loaded, monkeypatch):
+    # A user ran `workbench up` in a terminal, then opened a plain notebook: no WORKBENCH_STACK.
+    monkeypatch.setenv("WORKBENCH_STATE_DIR", str(state_dir))
+    stack = RunningStack(state_dir)
+    try:
+        status = loaded.run_cell("%workbench").result
+        text = repr(status)
+        assert stack.endpoints["domain"]["broker"] in text and "zdb SM" in text, text
+        board = loaded.run_cell("%workbench dashboard")
+        assert board.error_in_exec is None, board.error_in_exec
+        dashboard = board.result
+        assert [part.problem for part in dashboard.parts] == [""] * 5
+        assert dashboard.flush(30)
+        demo = [p for p in dashboard.part("domain").processes.values() if p["database"] == "demo"]
+        assert sorted(str(p["pid"]) for p in demo) == sorted(
+            str(p["pid"]) for p in stack.endpoints["zdb"]["processes"])
+    finally:
+        loaded.run_cell("%unload_ext workbench")
+        loaded.run_cell("%load_ext workbench")
+        assert stack.stop() == 0
+    assert "stack:" not in repr(loaded.run_cell("%workbench").result)
+
+
 def _widget_texts(widget) -> str:
     """Every string value in a widget tree (what the front end would be sent)."""
     texts = [str(getattr(widget, "value", "") or "")]

@@ -101,14 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     lab_parser.set_defaults(func=cmd_lab)
 
     from workbench import stack
-    from workbench.stack import DEFAULT_STATE_DIR
+    from workbench.stack import default_state_dir
 
     up = subcommands.add_parser("up", help="run the embedded stack (domain, zdb, commits, inventory, "
                                            "clusters) until Ctrl-C")
     stack.add_arguments(up)
     up.set_defaults(func=cmd_up)
     status = subcommands.add_parser("status", help="what the embedded stack runs and whether it answers")
-    status.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="the stack's state directory")
+    status.add_argument("--state-dir", default=default_state_dir(), help="the stack's state directory")
     status.set_defaults(func=cmd_status)
 
     for name, (module, help_text) in available_groups().items():

@@ -39,6 +39,8 @@ DEFAULT_STATE_DIR = "~/.workbench"
 STACK_FILE = "stack.json"
 CREDENTIALS_FILE = "credentials.json"
 ENVIRONMENT_VARIABLE = "WORKBENCH_STACK"
+#: names the state directory every command and notebook uses when none is given
+STATE_DIR_VARIABLE = "WORKBENCH_STATE_DIR"
 #: where `workbench up` reads its SQLAlchemy URL when --sql is not given (a password stays off ps)
 SQL_URL_VARIABLE = "WORKBENCH_SQL_URL"
 
@@ -267,11 +269,11 @@ class ClustersComponent:
 class EmbeddedStack:
     """The workbench servers for one user, state under ``state_dir`` (default ``~/.workbench``)."""
 
-    def __init__(self, state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR, domain_port: int = 48004,
+    def __init__(self, state_dir: str | os.PathLike[str] | None = None, domain_port: int = 48004,
                  components: list[StackComponent] | None = None, *, commits_port: int = 0,
                  inventory_socket: str | None = None, inventory_web_port: int = 0, clusters_port: int = 0,
                  sql_url: str | None = None, zookeeper: str | None = None) -> None:
-        self.state_dir = Path(state_dir).expanduser().resolve()
+        self.state_dir = Path(state_dir or default_state_dir()).expanduser().resolve()
         self.components: list[StackComponent] = components if components is not None else [
             DomainComponent(port=domain_port),
             CommitsComponent(port=commits_port, sql_url=sql_url, zookeeper=zookeeper),
@@ -361,7 +363,8 @@ class EmbeddedStack:
 
 def add_arguments(parser: Any, domain_port: int = 48004) -> None:
     """The flags that shape the stack, shared by ``workbench up`` and ``workbench lab``."""
-    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="where state lives (default ~/.workbench)")
+    parser.add_argument("--state-dir", default=default_state_dir(),
+                        help=f"where state lives (default ${STATE_DIR_VARIABLE} or {DEFAULT_STATE_DIR})")
     parser.add_argument("--domain-port", type=int, default=domain_port,
                         help=f"the domain broker's port (default {domain_port}; 0 picks a free one)")
     parser.add_argument("--commits-port", type=int, default=8080, help="the commits HTTP port (default 8080)")
@@ -406,9 +409,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def read_stack_file(state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> dict[str, Any] | None:
-    """The stack file of ``state_dir`` as a dict, or None when no stack wrote one."""
-    path = Path(state_dir).expanduser() / STACK_FILE
+def default_state_dir() -> str:
+    """``$WORKBENCH_STATE_DIR``, else ``~/.workbench``: where a stack lives when none is named."""
+    return os.environ.get(STATE_DIR_VARIABLE) or DEFAULT_STATE_DIR
+
+
+def read_stack_file(state_dir: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
+    """The stack file of ``state_dir`` (default :func:`default_state_dir`), or None when no stack wrote one."""
+    path = Path(state_dir or default_state_dir()).expanduser() / STACK_FILE
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -429,8 +437,9 @@ def _addresses(endpoints: dict[str, Any]) -> list[tuple[str, str]]:
     return found
 
 
-def stack_status(state_dir: str | os.PathLike[str] = DEFAULT_STATE_DIR) -> dict[str, Any]:
-    """Whether a stack runs on ``state_dir``, and which of its endpoints answer."""
+def stack_status(state_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Whether a stack runs on ``state_dir`` (default :func:`default_state_dir`), and what answers."""
+    state_dir = state_dir or default_state_dir()
     described = read_stack_file(state_dir)
     if described is None:
         return {"running": False, "state_dir": str(Path(state_dir).expanduser()), "endpoints": {}}
@@ -466,15 +475,15 @@ def _socket_answers(path: str) -> bool:
 
 
 def environment_stack() -> dict[str, Any] | None:
-    """The running stack named by ``WORKBENCH_STACK`` (a stack file path), with its credentials.
+    """The running stack of this user, with its credentials; None when none runs.
 
-    This is how notebooks opened by ``workbench lab`` find the stack: the magics use it for their
-    defaults. None when the variable is unset or that stack no longer runs.
+    The stack named by ``WORKBENCH_STACK`` (a stack file path: how notebooks opened by
+    ``workbench lab`` find theirs), else the one ``workbench up`` runs on the default state
+    directory (``$WORKBENCH_STATE_DIR`` or ``~/.workbench``), as ``workbench status`` finds it.
+    The magics use it for their defaults.
     """
     path = os.environ.get(ENVIRONMENT_VARIABLE)
-    if not path:
-        return None
-    status = stack_status(Path(path).parent)
+    status = stack_status(Path(path).parent if path else None)
     if not status["running"]:
         return None
     try:
@@ -533,7 +542,7 @@ class StackHandle:
 
 
 def use_stack(**options: Any) -> StackHandle:
-    """The running stack of ``WORKBENCH_STACK``, or a new embedded one on free ports in a temp dir."""
+    """The running stack (:func:`environment_stack`), or a new embedded one on free ports in a temp dir."""
     described = environment_stack()
     if described is not None:
         return StackHandle(described)
@@ -560,6 +569,6 @@ def print_stack(described: dict) -> None:
     print(f"  state:       {described.get('state_dir')}", flush=True)
 
 
-__all__ = ["CREDENTIALS_FILE", "DEFAULT_STATE_DIR", "ENVIRONMENT_VARIABLE", "EmbeddedStack", "SQL_URL_VARIABLE",
-           "STACK_FILE", "StackComponent", "StackHandle", "add_arguments", "environment_stack", "from_arguments",
+__all__ = ["CREDENTIALS_FILE", "DEFAULT_STATE_DIR", "ENVIRONMENT_VARIABLE", "EmbeddedStack", "SQL_URL_VARIABLE", "STATE_DIR_VARIABLE",
+           "STACK_FILE", "StackComponent", "StackHandle", "add_arguments", "default_state_dir", "environment_stack", "from_arguments",
            "load_credentials", "print_stack", "read_stack_file", "stack_status", "use_stack"]

@@ -131,8 +131,8 @@ class Workbench(Magics, Configurable):
 
         stack = environment_stack()
         if stack is None:
-            raise UsageError("no running workbench stack: open the notebook with `workbench lab`, or run "
-                             "`stack = workbench.stack.use_stack()` first")
+            raise UsageError("no running workbench stack: start one with `workbench up` (it is found in "
+                             "$WORKBENCH_STATE_DIR or ~/.workbench), or run `stack = workbench.stack.use_stack()`")
         return build_stack_dashboard(stack, self.shell.run_line_magic)
 
     def _event_feed(self, name: str | None) -> Dashboard:
