@@ -102,6 +102,7 @@ class Acceptor:
         self._threads: set[threading.Thread] = set()
         self._wakeup = socket.socketpair()
         self._thread: threading.Thread | None = None
+        self._closed = False
         listener.setblocking(False)
 
     @property
@@ -117,11 +118,14 @@ class Acceptor:
 
     def stop(self) -> None:
         """Stop accepting and close the listener (idempotent; new connections are refused after it)."""
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._wakeup[1].send(b"x")
-        thread.join()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._wakeup[1].send(b"x")
+            thread.join()
         self.listener.close()
         for end in self._wakeup:
             end.close()

@@ -64,6 +64,8 @@ class HttpServer(ServerLifecycle):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: tornado.httpserver.HTTPServer | None = None
         self._stopped = threading.Event()
+        # start() and stop() one at a time: a stop() racing a start() waits for it, then stops
+        self._lifecycle = threading.Lock()
 
     @property
     def address(self) -> Address:
@@ -85,6 +87,10 @@ class HttpServer(ServerLifecycle):
 
     def start(self) -> HttpServer:
         """Bind, then serve on a daemon thread; returns once the socket listens."""
+        with self._lifecycle:
+            return self._start()
+
+    def _start(self) -> HttpServer:
         if self._thread is not None:
             raise self.bind_error(f"{self.name} is already started", server=self.name, host=self.host,
                                   port=self.port)
@@ -131,6 +137,10 @@ class HttpServer(ServerLifecycle):
 
     def stop(self, timeout: float = STOP_JOIN_SECONDS) -> None:
         """Stop listening, close the open connections, end the loop and its thread. Idempotent."""
+        with self._lifecycle:
+            self._stop(timeout)
+
+    def _stop(self, timeout: float) -> None:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None or self._stopped.is_set():
             return

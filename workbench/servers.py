@@ -46,10 +46,12 @@ class Address(str):
 
     @classmethod
     def endpoint(cls, uri: str) -> Address:
-        """A ZeroMQ TCP endpoint ``tcp://host:port`` as it is, host and port read from it."""
-        host, _, port = uri.partition("://")[2].rpartition(":")
-        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-        return cls(uri, host, int(port) if port.isdigit() else None)
+        """A ZeroMQ endpoint (``tcp://host:port``) as it is, host and port read from it."""
+        rest = uri.partition("://")[2]
+        host, _, port = rest.rpartition(":")
+        if not port.isdigit():  # ipc:// or inproc://: a name, no port
+            return cls(uri, rest, None)
+        return cls(uri, host[1:-1] if host.startswith("[") and host.endswith("]") else host, int(port))
 
     @classmethod
     def unix(cls, path: str) -> Address:

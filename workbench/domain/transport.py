@@ -574,6 +574,7 @@ class TlsServer(ServerLifecycle):
         self._acceptor: Acceptor | None = None
         self._stopping = False
         self._stopped = threading.Event()
+        self._lifecycle = threading.Lock()  # a stop() racing a start() waits for it, then stops
 
     @property
     def address(self) -> Address:
@@ -582,6 +583,10 @@ class TlsServer(ServerLifecycle):
 
     def start(self) -> "TlsServer":
         """Bind and start accepting; returns once listening."""
+        with self._lifecycle:
+            return self._start()
+
+    def _start(self) -> "TlsServer":
         if self._stopping:
             raise DomainError("this server was stopped; make a new one", address=self.address)
         if self._acceptor is not None:
@@ -614,6 +619,10 @@ class TlsServer(ServerLifecycle):
 
     def stop(self) -> None:
         """Stop accepting, close every live connection and join the threads (idempotent)."""
+        with self._lifecycle:
+            self._stop()
+
+    def _stop(self) -> None:
         with self._lock:
             if self._stopping:
                 return

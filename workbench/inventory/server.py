@@ -114,6 +114,7 @@ class InventoryServer(ServerLifecycle):
         self.web: Any = None
         self._stopping = threading.Event()  # set by stop() or a signal: serve_forever returns
         self._stopped = False  # stop() has run
+        self._lifecycle = threading.RLock()  # a stop() racing a start() waits for it, then stops
         self._sync_thread: threading.Thread | None = None
         self._writer = threading.Lock()
         self._state_lock = threading.RLock()
@@ -124,6 +125,10 @@ class InventoryServer(ServerLifecycle):
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> InventoryServer:
         """Load the image, take a role, open the ports; returns once everything answers."""
+        with self._lifecycle:
+            return self._start()
+
+    def _start(self) -> InventoryServer:
         self._beat_row()
         self._reload()
         if not self.secondary_requested:
@@ -170,9 +175,12 @@ class InventoryServer(ServerLifecycle):
     def stop(self) -> None:
         """Stop threads and ports; a primary gives up its role so a secondary takes over at once. Idempotent."""
         self._stopping.set()
-        if self._stopped:
-            return
-        self._stopped = True
+        with self._lifecycle:
+            if not self._stopped:
+                self._stopped = True
+                self._stop()
+
+    def _stop(self) -> None:
         if self._sync_thread is not None:
             self._sync_thread.join(10)
         self.runner.kill_all()

@@ -166,9 +166,14 @@ class FrameServer(ServerLifecycle):
         self._open: Counter[int] = Counter()
         self._open_lock = threading.Lock()
         self._stopped = threading.Event()
+        self._lifecycle = threading.Lock()  # a stop() racing a start() waits for it, then stops
 
     def start(self) -> FrameServer:
         """Bind the socket and accept on a background thread; returns once listening."""
+        with self._lifecycle:
+            return self._start()
+
+    def _start(self) -> FrameServer:
         if self._acceptor is not None:
             return self
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -219,6 +224,10 @@ class FrameServer(ServerLifecycle):
 
     def stop(self) -> None:
         """Stop accepting and remove the socket file (idempotent)."""
+        with self._lifecycle:
+            self._stop()
+
+    def _stop(self) -> None:
         acceptor, self._acceptor = self._acceptor, None
         if acceptor is not None:
             acceptor.stop()

@@ -418,7 +418,12 @@ class WebServer(ServerLifecycle):
         http = HttpServer(self.application(), self.host, self.requested_port, name="inventory-web",
                           ssl_context=ssl_context, bind_error=InventoryError, before_close=self._end_event_streams,
                           max_body_size=MAX_BODY_BYTES, xheaders=False)
-        self._http = http.start()
+        self._http = http  # before it starts: a stop() racing this start() finds it (and waits for it)
+        try:
+            http.start()
+        except BaseException:
+            self._http = None
+            raise
         log.info("inventory web server on %s", self.url)
         return self
 
