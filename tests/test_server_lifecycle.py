@@ -22,7 +22,7 @@ from workbench.commits.storage import MemoryCommitStorage
 from workbench.commits.server import CommitServer
 from workbench.domain.agent import Agent
 from workbench.domain.transport import TlsIdentity, TlsServer
-from workbench.httpserver import HttpServer
+from workbench.httpserver import HttpServer, ServerBindError
 from workbench.inventory.inventory import Inventory
 from workbench.inventory.server import InventoryServer
 from workbench.inventory.transport import FrameServer
@@ -164,3 +164,12 @@ def test_an_address_is_the_text_clients_always_dialled() -> None:
     unix = Address.unix("/tmp/app.sock")
     assert (unix, unix.host, unix.port) == ("/tmp/app.sock", "/tmp/app.sock", None)
     assert f"connected to {Address.tcp('db1', 1)}" == "connected to db1:1"
+
+
+def test_a_taken_port_is_a_bind_error_naming_it() -> None:
+    with HttpServer(tornado.web.Application([(r"/", _Hello)]), name="first") as first:
+        with pytest.raises(ServerBindError, match=rf"second cannot listen on 127.0.0.1:{first.port}") as caught:
+            HttpServer(tornado.web.Application([(r"/", _Hello)]), port=first.port, name="second").start()
+        assert (caught.value.fields["host"], caught.value.fields["port"]) == ("127.0.0.1", first.port)
+        with pytest.raises(ServerBindError, match="already started"):
+            first.start()
