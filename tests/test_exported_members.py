@@ -14,7 +14,8 @@ PACKAGES = ["workbench", "workbench.domain", "workbench.zdb", "workbench.commits
             "workbench.inventory"]
 # Top-level modules of the library that are public on their own (each with its ``__all__``), and the
 # one module applications import by contract (DESIGN: ``from workbench.inventory.executable import ...``).
-PUBLIC_MODULES = ["workbench.errors", "workbench.events", "workbench.stack", "workbench.inventory.executable"]
+PUBLIC_MODULES = ["workbench.errors", "workbench.events", "workbench.stack", "workbench.inventory.executable",
+                  "workbench.servers", "workbench.httpserver", "workbench.framing"]
 
 
 @pytest.mark.parametrize("name", PACKAGES + PUBLIC_MODULES)

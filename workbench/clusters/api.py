@@ -41,19 +41,17 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import socket
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-import tornado.httpserver
-import tornado.netutil
 import tornado.web
 
 from workbench.clusters.errors import CLUSTERS_ERRORS, ClustersError, NotFoundError, TaskError, TokenRequired, \
     ValidationError
 from workbench.clusters.models import Backup, Cluster, ClusterStore, Datastore, Instance, Task
 from workbench.clusters.tasks import TaskHandle, TaskRunner
+from workbench.httpserver import HttpServer
+from workbench.servers import Address, ServerLifecycle
 
 #: the fields each request body may have, with their JSON types (checked before anything runs)
 CLUSTER_FIELDS: dict[str, tuple[type, ...]] = {"name": (str,), "datastore": (str, int), "version": (str,),
@@ -356,7 +354,7 @@ def _ref(value: str) -> int | str:
 
 
 # -- the server -------------------------------------------------------------------------------------
-class ClustersApi:
+class ClustersApi(ServerLifecycle):
     """The clusters HTTP API as a server object: ``start()`` (returns once bound), ``url``, ``stop()``.
 
     ``store`` holds the state; ``runner`` runs the long operations (default: a ``TaskRunner`` of
@@ -373,8 +371,8 @@ class ClustersApi:
         self.runner = runner or TaskRunner(store)
         self.token = token or secrets.token_urlsafe(24)
         self.executor = ThreadPoolExecutor(4, thread_name_prefix="clusters-api")
-        self._http = BackgroundHttpServer(self.application(), host, port, name="clusters-api",
-                                          max_body_size=MAX_BODY_BYTES)
+        self._http = HttpServer(self.application(), host, port, name="clusters-api", bind_error=ClustersError,
+                                max_body_size=MAX_BODY_BYTES)
 
     def application(self) -> tornado.web.Application:
         ident = r"([A-Za-z0-9_.-]+)"
@@ -398,8 +396,8 @@ class ClustersApi:
         return self._http.url
 
     @property
-    def address(self) -> str:
-        return f"{self._http.host}:{self._http.port}"
+    def address(self) -> Address:
+        return self._http.address
 
     def start(self) -> ClustersApi:
         self._http.start()
@@ -413,99 +411,9 @@ class ClustersApi:
             self.runner.close()
 
     def serve_forever(self) -> None:
+        """Start if needed, then block until ``stop()`` is called from another thread."""
         self._http.serve_forever()
 
-    def __enter__(self) -> ClustersApi:
-        return self.start()
 
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
-
-
-class BackgroundHttpServer:
-    """A tornado application served on its own thread and event loop.
-
-    ``start()`` returns once the socket is bound (port 0 picks a free one: see ``port`` / ``url``);
-    ``stop()`` closes the listener and open connections, then the loop. A context manager.
-    """
-
-    def __init__(self, application: tornado.web.Application, host: str = "127.0.0.1", port: int = 0,
-                 name: str = "http", max_body_size: int | None = None) -> None:
-        self.application = application
-        self.max_body_size = max_body_size
-        self.host = host
-        self.port = port
-        self.name = name
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: tornado.httpserver.HTTPServer | None = None
-        self._stopped = threading.Event()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise ClustersError(f"{self.name} is not started", server=self.name)
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def start(self) -> BackgroundHttpServer:
-        if self._thread is not None:
-            raise ClustersError(f"{self.name} is already started", server=self.name)
-        # Bind here, on the caller's thread, so a taken port is the caller's exception.
-        try:
-            sockets = tornado.netutil.bind_sockets(self.port, self.host, family=socket.AF_UNSPEC)
-        except OSError as exc:
-            raise ClustersError(f"{self.name} cannot listen on {self.host}:{self.port}: {exc.strerror}",
-                                server=self.name, host=self.host, port=self.port) from None
-        self.port = sockets[0].getsockname()[1]
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            self._loop = loop
-            self._server = tornado.httpserver.HTTPServer(self.application, max_body_size=self.max_body_size)
-            self._server.add_sockets(sockets)
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
-                self._stopped.set()
-
-        self._thread = threading.Thread(target=run, name=self.name, daemon=True)
-        self._thread.start()
-        ready.wait()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop listening, close connections, end the loop; idempotent."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None or self._stopped.is_set():
-            return
-
-        async def shutdown() -> None:
-            assert self._server is not None
-            self._server.stop()
-            await self._server.close_all_connections()
-            loop.stop()
-
-        loop.call_soon_threadsafe(lambda: loop.create_task(shutdown()))
-        thread.join(timeout)
-
-    def serve_forever(self) -> None:
-        """Start if needed, then block until ``stop()`` is called from another thread."""
-        if self._thread is None:
-            self.start()
-        self._stopped.wait()
-
-    def __enter__(self) -> BackgroundHttpServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
-
-
-__all__ = ["ClustersApi", "BackgroundHttpServer", "check_fields", "cluster_json", "instance_json",
+__all__ = ["ClustersApi", "check_fields", "cluster_json", "instance_json",
            "datastore_json", "backup_json", "task_json"]

@@ -42,20 +42,18 @@ import hmac
 import json
 import logging
 import re
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, TypeVar
 from urllib.parse import quote, unquote
 
-import tornado.httpserver
-import tornado.ioloop
-import tornado.netutil
 import tornado.web
 
 from workbench.commits.model import Commit, CommitConflict, CommitMetadata, InvalidCommit, format_mtime, now, \
     parse_mtime
 from workbench.commits.storage import CommitStorage
 from workbench.errors import CommitsError, ConfigurationError
+from workbench.httpserver import HttpServer, ServerBindError
+from workbench.servers import Address, ServerLifecycle
 
 if TYPE_CHECKING:
     from workbench.commits.keeper import CommitMirror
@@ -453,14 +451,15 @@ def _is_database_unavailable(exc: BaseException) -> bool:
 
 
 # -- the server ------------------------------------------------------------------------------------------
-class CommitServer:
+class CommitServer(ServerLifecycle):
     """Rainer's HTTP API for ``storage``, served by tornado on its own thread.
 
     ``start()`` binds (``port=0`` picks a free port) and returns self; ``url`` is the base URL
-    (with ``prefix``); ``stop()``; ``serve_forever()`` serves on the calling thread; a context
-    manager. ``mirror`` serves cached head reads; ``auth`` (a :class:`WriteAuth`) guards POSTs;
-    ``access_log`` logs every request (logger ``tornado.access``; otherwise only 5xx answers are);
-    ``max_body`` bounds POST bodies (413 beyond it).
+    (with ``prefix``), ``address`` the ``host:port``; ``stop()``; ``serve_forever()`` blocks until
+    ``stop()``; a context manager. ``mirror`` serves cached head reads; ``auth`` (a :class:`WriteAuth`)
+    guards POSTs; ``access_log`` logs every request (logger ``tornado.access``; otherwise only 5xx
+    answers are); ``max_body`` bounds POST bodies (413 beyond it). ``address`` given to the
+    constructor is the host to bind (``host`` afterwards).
     """
 
     def __init__(self, storage: CommitStorage, port: int = 0, address: str = "127.0.0.1", prefix: str = "",
@@ -471,8 +470,6 @@ class CommitServer:
         if any(ch in prefix for ch in "?#%") or " " in prefix:
             raise ConfigurationError("prefix must be a plain URL path like /diary", prefix=prefix)
         self.storage = storage
-        self.port = port
-        self.address = address
         self.prefix = prefix
         self.mirror = mirror
         self.auth = auth
@@ -483,17 +480,28 @@ class CommitServer:
         # Only a storage that publishes to the mirror's keeper makes waiting for the mirror useful.
         self._publishing = storage if mirror is not None and getattr(storage, "keeper", None) is \
             mirror.keeper else None
-        self._loop: tornado.ioloop.IOLoop | None = None
-        self._http: tornado.httpserver.HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._start_error: BaseException | None = None
+        # our own limit (max_body) answers 413; tornado's is only a backstop
+        self._http = HttpServer(self.application(), address, port, name="commits-http", bind_error=_bind_error,
+                                max_body_size=1 << 40, idle_connection_timeout=60)
+
+    @property
+    def host(self) -> str:
+        return self._http.host
+
+    @property
+    def port(self) -> int:
+        """The port (the real one once started)."""
+        return self._http.port
+
+    @property
+    def address(self) -> Address:
+        """``host:port`` (the real port once started)."""
+        return self._http.address
 
     @property
     def url(self) -> str:
         """``http://ADDRESS:PORT/PREFIX`` (the real port once started)."""
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"http://{host}:{self.port}{self.prefix}"
+        return self._http.url + self.prefix
 
     def application(self) -> tornado.web.Application:
         """The tornado application (routes bound to this server)."""
@@ -510,63 +518,18 @@ class CommitServer:
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> CommitServer:
-        """Serve on a background thread; returns once listening."""
-        self._thread = threading.Thread(target=self._serve, name=f"commits-http-{self.port}", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._start_error is not None:
-            error, self._start_error = self._start_error, None
-            raise error
+        """Serve on a background thread; returns once listening (ServiceBindError when it cannot)."""
+        self._http.start()
         return self
 
     def serve_forever(self) -> None:
-        """Serve on the calling thread until ``stop()`` is called from another thread."""
-        self._serve()
-        if self._start_error is not None:
-            raise self._start_error
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(asyncio.new_event_loop())
-        loop = tornado.ioloop.IOLoop.current()
-        try:
-            sockets = tornado.netutil.bind_sockets(self.port, self.address)
-            # our own limit (max_body) answers 413; tornado's is only a backstop
-            self._http = tornado.httpserver.HTTPServer(self.application(), max_body_size=1 << 40,
-                                                       idle_connection_timeout=60)
-            self._http.add_sockets(sockets)
-            self.port = sockets[0].getsockname()[1]
-        except Exception as exc:
-            self._start_error = ServiceBindError(f"cannot listen on {self.address}:{self.port}: {exc}",
-                                                 address=self.address, port=self.port)
-            self._ready.set()
-            loop.close(all_fds=True)
-            return
-        self._loop = loop
-        self._ready.set()
-        try:
-            loop.start()
-        finally:
-            loop.close(all_fds=True)
+        """Start if needed and serve until ``stop()`` is called from another thread."""
+        self._http.serve_forever()
 
     def stop(self) -> None:
         """Stop listening, end the loop and the worker threads. Idempotent."""
-        loop, self._loop = self._loop, None
-        if loop is not None:
-            def shutdown() -> None:
-                if self._http is not None:
-                    self._http.stop()
-                loop.stop()
-
-            loop.add_callback(shutdown)
-            if self._thread is not None and self._thread is not threading.current_thread():
-                self._thread.join(10)
+        self._http.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
-
-    def __enter__(self) -> CommitServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 def _log_server_errors_only(handler: tornado.web.RequestHandler) -> None:
@@ -583,5 +546,9 @@ class _NotFoundHandler(_Handler):
         self.send_problem(_HttpProblem(404, _compact({"error": "no such route", "path": self.request.path})))
 
 
-class ServiceBindError(CommitsError):
+class ServiceBindError(CommitsError, ServerBindError):
     """The server could not listen on its address (fields: address, port)."""
+
+
+def _bind_error(message: str, *, host: str, port: int, **_: object) -> ServiceBindError:
+    return ServiceBindError(message, address=host, port=port)

@@ -41,6 +41,7 @@ from workbench.domain.transport import (
     connect,
 )
 from workbench.errors import AuthenticationError, ConfigurationError, DomainError
+from workbench.servers import Address, ServerLifecycle
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class Credentials:
             json.dump(data, stream)
 
 
-class Agent:
+class Agent(ServerLifecycle):
     """An agent (``broker=False``) or a broker (``broker=True``) of a domain.
 
     ::
@@ -106,7 +107,7 @@ class Agent:
         self.credentials = Credentials.create(domain_user, domain_password)
         self.credentials.save(self.state_dir / "domain-credentials.json")
         self.password = domain_password  # an agent presents it to its broker, a broker to its peer brokers
-        self.address = ""
+        self.address = Address("", "", None)  # host:port once started
         self.server: TlsServer | None = None
         self.supervisor: ProcessSupervisor | None = None
         self.state: DomainState | None = None
@@ -114,15 +115,21 @@ class Agent:
         self.throttle = LoginThrottle()
         self._link: BrokerLink | None = None
         self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._lifecycle = threading.RLock()  # a stop() racing a start() waits for it, then stops
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "Agent":
+        with self._lifecycle:
+            return self._start()
+
+    def _start(self) -> "Agent":
         identity = TlsIdentity.load_or_create(self.state_dir / "tls", self.hostname)
         self.server = TlsServer(identity, self._handle_connection, host=self.host, port=self.port,
                                 login_timeout=LOGIN_SECONDS)
         self.server.start()
         self.port = self.server.port
-        self.address = f"{self.hostname}:{self.port}"
+        self.address = Address.tcp(self.hostname, self.port)
         self.supervisor = ProcessSupervisor(self.address, self.hostname, self.state_dir, self._process_changed,
                                             bind_host=self.host, keys=DatabaseKeys(self.password))
         me = PeerRecord(self.address, self.hostname, self.port, "broker" if self.is_broker else "agent", self.tags)
@@ -140,9 +147,13 @@ class Agent:
 
     def stop(self) -> None:
         """Stop the processes this peer runs, leave the domain, close every connection."""
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
+        with self._lifecycle:
+            if not self._stopping.is_set():
+                self._stopping.set()
+                self._stop()
+        self._stopped.set()
+
+    def _stop(self) -> None:
         if self.state is not None:
             self.state.reconciler.stop()  # first: it must not start again what we are stopping
         if self.supervisor is not None:
@@ -154,11 +165,11 @@ class Agent:
         if self.server is not None:
             self.server.stop()
 
-    def __enter__(self) -> "Agent":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def serve_forever(self) -> None:
+        """Start if needed and block until ``stop()`` has run (from another thread or a signal handler)."""
+        if self.server is None and not self._stopping.is_set():
+            self.start()
+        self._stopped.wait()
 
     # -- local processes ------------------------------------------------------------------------
     def _process_changed(self, record: ProcessRecord) -> None:

@@ -6,7 +6,8 @@ A message is one XML element with string attributes and child elements::
       <Option Name="--dba-user" Value="dba"/>
     </Request>
 
-On the wire each message is ``>I`` (its byte length) followed by the UTF-8 XML. Parsing goes
+On the wire each message is ``>I`` (its byte length) followed by the UTF-8 XML (the framing of
+``workbench.framing``). Parsing goes
 through defusedxml with DTDs, entities and external references forbidden, and both the frame
 length and the nesting depth are bounded, so a peer cannot make us allocate or recurse without
 limit. Attribute values are escaped by ElementTree when serializing.
@@ -14,7 +15,6 @@ limit. Attribute values are escaped by ElementTree when serializing.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from typing import Iterator
 from xml.etree.ElementTree import Element, tostring
@@ -23,6 +23,7 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
 from workbench.domain.errors import ProtocolError
+from workbench.framing import FrameSplitter, frame
 
 #: the management port of an agent or broker (NuoDB's)
 DEFAULT_PORT = 48004
@@ -30,7 +31,6 @@ DEFAULT_PORT = 48004
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 #: deepest element nesting accepted
 MAX_DEPTH = 16
-_LENGTH = struct.Struct(">I")
 
 
 @dataclass
@@ -99,10 +99,10 @@ def encode_frame(message: Message) -> bytes:
     body = message.to_xml()
     if len(body) > MAX_FRAME_BYTES:
         raise ProtocolError("message too large to send", size=len(body), limit=MAX_FRAME_BYTES)
-    return _LENGTH.pack(len(body)) + body
+    return frame(body)
 
 
-class FrameDecoder:
+class FrameDecoder(FrameSplitter):
     """Incremental decoder: feed bytes as they arrive, iterate over complete messages.
 
     ::
@@ -113,23 +113,12 @@ class FrameDecoder:
     """
 
     def __init__(self, limit: int = MAX_FRAME_BYTES) -> None:
-        self.limit = limit
-        self._buffer = bytearray()
+        super().__init__(limit, _frame_too_large)
 
     def feed(self, data: bytes) -> Iterator[Message]:
-        self._buffer += data
-        while len(self._buffer) >= _LENGTH.size:
-            (length,) = _LENGTH.unpack_from(self._buffer)
-            if length > self.limit:
-                # Refuse before buffering the body: the sender may be trying to exhaust memory.
-                raise ProtocolError("frame too large", size=length, limit=self.limit)
-            if len(self._buffer) < _LENGTH.size + length:
-                return
-            body = bytes(self._buffer[_LENGTH.size:_LENGTH.size + length])
-            del self._buffer[:_LENGTH.size + length]
+        for body in self.bodies(data):
             yield Message.from_xml(body)
 
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes received that do not yet form a whole message (non-zero at EOF: a torn message)."""
-        return len(self._buffer)
+
+def _frame_too_large(size: int, limit: int) -> ProtocolError:
+    return ProtocolError("frame too large", size=size, limit=limit)

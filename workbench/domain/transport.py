@@ -43,6 +43,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from workbench.domain.protocol import FrameDecoder, Message, ProtocolError, encode_frame
 from workbench.errors import AuthenticationError, ConfigurationError, DomainError
+from workbench.framing import Acceptor
+from workbench.servers import Address, ServerLifecycle
 
 log = logging.getLogger(__name__)
 
@@ -521,7 +523,7 @@ def connect(address: str, known_brokers: KnownBrokers | None = None, ca_file: st
     return Connection(sock, address=address, peer_fingerprint=peer)
 
 
-class TlsServer:
+class TlsServer(ServerLifecycle):
     """Accepts TLS connections and runs ``handler(connection)`` for each in its own thread.
 
     ::
@@ -567,25 +569,27 @@ class TlsServer:
         self._context.minimum_version = ssl.TLSVersion.TLSv1_2
         self._context.num_tickets = 0  # no resumption: saves post-handshake writes a short-lived client never reads
         self._lock = threading.Lock()
-        self._threads: set[threading.Thread] = set()
         self._handshaking: set[ssl.SSLSocket] = set()
         self._connections: set[Connection] = set()
-        self._listener: socket.socket | None = None
-        self._selector_wakeup: tuple[socket.socket, socket.socket] | None = None
-        self._accept_thread: threading.Thread | None = None
+        self._acceptor: Acceptor | None = None
         self._stopping = False
         self._stopped = threading.Event()
+        self._lifecycle = threading.Lock()  # a stop() racing a start() waits for it, then stops
 
     @property
-    def address(self) -> str:
+    def address(self) -> Address:
         """``"host:port"`` with the real port once started."""
-        return _join_address(self.host, self.port)
+        return Address.tcp(self.host, self.port)
 
     def start(self) -> "TlsServer":
         """Bind and start accepting; returns once listening."""
+        with self._lifecycle:
+            return self._start()
+
+    def _start(self) -> "TlsServer":
         if self._stopping:
             raise DomainError("this server was stopped; make a new one", address=self.address)
-        if self._listener is not None:
+        if self._acceptor is not None:
             return self
         try:
             self._context.load_cert_chain(str(self.identity.cert_path), str(self.identity.key_path))
@@ -599,13 +603,12 @@ class TlsServer:
         except OSError as exc:
             raise TransportError(f"cannot listen on {self.address}: {_describe(exc)}",
                                  host=self.host, port=self.port) from None
-        listener.setblocking(False)
-        self._listener = listener
         self.port = listener.getsockname()[1]
-        self._selector_wakeup = socket.socketpair()
-        self._accept_thread = threading.Thread(target=self._accept_loop, name=f"tls-accept-{self.address}",
-                                               daemon=True)
-        self._accept_thread.start()
+        # Wake at least this often to close the unauthenticated connections past their deadline.
+        self._acceptor = Acceptor(listener, self._admit, name=f"tls-{self.address}",
+                                  max_connections=self.max_connections, refuse=self._refuse,
+                                  tick=None if self.login_timeout is None else 0.25,
+                                  on_tick=self._expire_unauthenticated).start()
         log.info("TLS server listening on %s (%s)", self.address, self.identity.fingerprint)
         return self
 
@@ -616,19 +619,16 @@ class TlsServer:
 
     def stop(self) -> None:
         """Stop accepting, close every live connection and join the threads (idempotent)."""
+        with self._lifecycle:
+            self._stop()
+
+    def _stop(self) -> None:
         with self._lock:
             if self._stopping:
                 return
             self._stopping = True
-        if self._accept_thread is not None:
-            assert self._selector_wakeup is not None
-            self._selector_wakeup[1].send(b"x")
-            self._accept_thread.join()
-        if self._listener is not None:
-            self._listener.close()
-        if self._selector_wakeup is not None:
-            for end in self._selector_wakeup:
-                end.close()
+        if self._acceptor is not None:
+            self._acceptor.stop()
         with self._lock:
             for sock in self._handshaking:
                 try:
@@ -636,77 +636,32 @@ class TlsServer:
                 except OSError:
                     pass
             connections = list(self._connections)
-            threads = [t for t in self._threads if t is not threading.current_thread()]
         for connection in connections:
             connection.close()
-        deadline = time.monotonic() + _STOP_JOIN_SECONDS
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        lingering = [t.name for t in threads if t.is_alive()]
+        lingering = self._acceptor.join(_STOP_JOIN_SECONDS) if self._acceptor is not None else []
         if lingering:
             log.warning("TLS server %s: handlers still running after stop: %s", self.address, lingering)
         self._stopped.set()
         log.info("TLS server on %s stopped", self.address)
 
-    def __enter__(self) -> "TlsServer":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
         return f"<TlsServer {self.address} {len(self._connections)} connections>"
 
-    def _accept_loop(self) -> None:
-        assert self._listener is not None and self._selector_wakeup is not None
-        listener, wakeup = self._listener, self._selector_wakeup[0]
-        # poll(), not select(): the listener's descriptor may be above FD_SETSIZE in a busy process.
-        poller = select.poll() if hasattr(select, "poll") else None
-        if poller is not None:
-            poller.register(listener, select.POLLIN)
-            poller.register(wakeup, select.POLLIN)
-        while True:
-            # Wake at least this often to close the unauthenticated connections past their deadline.
-            tick = None if self.login_timeout is None else 0.25
-            if poller is not None:
-                ready = {fd for fd, _ in poller.poll(None if tick is None else int(tick * 1000))}
-                woken = wakeup.fileno() in ready
-            else:
-                ready_list = select.select([listener, wakeup], [], [], tick)[0]
-                woken = wakeup in ready_list
-                ready = {listener.fileno()} if listener in ready_list else set()
-            if woken:
-                return
-            self._expire_unauthenticated()
-            if listener.fileno() not in ready:
-                continue
-            try:
-                sock, peer = listener.accept()
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                continue
-            except OSError as exc:
-                # Typically out of descriptors: back off instead of spinning, the backlog waits.
-                log.warning("TLS server %s: accept failed: %s", self.address, _describe(exc))
-                time.sleep(0.1)
-                continue
-            entry = _Unauthenticated(sock, str(peer[0]), None if self.login_timeout is None
-                                     else time.monotonic() + self.login_timeout)
+    def _admit(self, sock: socket.socket, peer: tuple) -> Callable[[], None]:
+        """On the accept thread: bound the unauthenticated connections, then serve this one."""
+        entry = _Unauthenticated(sock, str(peer[0]), None if self.login_timeout is None
+                                 else time.monotonic() + self.login_timeout)
+        with self._lock:
+            if self.login_timeout is not None:
+                self._make_room_for(entry.host)
+                self._unauthenticated[entry] = None
+        return lambda: self._serve(sock, peer, entry)
+
+    def _refuse(self, sock: socket.socket, peer: tuple) -> None:
+        """On the accept thread, at the connection limit: a flood of strangers still displaces itself."""
+        if self.login_timeout is not None:
             with self._lock:
-                if self.login_timeout is not None:
-                    self._make_room_for(entry.host)
-                full = len(self._threads) >= self.max_connections
-                if not full:
-                    if self.login_timeout is not None:
-                        self._unauthenticated[entry] = None
-                    thread = threading.Thread(target=self._serve, args=(sock, peer, entry), daemon=True,
-                                              name=f"tls-conn-{_join_address(*peer[:2])}")
-                    self._threads.add(thread)
-            if full:
-                log.warning("TLS server %s: at its limit of %d connections, refusing %s", self.address,
-                            self.max_connections, _join_address(*peer[:2]))
-                sock.close()
-                continue
-            thread.start()
+                self._make_room_for(str(peer[0]))
 
     def _make_room_for(self, host: str) -> None:
         """Under the lock: close the oldest unauthenticated connections a new one from ``host`` would exceed."""
@@ -755,7 +710,6 @@ class TlsServer:
                     self._connections.discard(connection)
         finally:
             with self._lock:
-                self._threads.discard(threading.current_thread())
                 self._unauthenticated.pop(entry, None)
 
     def _handshake(self, raw: socket.socket, address: str, entry: "_Unauthenticated") -> Connection | None:

@@ -23,17 +23,16 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from typing import Any
 
 from workbench.inventory.errors import INVENTORY_ERRORS, ProtocolError
+from workbench.framing import FrameSplitter, frame
 
 #: where a server listens, and a client connects, unless told otherwise
 DEFAULT_SOCKET = "/tmp/workbench-inventory.sock"
 DEFAULT_ADDRESS = DEFAULT_SOCKET
 #: largest frame accepted: a script, its output or 10^5 changes fit well within it
 MAX_FRAME_BYTES = 256 * 1024 * 1024
-_LENGTH = struct.Struct(">I")
 
 #: every request op and the fields it must carry
 REQUESTS: dict[str, tuple[str, ...]] = {
@@ -52,34 +51,26 @@ def encode_frame(message: dict[str, Any]) -> bytes:
     body = json.dumps(message, separators=(",", ":")).encode()
     if len(body) > MAX_FRAME_BYTES:
         raise ProtocolError("message too large", reason="size", size=len(body), limit=MAX_FRAME_BYTES)
-    return _LENGTH.pack(len(body)) + body
+    return frame(body)
 
 
-class FrameDecoder:
+class FrameDecoder(FrameSplitter):
     """Turns a byte stream into messages; raises ``ProtocolError`` on a bad length or bad JSON."""
 
     def __init__(self, limit: int = MAX_FRAME_BYTES) -> None:
-        self.limit = limit
-        self._buffer = bytearray()
+        super().__init__(limit, _frame_too_large)
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
-        self._buffer += data
-        messages = []
-        while len(self._buffer) >= _LENGTH.size:
-            (length,) = _LENGTH.unpack_from(self._buffer)
-            if length > self.limit:
-                raise ProtocolError("frame too large", reason="size", size=length, limit=self.limit)
-            if len(self._buffer) < _LENGTH.size + length:
-                break
-            body = bytes(self._buffer[_LENGTH.size:_LENGTH.size + length])
-            del self._buffer[:_LENGTH.size + length]
-            messages.append(decode_body(body))
-        return messages
+        return [decode_body(body) for body in self.bodies(data)]
 
     @property
     def pending(self) -> int:
         """Bytes of an incomplete frame held back."""
-        return len(self._buffer)
+        return self.pending_bytes
+
+
+def _frame_too_large(size: int, limit: int) -> ProtocolError:
+    return ProtocolError("frame too large", reason="size", size=size, limit=limit)
 
 
 def _no_constant(name: str) -> Any:

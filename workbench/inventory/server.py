@@ -46,6 +46,7 @@ from workbench.inventory.access import AccessPolicy, Caller
 from workbench.inventory.protocol import ProtocolError, check_request
 from workbench.inventory.store import NotPrimaryError, Store, WriterBusyError, applications_table, servers_table, state_table
 from workbench.inventory.transport import FrameServer
+from workbench.servers import Address, ServerLifecycle
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ _STATE_QUERY = (select(state_table.c.seq, state_table.c.master_id, servers_table
                 .where(state_table.c.id == 1))
 
 
-class InventoryServer:
+class InventoryServer(ServerLifecycle):
     """One inventory server process's worth of state and threads.
 
     ``store_url`` is the shared database; ``master_url`` (secondaries) names the primary's database
@@ -111,7 +112,9 @@ class InventoryServer:
         self.applied_seq = 0
         self.frames: FrameServer | None = None
         self.web: Any = None
-        self._stopping = threading.Event()
+        self._stopping = threading.Event()  # set by stop() or a signal: serve_forever returns
+        self._stopped = False  # stop() has run
+        self._lifecycle = threading.RLock()  # a stop() racing a start() waits for it, then stops
         self._sync_thread: threading.Thread | None = None
         self._writer = threading.Lock()
         self._state_lock = threading.RLock()
@@ -122,6 +125,10 @@ class InventoryServer:
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> InventoryServer:
         """Load the image, take a role, open the ports; returns once everything answers."""
+        with self._lifecycle:
+            return self._start()
+
+    def _start(self) -> InventoryServer:
         self._beat_row()
         self._reload()
         if not self.secondary_requested:
@@ -156,7 +163,7 @@ class InventoryServer:
         self.web = web.start()
 
     @property
-    def address(self) -> str:
+    def address(self) -> Address:
         """The application port: its socket's path."""
         assert self.frames is not None, "not started"
         return self.frames.address
@@ -166,8 +173,14 @@ class InventoryServer:
         return None if self.web is None else self.web.url
 
     def stop(self) -> None:
-        """Stop threads and ports; a primary gives up its role so a secondary takes over at once."""
+        """Stop threads and ports; a primary gives up its role so a secondary takes over at once. Idempotent."""
         self._stopping.set()
+        with self._lifecycle:
+            if not self._stopped:
+                self._stopped = True
+                self._stop()
+
+    def _stop(self) -> None:
         if self._sync_thread is not None:
             self._sync_thread.join(10)
         self.runner.kill_all()
@@ -193,14 +206,10 @@ class InventoryServer:
             self.local_store.close()
 
     def serve_forever(self) -> None:
-        """Block until ``stop()`` is called from another thread (or a signal handler)."""
+        """Start if needed and block until ``stop()`` is called from another thread (or a signal handler)."""
+        if self.frames is None and not self._stopping.is_set():
+            self.start()
         self._stopping.wait()
-
-    def __enter__(self) -> InventoryServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # -- roles ----------------------------------------------------------------------------------------
     def _read_state(self) -> tuple[int, str | None, int | None]:

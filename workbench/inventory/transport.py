@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import socketserver
 import stat
 import struct
 import threading
@@ -25,9 +24,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from workbench.errors import InventoryError
+from workbench.framing import Acceptor
 from workbench.inventory.access import Caller
 from workbench.inventory.errors import TransportError
 from workbench.inventory.protocol import FrameDecoder, ProtocolError, encode_frame, error_reply
+from workbench.servers import Address, ServerLifecycle
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ ConnectCheck = Callable[[Caller], None]
 _PEERCRED = struct.Struct("3i")
 #: connections one uid may hold open at once (each is a thread of the server)
 MAX_CONNECTIONS_PER_UID = 32
+#: connections the kernel queues before the server accepts them
+LISTEN_BACKLOG = 5
 
 
 def peer_caller(sock: socket.socket) -> Caller:
@@ -44,11 +47,26 @@ def peer_caller(sock: socket.socket) -> Caller:
     return Caller.of_uid(uid, gid, pid)
 
 
-class _RequestHandler(socketserver.BaseRequestHandler):
-    server: _ThreadingServer
+class _CallerSession:
+    """One accepted connection: who is calling (``SO_PEERCRED``), then its requests, one reply each."""
 
-    def handle(self) -> None:
-        sock: socket.socket = self.request
+    def __init__(self, server: FrameServer, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+
+    def run(self) -> None:
+        try:
+            self._handle()
+        finally:
+            try:
+                self.sock.shutdown(socket.SHUT_WR)  # our last reply goes out before the close
+            except OSError:
+                pass
+            self.sock.close()
+
+    def _handle(self) -> None:
+        sock = self.sock
+        sock.setblocking(True)
         try:
             caller = peer_caller(sock)
         except OSError:
@@ -95,35 +113,11 @@ class _RequestHandler(socketserver.BaseRequestHandler):
 
     def _send(self, reply: dict[str, Any]) -> bool:
         try:
-            self.request.sendall(encode_frame(reply))
+            self.sock.sendall(encode_frame(reply))
             return True
         except (OSError, ProtocolError) as exc:
             log.debug("cannot answer: %s", exc)
             return False
-
-
-class _ThreadingServer(socketserver.ThreadingUnixStreamServer):
-    daemon_threads = True
-
-    def __init__(self, path: str, handler: Handler, on_connect: ConnectCheck | None) -> None:
-        self.handler = handler
-        self.on_connect = on_connect
-        self._open: Counter[int] = Counter()
-        self._open_lock = threading.Lock()
-        super().__init__(path, _RequestHandler)
-
-    def enter(self, caller: Caller) -> bool:
-        with self._open_lock:
-            if self._open[caller.uid] >= MAX_CONNECTIONS_PER_UID:
-                return False
-            self._open[caller.uid] += 1
-            return True
-
-    def leave(self, caller: Caller) -> None:
-        with self._open_lock:
-            self._open[caller.uid] -= 1
-            if self._open[caller.uid] <= 0:
-                del self._open[caller.uid]
 
 
 def _clear_stale_socket(path: Path) -> None:
@@ -149,12 +143,13 @@ def _clear_stale_socket(path: Path) -> None:
     raise TransportError("another server listens on this socket", address=str(path), reason="in-use")
 
 
-class FrameServer:
+class FrameServer(ServerLifecycle):
     """Serves framed JSON requests on a Unix socket at ``path``; ``handler(message, caller) -> reply``.
 
     The socket file is made connectable by every local user (mode 0666): who may do what is
     the handler's decision, from the uid the kernel reports, so a refused caller gets a clear
-    error instead of a bare permission failure. ``stop()`` removes the file.
+    error instead of a bare permission failure. ``stop()`` removes the file; connections open
+    then finish on their own threads.
     """
 
     def __init__(self, path: str | os.PathLike[str], handler: Handler, on_connect: ConnectCheck | None = None,
@@ -163,47 +158,83 @@ class FrameServer:
         self.handler = handler
         self.on_connect = on_connect
         self.mode = mode
-        self._server: _ThreadingServer | None = None
-        self._thread: threading.Thread | None = None
+        self._acceptor: Acceptor | None = None
         self._inode = -1
+        self._open: Counter[int] = Counter()
+        self._open_lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._lifecycle = threading.Lock()  # a stop() racing a start() waits for it, then stops
 
     def start(self) -> FrameServer:
+        """Bind the socket and accept on a background thread; returns once listening."""
+        with self._lifecycle:
+            return self._start()
+
+    def _start(self) -> FrameServer:
+        if self._acceptor is not None:
+            return self
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             _clear_stale_socket(self.path)
-            self._server = _ThreadingServer(str(self.path), self.handler, self.on_connect)
+            listener.bind(str(self.path))
+            listener.listen(LISTEN_BACKLOG)
             os.chmod(self.path, self.mode)
             self._inode = self.path.lstat().st_ino
         except OSError as exc:
+            listener.close()
             raise TransportError(f"cannot listen: {exc}", address=str(self.path), reason="bind") from exc
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="inventory-app-port", daemon=True)
-        self._thread.start()
+        except BaseException:
+            listener.close()
+            raise
+        self._stopped.clear()
+        self._acceptor = Acceptor(listener, self._admit, name="inventory-app-port").start()
         return self
 
+    def _admit(self, sock: socket.socket, peer: object) -> Callable[[], None]:
+        return _CallerSession(self, sock).run
+
+    def enter(self, caller: Caller) -> bool:
+        """Count a connection of ``caller``'s uid; False when that uid holds its limit already."""
+        with self._open_lock:
+            if self._open[caller.uid] >= MAX_CONNECTIONS_PER_UID:
+                return False
+            self._open[caller.uid] += 1
+            return True
+
+    def leave(self, caller: Caller) -> None:
+        with self._open_lock:
+            self._open[caller.uid] -= 1
+            if self._open[caller.uid] <= 0:
+                del self._open[caller.uid]
+
     @property
-    def address(self) -> str:
+    def address(self) -> Address:
         """The socket's path."""
-        assert self._server is not None, "not started"
-        return str(self.path)
+        assert self._acceptor is not None, "not started"
+        return Address.unix(str(self.path))
+
+    def serve_forever(self) -> None:
+        """Start if needed and block until ``stop()`` is called from another thread."""
+        self.start()
+        self._stopped.wait()
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        """Stop accepting and remove the socket file (idempotent)."""
+        with self._lifecycle:
+            self._stop()
+
+    def _stop(self) -> None:
+        acceptor, self._acceptor = self._acceptor, None
+        if acceptor is not None:
+            acceptor.stop()
             try:
                 # only our own file: a server started since on the same path keeps its socket
                 if self.path.lstat().st_ino == self._inode:
                     self.path.unlink()
             except OSError:
                 pass
-
-    def __enter__(self) -> FrameServer:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        self._stopped.set()
 
 
 class Connection:

@@ -50,7 +50,7 @@ from typing import Any, Callable
 
 import tornado.web
 
-from workbench.clusters.api import BackgroundHttpServer
+from workbench.httpserver import HttpServer
 
 log = logging.getLogger(__name__)
 
@@ -499,7 +499,7 @@ class OpenStackStandIn:
         self.requests: list[tuple[str, str]] = []
         self.token_requests = 0
         self._server_count = 0
-        self._http = BackgroundHttpServer(self._application(), name="openstack-stand-in")
+        self._http = HttpServer(self._application(), name="openstack-stand-in")
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> OpenStackStandIn:

@@ -33,6 +33,7 @@ from typing import Any, Callable
 import zmq
 
 from workbench.errors import ConfigurationError, ZdbError
+from workbench.servers import Address, ServerLifecycle
 from workbench.zdb.archive import Archive, ArchiveError, BlobUpload, JournalError
 from workbench.zdb.document import Change, Document, Op
 from workbench.zdb.errors import LockError, QuiescedError
@@ -142,7 +143,7 @@ def lock_digest(token: Any) -> str | None:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class _ServerBase:
+class _ServerBase(ServerLifecycle):
     """What both roles share: the ROUTER loop, framing, stop control, lock state, waiting requests."""
 
     role = "server"
@@ -159,7 +160,7 @@ class _ServerBase:
         self.curve_keys = curve
         self.allowed_clients = allowed_clients
         self.context = zmq.Context()
-        self.address: str = ""
+        self.address = Address("", "", None)  # the endpoint clients connect to, once bound
         self.stats = ServerStats()
         self.lock_holder: str | None = None
         self.pending: list[Pending] = []
@@ -193,6 +194,10 @@ class _ServerBase:
             raise self._start_error
 
     def stop(self) -> None:
+        """Stop serving and join the server thread (idempotent; a start in progress is waited for)."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            self._ready.wait(30)  # a stop() racing start() or serve_forever() stops what they open
         if not self._running.is_set():
             return
         self._running.clear()
@@ -214,12 +219,6 @@ class _ServerBase:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the server has stopped (True) or ``timeout`` passed (False)."""
         return self._stopped.wait(timeout)
-
-    def __enter__(self) -> "_ServerBase":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def _thread_main(self) -> None:
         try:
@@ -252,7 +251,7 @@ class _ServerBase:
         self.router.linger = 1000
         self.router.handshake_ivl = HANDSHAKE_MS
         self._secure(self.router)
-        self.address = connectable(bind(self.router, self.bind_uri))
+        self.address = Address.endpoint(connectable(bind(self.router, self.bind_uri)))
         self.control = self.context.socket(zmq.PAIR)
         self.control.bind(self._control_uri)
 

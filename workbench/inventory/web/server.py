@@ -30,12 +30,11 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import tornado.httpserver
 import tornado.iostream
-import tornado.netutil
 import tornado.web
 
 from workbench.errors import InventoryError
+from workbench.httpserver import HttpServer
 from workbench.events import CLOSED, Event
 from workbench.inventory.web.auth import ANONYMOUS, TLSConfig, User, UserMap
 from workbench.inventory.web.discovery import ModuleRegistry, discover
@@ -44,6 +43,7 @@ from workbench.inventory.web.errors import (AuthenticationRequired, BadRequest, 
 from workbench.inventory.web.modules._base import HTMLMixin, WebModule
 from workbench.inventory.web.page import PageLayout
 from workbench.inventory.web.writing import ApplyChanges, ChangeRecorder, apply_directly
+from workbench.servers import Address, ServerLifecycle
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +297,7 @@ class _NotFoundHandler(_WebHandler):
     post = get
 
 
-class WebServer:
+class WebServer(ServerLifecycle):
     """The inventory's web server: modules from the package and ``module_dirs``, HTTP or HTTPS.
 
     ``inventory`` is the RAM image, or a callable returning the current one (None while there is
@@ -318,7 +318,7 @@ class WebServer:
                  write_wait: float = WRITE_WAIT_SECONDS) -> None:
         self._inventory = inventory
         self.requested_port = port
-        self.address = address
+        self.host = address
         self.tls = tls
         self.apply = apply
         self.write_wait = write_wait
@@ -335,11 +335,7 @@ class WebServer:
         self.event_streams: set[asyncio.Queue[Any]] = set()
         self.requests = 0
         self.request_seconds = 0.0
-        self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._http: tornado.httpserver.HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._stopped = threading.Event()
+        self._http: HttpServer | None = None
 
     # -- the inventory ----------------------------------------------------------------------------
     def current_inventory(self) -> Any:
@@ -390,10 +386,19 @@ class WebServer:
         return "https" if self.tls is not None else "http"
 
     @property
+    def port(self) -> int:
+        """The bound port once started (0 before)."""
+        return self._http.port if self._http is not None else 0
+
+    @property
+    def address(self) -> Address:
+        """``host:port`` (the real port once started)."""
+        return Address.tcp(self.host, self.port)
+
+    @property
     def url(self) -> str:
         """``http(s)://ADDRESS:PORT`` once started (the real port when bound to 0)."""
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{self.scheme}://{host}:{self.port}"
+        return f"{self.scheme}://{self.address}"
 
     def application(self) -> tornado.web.Application:
         arguments = {"web_server": self}
@@ -407,77 +412,40 @@ class WebServer:
 
     def start(self) -> "WebServer":
         """Bind and serve on a background thread; returns once the port is bound (``url`` is valid)."""
-        if self._thread is not None:
+        if self._http is not None:
             raise InventoryError("web server already started", url=self.url)
         ssl_context = self.tls.server_context() if self.tls is not None else None
-        sockets = tornado.netutil.bind_sockets(self.requested_port, self.address)
-        self.port = sockets[0].getsockname()[1]
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            self._loop = loop
-            try:
-                self._http = tornado.httpserver.HTTPServer(
-                    self.application(), ssl_options=ssl_context, max_body_size=MAX_BODY_BYTES, xheaders=False)
-                self._http.add_sockets(sockets)
-            except BaseException as exc:  # pragma: no cover - reported to start()
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
-                self._stopped.set()
-
-        self._thread = threading.Thread(target=serve, name=f"inventory-web-{self.port}", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failure:
-            raise InventoryError(f"web server failed to start: {failure[0]}", port=self.port)
+        http = HttpServer(self.application(), self.host, self.requested_port, name="inventory-web",
+                          ssl_context=ssl_context, bind_error=InventoryError, before_close=self._end_event_streams,
+                          max_body_size=MAX_BODY_BYTES, xheaders=False)
+        self._http = http  # before it starts: a stop() racing this start() finds it (and waits for it)
+        try:
+            http.start()
+        except BaseException:
+            self._http = None
+            raise
         log.info("inventory web server on %s", self.url)
         return self
 
+    async def _end_event_streams(self) -> None:
+        for queue in list(self.event_streams):  # each open /events response ends at its None
+            queue.put_nowait(None)
+
     def stop(self) -> None:
         """Stop listening, finish, and release the port. Idempotent."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None or self._stopped.is_set():
-            self.executor.shutdown(wait=False, cancel_futures=True)
-            return
-
-        async def shutdown() -> None:
-            if self._http is not None:
-                self._http.stop()
-                for queue in list(self.event_streams):  # end the open event streams first
-                    queue.put_nowait(None)
-                await self._http.close_all_connections()
-
-        def stop_loop() -> None:
-            task = loop.create_task(shutdown())
-            task.add_done_callback(lambda _: loop.stop())
-
-        loop.call_soon_threadsafe(stop_loop)
-        thread.join(10)
+        if self._http is not None:
+            self._http.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     def serve_forever(self) -> None:
         """Start if needed and block until ``stop()`` (from another thread or a signal handler)."""
-        if self._thread is None:
+        if self._http is None:
             self.start()
-        while not self._stopped.wait(0.5):
-            pass
+        assert self._http is not None
+        self._http.serve_forever()
 
     def __enter__(self) -> "WebServer":
-        return self.start() if self._thread is None else self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        return self.start() if self._http is None else self
 
 
 __all__ = ["DEFAULT_WEB_PORT", "TLSConfig", "UserMap", "WebServer"]
