@@ -94,3 +94,38 @@ def test_a_field_json_cannot_carry_travels_as_its_repr_and_a_non_json_value_as_t
     written = Message.make("Response", Message.make("Field", Name="note", Value="plain words"), Status="error",
                            Error="DomainError", Message="hand-written")
     assert reply_error(written).fields == {"note": "plain words"}
+
+
+def test_a_refused_login_carries_the_envelope_and_raises_the_declared_class(broker):
+    conn = connect(broker.address)
+    try:
+        reply = conn.request(Message.make("Connect", Role="client", User="domain", Password="crow"))
+    finally:
+        conn.close()
+    assert (reply.tag, reply.get("Error"), reply.get("Code")) == ("Error", "AuthenticationError", "authentication")
+    with pytest.raises(AuthenticationError) as caught:
+        Domain(broker.address, "domain", "crow", timeout=5.0)
+    assert type(caught.value) is AuthenticationError
+    assert caught.value.fields == {"user": "domain", "broker": broker.address}
+
+
+def test_a_throttled_login_is_login_throttled_with_its_wait(broker):
+    from workbench.domain import LoginThrottled
+
+    refusals = []
+    for index in range(8):
+        with pytest.raises(AuthenticationError) as caught:
+            Domain(broker.address, "domain", f"wrong-{index}", timeout=5.0)
+        refusals.append(caught.value)
+    throttled = [error for error in refusals if isinstance(error, LoginThrottled)]
+    assert throttled, [repr(error) for error in refusals]
+    assert all(0 < error.retry_after <= 10 and error.user == "domain" for error in throttled)
+    assert not isinstance(refusals[0], LoginThrottled)
+
+
+def test_locating_a_database_without_a_te_raises_no_such_database(broker):
+    from workbench.domain import NoSuchDatabaseError, locate_database
+
+    with pytest.raises(NoSuchDatabaseError) as caught:
+        locate_database(broker.address, "absent", timeout=5.0)
+    assert caught.value.database == "absent" and caught.value.broker == broker.address

@@ -25,7 +25,14 @@ Descriptions are replicated to every broker and saved in each broker's state dir
 
 from workbench.domain.agent import Agent
 from workbench.domain.client import Database, Description, Domain, Peer, Process, locate_database
-from workbench.domain.errors import NoSuchProcessError, ProcessStartError
+from workbench.domain.errors import (
+    LoginBusy,
+    LoginThrottled,
+    NoSuchDatabaseError,
+    NoSuchProcessError,
+    ProcessStartError,
+    ProtocolError,
+)
 from workbench.domain.keys import DatabaseKeys
 from workbench.domain.protocol import DEFAULT_PORT
 from workbench.domain.templates import TEMPLATES, DescriptionError, Template
@@ -36,5 +43,5 @@ from workbench.zdb.locators import register_locator as _register_locator
 _register_locator(locate_database)
 
 __all__ = ["DEFAULT_PORT", "TEMPLATES", "Agent", "Database", "DatabaseKeys", "Description", "DescriptionError",
-           "Domain", "KnownBrokers", "NoSuchProcessError", "Peer", "Process", "ProcessStartError", "Template",
-           "locate_database"]
+           "Domain", "KnownBrokers", "LoginBusy", "LoginThrottled", "NoSuchDatabaseError", "NoSuchProcessError", "Peer",
+           "Process", "ProcessStartError", "ProtocolError", "Template", "locate_database"]

@@ -27,10 +27,20 @@ from pathlib import Path
 
 from workbench.domain.broker import HEARTBEAT_SECONDS, HEARTBEAT_TIMEOUT, DomainState
 from workbench.domain.keys import DatabaseKeys
-from workbench.domain.logins import LoginBusy, LoginThrottle, PasswordHasher
+from workbench.domain.errors import LoginBusy, LoginThrottled
+from workbench.domain.logins import LoginThrottle, PasswordHasher
 from workbench.domain.model import PeerRecord, ProcessRecord
 from workbench.domain.protocol import DEFAULT_PORT, Message, ProtocolError
-from workbench.domain.requests import AUTO, QuiesceProcess, StartProcess, StopProcess, error_reply, ok_reply, parse_request
+from workbench.domain.requests import (
+    AUTO,
+    QuiesceProcess,
+    StartProcess,
+    StopProcess,
+    error_reply,
+    ok_reply,
+    parse_request,
+    reply_error,
+)
 from workbench.domain.supervisor import ProcessSupervisor
 from workbench.domain.transport import (
     Connection,
@@ -217,17 +227,19 @@ class Agent(ServerLifecycle):
         address = conn.peer_host
         wait = self.throttle.wait_needed(address)
         if wait > 0:
-            conn.send(Message.make("Error", Code="throttled", RetryAfter=f"{wait:.2f}",
-                                   Message=f"too many failed logins from {address}; retry in {wait:.1f} s"))
+            refusal = LoginThrottled(f"too many failed logins from {address}; retry in {wait:.1f} s",
+                                     retry_after=round(wait, 2))
+            conn.send(error_reply(refusal, tag="Error", Code="throttled"))
             return False
         try:
             verified = self.hasher.check(lambda: self.credentials.verify(hello.get("User"), hello.get("Password")))
         except LoginBusy as exc:
-            conn.send(Message.make("Error", Code="busy", Message=exc.message))
+            conn.send(error_reply(exc, tag="Error", Code="busy"))
             return False
         if not verified:
             self.throttle.failed(address)
-            conn.send(Message.make("Error", Code="authentication", Message="wrong domain user or password"))
+            conn.send(error_reply(AuthenticationError("wrong domain user or password"), tag="Error",
+                                  Code="authentication"))
             return False
         self.throttle.succeeded(address)
         conn.mark_authenticated()
@@ -243,12 +255,12 @@ class Agent(ServerLifecycle):
             conn.send(self.state.handlers.locate(hello.require("Database")))
             return
         if hello.tag != "Connect":
-            conn.send(Message.make("Error", Code="protocol", Message="expected <Connect>"))
+            conn.send(error_reply(ProtocolError("expected <Connect>"), tag="Error", Code="protocol"))
             return
         if not self._login(conn, hello):
             return
         if self.state is None:
-            conn.send(Message.make("Error", Code="not-a-broker", Message="this agent is not a broker"))
+            conn.send(error_reply(DomainError("this agent is not a broker"), tag="Error", Code="not-a-broker"))
             return
         role = hello.get("Role", "client")
         conn.send(Message.make("Connected", Broker=self.address))
@@ -324,9 +336,10 @@ class BrokerLink:
             reply = conn.request(Message.make("Connect", Role="agent", User=self.agent.credentials.user,
                                               Password=self.agent.password))
             if reply.tag != "Connected":
-                if reply.get("Code") in ("throttled", "busy"):  # passing: try again later
-                    raise TransportError(reply.get("Message", "refused for now"), address=self.current)
-                raise AuthenticationError(reply.get("Message", "refused"), broker=self.current)
+                refused = reply_error(reply, broker=self.current)
+                if isinstance(refused, (LoginThrottled, LoginBusy)):  # passing: try again later
+                    raise TransportError(refused.message, address=self.current)
+                raise AuthenticationError(refused.message if refused else "refused", broker=self.current)
             running = self.agent.supervisor.running() if self.agent.supervisor else []
             conn.send(Message.make("Join", self.me.to_message(), *(r.to_message() for r in running)))
             self.joined.set()

@@ -48,10 +48,11 @@ from workbench.domain.requests import (
     StopProcess,
     UnquiesceDatabase,
     UpdateDescription,
+    reply_error,
 )
 from workbench.domain.templates import TEMPLATES, Template, find_template
 from workbench.domain.transport import Connection, KnownBrokers, TransportError, connect
-from workbench.errors import AuthenticationError, DomainError
+from workbench.errors import DomainError
 from workbench.events import EventDispatcher, EventSource
 
 
@@ -65,7 +66,8 @@ def locate_database(broker_addr: str, database: str, known_brokers: KnownBrokers
     finally:
         conn.close()
     if reply.tag != "Located":
-        raise DomainError(reply.get("Message", "database not found"), database=database, broker=address)
+        raise reply_error(reply, database=database, broker=address) or DomainError(
+            "unexpected answer to a locate", database=database, broker=address, tag=reply.tag)
     return reply.require("Endpoint")
 
 
@@ -349,12 +351,8 @@ class Domain(EventSource):
             reply = self._conn.request(Message.make("Connect", Role="client", User=domain_user, Password=domain_pwd),
                                        timeout=timeout)
             if reply.tag != "Connected":
-                if reply.get("Code") == "authentication":
-                    raise AuthenticationError("wrong domain user or password", user=domain_user, broker=address)
-                if reply.get("Code") == "throttled":
-                    raise AuthenticationError(reply.get("Message", "too many failed logins"), user=domain_user,
-                                              broker=address, retry_after=float(reply.get("RetryAfter", "0") or 0))
-                raise DomainError(reply.get("Message", "connection refused"), broker=address)
+                raise reply_error(reply, user=domain_user, broker=address) or DomainError(
+                    "unexpected answer to a login", broker=address, tag=reply.tag)
             self._entry_id = reply.require("Broker")
             state = self._conn.request(Message.make("Subscribe"), timeout=timeout)
             self._apply_state(state)

@@ -8,8 +8,12 @@
     +-- DescriptionError           an unknown template, variables that do not fit it, a bad description
     +-- ProcessStartError          a database process could not be started
     +-- NoSuchProcessError         the process asked for is not (or no longer) known
+    +-- NoSuchDatabaseError        no running transaction engine serves the database asked for
+    +-- LoginBusy                  too many logins are being checked at once: try again shortly
+    AuthenticationError
+    +-- LoginThrottled             too many failed logins from this address (field retry_after)
 
-Responses carry an error in the envelope of ``workbench.errors`` (``kind``, ``message``,
+Responses, and the ``<Error>`` a broker answers a refused ``<Connect>`` or ``<Locate>`` with, carry an error in the envelope of ``workbench.errors`` (``kind``, ``message``,
 ``fields``), as ``workbench.domain.requests`` writes it into the XML: ``kind`` is the declared
 class's name, and a kind this client does not know (a newer broker's) is raised as ``DomainError``.
 """
@@ -43,5 +47,20 @@ class NoSuchProcessError(DomainError):
     """The process asked for is not (or no longer) known: it never ran there, or it has left."""
 
 
-__all__ = ["AuthenticationError", "DOMAIN_ERRORS", "DescriptionError", "DomainError", "NoSuchProcessError",
-           "ProcessStartError", "ProtocolError"]
+@DOMAIN_ERRORS.declare
+class NoSuchDatabaseError(DomainError):
+    """No running transaction engine serves the database asked for (field database)."""
+
+
+@DOMAIN_ERRORS.declare
+class LoginBusy(DomainError):
+    """Too many logins are being checked at once: try again shortly."""
+
+
+@DOMAIN_ERRORS.declare
+class LoginThrottled(AuthenticationError):
+    """Too many failed logins from this address: the next attempt waits ``retry_after`` seconds."""
+
+
+__all__ = ["AuthenticationError", "DOMAIN_ERRORS", "DescriptionError", "DomainError", "LoginBusy", "LoginThrottled",
+           "NoSuchDatabaseError", "NoSuchProcessError", "ProcessStartError", "ProtocolError"]

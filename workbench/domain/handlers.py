@@ -13,7 +13,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from workbench.domain.errors import DescriptionError, NoSuchProcessError, ProcessStartError
+from workbench.domain.errors import DescriptionError, NoSuchDatabaseError, NoSuchProcessError, ProcessStartError
 from workbench.domain.model import QUIESCED, RUNNING, SM, STOPPED, TE
 from workbench.domain.protocol import Message
 from workbench.domain.requests import (
@@ -121,7 +121,8 @@ class RequestHandlers:
                               if r.database == database and r.type == TE and r.status == RUNNING),
                              key=lambda r: r.id)
             if not engines:
-                return Message.make("Error", Code="not-found", Message=f"no running transaction engine for {database}")
+                return error_reply(NoSuchDatabaseError(f"no running transaction engine for {database}",
+                                                       database=database), tag="Error", Code="not-found")
             self._turn += 1
             return Message.make("Located", Database=database, Endpoint=engines[self._turn % len(engines)].endpoint)
 

@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable
 
-from workbench.errors import DomainError
+from workbench.domain.errors import LoginBusy
 
 #: concurrent password hashes (each scrypt costs 16 MiB)
 HASHING_THREADS = 2
@@ -32,10 +32,6 @@ FIRST_WAIT_SECONDS = 0.5
 MAX_WAIT_SECONDS = 10.0
 #: addresses remembered (the oldest are forgotten first)
 MAX_ADDRESSES = 4096
-
-
-class LoginBusy(DomainError):
-    """Too many logins are being checked at once: try again shortly."""
 
 
 class PasswordHasher:

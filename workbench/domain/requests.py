@@ -296,15 +296,21 @@ def ok_reply(*children: Message, **attrs: object) -> Message:
     return Message.make("Response", *children, Status="ok", **attrs)
 
 
-def error_reply(exc: BaseException) -> Message:
-    """The ``<Response>`` reporting ``exc`` in the error envelope."""
+def error_reply(exc: BaseException, tag: str = "Response", **attrs: object) -> Message:
+    """The ``<Response>`` (or a refusal's ``<Error>``) reporting ``exc`` in the error envelope.
+
+    ``attrs`` are extra attributes; a refused login keeps its short ``Code=`` there for peers that
+    read only that.
+    """
     envelope = DOMAIN_ERRORS.envelope(exc)
     fields = [Message.make("Field", Name=name, Value=json.dumps(value)) for name, value in envelope["fields"].items()]
-    return Message.make("Response", *fields, Status="error", Message=envelope["message"], Error=envelope["kind"])
+    status = {"Status": "error"} if tag == "Response" else {}
+    return Message.make(tag, *fields, **status, Message=envelope["message"], Error=envelope["kind"], **attrs)
 
 
-def reply_error(response: Message) -> DomainError | None:
-    """The declared error a ``<Response>`` reports (DomainError for an unknown kind); None if it is ok."""
+def reply_error(response: Message, **context: Any) -> DomainError | None:
+    """The declared error a ``<Response>`` or ``<Error>`` reports (DomainError for an unknown kind);
+    None if it is ok. ``context`` adds the client's own fields (which broker, which user)."""
     if response.get("Status") == "ok":
         return None
     fields: dict[str, Any] = {}
@@ -314,7 +320,7 @@ def reply_error(response: Message) -> DomainError | None:
             fields[name] = json.loads(value)
         except ValueError:  # not JSON (a hand-written reply): the text itself
             fields[name] = value
-    error = DOMAIN_ERRORS.error({"kind": response.get("Error", ""), "fields": fields,
+    error = DOMAIN_ERRORS.error({"kind": response.get("Error", ""), "fields": {**fields, **context},
                                  "message": response.get("Message") or "request failed"})
     assert isinstance(error, DomainError)  # the registry's classes and fallback all derive from it
     return error
