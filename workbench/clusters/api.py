@@ -49,6 +49,7 @@ import tornado.web
 from workbench.clusters.errors import ClustersError, NotFoundError, TaskError, ValidationError
 from workbench.clusters.models import Backup, Cluster, ClusterStore, Datastore, Instance, Task
 from workbench.clusters.tasks import TaskHandle, TaskRunner
+from workbench.clusters.trove_api import trove_routes
 
 #: the fields each request body may have, with their JSON types (checked before anything runs)
 CLUSTER_FIELDS: dict[str, tuple[type, ...]] = {"name": (str,), "datastore": (str, int), "version": (str,),
@@ -373,7 +374,9 @@ class ClustersApi:
             (r"/api/tasks/([0-9]+)/?", TaskHandler),
             (r"/.*", NotFoundHandler),
         ]
-        return tornado.web.Application([(path, handler, {"api": self}) for path, handler in routes])
+        # Trove's v1.0 API (workbench.clusters.trove_api) beside /api, before the catch-all
+        return tornado.web.Application(trove_routes(self) + [(path, handler, {"api": self})
+                                                             for path, handler in routes])
 
     def token_matches(self, presented: str) -> bool:
         return bool(presented) and secrets.compare_digest(presented.encode(), self.token.encode())

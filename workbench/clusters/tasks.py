@@ -3,7 +3,7 @@ plus restore and destroy, and the runner that executes them on threads.
 
 Each task is a function ``task(ctx, ...)`` where ``ctx`` (:class:`TaskContext`) logs lines into the
 task's stored log, reports progress, and raises ``TaskCancelled`` once the task is cancelled. The
-:class:`TaskRunner` runs whole operations (create a cluster, add nodes, back up, restore, destroy,
+:class:`TaskRunner` runs whole operations (create a cluster, add or remove nodes, back up, restore, destroy,
 perform) as tasks and returns a :class:`TaskHandle`::
 
     runner = TaskRunner(store)
@@ -30,10 +30,10 @@ from typing import Any, Callable, Sequence
 
 from workbench.clusters.connection import Connection, OutputCallback, SessionPool
 from workbench.clusters.errors import (ClustersError, ConnectionFailed, NotFoundError, TaskCancelled, TaskError,
-                                       UnknownHostKeyError)
+                                       UnknownHostKeyError, ValidationError)
 from workbench.clusters.managers.base import BaseManager
-from workbench.clusters.models import (ACTIVE, BUILDING, CANCELLED, DELETED, DESTROYING, DONE, ERROR, FAILED,
-                                       RUNNING, Backup, Cluster, ClusterStore, Datastore, Instance)
+from workbench.clusters.models import (ACTIVE, BUILDING, CANCELLED, DELETED, DESTROYING, DONE, ERROR, FAILED, NEW,
+                                       PRIMARY, QUEUED, RUNNING, Backup, Cluster, ClusterStore, Datastore, Instance)
 from workbench.clusters.providers import BaseProvider, get_provider, load_object
 from workbench.clusters.settings import Settings
 
@@ -112,10 +112,11 @@ class TaskHandle:
     """A submitted task: wait for it, cancel it, read its state from the store."""
 
     def __init__(self, runner: TaskRunner, task_id: int, name: str, future: concurrent.futures.Future[Any],
-                 cancelled: threading.Event) -> None:
+                 cancelled: threading.Event, cluster_name: str = "") -> None:
         self.runner = runner
         self.task_id = task_id
         self.name = name
+        self.cluster_name = cluster_name
         self.future = future
         self._cancelled = cancelled
 
@@ -383,10 +384,17 @@ class TaskRunner:
             self.store.update_task(task.id, status=DONE, progress=100, finished=_now())
             return result
 
-        handle = TaskHandle(self, task.id, name, self._pool.submit(run), cancelled)
+        handle = TaskHandle(self, task.id, name, self._pool.submit(run), cancelled, cluster_name)
         with self._lock:
             self._handles.append(handle)
         return handle
+
+    def live_tasks(self, cluster_name: str | None = None) -> list[TaskHandle]:
+        """The tasks this runner was given that have not ended (only those of ``cluster_name`` if
+        given), oldest first."""
+        with self._lock:
+            handles = list(self._handles)
+        return [h for h in handles if not h.done() and (cluster_name is None or h.cluster_name == cluster_name)]
 
     def close(self, cancel: bool = True, timeout: float | None = 120.0) -> None:
         """Cancel (by default) and wait for running tasks, then stop the threads."""
@@ -431,6 +439,51 @@ class TaskRunner:
             raise TaskError(f"cluster {name} is {cluster.status}, not active", task="add_nodes", cluster=name)
         added = self.store.add_node(name, count)
         return self.submit("add_nodes", grow_cluster, cluster.id, [i.id for i in added], cluster_name=name)
+
+    def remove_nodes(self, name: str, instance_ids: Sequence[int]) -> TaskHandle:
+        """Destroy replicas ``instance_ids`` of an active cluster and forget them; the primary cannot
+        be removed (``ValidationError``), nor an instance of another cluster (``NotFoundError``)."""
+        cluster = self.store.get_cluster(name)
+        if cluster.status != ACTIVE:
+            raise TaskError(f"cluster {name} is {cluster.status}, not active", task="remove_nodes", cluster=name)
+        ids = list(dict.fromkeys(instance_ids))
+        if not ids:
+            raise ValidationError("name at least one instance to remove", field="instances", cluster=name)
+        members = {i.id: i for i in cluster.instances}
+        for instance_id in ids:
+            instance = members.get(instance_id)
+            if instance is None:
+                raise NotFoundError(f"cluster {name} has no instance {instance_id}", cluster=name,
+                                    instance=instance_id)
+            if instance.role == PRIMARY:
+                raise ValidationError(f"{instance.name} is the primary of cluster {name}: only replicas can be "
+                                      "removed", field="instances", cluster=name, instance=instance.name)
+        return self.submit("remove_nodes", shrink_cluster, cluster.id, ids, cluster_name=name)
+
+    def reset_status(self, name: str) -> Cluster:
+        """Mark cluster ``name`` as error when an operation left it new, building or destroying but no
+        task of this runner works on it any more (the process that ran it ended); its unfinished
+        tasks are marked failed. Then it can be destroyed. A cluster a live task works on is refused
+        (``TaskError``); an active or failed one is returned as it is.
+
+        As Trove's reset-status, this is the operator's word: a task run by another process is not seen.
+        """
+        cluster = self.store.get_cluster(name)
+        live = self.live_tasks(name)
+        if live:
+            raise TaskError(f"cluster {name} is not stuck: task {live[0].name} is running on it",
+                            task=live[0].name, cluster=name)
+        for task in self.store.tasks(name):
+            if task.status in (QUEUED, RUNNING):
+                self.store.update_task(task.id, status=FAILED, message="interrupted: its process ended",
+                                       finished=_now())
+        if cluster.status not in (NEW, BUILDING, DESTROYING):
+            return cluster
+        reason = f"status reset while {cluster.status} with no task running"
+        for instance in cluster.instances:
+            if instance.status not in (ACTIVE, ERROR):
+                self.store.update_instance(instance.id, status=ERROR, task="", message=reason)
+        return self.store.update_cluster(cluster.id, status=ERROR, message=reason)
 
     def destroy_cluster(self, name: str) -> TaskHandle:
         cluster = self.store.get_cluster(name)
@@ -630,6 +683,24 @@ def grow_cluster(ctx: TaskContext, cluster_id: int, instance_ids: Sequence[int])
     return ctx.store.update_cluster(cluster_id, status=ACTIVE, message="")
 
 
+def shrink_cluster(ctx: TaskContext, cluster_id: int, instance_ids: Sequence[int]) -> Cluster:
+    """Destroy replicas of an active cluster, forgetting each once its server is gone; one that cannot
+    be destroyed stays, marked error, and the cluster stays active with the message."""
+    ctx.store.update_cluster(cluster_id, status=BUILDING, message="")
+
+    def remove(instance: Instance) -> None:
+        destroy(ctx, instance.id)
+        ctx.store.remove_instance(instance.id)
+
+    try:
+        _in_parallel(ctx, [ctx.store.get_instance(i) for i in instance_ids], remove)
+    except BaseException as exc:
+        message = exc.message if isinstance(exc, ClustersError) else str(exc)
+        ctx.store.update_cluster(cluster_id, status=ACTIVE, message=f"removing nodes failed: {message}")
+        raise
+    return ctx.store.update_cluster(cluster_id, status=ACTIVE, message="")
+
+
 def tear_down_cluster(ctx: TaskContext, cluster_id: int) -> None:
     """Destroy every instance of a cluster, then forget the cluster."""
     cluster = ctx.store.update_cluster(cluster_id, status=DESTROYING, message="")
@@ -644,4 +715,4 @@ def tear_down_cluster(ctx: TaskContext, cluster_id: int) -> None:
 
 __all__ = ["TaskRunner", "TaskHandle", "TaskContext", "perform", "create_server", "create_volume",
            "attach_volume", "prepare", "prepare_replica", "replicate", "backup", "restore", "destroy", "build_cluster", "grow_cluster",
-           "tear_down_cluster"]
+           "shrink_cluster", "tear_down_cluster"]

@@ -1,0 +1,663 @@
+"""The OpenStack Trove v1.0 API over workbench.clusters (tornado), so Trove's own clients drive it.
+
+Served by :class:`~workbench.clusters.api.ClustersApi` beside ``/api``, under ``/v1.0/<project_id>/``,
+with the bodies, status codes and error bodies of Trove's API, so ``python-troveclient`` works::
+
+    from keystoneauth1 import session, token_endpoint
+    from troveclient.v1 import client
+
+    auth = token_endpoint.Token(f"{api.url}/v1.0/demo", api.token)
+    trove = client.Client(session=session.Session(auth=auth))
+    trove.clusters.create("cache", "redis", "7", instances=[{"flavorRef": "local"}] * 2)
+
+Routes (each needs ``X-Auth-Token``, the token ``/api`` takes; the project id is only echoed in links)::
+
+    GET    clusters                         {"clusters": [...]}           (?limit, ?marker)
+    POST   clusters                         {"cluster": {"name", "datastore": {"type", "version"},
+                                             "instances": [{"flavorRef", "volume"?}...], "provider"?}} -> 200
+    GET    clusters/<id or name>            {"cluster": {..., "task": {"id", "name", "description"}}}
+    DELETE clusters/<id or name>            -> 202, no body
+    POST   clusters/<id or name>            {"grow": [{"flavorRef"}...]} | {"shrink": [{"id"}...]}
+                                            | {"reset-status": {}} -> 202 {"cluster"}
+    GET    clusters/<id>/instances/<id>     {"instance": {...}}
+    GET    datastores[/<name>]              {"datastores": [...]} / {"datastore": {...}}
+    GET    datastores/<name>/versions[/<id or name>]     {"versions": [...]} / {"version": {...}}
+    GET    datastores/versions/<id>         {"version": {...}}
+    GET    datastores/<name>/versions/<id>/flavors       {"flavors": [...]}
+    GET    flavors[/<id>]                   {"flavors": [...]} / {"flavor": {...}}   (the provider's)
+    GET    limits                           {"limits": [{"verb": "ABSOLUTE", ...}]}
+    GET    instances[/detail]               {"instances": [...]} (?include_clustered=true: every node)
+    GET    instances/<id or name>           {"instance": {...}}
+
+Errors are Trove's faults, ``{name: {"code": status, "message": text}}``, which troveclient turns
+into its exceptions: 400 ``badRequest`` (a refused body or value), 401 ``unauthorized``, 404
+``itemNotFound``, 405 ``badMethod``, 422 ``unprocessableEntity`` (the cluster's current task does not
+allow the action), 500 ``instanceFault``. Nothing is changed by a refused request.
+
+What workbench is and Trove is not shows through as follows: a datastore is a manager (its id is its
+name) and each registered version a version (its id is the row's id); a cluster's instances have
+``type`` ``primary`` or ``replica`` and, beside Trove's fields, the ``port`` the datastore listens on;
+every instance belongs to a cluster, so ``GET instances`` lists the only node of each one-node
+cluster (a single instance, as Trove has them) unless ``include_clustered=true``; flavors are the
+provider's, and a cluster is built with the flavor the provider builds with (a ``flavorRef`` naming
+another one is refused); a failed cluster's task is ``NONE`` with the failure in its description.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import tornado.web
+
+from workbench.clusters.errors import ClustersError, NotFoundError, TaskError, ValidationError
+from workbench.clusters.models import (ACTIVE, BUILDING, DELETED, DESTROYING, ERROR, NEW, Cluster, Datastore,
+                                       Instance)
+
+if TYPE_CHECKING:
+    from workbench.clusters.api import ClustersApi
+
+#: the path of every route: the API version, then the project id (echoed in links, never checked)
+PREFIX = r"/v1\.0/([A-Za-z0-9_.-]{1,64})"
+#: a path segment naming a resource by id or name
+SEGMENT = r"([A-Za-z0-9_.-]{1,128})"
+#: Trove's cluster tasks: name -> (id, description), as Trove reports them
+CLUSTER_TASKS: dict[str, tuple[int, str]] = {
+    "NONE": (1, "No tasks for the cluster."),
+    "BUILDING": (2, "Building the initial cluster."),
+    "DELETING": (3, "Deleting the cluster."),
+    "GROWING_CLUSTER": (5, "Increasing the size of the cluster."),
+    "SHRINKING_CLUSTER": (6, "Decreasing the size of the cluster."),
+}
+#: the runner task whose being under way is a Trove cluster task
+RUNNING_TASKS = {"remove_nodes": "SHRINKING_CLUSTER", "add_nodes": "GROWING_CLUSTER",
+                 "destroy_cluster": "DELETING", "create_cluster": "BUILDING"}
+#: workbench instance status -> Trove instance status
+INSTANCE_STATUS = {NEW: "BUILD", BUILDING: "BUILD", ACTIVE: "ACTIVE", ERROR: "ERROR", DESTROYING: "SHUTDOWN",
+                   DELETED: "SHUTDOWN"}
+#: Trove's fault name for each status it answers with
+FAULT_NAMES = {400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound", 405: "badMethod",
+               409: "conflict", 413: "overLimit", 415: "badMediaType", 422: "unprocessableEntity",
+               500: "instanceFault", 501: "notImplemented", 503: "serviceUnavailable"}
+#: Trove's quotas are per project; workbench has none, which Trove writes as -1
+UNLIMITED = -1
+
+
+class TroveFault(tornado.web.HTTPError):
+    """A Trove fault to answer with: ``status`` and ``message`` (its name follows from the status)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.message = message
+
+
+def fault_body(status: int, message: str) -> dict[str, Any]:
+    """Trove's error body: ``{"itemNotFound": {"code": 404, "message": "..."}}``."""
+    return {FAULT_NAMES.get(status, "computeFault" if status >= 500 else "badRequest"):
+            {"code": status, "message": message}}
+
+
+def fault_status(error: ClustersError) -> int:
+    """The status a library error is answered with."""
+    if isinstance(error, ValidationError):
+        return 400
+    if isinstance(error, NotFoundError):
+        return 404
+    if isinstance(error, TaskError):
+        return 422
+    return 500
+
+
+# -- JSON shapes ------------------------------------------------------------------------------------
+def trove_time(value: Any) -> str | None:
+    """Trove's time format, ``2019-12-23T20:58:35`` (UTC, no zone)."""
+    return value.isoformat(timespec="seconds") if value is not None else None
+
+
+class Views:
+    """Trove's JSON shapes of workbench's records, with links built for one request."""
+
+    def __init__(self, base_url: str, project_id: str, flavor_of: Callable[[str], str], volume_size: int) -> None:
+        self.base_url = base_url
+        self.project_id = project_id
+        #: the size (GB) of the volume an instance with one has
+        self.volume_size = volume_size
+        #: provider name -> id of the flavor its servers are built with
+        self.flavor_of = flavor_of
+
+    def links(self, resource: str, ident: Any) -> list[dict[str, str]]:
+        return [{"href": f"{self.base_url}/v1.0/{self.project_id}/{resource}/{ident}", "rel": "self"},
+                {"href": f"{self.base_url}/{resource}/{ident}", "rel": "bookmark"}]
+
+    def flavor(self, flavor: dict[str, Any]) -> dict[str, Any]:
+        ident = str(flavor.get("id"))
+        # Trove gives an integer id where the id is a number, else null and the id as str_id
+        number = int(ident) if ident.isdigit() and not ident.startswith("0") else None
+        return {"id": number, "str_id": ident, "name": flavor.get("name") or ident, "ram": flavor.get("ram") or 0,
+                "vcpus": flavor.get("vcpus") or 0, "disk": flavor.get("disk") or 0, "ephemeral": 0,
+                "links": self.links("flavors", ident)}
+
+    def version(self, datastore: Datastore, detail: bool = False) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": str(datastore.id), "name": datastore.version,
+                                "links": self.links("datastores/versions", datastore.id)}
+        if detail:
+            body.update(datastore=datastore.manager, version=datastore.version, active=True,
+                        packages=datastore.packages or "", image=datastore.image or None)
+        return body
+
+    def datastore(self, manager: str, versions: Sequence[Datastore]) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": manager, "name": manager, "links": self.links("datastores", manager),
+                                "versions": [self.version(v) for v in versions]}
+        if versions:  # the newest, as a datastore named without a version means it
+            body["default_version"] = str(max(versions, key=lambda v: v.id).id)
+        return body
+
+    def _ips(self, instance: Instance) -> list[str]:
+        return [instance.addr] if instance.addr else []
+
+    def cluster_instance(self, cluster: Cluster, instance: Instance, servers: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": str(instance.id), "name": instance.name, "type": instance.role,
+                                "links": self.links("instances", instance.id)}
+        if servers:
+            flavor = self.flavor_of(cluster.provider)
+            body.update(status=INSTANCE_STATUS.get(instance.status, "ERROR"),
+                        flavor={"id": flavor, "links": self.links("flavors", flavor)}, port=instance.port or None)
+            if instance.volume:
+                body["volume"] = {"size": self.volume_size}
+            if instance.addr:
+                body["ip"] = self._ips(instance)
+        return body
+
+    def cluster(self, cluster: Cluster, task: str, servers: bool = True) -> dict[str, Any]:
+        ident, description = CLUSTER_TASKS[task]
+        if task == "NONE" and cluster.message:  # a failure (of the build, a grow...): Trove has no task for it
+            description = f"{description} {cluster.message}"
+        body: dict[str, Any] = {
+            "id": str(cluster.id), "name": cluster.name,
+            "task": {"id": ident, "name": task, "description": description},
+            "created": trove_time(cluster.created), "updated": trove_time(cluster.created),
+            "links": self.links("clusters", cluster.id),
+            "datastore": {"type": cluster.datastore.manager, "version": cluster.datastore.version},
+            "instances": [self.cluster_instance(cluster, i, servers) for i in cluster.instances]}
+        if servers:
+            body["ip"] = [ip for i in cluster.instances for ip in self._ips(i)]
+        return body
+
+    def instance(self, cluster: Cluster, instance: Instance, detail: bool = False) -> dict[str, Any]:
+        flavor = self.flavor_of(cluster.provider)
+        status = instance.status
+        body: dict[str, Any] = {
+            "id": str(instance.id), "name": instance.name, "status": INSTANCE_STATUS.get(status, "ERROR"),
+            "operating_status": {ACTIVE: "HEALTHY", ERROR: "ERROR"}.get(status, "UNKNOWN"),
+            "links": self.links("instances", instance.id),
+            "flavor": {"id": flavor, "links": self.links("flavors", flavor)},
+            "datastore": {"type": cluster.datastore.manager, "version": cluster.datastore.version},
+            "region": cluster.provider, "access": {}, "cluster_id": str(cluster.id), "type": instance.role,
+            "port": instance.port or None}
+        if instance.addr:
+            body["ip"] = self._ips(instance)
+            body["addresses"] = [{"address": instance.addr, "type": "private"}]
+        primary = next((i for i in cluster.instances if i.role == "primary"), None)
+        if primary is not None and primary.id != instance.id:
+            body["replica_of"] = {"id": str(primary.id), "links": self.links("instances", primary.id)}
+        elif primary is not None and len(cluster.instances) > 1:
+            body["replicas"] = [{"id": str(i.id), "links": self.links("instances", i.id)}
+                                for i in cluster.instances if i.id != primary.id]
+        if detail:
+            body.update(created=trove_time(instance.created), updated=trove_time(instance.created),
+                        service_status_updated=trove_time(instance.created))
+            body["datastore"]["version_number"] = cluster.datastore.version
+        return body
+
+
+def paginate(items: list[Any], key: Callable[[Any], int], limit: str | None, marker: str | None
+             ) -> tuple[list[Any], str | None]:
+    """(the page, the marker of the next one or None): items after ``marker`` (an id), at most ``limit``."""
+    if marker is not None:
+        if not marker.isdigit():
+            raise ValidationError(f"marker must be an id, not {marker[:40]!r}", field="marker")
+        items = [i for i in items if key(i) > int(marker)]
+    if limit is None:
+        return items, None
+    if not limit.isdigit() or int(limit) < 1:
+        raise ValidationError(f"limit must be a whole number >= 1, not {limit[:40]!r}", field="limit")
+    page = items[:int(limit)]
+    return page, (str(key(page[-1])) if len(items) > len(page) else None)
+
+
+# -- request bodies ---------------------------------------------------------------------------------
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValidationError(f"{where} must be an object", field=where)
+    return value
+
+
+def _text(body: dict[str, Any], key: str, where: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"{where}.{key} is required: a non-empty string", field=f"{where}.{key}")
+    if len(value) > 255:
+        raise ValidationError(f"{where}.{key} must have at most 255 characters", field=f"{where}.{key}")
+    return value
+
+
+def _nodes(value: Any, where: str, required: str) -> list[dict[str, Any]]:
+    """A non-empty list of objects, each with the string or integer ``required``."""
+    if not isinstance(value, list) or not value:
+        raise ValidationError(f"{where} must be a non-empty list of objects", field=where)
+    nodes = [_object(node, f"{where}[{n}]") for n, node in enumerate(value)]
+    for n, node in enumerate(nodes):
+        ref = node.get(required)
+        if isinstance(ref, bool) or not isinstance(ref, (str, int)) or ref == "":
+            raise ValidationError(f"{where}[{n}].{required} is required", field=f"{where}[{n}].{required}")
+        volume = node.get("volume")
+        if volume is not None:
+            size = _object(volume, f"{where}[{n}].volume").get("size")
+            if isinstance(size, bool) or not isinstance(size, (int, str)) or not str(size).isdigit() \
+                    or int(size) < 1:
+                raise ValidationError(f"{where}[{n}].volume.size must be a whole number >= 1",
+                                      field=f"{where}[{n}].volume.size")
+    return nodes
+
+
+# -- handlers ---------------------------------------------------------------------------------------
+class TroveHandler(tornado.web.RequestHandler):
+    """Base of the Trove routes: the token, JSON bodies, store calls off the loop, Trove's faults."""
+
+    def initialize(self, api: ClustersApi) -> None:
+        self.api = api
+        self._flavors: dict[str, list[dict[str, Any]]] = {}
+
+    @property
+    def store(self) -> Any:
+        return self.api.store
+
+    def prepare(self) -> None:
+        if not self.api.token_matches(self.request.headers.get("X-Auth-Token", "")):
+            self.set_header("WWW-Authenticate", f'Keystone uri="{self.request.protocol}://{self.request.host}"')
+            raise TroveFault(401, "The request you have made requires authentication (X-Auth-Token).")
+
+    def check_xsrf_cookie(self) -> None:  # token-authenticated API: no cookies, no forms
+        return None
+
+    async def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run store, runner and provider calls on a worker thread: SQL and clouds must not stall the loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.api.executor, function, *args)
+
+    def body(self) -> dict[str, Any]:
+        try:
+            parsed = json.loads(self.request.body or b"null")
+        except (ValueError, RecursionError):
+            raise ValidationError("The request body is not valid JSON.", field="body") from None
+        return _object(parsed, "body")
+
+    def views(self, project_id: str) -> Views:
+        return Views(f"{self.request.protocol}://{self.request.host}", project_id, self.flavor_id,
+                     self.store.settings.volume_size_gb)
+
+    def reply(self, body: dict[str, Any] | None, status: int = 200) -> None:
+        """Answer ``status`` with ``body`` as JSON; None: no body at all, as Trove's 202 of a delete."""
+        self.set_status(status)
+        if body is not None:
+            self.set_header("Content-Type", "application/json")
+        self.finish(None if body is None else json.dumps(body))
+
+    # -- flavors, which come from the provider ---------------------------------------------------------
+    def flavors(self, provider: str | None = None) -> list[dict[str, Any]]:
+        """The provider's flavors (on a worker thread only: a cloud's are fetched), once per request.
+
+        A provider that lists none (a pool of given hosts) has one, named after it.
+        """
+        name = provider or self.store.settings.provider
+        if name not in self._flavors:
+            listed = self.api.runner.provider_for(name).flavors()
+            self._flavors[name] = listed or [{"id": name, "name": name, "ram": 0, "vcpus": 0, "disk": 0}]
+        return self._flavors[name]
+
+    def flavor_id(self, provider: str) -> str:
+        """The id of the flavor ``provider`` builds servers with: ``os_flavor`` when it names one, else
+        the first the provider lists."""
+        flavors = self.flavors(provider)
+        wanted = self.store.settings.os_flavor
+        chosen = next((f for f in flavors if wanted and wanted in (str(f.get("id")), f.get("name"))), flavors[0])
+        return str(chosen.get("id"))
+
+    def check_flavor(self, ref: Any, provider: str | None) -> None:
+        """``ref`` (an id, a name or a link ending in one) must name the flavor ``provider`` builds with."""
+        ref = str(ref).rstrip("/").rsplit("/", 1)[-1]
+        name = provider or self.store.settings.provider
+        flavor = next((f for f in self.flavors(name) if ref in (str(f.get("id")), f.get("name"))), None)
+        if flavor is None:
+            raise NotFoundError(f"Flavor '{ref}' cannot be found.", flavor=ref)
+        used = self.flavor_id(name)
+        if str(flavor.get("id")) != used:
+            raise ValidationError(f"Flavor '{ref}' is not the one provider {name} builds servers with "
+                                  f"('{used}').", field="flavorRef", value=ref)
+
+    # -- faults -----------------------------------------------------------------------------------------
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, TroveFault):
+            message = error.message
+        elif isinstance(error, tornado.web.HTTPError) and status_code < 500:
+            message = error.log_message or self._reason
+        else:
+            message = ("The server has either erred or is incapable of performing the requested operation "
+                       "(see the server log).")
+        self.reply(fault_body(status_code, message), status_code)
+
+    def _handle_request_exception(self, error: BaseException) -> None:
+        if isinstance(error, ClustersError) and not self._finished:
+            status = fault_status(error)
+            if status >= 500:  # not the caller's doing: keep the traceback in the log
+                super()._handle_request_exception(error)
+                return
+            self.clear()
+            self.reply(fault_body(status, error.message), status)
+            return
+        super()._handle_request_exception(error)
+
+    # -- lookups ----------------------------------------------------------------------------------------
+    def cluster(self, ref: str) -> Cluster:
+        """A cluster by id or name, Trove's 404 otherwise (on a worker thread)."""
+        try:
+            return self.store.get_cluster(int(ref) if ref.isdigit() and len(ref) < 19 else ref)
+        except NotFoundError:
+            raise NotFoundError(f"Cluster '{ref}' cannot be found.", cluster=ref) from None
+
+    def instance(self, ref: str) -> Instance:
+        try:
+            return self.store.get_instance(int(ref) if ref.isdigit() and len(ref) < 19 else ref)
+        except NotFoundError:
+            raise NotFoundError(f"Instance '{ref}' cannot be found.", instance=ref) from None
+
+    def versions_of(self, manager: str) -> list[Datastore]:
+        versions = [d for d in self.store.datastores() if d.manager == manager]
+        if not versions:
+            raise NotFoundError(f"Datastore '{manager}' cannot be found.", datastore=manager)
+        return versions
+
+    def version_of(self, manager: str, ref: str) -> Datastore:
+        """A version of datastore ``manager`` by its id or its name."""
+        for version in self.versions_of(manager):
+            if ref in (str(version.id), version.version):
+                return version
+        raise NotFoundError(f"Datastore version '{ref}' cannot be found.", datastore=manager, version=ref)
+
+    def task_of(self, cluster: Cluster) -> str:
+        """Trove's task name for ``cluster``: from the operation under way, else from its status."""
+        for handle in reversed(self.api.runner.live_tasks(cluster.name)):
+            if handle.name in RUNNING_TASKS:
+                return RUNNING_TASKS[handle.name]
+        if cluster.status == DESTROYING:
+            return "DELETING"
+        if cluster.status in (NEW, BUILDING):
+            return "BUILDING"
+        return "NONE"
+
+    def check_available(self, cluster: Cluster, allowed: tuple[str, ...] = ("NONE",)) -> str:
+        """Trove's 422 unless the cluster's task is one of ``allowed``; returns the task."""
+        task = self.task_of(cluster)
+        if task not in allowed:
+            raise TaskError(f"This action cannot be performed on the cluster while the current cluster task "
+                            f"is '{task}'.", cluster=cluster.name, task=task)
+        return task
+
+
+class ClustersHandler(TroveHandler):
+    async def get(self, project_id: str) -> None:
+        def listing() -> dict[str, Any]:
+            views = self.views(project_id)
+            clusters, next_marker = paginate(self.store.clusters(), lambda c: c.id,
+                                             self.get_query_argument("limit", None),
+                                             self.get_query_argument("marker", None))
+            body: dict[str, Any] = {"clusters": [views.cluster(c, self.task_of(c), servers=False)
+                                                 for c in clusters]}
+            if next_marker is not None:
+                body["links"] = [{"rel": "next", "href": f"{views.base_url}/v1.0/{project_id}/clusters?"
+                                  f"limit={self.get_query_argument('limit')}&marker={next_marker}"}]
+            return body
+
+        self.reply(await self.call(listing))
+
+    async def post(self, project_id: str) -> None:
+        spec = _object(self.body().get("cluster"), "cluster")
+        name = _text(spec, "name", "cluster")
+        datastore_spec = _object(spec.get("datastore"), "cluster.datastore")
+        manager = _text(datastore_spec, "type", "cluster.datastore")
+        version_ref = _text(datastore_spec, "version", "cluster.datastore")
+        nodes = _nodes(spec.get("instances"), "cluster.instances", "flavorRef")
+        provider = spec.get("provider")
+        if provider is not None and not isinstance(provider, str):
+            raise ValidationError("cluster.provider must be a string", field="cluster.provider")
+        refs = {str(node["flavorRef"]) for node in nodes}
+        if len(refs) > 1:
+            raise ValidationError("The flavor for each instance in a cluster must be the same.",
+                                  field="cluster.instances")
+
+        def create() -> dict[str, Any]:
+            version = self.version_of(manager, version_ref)
+            if provider is not None and provider not in self.store.settings.providers:
+                raise ValidationError(f"unknown provider {provider!r}", field="cluster.provider", value=provider)
+            self.check_flavor(nodes[0]["flavorRef"], provider)
+            self.api.runner.create_cluster(name, version, len(nodes), provider)
+            cluster = self.store.get_cluster(name)
+            return {"cluster": self.views(project_id).cluster(cluster, self.task_of(cluster), servers=False)}
+
+        self.reply(await self.call(create))
+
+
+class ClusterHandler(TroveHandler):
+    async def get(self, project_id: str, ref: str) -> None:
+        def show() -> dict[str, Any]:
+            cluster = self.cluster(ref)
+            return {"cluster": self.views(project_id).cluster(cluster, self.task_of(cluster))}
+
+        self.reply(await self.call(show))
+
+    async def delete(self, project_id: str, ref: str) -> None:
+        def delete() -> None:
+            cluster = self.cluster(ref)
+            self.check_available(cluster, ("NONE", "DELETING"))
+            # a teardown under way goes on: a second one would race it
+            if not any(h.name == "destroy_cluster" for h in self.api.runner.live_tasks(cluster.name)):
+                self.api.runner.destroy_cluster(cluster.name)
+
+        await self.call(delete)
+        self.reply(None, 202)
+
+    async def post(self, project_id: str, ref: str) -> None:
+        body = self.body()
+        if len(body) != 1:
+            raise ValidationError("Action request should have exactly one action specified in body",
+                                  field="body")
+        action, param = next(iter(body.items()))
+        actions: dict[str, Callable[[Cluster, Any], None]] = {
+            "grow": self._grow, "shrink": self._shrink, "reset-status": self._reset_status}
+        if action not in actions:
+            raise ValidationError(f"Action {action} not supported", field="body", action=action)
+
+        def perform() -> dict[str, Any]:
+            cluster = self.cluster(ref)
+            actions[action](cluster, param)
+            cluster = self.store.get_cluster(cluster.id)
+            return {"cluster": self.views(project_id).cluster(cluster, self.task_of(cluster), servers=False)}
+
+        self.reply(await self.call(perform), 202)
+
+    def _grow(self, cluster: Cluster, param: Any) -> None:
+        nodes = _nodes(param, "grow", "flavorRef")
+        self.check_available(cluster)
+        for node in nodes:
+            self.check_flavor(node["flavorRef"], cluster.provider)
+        self.api.runner.add_nodes(cluster.name, len(nodes))
+
+    def _shrink(self, cluster: Cluster, param: Any) -> None:
+        nodes = _nodes(param, "shrink", "id")
+        self.check_available(cluster)
+        ids = []
+        for node in nodes:
+            ref = str(node["id"])
+            match = next((i for i in cluster.instances if ref in (str(i.id), i.name)), None)
+            if match is None:
+                raise NotFoundError(f"Instance '{ref}' cannot be found in cluster {cluster.name}.",
+                                    cluster=cluster.name, instance=ref)
+            ids.append(match.id)
+        self.api.runner.remove_nodes(cluster.name, ids)
+
+    def _reset_status(self, cluster: Cluster, param: Any) -> None:
+        _object(param, "reset-status")
+        self.api.runner.reset_status(cluster.name)
+
+
+class ClusterInstanceHandler(TroveHandler):
+    async def get(self, project_id: str, cluster_ref: str, instance_ref: str) -> None:
+        def show() -> dict[str, Any]:
+            cluster = self.cluster(cluster_ref)
+            for instance in cluster.instances:
+                if instance_ref in (str(instance.id), instance.name):
+                    return {"instance": self.views(project_id).instance(cluster, instance, detail=True)}
+            raise NotFoundError(f"Instance '{instance_ref}' cannot be found.", instance=instance_ref)
+
+        self.reply(await self.call(show))
+
+
+class DatastoresHandler(TroveHandler):
+    async def get(self, project_id: str) -> None:
+        def listing() -> dict[str, Any]:
+            managers: dict[str, list[Datastore]] = {}
+            for datastore in self.store.datastores():
+                managers.setdefault(datastore.manager, []).append(datastore)
+            views = self.views(project_id)
+            return {"datastores": [views.datastore(m, v) for m, v in managers.items()]}
+
+        self.reply(await self.call(listing))
+
+
+class DatastoreHandler(TroveHandler):
+    async def get(self, project_id: str, manager: str) -> None:
+        versions = await self.call(self.versions_of, manager)
+        self.reply({"datastore": self.views(project_id).datastore(manager, versions)})
+
+
+class VersionsHandler(TroveHandler):
+    async def get(self, project_id: str, manager: str) -> None:
+        versions = await self.call(self.versions_of, manager)
+        views = self.views(project_id)
+        self.reply({"versions": [views.version(v, detail=True) for v in versions]})
+
+
+class VersionHandler(TroveHandler):
+    async def get(self, project_id: str, manager: str, ref: str) -> None:
+        version = await self.call(self.version_of, manager, ref)
+        self.reply({"version": self.views(project_id).version(version, detail=True)})
+
+
+class VersionByIdHandler(TroveHandler):
+    async def get(self, project_id: str, ref: str) -> None:
+        def find() -> Datastore:
+            for version in self.store.datastores():
+                if ref == str(version.id):
+                    return version
+            raise NotFoundError(f"Datastore version '{ref}' cannot be found.", version=ref)
+
+        version = await self.call(find)
+        self.reply({"version": self.views(project_id).version(version, detail=True)})
+
+
+class VersionFlavorsHandler(TroveHandler):
+    async def get(self, project_id: str, manager: str, ref: str) -> None:
+        def listing() -> list[dict[str, Any]]:
+            self.version_of(manager, ref)
+            return self.flavors()
+
+        flavors = await self.call(listing)
+        views = self.views(project_id)
+        self.reply({"flavors": [views.flavor(f) for f in flavors]})
+
+
+class FlavorsHandler(TroveHandler):
+    async def get(self, project_id: str) -> None:
+        flavors = await self.call(self.flavors)
+        views = self.views(project_id)
+        self.reply({"flavors": [views.flavor(f) for f in flavors]})
+
+
+class FlavorHandler(TroveHandler):
+    async def get(self, project_id: str, ref: str) -> None:
+        flavors = await self.call(self.flavors)
+        for flavor in flavors:
+            if ref in (str(flavor.get("id")), flavor.get("name")):
+                self.reply({"flavor": self.views(project_id).flavor(flavor)})
+                return
+        raise NotFoundError(f"Flavor '{ref}' cannot be found.", flavor=ref)
+
+
+class LimitsHandler(TroveHandler):
+    async def get(self, project_id: str) -> None:
+        # no rate limits here: only the absolute ones, the size of a cluster the one workbench has
+        self.reply({"limits": [{"verb": "ABSOLUTE", "max_instances": UNLIMITED, "max_backups": UNLIMITED,
+                                "max_volumes": UNLIMITED,
+                                "max_cluster_size": self.store.settings.max_cluster_size}]})
+
+
+class InstancesHandler(TroveHandler):
+    async def get(self, project_id: str, detail: str | None = None) -> None:
+        clustered = self.get_query_argument("include_clustered", "").lower() == "true"
+
+        def listing() -> dict[str, Any]:
+            pairs = [(c, i) for c in self.store.clusters() for i in c.instances
+                     if clustered or len(c.instances) == 1]
+            page, next_marker = paginate(pairs, lambda pair: pair[1].id, self.get_query_argument("limit", None),
+                                         self.get_query_argument("marker", None))
+            views = self.views(project_id)
+            body: dict[str, Any] = {"instances": [views.instance(c, i, detail=bool(detail)) for c, i in page]}
+            if next_marker is not None:
+                body["links"] = [{"rel": "next", "href": f"{views.base_url}/v1.0/{project_id}/instances?"
+                                  f"limit={self.get_query_argument('limit')}&marker={next_marker}"}]
+            return body
+
+        self.reply(await self.call(listing))
+
+
+class InstanceHandler(TroveHandler):
+    async def get(self, project_id: str, ref: str) -> None:
+        def show() -> dict[str, Any]:
+            instance = self.instance(ref)
+            cluster = self.store.get_cluster(instance.cluster_id)
+            return {"instance": self.views(project_id).instance(cluster, instance, detail=True)}
+
+        self.reply(await self.call(show))
+
+
+class TroveNotFoundHandler(TroveHandler):
+    def prepare(self) -> None:
+        super().prepare()
+        raise TroveFault(404, f"The resource could not be found: {self.request.path}")
+
+
+def trove_routes(api: ClustersApi) -> list[tuple[str, type[TroveHandler], dict[str, Any]]]:
+    """The Trove routes of ``api`` (a ``ClustersApi``: its store, runner, executor and token)."""
+    routes: list[tuple[str, type[TroveHandler]]] = [
+        (rf"{PREFIX}/clusters/?", ClustersHandler),
+        (rf"{PREFIX}/clusters/{SEGMENT}/?", ClusterHandler),
+        (rf"{PREFIX}/clusters/{SEGMENT}/instances/{SEGMENT}/?", ClusterInstanceHandler),
+        (rf"{PREFIX}/datastores/?", DatastoresHandler),
+        (rf"{PREFIX}/datastores/versions/{SEGMENT}/?", VersionByIdHandler),
+        (rf"{PREFIX}/datastores/{SEGMENT}/?", DatastoreHandler),
+        (rf"{PREFIX}/datastores/{SEGMENT}/versions/?", VersionsHandler),
+        (rf"{PREFIX}/datastores/{SEGMENT}/versions/{SEGMENT}/?", VersionHandler),
+        (rf"{PREFIX}/datastores/{SEGMENT}/versions/{SEGMENT}/flavors/?", VersionFlavorsHandler),
+        (rf"{PREFIX}/flavors/?", FlavorsHandler),
+        (rf"{PREFIX}/flavors/{SEGMENT}/?", FlavorHandler),
+        (rf"{PREFIX}/limits/?", LimitsHandler),
+        (rf"{PREFIX}/instances(?:/(detail))?/?", InstancesHandler),
+        (rf"{PREFIX}/instances/{SEGMENT}/?", InstanceHandler),
+        (r"/v1\.0(?:/.*)?", TroveNotFoundHandler),
+    ]
+    return [(path, handler, {"api": api}) for path, handler in routes]
+
+
+__all__ = ["trove_routes", "TroveHandler", "TroveFault", "Views", "fault_body", "fault_status", "paginate",
+           "CLUSTER_TASKS", "INSTANCE_STATUS"]
