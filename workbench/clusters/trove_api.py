@@ -39,8 +39,10 @@ name) and each registered version a version (its id is the row's id); a cluster'
 ``type`` ``primary`` or ``replica`` and, beside Trove's fields, the ``port`` the datastore listens on;
 every instance belongs to a cluster, so ``GET instances`` lists the only node of each one-node
 cluster (a single instance, as Trove has them) unless ``include_clustered=true``; flavors are the
-provider's, and a cluster is built with the flavor the provider builds with (a ``flavorRef`` naming
-another one is refused); a failed cluster's task is ``NONE`` with the failure in its description.
+provider's (the static pool's hosts, the cloud's flavors), a ``flavorRef`` must name one of them, and
+the provider places servers as it always does (where ``os_flavor`` names the cloud flavor it builds
+with, a ``flavorRef`` naming another one is refused); a failed cluster's task is ``NONE`` with the
+failure in its description.
 """
 
 from __future__ import annotations
@@ -324,16 +326,19 @@ class TroveHandler(tornado.web.RequestHandler):
         return str(chosen.get("id"))
 
     def check_flavor(self, ref: Any, provider: str | None) -> None:
-        """``ref`` (an id, a name or a link ending in one) must name the flavor ``provider`` builds with."""
+        """``ref`` (an id, a name or a link ending in one) must name a flavor of ``provider`` and, when
+        the settings name the one it builds with (``os_flavor``), that one: no other is ever used."""
         ref = str(ref).rstrip("/").rsplit("/", 1)[-1]
         name = provider or self.store.settings.provider
-        flavor = next((f for f in self.flavors(name) if ref in (str(f.get("id")), f.get("name"))), None)
+        flavors = self.flavors(name)
+        flavor = next((f for f in flavors if ref in (str(f.get("id")), f.get("name"))), None)
         if flavor is None:
             raise NotFoundError(f"Flavor '{ref}' cannot be found.", flavor=ref)
-        used = self.flavor_id(name)
-        if str(flavor.get("id")) != used:
+        wanted = self.store.settings.os_flavor
+        built = [f for f in flavors if wanted and wanted in (str(f.get("id")), f.get("name"))]
+        if built and str(built[0].get("id")) != str(flavor.get("id")):
             raise ValidationError(f"Flavor '{ref}' is not the one provider {name} builds servers with "
-                                  f"('{used}').", field="flavorRef", value=ref)
+                                  f"('{built[0].get('name')}').", field="flavorRef", value=ref)
 
     # -- faults -----------------------------------------------------------------------------------------
     def write_error(self, status_code: int, **kwargs: Any) -> None:

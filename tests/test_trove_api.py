@@ -1,0 +1,277 @@
+"""The Trove v1.0 API driven by the real python-troveclient, over HTTP, building real clusters."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Callable
+
+import pymysql
+import pytest
+import redis
+from keystoneauth1 import session as ks_session
+from keystoneauth1 import token_endpoint
+from troveclient import exceptions as trove_errors
+from troveclient.v1 import client as trove_client
+
+from workbench.clusters.api import ClustersApi
+from workbench.testing.clusters import clusters_settings, running_clusters, static_pool  # noqa: F401
+
+TOKEN = "trove-token-for-tests"
+PROJECT = "demo"
+TIMEOUT = 240.0
+
+
+@pytest.fixture(autouse=True)
+def _client_cache(tmp_path, monkeypatch):
+    # troveclient keeps a completion cache of ids: in the test's directory, not the home directory
+    monkeypatch.setenv("TROVECLIENT_UUID_CACHE_DIR", str(tmp_path / "troveclient"))
+
+
+@pytest.fixture
+def runner(clusters_settings):
+    with running_clusters(clusters_settings.replace(max_cluster_size=3)) as made:
+        yield made
+
+
+@pytest.fixture
+def api(runner):
+    server = ClustersApi(runner.store, runner, token=TOKEN).start()
+    yield server
+    server.stop()
+
+
+def trove_of(api: ClustersApi, token: str = TOKEN) -> trove_client.Client:
+    """troveclient as its users build it, with a token and an endpoint instead of a Keystone catalog."""
+    auth = token_endpoint.Token(f"{api.url}/v1.0/{PROJECT}", token)
+    return trove_client.Client(session=ks_session.Session(auth=auth))
+
+
+@pytest.fixture
+def trove(api):
+    return trove_of(api)
+
+
+def until(read: Callable[[], Any], done: Callable[[Any], bool], timeout: float = TIMEOUT) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value):
+            return value
+        assert time.monotonic() < deadline, f"still {value!r}"
+        time.sleep(0.2)
+
+
+def settled(trove: trove_client.Client, ref: str) -> Any:
+    """The cluster once no task runs on it; its instances must then be active."""
+    cluster = until(lambda: trove.clusters.get(ref), lambda c: c.task["name"] == "NONE")
+    assert [i["status"] for i in cluster.instances] == ["ACTIVE"] * len(cluster.instances), cluster._info
+    return cluster
+
+
+def redis_of(instance: dict[str, Any]) -> redis.Redis:
+    return redis.Redis(host=instance["ip"][0], port=instance["port"], socket_timeout=5, decode_responses=True)
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+# -- what the stack offers --------------------------------------------------------------------------
+def test_datastores_versions_flavors_and_limits(trove, runner):
+    datastores = {d.name: d for d in trove.datastores.list()}
+    assert set(datastores) == {"redis", "mysql", "postgresql"}
+    redis_ds = trove.datastores.get("redis")
+    [version] = trove.datastore_versions.list("redis")
+    assert (version.name, version.datastore, version.active) == ("7", "redis", True)
+    assert redis_ds.default_version == version.id and redis_ds.versions[0]["name"] == "7"
+    assert trove.datastore_versions.get("redis", "7").id == version.id
+    assert trove.datastore_versions.get_by_uuid(version.id).name == "7"
+
+    # the local provider's one flavor; its id is not a number, so Trove's client reads str_id
+    [flavor] = trove.flavors.list()
+    local = runner.provider_for("local").flavors()[0]
+    assert (flavor.id, flavor.name, flavor.vcpus) == ("local", "local", local["vcpus"])
+    assert trove.flavors.get("local").name == "local"
+    assert [f.name for f in trove.flavors.list_datastore_version_associated_flavors("redis", version.id)] == ["local"]
+
+    [absolute] = trove.limits.list()
+    assert absolute.verb == "ABSOLUTE" and absolute.max_cluster_size == 3
+
+    with pytest.raises(trove_errors.NotFound, match="Datastore 'cassandra' cannot be found"):
+        trove.datastore_versions.list("cassandra")
+    with pytest.raises(trove_errors.NotFound, match="Datastore version '6' cannot be found"):
+        trove.datastore_versions.get("redis", "6")
+    with pytest.raises(trove_errors.NotFound):
+        trove.flavors.get("m1.huge")
+
+
+# -- a Redis cluster's life through troveclient ------------------------------------------------------
+def test_create_show_grow_shrink_and_delete_a_redis_cluster(trove, runner):
+    created = trove.clusters.create("cache", "redis", "7", instances=[{"flavorRef": "local"}] * 2)
+    assert created.name == "cache" and created.task["name"] == "BUILDING"
+    assert created.datastore == {"type": "redis", "version": "7"}
+    assert [i["type"] for i in created.instances] == ["primary", "replica"]
+
+    cluster = settled(trove, created.id)
+    assert cluster.task == {"id": 1, "name": "NONE", "description": "No tasks for the cluster."}
+    primary, replica = cluster.instances
+    assert primary["flavor"]["id"] == "local" and len(cluster.ip) == 2
+    with redis_of(primary) as writer, redis_of(replica) as reader:
+        writer.set("tea", "sencha")
+        until(lambda: reader.get("tea"), lambda v: v == "sencha", 30)
+    # found by name too, as `openstack database cluster show cache` looks it up
+    assert trove.clusters.get("cache").id == cluster.id
+    assert [c.name for c in trove.clusters.list()] == ["cache"]
+    assert trove.clusters.list()[0].task["name"] == "NONE"
+
+    # the nodes as Trove instances: clustered, so listed only when asked for
+    assert trove.instances.list() == []
+    nodes = {i.name: i for i in trove.instances.list(include_clustered=True)}
+    assert set(nodes) == {"cache-1", "cache-2"}
+    shown = trove.instances.get(replica["id"])
+    assert shown.status == "ACTIVE" and shown.cluster_id == cluster.id
+    assert shown.replica_of["id"] == primary["id"] and shown.datastore["type"] == "redis"
+
+    # grow: the task says so at once; the new replica has the data
+    grown = trove.clusters.grow(cluster.id, instances=[{"flavorRef": "local"}])
+    assert grown.task["name"] == "GROWING_CLUSTER"
+    with pytest.raises(trove_errors.UnprocessableEntity, match="current cluster task is 'GROWING_CLUSTER'"):
+        trove.clusters.delete(cluster.id)
+    cluster = settled(trove, cluster.id)
+    assert [i["name"] for i in cluster.instances] == ["cache-1", "cache-2", "cache-3"]
+    third = cluster.instances[2]
+    with redis_of(third) as reader:
+        until(lambda: reader.get("tea"), lambda v: v == "sencha", 30)
+
+    # above max_cluster_size: refused, nothing added
+    with pytest.raises(trove_errors.BadRequest, match="at most 3 nodes"):
+        trove.clusters.grow(cluster.id, instances=[{"flavorRef": "local"}])
+    # the primary stays
+    with pytest.raises(trove_errors.BadRequest, match="is the primary"):
+        trove.clusters.shrink(cluster.id, instances=[{"id": primary["id"]}])
+
+    # shrink: the third node's server goes, the rest keep replicating
+    shrunk = trove.clusters.shrink(cluster.id, instances=[{"id": third["id"]}])
+    assert shrunk.task["name"] in ("SHRINKING_CLUSTER", "NONE")
+    cluster = settled(trove, cluster.id)
+    assert [i["name"] for i in cluster.instances] == ["cache-1", "cache-2"]
+    assert not port_open(third["ip"][0], third["port"])
+    with pytest.raises(trove_errors.NotFound):
+        trove.instances.get(third["id"])
+    with redis_of(primary) as writer, redis_of(replica) as reader:
+        writer.set("tea", "gyokuro")
+        until(lambda: reader.get("tea"), lambda v: v == "gyokuro", 30)
+
+    trove.clusters.delete(cluster.id)
+    until(lambda: [c.name for c in trove.clusters.list()], lambda names: names == [])
+    with pytest.raises(trove_errors.NotFound, match=f"Cluster '{cluster.id}' cannot be found"):
+        trove.clusters.get(cluster.id)
+    assert not port_open(primary["ip"][0], primary["port"])
+
+
+def test_a_one_node_cluster_is_a_single_instance(trove):
+    created = trove.clusters.create("solo", "redis", "7", instances=[{"flavorRef": "local", "volume": {"size": 1}}])
+    settled(trove, created.id)
+    [instance] = trove.instances.list()
+    assert instance.name == "solo-1" and instance.status == "ACTIVE" and not hasattr(instance, "replica_of")
+    detail = trove.instances.list(detailed=True)[0]
+    assert detail.created and detail.datastore["version_number"] == "7"
+    trove.clusters.delete(created.id)
+    until(lambda: trove.instances.list(include_clustered=True), lambda found: found == [])
+
+
+# -- errors as troveclient exceptions --------------------------------------------------------------
+def test_refused_requests_raise_troveclient_exceptions_and_change_nothing(trove, api, runner):
+    with pytest.raises(trove_errors.NotFound, match="Cluster 'nope' cannot be found"):
+        trove.clusters.get("nope")
+    with pytest.raises(trove_errors.NotFound, match="Datastore 'cassandra' cannot be found"):
+        trove.clusters.create("ring", "cassandra", "4", instances=[{"flavorRef": "local"}])
+    with pytest.raises(trove_errors.NotFound, match="Flavor 'm1.small' cannot be found"):
+        trove.clusters.create("cache", "redis", "7", instances=[{"flavorRef": "m1.small"}])
+    with pytest.raises(trove_errors.BadRequest, match="name must be 1-48 characters"):
+        trove.clusters.create("Not A Name", "redis", "7", instances=[{"flavorRef": "local"}])
+    with pytest.raises(trove_errors.BadRequest, match="cluster.instances must be a non-empty list"):
+        trove.clusters.create("cache", "redis", "7")
+    with pytest.raises(trove_errors.BadRequest, match=r"instances\[1\].flavorRef is required"):
+        trove.clusters.create("cache", "redis", "7", instances=[{"flavorRef": "local"}, {}])
+    with pytest.raises(trove_errors.BadRequest, match="at most 3 nodes"):
+        trove.clusters.create("cache", "redis", "7", instances=[{"flavorRef": "local"}] * 4)
+    assert runner.store.clusters() == []
+
+    # an unknown action, a method the route has not, a route that does not exist
+    with pytest.raises(trove_errors.NotFound):
+        trove.clusters.reset_status("nope")
+    with pytest.raises(trove_errors.MethodNotAllowed):
+        trove.client.put("/clusters", body={})
+    with pytest.raises(trove_errors.NotFound, match="could not be found"):
+        trove.client.get("/no-such-thing")
+    # a wrong token
+    with pytest.raises(trove_errors.Unauthorized):
+        trove_of(api, token="not-the-token").clusters.list()
+
+    # the body of every fault is Trove's, with its code; the old API keeps its own
+    request = urllib.request.Request(f"{api.url}/v1.0/{PROJECT}/clusters/nope", headers={"X-Auth-Token": TOKEN})
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=30)
+    assert json.loads(caught.value.read()) == {"itemNotFound": {"code": 404, "message": "Cluster 'nope' cannot be found."}}
+    request = urllib.request.Request(f"{api.url}/api/clusters/nope", headers={"X-Auth-Token": TOKEN})
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=30)
+    assert json.loads(caught.value.read()) == {"error": "no cluster nope"}
+
+
+def test_reset_status_releases_a_cluster_left_building(trove, runner):
+    # recorded but never built: as after the process building it ended
+    runner.store.create_cluster("stuck", "redis-7", size=2)
+    stuck = trove.clusters.get("stuck")
+    assert stuck.task["name"] == "BUILDING"
+    with pytest.raises(trove_errors.UnprocessableEntity, match="current cluster task is 'BUILDING'"):
+        trove.clusters.grow(stuck.id, instances=[{"flavorRef": "local"}])
+    with pytest.raises(trove_errors.UnprocessableEntity):
+        trove.clusters.delete(stuck.id)
+
+    reset = trove.clusters.reset_status(stuck.id)
+    assert reset is None  # troveclient's reset_status returns nothing; the cluster shows the change
+    stuck = trove.clusters.get("stuck")
+    assert stuck.task["name"] == "NONE" and "status reset" in stuck.task["description"]
+    assert [i["status"] for i in stuck.instances] == ["ERROR", "ERROR"]
+    trove.clusters.delete(stuck.id)
+    until(lambda: runner.store.clusters(), lambda found: found == [])
+
+
+def replica_has_orders(replica: dict[str, Any]) -> bool:
+    try:
+        with pymysql.connect(host=replica["ip"][0], port=replica["port"], user="shopper", password="pw-shopper",
+                             database="orders", connect_timeout=5) as db, db.cursor() as cursor:
+            return cursor.execute("SHOW DATABASES LIKE 'orders'") == 1
+    except pymysql.err.OperationalError:  # the account is not there yet
+        return False
+
+
+# -- MariaDB over SSH (the static pool of the session's sshd) --------------------------------------
+def test_a_mariadb_cluster_over_ssh(clusters_settings, static_pool):
+    settings = clusters_settings.replace(provider="static", static_hosts=static_pool)
+    with running_clusters(settings) as runner, ClustersApi(runner.store, runner, token=TOKEN) as api:
+        trove = trove_of(api)
+        # the pool's hosts are its flavors; the pool places servers as it always does
+        assert [f.id for f in trove.flavors.list()] == ["host1", "host2", "host3"]
+        created = trove.clusters.create("shop", "mysql", "10.11", instances=[{"flavorRef": "host1"}] * 2)
+        cluster = settled(trove, created.id)
+        primary, replica = cluster.instances
+        assert trove.instances.get(primary["id"]).replicas[0]["id"] == replica["id"]
+        # what is made on the primary reaches the replica
+        shop = runner.store.get_cluster("shop")
+        manager = runner.manager_for(shop.datastore)
+        manager.create_database(shop.primary, "orders")
+        manager.create_user(shop.primary, "shopper", "pw-shopper", database="orders")
+        until(lambda: replica_has_orders(replica), bool, 30)
+        trove.clusters.delete(cluster.id)
+        until(lambda: runner.store.clusters(), lambda found: found == [])
