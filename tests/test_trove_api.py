@@ -177,15 +177,30 @@ def test_create_show_grow_shrink_and_delete_a_redis_cluster(trove, runner):
     assert not port_open(primary["ip"][0], primary["port"])
 
 
-def test_a_one_node_cluster_is_a_single_instance(trove):
-    created = trove.clusters.create("solo", "redis", "7", instances=[{"flavorRef": "local", "volume": {"size": 1}}])
-    settled(trove, created.id)
-    [instance] = trove.instances.list()
-    assert instance.name == "solo-1" and instance.status == "ACTIVE" and not hasattr(instance, "replica_of")
+def test_a_single_instance_created_restarted_and_deleted(trove, runner):
+    created = trove.instances.create("solo", "local", volume={"size": 1}, datastore="redis")
+    assert (created.name, created.status, created.datastore["version"]) == ("solo", "BUILD", "7")
+    # a one-node cluster underneath, named as the instance
+    assert [i.name for i in runner.store.get_cluster("solo").instances] == ["solo-1"]
+    instance = until(lambda: trove.instances.get(created.id), lambda i: i.status == "ACTIVE")
+    [listed] = trove.instances.list()
+    assert listed.name == "solo" and not hasattr(listed, "replica_of")
     detail = trove.instances.list(detailed=True)[0]
     assert detail.created and detail.datastore["version_number"] == "7"
-    trove.clusters.delete(created.id)
+
+    with redis_of(instance._info) as client:
+        before = client.info("server")["process_id"]
+    trove.instances.restart(instance.id)
+    until(lambda: trove.instances.get(instance.id), lambda i: i.status == "ACTIVE")
+    until(lambda: runner.store.tasks("solo")[-1].status, lambda status: status == "done")
+    with redis_of(instance._info) as client:
+        assert client.info("server")["process_id"] != before
+    with pytest.raises(trove_errors.HttpNotImplemented, match="Resizing is not supported"):
+        trove.instances.resize_instance(instance.id, "local")
+
+    trove.instances.delete(instance.id)
     until(lambda: trove.instances.list(include_clustered=True), lambda found: found == [])
+    assert not port_open(instance.ip[0], instance.port)
 
 
 # -- errors as troveclient exceptions --------------------------------------------------------------
@@ -204,6 +219,10 @@ def test_refused_requests_raise_troveclient_exceptions_and_change_nothing(trove,
         trove.clusters.create("cache", "redis", "7", instances=[{"flavorRef": "local"}, {}])
     with pytest.raises(trove_errors.BadRequest, match="at most 3 nodes"):
         trove.clusters.create("cache", "redis", "7", instances=[{"flavorRef": "local"}] * 4)
+    with pytest.raises(trove_errors.HttpNotImplemented, match="restorePoint is not supported"):
+        trove.instances.create("copy", "local", datastore="redis", restorePoint={"backupRef": "1"})
+    with pytest.raises(trove_errors.NotFound, match="Datastore version '6' cannot be found"):
+        trove.instances.create("copy", "local", datastore="redis", datastore_version="6")
     assert runner.store.clusters() == []
 
     # an unknown action, a method the route has not, a route that does not exist
@@ -267,6 +286,9 @@ def test_a_mariadb_cluster_over_ssh(clusters_settings, static_pool):
         cluster = settled(trove, created.id)
         primary, replica = cluster.instances
         assert trove.instances.get(primary["id"]).replicas[0]["id"] == replica["id"]
+        # a node of a cluster goes with its cluster only
+        with pytest.raises(trove_errors.HttpNotImplemented, match="part of a cluster"):
+            trove.instances.delete(replica["id"])
         # what is made on the primary reaches the replica
         shop = runner.store.get_cluster("shop")
         manager = runner.manager_for(shop.datastore)

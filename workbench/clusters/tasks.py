@@ -264,6 +264,19 @@ def restore(ctx: TaskContext, instance_id: int, backup_id: int) -> None:
     ctx.runner.manager_for(instance.cluster.datastore).restore(instance, path)
 
 
+def restart(ctx: TaskContext, instance_id: int) -> None:
+    """Stop and start the datastore of an instance (done once it answers); a failure marks it error."""
+    instance = ctx.store.get_instance(instance_id)
+    ctx.step(instance, "restart")
+    try:
+        ctx.runner.manager_for(instance.cluster.datastore).restart(instance)
+    except BaseException as exc:
+        _mark_failed(ctx, instance, exc)
+        raise
+    finally:
+        ctx.store.update_instance(instance.id, task="")
+
+
 def destroy(ctx: TaskContext, instance_id: int) -> None:
     """Stop the datastore of an instance and destroy its server (best effort on the datastore)."""
     instance = ctx.store.get_instance(instance_id)
@@ -484,6 +497,15 @@ class TaskRunner:
             if instance.status not in (ACTIVE, ERROR):
                 self.store.update_instance(instance.id, status=ERROR, task="", message=reason)
         return self.store.update_cluster(cluster.id, status=ERROR, message=reason)
+
+    def restart_instance(self, ref: int | str) -> TaskHandle:
+        """Restart the datastore of an active instance (by id or name)."""
+        instance = self.store.get_instance(ref)
+        if instance.status != ACTIVE:
+            raise TaskError(f"instance {instance.name} is {instance.status}, not active", task="restart",
+                            instance=instance.name)
+        return self.submit("restart", restart, instance.id, cluster_name=instance.cluster.name,
+                           instance_name=instance.name)
 
     def destroy_cluster(self, name: str) -> TaskHandle:
         cluster = self.store.get_cluster(name)
@@ -714,5 +736,5 @@ def tear_down_cluster(ctx: TaskContext, cluster_id: int) -> None:
 
 
 __all__ = ["TaskRunner", "TaskHandle", "TaskContext", "perform", "create_server", "create_volume",
-           "attach_volume", "prepare", "prepare_replica", "replicate", "backup", "restore", "destroy", "build_cluster", "grow_cluster",
+           "attach_volume", "prepare", "prepare_replica", "replicate", "backup", "restore", "restart", "destroy", "build_cluster", "grow_cluster",
            "shrink_cluster", "tear_down_cluster"]

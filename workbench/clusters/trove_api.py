@@ -27,18 +27,23 @@ Routes (each needs ``X-Auth-Token``, the token ``/api`` takes; the project id is
     GET    flavors[/<id>]                   {"flavors": [...]} / {"flavor": {...}}   (the provider's)
     GET    limits                           {"limits": [{"verb": "ABSOLUTE", ...}]}
     GET    instances[/detail]               {"instances": [...]} (?include_clustered=true: every node)
+    POST   instances                        {"instance": {"name", "flavorRef", "volume"?, "datastore":
+                                             {"type", "version"?}}} -> 200 (a one-node cluster)
     GET    instances/<id or name>           {"instance": {...}}
+    DELETE instances/<id or name>           -> 202, no body (a single instance only: 501 for a node)
+    POST   instances/<id or name>/action    {"restart": {}} -> 202 (status REBOOT meanwhile)
 
 Errors are Trove's faults, ``{name: {"code": status, "message": text}}``, which troveclient turns
 into its exceptions: 400 ``badRequest`` (a refused body or value), 401 ``unauthorized``, 404
 ``itemNotFound``, 405 ``badMethod``, 422 ``unprocessableEntity`` (the cluster's current task does not
-allow the action), 500 ``instanceFault``. Nothing is changed by a refused request.
+allow the action), 500 ``instanceFault``, 501 ``notImplemented`` (an option with no counterpart here
+yet: restorePoint, replicas, configurations, databases and users at create, resize). Nothing is changed by a refused request.
 
 What workbench is and Trove is not shows through as follows: a datastore is a manager (its id is its
 name) and each registered version a version (its id is the row's id); a cluster's instances have
 ``type`` ``primary`` or ``replica`` and, beside Trove's fields, the ``port`` the datastore listens on;
-every instance belongs to a cluster, so ``GET instances`` lists the only node of each one-node
-cluster (a single instance, as Trove has them) unless ``include_clustered=true``; flavors are the
+every instance belongs to a cluster, so a single instance is a one-node cluster (named as the
+instance) and ``GET instances`` lists those only unless ``include_clustered=true``; flavors are the
 provider's (the static pool's hosts, the cloud's flavors), a ``flavorRef`` must name one of them, and
 the provider places servers as it always does (where ``os_flavor`` names the cloud flavor it builds
 with, a ``flavorRef`` naming another one is refused); a failed cluster's task is ``NONE`` with the
@@ -82,6 +87,8 @@ INSTANCE_STATUS = {NEW: "BUILD", BUILDING: "BUILD", ACTIVE: "ACTIVE", ERROR: "ER
 FAULT_NAMES = {400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound", 405: "badMethod",
                409: "conflict", 413: "overLimit", 415: "badMediaType", 422: "unprocessableEntity",
                500: "instanceFault", 501: "notImplemented", 503: "serviceUnavailable"}
+#: options of an instance create that this service has no counterpart for yet (refused: 501)
+NOT_YET = ("restorePoint", "replica_of", "replica_count", "configuration", "databases", "users", "modules")
 #: Trove's quotas are per project; workbench has none, which Trove writes as -1
 UNLIMITED = -1
 
@@ -115,6 +122,11 @@ def fault_status(error: ClustersError) -> int:
 def trove_time(value: Any) -> str | None:
     """Trove's time format, ``2019-12-23T20:58:35`` (UTC, no zone)."""
     return value.isoformat(timespec="seconds") if value is not None else None
+
+
+def trove_status(instance: Instance) -> str:
+    """Trove's status of an instance: ``REBOOT`` while it restarts, else after its workbench status."""
+    return "REBOOT" if instance.task == "restart" else INSTANCE_STATUS.get(instance.status, "ERROR")
 
 
 class Views:
@@ -163,7 +175,7 @@ class Views:
                                 "links": self.links("instances", instance.id)}
         if servers:
             flavor = self.flavor_of(cluster.provider)
-            body.update(status=INSTANCE_STATUS.get(instance.status, "ERROR"),
+            body.update(status=trove_status(instance),
                         flavor={"id": flavor, "links": self.links("flavors", flavor)}, port=instance.port or None)
             if instance.volume:
                 body["volume"] = {"size": self.volume_size}
@@ -189,8 +201,10 @@ class Views:
     def instance(self, cluster: Cluster, instance: Instance, detail: bool = False) -> dict[str, Any]:
         flavor = self.flavor_of(cluster.provider)
         status = instance.status
+        # the only node of a one-node cluster is a single instance: it goes by the cluster's name
+        name = cluster.name if len(cluster.instances) == 1 else instance.name
         body: dict[str, Any] = {
-            "id": str(instance.id), "name": instance.name, "status": INSTANCE_STATUS.get(status, "ERROR"),
+            "id": str(instance.id), "name": name, "status": trove_status(instance),
             "operating_status": {ACTIVE: "HEALTHY", ERROR: "ERROR"}.get(status, "UNKNOWN"),
             "links": self.links("instances", instance.id),
             "flavor": {"id": flavor, "links": self.links("flavors", flavor)},
@@ -428,6 +442,9 @@ class ClustersHandler(TroveHandler):
 
     async def post(self, project_id: str) -> None:
         spec = _object(self.body().get("cluster"), "cluster")
+        for option in ("configuration", "extended_properties"):
+            if spec.get(option) not in (None, {}):
+                raise TroveFault(501, f"cluster.{option} is not supported by this service yet.")
         name = _text(spec, "name", "cluster")
         datastore_spec = _object(spec.get("datastore"), "cluster.datastore")
         manager = _text(datastore_spec, "type", "cluster.datastore")
@@ -625,6 +642,30 @@ class InstancesHandler(TroveHandler):
 
         self.reply(await self.call(listing))
 
+    async def post(self, project_id: str, detail: str | None = None) -> None:
+        if detail:
+            raise TroveFault(405, "The method is not allowed for this resource.")
+        spec = _object(self.body().get("instance"), "instance")
+        for option in NOT_YET:
+            if spec.get(option) not in (None, [], {}):
+                raise TroveFault(501, f"instance.{option} is not supported by this service yet.")
+        name = _text(spec, "name", "instance")
+        datastore_spec = _object(spec.get("datastore"), "instance.datastore")
+        manager = _text(datastore_spec, "type", "instance.datastore")
+        version_ref = datastore_spec.get("version")
+        [node] = _nodes([{k: v for k, v in spec.items() if k in ("flavorRef", "volume")}], "instance", "flavorRef")
+
+        def create() -> dict[str, Any]:
+            # a datastore named without a version means its newest, as Trove's default version
+            version = (self.version_of(manager, str(version_ref)) if version_ref
+                       else max(self.versions_of(manager), key=lambda v: v.id))
+            self.check_flavor(node["flavorRef"], None)
+            self.api.runner.create_cluster(name, version, 1)
+            cluster = self.store.get_cluster(name)
+            return {"instance": self.views(project_id).instance(cluster, cluster.instances[0])}
+
+        self.reply(await self.call(create))
+
 
 class InstanceHandler(TroveHandler):
     async def get(self, project_id: str, ref: str) -> None:
@@ -634,6 +675,38 @@ class InstanceHandler(TroveHandler):
             return {"instance": self.views(project_id).instance(cluster, instance, detail=True)}
 
         self.reply(await self.call(show))
+
+    async def delete(self, project_id: str, ref: str) -> None:
+        def delete() -> None:
+            instance = self.instance(ref)
+            cluster = self.store.get_cluster(instance.cluster_id)
+            if len(cluster.instances) > 1:
+                raise TroveFault(501, "Operation not supported for instances that are part of a cluster.")
+            self.check_available(cluster, ("NONE", "DELETING"))
+            if not any(h.name == "destroy_cluster" for h in self.api.runner.live_tasks(cluster.name)):
+                self.api.runner.destroy_cluster(cluster.name)
+
+        await self.call(delete)
+        self.reply(None, 202)
+
+
+class InstanceActionHandler(TroveHandler):
+    async def post(self, project_id: str, ref: str) -> None:
+        body = self.body()
+        if len(body) != 1:
+            raise ValidationError("Invalid instance action: exactly one action is expected", field="body")
+        action, param = next(iter(body.items()))
+        if action == "resize":
+            raise TroveFault(501, "Resizing is not supported: the providers place servers of one size.")
+        if action != "restart":
+            raise ValidationError(f"Invalid instance action: {action}", field="body", action=action)
+        _object(param, "restart")
+
+        def restart() -> None:
+            self.api.runner.restart_instance(self.instance(ref).id)
+
+        await self.call(restart)
+        self.reply(None, 202)
 
 
 class TroveNotFoundHandler(TroveHandler):
@@ -659,6 +732,7 @@ def trove_routes(api: ClustersApi) -> list[tuple[str, type[TroveHandler], dict[s
         (rf"{PREFIX}/limits/?", LimitsHandler),
         (rf"{PREFIX}/instances(?:/(detail))?/?", InstancesHandler),
         (rf"{PREFIX}/instances/{SEGMENT}/?", InstanceHandler),
+        (rf"{PREFIX}/instances/{SEGMENT}/action/?", InstanceActionHandler),
         (r"/v1\.0(?:/.*)?", TroveNotFoundHandler),
     ]
     return [(path, handler, {"api": api}) for path, handler in routes]
