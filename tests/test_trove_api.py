@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any, Callable
 
 import pymysql
@@ -18,7 +22,9 @@ from troveclient import exceptions as trove_errors
 from troveclient.v1 import client as trove_client
 
 from workbench.clusters.api import ClustersApi
+from workbench.clusters.models import ClusterStore
 from workbench.testing.clusters import clusters_settings, running_clusters, static_pool  # noqa: F401
+from workbench.testing.openstack import OpenStackStandIn
 
 TOKEN = "trove-token-for-tests"
 PROJECT = "demo"
@@ -203,6 +209,35 @@ def test_a_single_instance_created_restarted_and_deleted(trove, runner):
     assert not port_open(instance.ip[0], instance.port)
 
 
+# -- the `openstack database` commands -------------------------------------------------------------
+def openstack(api: ClustersApi, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """python-openstackclient (with troveclient's plugin) pointed at the API with the token alone."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    command = [str(Path(sys.executable).with_name("openstack")), "--os-auth-type", "admin_token",
+               "--os-endpoint", f"{api.url}/v1.0/{PROJECT}", "--os-token", TOKEN, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env={**env, "HOME": str(home)})
+
+
+def test_the_openstack_database_commands(api, trove, tmp_path):
+    listed = openstack(api, tmp_path, "datastore", "version", "list", "redis", "-f", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert [v["Name"] for v in json.loads(listed.stdout)] == ["7"]
+    created = openstack(api, tmp_path, "database", "cluster", "create", "cache", "redis", "7",
+                        "--instance", "flavor=local,volume=1", "--instance", "flavor=local,volume=1", "-f", "json")
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["task_name"] == "BUILDING"
+    settled(trove, "cache")
+    shown = openstack(api, tmp_path, "database", "cluster", "show", "cache", "-f", "json")
+    assert shown.returncode == 0, shown.stderr
+    shown_fields = json.loads(shown.stdout)
+    assert (shown_fields["task_name"], shown_fields["instance_count"], shown_fields["datastore"]) == ("NONE", 2, "redis")
+    deleted = openstack(api, tmp_path, "database", "cluster", "delete", "cache")
+    assert deleted.returncode == 0, deleted.stderr
+    until(lambda: trove.clusters.list(), lambda found: found == [])
+    missing = openstack(api, tmp_path, "database", "cluster", "show", "cache")
+    assert missing.returncode == 1 and "No cluster with a name or ID of 'cache' exists" in missing.stderr
+
+
 # -- errors as troveclient exceptions --------------------------------------------------------------
 def test_refused_requests_raise_troveclient_exceptions_and_change_nothing(trove, api, runner):
     with pytest.raises(trove_errors.NotFound, match="Cluster 'nope' cannot be found"):
@@ -273,6 +308,29 @@ def replica_has_orders(replica: dict[str, Any]) -> bool:
             return cursor.execute("SHOW DATABASES LIKE 'orders'") == 1
     except pymysql.err.OperationalError:  # the account is not there yet
         return False
+
+
+# -- flavors of a cloud ------------------------------------------------------------------------------
+def test_flavors_are_the_clouds_and_a_cluster_is_built_with_the_configured_one(clusters_settings, tmp_path):
+    with OpenStackStandIn(password="cloud-pw") as cloud:
+        settings = clusters_settings.replace(
+            provider="openstack", os_auth_url=cloud.auth_url, os_username=cloud.username, os_password=cloud.password,
+            os_project_id=cloud.project_id, os_flavor="m1.small")
+        with ClusterStore(f"sqlite:///{tmp_path / 'cloud.db'}", settings) as store, \
+                ClustersApi(store, token=TOKEN) as api:
+            version = store.add_datastore("mysql", "8", image="ubuntu-22.04")
+            trove = trove_of(api)
+            flavors = trove.flavors.list()
+            # numeric ids, as Trove gives them
+            assert [(f.id, f.name) for f in flavors] == [(1, "m1.tiny"), (2, "m1.small"), (3, "m1.medium")]
+            assert trove.flavors.get(2).ram == 2048
+            fitting = trove.flavors.list_datastore_version_associated_flavors("mysql", str(version.id))
+            assert [f.name for f in fitting] == ["m1.small", "m1.medium"]
+            with pytest.raises(trove_errors.BadRequest, match="not the one provider openstack builds servers with"):
+                trove.clusters.create("shop", "mysql", "8", instances=[{"flavorRef": "1"}])
+            with pytest.raises(trove_errors.NotFound, match="Flavor 'm1.huge' cannot be found"):
+                trove.clusters.create("shop", "mysql", "8", instances=[{"flavorRef": "m1.huge"}])
+            assert store.clusters() == [] and cloud.servers == {}
 
 
 # -- MariaDB over SSH (the static pool of the session's sshd) --------------------------------------
