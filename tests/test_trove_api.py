@@ -209,6 +209,50 @@ def test_a_single_instance_created_restarted_and_deleted(trove, runner):
     assert not port_open(instance.ip[0], instance.port)
 
 
+# -- backups and restores -----------------------------------------------------------------------------
+def test_back_up_an_instance_restore_it_and_delete_the_backup(trove, runner):
+    solo = trove.instances.create("solo", "local", datastore="redis", datastore_version="7")
+    solo = until(lambda: trove.instances.get(solo.id), lambda i: i.status == "ACTIVE")
+    with redis_of(solo._info) as client:
+        client.set("tea", "hojicha")
+
+    backup = trove.backups.create("nightly", solo.id)
+    assert backup.name == "nightly" and backup.status in ("NEW", "BUILDING", "COMPLETED")
+    assert backup.instance_id == solo.id and backup.datastore["type"] == "redis"
+    backup = until(lambda: trove.backups.get(backup.id), lambda b: b.status == "COMPLETED")
+    assert backup.size > 0 and backup.locationRef
+    assert [b.name for b in trove.backups.list()] == ["nightly"]
+    assert [b.name for b in trove.instances.backups(solo.id)] == ["nightly"]
+    assert [b.name for b in trove.backups.list(datastore="mysql")] == []
+    with pytest.raises(trove_errors.BadRequest, match="a backup named nightly exists"):
+        trove.backups.create("nightly", solo.id)
+
+    # restored into a new instance: the data is there
+    copy = trove.instances.create("copy", "local", datastore="redis", restorePoint={"backupRef": backup.id})
+    copy = until(lambda: trove.instances.get(copy.id), lambda i: i.status == "ACTIVE")
+    with redis_of(copy._info) as client:
+        assert client.get("tea") == "hojicha"
+
+    # two one-node clusters now: listed a page at a time, as troveclient pages with limit and marker
+    first = trove.instances.list(limit=1)
+    # (the marker is the last id of the page: the next one starts after it)
+    assert [i.name for i in first] == ["solo"] and first.next == solo.id
+    rest = trove.instances.list(limit=1, marker=first.next)
+    assert [i.name for i in rest] == ["copy"] and rest.next is None
+    first = trove.clusters.list(limit=1)
+    assert [c.name for c in first] == ["solo"] and first.next
+    rest = trove.clusters.list(limit=1, marker=first.next)
+    assert [c.name for c in rest] == ["copy"] and rest.next is None
+
+    trove.backups.delete(backup.id)
+    with pytest.raises(trove_errors.NotFound, match=f"Backup '{backup.id}' cannot be found"):
+        trove.backups.get(backup.id)
+    assert not Path(backup.locationRef).exists()
+    for instance in (solo, copy):
+        trove.instances.delete(instance.id)
+    until(lambda: runner.store.clusters(), lambda found: found == [])
+
+
 # -- the `openstack database` commands -------------------------------------------------------------
 def openstack(api: ClustersApi, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """python-openstackclient (with troveclient's plugin) pointed at the API with the token alone."""
@@ -254,8 +298,12 @@ def test_refused_requests_raise_troveclient_exceptions_and_change_nothing(trove,
         trove.clusters.create("cache", "redis", "7", instances=[{"flavorRef": "local"}, {}])
     with pytest.raises(trove_errors.BadRequest, match="at most 3 nodes"):
         trove.clusters.create("cache", "redis", "7", instances=[{"flavorRef": "local"}] * 4)
-    with pytest.raises(trove_errors.HttpNotImplemented, match="restorePoint is not supported"):
-        trove.instances.create("copy", "local", datastore="redis", restorePoint={"backupRef": "1"})
+    with pytest.raises(trove_errors.HttpNotImplemented, match="replica_of is not supported"):
+        trove.instances.create("copy", "local", datastore="redis", replica_of="1")
+    with pytest.raises(trove_errors.NotFound, match="Backup '41' cannot be found"):
+        trove.instances.create("copy", "local", datastore="redis", restorePoint={"backupRef": "41"})
+    with pytest.raises(trove_errors.NotFound, match="Instance '41' cannot be found"):
+        trove.backups.create("nightly", "41")
     with pytest.raises(trove_errors.NotFound, match="Datastore version '6' cannot be found"):
         trove.instances.create("copy", "local", datastore="redis", datastore_version="6")
     assert runner.store.clusters() == []

@@ -228,16 +228,20 @@ def replicate(ctx: TaskContext, instance_id: int, primary_id: int) -> None:
                                                              log=lambda line: ctx.log(line, instance.name))
 
 
-def backup(ctx: TaskContext, cluster_id: int) -> Backup:
-    """Back up a cluster's primary into the workbench's backup directory; returns the Backup record."""
+def backup(ctx: TaskContext, cluster_id: int, record_id: int | None = None) -> Backup:
+    """Back up a cluster's primary into the workbench's backup directory; returns the Backup record
+    (``record_id``: the one recorded when the backup was asked for, else a new one)."""
     cluster = ctx.store.get_cluster(cluster_id)
     if cluster.status != ACTIVE:
-        raise TaskError(f"cluster {cluster.name} is {cluster.status}, not active: cannot back it up",
-                        task="backup", cluster=cluster.name)
-    record = ctx.store.add_backup(cluster)
+        error = TaskError(f"cluster {cluster.name} is {cluster.status}, not active: cannot back it up",
+                          task="backup", cluster=cluster.name)
+        if record_id is not None:
+            ctx.store.update_backup(record_id, status=FAILED, message=error.message)
+        raise error
+    record = ctx.store.get_backup(record_id) if record_id is not None else ctx.store.add_backup(cluster)
     primary = cluster.primary
-    ctx.step(primary, "backup")
     try:
+        ctx.step(primary, "backup")
         manager = ctx.runner.manager_for(cluster.datastore)
         path = manager.backup(primary, ctx.runner.settings.backup_path / cluster.name)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -514,6 +518,26 @@ class TaskRunner:
     def backup_cluster(self, name: str) -> TaskHandle:
         cluster = self.store.get_cluster(name)
         return self.submit("backup", backup, cluster.id, cluster_name=name)
+
+    def start_backup(self, name: str, backup_name: str | None = None) -> tuple[Backup, TaskHandle]:
+        """Record a backup of active cluster ``name`` (named ``backup_name``, else after the cluster and
+        the time) and take it in the background: the record is there at once, as clients ask for it."""
+        cluster = self.store.get_cluster(name)
+        if cluster.status != ACTIVE:
+            raise TaskError(f"cluster {name} is {cluster.status}, not active: cannot back it up", task="backup",
+                            cluster=name)
+        record = self.store.add_backup(cluster, backup_name)
+        return record, self.submit("backup", backup, cluster.id, record.id, cluster_name=name)
+
+    def delete_backup(self, ref: int | str) -> None:
+        """Remove a finished (or failed) backup: its file, then its record; one being taken is refused."""
+        record = self.store.get_backup(ref)
+        if record.status in (QUEUED, RUNNING):
+            raise TaskError(f"backup {record.name} is {record.status}: it can be deleted once it ends",
+                            task="delete_backup", backup=record.name)
+        if record.path:
+            Path(record.path).unlink(missing_ok=True)
+        self.store.delete_backup(record.id)
 
     def perform(self, target: str, name: str, *cmds: str, on_output: Callable[[str, str], None] | None = None
                 ) -> TaskHandle:

@@ -32,12 +32,21 @@ Routes (each needs ``X-Auth-Token``, the token ``/api`` takes; the project id is
     GET    instances/<id or name>           {"instance": {...}}
     DELETE instances/<id or name>           -> 202, no body (a single instance only: 501 for a node)
     POST   instances/<id or name>/action    {"restart": {}} -> 202 (status REBOOT meanwhile)
+    GET    backups                          {"backups": [...]} (?instance_id, ?datastore, ?limit, ?marker)
+    POST   backups                          {"backup": {"name", "instance"}} -> 202 {"backup"} (of the
+                                             instance's cluster: its primary is backed up)
+    GET    backups/<id or name>             {"backup": {...}}
+    DELETE backups/<id or name>             -> 202, no body (its file goes too)
+    GET    instances/<id>/backups           {"backups": [...]}
+
+A backup is restored into a new single instance: ``POST instances`` with ``"restorePoint":
+{"backupRef": <id>}`` (409 ``conflict`` for a backup not COMPLETED).
 
 Errors are Trove's faults, ``{name: {"code": status, "message": text}}``, which troveclient turns
 into its exceptions: 400 ``badRequest`` (a refused body or value), 401 ``unauthorized``, 404
 ``itemNotFound``, 405 ``badMethod``, 422 ``unprocessableEntity`` (the cluster's current task does not
 allow the action), 500 ``instanceFault``, 501 ``notImplemented`` (an option with no counterpart here
-yet: restorePoint, replicas, configurations, databases and users at create, resize). Nothing is changed by a refused request.
+yet: replicas, configurations, databases and users at create, incremental backups, resize). Nothing is changed by a refused request.
 
 What workbench is and Trove is not shows through as follows: a datastore is a manager (its id is its
 name) and each registered version a version (its id is the row's id); a cluster's instances have
@@ -59,8 +68,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import tornado.web
 
 from workbench.clusters.errors import ClustersError, NotFoundError, TaskError, ValidationError
-from workbench.clusters.models import (ACTIVE, BUILDING, DELETED, DESTROYING, ERROR, NEW, Cluster, Datastore,
-                                       Instance)
+from workbench.clusters.models import (ACTIVE, BUILDING, CANCELLED, DELETED, DESTROYING, DONE, ERROR, FAILED, NEW,
+                                       QUEUED, RUNNING, Backup, Cluster, Datastore, Instance)
 
 if TYPE_CHECKING:
     from workbench.clusters.api import ClustersApi
@@ -83,12 +92,14 @@ RUNNING_TASKS = {"remove_nodes": "SHRINKING_CLUSTER", "add_nodes": "GROWING_CLUS
 #: workbench instance status -> Trove instance status
 INSTANCE_STATUS = {NEW: "BUILD", BUILDING: "BUILD", ACTIVE: "ACTIVE", ERROR: "ERROR", DESTROYING: "SHUTDOWN",
                    DELETED: "SHUTDOWN"}
+#: workbench backup (task) status -> Trove backup status
+BACKUP_STATUS = {QUEUED: "NEW", RUNNING: "BUILDING", DONE: "COMPLETED", FAILED: "FAILED", CANCELLED: "FAILED"}
 #: Trove's fault name for each status it answers with
 FAULT_NAMES = {400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound", 405: "badMethod",
                409: "conflict", 413: "overLimit", 415: "badMediaType", 422: "unprocessableEntity",
                500: "instanceFault", 501: "notImplemented", 503: "serviceUnavailable"}
 #: options of an instance create that this service has no counterpart for yet (refused: 501)
-NOT_YET = ("restorePoint", "replica_of", "replica_count", "configuration", "databases", "users", "modules")
+NOT_YET = ("replica_of", "replica_count", "configuration", "databases", "users", "modules")
 #: Trove's quotas are per project; workbench has none, which Trove writes as -1
 UNLIMITED = -1
 
@@ -227,6 +238,19 @@ class Views:
         return body
 
 
+    def backup(self, backup: Backup, instance_id: int | None) -> dict[str, Any]:
+        """``instance_id``: the primary of the backed-up cluster while it exists (what was backed up)."""
+        return {"id": str(backup.id), "name": backup.name, "description": None,
+                "locationRef": backup.path or None, "instance_id": str(instance_id) if instance_id else None,
+                "created": trove_time(backup.created), "updated": trove_time(backup.created),
+                # Trove counts in GB
+                "size": backup.size / 1024 ** 3 if backup.size else None,
+                "status": BACKUP_STATUS.get(backup.status, "FAILED"), "parent_id": None,
+                "project_id": self.project_id, "cluster_name": backup.cluster_name,
+                "datastore": {"type": backup.datastore.manager, "version": backup.datastore.version,
+                              "version_id": str(backup.datastore.id)}}
+
+
 def paginate(items: list[Any], key: Callable[[Any], int], limit: str | None, marker: str | None
              ) -> tuple[list[Any], str | None]:
     """(the page, the marker of the next one or None): items after ``marker`` (an id), at most ``limit``."""
@@ -307,6 +331,18 @@ class TroveHandler(tornado.web.RequestHandler):
         except (ValueError, RecursionError):
             raise ValidationError("The request body is not valid JSON.", field="body") from None
         return _object(parsed, "body")
+
+    def page(self, project_id: str, resource: str, items: list[Any], key: Callable[[Any], int]
+             ) -> tuple[list[Any], dict[str, Any]]:
+        """The page of ``items`` the query asks for (``?limit``, ``?marker``) and what the body adds:
+        Trove's ``links`` with a ``next`` one when more follow."""
+        limit = self.get_query_argument("limit", None)
+        page, next_marker = paginate(items, key, limit, self.get_query_argument("marker", None))
+        if next_marker is None:
+            return page, {}
+        href = (f"{self.request.protocol}://{self.request.host}/v1.0/{project_id}/{resource}?limit={limit}"
+                f"&marker={next_marker}")
+        return page, {"links": [{"rel": "next", "href": href}]}
 
     def views(self, project_id: str) -> Views:
         return Views(f"{self.request.protocol}://{self.request.host}", project_id, self.flavor_id,
@@ -391,6 +427,19 @@ class TroveHandler(tornado.web.RequestHandler):
         except NotFoundError:
             raise NotFoundError(f"Instance '{ref}' cannot be found.", instance=ref) from None
 
+    def backup_record(self, ref: str) -> Backup:
+        try:
+            return self.store.get_backup(int(ref) if ref.isdigit() and len(ref) < 19 else ref)
+        except NotFoundError:
+            raise NotFoundError(f"Backup '{ref}' cannot be found.", backup=ref) from None
+
+    def backup_json(self, views: Views, backup: Backup) -> dict[str, Any]:
+        try:
+            primary = self.store.get_cluster(backup.cluster_name).primary.id
+        except NotFoundError:  # the cluster is gone; its backups stay
+            primary = None
+        return views.backup(backup, primary)
+
     def versions_of(self, manager: str) -> list[Datastore]:
         versions = [d for d in self.store.datastores() if d.manager == manager]
         if not versions:
@@ -428,15 +477,8 @@ class ClustersHandler(TroveHandler):
     async def get(self, project_id: str) -> None:
         def listing() -> dict[str, Any]:
             views = self.views(project_id)
-            clusters, next_marker = paginate(self.store.clusters(), lambda c: c.id,
-                                             self.get_query_argument("limit", None),
-                                             self.get_query_argument("marker", None))
-            body: dict[str, Any] = {"clusters": [views.cluster(c, self.task_of(c), servers=False)
-                                                 for c in clusters]}
-            if next_marker is not None:
-                body["links"] = [{"rel": "next", "href": f"{views.base_url}/v1.0/{project_id}/clusters?"
-                                  f"limit={self.get_query_argument('limit')}&marker={next_marker}"}]
-            return body
+            clusters, links = self.page(project_id, "clusters", self.store.clusters(), lambda c: c.id)
+            return {"clusters": [views.cluster(c, self.task_of(c), servers=False) for c in clusters], **links}
 
         self.reply(await self.call(listing))
 
@@ -633,14 +675,9 @@ class InstancesHandler(TroveHandler):
         def listing() -> dict[str, Any]:
             pairs = [(c, i) for c in self.store.clusters() for i in c.instances
                      if clustered or len(c.instances) == 1]
-            page, next_marker = paginate(pairs, lambda pair: pair[1].id, self.get_query_argument("limit", None),
-                                         self.get_query_argument("marker", None))
+            page, links = self.page(project_id, "instances", pairs, lambda pair: pair[1].id)
             views = self.views(project_id)
-            body: dict[str, Any] = {"instances": [views.instance(c, i, detail=bool(detail)) for c, i in page]}
-            if next_marker is not None:
-                body["links"] = [{"rel": "next", "href": f"{views.base_url}/v1.0/{project_id}/instances?"
-                                  f"limit={self.get_query_argument('limit')}&marker={next_marker}"}]
-            return body
+            return {"instances": [views.instance(c, i, detail=bool(detail)) for c, i in page], **links}
 
         self.reply(await self.call(listing))
 
@@ -657,12 +694,26 @@ class InstancesHandler(TroveHandler):
         version_ref = datastore_spec.get("version")
         [node] = _nodes([{k: v for k, v in spec.items() if k in ("flavorRef", "volume")}], "instance", "flavorRef")
 
+        restore = spec.get("restorePoint")
+        backup_ref = str(_object(restore, "instance.restorePoint").get("backupRef") or "") if restore else ""
+        if restore and not backup_ref:
+            raise ValidationError("instance.restorePoint.backupRef is required", field="instance.restorePoint")
+
         def create() -> dict[str, Any]:
             # a datastore named without a version means its newest, as Trove's default version
             version = (self.version_of(manager, str(version_ref)) if version_ref
                        else max(self.versions_of(manager), key=lambda v: v.id))
             self.check_flavor(node["flavorRef"], None)
-            self.api.runner.create_cluster(name, version, 1)
+            record = None
+            if backup_ref:
+                record = self.backup_record(backup_ref)
+                if record.status != DONE:
+                    raise TroveFault(409, f"Backup {backup_ref} cannot be restored: it is "
+                                          f"{BACKUP_STATUS.get(record.status, 'FAILED')}, not COMPLETED.")
+                if record.datastore_id != version.id:
+                    raise ValidationError(f"Backup {backup_ref} is of datastore {record.datastore.name}, not "
+                                          f"{version.name}.", field="instance.datastore")
+            self.api.runner.create_cluster(name, version, 1, restore_from=record)
             cluster = self.store.get_cluster(name)
             return {"instance": self.views(project_id).instance(cluster, cluster.instances[0])}
 
@@ -711,6 +762,58 @@ class InstanceActionHandler(TroveHandler):
         self.reply(None, 202)
 
 
+class BackupsHandler(TroveHandler):
+    async def get(self, project_id: str, instance_ref: str | None = None) -> None:
+        def listing() -> dict[str, Any]:
+            backups = self.store.backups()
+            wanted = instance_ref or self.get_query_argument("instance_id", None)
+            if wanted:
+                cluster_name = self.store.get_cluster(self.instance(wanted).cluster_id).name
+                backups = [b for b in backups if b.cluster_name == cluster_name]
+            datastore = self.get_query_argument("datastore", None)
+            if datastore:
+                backups = [b for b in backups if datastore in (b.datastore.manager, str(b.datastore.id))]
+            page, links = self.page(project_id, "backups", backups, lambda b: b.id)
+            views = self.views(project_id)
+            return {"backups": [self.backup_json(views, b) for b in page], **links}
+
+        self.reply(await self.call(listing))
+
+    async def post(self, project_id: str, instance_ref: str | None = None) -> None:
+        if instance_ref is not None:
+            raise TroveFault(405, "The method is not allowed for this resource.")
+        spec = _object(self.body().get("backup"), "backup")
+        for option in ("restore_from", "parent_id", "swift_container", "storage_driver"):
+            if spec.get(option) not in (None, ""):
+                raise TroveFault(501, f"backup.{option} is not supported by this service yet.")
+        if spec.get("incremental") not in (None, 0, False):
+            raise TroveFault(501, "Incremental backups are not supported by this service yet.")
+        name = _text(spec, "name", "backup")
+        instance_ref = str(spec.get("instance") or "")
+        if not instance_ref:
+            raise ValidationError("backup.instance is required", field="backup.instance")
+
+        def create() -> dict[str, Any]:
+            cluster = self.store.get_cluster(self.instance(instance_ref).cluster_id)
+            self.check_available(cluster)
+            record, _handle = self.api.runner.start_backup(cluster.name, name)
+            return {"backup": self.backup_json(self.views(project_id), record)}
+
+        self.reply(await self.call(create), 202)
+
+
+class BackupHandler(TroveHandler):
+    async def get(self, project_id: str, ref: str) -> None:
+        def show() -> dict[str, Any]:
+            return {"backup": self.backup_json(self.views(project_id), self.backup_record(ref))}
+
+        self.reply(await self.call(show))
+
+    async def delete(self, project_id: str, ref: str) -> None:
+        await self.call(lambda: self.api.runner.delete_backup(self.backup_record(ref).id))
+        self.reply(None, 202)
+
+
 class TroveNotFoundHandler(TroveHandler):
     def prepare(self) -> None:
         super().prepare()
@@ -735,6 +838,9 @@ def trove_routes(api: ClustersApi) -> list[tuple[str, type[TroveHandler], dict[s
         (rf"{PREFIX}/instances(?:/(detail))?/?", InstancesHandler),
         (rf"{PREFIX}/instances/{SEGMENT}/?", InstanceHandler),
         (rf"{PREFIX}/instances/{SEGMENT}/action/?", InstanceActionHandler),
+        (rf"{PREFIX}/instances/{SEGMENT}/backups/?", BackupsHandler),
+        (rf"{PREFIX}/backups/?", BackupsHandler),
+        (rf"{PREFIX}/backups/{SEGMENT}/?", BackupHandler),
         (r"/v1\.0(?:/.*)?", TroveNotFoundHandler),
     ]
     return [(path, handler, {"api": api}) for path, handler in routes]
