@@ -282,6 +282,30 @@ def test_the_openstack_database_commands(api, trove, tmp_path):
     assert missing.returncode == 1 and "No cluster with a name or ID of 'cache' exists" in missing.stderr
 
 
+def test_log_in_at_the_identity_endpoint_with_the_token_as_password(api, trove, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    login = ["--os-auth-url", f"{api.url}/identity/v3", "--os-username", "admin", "--os-project-name", PROJECT,
+             "--os-user-domain-name", "Default", "--os-project-domain-name", "Default"]
+    command = [str(Path(sys.executable).with_name("openstack")), *login]
+    listed = subprocess.run([*command, "--os-password", TOKEN, "datastore", "list", "-f", "json"],
+                            capture_output=True, text=True, timeout=120, env={**env, "HOME": str(tmp_path)})
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(d["Name"] for d in json.loads(listed.stdout)) == ["mysql", "postgresql", "redis"]
+    refused = subprocess.run([*command, "--os-password", "wrong-password", "database", "cluster", "list"],
+                             capture_output=True, text=True, timeout=120, env={**env, "HOME": str(tmp_path)})
+    assert refused.returncode == 1 and "requires authentication" in refused.stderr
+
+    # keystoneauth's own password plugin, as every OpenStack client library takes it
+    from keystoneauth1.identity import v3
+
+    auth = v3.Password(auth_url=f"{api.url}/identity/v3", username="admin", password=TOKEN, project_name=PROJECT,
+                       user_domain_name="Default", project_domain_name="Default")
+    session = ks_session.Session(auth=auth)
+    assert session.get_endpoint(service_type="database", interface="public") == f"{api.url}/v1.0/{PROJECT}"
+    client = trove_client.Client(session=session)
+    assert [d.name for d in client.datastores.list()] == [d.name for d in trove.datastores.list()]
+
+
 # -- errors as troveclient exceptions --------------------------------------------------------------
 def test_refused_requests_raise_troveclient_exceptions_and_change_nothing(trove, api, runner):
     with pytest.raises(trove_errors.NotFound, match="Cluster 'nope' cannot be found"):

@@ -1,7 +1,8 @@
 """The OpenStack Trove v1.0 API over workbench.clusters (tornado), so Trove's own clients drive it.
 
 Served by :class:`~workbench.clusters.api.ClustersApi` beside ``/api``, under ``/v1.0/<project_id>/``,
-with the bodies, status codes and error bodies of Trove's API, so ``python-troveclient`` works::
+with the bodies, status codes and error bodies of Trove's API, so ``python-troveclient`` works (and,
+through the identity endpoint of :mod:`workbench.clusters.identity`, ``openstack --os-auth-url``)::
 
     from keystoneauth1 import session, token_endpoint
     from troveclient.v1 import client
@@ -68,6 +69,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import tornado.web
 
 from workbench.clusters.errors import ClustersError, NotFoundError, TaskError, ValidationError
+from workbench.clusters.identity import identity_routes
 from workbench.clusters.models import (ACTIVE, BUILDING, CANCELLED, DELETED, DESTROYING, DONE, ERROR, FAILED, NEW,
                                        QUEUED, RUNNING, Backup, Cluster, Datastore, Instance)
 
@@ -104,7 +106,7 @@ NOT_YET = ("replica_of", "replica_count", "configuration", "databases", "users",
 UNLIMITED = -1
 
 
-class TroveFault(tornado.web.HTTPError):
+class _TroveFault(tornado.web.HTTPError):
     """A Trove fault to answer with: ``status`` and ``message`` (its name follows from the status)."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -316,7 +318,7 @@ class TroveHandler(tornado.web.RequestHandler):
     def prepare(self) -> None:
         if not self.api.token_matches(self.request.headers.get("X-Auth-Token", "")):
             self.set_header("WWW-Authenticate", f'Keystone uri="{self.request.protocol}://{self.request.host}"')
-            raise TroveFault(401, "The request you have made requires authentication (X-Auth-Token).")
+            raise _TroveFault(401, "The request you have made requires authentication (X-Auth-Token).")
 
     def check_xsrf_cookie(self) -> None:  # token-authenticated API: no cookies, no forms
         return None
@@ -393,7 +395,7 @@ class TroveHandler(tornado.web.RequestHandler):
     # -- faults -----------------------------------------------------------------------------------------
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(error, TroveFault):
+        if isinstance(error, _TroveFault):
             message = error.message
         elif isinstance(error, tornado.web.HTTPError) and status_code < 500:
             message = error.log_message or self._reason
@@ -486,7 +488,7 @@ class ClustersHandler(TroveHandler):
         spec = _object(self.body().get("cluster"), "cluster")
         for option in ("configuration", "extended_properties"):
             if spec.get(option) not in (None, {}):
-                raise TroveFault(501, f"cluster.{option} is not supported by this service yet.")
+                raise _TroveFault(501, f"cluster.{option} is not supported by this service yet.")
         name = _text(spec, "name", "cluster")
         datastore_spec = _object(spec.get("datastore"), "cluster.datastore")
         manager = _text(datastore_spec, "type", "cluster.datastore")
@@ -683,11 +685,11 @@ class InstancesHandler(TroveHandler):
 
     async def post(self, project_id: str, detail: str | None = None) -> None:
         if detail:
-            raise TroveFault(405, "The method is not allowed for this resource.")
+            raise _TroveFault(405, "The method is not allowed for this resource.")
         spec = _object(self.body().get("instance"), "instance")
         for option in NOT_YET:
             if spec.get(option) not in (None, [], {}):
-                raise TroveFault(501, f"instance.{option} is not supported by this service yet.")
+                raise _TroveFault(501, f"instance.{option} is not supported by this service yet.")
         name = _text(spec, "name", "instance")
         datastore_spec = _object(spec.get("datastore"), "instance.datastore")
         manager = _text(datastore_spec, "type", "instance.datastore")
@@ -708,7 +710,7 @@ class InstancesHandler(TroveHandler):
             if backup_ref:
                 record = self.backup_record(backup_ref)
                 if record.status != DONE:
-                    raise TroveFault(409, f"Backup {backup_ref} cannot be restored: it is "
+                    raise _TroveFault(409, f"Backup {backup_ref} cannot be restored: it is "
                                           f"{BACKUP_STATUS.get(record.status, 'FAILED')}, not COMPLETED.")
                 if record.datastore_id != version.id:
                     raise ValidationError(f"Backup {backup_ref} is of datastore {record.datastore.name}, not "
@@ -734,7 +736,7 @@ class InstanceHandler(TroveHandler):
             instance = self.instance(ref)
             cluster = self.store.get_cluster(instance.cluster_id)
             if len(cluster.instances) > 1:
-                raise TroveFault(501, "Operation not supported for instances that are part of a cluster.")
+                raise _TroveFault(501, "Operation not supported for instances that are part of a cluster.")
             self.check_available(cluster, ("NONE", "DELETING"))
             if not any(h.name == "destroy_cluster" for h in self.api.runner.live_tasks(cluster.name)):
                 self.api.runner.destroy_cluster(cluster.name)
@@ -750,7 +752,7 @@ class InstanceActionHandler(TroveHandler):
             raise ValidationError("Invalid instance action: exactly one action is expected", field="body")
         action, param = next(iter(body.items()))
         if action == "resize":
-            raise TroveFault(501, "Resizing is not supported: the providers place servers of one size.")
+            raise _TroveFault(501, "Resizing is not supported: the providers place servers of one size.")
         if action != "restart":
             raise ValidationError(f"Invalid instance action: {action}", field="body", action=action)
         _object(param, "restart")
@@ -781,13 +783,13 @@ class BackupsHandler(TroveHandler):
 
     async def post(self, project_id: str, instance_ref: str | None = None) -> None:
         if instance_ref is not None:
-            raise TroveFault(405, "The method is not allowed for this resource.")
+            raise _TroveFault(405, "The method is not allowed for this resource.")
         spec = _object(self.body().get("backup"), "backup")
         for option in ("restore_from", "parent_id", "swift_container", "storage_driver"):
             if spec.get(option) not in (None, ""):
-                raise TroveFault(501, f"backup.{option} is not supported by this service yet.")
+                raise _TroveFault(501, f"backup.{option} is not supported by this service yet.")
         if spec.get("incremental") not in (None, 0, False):
-            raise TroveFault(501, "Incremental backups are not supported by this service yet.")
+            raise _TroveFault(501, "Incremental backups are not supported by this service yet.")
         name = _text(spec, "name", "backup")
         instance_ref = str(spec.get("instance") or "")
         if not instance_ref:
@@ -817,11 +819,12 @@ class BackupHandler(TroveHandler):
 class TroveNotFoundHandler(TroveHandler):
     def prepare(self) -> None:
         super().prepare()
-        raise TroveFault(404, f"The resource could not be found: {self.request.path}")
+        raise _TroveFault(404, f"The resource could not be found: {self.request.path}")
 
 
 def trove_routes(api: ClustersApi) -> list[tuple[str, type[TroveHandler], dict[str, Any]]]:
-    """The Trove routes of ``api`` (a ``ClustersApi``: its store, runner, executor and token)."""
+    """The Trove routes of ``api`` (a ``ClustersApi``: its store, runner, executor and token), with the
+    identity endpoint its clients log in at (:mod:`workbench.clusters.identity`)."""
     routes: list[tuple[str, type[TroveHandler]]] = [
         (rf"{PREFIX}/clusters/?", ClustersHandler),
         (rf"{PREFIX}/clusters/{SEGMENT}/?", ClusterHandler),
@@ -843,8 +846,8 @@ def trove_routes(api: ClustersApi) -> list[tuple[str, type[TroveHandler], dict[s
         (rf"{PREFIX}/backups/{SEGMENT}/?", BackupHandler),
         (r"/v1\.0(?:/.*)?", TroveNotFoundHandler),
     ]
-    return [(path, handler, {"api": api}) for path, handler in routes]
+    return identity_routes(api) + [(path, handler, {"api": api}) for path, handler in routes]
 
 
-__all__ = ["trove_routes", "TroveHandler", "TroveFault", "Views", "fault_body", "fault_status", "paginate",
+__all__ = ["trove_routes", "TroveHandler", "Views", "fault_body", "fault_status", "paginate",
            "CLUSTER_TASKS", "INSTANCE_STATUS"]
