@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
+import psycopg
 import pymysql
 import pytest
 import redis
@@ -203,6 +204,8 @@ def test_a_single_instance_created_restarted_and_deleted(trove, runner):
         assert client.info("server")["process_id"] != before
     with pytest.raises(trove_errors.HttpNotImplemented, match="Resizing is not supported"):
         trove.instances.resize_instance(instance.id, "local")
+    with pytest.raises(trove_errors.HttpNotImplemented, match="redis has no databases or users"):
+        trove.databases.list(instance.id)
 
     trove.instances.delete(instance.id)
     until(lambda: trove.instances.list(include_clustered=True), lambda found: found == [])
@@ -382,6 +385,26 @@ def replica_has_orders(replica: dict[str, Any]) -> bool:
         return False
 
 
+def test_postgresql_databases_and_users_over_ssh(clusters_settings, static_pool):
+    settings = clusters_settings.replace(provider="static", static_hosts=static_pool)
+    with running_clusters(settings) as runner, ClustersApi(runner.store, runner, token=TOKEN) as api:
+        trove = trove_of(api)
+        ledger = trove.instances.create("ledger", "host1", datastore="postgresql", datastore_version="15")
+        ledger = until(lambda: trove.instances.get(ledger.id), lambda i: i.status == "ACTIVE")
+        trove.databases.create(ledger.id, [{"name": "books"}])
+        trove.users.create(ledger.id, [{"name": "clerk", "password": "pw-clerk", "databases": [{"name": "books"}]}])
+        assert [d.name for d in trove.databases.list(ledger.id)] == ["books"]
+        assert [(u.name, u.databases) for u in trove.users.list(ledger.id)] == [("clerk", [{"name": "books"}])]
+        with psycopg.connect(host=ledger.ip[0], port=ledger.port, user="clerk", password="pw-clerk", dbname="books",
+                             connect_timeout=10) as db:
+            assert db.execute("SELECT current_user").fetchone() == ("clerk",)
+        trove.users.delete(ledger.id, "clerk")
+        trove.databases.delete(ledger.id, "books")
+        assert trove.users.list(ledger.id) == [] and trove.databases.list(ledger.id) == []
+        trove.instances.delete(ledger.id)
+        until(lambda: runner.store.clusters(), lambda found: found == [])
+
+
 # -- flavors of a cloud ------------------------------------------------------------------------------
 def test_flavors_are_the_clouds_and_a_cluster_is_built_with_the_configured_one(clusters_settings, tmp_path):
     with OpenStackStandIn(password="cloud-pw") as cloud:
@@ -419,11 +442,20 @@ def test_a_mariadb_cluster_over_ssh(clusters_settings, static_pool):
         # a node of a cluster goes with its cluster only
         with pytest.raises(trove_errors.HttpNotImplemented, match="part of a cluster"):
             trove.instances.delete(replica["id"])
-        # what is made on the primary reaches the replica
-        shop = runner.store.get_cluster("shop")
-        manager = runner.manager_for(shop.datastore)
-        manager.create_database(shop.primary, "orders")
-        manager.create_user(shop.primary, "shopper", "pw-shopper", database="orders")
+        # databases and users through Trove's calls: made on the primary, they reach the replica
+        trove.databases.create(replica["id"], [{"name": "orders"}, {"name": "audit"}])
+        trove.users.create(primary["id"], [{"name": "shopper", "password": "pw-shopper",
+                                            "databases": [{"name": "orders"}]}])
+        assert [d.name for d in trove.databases.list(primary["id"])] == ["audit", "orders"]
+        assert [(u.name, u.host, u.databases) for u in trove.users.list(primary["id"])] == [
+            ("shopper", "%", [{"name": "orders"}])]
         until(lambda: replica_has_orders(replica), bool, 30)
+        with pytest.raises(trove_errors.BadRequest, match="database must be letters"):
+            trove.databases.create(primary["id"], [{"name": "x`; DROP DATABASE mysql; --"}])
+        trove.users.delete(primary["id"], "shopper")
+        trove.databases.delete(primary["id"], "audit")
+        assert trove.users.list(primary["id"]) == [] and [d.name for d in trove.databases.list(primary["id"])] == ["orders"]
+        with pytest.raises(trove_errors.NotFound, match="User 'shopper' cannot be found"):
+            trove.users.delete(primary["id"], "shopper")
         trove.clusters.delete(cluster.id)
         until(lambda: runner.store.clusters(), lambda found: found == [])

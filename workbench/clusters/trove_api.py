@@ -39,6 +39,12 @@ Routes (each needs ``X-Auth-Token``, the token ``/api`` takes; the project id is
     GET    backups/<id or name>             {"backup": {...}}
     DELETE backups/<id or name>             -> 202, no body (its file goes too)
     GET    instances/<id>/backups           {"backups": [...]}
+    GET    instances/<id>/databases         {"databases": [{"name"}...]}  (MySQL/MariaDB, PostgreSQL:
+    POST   instances/<id>/databases         {"databases": [{"name"}...]} -> 202     on the cluster's
+    DELETE instances/<id>/databases/<name>  -> 202                                    primary; Redis: 501)
+    GET    instances/<id>/users             {"users": [{"name", "host": "%", "databases": [{"name"}]}]}
+    POST   instances/<id>/users             {"users": [{"name", "password", "databases"?}...]} -> 202
+    DELETE instances/<id>/users/<name>      -> 202
 
 A backup is restored into a new single instance: ``POST instances`` with ``"restorePoint":
 {"backupRef": <id>}`` (409 ``conflict`` for a backup not COMPLETED).
@@ -47,7 +53,8 @@ Errors are Trove's faults, ``{name: {"code": status, "message": text}}``, which 
 into its exceptions: 400 ``badRequest`` (a refused body or value), 401 ``unauthorized``, 404
 ``itemNotFound``, 405 ``badMethod``, 422 ``unprocessableEntity`` (the cluster's current task does not
 allow the action), 500 ``instanceFault``, 501 ``notImplemented`` (an option with no counterpart here
-yet: replicas, configurations, databases and users at create, incremental backups, resize). Nothing is changed by a refused request.
+yet: replicas, configurations, databases and users at create, incremental backups, resize, a user's
+host other than ``%``). Nothing is changed by a refused request.
 
 What workbench is and Trove is not shows through as follows: a datastore is a manager (its id is its
 name) and each registered version a version (its id is the row's id); a cluster's instances have
@@ -64,12 +71,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import tornado.web
 
 from workbench.clusters.errors import ClustersError, NotFoundError, TaskError, ValidationError
 from workbench.clusters.identity import identity_routes
+from workbench.clusters.managers.base import BaseManager
 from workbench.clusters.models import (ACTIVE, BUILDING, CANCELLED, DELETED, DESTROYING, DONE, ERROR, FAILED, NEW,
                                        QUEUED, RUNNING, Backup, Cluster, Datastore, Instance)
 
@@ -764,6 +773,99 @@ class InstanceActionHandler(TroveHandler):
         self.reply(None, 202)
 
 
+class AccountsHandler(TroveHandler):
+    """Base of an instance's databases and users: on its cluster's primary, where writes go (they
+    replicate); a datastore without them (Redis) answers 501."""
+
+    def primary_of(self, ref: str, method: str) -> tuple[Any, Instance]:
+        """(the datastore manager, the primary) of instance ``ref``'s cluster, once no task runs on it."""
+        cluster = self.store.get_cluster(self.instance(ref).cluster_id)
+        manager = self.api.runner.manager_for(cluster.datastore)
+        if getattr(type(manager), method) is getattr(BaseManager, method):
+            raise _TroveFault(501, f"The datastore {cluster.datastore.manager} has no databases or users.")
+        self.check_available(cluster)
+        return manager, cluster.primary
+
+
+class DatabasesHandler(AccountsHandler):
+    async def get(self, project_id: str, ref: str) -> None:
+        def listing() -> dict[str, Any]:
+            manager, primary = self.primary_of(ref, "list_databases")
+            return {"databases": [{"name": name} for name in manager.list_databases(primary)]}
+
+        self.reply(await self.call(listing))
+
+    async def post(self, project_id: str, ref: str) -> None:
+        names = [_text(d, "name", f"databases[{n}]")
+                 for n, d in enumerate(_nodes(self.body().get("databases"), "databases", "name"))]
+
+        def create() -> None:
+            manager, primary = self.primary_of(ref, "list_databases")
+            for name in names:
+                manager.create_database(primary, name)
+
+        await self.call(create)
+        self.reply(None, 202)
+
+
+class DatabaseHandler(AccountsHandler):
+    async def delete(self, project_id: str, ref: str, name: str) -> None:
+        def delete() -> None:
+            manager, primary = self.primary_of(ref, "delete_database")
+            if name not in manager.list_databases(primary):
+                raise NotFoundError(f"Database '{name}' cannot be found.", database=name)
+            manager.delete_database(primary, name)
+
+        await self.call(delete)
+        self.reply(None, 202)
+
+
+class UsersHandler(AccountsHandler):
+    async def get(self, project_id: str, ref: str) -> None:
+        def listing() -> dict[str, Any]:
+            manager, primary = self.primary_of(ref, "list_users")
+            return {"users": [{"name": name, "host": "%", "databases": [{"name": d} for d in databases]}
+                              for name, databases in manager.list_users(primary)]}
+
+        self.reply(await self.call(listing))
+
+    async def post(self, project_id: str, ref: str) -> None:
+        users = []
+        for n, user in enumerate(_nodes(self.body().get("users"), "users", "name")):
+            where = f"users[{n}]"
+            databases = user.get("databases") or []
+            if not isinstance(databases, list):
+                raise ValidationError(f"{where}.databases must be a list", field=f"{where}.databases")
+            if user.get("host") not in (None, "%"):
+                raise _TroveFault(501, "Users are made for every host ('%'); another host is not supported yet.")
+            users.append((_text(user, "name", where), _text(user, "password", where),
+                          [_text(_object(d, f"{where}.databases"), "name", f"{where}.databases") for d in databases]))
+
+        def create() -> None:
+            manager, primary = self.primary_of(ref, "list_users")
+            for name, password, databases in users:
+                for database in databases or [None]:
+                    manager.create_user(primary, name, password, database)
+
+        await self.call(create)
+        self.reply(None, 202)
+
+
+class UserHandler(AccountsHandler):
+    async def delete(self, project_id: str, ref: str, quoted: str) -> None:
+        # troveclient names a user as user[@host], quoted, with its dots as %2e
+        name = urllib.parse.unquote(quoted).partition("@")[0]
+
+        def delete() -> None:
+            manager, primary = self.primary_of(ref, "delete_user")
+            if name not in [user for user, _ in manager.list_users(primary)]:
+                raise NotFoundError(f"User '{name}' cannot be found.", user=name)
+            manager.delete_user(primary, name)
+
+        await self.call(delete)
+        self.reply(None, 202)
+
+
 class BackupsHandler(TroveHandler):
     async def get(self, project_id: str, instance_ref: str | None = None) -> None:
         def listing() -> dict[str, Any]:
@@ -842,6 +944,10 @@ def trove_routes(api: ClustersApi) -> list[tuple[str, type[TroveHandler], dict[s
         (rf"{PREFIX}/instances/{SEGMENT}/?", InstanceHandler),
         (rf"{PREFIX}/instances/{SEGMENT}/action/?", InstanceActionHandler),
         (rf"{PREFIX}/instances/{SEGMENT}/backups/?", BackupsHandler),
+        (rf"{PREFIX}/instances/{SEGMENT}/databases/?", DatabasesHandler),
+        (rf"{PREFIX}/instances/{SEGMENT}/databases/{SEGMENT}/?", DatabaseHandler),
+        (rf"{PREFIX}/instances/{SEGMENT}/users/?", UsersHandler),
+        (rf"{PREFIX}/instances/{SEGMENT}/users/([^/]{{1,200}})/?", UserHandler),
         (rf"{PREFIX}/backups/?", BackupsHandler),
         (rf"{PREFIX}/backups/{SEGMENT}/?", BackupHandler),
         (r"/v1\.0(?:/.*)?", TroveNotFoundHandler),
