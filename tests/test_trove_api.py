@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 import redis
 from keystoneauth1 import session as ks_session
 from keystoneauth1 import token_endpoint
+from keystoneauth1.identity import v3
 from troveclient import exceptions as trove_errors
 from troveclient.v1 import client as trove_client
 
@@ -26,6 +28,8 @@ from workbench.clusters.api import ClustersApi
 from workbench.clusters.models import ClusterStore
 from workbench.testing.clusters import clusters_settings, running_clusters, static_pool  # noqa: F401
 from workbench.testing.openstack import OpenStackStandIn
+from workbench.testing.process import processes_mentioning
+from workbench.testing.stack import RunningStack
 
 TOKEN = "trove-token-for-tests"
 PROJECT = "demo"
@@ -299,14 +303,32 @@ def test_log_in_at_the_identity_endpoint_with_the_token_as_password(api, trove, 
     assert refused.returncode == 1 and "requires authentication" in refused.stderr
 
     # keystoneauth's own password plugin, as every OpenStack client library takes it
-    from keystoneauth1.identity import v3
-
     auth = v3.Password(auth_url=f"{api.url}/identity/v3", username="admin", password=TOKEN, project_name=PROJECT,
                        user_domain_name="Default", project_domain_name="Default")
     session = ks_session.Session(auth=auth)
     assert session.get_endpoint(service_type="database", interface="public") == f"{api.url}/v1.0/{PROJECT}"
     client = trove_client.Client(session=session)
     assert [d.name for d in client.datastores.list()] == [d.name for d in trove.datastores.list()]
+
+
+# -- `workbench up` ----------------------------------------------------------------------------------
+def test_the_stack_of_workbench_up_serves_trove_clients(tmp_path, known_brokers):
+    state_dir = tmp_path / "stack"
+    stack = RunningStack(state_dir)
+    try:
+        url, token = stack.endpoints["clusters"]["url"], stack.secrets["clusters"]["token"]
+        auth = v3.Password(auth_url=f"{url}/identity/v3", username="admin", password=token, project_name=PROJECT,
+                           user_domain_name="Default", project_domain_name="Default")
+        trove = trove_client.Client(session=ks_session.Session(auth=auth))
+        [flavor] = trove.flavors.list()
+        assert flavor.id == "local" and trove.clusters.list() == []
+        with pytest.raises(trove_errors.NotFound):
+            trove.clusters.get("nope")
+    finally:
+        code = stack.stop()
+    assert code == 0, "".join(stack.output)
+    for pid in processes_mentioning(str(state_dir)):
+        os.kill(pid, signal.SIGKILL)
 
 
 # -- errors as troveclient exceptions --------------------------------------------------------------
