@@ -18,6 +18,7 @@ import psycopg
 import pymysql
 import pytest
 import redis
+from keystoneauth1 import exceptions as ks_errors
 from keystoneauth1 import session as ks_session
 from keystoneauth1 import token_endpoint
 from keystoneauth1.identity import v3
@@ -309,6 +310,23 @@ def test_log_in_at_the_identity_endpoint_with_the_token_as_password(api, trove, 
     assert session.get_endpoint(service_type="database", interface="public") == f"{api.url}/v1.0/{PROJECT}"
     client = trove_client.Client(session=session)
     assert [d.name for d in client.datastores.list()] == [d.name for d in trove.datastores.list()]
+    # the token method too, for a client that holds the token already
+    by_token = v3.Token(auth_url=f"{api.url}/identity/v3", token=TOKEN, project_name="other",
+                        project_domain_name="Default")
+    assert ks_session.Session(auth=by_token).get_endpoint(service_type="database") == f"{api.url}/v1.0/other"
+    with pytest.raises(ks_errors.Unauthorized):
+        ks_session.Session(auth=v3.Token(auth_url=f"{api.url}/identity/v3", token="not-the-token",
+                                         project_name=PROJECT, project_domain_name="Default")).get_token()
+    # validation: the token checks itself
+    check = urllib.request.Request(f"{api.url}/identity/v3/auth/tokens",
+                                   headers={"X-Auth-Token": TOKEN, "X-Subject-Token": TOKEN})
+    with urllib.request.urlopen(check, timeout=30) as reply:
+        assert reply.headers["X-Subject-Token"] == TOKEN and json.load(reply)["token"]["catalog"]
+    check = urllib.request.Request(f"{api.url}/identity/v3/auth/tokens",
+                                   headers={"X-Auth-Token": TOKEN, "X-Subject-Token": "not-the-token"})
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(check, timeout=30)
+    assert caught.value.code == 404 and json.loads(caught.value.read())["error"]["title"] == "Not Found"
 
 
 # -- `workbench up` ----------------------------------------------------------------------------------
