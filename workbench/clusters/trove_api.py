@@ -54,7 +54,7 @@ into its exceptions: 400 ``badRequest`` (a refused body or value), 401 ``unautho
 ``itemNotFound``, 405 ``badMethod``, 422 ``unprocessableEntity`` (the cluster's current task does not
 allow the action), 500 ``instanceFault``, 501 ``notImplemented`` (an option with no counterpart here
 yet: replicas, configurations, databases and users at create, incremental backups, resize, a user's
-host other than ``%``). Nothing is changed by a refused request.
+host other than ``%``). Every name and value of a request is checked before anything changes.
 
 What workbench is and Trove is not shows through as follows: a datastore is a manager (its id is its
 name) and each registered version a version (its id is the row's id); a cluster's instances have
@@ -78,7 +78,7 @@ import tornado.web
 
 from workbench.clusters.errors import ClustersError, NotFoundError, TaskError, ValidationError
 from workbench.clusters.identity import identity_routes
-from workbench.clusters.managers.base import BaseManager
+from workbench.clusters.managers.base import BaseManager, check_sql_name
 from workbench.clusters.models import BUILDING, DESTROYING, DONE, NEW, Backup, Cluster, Datastore, Instance
 from workbench.clusters.trove_protocol import (BACKUP_STATUS, RUNNING_TASKS, UNLIMITED, Views, check_nodes,
                                                check_object, check_text, fault_body, fault_status, paginate)
@@ -586,7 +586,7 @@ class DatabasesHandler(AccountsHandler):
         self.reply(await self.call(listing))
 
     async def post(self, project_id: str, ref: str) -> None:
-        names = [check_text(d, "name", f"databases[{n}]")
+        names = [check_sql_name(check_text(d, "name", f"databases[{n}]"), "database")
                  for n, d in enumerate(check_nodes(self.body().get("databases"), "databases", "name"))]
 
         def create() -> None:
@@ -628,8 +628,10 @@ class UsersHandler(AccountsHandler):
                 raise ValidationError(f"{where}.databases must be a list", field=f"{where}.databases")
             if user.get("host") not in (None, "%"):
                 raise _TroveFault(501, "Users are made for every host ('%'); another host is not supported yet.")
-            users.append((check_text(user, "name", where), check_text(user, "password", where),
-                          [check_text(check_object(d, f"{where}.databases"), "name", f"{where}.databases") for d in databases]))
+            grants = [check_sql_name(check_text(check_object(d, f"{where}.databases"), "name", f"{where}.databases"),
+                                     "database") for d in databases]
+            name = check_sql_name(check_text(user, "name", where), "user")
+            users.append((name, check_text(user, "password", where), grants))
 
         def create() -> None:
             manager, primary = self.primary_of(ref, "list_users")
