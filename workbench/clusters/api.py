@@ -50,6 +50,7 @@ from workbench.clusters.errors import CLUSTERS_ERRORS, ClustersError, NotFoundEr
     ValidationError
 from workbench.clusters.models import Backup, Cluster, ClusterStore, Datastore, Instance, Task
 from workbench.clusters.tasks import TaskHandle, TaskRunner
+from workbench.clusters.trove_api import trove_routes
 from workbench.httpserver import HttpServer
 from workbench.servers import Address, ServerLifecycle
 
@@ -386,7 +387,9 @@ class ClustersApi(ServerLifecycle):
             (r"/api/tasks/([0-9]+)/?", TaskHandler),
             (r"/.*", NotFoundHandler),
         ]
-        return tornado.web.Application([(path, handler, {"api": self}) for path, handler in routes])
+        # Trove's v1.0 API (workbench.clusters.trove_api) beside /api, before the catch-all
+        return tornado.web.Application(trove_routes(self) + [(path, handler, {"api": self})
+                                                             for path, handler in routes])
 
     def token_matches(self, presented: str) -> bool:
         return bool(presented) and secrets.compare_digest(presented.encode(), self.token.encode())

@@ -707,13 +707,33 @@ class ClusterStore(EventSource):
         self.emit_cluster(name)
 
     # -- backups --------------------------------------------------------------------------------
-    def add_backup(self, cluster: Cluster) -> Backup:
+    def add_backup(self, cluster: Cluster, name: str | None = None) -> Backup:
+        """Record a running backup of ``cluster``, named ``name`` (at most 128 characters, no control
+        characters, not taken: else ``ValidationError``) or ``<cluster>-<time>-<random>``."""
+        if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 128
+                                 or any(ord(c) < 32 or ord(c) == 127 for c in name)):
+            raise ValidationError("a backup name has 1-128 characters, no control characters", field="name",
+                                  value=name)
         stamp = utcnow().strftime("%Y%m%dT%H%M%S")
-        with self.session() as session:
-            backup = Backup(name=f"{cluster.name}-{stamp}-{secrets.token_hex(3)}", cluster_name=cluster.name,
-                            datastore_id=cluster.datastore_id, status=RUNNING)
-            session.add(backup)
+        try:
+            with self.session() as session:
+                if name is not None and session.scalar(select(Backup.id).filter_by(name=name)) is not None:
+                    raise ValidationError(f"a backup named {name} exists", field="name", value=name)
+                backup = Backup(name=name or f"{cluster.name}-{stamp}-{secrets.token_hex(3)}",
+                                cluster_name=cluster.name, datastore_id=cluster.datastore_id, status=RUNNING)
+                session.add(backup)
+        except IntegrityError as exc:
+            raise ValidationError(f"a backup named {name} exists", field="name", value=name) from exc
         return self.get_backup(backup.id)
+
+    def delete_backup(self, ref: int | str) -> None:
+        """Forget a backup (its file is the caller's: see ``TaskRunner.delete_backup``)."""
+        with self.session() as session:
+            query = select(Backup).filter_by(id=ref) if isinstance(ref, int) else select(Backup).filter_by(name=ref)
+            backup = session.scalars(query).first()
+            if backup is None:
+                raise NotFoundError(f"no backup {ref}", backup=ref)
+            session.delete(backup)
 
     def update_backup(self, backup_id: int, **fields: Any) -> Backup:
         with self.session() as session:

@@ -3,7 +3,7 @@ plus restore and destroy, and the runner that executes them on threads.
 
 Each task is a function ``task(ctx, ...)`` where ``ctx`` (:class:`TaskContext`) logs lines into the
 task's stored log, reports progress, and raises ``TaskCancelled`` once the task is cancelled. The
-:class:`TaskRunner` runs whole operations (create a cluster, add nodes, back up, restore, destroy,
+:class:`TaskRunner` runs whole operations (create a cluster, add or remove nodes, back up, restore, destroy,
 perform) as tasks and returns a :class:`TaskHandle`::
 
     runner = TaskRunner(store)
@@ -30,10 +30,10 @@ from typing import Any, Callable, Sequence
 
 from workbench.clusters.connection import Connection, OutputCallback, SessionPool
 from workbench.clusters.errors import (ClustersError, ConnectionFailed, NotFoundError, TaskCancelled, TaskError,
-                                       UnknownHostKeyError)
+                                       UnknownHostKeyError, ValidationError)
 from workbench.clusters.managers.base import BaseManager
-from workbench.clusters.models import (ACTIVE, BUILDING, CANCELLED, DELETED, DESTROYING, DONE, ERROR, FAILED,
-                                       RUNNING, Backup, Cluster, ClusterStore, Datastore, Instance)
+from workbench.clusters.models import (ACTIVE, BUILDING, CANCELLED, DELETED, DESTROYING, DONE, ERROR, FAILED, NEW,
+                                       PRIMARY, QUEUED, RUNNING, Backup, Cluster, ClusterStore, Datastore, Instance)
 from workbench.clusters.providers import BaseProvider, get_provider, load_object
 from workbench.clusters.settings import Settings
 
@@ -112,10 +112,11 @@ class TaskHandle:
     """A submitted task: wait for it, cancel it, read its state from the store."""
 
     def __init__(self, runner: TaskRunner, task_id: int, name: str, future: concurrent.futures.Future[Any],
-                 cancelled: threading.Event) -> None:
+                 cancelled: threading.Event, cluster_name: str = "") -> None:
         self.runner = runner
         self.task_id = task_id
         self.name = name
+        self.cluster_name = cluster_name
         self.future = future
         self._cancelled = cancelled
 
@@ -227,16 +228,20 @@ def replicate(ctx: TaskContext, instance_id: int, primary_id: int) -> None:
                                                              log=lambda line: ctx.log(line, instance.name))
 
 
-def backup(ctx: TaskContext, cluster_id: int) -> Backup:
-    """Back up a cluster's primary into the workbench's backup directory; returns the Backup record."""
+def backup(ctx: TaskContext, cluster_id: int, record_id: int | None = None) -> Backup:
+    """Back up a cluster's primary into the workbench's backup directory; returns the Backup record
+    (``record_id``: the one recorded when the backup was asked for, else a new one)."""
     cluster = ctx.store.get_cluster(cluster_id)
     if cluster.status != ACTIVE:
-        raise TaskError(f"cluster {cluster.name} is {cluster.status}, not active: cannot back it up",
-                        task="backup", cluster=cluster.name)
-    record = ctx.store.add_backup(cluster)
+        error = TaskError(f"cluster {cluster.name} is {cluster.status}, not active: cannot back it up",
+                          task="backup", cluster=cluster.name)
+        if record_id is not None:
+            ctx.store.update_backup(record_id, status=FAILED, message=error.message)
+        raise error
+    record = ctx.store.get_backup(record_id) if record_id is not None else ctx.store.add_backup(cluster)
     primary = cluster.primary
-    ctx.step(primary, "backup")
     try:
+        ctx.step(primary, "backup")
         manager = ctx.runner.manager_for(cluster.datastore)
         path = manager.backup(primary, ctx.runner.settings.backup_path / cluster.name)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -261,6 +266,19 @@ def restore(ctx: TaskContext, instance_id: int, backup_id: int) -> None:
         raise TaskError(f"backup file {path} is missing or does not match its checksum", task="restore",
                         backup=record.name)
     ctx.runner.manager_for(instance.cluster.datastore).restore(instance, path)
+
+
+def restart(ctx: TaskContext, instance_id: int) -> None:
+    """Stop and start the datastore of an instance (done once it answers); a failure marks it error."""
+    instance = ctx.store.get_instance(instance_id)
+    ctx.step(instance, "restart")
+    try:
+        ctx.runner.manager_for(instance.cluster.datastore).restart(instance)
+    except BaseException as exc:
+        _mark_failed(ctx, instance, exc)
+        raise
+    finally:
+        ctx.store.update_instance(instance.id, task="")
 
 
 def destroy(ctx: TaskContext, instance_id: int) -> None:
@@ -383,10 +401,17 @@ class TaskRunner:
             self.store.update_task(task.id, status=DONE, progress=100, finished=_now())
             return result
 
-        handle = TaskHandle(self, task.id, name, self._pool.submit(run), cancelled)
+        handle = TaskHandle(self, task.id, name, self._pool.submit(run), cancelled, cluster_name)
         with self._lock:
             self._handles.append(handle)
         return handle
+
+    def live_tasks(self, cluster_name: str | None = None) -> list[TaskHandle]:
+        """The tasks this runner was given that have not ended (only those of ``cluster_name`` if
+        given), oldest first."""
+        with self._lock:
+            handles = list(self._handles)
+        return [h for h in handles if not h.done() and (cluster_name is None or h.cluster_name == cluster_name)]
 
     def close(self, cancel: bool = True, timeout: float | None = 120.0) -> None:
         """Cancel (by default) and wait for running tasks, then stop the threads."""
@@ -432,6 +457,60 @@ class TaskRunner:
         added = self.store.add_node(name, count)
         return self.submit("add_nodes", grow_cluster, cluster.id, [i.id for i in added], cluster_name=name)
 
+    def remove_nodes(self, name: str, instance_ids: Sequence[int]) -> TaskHandle:
+        """Destroy replicas ``instance_ids`` of an active cluster and forget them; the primary cannot
+        be removed (``ValidationError``), nor an instance of another cluster (``NotFoundError``)."""
+        cluster = self.store.get_cluster(name)
+        if cluster.status != ACTIVE:
+            raise TaskError(f"cluster {name} is {cluster.status}, not active", task="remove_nodes", cluster=name)
+        ids = list(dict.fromkeys(instance_ids))
+        if not ids:
+            raise ValidationError("name at least one instance to remove", field="instances", cluster=name)
+        members = {i.id: i for i in cluster.instances}
+        for instance_id in ids:
+            instance = members.get(instance_id)
+            if instance is None:
+                raise NotFoundError(f"cluster {name} has no instance {instance_id}", cluster=name,
+                                    instance=instance_id)
+            if instance.role == PRIMARY:
+                raise ValidationError(f"{instance.name} is the primary of cluster {name}: only replicas can be "
+                                      "removed", field="instances", cluster=name, instance=instance.name)
+        return self.submit("remove_nodes", shrink_cluster, cluster.id, ids, cluster_name=name)
+
+    def reset_status(self, name: str) -> Cluster:
+        """Mark cluster ``name`` as error when an operation left it new, building or destroying but no
+        task of this runner works on it any more (the process that ran it ended); its unfinished
+        tasks are marked failed. Then it can be destroyed. A cluster a live task works on is refused
+        (``TaskError``); an active or failed one is returned as it is.
+
+        As Trove's reset-status, this is the operator's word: a task run by another process is not seen.
+        """
+        cluster = self.store.get_cluster(name)
+        live = self.live_tasks(name)
+        if live:
+            raise TaskError(f"cluster {name} is not stuck: task {live[0].name} is running on it",
+                            task=live[0].name, cluster=name)
+        for task in self.store.tasks(name):
+            if task.status in (QUEUED, RUNNING):
+                self.store.update_task(task.id, status=FAILED, message="interrupted: its process ended",
+                                       finished=_now())
+        if cluster.status not in (NEW, BUILDING, DESTROYING):
+            return cluster
+        reason = f"status reset while {cluster.status} with no task running"
+        for instance in cluster.instances:
+            if instance.status not in (ACTIVE, ERROR):
+                self.store.update_instance(instance.id, status=ERROR, task="", message=reason)
+        return self.store.update_cluster(cluster.id, status=ERROR, message=reason)
+
+    def restart_instance(self, ref: int | str) -> TaskHandle:
+        """Restart the datastore of an active instance (by id or name)."""
+        instance = self.store.get_instance(ref)
+        if instance.status != ACTIVE:
+            raise TaskError(f"instance {instance.name} is {instance.status}, not active", task="restart",
+                            instance=instance.name)
+        return self.submit("restart", restart, instance.id, cluster_name=instance.cluster.name,
+                           instance_name=instance.name)
+
     def destroy_cluster(self, name: str) -> TaskHandle:
         cluster = self.store.get_cluster(name)
         return self.submit("destroy_cluster", tear_down_cluster, cluster.id, cluster_name=name)
@@ -439,6 +518,26 @@ class TaskRunner:
     def backup_cluster(self, name: str) -> TaskHandle:
         cluster = self.store.get_cluster(name)
         return self.submit("backup", backup, cluster.id, cluster_name=name)
+
+    def start_backup(self, name: str, backup_name: str | None = None) -> tuple[Backup, TaskHandle]:
+        """Record a backup of active cluster ``name`` (named ``backup_name``, else after the cluster and
+        the time) and take it in the background: the record is there at once, as clients ask for it."""
+        cluster = self.store.get_cluster(name)
+        if cluster.status != ACTIVE:
+            raise TaskError(f"cluster {name} is {cluster.status}, not active: cannot back it up", task="backup",
+                            cluster=name)
+        record = self.store.add_backup(cluster, backup_name)
+        return record, self.submit("backup", backup, cluster.id, record.id, cluster_name=name)
+
+    def delete_backup(self, ref: int | str) -> None:
+        """Remove a finished (or failed) backup: its file, then its record; one being taken is refused."""
+        record = self.store.get_backup(ref)
+        if record.status in (QUEUED, RUNNING):
+            raise TaskError(f"backup {record.name} is {record.status}: it can be deleted once it ends",
+                            task="delete_backup", backup=record.name)
+        if record.path:
+            Path(record.path).unlink(missing_ok=True)
+        self.store.delete_backup(record.id)
 
     def perform(self, target: str, name: str, *cmds: str, on_output: Callable[[str, str], None] | None = None
                 ) -> TaskHandle:
@@ -630,6 +729,24 @@ def grow_cluster(ctx: TaskContext, cluster_id: int, instance_ids: Sequence[int])
     return ctx.store.update_cluster(cluster_id, status=ACTIVE, message="")
 
 
+def shrink_cluster(ctx: TaskContext, cluster_id: int, instance_ids: Sequence[int]) -> Cluster:
+    """Destroy replicas of an active cluster, forgetting each once its server is gone; one that cannot
+    be destroyed stays, marked error, and the cluster stays active with the message."""
+    ctx.store.update_cluster(cluster_id, status=BUILDING, message="")
+
+    def remove(instance: Instance) -> None:
+        destroy(ctx, instance.id)
+        ctx.store.remove_instance(instance.id)
+
+    try:
+        _in_parallel(ctx, [ctx.store.get_instance(i) for i in instance_ids], remove)
+    except BaseException as exc:
+        message = exc.message if isinstance(exc, ClustersError) else str(exc)
+        ctx.store.update_cluster(cluster_id, status=ACTIVE, message=f"removing nodes failed: {message}")
+        raise
+    return ctx.store.update_cluster(cluster_id, status=ACTIVE, message="")
+
+
 def tear_down_cluster(ctx: TaskContext, cluster_id: int) -> None:
     """Destroy every instance of a cluster, then forget the cluster."""
     cluster = ctx.store.update_cluster(cluster_id, status=DESTROYING, message="")
@@ -643,5 +760,5 @@ def tear_down_cluster(ctx: TaskContext, cluster_id: int) -> None:
 
 
 __all__ = ["TaskRunner", "TaskHandle", "TaskContext", "perform", "create_server", "create_volume",
-           "attach_volume", "prepare", "prepare_replica", "replicate", "backup", "restore", "destroy", "build_cluster", "grow_cluster",
-           "tear_down_cluster"]
+           "attach_volume", "prepare", "prepare_replica", "replicate", "backup", "restore", "restart", "destroy", "build_cluster", "grow_cluster",
+           "shrink_cluster", "tear_down_cluster"]

@@ -532,6 +532,20 @@ class BaseManager:
     def create_user(self, instance: Instance, user: str, password: str, database: str | None = None) -> None:
         raise NotImplementedError
 
+    def list_databases(self, instance: Instance) -> list[str]:
+        """The user databases of the instance, sorted (not the system ones, nor workbench's own)."""
+        raise ManagerError(f"{self.name} has no databases to list", manager=self.name)
+
+    def delete_database(self, instance: Instance, name: str) -> None:
+        raise ManagerError(f"{self.name} has no databases to delete", manager=self.name)
+
+    def list_users(self, instance: Instance) -> list[tuple[str, list[str]]]:
+        """(user, the databases it was given) of each account users made, sorted by name."""
+        raise ManagerError(f"{self.name} has no users to list", manager=self.name)
+
+    def delete_user(self, instance: Instance, user: str) -> None:
+        raise ManagerError(f"{self.name} has no users to delete", manager=self.name)
+
     # -- shared helpers ---------------------------------------------------------------------------
     @staticmethod
     def new_token() -> str:

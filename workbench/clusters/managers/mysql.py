@@ -246,3 +246,26 @@ class MySQLManager(BaseManager):
         with self.connection(instance) as conn:
             # the statement (with the password) goes on stdin, not on a command line
             conn.run(self.client(instance), input="; ".join(statements) + ";\n")
+
+    def list_databases(self, instance: Instance) -> list[str]:
+        with self.connection(instance) as conn:
+            return sorted(self.user_databases(conn, instance))
+
+    def delete_database(self, instance: Instance, name: str) -> None:
+        check_sql_name(name, "database")
+        with self.connection(instance) as conn:
+            self.sql(conn, instance, f"DROP DATABASE IF EXISTS `{name}`")
+
+    def list_users(self, instance: Instance) -> list[tuple[str, list[str]]]:
+        system = ", ".join(sql_literal(n) for n in ("root", "mysql", "mariadb.sys", "", REPLICATION_USER))
+        query = ("SELECT u.User, IFNULL(GROUP_CONCAT(d.Db ORDER BY d.Db), '') FROM mysql.user u LEFT JOIN mysql.db d "
+                 f"ON d.User = u.User AND d.Host = u.Host WHERE u.User NOT IN ({system}) AND u.is_role = 'N' "
+                 "GROUP BY u.User ORDER BY u.User")
+        with self.connection(instance) as conn:
+            rows = [line.split("\t") for line in self.sql(conn, instance, query).splitlines() if line]
+        return [(row[0], [d for d in (row[1] if len(row) > 1 else "").split(",") if d]) for row in rows]
+
+    def delete_user(self, instance: Instance, user: str) -> None:
+        check_sql_name(user, "user")
+        with self.connection(instance) as conn:
+            self.sql(conn, instance, f"DROP USER IF EXISTS `{user}`@'%'")

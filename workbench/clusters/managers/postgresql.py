@@ -240,6 +240,36 @@ class PostgresManager(BaseManager):
         with self.connection(instance) as conn:
             self.sql(conn, instance, "\n".join(statements))
 
+    def list_databases(self, instance: Instance) -> list[str]:
+        with self.connection(instance) as conn:
+            out = self.sql(conn, instance, "SELECT datname FROM pg_database WHERE NOT datistemplate "
+                                           "AND datname <> 'postgres' ORDER BY datname")
+        return out.split()
+
+    def delete_database(self, instance: Instance, name: str) -> None:
+        check_sql_name(name, "database")
+        with self.connection(instance) as conn:
+            self.sql(conn, instance, f'DROP DATABASE IF EXISTS "{name}"')
+
+    def list_users(self, instance: Instance) -> list[tuple[str, list[str]]]:
+        # the databases a role owns: create_user makes it the owner of the one it is given
+        query = ("SELECT r.rolname, COALESCE(string_agg(d.datname, ',' ORDER BY d.datname), '') FROM pg_roles r "
+                 "LEFT JOIN pg_database d ON d.datdba = r.oid WHERE r.rolcanlogin AND r.rolname NOT IN "
+                 f"('postgres', {_pg_literal(REPLICATION_USER)}) AND r.rolname NOT LIKE 'pg\\_%' "
+                 "GROUP BY r.rolname ORDER BY r.rolname")
+        with self.connection(instance) as conn:
+            rows = [line.split("|", 1) for line in self.sql(conn, instance, query).splitlines() if line]
+        return [(row[0], [d for d in (row[1] if len(row) > 1 else "").split(",") if d]) for row in rows]
+
+    def delete_user(self, instance: Instance, user: str) -> None:
+        """Drop the role; what it owns (its databases) passes to postgres first, its grants go."""
+        check_sql_name(user, "user")
+        statement = (f"DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {_pg_literal(user)}) THEN "
+                     f"EXECUTE 'REASSIGN OWNED BY \"{user}\" TO postgres'; EXECUTE 'DROP OWNED BY \"{user}\"'; "
+                     f"EXECUTE 'DROP ROLE \"{user}\"'; END IF; END $$;")
+        with self.connection(instance) as conn:
+            self.sql(conn, instance, statement)
+
 
 def _pg_literal(value: str) -> str:
     """A PostgreSQL string literal (standard_conforming_strings: only quotes are doubled)."""
