@@ -394,7 +394,8 @@ def test_refused_requests_raise_troveclient_exceptions_and_change_nothing(trove,
     request = urllib.request.Request(f"{api.url}/api/clusters/nope", headers={"X-Auth-Token": TOKEN})
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=30)
-    assert json.loads(caught.value.read()) == {"error": "no cluster nope"}
+    assert json.loads(caught.value.read()) == {"error": "no cluster nope", "kind": "NotFoundError",
+                                               "message": "no cluster nope", "fields": {"cluster": "nope"}}
 
 
 def test_reset_status_releases_a_cluster_left_building(trove, runner):
