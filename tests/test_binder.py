@@ -42,6 +42,9 @@ def test_binder_environment_starts_the_stack_and_runs_the_tour(tmp_path):
     run(["bash", str(ROOT / "binder" / "postBuild")], cwd=ROOT, env=env, timeout=600)
     check = run([python, "-c", "import workbench, workbench_jupyter; print(workbench.__file__)"], env=env)
     assert check.stdout.strip().startswith(str(ROOT))
+    overrides = run([python, "-c", "from workbench.lab import installed_app_settings_dir as d; "
+                     "print((d() / 'overrides.json').read_text())"], env=env)
+    assert json.loads(overrides.stdout)["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"
 
     state_dir = home / ".workbench"
     try:

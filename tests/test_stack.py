@@ -264,6 +264,12 @@ def test_lab_runs_the_stack_points_jupyter_at_it_and_stops_both(state_dir, tmp_p
         url = output[-1].strip()
         base, token = url.split("/lab?token=")
         assert "started" in wait_for_lab_status(base, token, lab)
+        # Nothing asks about Jupyter news or updates over the notebooks: the Lab's defaults say never.
+        request = urllib.request.Request(f"{base}/lab/api/settings/@jupyterlab/apputils-extension:notification",
+                                         headers={"Authorization": f"token {token}"})
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            properties = json.load(reply)["schema"]["properties"]
+        assert properties["fetchNews"]["default"] == "false" and properties["checkForUpdates"]["default"] is False
         # Kernels inherit the Lab's environment: it names the stack this command started.
         children = Path(f"/proc/{lab.pid}/task/{lab.pid}/children").read_text().split()
         environments = [Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") for pid in children]

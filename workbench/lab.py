@@ -9,6 +9,7 @@ stays importable without the Jupyter stack, and JupyterLab only runs in a child 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import signal
@@ -16,7 +17,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 from urllib.parse import quote
 
 from workbench.errors import ConfigurationError, ServiceError
@@ -67,6 +68,58 @@ def lab_argv(root_dir: str | os.PathLike[str], port: int | None = None, ip: str 
         argv.append("--no-browser")
     argv += list(extra)
     return argv
+
+
+#: settings defaults of every Lab workbench starts: no news prompt and no update check, whose
+#: toasts would cover the notebook (``--LabApp.news_url=None`` alone does not stop the prompt)
+LAB_SETTINGS: dict[str, dict[str, Any]] = {
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
+}
+
+
+def merge_settings(target: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``update`` merged into ``target`` key by key, nested dicts included; returns ``target``."""
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            merge_settings(target[key], value)
+        else:
+            target[key] = dict(value) if isinstance(value, Mapping) else value
+    return target
+
+
+def installed_app_settings_dir() -> Path | None:
+    """``<app dir>/settings`` of this JupyterLab (where ``jupyter lab`` reads overrides.json)."""
+    try:
+        from jupyterlab.commands import get_app_dir
+    except ImportError:
+        return None
+    return Path(get_app_dir()) / "settings"
+
+
+def write_app_settings(target: Path, overrides: Mapping[str, Mapping[str, Any]] = LAB_SETTINGS) -> Path:
+    """An app settings directory for ``--LabApp.app_settings_dir``: the installation's own (its
+    page_config.json disabling extensions, its overrides) with ``overrides`` merged on top."""
+    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    merged: dict[str, Any] = {}
+    installed = installed_app_settings_dir()
+    if installed is not None and installed.is_dir() and installed.resolve() != target.resolve():
+        for source in sorted(installed.iterdir()):
+            if not source.is_file() or source.suffix not in (".json", ".json5"):
+                continue
+            if source.name == "overrides.json":
+                merge_settings(merged, json.loads(source.read_text()))
+            elif source.name == "overrides.json5":
+                # Read after overrides.json by Lab, so it would beat ours: fold it in instead.
+                import json5
+
+                merge_settings(merged, json5.loads(source.read_text()))
+            else:
+                (target / source.name).write_bytes(source.read_bytes())
+    elif (target / "overrides.json").is_file():
+        merge_settings(merged, json.loads((target / "overrides.json").read_text()))
+    merge_settings(merged, overrides)
+    (target / "overrides.json").write_text(json.dumps(merged, indent=2))
+    return target
 
 
 def default_notebook_dir() -> Path:
@@ -128,7 +181,14 @@ def main(args: argparse.Namespace) -> int:
     # through the environment (readable only by this user), not argv (which `ps` shows to all).
     token = secrets.token_hex(24)
     env = {**os.environ, "JUPYTER_TOKEN": token}
-    argv = lab_argv(root_dir, port=port, ip=ip, open_browser=bool(getattr(args, "browser", False)))
+    from workbench.stack import default_state_dir
+
+    # A settings directory of our own (the installation's, plus LAB_SETTINGS), so no news prompt
+    # covers the notebooks, without writing into the installation that other Labs share.
+    settings = write_app_settings(Path(getattr(args, "state_dir", None) or default_state_dir()).expanduser()
+                                  / "lab-settings")
+    argv = lab_argv(root_dir, port=port, ip=ip, open_browser=bool(getattr(args, "browser", False)),
+                    extra=[f"--LabApp.app_settings_dir={settings}"])
     host = f"[{ip}]" if ":" in ip else ip
     if getattr(args, "stack", False):
         return _run_with_stack(args, argv, env, root_dir, f"http://{host}:{port}/lab?token={quote(token)}")

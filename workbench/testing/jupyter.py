@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 import pytest
 
-from workbench.lab import lab_argv
+from workbench.lab import LAB_SETTINGS, lab_argv, merge_settings, write_app_settings
 from workbench.testing.process import LOOPBACK, ServiceProcess
 
 if TYPE_CHECKING:  # Playwright is optional: only the type checker needs it here
@@ -45,33 +45,13 @@ CHROMIUM_ARGS = (
     "--disable-component-update", "--disable-sync", "--no-first-run",
 )
 
-#: Settings defaults for the test server: start the kernel without the "Select Kernel" dialog and
-#: never ask about (or fetch) news, so no dialog or toast covers what the test clicks.
-LAB_OVERRIDES: dict[str, dict[str, Any]] = {
-    "@jupyterlab/notebook-extension:tracker": {"autoStartDefaultKernel": True},
-    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
-}
+#: Settings defaults for the test server: those of every workbench Lab (no news prompt), and the
+#: kernel starts without the "Select Kernel" dialog, so nothing covers what the test clicks.
+LAB_OVERRIDES: dict[str, dict[str, Any]] = merge_settings(
+    {"@jupyterlab/notebook-extension:tracker": {"autoStartDefaultKernel": True}}, LAB_SETTINGS)
 
 IDLE_INDICATOR = ".jp-Notebook-ExecutionIndicator[data-status='idle']"
 WIDGET = ".jupyter-widgets"
-
-
-def _deep_update(target: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
-            _deep_update(target[key], value)
-        else:
-            target[key] = dict(value) if isinstance(value, Mapping) else value
-    return target
-
-
-def _installed_app_settings_dir() -> Path | None:
-    """``<app dir>/settings`` of this JupyterLab (where ``jupyter lab`` reads overrides.json)."""
-    try:
-        from jupyterlab.commands import get_app_dir
-    except ImportError:
-        return None
-    return Path(get_app_dir()) / "settings"
 
 
 class JupyterLabServer(ServiceProcess):
@@ -91,8 +71,8 @@ class JupyterLabServer(ServiceProcess):
                  extra_args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
         super().__init__(workdir, host, port)
         self.root_dir = Path(root_dir if root_dir is not None else self.workdir / "root").resolve()
-        self.overrides: dict[str, dict[str, Any]] = _deep_update({}, LAB_OVERRIDES)
-        _deep_update(self.overrides, overrides or {})
+        self.overrides: dict[str, dict[str, Any]] = merge_settings({}, LAB_OVERRIDES)
+        merge_settings(self.overrides, overrides or {})
         self.extra_args = list(extra_args)
         self.extra_env = dict(env or {})
         jupyter = self.workdir / "jupyter"
@@ -120,23 +100,7 @@ class JupyterLabServer(ServiceProcess):
         # Start from the installation's own app settings (page_config.json disabling extensions,
         # an existing overrides.json), so the test server differs from `jupyter lab` only by our
         # overrides, which are merged on top in this per-server copy.
-        merged: dict[str, dict[str, Any]] = {}
-        installed = _installed_app_settings_dir()
-        if installed is not None and installed.is_dir():
-            for source in sorted(installed.iterdir()):
-                if not source.is_file() or source.suffix not in (".json", ".json5"):
-                    continue
-                if source.name == "overrides.json":
-                    _deep_update(merged, json.loads(source.read_text()))
-                elif source.name == "overrides.json5":
-                    # Read after overrides.json by Lab, so it would beat ours: fold it in instead.
-                    import json5
-
-                    _deep_update(merged, json5.loads(source.read_text()))
-                else:
-                    (self.app_settings_dir / source.name).write_bytes(source.read_bytes())
-        _deep_update(merged, self.overrides)
-        (self.app_settings_dir / "overrides.json").write_text(json.dumps(merged, indent=2))
+        write_app_settings(self.app_settings_dir, self.overrides)
 
     def command(self) -> list[str]:
         # token="" is safe only because the server listens on loopback; it saves every page and
