@@ -1,13 +1,16 @@
-"""Conventions of every ``workbench`` group: its options also work after the subcommand, and no help
-shows ``==SUPPRESS==``."""
+"""Conventions of every ``workbench`` group: its options also work after the subcommand, no help shows
+``==SUPPRESS==``, and the install scripts show how far they are."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Iterator
+
+import pytest
 
 from workbench.cli import available_groups, build_parser, main
 
@@ -71,3 +74,49 @@ def test_a_group_option_after_the_subcommand_through_the_real_command(tmp_path):
     # the flag is taken (no "unrecognized arguments"): the command gets as far as the datastore
     assert result.returncode == 1 and "unknown datastore 'mongodb'" in result.stderr, result.stderr
     assert (tmp_path / "clusters.db").exists()
+
+
+# -- install progress --------------------------------------------------------------------------------
+PIP_OUTPUT = """\
+Obtaining file:///src/workbench
+  Installing build dependencies: started
+Collecting jupyterlab>=4.0 (from workbench==0.1.0)
+  Downloading jupyterlab-4.2.0-py3-none-any.whl (11.6 MB)
+Collecting pyzmq[extra]>=25 (from workbench==0.1.0)
+Requirement already satisfied: pyyaml in ./.venv/lib/python3.11/site-packages (6.0.1)
+Installing collected packages: pyzmq, jupyterlab, workbench
+Successfully installed jupyterlab-4.2.0 pyzmq-26.0.0 workbench-0.1.0
+"""
+
+
+def bash(script: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", "-c", f"set -euo pipefail; source scripts/progress.bash; {script}"], cwd=ROOT,
+                          input=stdin, capture_output=True, text=True, timeout=120)
+
+
+def test_pip_progress_names_each_package_and_counts_them():
+    result = bash("pip_progress", PIP_OUTPUT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["      collecting jupyterlab (1)", "      collecting pyzmq (2)",
+                                          "      installing 3 package(s), 1 already there ...", "      installed"]
+
+
+def test_pip_install_reports_and_fails_as_pip_does():
+    ok = bash(f"pip_install {sys.executable} --dry-run --no-index --no-deps pyyaml")
+    assert ok.returncode == 0 and ok.stdout.strip() == "nothing new: 1 requirement(s) already there", ok
+    failed = bash(f"pip_install {sys.executable} --dry-run --no-index --no-deps no-such-package-anywhere; "
+                  "echo never reached")
+    assert failed.returncode == 1 and "never reached" not in failed.stdout
+    assert "pip install failed (exit status 1)" in failed.stderr and "no-such-package-anywhere" in failed.stderr
+
+
+@pytest.mark.parametrize("script, steps", [("scripts/lab", 3), ("scripts/test", 4)])
+def test_install_scripts_number_their_steps_and_show_pip_progress(script, steps):
+    text = (ROOT / script).read_text()
+    assert "source scripts/progress.bash" in text
+    assert [line.split('"')[0] for line in text.splitlines() if line.startswith("step ")] == \
+        [f"step {n} {steps} " for n in range(1, steps + 1)]
+    assert "pip install -q" not in text and "pip_install .venv/bin/python -e " in text
+    if script == "scripts/lab":  # the URL is the last thing it prints: `workbench lab` prints it
+        assert text.rstrip().splitlines()[-1] == 'exec .venv/bin/workbench lab "$@"'
+    assert os.access(ROOT / script, os.X_OK)
