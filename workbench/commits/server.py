@@ -121,6 +121,9 @@ class WriteAuth:
     #: the WWW-Authenticate challenge sent with a 401
     challenge = 'Basic realm="rainer"'
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"  # the secret is never shown
+
     def allows(self, headers: Mapping[str, str]) -> bool:
         raise NotImplementedError
 
@@ -150,6 +153,9 @@ class BasicAuth(WriteAuth):
         if not users:
             raise ConfigurationError("basic auth needs at least one user")
         self._users = {name: password.encode("utf-8") for name, password in users.items()}
+
+    def __repr__(self) -> str:
+        return f"<BasicAuth: {', '.join(sorted(self._users))}>"  # the users, never their passwords
 
     def allows(self, headers: Mapping[str, str]) -> bool:
         authorization = headers.get("Authorization", "")
@@ -488,6 +494,9 @@ class CommitServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"<CommitServer {self.url}>"
 
     @property
     def url(self) -> str:

@@ -115,6 +115,10 @@ class Agent:
         self._link: BrokerLink | None = None
         self._stopping = threading.Event()
 
+    def __repr__(self) -> str:
+        where = self.address or f"{self.hostname}:{self.port} (not started)"
+        return f"<Agent {where}{', broker' if self.is_broker else ''}>"
+
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "Agent":
         identity = TlsIdentity.load_or_create(self.state_dir / "tls", self.hostname)

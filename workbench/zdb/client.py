@@ -103,6 +103,10 @@ class Client:
                 self.close()
                 raise
 
+    def __repr__(self) -> str:
+        read = f", reads from {self.read_uri}" if self.read_uri else ""
+        return f"<zdb Client {self.write_uri}{read}{', closed' if self._closed else ''}>"
+
     # -- sockets --------------------------------------------------------------------------------
     def _socket(self, role: str) -> zmq.Socket:
         sock = self._sockets[role]
