@@ -76,6 +76,23 @@ def test_a_group_option_after_the_subcommand_through_the_real_command(tmp_path):
     assert (tmp_path / "clusters.db").exists()
 
 
+
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_output_into_a_closed_pipe_exits_quietly_with_141(unbuffered):
+    # The reader is gone before the command writes: with buffered output the failure comes at the
+    # last flush, unbuffered at the first print; either way no traceback and status 141.
+    reader, writer = os.pipe()
+    os.close(reader)
+    environment = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        environment["PYTHONUNBUFFERED"] = unbuffered
+    try:
+        result = subprocess.run([sys.executable, "-m", "workbench", "version"], stdout=writer,
+                                stderr=subprocess.PIPE, env=environment, timeout=60)
+    finally:
+        os.close(writer)
+    assert (result.returncode, result.stderr) == (141, b"")
+
 # -- install progress --------------------------------------------------------------------------------
 PIP_OUTPUT = """\
 Obtaining file:///src/workbench

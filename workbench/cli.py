@@ -202,7 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(func(args) or 0)
+        status = int(func(args) or 0)
+        # Output still buffered meets a closed pipe here, not in the interpreter's last flush
+        # (which would print "Exception ignored ... BrokenPipeError" and exit 120).
+        sys.stdout.flush()
+        return status
     except WorkbenchError as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)
         return 1
