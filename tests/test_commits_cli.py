@@ -6,6 +6,7 @@ confirmation is answered on stdin, as a person at a terminal would.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -182,10 +183,10 @@ def test_edit_insists_on_yes_or_no(rainer, seeded, editor, edit_env):
     assert seeded.get_value("hey") == b'{"hey":"sure"}'
 
 
-def test_edit_without_change_does_not_commit(rainer, seeded, editor, edit_env):
+def test_edit_without_change_does_not_commit_and_exits_1(rainer, seeded, editor, edit_env):
     env, temp = edit_env(editor("pass"))
     result = run_cli("edit", "hey", url=rainer.url, stdin="", env=env)
-    assert result.returncode == 0 and "No change, not committing." in result.stdout
+    assert result.returncode == 1 and "No change, not committing." in result.stdout
     assert seeded.get_metadata("hey")["version"] == 6
 
 
@@ -280,6 +281,26 @@ def test_log_shows_the_history_as_diffs_newest_first(rainer, client):
     assert out.rstrip().endswith("End of Log")
     older = run_cli("log", "cfg", "1", url=rainer.url).stdout
     assert "Commit 2" not in older and "Commit 1" in older
+
+
+def test_log_into_a_pipe_its_reader_closed_exits_quietly_with_141(rainer, client):
+    # `workbench commits log big | head -1`: 40 versions of 8 kB each make far more output than a pipe
+    # holds, so the log is still writing when its reader goes away.
+    for version in range(1, 41):
+        client.post_commit({"key": "big", "version": version, "author": "ann", "comment": ""},
+                           json.dumps([f"line {n} of version {version}" for n in range(400)], indent=1))
+    environment = {name: value for name, value in os.environ.items() if name != "WORKBENCH_COMMITS_URL"}
+    process = subprocess.Popen([sys.executable, "-m", "workbench", "commits", "log", "big", "--url", rainer.url],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**environment, "NO_COLOR": "1"})
+    try:
+        first = process.stdout.readline()
+        process.stdout.close()
+        errors = process.stderr.read().decode()
+        status = process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert first == b"Commit 40\n"
+    assert (status, errors) == (141, "")
 
 
 # -- errors ---------------------------------------------------------------------------------------------

@@ -124,6 +124,26 @@ def test_reads_time_out_with_a_clear_error_when_no_server_answers():
         connection.close()
 
 
+def test_a_timeout_says_how_long_it_waited_over_every_attempt():
+    import re
+    import time
+
+    from workbench.testing.process import free_port
+
+    db, connection = client(f"tcp://127.0.0.1:{free_port()}", timeout=0.3, retries=2)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ZdbTimeout) as caught:
+            db["x"]._run()
+        elapsed = time.monotonic() - started
+    finally:
+        connection.close()
+    # three attempts of 0.3 s: the message says 0.9 s or so, not the 0.3 s of one attempt
+    waited = float(re.search(r" in ([0-9.]+)s", str(caught.value)).group(1))
+    assert 0.85 <= waited <= elapsed + 0.05, str(caught.value)
+    assert caught.value.attempts == 3 and "timeout=0.3" not in str(caught.value)
+
+
 def test_a_restarted_server_does_not_strand_the_client(tmp_path):
     import threading
 

@@ -104,3 +104,15 @@ def test_shell_command_line(sm):
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["None", "[1, 2]"]
+
+
+def test_shell_errors_are_one_line_like_the_magic(sm):
+    script = "db['nope']\ndb['x'] = 3\ndb['x'].append(1)\n1/0\ndb['x']\n"
+    result = subprocess.run([sys.executable, "-m", "workbench", "zdb", "shell", sm.address], input=script,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "Traceback" not in result.stdout + result.stderr
+    assert lines[0].startswith("ZdbKeyError: ") and "nope" in lines[0]
+    assert lines[1] == "None" and lines[2].startswith("ZdbTypeError: ")
+    assert lines[3:] == ["ZeroDivisionError: division by zero", "3"]

@@ -2,13 +2,23 @@
 
 Subsystems plug in by providing ``workbench/<name>/cli.py`` with ``add_arguments(parser)`` (which
 sets ``func`` on the parser defaults); a group appears here as soon as its module exists.
+
+Conventions every group gets from here, so no group repeats them: an option of a group also works
+after its subcommand (``workbench clusters create x --db URL``); a subcommand added with
+``help=argparse.SUPPRESS`` is left out of the help; and a reader that closes the pipe early
+(``workbench commits log KEY | head -1``) ends the command quietly with status 141, the status of a
+process that SIGPIPE ended, as ``git log | head`` gives (a pipeline under ``set -o pipefail`` sees
+that the output was cut short).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import importlib.util
+import os
+import select
 import signal
 import sys
 import threading
@@ -16,6 +26,10 @@ from typing import Sequence
 
 import workbench
 from workbench.errors import WorkbenchError
+
+#: the exit status of a command whose reader closed the pipe: 128 + SIGPIPE, what a shell shows for
+#: a process SIGPIPE ended (Python ignores SIGPIPE, so we say it ourselves)
+CLOSED_PIPE_STATUS = 128 + signal.SIGPIPE
 
 #: subcommand group -> (module providing it, one-line help)
 SUBSYSTEM_GROUPS: dict[str, tuple[str, str]] = {
@@ -114,7 +128,65 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in available_groups().items():
         group = subcommands.add_parser(name, help=help_text)
         importlib.import_module(module).add_arguments(group)
+        share_options(group)
+    hide_suppressed_commands(parser)
     return parser
+
+
+def _subcommand_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers of ``parser``'s subcommands (none when it has no subcommands)."""
+    return [sub for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for sub in dict.fromkeys(action.choices.values())]  # an alias maps to its parser again
+
+
+def share_options(parser: argparse.ArgumentParser) -> None:
+    """Make each option of ``parser`` work after its subcommands too, recursively.
+
+    Each subcommand gets a copy whose default is ``SUPPRESS``: given after the subcommand it
+    overrides the value given before, and not given it leaves that value alone (argparse copies only
+    the attributes a subparser set). A subcommand's own option of the same name keeps its meaning.
+    """
+    shared = [action for action in parser._actions
+              if action.option_strings and not isinstance(action, (argparse._HelpAction, argparse._VersionAction))]
+    for sub in _subcommand_parsers(parser):
+        free = [action for action in shared
+                if not any(flag in sub._option_string_actions for flag in action.option_strings)]
+        if free:
+            section = sub.add_argument_group(f"options of {parser.prog} (also accepted before the command)")
+            for action in free:
+                duplicate = copy.copy(action)
+                duplicate.default, duplicate.required = argparse.SUPPRESS, False
+                section._add_action(duplicate)
+        share_options(sub)
+
+
+def hide_suppressed_commands(parser: argparse.ArgumentParser) -> None:
+    """Leave out of every help the subcommands added with ``help=SUPPRESS``, which Python 3.11's
+    argparse lists as ``==SUPPRESS==``; they still run."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            action._choices_actions = [choice for choice in action._choices_actions
+                                       if choice.help is not argparse.SUPPRESS]
+    for sub in _subcommand_parsers(parser):
+        hide_suppressed_commands(sub)
+
+
+def _stdout_closed() -> bool:
+    """Whether our standard output is a pipe its reader closed (poll reports an error on it)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.__stdout__.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll, or no real stdout: cannot tell
+        return False
+
+
+def _quiet_closed_pipe() -> int:
+    """Point stdout at /dev/null, so the interpreter's last flush does not fail on the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.__stdout__.fileno())
+    os.close(devnull)
+    return CLOSED_PIPE_STATUS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,12 +202,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(func(args) or 0)
+        status = int(func(args) or 0)
+        # Output still buffered meets a closed pipe here, not in the interpreter's last flush
+        # (which would print "Exception ignored ... BrokenPipeError" and exit 120).
+        sys.stdout.flush()
+        return status
     except WorkbenchError as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Only our own output's reader going away is the quiet case; a broken socket inside a
+        # command is an error like any other.
+        if not _stdout_closed():
+            raise
+        return _quiet_closed_pipe()
 
 
 if __name__ == "__main__":

@@ -91,6 +91,10 @@ class EventDispatcher:
         self._closed = threading.Event()
         self._delivering: Any = None  # the listener being called right now, for remove_listener
 
+    def __repr__(self) -> str:
+        state = ", closed" if self._closed.is_set() else ""
+        return f"<EventDispatcher {self.source!r}: {len(self._listeners)} listener(s){state}>"
+
     # -- listeners ----------------------------------------------------------------------------
     def add_listener(self, listener: Any, initial: Iterable[tuple[str, tuple[Any, ...]]] = ()) -> None:
         """Subscribe ``listener``; ``initial`` events (kind, args) go to it alone, before anything newer.
@@ -220,6 +224,11 @@ class EventSource:
 
     _events: EventDispatcher
 
+    def __repr__(self) -> str:
+        # A client that emits events is named by its dispatcher's source: its address, URL or path.
+        events = getattr(self, "_events", None)
+        return f"<{type(self).__name__} {events.source if events is not None else '(not open)'}>"
+
     def add_listener(self, listener: Any) -> None:
         """Subscribe a listener object (methods named after events) or a callable taking ``Event``."""
         self._events.add_listener(listener, self.initial_events())
@@ -249,6 +258,9 @@ class EventRecorder:
     def __init__(self) -> None:
         self.events: list[Event] = []
         self._condition = threading.Condition()
+
+    def __repr__(self) -> str:
+        return f"<EventRecorder: {len(self.events)} event(s)>"
 
     def __call__(self, event: Event) -> None:
         with self._condition:

@@ -283,6 +283,9 @@ class EmbeddedStack:
         self.started: list[StackComponent] = []
         self.credentials: dict[str, dict[str, str]] = {}
 
+    def __repr__(self) -> str:
+        return f"<EmbeddedStack {self.state_dir}: {len(self.started)} of {len(self.components)} components started>"
+
     @property
     def stack_file(self) -> Path:
         return self.state_dir / STACK_FILE

@@ -65,6 +65,12 @@ class Dashboard:
         for source in sources:
             self.subscribe(source)
 
+    def __repr__(self) -> str:
+        # what a terminal shows (a notebook shows the widget)
+        state = ", closed" if self._closed else ""
+        return (f"<{type(self).__name__} of {len(self._sources)} source(s): {self.event_count} event(s), "
+                f"{self.render_count} render(s){state}>")
+
     # -- to fill in -----------------------------------------------------------------------------
     def build(self) -> widgets.Widget:
         """Create and return the root widget (called once, from the constructor)."""

@@ -36,6 +36,9 @@ class ClustersClient:
         self.token = token
         self.timeout = timeout
 
+    def __repr__(self) -> str:
+        return f"<ClustersClient {self.url}>"  # never the token
+
     def __enter__(self) -> ClustersClient:
         return self
 

@@ -344,6 +344,9 @@ class Backup(Base):
 
     datastore: Mapped[Datastore] = relationship(lazy="joined")
 
+    def __repr__(self) -> str:
+        return f"<Backup: {self.name} of {self.cluster_name}, {self.status}, {self.size} bytes>"
+
 
 class Task(Base):
     """One background task: its state and its log, kept after it ends."""
@@ -360,6 +363,10 @@ class Task(Base):
     log: Mapped[str] = mapped_column(Text, default="")
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     finished: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+    def __repr__(self) -> str:
+        where = self.instance_name or self.cluster_name
+        return f"<Task: {self.name}{' on ' + where if where else ''}, {self.status} {self.progress or 0}%>"
 
 
 # -- snapshots delivered with events -------------------------------------------------------------
@@ -471,6 +478,9 @@ class ClusterStore(EventSource):
         self._events = EventDispatcher(f"clusters:{self.engine.url.render_as_string(hide_password=True)}")
         self._log_lock = threading.Lock()
         self._master_key: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<ClusterStore {self.url}>"  # the URL with its password masked
 
     @property
     def master_key(self) -> str:

@@ -323,6 +323,9 @@ class TaskRunner:
         self._keys: dict[int, Any] = {}
         self._secrets: dict[int, str] = {}
 
+    def __repr__(self) -> str:
+        return f"<TaskRunner on {self.store.url}>"
+
     # -- runtime of managers and providers -----------------------------------------------------
     def provider_for(self, cluster: Cluster | str) -> BaseProvider:
         name = cluster if isinstance(cluster, str) else cluster.provider

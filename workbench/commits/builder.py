@@ -56,6 +56,9 @@ class Rainer:
         self.publisher: AutoPublisher | None = None
         self.server: CommitServer | None = None
 
+    def __repr__(self) -> str:
+        return f"<Rainer {self.server.url if self.server is not None else '(not started)'}>"
+
     @property
     def url(self) -> str:
         if self.server is None:

@@ -19,6 +19,7 @@ header of metadata, a line ``---``, then the payload exactly as it will be store
     {"hey":"what"}
 
 Errors (a missing key, a stale version, no server) print one line on stderr and exit 1.
+An ``edit`` with nothing to commit (the value unchanged, or the editor failing) exits 1 too.
 
 Secrets never need the command line, where ``ps`` shows them to every local user: ``serve`` reads
 its write credentials from ``--auth-file`` or ``$WORKBENCH_COMMITS_AUTH`` and its storage URL from
@@ -59,14 +60,14 @@ CLIENT_COMMANDS = ("list", "show", "prepare", "edit", "commit", "commit-value", 
 # -- argument parsing -------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the client commands (pyrainer's) and ``serve`` to ``parser`` (``workbench commits``)."""
-    _client_options(parser, None)
+    _client_options(parser)
     commands = parser.add_subparsers(dest="commits_command", metavar="COMMAND")
 
     def client_command(name: str, help_text: str, func: Callable[[argparse.Namespace], int],
                        key: bool = True, version: bool = True) -> argparse.ArgumentParser:
+        # --url and friends also work after the command (`... list --url URL`): workbench.cli
+        # shares a group's options with its commands
         sub = commands.add_parser(name, help=help_text)
-        # --url and friends also work after the command (`... list --url URL`)
-        _client_options(sub, argparse.SUPPRESS)
         if key:
             sub.add_argument("key", help="commit key")
         if version:
@@ -109,19 +110,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 
-def _client_options(parser: argparse.ArgumentParser, default: Any) -> None:
-    def option(*flags: str, **kwargs: Any) -> None:
-        if default is argparse.SUPPRESS:
-            kwargs["default"] = argparse.SUPPRESS
-        parser.add_argument(*flags, **kwargs)
-
-    option("--url", metavar="URL", help=f"the commits server, e.g. http://localhost:8080/diary "
-           f"(default: ${URL_ENVIRONMENT})")
-    option("--token", help="bearer token for servers that require one on writes; visible in ps, so prefer "
-           f"${TOKEN_ENVIRONMENT}, the default")
-    option("--author", help="author of new commits (default: your login name)")
-    option("--timeout", type=float, help="seconds to wait for the server (default 10)")
-    option("--color", choices=["auto", "always", "never"], help="colour diffs (default: auto, on a terminal)")
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", metavar="URL", help="the commits server, e.g. http://localhost:8080/diary "
+                        f"(default: ${URL_ENVIRONMENT})")
+    parser.add_argument("--token", help="bearer token for servers that require one on writes; visible in ps, "
+                        f"so prefer ${TOKEN_ENVIRONMENT}, the default")
+    parser.add_argument("--author", help="author of new commits (default: your login name)")
+    parser.add_argument("--timeout", type=float, help="seconds to wait for the server (default 10)")
+    parser.add_argument("--color", choices=["auto", "always", "never"],
+                        help="colour diffs (default: auto, on a terminal)")
 
 
 # -- plumbing ------------------------------------------------------------------------------------------
@@ -334,11 +331,11 @@ def _ask(terminal: Terminal, question: str) -> bool:
 def confirm_and_post(client: Any, terminal: Terminal, key: str, current: bytes | None,
                      prepared: bytes) -> bool:
     """Show what the prepared commit changes, ask, and post it on 'yes'. True when posted."""
-    meta, payload = split_prepared(prepared)
-    new_value = None if meta.get("empty") else payload
-    if new_value == current and not meta.get("empty"):
+    if _unchanged(prepared, current):
         terminal.line("No change, not committing.")
         return False
+    meta, payload = split_prepared(prepared)
+    new_value = None if meta.get("empty") else payload
     terminal.diff(_text(current), _text(new_value), f"{key} (current)", f"{key} (new)")
     if not _ask(terminal, f"Commit to {client.commit_uri(key)} (yes/no)? "):
         terminal.line("OK, not committing.")
@@ -452,10 +449,20 @@ def cmd_edit(args: argparse.Namespace) -> int:
                 os.unlink(name)
             else:
                 print(f"Your work is saved in: {name}")
+                # Nothing to commit fails, as `git commit` does, so that a script does not take it
+                # for a commit; a "no" to the question is the user's own answer, not a failure.
+                if _unchanged(edited, head_value):
+                    return 1
         except BaseException:
             print(f"An error was encountered. Your work is saved in: {name}", file=sys.stderr)
             raise
     return 0
+
+
+def _unchanged(prepared: bytes, current: bytes | None) -> bool:
+    """Whether a prepared commit would store what is there already (and is no deletion)."""
+    meta, payload = split_prepared(prepared)
+    return payload == current and not meta.get("empty")
 
 
 def _safe_name(key: str) -> str:

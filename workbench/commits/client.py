@@ -134,6 +134,9 @@ class RainerClient:
             raise ValueError("base_uri is required")
         self.transport = transport or HttpTransport(base_uri, timeout=timeout, token=token)
 
+    def __repr__(self) -> str:
+        return f"<RainerClient {self.base_uri}>"
+
     @property
     def base_uri(self) -> str:
         """The server's base URL, without credentials."""
@@ -278,6 +281,9 @@ class HttpCommitStorage(CommitStorage):
         super().__init__(serialization)
         self.transport = transport or HttpTransport(url, timeout=timeout, token=token)
         self.rainer = RainerClient(self.transport.base_url, transport=self.transport)
+
+    def __repr__(self) -> str:
+        return f"<HttpCommitStorage {self.url}>"
 
     @property
     def url(self) -> str:

@@ -110,6 +110,9 @@ class CommitKeeper:
         # key -> (znode version, commit version) as this keeper last wrote or read them
         self._known: dict[str, tuple[int, int]] = {}
 
+    def __repr__(self) -> str:
+        return f"<CommitKeeper {self.path}>"
+
     def serialization_for(self, key: str) -> Serialization:
         chosen = self._serialization
         return chosen if isinstance(chosen, Serialization) else chosen(key)
@@ -468,6 +471,9 @@ class KeeperPublishingStorage(CommitStorage):
         self.underlying = underlying
         self.keeper = keeper
         self.blocking = True
+
+    def __repr__(self) -> str:
+        return f"<KeeperPublishingStorage {self.underlying!r} publishing to {self.keeper.path}>"
 
     def start(self) -> KeeperPublishingStorage:
         self.underlying.start()

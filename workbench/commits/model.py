@@ -179,7 +179,16 @@ class Serialization(Protocol):
     def loads(self, payload: bytes) -> Any: ...
 
 
-class JsonSerialization:
+class _NamedSerialization:
+    """Shows a serialization by its name (``<json serialization>``); the four below are one each."""
+
+    name: str
+
+    def __repr__(self) -> str:
+        return f"<{self.name} serialization>"
+
+
+class JsonSerialization(_NamedSerialization):
     """UTF-8 JSON; ``dumps`` is compact (``{"hey":"what"}``) with keys in the order given."""
 
     name = "json"
@@ -198,7 +207,7 @@ class JsonSerialization:
             raise ValueError("invalid JSON: nested too deeply") from None
 
 
-class YamlSerialization:
+class YamlSerialization(_NamedSerialization):
     """YAML via pyyaml's safe loader (no Python objects from documents)."""
 
     name = "yaml"
@@ -220,7 +229,7 @@ class YamlSerialization:
             raise ValueError("invalid YAML: nested too deeply") from None
 
 
-class TextSerialization:
+class TextSerialization(_NamedSerialization):
     """UTF-8 text: the value is a ``str``."""
 
     name = "text"
@@ -238,7 +247,7 @@ class TextSerialization:
             raise ValueError(f"invalid UTF-8: {exc}") from None
 
 
-class RawSerialization:
+class RawSerialization(_NamedSerialization):
     """No transformation: the value is the payload's ``bytes``."""
 
     name = "raw"

@@ -119,6 +119,9 @@ class WriteAuth:
     #: the WWW-Authenticate challenge sent with a 401
     challenge = 'Basic realm="rainer"'
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"  # the secret is never shown
+
     def allows(self, headers: Mapping[str, str]) -> bool:
         raise NotImplementedError
 
@@ -148,6 +151,9 @@ class BasicAuth(WriteAuth):
         if not users:
             raise ConfigurationError("basic auth needs at least one user")
         self._users = {name: password.encode("utf-8") for name, password in users.items()}
+
+    def __repr__(self) -> str:
+        return f"<BasicAuth: {', '.join(sorted(self._users))}>"  # the users, never their passwords
 
     def allows(self, headers: Mapping[str, str]) -> bool:
         authorization = headers.get("Authorization", "")
@@ -497,6 +503,9 @@ class CommitServer(ServerLifecycle):
     def address(self) -> Address:
         """``host:port`` (the real port once started)."""
         return self._http.address
+
+    def __repr__(self) -> str:
+        return f"<CommitServer {self.url}>"
 
     @property
     def url(self) -> str:

@@ -270,6 +270,9 @@ class SqlCommitStorage(CommitStorage):
         self._start_lock = threading.Lock()
         self._build_tables()
 
+    def __repr__(self) -> str:
+        return f"<SqlCommitStorage {self._engine.url.render_as_string(hide_password=True)} table {self.table_name}>"
+
     @property
     def engine(self) -> Any:
         """The SQLAlchemy engine."""

@@ -128,6 +128,10 @@ class Agent(ServerLifecycle):
         self._stopped = threading.Event()
         self._lifecycle = threading.RLock()  # a stop() racing a start() waits for it, then stops
 
+    def __repr__(self) -> str:
+        where = self.address or f"{self.hostname}:{self.port} (not started)"
+        return f"<Agent {where}{', broker' if self.is_broker else ''}>"
+
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "Agent":
         with self._lifecycle:

@@ -54,6 +54,9 @@ class InventoryClient:
         self.timeout = timeout
         self._connection = Connection(parse_address(address), timeout, trusted_uids)
 
+    def __repr__(self) -> str:
+        return f"<InventoryClient {self.address or DEFAULT_ADDRESS}>"
+
     def close(self) -> None:
         self._connection.close()
 

@@ -122,6 +122,9 @@ class InventoryServer(ServerLifecycle):
         self._seen: tuple[Any, Any] | None = None
         self._seen_at = time.monotonic()
 
+    def __repr__(self) -> str:
+        return f"<InventoryServer {self.server_id}: {self.role}, {self.status}>"
+
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> InventoryServer:
         """Load the image, take a role, open the ports; returns once everything answers."""

@@ -103,6 +103,10 @@ class Client:
                 self.close()
                 raise
 
+    def __repr__(self) -> str:
+        read = f", reads from {self.read_uri}" if self.read_uri else ""
+        return f"<zdb Client {self.write_uri}{read}{', closed' if self._closed else ''}>"
+
     # -- sockets --------------------------------------------------------------------------------
     def _socket(self, role: str) -> zmq.Socket:
         sock = self._sockets[role]
@@ -149,6 +153,7 @@ class Client:
             if read and role == "read" and self.read_your_writes and self.last_write_seq:
                 message["after"] = self.last_write_seq
             attempts = 1 + (self.retries if read else 0)
+            started = time.monotonic()
             for attempt in range(attempts):
                 message["id"] = next(self._ids)
                 reply, reply_data = self._exchange(role, message, data, timeout)
@@ -162,7 +167,10 @@ class Client:
             else:
                 uri = self.write_uri if role == "write" else self.read_uri
                 what = "read" if read else f"{kind} (it may or may not have been applied)"
-                raise ZdbTimeout(f"no answer from zdb server for {what}", uri=uri, timeout=timeout)
+                # The time waited in all, over every attempt: what the user sat through.
+                waited = round(time.monotonic() - started, 1)
+                raise ZdbTimeout(f"no answer from zdb server for {what} in {waited:g}s", uri=uri,
+                                 attempts=attempts)
         if reply.get("ok"):
             if not read:
                 seq = reply.get("seq")

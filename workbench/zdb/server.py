@@ -174,6 +174,9 @@ class _ServerBase(ServerLifecycle):
         self._outbox: list[list[bytes]] = []
         self._control_uri = f"inproc://zdb-control-{id(self)}"
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.address or self.bind_uri + ' (not started)'}>"
+
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "_ServerBase":
         """Bind and start serving on a background thread; returns once ready."""

@@ -1,9 +1,12 @@
-"""The zdb REPL: each line is Python against ``db``; a line that evaluates to a proxy is read and printed."""
+"""The zdb REPL: each line is Python against ``db``; a line that evaluates to a proxy is read and printed.
+
+A line that fails prints one line, ``ErrorName: message``, as the ``%zdb`` magic does, and the shell
+goes on: the traceback would only show the shell's own frame.
+"""
 
 from __future__ import annotations
 
 import sys
-import traceback
 from typing import Any, TextIO
 
 from workbench.zdb.client import Proxy, client
@@ -38,8 +41,8 @@ def run_shell(write_uri: str, read_uri: str | None = None, stdin: TextIO = sys.s
                 continue
             try:
                 print(repr(evaluate(line, namespace)), file=stdout)
-            except Exception:  # a shell reports the error and goes on
-                traceback.print_exc(limit=1, file=stdout)
+            except Exception as exc:  # noqa: BLE001 - a shell reports the error and goes on
+                print(f"{type(exc).__name__}: {exc}", file=stdout)
             stdout.flush()
     finally:
         connection.close()
