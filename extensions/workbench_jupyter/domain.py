@@ -21,9 +21,9 @@ import re
 import shlex
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from IPython.core.error import StdinNotImplementedError, TryNext, UsageError
+from IPython.core.error import TryNext, UsageError
 from IPython.core.magic import line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Float, Int, Unicode
@@ -31,6 +31,7 @@ from traitlets import Float, Int, Unicode
 from workbench.domain import Database, Domain, Process
 from workbench.domain import DEFAULT_PORT, KnownBrokers
 from workbench.errors import AuthenticationError, DomainError, WorkbenchError
+from workbench.ports import port_open
 from workbench_jupyter.subsystem_magic import (CommandTable, SubsystemMagic, capture_words, disconnect_arguments,
                                                redact, split_capture)
 
@@ -263,9 +264,6 @@ class DomainMagic(SubsystemMagic):
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
-        #: asks for a password (the kernel's getpass by default, which front ends show as a
-        #: masked input); replaceable for front ends without one
-        self.password_prompt: Callable[[str], str] | None = None
         self.add_completer(_complete)
 
     def commands(self) -> CommandTable:
@@ -337,8 +335,12 @@ class DomainMagic(SubsystemMagic):
         address = f"{host}:{port}"
         user, password = _split_credentials(parsed.credentials, self.default_user)
         self.sessions.check_name(parsed.name)
+        # before any prompt: nobody should type a password for a broker that is not there
+        if not port_open(host, int(port), timeout=min(self.timeout, 2.0)):
+            raise UsageError(f"domain: cannot connect to {address}: nothing answers on {address} "
+                             "(is the broker running? `workbench status` says)")
         if password is None:
-            password = self._ask(f"password of {user} on {address}: ")
+            password = self.ask_password(f"password of {user} on {address}: ")
         try:
             client = Domain(address, user, password, timeout=self.timeout,
                             known_brokers=KnownBrokers(Path(self.known_brokers)) if self.known_brokers else None)
@@ -364,19 +366,6 @@ class DomainMagic(SubsystemMagic):
                              "connect again")
         return session
 
-    def _ask(self, prompt: str) -> str:
-        import getpass
-
-        ask = self.password_prompt or getpass.getpass  # looked up now: ipykernel swaps it in per request
-        try:
-            answer = ask(prompt)
-        except (StdinNotImplementedError, EOFError, OSError, RuntimeError):
-            raise UsageError("domain: no password given and this front end cannot ask for one; "
-                             "write USER:{password} with the password in a variable") from None
-        if not answer:
-            raise UsageError("domain: no password given")
-        return answer
-
     # -- processes ------------------------------------------------------------------------------
     def _cmd_start(self, parsed: Any, connection: str | None) -> Process:
         session = self.session(connection)
@@ -393,7 +382,7 @@ class DomainMagic(SubsystemMagic):
         if parsed.dba:
             user, password = _split_credentials(parsed.dba, "dba")
             if password is None:
-                password = self._ask(f"password of database user {user} of {parsed.database}: ")
+                password = self.ask_password(f"password of database user {user} of {parsed.database}: ")
             options = [("--dba-user", user), ("--dba-password", password)]
             session.te_options[parsed.database] = options
         if parsed.type == "sm" and not parsed.archive:
@@ -482,7 +471,7 @@ class DomainMagic(SubsystemMagic):
                     raise UsageError("domain description: create NAME TEMPLATE (see %domain templates)")
                 user, password = _split_credentials(parsed.dba, "dba")
                 if parsed.dba and password is None:
-                    password = self._ask(f"password of database user {user} of {parsed.name}: ")
+                    password = self.ask_password(f"password of database user {user} of {parsed.name}: ")
                 return domain.create_description(parsed.name, parsed.template, variables, dba_user=user,
                                                  dba_password=password or "dba", archive_dir=parsed.archive_dir)
             if parsed.action == "update":
