@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,6 @@ from traitlets import Float, Int, Unicode
 from workbench.domain import Database, Domain, Process
 from workbench.domain import DEFAULT_PORT, KnownBrokers
 from workbench.errors import AuthenticationError, DomainError, WorkbenchError
-from workbench.ports import port_open
 from workbench_jupyter.subsystem_magic import (CommandTable, SubsystemMagic, capture_words, disconnect_arguments,
                                                redact, split_capture)
 
@@ -336,9 +336,11 @@ class DomainMagic(SubsystemMagic):
         user, password = _split_credentials(parsed.credentials, self.default_user)
         self.sessions.check_name(parsed.name)
         # before any prompt: nobody should type a password for a broker that is not there
-        if not port_open(host, int(port), timeout=min(self.timeout, 2.0)):
+        try:
+            socket.create_connection((host, int(port)), timeout=min(self.timeout, 2.0)).close()
+        except OSError as exc:
             raise UsageError(f"domain: cannot connect to {address}: nothing answers on {address} "
-                             "(is the broker running? `workbench status` says)")
+                             f"({exc.strerror or exc}; is the broker running? `workbench status` says)") from None
         if password is None:
             password = self.ask_password(f"password of {user} on {address}: ")
         try:
