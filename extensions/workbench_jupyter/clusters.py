@@ -7,7 +7,7 @@
     %clusters create cache --datastore redis-7 --size 3 --wait   # block until active
     %clusters list                                    # a DataFrame
     %clusters show cache                              # instances with address, port, role, status
-    %clusters perform cache 'redis-cli -p 6379 info replication'  # output streamed into the cell
+    %clusters perform cache 'redis-cli -p $WB_PORT info replication'  # each instance's port
     %clusters out << perform cache 'uptime'           # ... and kept: out.outputs["cache-1"]
     %clusters info << show cache                      # keep the result in `info`
     %clusters backup cache
@@ -16,7 +16,7 @@
     %clusters destroy cache
 
     %%clusters perform cache                          # the cell is one shell script
-    redis-cli -p 6379 ping
+    redis-cli -p $WB_PORT ping                        # also $WB_ADDRESS, $WB_ROLE, $WB_DATASTORE
 
 State lives where ``%config ClustersMagic.state_dir`` says (default: the clusters settings);
 ``%config ClustersMagic`` lists every option. Errors are one-line ``UsageError``s.
@@ -279,7 +279,9 @@ class ClustersMagic(SubsystemMagic):
             %clusters                                    live dashboard
             %clusters create NAME --datastore redis-7 --size 3 [--provider P] [--wait]
             %clusters list | show NAME | backups [NAME]
-            %clusters perform CLUSTER 'cmd' ['cmd'...]   output streamed into the cell
+            %clusters perform CLUSTER 'cmd' ['cmd'...]   output streamed into the cell; each
+                                                         instance's $WB_PORT, $WB_ADDRESS, $WB_ROLE
+                                                         and $WB_DATASTORE are set for the commands
             %clusters backup NAME | restore BACKUP NAME [--size N] [--wait]
             %clusters add-node NAME [--count N] [--wait] | destroy NAME [--wait]
             %clusters VAR << COMMAND                     keep the result in VAR
