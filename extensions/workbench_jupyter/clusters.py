@@ -381,6 +381,7 @@ class ClustersMagic(SubsystemMagic):
             commands = [cell]
         if not commands or not all(c.strip() for c in commands):
             raise UsageError("clusters perform: give a command, e.g. %clusters perform cache 'uptime'")
+        self._wait_until_built(parsed.target)
         lines: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         handle = self.runner.perform(parsed.target, "perform", *commands,
                                      on_output=lambda instance, line: lines.put((instance, line)))
@@ -429,6 +430,29 @@ class ClustersMagic(SubsystemMagic):
         return None
 
     # -- waiting ----------------------------------------------------------------------------------
+    def _wait_until_built(self, target: str) -> None:
+        """Wait (up to ``timeout``) while the cluster of ``target`` is still being built.
+
+        Run All goes from ``%clusters create cache`` (which returns at once, with its dashboard)
+        straight to ``%clusters perform cache ...``: the instances have no port yet.
+        """
+        def status() -> str:
+            try:
+                return self.store.get_cluster(target).status
+            except NotFoundError:
+                try:
+                    return self.store.get_instance(target).cluster.status
+                except NotFoundError:
+                    return ""  # perform itself names what is missing
+        deadline = time.monotonic() + self.timeout
+        if status() in ("new", "building"):
+            print(f"waiting for {target} to be built...", flush=True)
+        while status() in ("new", "building"):
+            if time.monotonic() > deadline:
+                raise UsageError(f"clusters perform: {target} is still being built after {self.timeout:g}s "
+                                 "(see %clusters)")
+            time.sleep(0.2)
+
     def _wait(self, handle: TaskHandle, what: str, each: Callable[[], None] | None = None) -> Any:
         """The task's result; its failure (or the timeout) becomes a one-line UsageError."""
         deadline = time.monotonic() + self.timeout

@@ -156,17 +156,18 @@ def templates_frame(domain: Domain) -> Any:
 
 
 def find_process(domain: Domain, text: str) -> Process:
-    """The process named by a pid, ``HOST:PORT`` or its id ``PEER/PID``."""
+    """The process named by a pid, its port, ``HOST:PORT`` or its id ``PEER/PID``."""
     processes = domain.processes
     if text.isdigit():
-        found = [p for p in processes if p.pid == int(text)]
+        # a pid first; else the port the process listens on (`%domain stop 48802`, as processes shows it)
+        found = [p for p in processes if p.pid == int(text)] or [p for p in processes if p.port == int(text)]
     elif "/" in text:
         found = [p for p in processes if p.id == text]
     else:
         host, _, port = text.rpartition(":")
         found = [p for p in processes if port.isdigit() and p.port == int(port) and p.hostname == host]
     if not found:
-        raise UsageError(f"domain: no process {text!r} (give a pid or HOST:PORT; see %domain processes)")
+        raise UsageError(f"domain: no process {text!r} (give a pid, a port or HOST:PORT; see %domain processes)")
     if len(found) > 1:
         raise UsageError(f"domain: {text!r} names {len(found)} processes; give HOST:PORT")
     return found[0]
@@ -289,7 +290,7 @@ class DomainMagic(SubsystemMagic):
             %domain [dashboard]              live tables of peers, databases, processes, events
             %domain start sm|te DB [--peer P] [--archive DIR] [--init] [--dba USER[:PASSWORD]]
                                               [--wait S | --no-wait]
-            %domain stop PROCESS [--kill]     by pid or HOST:PORT (tab completes)
+            %domain stop PROCESS [--kill]     by pid, port or HOST:PORT (tab completes)
             %domain shutdown DB [--kill]      its TEs first, then its SMs
             %domain processes [DB] | peers | databases | descriptions | templates
                                               pandas DataFrames
