@@ -151,6 +151,18 @@ def test_create_grow_back_up_and_destroy_a_redis_cluster(api, http, store):
     assert code == 400 and "at most 3 nodes" in body["fields"]["count"]
     assert len(store.get_cluster("cache").instances) == 3
 
+    # a shell line on every instance, with each one's own port, role, datastore and address
+    code, body = call(http, api, "POST", "/api/clusters/cache/perform",
+                      {"command": "echo $WB_ROLE $WB_DATASTORE $WB_ADDRESS; "
+                                  "redis-cli -p $WB_PORT info replication | grep ^role:"})
+    assert code == 202 and body["task"]["name"] == "perform:api", body
+    task = wait_for_task(http, api, body["task"]["id"])
+    assert task["status"] == "done", task
+    outputs = [line.split(" out: ", 1)[1].strip() for line in task["log"].splitlines() if " out: " in line]
+    assert outputs == ["primary redis-7 127.0.0.1", "role:master"] + ["replica redis-7 127.0.0.1", "role:slave"] * 2
+    code, body = call(http, api, "POST", "/api/clusters/cache/perform", {})
+    assert code == 400 and body["fields"] == {"command": "this field is required"}
+
     # a backup, fetched into the backup directory
     code, body = call(http, api, "POST", "/api/clusters/cache/backups")
     assert code == 202, body

@@ -41,6 +41,10 @@ def test_cli_create_list_show_perform_backup_destroy(tmp_path, capsys):
 
         code, out, _ = run(capsys, *flags, "perform", "web", "echo hi from $(basename $PWD)", "echo done")
         assert code == 0 and "[web-1] hi from" in out and "[web-2] done" in out
+        code, out, _ = run(capsys, *flags, "perform", "web", "redis-cli -p $WB_PORT info replication | grep ^role:")
+        assert code == 0 and "[web-1] role:master" in out and "[web-2] role:slave" in out
+        code, out, _ = run(capsys, *flags, "perform", "web-2", "echo $WB_ROLE $WB_DATASTORE $WB_ADDRESS")
+        assert code == 0 and "[web-2] replica redis-7 127.0.0.1" in out
 
         code, out, _ = run(capsys, *flags, "backup", "web")
         assert code == 0 and out.startswith("backup web-") and "bytes in" in out

@@ -111,6 +111,11 @@ def test_create_show_perform_backup_restore_destroy(clusters, capsys, monkeypatc
     # a cell is not expanded like a line: the port goes in as text
     clusters.run_cell(f"%%clusters perform cache\necho role $(redis-cli -p {info.primary.port} role | head -1)\n")
     assert capsys.readouterr().out == "[cache-1] role master\n[cache-2] role master\n"
+    # each instance's own port, address, role and datastore are in its environment
+    clusters.run_cell("%clusters perform cache 'redis-cli -p $WB_PORT info replication | tr -d \"\\r\" | grep ^role:' "
+                      "'echo $WB_ROLE $WB_DATASTORE $WB_ADDRESS:$WB_PORT'")
+    assert capsys.readouterr().out == (f"[cache-1] role:master\n[cache-1] primary redis-7 127.0.0.1:{info.primary.port}\n"
+                                       f"[cache-2] role:slave\n[cache-2] replica redis-7 127.0.0.1:{info.replicas[0].port}\n")
 
     # lines arrive while the command still runs
     timed = TimedOutput()

@@ -154,6 +154,33 @@ def test_a_front_end_that_cannot_prompt_gets_a_short_usage_error(loaded, magic, 
         loaded.run_cell("%domain connect {address} domain")
 
 
+def test_connect_checks_the_port_before_asking_for_the_password(loaded, magic):
+    from workbench.ports import free_port
+
+    prompts: list[str] = []
+    magic.password_prompt = lambda prompt: prompts.append(prompt) or PASSWORD
+    port = free_port()
+    with pytest.raises(UsageError, match=f"^domain: cannot connect to 127.0.0.1:{port}: nothing answers there ") as refused:
+        loaded.run_cell(f"%domain connect 127.0.0.1:{port}")
+    assert str(refused.value).count(f"127.0.0.1:{port}") == 1  # the address is said once
+    assert prompts == [] and connections.get("domain") is None
+
+
+def test_zdb_connect_to_a_domain_database_asks_the_dba_password(dm, domain_broker, tmp_path, capsys):
+    start_teas(dm, tmp_path)
+    zdb = dm.magics_manager.registry["Zdb"]
+    prompts: list[str] = []
+    zdb.password_prompt = lambda prompt: prompts.append(prompt) or DBA_PASSWORD
+    uri = f"zdb://dba@{domain_broker.address}/teas"
+    dm.run_cell(f"%zdb connect {uri}")  # as the README shows it: no password in the URI
+    assert prompts == [f"password of dba on {uri}: "]
+    dm.run_cell('%zdb db["shift"] = {"on_call": "ops"}')
+    assert dm.run_cell('%zdb db["shift"]').result == {"on_call": "ops"}
+    assert DBA_PASSWORD not in capsys.readouterr().out + repr(connections.get("zdb"))
+    dm.run_cell("%zdb disconnect")
+    dm.user_ns.pop("db", None)
+
+
 @pytest.mark.parametrize("line, error", [
     ("%domain connect 127.0.0.1:1 domain:pw-unused", "^domain: cannot connect to 127.0.0.1:1: "),
     ("%domain connect somehost:notaport domain:x", "^domain: the broker is HOST\\[:PORT\\]"),

@@ -190,3 +190,47 @@ def test_a_client_dropped_in_a_reference_cycle_is_collected_without_hanging(sm):
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "collected", result.stderr
     gc.collect()
+
+
+class _Custom:
+    pass
+
+
+@pytest.mark.parametrize("value, path, type_name", [
+    ({1: 2}, ["k", 1], "int"),                      # JSON would keep it as {"1": 2}
+    ({"a": {2.5: "x"}}, ["k", "a", 2.5], "float"),
+    ({1, 2}, ["k"], "set"),
+    ((1, 2), ["k"], "tuple"),                       # JSON would keep it as [1, 2]
+    ({"a": [0, (1, 2)]}, ["k", "a", 1], "tuple"),
+    (frozenset(), ["k"], "frozenset"),
+    (b"bytes", ["k"], "bytes"),
+    (_Custom(), ["k"], "_Custom"),
+    (float("nan"), ["k"], "float"),
+    ([float("inf")], ["k", 0], "float"),
+])
+def test_what_json_cannot_keep_is_refused_before_sending_and_nothing_changes(sm, connect, value, path, type_name):
+    from workbench.zdb import UnstorableValueError
+
+    db, connection = connect(sm.address)
+    db["k"] = "before"
+    seq = connection.last_write_seq
+    with pytest.raises(UnstorableValueError) as refused:
+        db["k"] = value
+    assert refused.value.fields == {"path": path, "type": type_name}
+    assert isinstance(refused.value, TypeError) and isinstance(refused.value, ValueError)
+    assert db["k"]._run() == "before" and connection.last_write_seq == seq
+    db["l"] = []
+    with pytest.raises(UnstorableValueError):
+        db["l"].append(value)
+    with pytest.raises(UnstorableValueError):
+        db["l"].extend([value])
+    assert db["l"]._run() == []
+
+
+def test_what_json_keeps_is_stored_as_it_was_given(sm, connect):
+    db, _ = connect(sm.address)
+    value = {"n": None, "b": True, "i": 1, "f": 1.5, "s": "é", "l": [1, [2, {"x": []}]], "d": {}}
+    db["k"] = value
+    assert db["k"]._run() == value
+    db["r"] = range(3)  # as the pyzdb seed does: a range is the list it stands for
+    assert db["r"]._run() == [0, 1, 2]

@@ -241,3 +241,20 @@ def test_resolve_errors_name_the_path_up_to_the_bad_key(path, kind):
         doc.resolve(path)
     assert error.value.kind == kind
     assert error.value.fields["path"] == list(path)
+
+
+@pytest.mark.parametrize("value, kind, path, type_name", [
+    ({1: 2}, "TypeError", ["d", "k", 1], "int"),
+    ({"a": (1, 2)}, "TypeError", ["d", "k", "a"], "tuple"),
+    ({1, 2}, "TypeError", ["d", "k"], "set"),
+    (b"x", "TypeError", ["d", "k"], "bytes"),
+    ([float("nan")], "ValueError", ["d", "k", 0], "float"),
+])
+def test_the_server_refuses_what_json_cannot_keep_naming_where_and_what(value, kind, path, type_name):
+    # a client that does not check (or an in-process caller) meets the same refusal at the server
+    doc = Document({"d": {}})
+    with pytest.raises(OperationError) as refused:
+        doc.write([Op(("d",), "__setitem__", ("k", value))])
+    assert refused.value.kind == kind
+    assert refused.value.fields == {"path": path, "type": type_name}
+    assert doc.root == {"d": {}}

@@ -316,6 +316,23 @@ def test_a_wrong_password_is_a_usage_error(loaded, secured):
     assert connections.get("zdb") is None
 
 
+def test_a_user_without_a_password_is_asked_for_it_masked(loaded, secured, capsys):
+    host_port = secured.address.removeprefix("tcp://")
+    prompts: list[str] = []
+    magic = loaded.magics_manager.registry["Zdb"]
+    magic.password_prompt = lambda prompt: prompts.append(prompt) or PASSWORD
+    loaded.run_cell(f"%zdb connect zdb://alice@{host_port}")
+    assert prompts == [f"password of alice on zdb://alice@{host_port}: "]
+    loaded.run_cell("%zdb db['shift'] = {'on_call': 'ops'}")
+    assert value(loaded, "%zdb db['shift']") == {"on_call": "ops"}
+    assert PASSWORD not in capsys.readouterr().out + repr(connections.get("zdb"))
+    loaded.run_cell("%zdb disconnect")
+    magic.password_prompt = lambda prompt: ""
+    with pytest.raises(UsageError, match="^zdb: no password given$"):
+        loaded.run_cell(f"%zdb connect zdb://alice@{host_port}")
+    assert connections.get("zdb") is None
+
+
 # -- the dashboard ------------------------------------------------------------------------------
 def test_describe_op():
     assert describe_op([["l"], "__setitem__", [4, ["a", "b", "c"]], {}]) == "db['l'][4] = ['a', 'b', 'c']"

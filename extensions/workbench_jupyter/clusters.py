@@ -7,7 +7,7 @@
     %clusters create cache --datastore redis-7 --size 3 --wait   # block until active
     %clusters list                                    # a DataFrame
     %clusters show cache                              # instances with address, port, role, status
-    %clusters perform cache 'redis-cli -p 6379 info replication'  # output streamed into the cell
+    %clusters perform cache 'redis-cli -p $WB_PORT info replication'  # each instance's port
     %clusters out << perform cache 'uptime'           # ... and kept: out.outputs["cache-1"]
     %clusters info << show cache                      # keep the result in `info`
     %clusters backup cache
@@ -16,7 +16,7 @@
     %clusters destroy cache
 
     %%clusters perform cache                          # the cell is one shell script
-    redis-cli -p 6379 ping
+    redis-cli -p $WB_PORT ping                        # also $WB_ADDRESS, $WB_ROLE, $WB_DATASTORE
 
 State lives where ``%config ClustersMagic.state_dir`` says (default: the clusters settings);
 ``%config ClustersMagic`` lists every option. Errors are one-line ``UsageError``s.
@@ -279,7 +279,9 @@ class ClustersMagic(SubsystemMagic):
             %clusters                                    live dashboard
             %clusters create NAME --datastore redis-7 --size 3 [--provider P] [--wait]
             %clusters list | show NAME | backups [NAME]
-            %clusters perform CLUSTER 'cmd' ['cmd'...]   output streamed into the cell
+            %clusters perform CLUSTER 'cmd' ['cmd'...]   output streamed into the cell; each
+                                                         instance's $WB_PORT, $WB_ADDRESS, $WB_ROLE
+                                                         and $WB_DATASTORE are set for the commands
             %clusters backup NAME | restore BACKUP NAME [--size N] [--wait]
             %clusters add-node NAME [--count N] [--wait] | destroy NAME [--wait]
             %clusters VAR << COMMAND                     keep the result in VAR
@@ -379,6 +381,7 @@ class ClustersMagic(SubsystemMagic):
             commands = [cell]
         if not commands or not all(c.strip() for c in commands):
             raise UsageError("clusters perform: give a command, e.g. %clusters perform cache 'uptime'")
+        self._wait_until_built(parsed.target)
         lines: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         handle = self.runner.perform(parsed.target, "perform", *commands,
                                      on_output=lambda instance, line: lines.put((instance, line)))
@@ -427,6 +430,29 @@ class ClustersMagic(SubsystemMagic):
         return None
 
     # -- waiting ----------------------------------------------------------------------------------
+    def _wait_until_built(self, target: str) -> None:
+        """Wait (up to ``timeout``) while the cluster of ``target`` is still being built.
+
+        Run All goes from ``%clusters create cache`` (which returns at once, with its dashboard)
+        straight to ``%clusters perform cache ...``: the instances have no port yet.
+        """
+        def status() -> str:
+            try:
+                return self.store.get_cluster(target).status
+            except NotFoundError:
+                try:
+                    return self.store.get_instance(target).cluster.status
+                except NotFoundError:
+                    return ""  # perform itself names what is missing
+        deadline = time.monotonic() + self.timeout
+        if status() in ("new", "building"):
+            print(f"waiting for {target} to be built...", flush=True)
+        while status() in ("new", "building"):
+            if time.monotonic() > deadline:
+                raise UsageError(f"clusters perform: {target} is still being built after {self.timeout:g}s "
+                                 "(see %clusters)")
+            time.sleep(0.2)
+
     def _wait(self, handle: TaskHandle, what: str, each: Callable[[], None] | None = None) -> Any:
         """The task's result; its failure (or the timeout) becomes a one-line UsageError."""
         deadline = time.monotonic() + self.timeout

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import re
 import shlex
+import socket
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from IPython.core.error import StdinNotImplementedError, TryNext, UsageError
+from IPython.core.error import TryNext, UsageError
 from IPython.core.magic import line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Float, Int, Unicode
@@ -155,17 +156,18 @@ def templates_frame(domain: Domain) -> Any:
 
 
 def find_process(domain: Domain, text: str) -> Process:
-    """The process named by a pid, ``HOST:PORT`` or its id ``PEER/PID``."""
+    """The process named by a pid, its port, ``HOST:PORT`` or its id ``PEER/PID``."""
     processes = domain.processes
     if text.isdigit():
-        found = [p for p in processes if p.pid == int(text)]
+        # a pid first; else the port the process listens on (`%domain stop 48802`, as processes shows it)
+        found = [p for p in processes if p.pid == int(text)] or [p for p in processes if p.port == int(text)]
     elif "/" in text:
         found = [p for p in processes if p.id == text]
     else:
         host, _, port = text.rpartition(":")
         found = [p for p in processes if port.isdigit() and p.port == int(port) and p.hostname == host]
     if not found:
-        raise UsageError(f"domain: no process {text!r} (give a pid or HOST:PORT; see %domain processes)")
+        raise UsageError(f"domain: no process {text!r} (give a pid, a port or HOST:PORT; see %domain processes)")
     if len(found) > 1:
         raise UsageError(f"domain: {text!r} names {len(found)} processes; give HOST:PORT")
     return found[0]
@@ -263,9 +265,6 @@ class DomainMagic(SubsystemMagic):
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
-        #: asks for a password (the kernel's getpass by default, which front ends show as a
-        #: masked input); replaceable for front ends without one
-        self.password_prompt: Callable[[str], str] | None = None
         self.add_completer(_complete)
 
     def commands(self) -> CommandTable:
@@ -291,7 +290,7 @@ class DomainMagic(SubsystemMagic):
             %domain [dashboard]              live tables of peers, databases, processes, events
             %domain start sm|te DB [--peer P] [--archive DIR] [--init] [--dba USER[:PASSWORD]]
                                               [--wait S | --no-wait]
-            %domain stop PROCESS [--kill]     by pid or HOST:PORT (tab completes)
+            %domain stop PROCESS [--kill]     by pid, port or HOST:PORT (tab completes)
             %domain shutdown DB [--kill]      its TEs first, then its SMs
             %domain processes [DB] | peers | databases | descriptions | templates
                                               pandas DataFrames
@@ -337,15 +336,25 @@ class DomainMagic(SubsystemMagic):
         address = f"{host}:{port}"
         user, password = _split_credentials(parsed.credentials, self.default_user)
         self.sessions.check_name(parsed.name)
+        # before any prompt: nobody should type a password for a broker that is not there
+        try:
+            socket.create_connection((host, int(port)), timeout=min(self.timeout, 2.0)).close()
+        except OSError as exc:
+            raise UsageError(f"domain: cannot connect to {address}: nothing answers there "
+                             f"({exc.strerror or exc}; is the broker running? `workbench status` says)") from None
         if password is None:
-            password = self._ask(f"password of {user} on {address}: ")
+            password = self.ask_password(f"password of {user} on {address}: ")
         try:
             client = Domain(address, user, password, timeout=self.timeout,
                             known_brokers=KnownBrokers(Path(self.known_brokers)) if self.known_brokers else None)
         except AuthenticationError:
             raise UsageError(f"domain: wrong domain user or password for {user}@{address}") from None
         except WorkbenchError as exc:
-            raise UsageError(f"domain: cannot connect to {address}: {redact(exc.message, (password,))}") from None
+            reason = redact(exc.message, (password,))
+            # The transport's own message already names the address: say it once.
+            if not reason.startswith("cannot connect"):
+                reason = f"cannot connect to {address}: {reason}"
+            raise UsageError(f"domain: {reason}") from None
         finally:
             del password
         self.sessions.add(parsed.name, DomainSession(parsed.name, client, user))
@@ -364,19 +373,6 @@ class DomainMagic(SubsystemMagic):
                              "connect again")
         return session
 
-    def _ask(self, prompt: str) -> str:
-        import getpass
-
-        ask = self.password_prompt or getpass.getpass  # looked up now: ipykernel swaps it in per request
-        try:
-            answer = ask(prompt)
-        except (StdinNotImplementedError, EOFError, OSError, RuntimeError):
-            raise UsageError("domain: no password given and this front end cannot ask for one; "
-                             "write USER:{password} with the password in a variable") from None
-        if not answer:
-            raise UsageError("domain: no password given")
-        return answer
-
     # -- processes ------------------------------------------------------------------------------
     def _cmd_start(self, parsed: Any, connection: str | None) -> Process:
         session = self.session(connection)
@@ -393,7 +389,7 @@ class DomainMagic(SubsystemMagic):
         if parsed.dba:
             user, password = _split_credentials(parsed.dba, "dba")
             if password is None:
-                password = self._ask(f"password of database user {user} of {parsed.database}: ")
+                password = self.ask_password(f"password of database user {user} of {parsed.database}: ")
             options = [("--dba-user", user), ("--dba-password", password)]
             session.te_options[parsed.database] = options
         if parsed.type == "sm" and not parsed.archive:
@@ -482,7 +478,7 @@ class DomainMagic(SubsystemMagic):
                     raise UsageError("domain description: create NAME TEMPLATE (see %domain templates)")
                 user, password = _split_credentials(parsed.dba, "dba")
                 if parsed.dba and password is None:
-                    password = self._ask(f"password of database user {user} of {parsed.name}: ")
+                    password = self.ask_password(f"password of database user {user} of {parsed.name}: ")
                 return domain.create_description(parsed.name, parsed.template, variables, dba_user=user,
                                                  dba_password=password or "dba", archive_dir=parsed.archive_dir)
             if parsed.action == "update":

@@ -304,6 +304,26 @@ def _authorize_arguments(line: str) -> None:
     """Authorize the cell (by its SHA-256) to run as a writing application."""
 
 
+def stack_application_socket(url: str) -> str | None:
+    """The application socket of the running stack's inventory when ``url`` is its web port, else None.
+
+    ``%inventory connect http://localhost:8081`` (as the README shows it) then sends applications
+    to the socket that stack serves, not to the default path another server may hold.
+    """
+    from urllib.parse import urlsplit
+
+    from workbench.stack import environment_stack
+
+    stack = environment_stack()
+    served = ((stack or {}).get("endpoints") or {}).get("inventory") or {}
+    if not served.get("web") or not served.get("socket"):
+        return None
+    loopback = {"localhost", "127.0.0.1", "::1"}
+    mine, theirs = urlsplit(url), urlsplit(served["web"])
+    same_host = mine.hostname == theirs.hostname or {mine.hostname, theirs.hostname} <= loopback
+    return served["socket"] if same_host and mine.port == theirs.port else None
+
+
 # -- the magics -------------------------------------------------------------------------------------
 
 @magics_class
@@ -452,7 +472,8 @@ class InventoryMagic(SubsystemMagic):
                 raise UsageError(f"inventory connect: cannot open the store: {type(exc).__name__}: "
                                  f"{redact(first_line)}") from None
         else:
-            session = WebSession(parsed.name, parsed.url, self.timeout, self._ssl_context(parsed), parsed.server)
+            server = parsed.server or stack_application_socket(parsed.url)
+            session = WebSession(parsed.name, parsed.url, self.timeout, self._ssl_context(parsed), server)
             try:
                 session.stats()
             except WorkbenchError:

@@ -116,6 +116,9 @@ class SubsystemMagic(Magics, Configurable):
         # made before the configurables' init: options given by %config fire observers there
         self.sessions = Sessions(self.family, self.connect_hint, value=self.bound, variable=self._user_variable)
         super().__init__(shell=shell, **kwargs)
+        #: asks for a password (the kernel's getpass by default, which front ends show as a
+        #: masked input); replaceable for front ends without one, and by tests
+        self.password_prompt: Callable[[str], str] | None = None
 
     # -- sessions ---------------------------------------------------------------------------------
     def bound(self, session: Any) -> Any:
@@ -155,6 +158,22 @@ class SubsystemMagic(Magics, Configurable):
             return run()
         except UsageError as exc:
             raise UsageError(redact(str(exc), secrets + self.secrets())) from None
+
+    def ask_password(self, prompt: str) -> str:
+        """A password typed at a masked prompt; a short UsageError when none is given or none can be asked."""
+        import getpass
+
+        from IPython.core.error import StdinNotImplementedError
+
+        ask = self.password_prompt or getpass.getpass  # looked up now: ipykernel swaps it in per request
+        try:
+            answer = ask(prompt)
+        except (StdinNotImplementedError, EOFError, OSError, RuntimeError):
+            raise UsageError(f"{self.family}: no password given and this front end cannot ask for one; "
+                             "write USER:{password} with the password in a variable") from None
+        if not answer:
+            raise UsageError(f"{self.family}: no password given")
+        return answer
 
     # -- NAME << COMMAND ------------------------------------------------------------------------
     def keep(self, capture: str | None, result: Any) -> Any:

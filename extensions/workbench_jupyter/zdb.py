@@ -19,7 +19,7 @@ import html
 import re
 import textwrap
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote
 
@@ -141,7 +141,7 @@ class ZdbConnection:
             {"user": address.user, "password": address.password or ""} if address.user else {})
         if address.database:
             # A domain database: the broker picks a TE now and again whenever that TE goes away.
-            endpoint, options = resolve_domain_uri(address.uri, timeout=timeout)
+            endpoint, options = resolve_domain_uri(address.uri, timeout=timeout, **self._credentials)
             self.client = _ClosingClient(endpoint, None, **options)
         else:
             self.client = _ClosingClient(address.endpoint, read_address.endpoint if read_address else None,
@@ -431,6 +431,11 @@ class Zdb(SubsystemMagic):
         if parsed.read_your_writes and not read_address:
             raise UsageError("zdb: --read-your-writes needs a READ_URI (a replica)")
         self.sessions.check_name(parsed.name)
+        if address.user and address.password is None:
+            # `zdb://dba@host/db`: ask (masked), as %domain connect does, rather than log in with none
+            address = replace(address, password=self.ask_password(f"password of {address.user} on {address.shown}: "))
+            if read_address and read_address.user:
+                read_address = replace(read_address, password=address.password)
         try:
             session = ZdbConnection(parsed.name, address, read_address, self.timeout,
                                     read_your_writes=parsed.read_your_writes)

@@ -20,6 +20,9 @@ Routes (every one needs the token, as ``Authorization: Token T``, ``Authorizatio
     POST   /api/clusters/<id>/nodes        {"count"?: 1} -> 202 {"cluster", "instances", "task"}
     GET    /api/clusters/<id>/backups      {"backups": [...]}
     POST   /api/clusters/<id>/backups      -> 202 {"task"}
+    POST   /api/clusters/<id>/perform      {"command"} -> 202 {"task"} (a shell line run on each instance
+                                            with $WB_PORT, $WB_ADDRESS, $WB_ROLE, $WB_DATASTORE set;
+                                            the output is in the task's log, "out: ..." lines)
     GET    /api/tasks/<id>                 {"task": {..., "log"}}
 
 Long operations run on the :class:`~workbench.clusters.tasks.TaskRunner` and answer 202 with
@@ -332,6 +335,17 @@ class BackupsHandler(ApiHandler):
         self.reply({"task": await self.task_reply(handle)}, 202)
 
 
+class PerformHandler(ApiHandler):
+    async def post(self, ref: str) -> None:
+        body = self.body_json({"command": (str,)}, required=("command",))
+        cluster = await self.call(self.api.store.get_cluster, _ref(ref))
+        if cluster.status != "active":
+            raise TaskError(f"cluster {cluster.name} is {cluster.status}, not active: cannot perform on it",
+                            cluster=cluster.name)
+        handle = await self.call(self.api.runner.perform, cluster.name, "api", body["command"])
+        self.reply({"task": await self.task_reply(handle)}, 202)
+
+
 class TaskHandler(ApiHandler):
     async def get(self, task_id: str) -> None:
         task = await self.call(self.api.store.get_task, _ref(task_id))
@@ -384,6 +398,7 @@ class ClustersApi(ServerLifecycle):
             (rf"/api/clusters/{ident}/?", ClusterHandler),
             (rf"/api/clusters/{ident}/nodes/?", NodesHandler),
             (rf"/api/clusters/{ident}/backups/?", BackupsHandler),
+            (rf"/api/clusters/{ident}/perform/?", PerformHandler),
             (r"/api/tasks/([0-9]+)/?", TaskHandler),
             (r"/.*", NotFoundHandler),
         ]

@@ -59,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     perform = commands.add_parser("perform", help="run shell commands on every instance of a cluster")
     perform.add_argument("name", help="cluster (or instance) name")
-    perform.add_argument("commands", nargs="+", metavar="CMD")
+    perform.add_argument("commands", nargs="+", metavar="CMD",
+                         help="shell lines; each instance's $WB_PORT, $WB_ADDRESS, $WB_ROLE and $WB_DATASTORE are set")
     perform.set_defaults(func=cmd_perform)
 
     commands.add_parser("backups", help="list backups").set_defaults(func=cmd_backups)

@@ -100,6 +100,10 @@ class ClustersClient:
     def back_up(self, ref: str | int) -> dict[str, Any]:
         return self.request("POST", f"/clusters/{_segment(ref)}/backups")["task"]
 
+    def perform(self, ref: str | int, command: str) -> dict[str, Any]:
+        """Run the shell line ``command`` on each instance (``$WB_PORT``... set); the task, output in its log."""
+        return self.request("POST", f"/clusters/{_segment(ref)}/perform", {"command": command})["task"]
+
     def task(self, task_id: int) -> dict[str, Any]:
         return self.request("GET", f"/tasks/{int(task_id)}")["task"]
 

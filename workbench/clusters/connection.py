@@ -119,9 +119,16 @@ class Connection:
         return result.check() if check else result
 
     def run_shell(self, script: str, *, check: bool = True, timeout: float | None = None,
-                  input: str | bytes | None = None, on_output: OutputCallback | None = None) -> CommandResult:
-        """Run a shell script on purpose (``perform``): ``sh -c <script>`` after the prefix."""
-        return self.run(["sh", "-c", script], check=check, timeout=timeout, input=input, on_output=on_output)
+                  input: str | bytes | None = None, on_output: OutputCallback | None = None,
+                  env: Mapping[str, str] | None = None) -> CommandResult:
+        """Run a shell script on purpose (``perform``): ``sh -c <script>`` after the prefix.
+
+        ``env`` is set for the script on the host (``env NAME=VALUE ... sh -c <script>``, each
+        word quoted), so the script reads ``$NAME`` whatever the host's shell.
+        """
+        assignments = [f"{name}={value}" for name, value in (env or {}).items()]
+        argv = ["env", *assignments, "sh", "-c", script] if assignments else ["sh", "-c", script]
+        return self.run(argv, check=check, timeout=timeout, input=input, on_output=on_output)
 
     def _execute(self, command: str, timeout: float, input: str | bytes | None,
                  on_output: OutputCallback | None) -> CommandResult:

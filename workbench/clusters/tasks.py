@@ -148,16 +148,32 @@ class TaskHandle:
 
 
 # -- the tasks -----------------------------------------------------------------------------------------
+def perform_environment(instance: Instance) -> dict[str, str]:
+    """What a ``perform`` command finds in its environment on the host: this instance's own values.
+
+    ``WB_PORT`` (the datastore's port), ``WB_ADDRESS`` (its address), ``WB_ROLE`` (primary or
+    replica) and ``WB_DATASTORE`` (``redis-7``): one command line serves every instance, e.g.
+    ``redis-cli -p $WB_PORT info replication``.
+    """
+    datastore = instance.cluster.datastore
+    return {"WB_PORT": str(instance.port), "WB_ADDRESS": instance.addr, "WB_ROLE": instance.role,
+            "WB_DATASTORE": f"{datastore.manager}-{datastore.version}"}
+
+
 def perform(ctx: TaskContext, instance_id: int, name: str, *cmds: str,
             on_output: OutputCallback | None = None) -> list[str]:
-    """Execute remote commands (shell scripts, on purpose) on an instance; returns each one's output."""
+    """Execute remote commands (shell scripts, on purpose) on an instance; returns each one's output.
+
+    Each command runs with the instance's :func:`perform_environment` (``$WB_PORT``...).
+    """
     instance = ctx.store.get_instance(instance_id)
+    env = perform_environment(instance)
     outputs = []
     with ctx.runner.connect(instance) as conn:
         for cmd in cmds:
             ctx.check_cancelled()
             ctx.log(f"[{instance.user or 'local'}@{instance.addr}] run: {cmd}", instance.name)
-            result = conn.run_shell(cmd, check=False, on_output=ctx.output(instance.name, on_output))
+            result = conn.run_shell(cmd, check=False, on_output=ctx.output(instance.name, on_output), env=env)
             for line in result.stderr.splitlines():
                 ctx.log(f"err: {line}", instance.name)
             result.check()
@@ -762,6 +778,6 @@ def tear_down_cluster(ctx: TaskContext, cluster_id: int) -> None:
     ctx.store.delete_cluster(cluster.name)
 
 
-__all__ = ["TaskRunner", "TaskHandle", "TaskContext", "perform", "create_server", "create_volume",
-           "attach_volume", "prepare", "prepare_replica", "replicate", "backup", "restore", "restart", "destroy", "build_cluster", "grow_cluster",
-           "shrink_cluster", "tear_down_cluster"]
+__all__ = ["TaskRunner", "TaskHandle", "TaskContext", "perform", "perform_environment", "create_server", "create_volume",
+           "attach_volume", "prepare", "prepare_replica", "replicate", "backup", "restore", "restart", "destroy",
+           "build_cluster", "grow_cluster", "shrink_cluster", "tear_down_cluster"]

@@ -28,6 +28,7 @@ from workbench.zdb.errors import (
     LockError,
     QuiescedError,
     UndoError,
+    UnstorableValueError,
     ZdbAttributeError,
     ZdbFileNotFoundError,
     ZdbIndexError,
@@ -40,6 +41,7 @@ from workbench.zdb.protocol import File
 from workbench.zdb.server import StorageManager, TransactionEngine, open_server
 
 __all__ = ["ArchiveError", "BadRequest", "Client", "File", "JournalError", "LockError", "Proxy", "QuiescedError",
-           "StorageManager", "TransactionEngine", "UndoError", "ZdbAttributeError", "ZdbAuthenticationError",
+           "StorageManager", "TransactionEngine", "UndoError", "UnstorableValueError",
+           "ZdbAttributeError", "ZdbAuthenticationError",
            "ZdbFileNotFoundError", "ZdbIndexError", "ZdbKeyError", "ZdbMonitor", "ZdbRemoteError", "ZdbTimeout",
            "ZdbTypeError", "ZdbValueError", "client", "connect", "open_server", "resolve_domain_uri"]

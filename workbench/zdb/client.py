@@ -29,8 +29,9 @@ import zmq
 
 from workbench.errors import ZdbError
 from workbench.zdb.document import READ_METHODS
+from workbench.zdb.errors import UnstorableValueError
 from workbench.zdb.errors import ZDB_ERRORS, ZdbAuthenticationError, ZdbRemoteError, ZdbTimeout  # noqa: F401 - re-exported, older callers import them from here
-from workbench.zdb.protocol import BLOB_CHUNK_BYTES, File, decode, encode
+from workbench.zdb.protocol import BLOB_CHUNK_BYTES, File, decode, encode, unstorable
 from workbench.zdb.transport import (
     DEFAULT_URI,
     LOGIN_NEEDED,
@@ -260,6 +261,8 @@ class Client:
             # A proxy argument stands for its current value (read first), as in _plain.
             ops = [[list(path), method, [a._run() if isinstance(a, Proxy) else a for a in args] if args else [],
                     {k: _plain(v) for k, v in kwargs.items()} if kwargs else {}]]
+        for op in ops:
+            _check_sendable(op)
         read = len(ops) == 1 and ops[0][1] in _READ_NAMES
         result, _ = self.request("op", read=read, ops=ops)
         return result
@@ -400,6 +403,17 @@ class Client:
 
 # Which endpoint to send to: reads may go to a replica. The server still decides what writes.
 _READ_NAMES = frozenset({None}).union(*READ_METHODS.values())
+
+
+def _check_sendable(op: list[Any]) -> None:
+    """Refuse, before sending, an op argument JSON would change (``{1: 2}``, a tuple, a set...)."""
+    path, method, args, kwargs = op
+    # the value of `db[...][key] = value` is met at path + [key]
+    where = [*path, args[0]] if method == "__setitem__" and len(args) == 2 and isinstance(args[0], str) else path
+    for index, value in enumerate((*args, *kwargs.values())):
+        if (problem := unstorable(value, where if index == 1 else path, sending=True)) is not None:
+            _, message, where, type_name = problem
+            raise UnstorableValueError(message, path=where, type=type_name)
 
 
 def _plain(value: Any) -> Any:

@@ -275,8 +275,11 @@ class Document:
         _check_kwargs(op)
         # Keys (which may be slices) are checked by the handlers; everything else may be stored.
         values = op.args[1:] if op.method in ("__setitem__", "__delitem__") else op.args
+        # the value of `node[key] = value` is met at path + [key]
+        where = (*op.path, op.args[0]) if op.method == "__setitem__" and op.args and isinstance(op.args[0], str) \
+            else op.path
         for value in (*values, *op.kwargs.values()):
-            check_value(value, len(op.path) + 1)
+            check_value(value, len(op.path) + 1, where)
         handler = _DICT_WRITES.get(op.method) if isinstance(node, dict) else _LIST_WRITES.get(op.method)
         assert handler is not None, op.method
         try:

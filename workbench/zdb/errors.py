@@ -15,6 +15,7 @@
         +-- ZdbKeyError            a missing dict key (also a KeyError)
         +-- ZdbIndexError          a list index out of range (also an IndexError)
         +-- ZdbTypeError           an operation on the wrong type (also a TypeError)
+        |   +-- UnstorableValueError  a value JSON cannot keep (fields: path, type), refused before sending
         +-- ZdbValueError          a bad value (also a ValueError)
         +-- ZdbAttributeError      no such operation (also an AttributeError)
         +-- ZdbFileNotFoundError   no blob with that hash (also a FileNotFoundError)
@@ -99,6 +100,19 @@ class ZdbFileNotFoundError(ZdbRemoteError, FileNotFoundError):
     """No blob with that hash: ``except FileNotFoundError`` catches it."""
 
 
+@ZDB_ERRORS.declare
+class UnstorableValueError(ZdbTypeError, ValueError):
+    """A value JSON cannot keep as it is, refused by the client before it is sent (fields: path, type).
+
+    An ``int`` dict key (JSON would make ``{1: 2}`` into ``{"1": 2}``), a tuple or set (JSON has
+    lists only: give a list), bytes (store them as a blob, a ``File``), NaN or infinity, any other
+    object. ``path`` is where the value was met (the op's path, then keys and indexes into the
+    value), ``type`` its type's name. ``except TypeError`` and ``except ValueError`` both catch it.
+    The server refuses the same values (as ``TypeError`` / ``ValueError``, with the same fields)
+    from clients that do not check. A ``range`` is sent as its list.
+    """
+
+
 # The wire kind of each builtin-backed class is the Python exception's own name.
 for _builtin, _declared in ((KeyError, ZdbKeyError), (IndexError, ZdbIndexError), (TypeError, ZdbTypeError),
                             (ValueError, ZdbValueError), (AttributeError, ZdbAttributeError),
@@ -107,5 +121,5 @@ for _builtin, _declared in ((KeyError, ZdbKeyError), (IndexError, ZdbIndexError)
 
 
 __all__ = ["ArchiveError", "BadRequest", "JournalError", "LockError", "QuiescedError",
-           "UndoError", "ZDB_ERRORS", "ZdbAttributeError", "ZdbAuthenticationError", "ZdbFileNotFoundError",
+           "UndoError", "UnstorableValueError", "ZDB_ERRORS", "ZdbAttributeError", "ZdbAuthenticationError", "ZdbFileNotFoundError",
            "ZdbIndexError", "ZdbKeyError", "ZdbRemoteError", "ZdbTimeout", "ZdbTypeError", "ZdbValueError"]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Sequence, Union
 
 from workbench.errors import ZdbError, json_safe
 from workbench.zdb.errors import ZDB_ERRORS, BadRequest
@@ -72,34 +72,63 @@ class File:
         return {"$file": {"hash": self.hash, "name": self.name, "size": self.size}}
 
 
-def check_value(value: Any, depth: int = 0) -> None:
-    """Refuse what JSON cannot hold faithfully, and nesting deeper than MAX_DEPTH."""
-    if type(value) in _SCALARS and depth <= MAX_DEPTH:  # most stored values: nothing to walk
+def unstorable(value: Any, path: Sequence[Any] = (), *, sending: bool = False) -> tuple[str, str, list[Any], str] | None:
+    """What JSON cannot keep in ``value`` (at ``path``): ``(kind, message, path, type)``, or None.
+
+    A dict key that is not a string (JSON would turn ``{1: 2}`` into ``{"1": 2}``), a tuple or
+    set (JSON has lists only), bytes, any other object, NaN or infinity. ``sending`` is a client
+    about to encode: a ``range`` stands for its list there (as in the pyzdb seed, ``db["l"] =
+    range(10)``), and slices and Files have their tagged forms. Nesting is the server's check.
+    """
+    if type(value) in _SCALARS:  # most stored values: nothing to walk
+        return None
+    stack: list[tuple[Any, list[Any]]] = [(value, list(path))]
+    while stack:
+        item, where = stack.pop()
+        if item is None or isinstance(item, (bool, int, str, File)) or (sending and isinstance(item, (range, slice))):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return ("ValueError", f"{item} cannot be stored at {where} (JSON has no NaN or infinity)", where,
+                        "float")
+            continue
+        if isinstance(item, list):
+            stack.extend((child, [*where, index]) for index, child in enumerate(item))
+            continue
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    return ("TypeError", f"dict keys are strings, got {type(key).__name__} key {key!r} at {where} "
+                            "(JSON would make it a string)", [*where, key], type(key).__name__)
+                stack.append((child, [*where, key]))
+            continue
+        kind = type(item).__name__
+        hint = " (JSON has lists only: give a list)" if isinstance(item, (tuple, set, frozenset)) else ""
+        return ("TypeError", f"cannot store {kind} at {where}: only None, bool, int, float, str, list, dict "
+                f"and File{hint}", where, kind)
+    return None
+
+
+def check_value(value: Any, depth: int = 0, path: Sequence[Any] = ()) -> None:
+    """Refuse what JSON cannot hold faithfully (fields: path, type), and nesting deeper than MAX_DEPTH."""
+    if type(value) in _SCALARS and depth <= MAX_DEPTH:
         return
+    problem = unstorable(value, path)
+    if problem is not None:
+        kind, message, where, type_name = problem
+        raise OperationError(kind, message, path=where, type=type_name)
     stack = [(value, depth)]
     while stack:
         item, level = stack.pop()
         if level > MAX_DEPTH:
             raise OperationError("ValueError", f"value nested deeper than {MAX_DEPTH} levels")
-        if item is None or isinstance(item, (bool, int, str, File)):
-            continue
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                raise OperationError("ValueError", f"{item} cannot be stored (JSON has no NaN or infinity)")
-            continue
         if isinstance(item, list):
             stack.extend((child, level + 1) for child in item)
-            continue
-        if isinstance(item, dict):
-            for key, child in item.items():
-                if not isinstance(key, str):
-                    raise OperationError("TypeError", f"dict keys are strings, got {type(key).__name__}")
-                stack.append((child, level + 1))
+        elif isinstance(item, dict):
+            stack.extend((child, level + 1) for child in item.values())
             if len(item) == 1 and next(iter(item)) in _RESERVED_KEYS:
                 raise OperationError("ValueError", f"a dict with the single key {next(iter(item))!r} is reserved")
-            continue
-        raise OperationError("TypeError", f"cannot store {type(item).__name__}: only None, bool, int, float, "
-                             "str, list, dict and File")
+    return None
 
 
 def _default(obj: Any) -> Any:
