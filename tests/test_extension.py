@@ -14,6 +14,7 @@ import workbench
 import workbench_jupyter
 from workbench.events import EventDispatcher, EventSource
 from workbench_jupyter import Connection, EventFeedDashboard, connections
+from workbench_jupyter.sessions import DashboardSession
 
 
 class Feed(EventSource):
@@ -110,6 +111,28 @@ def test_dashboard_replays_state_then_follows_and_unsubscribes():
     feed.flush_events()
     assert dash.event_count == 4 and feed._events.listeners == []
     dash.close()  # idempotent
+
+
+def test_a_session_closes_its_dashboards_then_what_it_holds_once():
+    released: list[list[object]] = []
+
+    class FeedSession(DashboardSession):
+        def _close(self) -> None:
+            released.append(list(self.dashboards))  # the dashboards are closed and gone by then
+
+    feed = Feed()
+    session = FeedSession()
+    first = session.add_dashboard(EventFeedDashboard(feed))
+    first.close()
+    second = session.add_dashboard(EventFeedDashboard(feed))
+    assert session.dashboards == [second]  # a closed dashboard is forgotten
+    closers = [threading.Thread(target=session.close) for _ in range(4)]
+    for thread in closers:
+        thread.start()
+    for thread in closers:
+        thread.join(10)
+    assert session.closed and second.closed and released == [[]]
+    assert feed._events.listeners == []
 
 
 def test_dashboard_coalesces_a_burst_into_few_renders():

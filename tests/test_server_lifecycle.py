@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
+import signal
 import socket
 import threading
 import time
@@ -27,7 +29,7 @@ from workbench.inventory.inventory import Inventory
 from workbench.inventory.server import InventoryServer
 from workbench.inventory.transport import FrameServer
 from workbench.inventory.web.server import WebServer
-from workbench.servers import Address
+from workbench.servers import Address, ServerLifecycle, serve_until_signalled
 from workbench.testing.services import traversable_tempdir
 from workbench.zdb import StorageManager, TransactionEngine
 
@@ -173,3 +175,51 @@ def test_a_taken_port_is_a_bind_error_naming_it() -> None:
         assert (caught.value.fields["host"], caught.value.fields["port"]) == ("127.0.0.1", first.port)
         with pytest.raises(ServerBindError, match="already started"):
             first.start()
+
+
+def test_serve_until_signalled_stops_at_sigterm_and_puts_the_handlers_back(make: Callable[[], Any]) -> None:
+    server = make()
+    before = signal.getsignal(signal.SIGTERM)
+    announced: list[Address] = []
+
+    def announce() -> None:  # called once bound, with the handlers in place
+        announced.append(server.address)
+        dial(server.address)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    serve_until_signalled(server, announce)
+    assert len(announced) == 1 and signal.getsignal(signal.SIGTERM) is before
+    with pytest.raises(OSError):
+        dial(announced[0])
+
+
+class _SlowToStart(ServerLifecycle):
+    """A server of nothing whose start takes a while: what the base does around its two hooks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.starting = threading.Event()
+
+    def _start(self) -> None:
+        self.starting.set()
+        time.sleep(0.3)
+        self.calls.append("start")
+
+    def _stop(self) -> None:
+        self.calls.append("stop")
+
+
+def test_a_stop_racing_a_start_waits_for_it_then_stops_once() -> None:
+    server = _SlowToStart()
+    starter = threading.Thread(target=server.start)
+    starter.start()
+    assert server.starting.wait(5)
+    stoppers = [threading.Thread(target=server.stop) for _ in range(3)]
+    for thread in stoppers:
+        thread.start()
+    for thread in [starter, *stoppers]:
+        thread.join(10)
+    assert server.calls == ["start", "stop"]
+    server.serve_forever()  # stopped: returns at once, starting nothing again
+    assert server.calls == ["start", "stop"]

@@ -52,6 +52,7 @@ class HttpServer(ServerLifecycle):
                  name: str = "http", ssl_context: ssl.SSLContext | None = None,
                  bind_error: BindErrorFactory = ServerBindError,
                  before_close: Callable[[], Awaitable[None]] | None = None, **options: Any) -> None:
+        super().__init__()
         self.application = application
         self.host = host
         self.port = port
@@ -63,9 +64,7 @@ class HttpServer(ServerLifecycle):
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: tornado.httpserver.HTTPServer | None = None
-        self._stopped = threading.Event()
-        # start() and stop() one at a time: a stop() racing a start() waits for it, then stops
-        self._lifecycle = threading.Lock()
+        self._loop_ended = threading.Event()
 
     @property
     def address(self) -> Address:
@@ -85,12 +84,8 @@ class HttpServer(ServerLifecycle):
     def started(self) -> bool:
         return self._thread is not None
 
-    def start(self) -> HttpServer:
+    def _start(self) -> None:
         """Bind, then serve on a daemon thread; returns once the socket listens."""
-        with self._lifecycle:
-            return self._start()
-
-    def _start(self) -> HttpServer:
         if self._thread is not None:
             raise self.bind_error(f"{self.name} is already started", server=self.name, host=self.host,
                                   port=self.port)
@@ -109,7 +104,6 @@ class HttpServer(ServerLifecycle):
         if failure:
             raise self.bind_error(f"{self.name} failed to start: {failure[0]}", server=self.name, host=self.host,
                                   port=self.port) from failure[0]
-        return self
 
     def _run(self, sockets: list[socket.socket], ready: threading.Event, failure: list[BaseException]) -> None:
         loop = asyncio.new_event_loop()
@@ -123,7 +117,7 @@ class HttpServer(ServerLifecycle):
             for sock in sockets:
                 sock.close()
             loop.close()
-            self._stopped.set()
+            self._loop_ended.set()
             ready.set()
             return
         self._loop = loop
@@ -133,16 +127,12 @@ class HttpServer(ServerLifecycle):
         finally:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
-            self._stopped.set()
+            self._loop_ended.set()
 
-    def stop(self, timeout: float = STOP_JOIN_SECONDS) -> None:
-        """Stop listening, close the open connections, end the loop and its thread. Idempotent."""
-        with self._lifecycle:
-            self._stop(timeout)
-
-    def _stop(self, timeout: float) -> None:
+    def _stop(self) -> None:
+        """Stop listening, close the open connections, end the loop and its thread."""
         loop, thread = self._loop, self._thread
-        if loop is None or thread is None or self._stopped.is_set():
+        if loop is None or thread is None or self._loop_ended.is_set():
             return
 
         async def shutdown() -> None:
@@ -160,13 +150,7 @@ class HttpServer(ServerLifecycle):
         except RuntimeError:  # the loop closed meanwhile: a concurrent stop() got there first
             return
         if thread is not threading.current_thread():
-            thread.join(timeout)
-
-    def serve_forever(self) -> None:
-        """Start if needed, then block until ``stop()`` is called from another thread."""
-        if self._thread is None:
-            self.start()
-        self._stopped.wait()
+            thread.join(STOP_JOIN_SECONDS)
 
 
 __all__ = ["HttpServer", "ServerBindError"]

@@ -50,6 +50,7 @@ from workbench.clusters import (
     split_datastore_ref,
 )
 from workbench.errors import WorkbenchError
+from workbench_jupyter.sessions import DashboardSession
 from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, capture_words, secrets_in, split_capture
 
 #: commands whose first argument is a cluster name (completed with the names of the store)
@@ -130,7 +131,7 @@ class PerformResult:
 
 
 # -- the state ---------------------------------------------------------------------------------------
-class ClustersSession:
+class ClustersSession(DashboardSession):
     """The state ``%clusters`` works on: the store, its task runner, and the dashboards that watch it.
 
     One at a time (named "clusters"): opened by the first command, closed when a setting changes
@@ -138,16 +139,13 @@ class ClustersSession:
     """
 
     def __init__(self, store: ClusterStore) -> None:
+        super().__init__()
         self.store = store
         self.runner = TaskRunner(store)
         self.target = store.engine.url.render_as_string(hide_password=True)
-        self.dashboards: list[Any] = []
 
-    def close(self) -> None:
-        """Close the dashboards, cancel running tasks, close the store."""
-        for dashboard in self.dashboards:
-            dashboard.close()
-        self.dashboards = []
+    def _close(self) -> None:
+        """Cancel running tasks, close the store (after the dashboards)."""
         self.runner.close(cancel=True, timeout=60)
         self.store.close()
 
@@ -318,8 +316,7 @@ class ClustersMagic(SubsystemMagic):
         state = self.state
         dashboard = ClustersDashboard(state.store, actions=state.runner, only=only, log_lines=self.log_lines,
                                       max_rate=self.dashboard_max_rate, title=only or "clusters")
-        state.dashboards = [d for d in state.dashboards if not d.closed] + [dashboard]
-        return dashboard
+        return state.add_dashboard(dashboard)
 
     def cmd_create(self, parsed: Any, cell: str | None) -> Any:
         datastore = self._datastore(parsed.datastore, parsed.version)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import html
 import shlex
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -51,6 +50,7 @@ from workbench.commits import (
     unified_diff,
 )
 from workbench.errors import CommitsError, ConfigurationError
+from workbench_jupyter.sessions import DashboardSession
 from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, disconnect_arguments, redact, split_capture
 
 COMMANDS = ("connect", "disconnect", "show", "log", "diff", "revert", "delete", "refresh", "status")
@@ -71,7 +71,7 @@ def count(number: int, noun: str) -> str:
 
 
 # -- one connection -------------------------------------------------------------------------------------
-class CommitsSession:
+class CommitsSession(DashboardSession):
     """One ``%commits connect``: a ``CommitClient`` (with a URL), a mirror (with ZooKeeper), or both.
 
     It is the ``client`` of its ``Connection`` in the registry: ``add_listener`` /
@@ -81,6 +81,7 @@ class CommitsSession:
 
     def __init__(self, name: str, url: str | None, zookeeper: str | None, zk_path: str | None, *,
                  author: str, serialization: Any, timeout: float, token: str | None = None) -> None:
+        super().__init__()
         self.name = name
         self.url = url
         self.zookeeper = zookeeper
@@ -89,9 +90,6 @@ class CommitsSession:
         self.view: HeadsView | None = None
         self.zk: Any = None
         self.mirror: Any = None
-        self.dashboards: list[Any] = []
-        self._closed = False
-        self._lock = threading.Lock()
         self.token = token  # kept only so that messages can hide it
         try:
             if url:
@@ -176,15 +174,8 @@ class CommitsSession:
         return "live (ZooKeeper)" if self.live else "connected (refresh on demand)"
 
     # -- lifecycle ----------------------------------------------------------------------------------
-    def close(self) -> None:
-        """Close dashboards, view, mirror, ZooKeeper client and HTTP client. Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        for dashboard in self.dashboards:
-            dashboard.close()
-        self.dashboards = []
+    def _close(self) -> None:
+        """View, mirror, ZooKeeper client and HTTP client (after the dashboards)."""
         for part in (self.view, self.mirror):
             if part is not None:
                 part.close()
@@ -193,10 +184,6 @@ class CommitsSession:
             self.zk.close()
         if self.client is not None:
             self.client.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
 
 # -- results ------------------------------------------------------------------------------------------
@@ -483,8 +470,7 @@ class CommitsMagic(SubsystemMagic):
         dashboard = CommitsDashboard(session.source, title=session.name, origin=origin,
                                      refresh=None if session.live else session.refresh,
                                      max_rate=self.dashboard_max_rate)
-        session.dashboards = [d for d in session.dashboards if not d.closed] + [dashboard]
-        return dashboard
+        return session.add_dashboard(dashboard)
 
     def show(self, args: Any) -> Any:
         session = self._session()

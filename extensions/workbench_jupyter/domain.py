@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 import shlex
 import socket
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from traitlets import Float, Int, Unicode
 from workbench.domain import Database, Domain, Process
 from workbench.domain import DEFAULT_PORT, KnownBrokers
 from workbench.errors import AuthenticationError, DomainError, WorkbenchError
+from workbench_jupyter.sessions import DashboardSession
 from workbench_jupyter.subsystem_magic import (CommandTable, SubsystemMagic, capture_words, disconnect_arguments,
                                                redact, split_capture)
 
@@ -51,7 +51,7 @@ _LEADING_CONNECTION = re.compile(r"\s*(?:-c|--connection)(?:\s+|=)(\S+)")
 
 
 # -- one session --------------------------------------------------------------------------------
-class DomainSession:
+class DomainSession(DashboardSession):
     """One ``%domain connect``: a ``Domain`` client and the dashboards that watch it.
 
     It is the ``client`` of its ``Connection`` in the registry (``add_listener`` and friends go
@@ -61,14 +61,12 @@ class DomainSession:
     """
 
     def __init__(self, name: str, domain: Domain, user: str) -> None:
+        super().__init__()
         self.name = name
         self.domain = domain
         self.user = user
         self.target = f"{user}@{domain.broker_addr}"
-        self.dashboards: list[Any] = []
         self.te_options: dict[str, list[tuple[str, str]]] = {}
-        self._lock = threading.Lock()
-        self._closed = False
 
     def __repr__(self) -> str:
         return f"DomainSession({self.name!r}, {self.target!r}, {self.connection_status()})"
@@ -94,20 +92,8 @@ class DomainSession:
     def connection_status(self) -> str:
         return "closed" if self._closed or self.domain.closed else "connected"
 
-    def close(self) -> None:
-        """Close the dashboards and the session. Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        for dash in self.dashboards:
-            dash.close()
-        self.dashboards = []
+    def _close(self) -> None:
         self.domain.disconnect()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
 
 # -- listings -----------------------------------------------------------------------------------
@@ -503,8 +489,7 @@ class DomainMagic(SubsystemMagic):
         dash = DomainDashboard(session.domain, title=session.domain.broker_addr, log_length=self.event_log_length,
                                max_rate=self.dashboard_max_rate, wait_seconds=wait,
                                start_te=lambda database, peer: session.start_te(database, peer, wait))
-        session.dashboards = [d for d in session.dashboards if not d.closed] + [dash]
-        return dash
+        return session.add_dashboard(dash)
 
     @staticmethod
     def _no_arguments(command: str, args: str) -> None:

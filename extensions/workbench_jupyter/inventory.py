@@ -33,6 +33,7 @@ from traitlets import Float, Int, Unicode
 
 from workbench.errors import WorkbenchError
 from workbench.inventory import dataset_summary, inventory_stats, site_summary
+from workbench_jupyter.sessions import DashboardSession
 from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, disconnect_arguments, redact, split_capture
 
 CELL_COMMANDS = ("exec", "exec-auth")
@@ -50,14 +51,13 @@ _SITE_COLUMNS = ["name", "host", "storage_type", "status", "backend", "usage", "
 
 # -- connections ----------------------------------------------------------------------------------
 
-class InventorySession:
+class InventorySession(DashboardSession):
     """What every ``%inventory connect`` gives: reads as plain values, change events, applications."""
 
     def __init__(self, name: str, target: str) -> None:
+        super().__init__()
         self.name = name
         self.target = target
-        self.dashboards: list[Any] = []
-        self._closed = False
 
     # reads
     def datasets(self, pattern: str | None) -> list[dict[str, Any]]:
@@ -99,28 +99,11 @@ class InventorySession:
         from workbench_jupyter.inventory_dashboard import InventoryDashboard
 
         dash = InventoryDashboard(self, title=f"{self.name}: {self.target}", recent=recent, max_rate=max_rate)
-        self.dashboards = [d for d in self.dashboards if not d.closed] + [dash]
-        return dash
+        return self.add_dashboard(dash)
 
     def connection_status(self) -> str:
         return "closed" if self._closed else "connected"
 
-    def close(self) -> None:
-        """Close the dashboards, then what the session holds. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        for dash in self.dashboards:
-            dash.close()
-        self.dashboards = []
-        self._close()
-
-    def _close(self) -> None:
-        """Release what the session holds (subclasses)."""
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
 
 class StoreSession(InventorySession):

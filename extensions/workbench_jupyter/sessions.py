@@ -9,10 +9,14 @@ is; a session is any object with ``target`` (where it points, no credentials) an
 A family may bind a user variable to its current session (``db`` of ``%zdb``, ``domain`` of
 ``%domain``): it follows ``add`` and ``switch``, goes away with its session, and is never taken from
 the user once they rebind it to something else.
+
+A family's session class derives from ``DashboardSession``: the dashboards that watch the session,
+and a ``close()`` that closes them and then, once, what the family holds (its ``_close()``).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, Iterator, Mapping, MutableMapping
 
 from IPython.core.error import UsageError
@@ -21,6 +25,52 @@ from workbench_jupyter.connections import Connection, ConnectionRegistry, connec
 
 #: where the family's user variable lives and its name, read at each use (``%config`` may rename it)
 UserVariable = Callable[[], "tuple[MutableMapping[str, Any], str] | None"]
+
+
+class DashboardSession:
+    """The part every family's session shares: its ``dashboards`` and a ``close()`` that runs once.
+
+    ``close()`` closes the dashboards, then calls ``_close()`` (the family's: release the clients it
+    holds); a second ``close()``, from any thread (a dashboard's button may close too), does nothing.
+    ``closed`` says whether it ran; ``_lock`` is the session's lock, free for the family's use too.
+
+    >>> class Things(DashboardSession):
+    ...     def _close(self) -> None:
+    ...         print("released")
+    >>> things = Things()
+    >>> things.close(); things.close()
+    released
+    >>> things.closed
+    True
+    """
+
+    def __init__(self) -> None:
+        self.dashboards: list[Any] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def add_dashboard(self, dashboard: Any) -> Any:
+        """Keep ``dashboard`` with the others still open (closed ones are forgotten) and return it."""
+        self.dashboards = [d for d in self.dashboards if not d.closed] + [dashboard]
+        return dashboard
+
+    def close(self) -> None:
+        """Close the dashboards, then what the session holds. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        for dashboard in self.dashboards:
+            dashboard.close()
+        self.dashboards = []
+        self._close()
+
+    def _close(self) -> None:
+        """Release what the session holds (each family's)."""
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
 
 class Sessions(Mapping[str, Any]):
@@ -155,4 +205,4 @@ class Sessions(Mapping[str, Any]):
             del where[0][where[1]]
 
 
-__all__ = ["Sessions", "UserVariable"]
+__all__ = ["DashboardSession", "Sessions", "UserVariable"]

@@ -18,7 +18,6 @@ import ast
 import html
 import re
 import textwrap
-import threading
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote
@@ -30,6 +29,7 @@ from traitlets import Bool, Float, Int, Unicode
 
 from workbench.errors import ZdbError
 from workbench.zdb import Client, Proxy, ZdbRemoteError, ZdbTimeout, resolve_domain_uri
+from workbench_jupyter.sessions import DashboardSession
 from workbench_jupyter.subsystem_magic import CommandTable, SubsystemMagic, disconnect_arguments, redact, split_capture
 
 COMMANDS = ("connect", "disconnect", "undo", "redo", "save", "lock", "unlock", "status", "dashboard")
@@ -123,7 +123,7 @@ class _ClosingClient(Client):
             raise
 
 
-class ZdbConnection:
+class ZdbConnection(DashboardSession):
     """One ``%zdb connect``: a ``Client``, its root ``Proxy``, and live events on demand.
 
     It is the ``client`` of its ``Connection`` in the registry: ``add_listener`` /
@@ -133,6 +133,7 @@ class ZdbConnection:
 
     def __init__(self, name: str, address: ZdbAddress, read_address: ZdbAddress | None,
                  timeout: float, read_your_writes: bool = False) -> None:
+        super().__init__()
         self.name = name
         self.address = address
         self.read_address = read_address
@@ -147,10 +148,7 @@ class ZdbConnection:
             self.client = _ClosingClient(address.endpoint, read_address.endpoint if read_address else None,
                                          timeout=timeout, read_your_writes=read_your_writes, **self._credentials)
         self.db = Proxy(self.client)
-        self.dashboards: list[Any] = []
         self._monitor: Any = None
-        self._lock = threading.Lock()
-        self._closed = False
 
     # -- live events ----------------------------------------------------------------------------
     def monitor(self) -> Any:
@@ -194,8 +192,7 @@ class ZdbConnection:
         except BaseException:
             reader.close()
             raise
-        self.dashboards = [d for d in self.dashboards if not d.closed] + [dash]
-        return dash
+        return self.add_dashboard(dash)
 
     # -- status and lifecycle -------------------------------------------------------------------
     def connection_status(self) -> str:
@@ -207,22 +204,11 @@ class ZdbConnection:
             return "no answer"
         return "connected"
 
-    def close(self) -> None:
-        """Close the dashboards, the monitor and the client. Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        for dash in self.dashboards:
-            dash.close()
-        self.dashboards = []
+    def _close(self) -> None:
+        """The monitor and the client (after the dashboards)."""
         if self._monitor is not None:
             self._monitor.close()
         self.client.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
 
 # -- results ------------------------------------------------------------------------------------

@@ -381,6 +381,7 @@ class ClustersApi(ServerLifecycle):
                  host: str = "127.0.0.1", port: int = 0) -> None:
         if token is not None and len(token) < 8:
             raise ValidationError("the API token must have at least 8 characters", field="token")
+        super().__init__()
         self.store = store
         self._own_runner = runner is None
         self.runner = runner or TaskRunner(store)
@@ -417,20 +418,16 @@ class ClustersApi(ServerLifecycle):
     def address(self) -> Address:
         return self._http.address
 
-    def start(self) -> ClustersApi:
+    # start(), stop() and serve_forever() are ServerLifecycle's
+    def _start(self) -> None:
         self._http.start()
-        return self
 
-    def stop(self) -> None:
+    def _stop(self) -> None:
         """Stop serving; a runner this API made is closed too (cancelling what it still runs)."""
         self._http.stop()
         self.executor.shutdown(wait=True)
         if self._own_runner:
             self.runner.close()
-
-    def serve_forever(self) -> None:
-        """Start if needed, then block until ``stop()`` is called from another thread."""
-        self._http.serve_forever()
 
 
 __all__ = ["ClustersApi", "check_fields", "cluster_json", "instance_json",

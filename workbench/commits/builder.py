@@ -22,6 +22,7 @@ from workbench.commits.model import JSON, Serialization, SerializationChooser
 from workbench.commits.server import DEFAULT_MAX_BODY, CommitServer, WriteAuth, auth_from_spec
 from workbench.commits.storage import CommitStorage, SqlCommitStorage
 from workbench.errors import ConfigurationError, ServiceError
+from workbench.servers import ServerLifecycle
 
 if TYPE_CHECKING:
     from kazoo.client import KazooClient
@@ -31,17 +32,19 @@ log = logging.getLogger(__name__)
 __all__ = ["Rainer", "create_rainer"]
 
 
-class Rainer:
+class Rainer(ServerLifecycle):
     """A running (once started) set of commit services; build it with :func:`create_rainer`.
 
     Attributes: ``storage`` (the storage to save through: keeper-publishing when ZooKeeper is
     configured), ``underlying`` (the system of record), ``keeper``, ``mirror``, ``publisher``,
-    ``server`` and ``url`` (the server's base URL, prefix included).
+    ``server`` and ``url`` (the server's base URL, prefix included). ``start()``, ``stop()``,
+    ``serve_forever()`` and ``with`` as every server has them.
     """
 
     def __init__(self, underlying: CommitStorage, server_options: dict[str, Any],
                  zookeeper: str | KazooClient | None, zk_path: str | None,
                  publish_period: float, publish_fuzz: float) -> None:
+        super().__init__()
         self.underlying = underlying
         self.storage: CommitStorage = underlying
         self._server_options = server_options
@@ -65,17 +68,16 @@ class Rainer:
             raise ServiceError("not started", service="commits")
         return self.server.url
 
-    def start(self) -> Rainer:
-        """Start storage, ZooKeeper parts, then the server; returns self. Stops what started on failure."""
+    def _start(self) -> None:
+        """Start storage, ZooKeeper parts, then the server. Stops what started on failure."""
         try:
             self.underlying.start()
             if self._zookeeper is not None:
                 self._start_zookeeper_parts()
             self.server = CommitServer(self.storage, mirror=self.mirror, **self._server_options).start()
         except BaseException:
-            self.stop()
+            self._stop()
             raise
-        return self
 
     def _start_zookeeper_parts(self) -> None:
         from kazoo.client import KazooClient
@@ -97,19 +99,8 @@ class Rainer:
         self.publisher = self.keeper.auto_publisher(self.underlying, self._publish_period,
                                                     self._publish_fuzz).start()
 
-    def serve_forever(self) -> None:
-        """Block until interrupted (Ctrl-C / SIGTERM raising KeyboardInterrupt), then stop."""
-        import threading
-
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            self.stop()
-
-    def stop(self) -> None:
-        """Stop everything this object started, in reverse order. Idempotent."""
+    def _stop(self) -> None:
+        """Stop everything this object started, in reverse order (safe to run again)."""
         for part in (self.server, self.publisher, self.mirror):
             if part is not None:
                 try:
@@ -128,12 +119,6 @@ class Rainer:
             self.storage.close()  # closes the underlying storage too
         else:
             self.underlying.close()
-
-    def __enter__(self) -> Rainer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 def create_rainer(storage_url: str | CommitStorage = "sqlite://", port: int = 0, prefix: str = "",

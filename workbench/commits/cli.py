@@ -499,11 +499,10 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
-    import signal
-    import threading
 
     from workbench.commits.builder import create_rainer
     from workbench.errors import ConfigurationError
+    from workbench.servers import serve_until_signalled
 
     if bool(args.zookeeper) != bool(args.zk_path):
         raise ConfigurationError("--zookeeper and --zk-path go together")
@@ -516,16 +515,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                            zk_path=args.zk_path, auth=auth, address=args.host,
                            publish_period=args.publish_period, publish_fuzz=args.publish_period / 6,
                            access_log=args.access_log)
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: stopped.set())
-    signal.signal(signal.SIGINT, lambda signum, frame: stopped.set())
-    rainer.start()
-    try:
-        print(f"commits serving on {rainer.url}", flush=True)
-        while not stopped.wait(0.5):
-            pass
-    finally:
-        rainer.stop()
+    serve_until_signalled(rainer, lambda: print(f"commits serving on {rainer.url}", flush=True))
     return 0
 
 

@@ -475,6 +475,7 @@ class CommitServer(ServerLifecycle):
         prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         if any(ch in prefix for ch in "?#%") or " " in prefix:
             raise ConfigurationError("prefix must be a plain URL path like /diary", prefix=prefix)
+        super().__init__()
         self.storage = storage
         self.prefix = prefix
         self.mirror = mirror
@@ -525,18 +526,13 @@ class CommitServer(ServerLifecycle):
         ], default_handler_class=_NotFoundHandler, default_handler_args=args, compress_response=False,
             **({} if self.access_log else {"log_function": _log_server_errors_only}))
 
-    # -- lifecycle ------------------------------------------------------------------------------------
-    def start(self) -> CommitServer:
+    # -- lifecycle (start(), stop() and serve_forever() are ServerLifecycle's) --------------------------
+    def _start(self) -> None:
         """Serve on a background thread; returns once listening (ServiceBindError when it cannot)."""
         self._http.start()
-        return self
 
-    def serve_forever(self) -> None:
-        """Start if needed and serve until ``stop()`` is called from another thread."""
-        self._http.serve_forever()
-
-    def stop(self) -> None:
-        """Stop listening, end the loop and the worker threads. Idempotent."""
+    def _stop(self) -> None:
+        """Stop listening, end the loop and the worker threads."""
         self._http.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
 

@@ -104,6 +104,7 @@ class Agent(ServerLifecycle):
                  tags: dict[str, str] | None = None) -> None:
         if not domain_password:
             raise ConfigurationError("a domain password is required")
+        super().__init__()
         if not broker and not peer:
             raise ConfigurationError("an agent that is not a broker needs --peer (a broker to join)")
         self.state_dir = Path(state_dir).expanduser()
@@ -124,20 +125,13 @@ class Agent(ServerLifecycle):
         self.hasher = PasswordHasher()
         self.throttle = LoginThrottle()
         self._link: BrokerLink | None = None
-        self._stopping = threading.Event()
-        self._stopped = threading.Event()
-        self._lifecycle = threading.RLock()  # a stop() racing a start() waits for it, then stops
 
     def __repr__(self) -> str:
         where = self.address or f"{self.hostname}:{self.port} (not started)"
         return f"<Agent {where}{', broker' if self.is_broker else ''}>"
 
-    # -- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> "Agent":
-        with self._lifecycle:
-            return self._start()
-
-    def _start(self) -> "Agent":
+    # -- lifecycle (start(), stop() and serve_forever() are ServerLifecycle's) ------------------
+    def _start(self) -> None:
         identity = TlsIdentity.load_or_create(self.state_dir / "tls", self.hostname)
         self.server = TlsServer(identity, self._handle_connection, host=self.host, port=self.port,
                                 login_timeout=LOGIN_SECONDS)
@@ -157,17 +151,9 @@ class Agent(ServerLifecycle):
             self._link = BrokerLink(self, me)
             self._link.start()
         log.info("%s %s started (state in %s)", "broker" if self.is_broker else "agent", self.address, self.state_dir)
-        return self
-
-    def stop(self) -> None:
-        """Stop the processes this peer runs, leave the domain, close every connection."""
-        with self._lifecycle:
-            if not self._stopping.is_set():
-                self._stopping.set()
-                self._stop()
-        self._stopped.set()
 
     def _stop(self) -> None:
+        """Stop the processes this peer runs, leave the domain, close every connection."""
         if self.state is not None:
             self.state.reconciler.stop()  # first: it must not start again what we are stopping
         if self.supervisor is not None:
@@ -178,12 +164,6 @@ class Agent(ServerLifecycle):
             self.state.stop()
         if self.server is not None:
             self.server.stop()
-
-    def serve_forever(self) -> None:
-        """Start if needed and block until ``stop()`` has run (from another thread or a signal handler)."""
-        if self.server is None and not self._stopping.is_set():
-            self.start()
-        self._stopped.wait()
 
     # -- local processes ------------------------------------------------------------------------
     def _process_changed(self, record: ProcessRecord) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
-import threading
 
 from workbench.credentials import warn_secret_on_command_line
 from workbench.domain.protocol import DEFAULT_PORT
+from workbench.servers import serve_until_signalled
 
 #: where `agent` reads the domain password when --domain-password is not given: a command line is
 #: visible to every user of the host (`ps`), a process's environment only to its owner
@@ -51,12 +50,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     agent = Agent(port=args.port, state_dir=args.state_dir, domain_user=args.domain_user,
                   domain_password=password, broker=args.broker, peer=args.peer,
-                  hostname=args.hostname, host=args.bind, tags=tags).start()
-    stop_requested = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.set())
-    signal.signal(signal.SIGINT, lambda signum, frame: stop_requested.set())
-    print(f"{'broker' if args.broker else 'agent'} {agent.address} running", flush=True)
-    while not stop_requested.wait(0.5):
-        pass
-    agent.stop()  # stops its database processes too
+                  hostname=args.hostname, host=args.bind, tags=tags)
+    # stop() stops its database processes too
+    serve_until_signalled(agent, lambda: print(f"{'broker' if args.broker else 'agent'} {agent.address} running",
+                                               flush=True))
     return 0

@@ -554,6 +554,7 @@ class TlsServer(ServerLifecycle):
                  port: int = 0, handshake_timeout: float = 10.0, max_connections: int = 1024,
                  login_timeout: float | None = None, max_unauthenticated: int = 128,
                  max_unauthenticated_per_address: int = 32) -> None:
+        super().__init__()
         self.identity = identity
         self.login_timeout = login_timeout
         self.max_unauthenticated = max_unauthenticated
@@ -572,25 +573,18 @@ class TlsServer(ServerLifecycle):
         self._handshaking: set[ssl.SSLSocket] = set()
         self._connections: set[Connection] = set()
         self._acceptor: Acceptor | None = None
-        self._stopping = False
-        self._stopped = threading.Event()
-        self._lifecycle = threading.Lock()  # a stop() racing a start() waits for it, then stops
 
     @property
     def address(self) -> Address:
         """``"host:port"`` with the real port once started."""
         return Address.tcp(self.host, self.port)
 
-    def start(self) -> "TlsServer":
+    def _start(self) -> None:
         """Bind and start accepting; returns once listening."""
-        with self._lifecycle:
-            return self._start()
-
-    def _start(self) -> "TlsServer":
-        if self._stopping:
+        if self._stopping.is_set():
             raise DomainError("this server was stopped; make a new one", address=self.address)
         if self._acceptor is not None:
-            return self
+            return
         try:
             self._context.load_cert_chain(str(self.identity.cert_path), str(self.identity.key_path))
         except (OSError, ssl.SSLError) as exc:
@@ -610,23 +604,9 @@ class TlsServer(ServerLifecycle):
                                   tick=None if self.login_timeout is None else 0.25,
                                   on_tick=self._expire_unauthenticated).start()
         log.info("TLS server listening on %s (%s)", self.address, self.identity.fingerprint)
-        return self
-
-    def serve_forever(self) -> None:
-        """Start if needed and block until ``stop()`` is called from another thread."""
-        self.start()
-        self._stopped.wait()
-
-    def stop(self) -> None:
-        """Stop accepting, close every live connection and join the threads (idempotent)."""
-        with self._lifecycle:
-            self._stop()
 
     def _stop(self) -> None:
-        with self._lock:
-            if self._stopping:
-                return
-            self._stopping = True
+        """Stop accepting, close every live connection and join the threads."""
         if self._acceptor is not None:
             self._acceptor.stop()
         with self._lock:
@@ -641,7 +621,6 @@ class TlsServer(ServerLifecycle):
         lingering = self._acceptor.join(_STOP_JOIN_SECONDS) if self._acceptor is not None else []
         if lingering:
             log.warning("TLS server %s: handlers still running after stop: %s", self.address, lingering)
-        self._stopped.set()
         log.info("TLS server on %s stopped", self.address)
 
     def __repr__(self) -> str:
@@ -723,7 +702,7 @@ class TlsServer(ServerLifecycle):
             return None
         with self._lock:
             dropped = self.login_timeout is not None and entry not in self._unauthenticated
-            if self._stopping or dropped:
+            if self._stopping.is_set() or dropped:
                 sock.close()
                 return None
             self._handshaking.add(sock)
@@ -738,7 +717,7 @@ class TlsServer(ServerLifecycle):
             return None
         with self._lock:
             self._handshaking.discard(sock)
-            if self._stopping:
+            if self._stopping.is_set():
                 sock.close()
                 return None
             connection = Connection(sock, address=address)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from workbench.errors import ConfigurationError
 from workbench.inventory.protocol import DEFAULT_ADDRESS
+from workbench.servers import serve_until_signalled
 
 DEFAULT_WEB_PORT = 8081
 #: where ``serve`` and ``check`` read the store URL when --store is not given (a password stays off ps)
@@ -108,15 +108,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              poll_interval=args.poll, app_timeout=args.app_timeout, lazy_files=args.lazy_files,
                              keep_changes=args.keep_changes,
                              web_factory=web_factory)
-    server.start()
-    signal.signal(signal.SIGTERM, lambda *_: server._stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: server._stopping.set())
-    print(json.dumps({"server": server.server_id, "role": server.role, "address": server.address,
-                      "web": server.web_url}), flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.stop()
+    serve_until_signalled(server, lambda: print(json.dumps({"server": server.server_id, "role": server.role,
+                                                            "address": server.address, "web": server.web_url}),
+                                                flush=True))
     return 0
 
 

@@ -84,6 +84,7 @@ class InventoryServer(ServerLifecycle):
                  writer_wait: float = 30.0, lazy_files: bool = False, workdir: str | None = None,
                  keep_changes: int = 100000, prune_every: float = 60.0,
                  web_factory: Callable[[Inventory, int, Callable[..., Any]], Any] | None = None) -> None:
+        super().__init__()
         self.secondary_requested = master_url is not None
         # The shared database carries the change log, roles and heartbeats; a secondary given its
         # own --store keeps a full copy there too (a backup of the primary's database).
@@ -112,9 +113,6 @@ class InventoryServer(ServerLifecycle):
         self.applied_seq = 0
         self.frames: FrameServer | None = None
         self.web: Any = None
-        self._stopping = threading.Event()  # set by stop() or a signal: serve_forever returns
-        self._stopped = False  # stop() has run
-        self._lifecycle = threading.RLock()  # a stop() racing a start() waits for it, then stops
         self._sync_thread: threading.Thread | None = None
         self._writer = threading.Lock()
         self._state_lock = threading.RLock()
@@ -125,13 +123,9 @@ class InventoryServer(ServerLifecycle):
     def __repr__(self) -> str:
         return f"<InventoryServer {self.server_id}: {self.role}, {self.status}>"
 
-    # -- lifecycle ------------------------------------------------------------------------------------
-    def start(self) -> InventoryServer:
+    # -- lifecycle (start(), stop() and serve_forever() are ServerLifecycle's) ----------------------
+    def _start(self) -> None:
         """Load the image, take a role, open the ports; returns once everything answers."""
-        with self._lifecycle:
-            return self._start()
-
-    def _start(self) -> InventoryServer:
         self._beat_row()
         self._reload()
         if not self.secondary_requested:
@@ -149,7 +143,6 @@ class InventoryServer(ServerLifecycle):
                                              daemon=True)
         self._sync_thread.start()
         log.info("inventory server %s online as %s on %s", self.server_id, self.role, self.address)
-        return self
 
     def _start_web(self) -> None:
         assert self.web_port_requested is not None
@@ -175,15 +168,8 @@ class InventoryServer(ServerLifecycle):
     def web_url(self) -> str | None:
         return None if self.web is None else self.web.url
 
-    def stop(self) -> None:
-        """Stop threads and ports; a primary gives up its role so a secondary takes over at once. Idempotent."""
-        self._stopping.set()
-        with self._lifecycle:
-            if not self._stopped:
-                self._stopped = True
-                self._stop()
-
     def _stop(self) -> None:
+        """Stop threads and ports; a primary gives up its role so a secondary takes over at once."""
         if self._sync_thread is not None:
             self._sync_thread.join(10)
         self.runner.kill_all()
@@ -207,12 +193,6 @@ class InventoryServer(ServerLifecycle):
         self.store.close()
         if self.local_store is not None:
             self.local_store.close()
-
-    def serve_forever(self) -> None:
-        """Start if needed and block until ``stop()`` is called from another thread (or a signal handler)."""
-        if self.frames is None and not self._stopping.is_set():
-            self.start()
-        self._stopping.wait()
 
     # -- roles ----------------------------------------------------------------------------------------
     def _read_state(self) -> tuple[int, str | None, int | None]:

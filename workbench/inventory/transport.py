@@ -154,6 +154,7 @@ class FrameServer(ServerLifecycle):
 
     def __init__(self, path: str | os.PathLike[str], handler: Handler, on_connect: ConnectCheck | None = None,
                  mode: int = 0o666) -> None:
+        super().__init__()
         self.path = Path(path)
         self.handler = handler
         self.on_connect = on_connect
@@ -162,17 +163,11 @@ class FrameServer(ServerLifecycle):
         self._inode = -1
         self._open: Counter[int] = Counter()
         self._open_lock = threading.Lock()
-        self._stopped = threading.Event()
-        self._lifecycle = threading.Lock()  # a stop() racing a start() waits for it, then stops
 
-    def start(self) -> FrameServer:
+    def _start(self) -> None:
         """Bind the socket and accept on a background thread; returns once listening."""
-        with self._lifecycle:
-            return self._start()
-
-    def _start(self) -> FrameServer:
         if self._acceptor is not None:
-            return self
+            return
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,9 +182,7 @@ class FrameServer(ServerLifecycle):
         except BaseException:
             listener.close()
             raise
-        self._stopped.clear()
         self._acceptor = Acceptor(listener, self._admit, name="inventory-app-port").start()
-        return self
 
     def _admit(self, sock: socket.socket, peer: object) -> Callable[[], None]:
         return _CallerSession(self, sock).run
@@ -214,17 +207,8 @@ class FrameServer(ServerLifecycle):
         assert self._acceptor is not None, "not started"
         return Address.unix(str(self.path))
 
-    def serve_forever(self) -> None:
-        """Start if needed and block until ``stop()`` is called from another thread."""
-        self.start()
-        self._stopped.wait()
-
-    def stop(self) -> None:
-        """Stop accepting and remove the socket file (idempotent)."""
-        with self._lifecycle:
-            self._stop()
-
     def _stop(self) -> None:
+        """Stop accepting and remove the socket file."""
         acceptor, self._acceptor = self._acceptor, None
         if acceptor is not None:
             acceptor.stop()
@@ -234,7 +218,6 @@ class FrameServer(ServerLifecycle):
                     self.path.unlink()
             except OSError:
                 pass
-        self._stopped.set()
 
 
 class Connection:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 from typing import Any
 
 from workbench.credentials import warn_secret_on_command_line
+from workbench.servers import serve_until_signalled
 from workbench.zdb.environment import DBA_PASSWORD_VARIABLE
 from workbench.zdb.transport import DEFAULT_URI
 
@@ -94,13 +94,8 @@ def _client_security(args: argparse.Namespace) -> dict[str, Any]:
 
 def _serve(server: Any) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    server.start()
-    # The handlers run on the main thread between waits; stop() wakes the server loop.
-    signal.signal(signal.SIGTERM, lambda signum, frame: server.stop())
-    signal.signal(signal.SIGINT, lambda signum, frame: server.stop())
-    print(f"zdb {server.role} serving on {server.address}", flush=True)
-    while not server.wait(0.5):
-        pass
+    # the domain's supervisor reads this line from the log: the server is bound
+    serve_until_signalled(server, lambda: print(f"zdb {server.role} serving on {server.address}", flush=True))
     return 0
 
 

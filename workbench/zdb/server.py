@@ -190,11 +190,10 @@ class _ServerBase(ServerLifecycle):
         return self
 
     def serve_forever(self) -> None:
-        """Serve on the calling thread until ``stop()`` (from another thread or a signal handler)."""
-        self._thread = threading.current_thread()
-        self._thread_main()
-        if self._start_error is not None:
-            raise self._start_error
+        """Start if needed and block until ``stop()`` (from another thread or a signal handler) has ended the loop."""
+        if self._thread is None:
+            self.start()
+        self._stopped.wait()
 
     def stop(self) -> None:
         """Stop serving and join the server thread (idempotent; a start in progress is waited for)."""

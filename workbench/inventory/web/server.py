@@ -316,6 +316,7 @@ class WebServer(ServerLifecycle):
                  apply: ApplyChanges | None = None, builtin_modules: bool = True,
                  site_title: str = "workbench inventory", workers: int = 4,
                  write_wait: float = WRITE_WAIT_SECONDS) -> None:
+        super().__init__()
         self._inventory = inventory
         self.requested_port = port
         self.host = address
@@ -410,7 +411,7 @@ class WebServer(ServerLifecycle):
             (r"/(.*)", _NotFoundHandler, arguments),
         ], compress_response=True)
 
-    def start(self) -> "WebServer":
+    def _start(self) -> None:
         """Bind and serve on a background thread; returns once the port is bound (``url`` is valid)."""
         if self._http is not None:
             raise InventoryError("web server already started", url=self.url)
@@ -418,31 +419,18 @@ class WebServer(ServerLifecycle):
         http = HttpServer(self.application(), self.host, self.requested_port, name="inventory-web",
                           ssl_context=ssl_context, bind_error=InventoryError, before_close=self._end_event_streams,
                           max_body_size=MAX_BODY_BYTES, xheaders=False)
-        self._http = http  # before it starts: a stop() racing this start() finds it (and waits for it)
-        try:
-            http.start()
-        except BaseException:
-            self._http = None
-            raise
+        self._http = http.start()
         log.info("inventory web server on %s", self.url)
-        return self
 
     async def _end_event_streams(self) -> None:
         for queue in list(self.event_streams):  # each open /events response ends at its None
             queue.put_nowait(None)
 
-    def stop(self) -> None:
-        """Stop listening, finish, and release the port. Idempotent."""
+    def _stop(self) -> None:
+        """Stop listening, finish, and release the port."""
         if self._http is not None:
             self._http.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
-
-    def serve_forever(self) -> None:
-        """Start if needed and block until ``stop()`` (from another thread or a signal handler)."""
-        if self._http is None:
-            self.start()
-        assert self._http is not None
-        self._http.serve_forever()
 
     def __enter__(self) -> "WebServer":
         return self.start() if self._http is None else self
