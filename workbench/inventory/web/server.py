@@ -173,19 +173,24 @@ class _ModuleHandler(tornado.web.RequestHandler):
                             user=caller.name, required=instance.required_role)
 
     # -- the answer -------------------------------------------------------------------------------
+    def _raw_values(self, name: str) -> list[bytes]:
+        # the raw bytes: an answer about a malformed request must not fail on decoding it again
+        return self.request.query_arguments.get(name, []) + self.request.body_arguments.get(name, [])
+
     def _workbench_format(self) -> bool:
         """Whether ``format=workbench`` asked for this project's envelope (else Dynamo's)."""
-        return self.get_arguments("format")[-1:] == ["workbench"]
+        return self._raw_values("format")[-1:] == [b"workbench"]
 
     def _callback(self) -> str | None:
         """The JSONP function of ``callback=`` (400 unless a dotted JavaScript name)."""
-        values = self.get_arguments("callback")
+        values = self._raw_values("callback")
         if not values:
             return None
-        if not _CALLBACK.fullmatch(values[-1]):
+        name = values[-1].decode("ascii", errors="replace")
+        if not _CALLBACK.fullmatch(name):
             raise BadRequest("parameter 'callback' must be a JavaScript function name", parameter="callback",
-                             value=values[-1][:100])
-        return values[-1]
+                             value=name[:100])
+        return name
 
     def _succeed(self, result: Any) -> None:
         try:
