@@ -23,8 +23,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from workbench.inventory import (Block, BlockReplica, Change, Dataset, DatasetReplica, Group, Partition, Site,
-                                 SitePartition)
+from workbench.inventory import (Block, BlockReplica, Change, Dataset, DatasetReplica, File, Group, Partition,
+                                 Site, SitePartition)
 from workbench.inventory.server import InventoryServer
 
 DYNAMO_SCRIPTS = Path(__file__).parent / "dynamo"
@@ -131,7 +131,9 @@ def seed(server: InventoryServer) -> None:
     b1 = Block("b1", higgs, size=3_000_000_000_000, num_files=3)
     b2 = Block("b2", higgs, size=1_000_000_000_000, num_files=2, is_open=True)
     r1 = Block("r1", raw, size=500, num_files=1)
+    files = [File(f"/store/data/Higgs/b1/f{i}.root", b1, size=1_000_000_000_000, adler32=f"0000000{i}") for i in range(3)]
     objects = [mit, fnal, ops, physics, SitePartition(mit, physics, quota=10_000_000_000_000), higgs, raw, b1, b2, r1,
+               *files,
                DatasetReplica(higgs, mit, group=ops), DatasetReplica(higgs, fnal), DatasetReplica(raw, fnal),
                BlockReplica(b1, mit, group=ops, size=b1.size, last_update=100),
                BlockReplica(b2, mit, group=ops, size=500_000_000_000, last_update=200),
@@ -278,6 +280,21 @@ def test_blockreplicas_answer_phedex_shapes_with_dynamos_filters(server: Invento
         [("/Higgs/Run2024-v1/AOD#b1", [300]), ("/Zee/Run2023-v1/RAW#r1", [400])]
     assert [b["name"] for b in subscribed["block"]] == ["/Higgs/Run2024-v1/AOD#b1", "/Higgs/Run2024-v1/AOD#b2"]
     assert client(server, "/data/inventory/blockreplicas")[0]["body"]["data"] == []
+
+
+def test_data_answers_dbs_shapes_with_the_files_of_each_complete_replica(server: InventoryServer) -> None:
+    seed(server)
+    files, incomplete, absent = (answer["body"]["data"] for answer in client(
+        server, "/data/inventory/data?block=/Higgs/Run2024-v1/AOD%23b1",
+        "/data/inventory/data?block=/Higgs/Run2024-v1/AOD%23b2", "/data/inventory/data?block=/No/Such/SET%23b1"))
+    dataset = files["dbs"][0]["dataset"][0]
+    block = dataset["block"][0]
+    assert (dataset["name"], dataset["is_transient"], block["name"], block["files"], block["is_open"]) == \
+        ("/Higgs/Run2024-v1/AOD", "n", "/Higgs/Run2024-v1/AOD#b1", 3, "n")
+    assert [(f["node"], f["lfn"], f["checksum"], f["size"], f["time_create"]) for f in block["file"]] == [
+        (node, f"/store/data/Higgs/b1/f{i}.root", f"adler32:0000000{i}", 1_000_000_000_000, time)
+        for node, time in (("T1_US_FNAL_MSS", 300), ("T2_US_MIT", 100)) for i in range(3)]
+    assert incomplete["dbs"][0]["dataset"][0]["block"][0]["file"] == [] and absent == {"dbs": []}
 
 
 def test_errors_answer_dynamos_envelope_and_successes_take_a_jsonp_callback(server: InventoryServer) -> None:

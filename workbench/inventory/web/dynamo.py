@@ -10,6 +10,7 @@ that name returns, field for field::
     blockreplicas  ?dataset=...|block=DS#BLOCK&node=...&group=...&complete=y|n&update_since=T&create_since=T
                                                       {"block": [{name, files, bytes, is_open, id, replica: [...]}]}
     nodes          ?node=NAME|GLOB                    {"node": [{name, kind, se, technology, id}]}
+    data           ?block=DATASET#BLOCK               {"dbs": [{"dataset": [{..., "block": [{..., "file": [...]}]}]}]}
 
 Units are Dynamo's: sizes in bytes, except the quotas and usages of ``sites`` in TB (10^12
 bytes); booleans of ``blockreplicas`` are ``"y"``/``"n"``. Filters are Dynamo's: a value with ``*``
@@ -206,9 +207,37 @@ def _replica(replica: BlockReplica) -> dict[str, Any]:
             "subscribed": _yn(replica.group.name is not None)}
 
 
+def data(request: Request, inventory: Any) -> dict[str, Any]:
+    """Dynamo's ``data`` (DBS's shape): the files of the block ``block=DATASET#BLOCK`` names, per replica.
+
+    A complete replica lists every file of the block at its node; an incomplete one lists none
+    (this inventory records a replica's bytes, not which files it holds). Checksums are
+    ``adler32:HEX`` (Dynamo's own spelling there is a typo, ``alde32``, next to a ``cksum`` this
+    inventory does not keep).
+    """
+    wanted = texts(request, "block")
+    if not wanted:
+        return {"dbs": []}
+    dataset_name, sep, block_name = wanted[-1].partition("#")
+    dataset = inventory.datasets.get(dataset_name) if sep else None
+    block = dataset.blocks.get(block_name) if dataset is not None else None
+    if block is None:
+        return {"dbs": []}
+    files = [{"checksum": f"adler32:{file.adler32}" if file.adler32 else "", "node": replica.site.name,
+              "lfn": file.lfn, "time_create": replica.last_update, "size": file.size}
+             for _, replica in sorted(block.replicas.items()) if replica.is_complete()
+             for file in sorted(block.files, key=lambda f: f.lfn)]
+    entry = {"time_update": block.last_update, "bytes": block.size, "files": block.num_files,
+             "name": block.full_name(), "is_open": _yn(block.is_open), "time_create": block.last_update,
+             "file": files}
+    return {"dbs": [{"dataset": [{"time_update": None, "is_transient": "n", "is_open": _yn(dataset.is_open),
+                                  "name": dataset.name, "block": [entry]}]}]}
+
+
 #: page name -> its answer, for the module that serves them
 ANSWERS: dict[str, Callable[[Request, Any], Any]] = {
     "datasets": datasets, "sites": sites, "groups": groups, "blockreplicas": blockreplicas, "nodes": nodes,
+    "data": data,
 }
 
-__all__ = ["ANSWERS", "TERABYTE", "blockreplicas", "datasets", "groups", "names_matcher", "nodes", "sites"]
+__all__ = ["ANSWERS", "TERABYTE", "blockreplicas", "data", "datasets", "groups", "names_matcher", "nodes", "sites"]

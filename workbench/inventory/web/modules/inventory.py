@@ -1,6 +1,6 @@
 """The built-in web module ``inventory``: what the inventory holds, as pages and as JSON.
 
-``/data/inventory/{datasets,sites,groups,blockreplicas,nodes}`` answer what Dynamo's data API
+``/data/inventory/{datasets,sites,groups,blockreplicas,nodes,data}`` answer what Dynamo's data API
 answers (its fields, units and filters: see ``web/dynamo.py``). With ``format=workbench`` they
 answer this project's richer forms below, which the pages under ``/web`` show.
 
@@ -14,7 +14,7 @@ first three under ``/data``)::
     groups                                                         groups with what they own
     replicas   ?dataset=GLOB&site=GLOB&group=NAME&level=dataset|block
     stats                                                          totals, replication, usage per site
-    blockreplicas, nodes                                           Dynamo's only (``/data``)
+    blockreplicas, nodes, data                                     Dynamo's only (``/data``)
 
 Writes (``/data`` only, POST, a certificate with the ``write`` role)::
 
@@ -261,6 +261,12 @@ class BlockReplicasData(_DynamoAnswer):
     page = "blockreplicas"
 
 
+class FilesData(_DynamoAnswer):
+    """``/data/inventory/data?block=DATASET#BLOCK``: Dynamo's (DBS's) files of one block, per replica."""
+
+    page = "data"
+
+
 class NodesData(_DynamoAnswer):
     """``/data/inventory/nodes``: Dynamo's (PhEDEx's) ``{"node": [...]}``, one entry per site."""
 
@@ -415,6 +421,6 @@ export_web = {
 export_data = {
     "datasets": DatasetsData, "dataset": DatasetData, "sites": SitesData, "site": SiteData,
     "groups": GroupsData, "replicas": ReplicasData, "stats": StatsData,
-    "blockreplicas": BlockReplicasData, "nodes": NodesData,
+    "blockreplicas": BlockReplicasData, "nodes": NodesData, "data": FilesData,
     "inject": InjectData, "delete": DeleteData,
 }
