@@ -22,7 +22,8 @@ as Dynamo's do.
 Where this inventory has no counterpart of a Dynamo field the answer says so plainly: objects
 have no numeric ids (``id``, ``node_id`` are 0, Dynamo's id of an object never stored) and no
 storage technology (``technology`` is ""); a site partition never set has quota 0 (Dynamo's
-"no quota") and a partition with an unlimited quota answers 0 too.
+"no quota") and a partition with an unlimited quota answers 0 too; an incomplete block replica's
+``files`` is null (a replica records its bytes, not its files).
 """
 
 from __future__ import annotations
