@@ -78,7 +78,7 @@ def test_exec_exec_auth_and_status_from_the_command_line(served, tmp_path):
     assert status["summary"]["sites"] == 1 and len(status["checksum"]) == 64
 
     # the web port serves the same image
-    with urllib.request.urlopen(f"http://127.0.0.1:{served.web_port}/data/inventory/datasets", timeout=30) as answer:
+    with urllib.request.urlopen(f"http://127.0.0.1:{served.web_port}/data/inventory/datasets?dataset=/Cli/*", timeout=30) as answer:
         envelope = json.load(answer)
     assert envelope["result"] == "OK" and "/Cli/Run2024-v1/AOD" in json.dumps(envelope["data"])
 

@@ -55,12 +55,16 @@ def small_inventory(journal: list[Change] | None = None) -> Inventory:
     return inv
 
 
-def test_update_returns_the_inventory_object_and_none_when_nothing_changed():
+def test_update_returns_the_inventory_object_also_when_nothing_changed():
     inv = Inventory()
     clone = Dataset("/A/B/AOD", status="production")
     linked = inv.update(clone)
     assert linked is inv.datasets["/A/B/AOD"] and linked is not clone
-    assert inv.update(Dataset("/A/B/AOD", status="production")) is None
+    recorded: list = []
+    inv.add_sink(lambda change, writes: recorded.append(change))
+    # as Dynamo's inventory.update: the inventory's object, so a second run links to it; no change is recorded
+    assert inv.update(Dataset("/A/B/AOD", status="production")) is linked and recorded == []
+    assert inv.update(Group(None)) is inv.groups[None] and recorded == []
     again = inv.update(Dataset("/A/B/AOD", status="valid"))
     assert again is linked and linked.status is DatasetStatus.VALID
 

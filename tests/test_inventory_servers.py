@@ -77,7 +77,7 @@ def test_a_secondary_follows_the_primary_in_order(tmp_path):
         assert secondary.inventory.checksum() == primary.inventory.checksum() == primary.store.version()["checksum"]
         assert sorted(secondary.inventory.datasets["/Follow/A/AOD"].blocks) == ["b0", "b2"]
         # the secondary's web port answers from its own image
-        with urllib.request.urlopen(f"{secondary.web_url}/data/inventory/datasets", timeout=30) as answer:
+        with urllib.request.urlopen(f"{secondary.web_url}/data/inventory/datasets?dataset=/Follow/*", timeout=30) as answer:
             assert "/Follow/A/AOD" in json.dumps(json.load(answer)["data"])
         recorder.wait_for("object_deleted")
         kinds = [e.args[0]["kind"] for e in recorder.events if e.kind in ("object_updated", "object_deleted")]

@@ -153,7 +153,7 @@ def test_module_errors_stop_the_server_from_starting(sample_inventory: Inventory
 
 def test_data_pages_report_the_inventory(web_server: WebServer, sample_inventory: Inventory) -> None:
     url = web_server.url
-    status, reply = data(f"{url}/data/inventory/datasets")
+    status, reply = data(f"{url}/data/inventory/datasets?format=workbench")
     assert status == 200 and reply["result"] == "OK"
     assert [d["name"] for d in reply["data"]["datasets"]] == sorted(sample_inventory.datasets)
     assert reply["data"]["total"] == len(sample_inventory.datasets)
@@ -163,10 +163,10 @@ def test_data_pages_report_the_inventory(web_server: WebServer, sample_inventory
     assert row["num_files"] == sum(len(b.files) for b in first.blocks.values())
     assert row["sites"] == sorted(first.replicas)
 
-    status, reply = data(f"{url}/data/inventory/datasets?dataset={q('/Sample[12]/*')}&limit=1&offset=1")
+    status, reply = data(f"{url}/data/inventory/datasets?format=workbench&dataset={q('/Sample[12]/*')}&limit=1&offset=1")
     assert (reply["data"]["total"], [d["name"] for d in reply["data"]["datasets"]]) == \
         (2, ["/Sample2/Run2024-v1/AOD"])
-    status, reply = data(f"{url}/data/inventory/datasets?site=T2_CH_CERN")
+    status, reply = data(f"{url}/data/inventory/datasets?format=workbench&site=T2_CH_CERN")
     assert {d["name"] for d in reply["data"]["datasets"]} == \
         {name for name, d in sample_inventory.datasets.items() if "T2_CH_CERN" in d.replicas}
 
@@ -175,7 +175,7 @@ def test_data_pages_report_the_inventory(web_server: WebServer, sample_inventory
     assert [r["site"] for r in reply["data"]["replicas"]] == sorted(first.replicas)
     assert all(r["complete"] for r in reply["data"]["replicas"])
 
-    status, reply = data(f"{url}/data/inventory/sites")
+    status, reply = data(f"{url}/data/inventory/sites?format=workbench")
     by_name = {s["name"]: s for s in reply["data"]["sites"]}
     assert set(by_name) == set(sample_inventory.sites)
     for name, site in sample_inventory.sites.items():
@@ -186,7 +186,7 @@ def test_data_pages_report_the_inventory(web_server: WebServer, sample_inventory
         {"partition": "Physics", "quota": fnal.partitions["Physics"].quota,
          "occupancy": fnal.partitions["Physics"].occupancy()}]
 
-    status, reply = data(f"{url}/data/inventory/groups")
+    status, reply = data(f"{url}/data/inventory/groups?format=workbench")
     owned = {g["name"]: g["num_block_replicas"] for g in reply["data"]["groups"]}
     for name in ("AnalysisOps", "DataOps"):
         assert owned[name] == sum(1 for s in sample_inventory.sites.values() for r in s.block_replicas
@@ -264,7 +264,7 @@ def test_hostile_names_are_escaped_everywhere(web_server: WebServer) -> None:
     ("dataset?name=a&name=b", "name"), ("datasets?dataset=%ff", "dataset"),
 ])
 def test_bad_parameters_get_400(web_server: WebServer, query: str, parameter: str) -> None:
-    status, reply = data(f"{web_server.url}/data/inventory/{query}")
+    status, reply = data(f"{web_server.url}/data/inventory/{query}{'&' if '?' in query else '?'}format=workbench")
     assert status == 400 and reply["result"] == "Failed" and reply["data"] is None
     assert repr(parameter) in reply["message"]
     status, content_type, text = fetch(f"{web_server.url}/web/inventory/{query.replace('dataset?', 'dataset?')}")
@@ -282,7 +282,7 @@ def test_unknown_pages_get_404(web_server: WebServer) -> None:
 def test_an_unloaded_inventory_gets_503(sample_inventory: Inventory) -> None:
     current: list[Inventory | None] = [None]
     with WebServer(lambda: current[0]) as server:
-        status, reply = data(f"{server.url}/data/inventory/stats")
+        status, reply = data(f"{server.url}/data/inventory/stats?format=workbench")
         assert status == 503 and reply["result"] == "Failed" and "not loaded" in reply["message"]
         assert fetch(f"{server.url}/web/inventory/datasets")[0] == 503
         current[0] = sample_inventory  # the image arrives (a reload finished): answers resume
@@ -309,7 +309,7 @@ def test_module_failures_get_500_without_details(sample_inventory: Inventory, tm
         for path in ("/web/faulty/crash", "/data/faulty/crash", "/web/faulty/notapage", "/data/faulty/notjson"):
             status, _, text = fetch(server.url + path)
             assert status == 500 and "secret internal detail" not in text and "Traceback" not in text, path
-        status, reply = data(f"{server.url}/data/faulty/crash")
+        status, reply = data(f"{server.url}/data/faulty/crash?format=workbench")
         assert reply == {"result": "Failed", "message": "internal error (see the server log)", "data": None}
         assert data(f"{server.url}/data/inventory/stats")[0] == 200  # the server carries on
 
@@ -381,7 +381,7 @@ def test_malformed_writes_change_nothing(tls_server: WebServer, certificates: Ce
                                          sample_inventory: Inventory) -> None:
     alice = certificates.client_context("alice")
     before = sample_inventory.checksum()
-    url = f"{tls_server.url}/data/inventory/inject"
+    url = f"{tls_server.url}/data/inventory/inject?format=workbench"
     for body in ({"objects": [{"kind": "Dataset", "name": "/Ok/A/B"}, {"kind": "Spaceship", "name": "x"}]},
                  {"objects": [{"kind": "Dataset", "name": "/Ok/A/B"}, {"kind": "Dataset", "name": 7}]},
                  {"objects": []}, {"objects": "not json"}, {"nothing": 1}, [1, 2]):
@@ -466,7 +466,7 @@ def test_server_lifecycle(sample_inventory: Inventory) -> None:
 
 
 def test_post_form_parameters(web_server: WebServer) -> None:
-    body = urlencode({"dataset": "/Sample1/*"}).encode()
+    body = urlencode({"dataset": "/Sample1/*", "format": "workbench"}).encode()
     request = urllib.request.Request(f"{web_server.url}/data/inventory/datasets", data=body)
     with urllib.request.urlopen(request, timeout=TIMEOUT) as reply:
         assert [d["name"] for d in json.load(reply)["data"]["datasets"]] == ["/Sample1/Run2024-v1/AOD"]
@@ -474,7 +474,7 @@ def test_post_form_parameters(web_server: WebServer) -> None:
 
 def test_new_datasets_show_up(web_server: WebServer, sample_inventory: Inventory) -> None:
     sample_inventory.update(Dataset("/Late/Arrival/AOD"))
-    status, reply = data(f"{web_server.url}/data/inventory/datasets?dataset=/Late/*")
+    status, reply = data(f"{web_server.url}/data/inventory/datasets?format=workbench&dataset=/Late/*")
     assert [d["name"] for d in reply["data"]["datasets"]] == ["/Late/Arrival/AOD"]
 
 

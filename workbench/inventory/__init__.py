@@ -18,6 +18,11 @@ and ``inventory`` (the RAM image) know nothing of storage or networks; ``store``
 port is ``protocol`` (frames, no I/O) -> ``transport`` (a Unix socket; ``access``: who may do what) ->
 ``server`` / ``client`` -> ``cli``;
 ``web`` serves ``/web`` and ``/data``.
+
+Dynamo's interfaces (SmartDataProjects/dynamo): ``/data/inventory/...`` answers its data API's
+shapes (``web/dynamo.py``; ``format=workbench`` for this project's), applications may import
+``dynamo.dataformat`` and ``dynamo.core.executable`` (``dynamo.py``), and the data format has its
+names where scripts use them (``Dataset.status_name``, ``site.partitions[partition]``, ``Block.full_name()``).
 """
 
 from workbench.inventory.dataformat import (

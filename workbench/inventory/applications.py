@@ -43,7 +43,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select as sql_select, update
 
-from workbench.inventory import executable
+from workbench.inventory import dynamo, executable
 from workbench.inventory.access import Caller
 from workbench.inventory.dataformat import DataFormatError
 from workbench.inventory.errors import ApplicationRefused
@@ -275,6 +275,8 @@ class ApplicationRunner:
                 self.store.after_fork()
             executable.inventory = inventory
             executable.read_only = not write
+            executable.authorized = write
+            dynamo.install()  # Dynamo's applications import dynamo.dataformat and dynamo.core.executable
             sys.argv = [name, *args]
             namespace = {"__name__": "__main__", "__file__": name, "__builtins__": builtins}
             try:

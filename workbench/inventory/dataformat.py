@@ -127,6 +127,63 @@ def _optional_str(value: Any, kind: str, field: str) -> str | None:
     return value
 
 
+class _DynamoCodes:
+    """Dynamo's ``status_name`` / ``status_val`` pairs for one enum: names, members, or Dynamo's 1-based codes.
+
+    Dynamo's objects hold small integers (``Dataset.STAT_VALID == 6``) and scripts translate with
+    ``Dataset.status_name(dataset.status)``; here objects hold enum members, and both spellings
+    translate: a member or a code to its name, a name or a code to the member. Like Dynamo's, a
+    value that is none of these comes back as given.
+    """
+
+    def __init__(self, cls: type[enum.Enum], order: tuple[str, ...]) -> None:
+        self.cls = cls
+        self.order = order
+
+    def member(self, arg: Any) -> Any:
+        if isinstance(arg, self.cls):
+            return arg
+        if isinstance(arg, int) and not isinstance(arg, bool) and 1 <= arg <= len(self.order):
+            return self.cls(self.order[arg - 1])
+        try:
+            return self.cls(str(arg).lower())
+        except ValueError:
+            return arg
+
+    def name(self, arg: Any) -> Any:
+        member = self.member(arg)
+        return member.value if isinstance(member, self.cls) else arg
+
+    def constants(self, prefix: str) -> dict[str, enum.Enum]:
+        """``{PREFIX_NAME: member}``, Dynamo's class constants (``STAT_VALID``, ``TYPE_DISK``)."""
+        return {f"{prefix}{member.name}": member for member in self.cls}
+
+    def methods(self, field: str) -> dict[str, staticmethod]:
+        """``{field_name: ..., field_val: ...}`` as static methods, the names Dynamo's classes define."""
+        return {f"{field}_name": staticmethod(self.name), f"{field}_val": staticmethod(self.member)}
+
+
+# Dynamo's code order (its ``_statuses`` / ``_storage_types`` lists); data types have no fixed list
+# there (each installation customizes it), so their codes follow the enum's order.
+_DATASET_STATUS = _DynamoCodes(DatasetStatus, ("unknown", "deleted", "deprecated", "invalid", "production",
+                                               "valid", "ignored"))
+_DATA_TYPE = _DynamoCodes(DataType, tuple(member.value for member in DataType))
+_SITE_STATUS = _DynamoCodes(SiteStatus, ("ready", "waitroom", "morgue", "unknown"))
+_STORAGE_TYPE = _DynamoCodes(StorageType, ("disk", "mss", "buffer", "unknown"))
+
+
+def _with_dynamo_codes(*codes: tuple[_DynamoCodes, str, str]) -> Any:
+    """A class decorator adding each (codes, field, constant prefix)'s methods and constants."""
+
+    def decorate(cls: type) -> type:
+        for table, field, prefix in codes:
+            for name, value in {**table.methods(field), **table.constants(prefix)}.items():
+                setattr(cls, name, value)
+        return cls
+
+    return decorate
+
+
 # -- the common machinery ---------------------------------------------------------------------------
 class InventoryObject:
     """Base of every inventory object.
@@ -178,6 +235,7 @@ class InventoryObject:
 
 
 # -- datasets, blocks, files ------------------------------------------------------------------------
+@_with_dynamo_codes((_DATASET_STATUS, "status", "STAT_"), (_DATA_TYPE, "data_type", "TYPE_"))
 class Dataset(InventoryObject):
     """A named collection of blocks (identifier: name).
 
@@ -257,10 +315,13 @@ class Block(InventoryObject):
     def key_dict(self) -> dict[str, Any]:
         return {"name": self.name, "dataset": self.dataset.name}
 
-    @property
     def full_name(self) -> str:
-        """``dataset#block``, the conventional way to name a block in one string."""
+        """``dataset#block``, the conventional way to name a block in one string (a method, as Dynamo's)."""
         return f"{self.dataset.name}#{self.name}"
+
+    def real_name(self) -> str:
+        """The block's own name (Dynamo's spelling: its blocks may store a packed form of it)."""
+        return self.name
 
     @property
     def files(self) -> list[File]:
@@ -426,6 +487,7 @@ class File(InventoryObject):
 
 
 # -- sites, groups, partitions ----------------------------------------------------------------------
+@_with_dynamo_codes((_SITE_STATUS, "status", "STAT_"), (_STORAGE_TYPE, "storage_type", "TYPE_"))
 class Site(InventoryObject):
     """A storage site (identifier: name).
 
@@ -438,7 +500,12 @@ class Site(InventoryObject):
         'root://eos.cern.ch//eos/data/f.root'
 
     Linked sites have ``dataset_replicas`` (dataset name -> DatasetReplica), ``block_replicas``
-    (a set of BlockReplica) and ``partitions`` (partition name -> SitePartition).
+    (a set of BlockReplica) and ``partitions`` (a ``SitePartitions``: Partition -> SitePartition,
+    as Dynamo keys it; a partition's name finds the entry too).
+
+    ``Site.status_name(site.status)``, ``Site.storage_type_name(...)``, ``Site.STAT_READY``,
+    ``Site.TYPE_DISK`` and the ``*_val`` translations are Dynamo's (``Dataset`` has the same for
+    ``status`` and ``data_type``).
     """
 
     __slots__ = ("name", "host", "storage_type", "backend", "status", "filename_mapping",
@@ -457,7 +524,7 @@ class Site(InventoryObject):
         self.filename_mapping = self._check_mapping(filename_mapping or {})
         self.dataset_replicas: dict[str, DatasetReplica] = {}
         self.block_replicas: set[BlockReplica] = set()
-        self.partitions: dict[str, SitePartition] = {}
+        self.partitions: SitePartitions = SitePartitions()
 
     @classmethod
     def _check_mapping(cls, mapping: Any) -> dict[str, list[list[str]]]:
@@ -638,6 +705,70 @@ class Partition(InventoryObject):
         seen = _seen | {self.name}
         return any(partitions[name].contains(replica, seen) for name in self.subpartitions
                    if name in partitions and name not in seen)
+
+
+class SitePartitions(dict):  # type: ignore[type-arg]
+    """A site's partitions: ``{Partition: SitePartition}``, keyed by the inventory's Partition objects.
+
+    Dynamo's applications look up ``site.partitions[partition]`` with the inventory's partition and
+    iterate ``site.partitions.items()`` as (Partition, SitePartition) pairs; this project's code
+    looks up by name. Both keys reach the same entry, and so does any Partition object with the
+    entry's name (an unlinked clone). Setting an entry keys it by its value's partition.
+    """
+
+    __slots__ = ("_by_name",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_name: dict[str, Partition] = {}
+
+    def _key(self, key: Any) -> Any:
+        if isinstance(key, Partition):
+            return self._by_name.get(key.name, key)
+        return self._by_name.get(key, key) if isinstance(key, str) else key
+
+    def __getitem__(self, key: Any) -> SitePartition:
+        return super().__getitem__(self._key(key))
+
+    def __contains__(self, key: Any) -> bool:
+        return super().__contains__(self._key(key))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return super().get(self._key(key), default)
+
+    def __setitem__(self, key: Any, value: SitePartition) -> None:
+        if not isinstance(value, SitePartition) or \
+                (key.name if isinstance(key, Partition) else key) != value.partition.name:
+            raise DataFormatError("a site's partitions map each partition to its SitePartition", kind="Site",
+                                  field="partitions", value=key)
+        previous = self._by_name.get(value.partition.name)
+        if previous is not None and previous is not value.partition:
+            super().__delitem__(previous)  # the partition was replaced: one entry per name
+        self._by_name[value.partition.name] = value.partition
+        super().__setitem__(value.partition, value)
+
+    def __delitem__(self, key: Any) -> None:
+        partition = self._key(key)
+        super().__delitem__(partition)
+        self._by_name.pop(partition.name, None)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        partition = self._key(key)
+        if not super().__contains__(partition):
+            if default:
+                return default[0]
+            raise KeyError(key)
+        value = super().pop(partition)
+        self._by_name.pop(partition.name, None)
+        return value
+
+    def clear(self) -> None:
+        super().clear()
+        self._by_name.clear()
+
+    def names(self) -> list[str]:
+        """The partitions' names, sorted."""
+        return sorted(self._by_name)
 
 
 class SitePartition(InventoryObject):
@@ -843,5 +974,5 @@ def from_dict(data: Any, *, key_only: bool = False) -> InventoryObject:
 __all__ = [
     "Block", "BlockReplica", "Condition", "DataFormatError", "DataType", "Dataset", "DatasetReplica",
     "DatasetStatus", "File", "Group", "InventoryObject", "KINDS", "OwnershipLevel", "Partition", "Site",
-    "SitePartition", "SiteStatus", "StorageType", "FileLoader", "from_dict",
+    "SitePartition", "SitePartitions", "SiteStatus", "StorageType", "FileLoader", "from_dict",
 ]

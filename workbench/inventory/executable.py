@@ -15,6 +15,9 @@ In a read-only run ``update`` / ``delete`` change only the child's copy and are 
 read-write run they are recorded in call order and sent back when the script exits with 0; the
 server applies them all atomically, or none of them if the script fails, exits non-zero, is
 killed or times out. Outside an application ``inventory`` is None.
+
+Dynamo's applications import the same module as ``dynamo.core.executable`` (and the data format
+as ``dynamo.dataformat``): see ``workbench.inventory.dynamo``.
 """
 
 from __future__ import annotations
@@ -28,5 +31,7 @@ if TYPE_CHECKING:
 inventory: Inventory | None = None
 #: True unless the script was started with --write and authorized
 read_only: bool = True
+#: Dynamo's name for the opposite: True when the run's changes are kept (``--write``, authorized)
+authorized: bool = False
 
-__all__ = ["inventory", "read_only"]
+__all__ = ["authorized", "inventory", "read_only"]

@@ -5,12 +5,13 @@
     inventory = Inventory()
     inventory.update(Site("T2_US_MIT", storage_type="disk"))
     dataset = inventory.update(Dataset("/A/B/AOD", status="valid"))   # the inventory's own object
-    inventory.update(Dataset("/A/B/AOD", status="valid"))             # None: nothing changed
+    inventory.update(Dataset("/A/B/AOD", status="valid"))             # the same object: nothing changed
     inventory.delete(Dataset("/A/B/AOD"))                             # blocks, files, replicas go too
 
 ``update`` copies a clone in (or the attributes into the object with the same identifier) and
-returns the inventory's object when anything changed, else None. ``delete`` unlinks by identifier
-and returns the removed object, or None when there was none.
+returns the inventory's object, changed or not (as Dynamo's ``inventory.update`` does: an
+application that runs twice links its next objects to what the first call returned). ``delete``
+unlinks by identifier and returns the removed object, or None when there was none.
 
 Every applied change is a :class:`Change` (``op`` and the object as a dict). It is handed, in
 order, to the *sinks* (the store's write-through transaction, an application's change journal)
@@ -137,7 +138,7 @@ class Inventory(EventSource):
     def _block(self, block: Block, needed_by: InventoryObject) -> Block:
         found = self._dataset(block.dataset, needed_by).blocks.get(block.name)
         if found is None:
-            raise UnknownReferenceError("no such block in the inventory", kind="Block", name=block.full_name,
+            raise UnknownReferenceError("no such block in the inventory", kind="Block", name=block.full_name(),
                                         needed_by=repr(needed_by))
         return found
 
@@ -192,12 +193,17 @@ class Inventory(EventSource):
         raise DataFormatError("not an inventory object", kind=type(obj).__name__, field=None, value=repr(obj))
 
     # -- update ----------------------------------------------------------------------------------
-    def update(self, obj: InventoryObject) -> InventoryObject | None:
-        """Copy ``obj`` into the inventory; return the inventory's object if anything changed, else None.
+    def update(self, obj: InventoryObject) -> InventoryObject:
+        """Copy ``obj`` into the inventory; return the inventory's object (also when nothing changed).
 
         Referenced objects (a block's dataset, a replica's site and group...) must already be in
-        the inventory: ``UnknownReferenceError`` otherwise, and nothing changes.
+        the inventory: ``UnknownReferenceError`` otherwise, and nothing changes. Whether anything
+        changed is told to the sinks and listeners (no change, no event), not by the return value.
         """
+        return self._update(obj)[0]
+
+    def _update(self, obj: InventoryObject) -> tuple[InventoryObject, bool]:
+        """(the inventory's object, whether this call changed anything)."""
         with self.lock:
             handler = self._UPDATERS.get(type(obj))
             if handler is None:
@@ -205,10 +211,12 @@ class Inventory(EventSource):
                                       value=repr(obj))
             result = handler(self, obj)
             if result is None:
-                return None
+                unchanged = self._find(obj)
+                assert unchanged is not None  # an updater reports "no change" only for an existing object
+                return unchanged, False
             linked, writes = result
             self._applied("update", linked, writes)
-            return linked
+            return linked, True
 
     def _update_plain(self, obj: InventoryObject, table: dict[Any, Any], make: Callable[[], InventoryObject]
                       ) -> tuple[InventoryObject, list[Write]] | None:
@@ -441,16 +449,26 @@ class Inventory(EventSource):
 
     # -- changes as data -------------------------------------------------------------------------
     def apply(self, change: Change) -> InventoryObject | None:
-        """Apply a change given as data (from an application or the change log)."""
+        """Apply a change given as data (from an application or the change log).
+
+        Returns what ``update`` / ``delete`` return: the inventory's object, or None for a delete
+        that found nothing.
+        """
+        return self._apply(change)[0]
+
+    def _apply(self, change: Change) -> tuple[InventoryObject | None, bool]:
         obj = change.object()
-        return self.update(obj) if change.op == "update" else self.delete(obj)
+        if change.op == "update":
+            return self._update(obj)
+        removed = self.delete(obj)
+        return removed, removed is not None
 
     def apply_all(self, changes: Iterable[Change]) -> int:
         """Apply changes in order; returns how many changed something. Stops at the first error."""
         applied = 0
         with self.lock:
             for change in changes:
-                if self.apply(change) is not None:
+                if self._apply(change)[1]:
                     applied += 1
         return applied
 
@@ -465,8 +483,7 @@ class Inventory(EventSource):
         for name in sorted(self.sites):
             site = self.sites[name]
             yield site
-            for partition_name in sorted(site.partitions):
-                yield site.partitions[partition_name]
+            yield from sorted(site.partitions.values(), key=lambda sp: sp.partition.name)
         for name in sorted(self.datasets):
             dataset = self.datasets[name]
             yield dataset

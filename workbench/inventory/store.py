@@ -250,7 +250,7 @@ class _StoredFiles(FileLoader):
         files = [File.trusted(lfn, block, size, adler32, md5) for lfn, size, adler32, md5 in rows]
         if not _check_block_files(block, files, sum(file.size for file in files)):
             log.warning("block %s: its stored files do not add up to its totals (`workbench inventory check`)",
-                        block.full_name)
+                        block.full_name())
         return files
 
 
@@ -262,7 +262,7 @@ def _check_block_files(block: Block, files: list[File], total: int) -> bool:
     """
     if len(files) == block.num_files and total == block.size:
         return True
-    log.debug("block %s declares %s files / %s bytes; its stored files are %s / %s", block.full_name,
+    log.debug("block %s declares %s files / %s bytes; its stored files are %s / %s", block.full_name(),
               block.num_files, block.size, len(files), total)
     return False
 
@@ -432,17 +432,17 @@ class Store:
         for block_id, lfn, size, adler32, md5 in conn.execution_options(yield_per=20000).execute(query):
             if current is None or blocks[block_id] is not current:
                 if current is not None and not _check_block_files(current, files, total):
-                    differing.append(current.full_name)
+                    differing.append(current.full_name())
                 current = blocks[block_id]
                 files = current._files  # type: ignore[assignment]
                 total = 0
             files.append(trusted(lfn, current, size, adler32, md5))
             total += size
         if current is not None and not _check_block_files(current, files, total):
-            differing.append(current.full_name)
+            differing.append(current.full_name())
         for block in blocks.values():
             if not block._files and (block.num_files or block.size):  # a block whose files are all missing
-                differing.append(block.full_name)
+                differing.append(block.full_name())
         if differing:
             log.warning("%s block(s) declare totals their stored files do not add up to (first: %s); "
                         "`workbench inventory check --store URL` lists them, --repair fixes them",
@@ -589,7 +589,7 @@ def _differing_blocks(image: Inventory) -> list[dict[str, Any]]:
             files = block.files
             total = sum(file.size for file in files)
             if len(files) != block.num_files or total != block.size:
-                found.append({"block": block.full_name, "dataset": dataset_name, "name": name,
+                found.append({"block": block.full_name(), "dataset": dataset_name, "name": name,
                               "num_files": block.num_files, "size": block.size, "found_files": len(files),
                               "found_size": total})
     return found

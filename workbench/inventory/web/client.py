@@ -82,8 +82,11 @@ class WebClient(EventSource):
     def data(self, page: str, body: Any = None, **parameters: Any) -> Any:
         """The ``data`` of ``/data/<page>``: GET with ``parameters``, or POST of the JSON ``body``.
 
-        A ``Failed`` envelope raises ``WebClientError`` with its message and status.
+        It asks for ``format=workbench`` (this project's answers) unless ``format`` is given. An
+        error envelope raises ``WebClientError`` with its message and status.
         """
+        # this client reads this project's answers (Dynamo's are the server's default)
+        parameters.setdefault("format", "workbench")
         query = urlencode({k: v for k, v in parameters.items() if v is not None}, doseq=True)
         path = f"/data/{page}" + (f"?{query}" if query else "")
         status, content_type, raw = self.request("POST" if body is not None else "GET", path, body)

@@ -9,7 +9,10 @@
 
 Every request is answered by the ``WebModule`` instance exported under that name (see
 ``discovery``), run on a worker thread so a slow page never stalls the others. ``/data`` answers
-the envelope ``{"result": "OK"|"Failed", "message": ..., "data": ...}``; ``/web`` an HTML page in
+Dynamo's envelope: ``{"result": "OK", "message": "", "data": ...}``, and on an error
+``{"result": <the status's reason phrase, "Bad Request">, "message": ...}``; with ``callback=NAME``
+a success is JSONP, ``NAME({...})``. ``format=workbench`` keeps this project's error envelope
+``{"result": "Failed", "message": ..., "data": null}``. ``/web`` answers an HTML page in
 the shared layout; ``/events`` streams the image's change events (server-sent events). Errors
 keep their status: 400 bad parameters, 401/403 writes without the right certificate, 404 unknown
 pages, 405 a write with GET, 409 a busy writer, 503 while the inventory is not loaded.
@@ -24,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -65,6 +69,10 @@ _SECURITY_HEADERS = {
 _HTML_POLICY = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'"
 
 
+#: a JSONP callback: a dotted JavaScript name, nothing a page could run beyond the call
+_CALLBACK = re.compile(r"[A-Za-z_$][\w$]{0,99}(?:\.[A-Za-z_$][\w$]{0,99}){0,9}", re.ASCII)
+
+
 def _decode(values: list[bytes], name: str) -> str | list[str]:
     try:
         decoded = [value.decode("utf-8") for value in values]
@@ -100,11 +108,17 @@ class _ModuleHandler(tornado.web.RequestHandler):
         return tls.users.for_certificate(der if isinstance(der, bytes) else None)
 
     def parameters(self) -> dict[str, Any]:
-        """GET and POST parameters: a string each, a list when repeated; a JSON object body merged in."""
+        """GET and POST parameters: a string each, a list when repeated; a JSON object body merged in.
+
+        As Dynamo's server, ``name[]`` is ``name`` and always a list.
+        """
         parameters: dict[str, Any] = {}
         for source in (self.request.query_arguments, self.request.body_arguments):
-            for key, values in source.items():
-                value = _decode(values, key)
+            for raw_key, values in source.items():
+                key = raw_key[:-2] if raw_key.endswith("[]") and len(raw_key) > 2 else raw_key
+                value = _decode(values, raw_key)
+                if key != raw_key and not isinstance(value, list):
+                    value = [value]
                 if key in parameters:
                     previous = parameters[key]
                     parameters[key] = (previous if isinstance(previous, list) else [previous]) + \
@@ -159,24 +173,65 @@ class _ModuleHandler(tornado.web.RequestHandler):
                             user=caller.name, required=instance.required_role)
 
     # -- the answer -------------------------------------------------------------------------------
+    def _raw_values(self, name: str) -> list[bytes]:
+        # the raw bytes: an answer about a malformed request must not fail on decoding it again
+        return self.request.query_arguments.get(name, []) + self.request.body_arguments.get(name, [])
+
+    def _workbench_format(self) -> bool:
+        """Whether ``format=workbench`` asked for this project's envelope (else Dynamo's)."""
+        return self._raw_values("format")[-1:] == [b"workbench"]
+
+    def _callback(self) -> str | None:
+        """The JSONP function of ``callback=`` (400 unless a dotted JavaScript name)."""
+        values = self._raw_values("callback")
+        if not values:
+            return None
+        name = values[-1].decode("ascii", errors="replace")
+        if not _CALLBACK.fullmatch(name):
+            raise BadRequest("parameter 'callback' must be a JavaScript function name", parameter="callback",
+                             value=name[:100])
+        return name
+
     def _succeed(self, result: Any) -> None:
-        self.write_envelope("OK", "", result)
+        try:
+            callback = self._callback()
+        except BadRequest as exc:
+            self._fail(exc.status, exc.message, ANONYMOUS)
+            return
+        self.write_envelope("OK", "", result, callback)
 
     def _fail(self, status: int, message: str, caller: User) -> None:
         self.set_status(status)
-        self.write_envelope("Failed", message, None)
+        if self._workbench_format():
+            self.write_envelope("Failed", message, None)
+        else:  # Dynamo's: the reason phrase as the result, no data
+            self.write_envelope(self._reason, message)
 
-    def write_envelope(self, result: str, message: str, data: Any) -> None:
+    _NO_DATA: Any = object()
+
+    def write_envelope(self, result: str, message: str, data: Any = _NO_DATA, callback: str | None = None) -> None:
+        envelope = {"result": result, "message": message}
+        if data is not self._NO_DATA:
+            envelope["data"] = data
         try:
-            body = json.dumps({"result": result, "message": message, "data": data}, ensure_ascii=False)
+            body = json.dumps(envelope, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             log.error("/data answer is not JSON-able: %s", exc)
             self.set_status(500)
             body = json.dumps({"result": "Failed", "message": "the module answered something that is not JSON",
-                               "data": None})
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
+                               "data": None} if self._workbench_format() else
+                              {"result": self._reason, "message": "the module answered something that is not JSON"})
+            callback = None
         # "</" inside a string would end a <script> a page might embed this in.
-        self.finish(body.replace("</", "<\\/"))
+        body = body.replace("</", "<\\/")
+        if callback is None:
+            self.set_header("Content-Type", "application/json; charset=UTF-8")
+            self.finish(body)
+        else:
+            # Dynamo labels JSONP application/json; browsers run a script only with a script type
+            # (nosniff is set), so the call goes out as JavaScript.
+            self.set_header("Content-Type", "text/javascript; charset=UTF-8")
+            self.finish(f"{callback}({body})")
 
 
 class _DataHandler(_ModuleHandler):

@@ -1,6 +1,11 @@
 """The built-in web module ``inventory``: what the inventory holds, as pages and as JSON.
 
-Reads (``/web/inventory/<page>`` and ``/data/inventory/<page>``)::
+``/data/inventory/{datasets,sites,groups,blockreplicas,nodes,data}`` answer what Dynamo's data API
+answers (its fields, units and filters: see ``web/dynamo.py``). With ``format=workbench`` they
+answer this project's richer forms below, which the pages under ``/web`` show.
+
+Reads (``/web/inventory/<page>`` and ``/data/inventory/<page>``; ``format=workbench`` for the
+first three under ``/data``)::
 
     datasets   ?dataset=GLOB&status=S&site=SITE&limit=N&offset=N   datasets with sizes and replica sites
     dataset    ?name=NAME                                          one dataset: blocks and replicas
@@ -9,6 +14,7 @@ Reads (``/web/inventory/<page>`` and ``/data/inventory/<page>``)::
     groups                                                         groups with what they own
     replicas   ?dataset=GLOB&site=GLOB&group=NAME&level=dataset|block
     stats                                                          totals, replication, usage per site
+    blockreplicas, nodes, data                                     Dynamo's only (``/data``)
 
 Writes (``/data`` only, POST, a certificate with the ``write`` role)::
 
@@ -24,6 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 from workbench.inventory.dataformat import Dataset, DatasetStatus, Site, from_dict
+from workbench.inventory.web import dynamo
 from workbench.inventory.web.auth import User
 from workbench.inventory.web.errors import BadRequest, NotFound
 from workbench.inventory.web.modules._base import (HTMLMixin, Request, WebModule, choice, integer, pattern, text,
@@ -43,6 +50,26 @@ def _site_link(layout: HTMLMixin, name: str) -> Markup:
 
 def _dataset_link(layout: HTMLMixin, name: str) -> Markup:
     return layout.html_link(f"/web/inventory/dataset?name={quote(name, safe='')}", name)
+
+
+#: ``format=``: Dynamo's answers (the default) or this project's
+FORMATS = ("dynamo", "workbench")
+
+
+def dynamo_format(request: Request) -> bool:
+    """True unless the request asks for ``format=workbench``."""
+    return choice(request, "format", FORMATS, "dynamo") == "dynamo"
+
+
+class _DynamoAnswer(WebModule):
+    """A page of Dynamo's data API; with ``format=workbench``, ``workbench_answer`` instead (when there is one)."""
+
+    page = ""
+
+    def run(self, caller: User, request: Request, inventory: Any) -> Any:
+        if dynamo_format(request) or not hasattr(self, "workbench_answer"):
+            return dynamo.ANSWERS[self.page](request, inventory)
+        return self.workbench_answer(request, inventory)
 
 
 def _page(request: Request, rows: list[Any]) -> tuple[list[Any], int]:
@@ -77,10 +104,12 @@ class _DatasetQuery:
         return selected
 
 
-class DatasetsData(_DatasetQuery, WebModule):
-    """``/data/inventory/datasets``: the matching datasets (``limit``/``offset`` page through them)."""
+class DatasetsData(_DatasetQuery, _DynamoAnswer):
+    """``/data/inventory/datasets``: Dynamo's list; ``format=workbench``: the matching datasets (``limit``/``offset``)."""
 
-    def run(self, caller: User, request: Request, inventory: Any) -> Any:
+    page = "datasets"
+
+    def workbench_answer(self, request: Request, inventory: Any) -> Any:
         rows, total = _page(request, self.select(request, inventory))
         return {"total": total, "datasets": [dataset_summary(d) for d in rows]}
 
@@ -154,10 +183,12 @@ def _select_sites(request: Request, inventory: Any) -> list[Site]:
                   key=lambda s: s.name)
 
 
-class SitesData(WebModule):
-    """``/data/inventory/sites``."""
+class SitesData(_DynamoAnswer):
+    """``/data/inventory/sites``: Dynamo's list (quotas in TB); ``format=workbench``: usage in bytes."""
 
-    def run(self, caller: User, request: Request, inventory: Any) -> Any:
+    page = "sites"
+
+    def workbench_answer(self, request: Request, inventory: Any) -> Any:
         return {"sites": [site_summary(site) for site in _select_sites(request, inventory)]}
 
 
@@ -215,11 +246,31 @@ class SitePage(HTMLMixin, WebModule):
 # -- groups and replicas --------------------------------------------------------------------------
 
 
-class GroupsData(WebModule):
-    """``/data/inventory/groups``."""
+class GroupsData(_DynamoAnswer):
+    """``/data/inventory/groups``: Dynamo's names; ``format=workbench``: what each group owns."""
 
-    def run(self, caller: User, request: Request, inventory: Any) -> Any:
+    page = "groups"
+
+    def workbench_answer(self, request: Request, inventory: Any) -> Any:
         return {"groups": group_summaries(inventory)}
+
+
+class BlockReplicasData(_DynamoAnswer):
+    """``/data/inventory/blockreplicas``: Dynamo's (PhEDEx's) ``{"block": [...]}`` with each block's replicas."""
+
+    page = "blockreplicas"
+
+
+class FilesData(_DynamoAnswer):
+    """``/data/inventory/data?block=DATASET#BLOCK``: Dynamo's (DBS's) files of one block, per replica."""
+
+    page = "data"
+
+
+class NodesData(_DynamoAnswer):
+    """``/data/inventory/nodes``: Dynamo's (PhEDEx's) ``{"node": [...]}``, one entry per site."""
+
+    page = "nodes"
 
 
 class GroupsPage(HTMLMixin, WebModule):
@@ -370,5 +421,6 @@ export_web = {
 export_data = {
     "datasets": DatasetsData, "dataset": DatasetData, "sites": SitesData, "site": SiteData,
     "groups": GroupsData, "replicas": ReplicasData, "stats": StatsData,
+    "blockreplicas": BlockReplicasData, "nodes": NodesData, "data": FilesData,
     "inject": InjectData, "delete": DeleteData,
 }
