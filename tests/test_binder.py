@@ -1,9 +1,13 @@
-"""The Binder demo, rehearsed: a fresh virtualenv from ``binder/`` files, postBuild, start, the tour.
+"""The Binder demo: what repo2docker builds from ``binder/``, the build rehearsed, and ``start``.
 
-Binder installs ``binder/requirements.txt``, runs ``binder/postBuild`` in the checkout, then runs
-JupyterLab through ``binder/start``. This test does the same in a new virtualenv (nothing from the
-test environment leaks in) and, instead of JupyterLab, gives ``start`` an nbval run of the tour:
-so the demo cannot rot. The stack ``start`` leaves running is stopped, and checked gone, after.
+repo2docker (the package Binder builds with) is asked, without Docker, which build pack and Python it
+picks for this checkout and which Dockerfile it renders: Python 3.11 from ``binder/runtime.txt``,
+``binder/requirements.txt`` installed, then ``binder/postBuild``, with ``binder/start`` as entrypoint.
+
+The rehearsal does what that image does in a new virtualenv (nothing from the test environment leaks
+in): requirements, postBuild, then ``start`` given an nbval run of the tour instead of JupyterLab, so
+the demo cannot rot. ``start`` runs its command as a child and stops the stack when it ends or when
+``start`` is stopped: checked by the processes left behind.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ import os
 import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from workbench.testing.process import processes_mentioning, wait_until_gone
 
 ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 ALL_PORTS_FREE = ("--domain-port 0 --commits-port 0 --inventory-socket state --inventory-web-port 0 "
                   "--clusters-port 0")
 
@@ -67,3 +73,56 @@ def test_binder_environment_starts_the_stack_and_runs_the_tour(tmp_path):
     assert stack_pid not in processes_mentioning("workbench")
     assert not (state_dir / "stack.json").exists()
 
+
+
+# -- repo2docker: what Binder builds from binder/ ------------------------------------------------
+
+def picked_build_pack(repo: Path):
+    """The build pack repo2docker builds ``repo`` with, picked as ``Repo2Docker.build`` picks it.
+
+    repo2docker reads the checkout relative to the working directory, so detection and rendering
+    both run inside ``repo``; linux/amd64 is the platform mybinder.org builds for.
+    """
+    from repo2docker.app import Repo2Docker
+    from repo2docker.utils import chdir
+
+    app = Repo2Docker(platform="linux/amd64")
+    with chdir(str(repo)):
+        for build_pack_class in app.buildpacks:
+            build_pack = build_pack_class(base_image=app.base_image)
+            if build_pack.detect():
+                break
+        else:
+            build_pack = app.default_buildpack(base_image=app.base_image)
+        build_pack.platform = app.platform
+        # Everything below reads binder/ files: resolve it all while in the checkout.
+        python_version = build_pack.python_version
+        script_files = build_pack.get_build_script_files()
+        dockerfile = build_pack.render({"NB_USER": "jovyan", "NB_UID": "1000"})
+    return build_pack, python_version, script_files, dockerfile
+
+
+def test_repo2docker_builds_python_3_11_from_binder_files():
+    from packaging.specifiers import SpecifierSet
+    from repo2docker.buildpacks import PythonBuildPack
+
+    build_pack, python_version, script_files, dockerfile = picked_build_pack(ROOT)
+    # With binder/ present repo2docker ignores pyproject.toml's requires-python: runtime.txt decides.
+    assert type(build_pack) is PythonBuildPack
+    assert python_version == "3.11"
+    assert python_version in SpecifierSet(PYPROJECT["project"]["requires-python"])
+    environments = [Path(source).name for source, target in script_files.items()
+                    if target == "/tmp/env/environment.lock"]
+    assert environments == ["environment.py-3.11-linux-64.lock"]
+
+    lines = dockerfile.splitlines()
+    requirements = [i for i, line in enumerate(lines)
+                    if line.startswith("RUN ") and "pip install" in line and '-r "binder/requirements.txt"' in line]
+    post_build = [i for i, line in enumerate(lines) if line == "RUN ./binder/postBuild"]
+    assert len(requirements) == 1 and len(post_build) == 1, dockerfile
+    # postBuild installs workbench with --no-deps: its dependencies must be in place before it runs.
+    assert requirements[0] < post_build[0]
+    assert any(line.startswith("RUN ") and "apt-get install" in line and "procps" in line
+               for line in dockerfile.replace("\\\n", " ").splitlines())
+    assert 'ENV R2D_ENTRYPOINT="${REPO_DIR}/binder/start"' in lines
+    assert 'ENTRYPOINT ["/usr/local/bin/repo2docker-entrypoint"]' in lines
