@@ -177,15 +177,31 @@ def test_start_stops_the_stack_when_the_command_ends_and_keeps_its_status(tmp_pa
         kill_what_is_left(state_dir)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_to_start_stops_the_command_and_the_stack(tmp_path, signum):
+def repo2docker_entrypoint() -> Path:
+    """The entrypoint of every image repo2docker builds: it runs ``$R2D_ENTRYPOINT`` and relays signals."""
+    import repo2docker.buildpacks
+
+    return Path(repo2docker.buildpacks.__file__).parent / "repo2docker-entrypoint"
+
+
+@pytest.mark.parametrize(("signum", "through_entrypoint"),
+                         [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGTERM, True)],
+                         ids=["SIGTERM", "SIGINT", "SIGTERM-via-repo2docker-entrypoint"])
+def test_a_signal_to_start_stops_the_command_and_the_stack(tmp_path, signum, through_entrypoint):
     env, state_dir = start_environment(tmp_path)
     ready = tmp_path / "command-ready"
     # A long command, named by its own marker, that says when it runs (the stack is up by then).
     command = f"import pathlib, time; pathlib.Path({str(ready)!r}).touch(); time.sleep(300)"
     marker = str(tmp_path / "long-command")
-    start = subprocess.Popen(["bash", str(ROOT / "binder" / "start"), sys.executable, "-c", command, marker],
-                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    argv = [sys.executable, "-c", command, marker]
+    if through_entrypoint:
+        # As the image runs it: Binder signals repo2docker's entrypoint, which relays to start.
+        argv = [sys.executable, str(repo2docker_entrypoint()), *argv]
+        env = {**env, "R2D_ENTRYPOINT": str(ROOT / "binder" / "start"), "REPO_DIR": str(tmp_path)}
+    else:
+        argv = ["bash", str(ROOT / "binder" / "start"), *argv]
+    start = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
     try:
         deadline = time.monotonic() + 120
         while not ready.exists() and start.poll() is None and time.monotonic() < deadline:
