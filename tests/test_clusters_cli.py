@@ -103,7 +103,7 @@ def test_cli_configuration_groups_and_backup_schedules(tmp_path, capsys):
     instances = traversable_tempdir("wb-cli-")
     flags = cli_flags(tmp_path, instances)
     try:
-        code, out, _ = run(capsys, *flags, "create", "kv", "--datastore", "redis", "--wait")
+        code, out, _ = run(capsys, *flags, "create", "cache", "--datastore", "redis", "--wait")
         assert code == 0, out
         port = int(out.splitlines()[2].split()[3])
         code, out, _ = run(capsys, *flags, "configuration-create", "lean", "--datastore", "redis",
@@ -113,27 +113,27 @@ def test_cli_configuration_groups_and_backup_schedules(tmp_path, capsys):
         code, _, err = run(capsys, *flags, "configuration-create", "bad", "--datastore", "redis", "--set", "save=1")
         assert code == 1 and "parameter save is not supported" in err
 
-        code, out, _ = run(capsys, *flags, "configure", "kv", "lean")
-        assert code == 0 and out.strip() == "cluster kv: configuration lean; restarted: none", out
+        code, out, _ = run(capsys, *flags, "configure", "cache", "lean")
+        assert code == 0 and out.strip() == "cluster cache: configuration lean; restarted: none", out
         server = redis.Redis("127.0.0.1", port, decode_responses=True)
         assert server.config_get("maxmemory") == {"maxmemory": "1048576"}
         assert server.config_get("maxmemory-policy") == {"maxmemory-policy": "allkeys-lru"}
         code, out, _ = run(capsys, *flags, "configurations")
         assert out.splitlines()[1].split() == ["1", "lean", "redis", "-", "7", "maxmemory=1048576",
-                                                   "maxmemory-policy=allkeys-lru", "kv-1"]
-        code, out, _ = run(capsys, *flags, "configure", "kv", "none")
-        assert code == 0 and "restarted: kv-1" in out  # values dropped: read again from the config file
+                                                   "maxmemory-policy=allkeys-lru", "cache-1"]
+        code, out, _ = run(capsys, *flags, "configure", "cache", "none")
+        assert code == 0 and "restarted: cache-1" in out  # values dropped: read again from the config file
         assert server.config_get("maxmemory") == {"maxmemory": "0"}
 
-        code, out, _ = run(capsys, *flags, "schedule", "kv", "--every", "3600", "--keep", "3")
-        assert code == 0 and "a backup every 3600s, the newest 3 kept" in out
-        code, out, _ = run(capsys, *flags, "schedule", "kv")
+        code, out, _ = run(capsys, *flags, "schedule", "cache", "--every", "3600", "--keep", "7")
+        assert code == 0 and "a backup every 3600s, the newest 7 kept" in out
+        code, out, _ = run(capsys, *flags, "schedule", "cache")
         assert "next at" in out
-        code, out, _ = run(capsys, *flags, "schedule", "kv", "--off")
+        code, out, _ = run(capsys, *flags, "schedule", "cache", "--off")
         assert code == 0 and "no scheduled backups" in out
-        code, _, err = run(capsys, *flags, "schedule", "kv", "--off")
+        code, _, err = run(capsys, *flags, "schedule", "cache", "--off")
         assert code == 1 and "has no backup schedule" in err
-        code, out, _ = run(capsys, *flags, "destroy", "kv")
+        code, out, _ = run(capsys, *flags, "destroy", "cache")
         assert code == 0
     finally:
         shutil.rmtree(instances, ignore_errors=True)

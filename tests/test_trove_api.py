@@ -330,7 +330,18 @@ def test_log_in_at_the_identity_endpoint_with_the_token_as_password(api, trove, 
 
 
 # -- `workbench up` ----------------------------------------------------------------------------------
+def readme_session() -> tuple[str, list[str]]:
+    """(the LOGIN= line, the openstack commands) of the README's "Trove's clients" session."""
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    block = text.split("### Trove's clients", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    lines = block.splitlines()
+    assert lines[0].startswith("LOGIN=") and all(line.startswith("openstack ") for line in lines[1:])
+    return lines[0], lines[1:]
+
+
 def test_the_stack_of_workbench_up_serves_trove_clients(tmp_path, known_brokers):
+    """Trove clients against `workbench up`: keystoneauth and troveclient, then the README's session
+    of `openstack` commands, each run as written (waiting between them where a task runs)."""
     state_dir = tmp_path / "stack"
     stack = RunningStack(state_dir)
     try:
@@ -342,6 +353,41 @@ def test_the_stack_of_workbench_up_serves_trove_clients(tmp_path, known_brokers)
         assert flavor.id == "local" and trove.clusters.list() == []
         with pytest.raises(trove_errors.NotFound):
             trove.clusters.get("nope")
+
+        def maxmemory() -> str | None:
+            [solo] = trove.instances.list()
+            if solo.status != "ACTIVE":
+                return None
+            try:
+                with redis_of(solo._info) as client:
+                    return client.config_get("maxmemory")["maxmemory"]
+            except redis.ConnectionError:  # restarting
+                return None
+
+        # what each command leaves running is waited for before the next one
+        waits: dict[str, Callable[[], Any]] = {
+            "database instance create": lambda: until(lambda: [i.status for i in trove.instances.list()],
+                                                      lambda found: found == ["ACTIVE"]),
+            "configuration attach": lambda: until(maxmemory, lambda value: value == "52428800", 60),
+            "backup create": lambda: until(lambda: [b.status for b in trove.backups.list()],
+                                           lambda found: found == ["COMPLETED"], 60),
+            "configuration detach": lambda: until(maxmemory, lambda value: value == "0", 60),
+            "instance delete": lambda: until(lambda: trove.instances.list(), lambda found: found == [], 60),
+        }
+        login, commands = readme_session()
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("OS_")}, "HOME": str(tmp_path),
+               "URL": url, "TOKEN": token, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        outputs = []
+        for command in commands:
+            done = subprocess.run(["bash", "-c", f"{login}\n{command}"], capture_output=True, text=True,
+                                  timeout=120, env=env)
+            assert done.returncode == 0, (command, done.stderr)
+            outputs.append(done.stdout)
+            for what, wait in waits.items():
+                if what in command:
+                    wait()
+        assert "maxmemory" in outputs[2] and "52428800" in outputs[5]  # the parameters; the group's values
+        assert "nightly" in outputs[7] and outputs[-1].strip() == ""   # the backup listed; no instance left
     finally:
         code = stack.stop()
     assert code == 0, "".join(stack.output)
@@ -479,8 +525,9 @@ def test_postgresql_databases_and_users_over_ssh(clusters_settings, static_pool)
         cluster = settled(trove, cluster.id)
         assert len(cluster.instances) == 2 and not port_open(third["ip"][0], third["port"])
 
-        trove.users.delete(ledger.id, "clerk")
+        # the database first: clerk owns a table in it, which PostgreSQL does not drop with the role
         trove.databases.delete(ledger.id, "books")
+        trove.users.delete(ledger.id, "clerk")
         assert trove.users.list(ledger.id) == [] and trove.databases.list(ledger.id) == []
         trove.clusters.delete(cluster.id)
         trove.instances.delete(copy.id)

@@ -45,6 +45,19 @@ Routes (each needs ``X-Auth-Token``, the token ``/api`` takes; the project id is
     GET    instances/<id>/users             {"users": [{"name", "host": "%", "databases": [{"name"}]}]}
     POST   instances/<id>/users             {"users": [{"name", "password", "databases"?}...]} -> 202
     DELETE instances/<id>/users/<name>      -> 202
+    PUT    instances/<id>                   {"instance": {"configuration": id | null}} -> 202 (attach or
+                                             detach a group; applied live, restarted only if needed)
+    GET    instances/<id>/configuration     {"instance": {"configuration": {parameter: value}}}
+    GET    configurations                   {"configurations": [...]}  (?limit, ?marker)
+    POST   configurations                   {"configuration": {"name", "values", "datastore": {"type",
+                                             "version"?}, "description"?}} -> 200
+    GET    configurations/<id>              {"configuration": {..., "values", "instance_count"}}
+    PATCH  configurations/<id>              {"configuration": {"values"}} -> 202 (merged; PUT: replaced),
+                                             applied to every instance it is attached to
+    DELETE configurations/<id>              -> 202 (400 while attached)
+    GET    configurations/<id>/instances    {"instances": [{"id", "name"}]}
+    GET    datastores/<name>/versions/<v>/parameters[/<name>]   {"configuration-parameters": [{"name",
+    GET    datastores/versions/<id>/parameters[/<name>]          "type", "min", "max", "restart_required"}]}
 
 A backup is restored into a new single instance: ``POST instances`` with ``"restorePoint":
 {"backupRef": <id>}`` (409 ``conflict`` for a backup not COMPLETED).
@@ -54,7 +67,9 @@ into its exceptions: 400 ``badRequest`` (a refused body or value), 401 ``unautho
 ``itemNotFound``, 405 ``badMethod``, 422 ``unprocessableEntity`` (the cluster's current task does not
 allow the action), 500 ``instanceFault``, 501 ``notImplemented`` (an option with no counterpart here
 yet: replicas, configurations, databases and users at create, incremental backups, resize, a user's
-host other than ``%``). Every name and value of a request is checked before anything changes.
+host other than ``%``, renaming an instance). Scheduled backups are not Trove's API: troveclient's
+``backups.schedule_create`` makes a Mistral cron trigger with Mistral's client; workbench schedules
+them itself (``/api``'s ``clusters/<id>/schedule``, ``workbench clusters schedule``). Every name and value of a request is checked before anything changes.
 
 What workbench is and Trove is not shows through as follows: a datastore is a manager (its id is its
 name) and each registered version a version (its id is the row's id); a cluster's instances have
