@@ -504,6 +504,17 @@ def test_postgresql_databases_and_users_over_ssh(clusters_settings, static_pool)
             db.execute("CREATE TABLE entries (what text)")
             db.execute("INSERT INTO entries VALUES ('tea')")
 
+        # a configuration group: work_mem set by a reload (no restart needed), seen by a new session
+        group = trove.configurations.create("roomy", json.dumps({"work_mem": 8192}), datastore="postgresql")
+        trove.instances.update(ledger.id, configuration=group.id)
+
+        def work_mem() -> str:
+            with psycopg.connect(host=ledger.ip[0], port=ledger.port, user="clerk", password="pw-clerk",
+                                 dbname="books", connect_timeout=10) as db:
+                return db.execute("SHOW work_mem").fetchone()[0]
+
+        until(work_mem, lambda value: value == "8MB", 60)
+
         # backed up and restored into a new instance: the database and its table are there
         backup = trove.backups.create("ledger-nightly", ledger.id)
         backup = until(lambda: trove.backups.get(backup.id), lambda b: b.status == "COMPLETED")
@@ -533,6 +544,8 @@ def test_postgresql_databases_and_users_over_ssh(clusters_settings, static_pool)
         trove.instances.delete(copy.id)
         trove.backups.delete(backup.id)
         until(lambda: runner.store.clusters(), lambda found: found == [])
+        # the instances it was attached to are gone, and so are their attachments
+        trove.configurations.delete(group.id)
 
 
 # -- flavors of a cloud ------------------------------------------------------------------------------
