@@ -681,6 +681,15 @@ def test_configuration_groups_change_a_running_redis(trove, runner):
     with redis_of(solo._info) as client:
         assert client.config_get("maxmemory")["maxmemory"] == "0"
     assert "configuration" not in trove.instances.get(solo.id)._info
+    # an instance created with a group is built with its values
+    other = trove.instances.create("other", "local", datastore="redis", configuration=group.id)
+    other = until(lambda: trove.instances.get(other.id), lambda i: i.status == "ACTIVE")
+    with redis_of(other._info) as client:
+        assert client.config_get("maxmemory")["maxmemory"] == "62914560"
+    with pytest.raises(trove_errors.BadRequest, match="attached to instances"):
+        trove.configurations.delete(group.id)
+    trove.instances.delete(other.id)
+    until(lambda: trove.instances.list(), lambda found: [i.name for i in found] == ["solo"])
     trove.configurations.delete(group.id)
     with pytest.raises(trove_errors.NotFound, match=f"Configuration group '{group.id}' cannot be found"):
         trove.configurations.get(group.id)

@@ -470,14 +470,25 @@ class TaskRunner:
 
     # -- operations ------------------------------------------------------------------------------
     def create_cluster(self, name: str, datastore: Datastore | int | str, size: int = 1,
-                       provider: str | None = None, restore_from: Backup | int | str | None = None) -> TaskHandle:
-        """Record a cluster and build it in the background (``restore_from``: a backup to load)."""
+                       provider: str | None = None, restore_from: Backup | int | str | None = None,
+                       configuration: int | str | None = None) -> TaskHandle:
+        """Record a cluster and build it in the background (``restore_from``: a backup to load;
+        ``configuration``: a configuration group its instances are built with)."""
         backup_id = None
         if restore_from is not None:
             record = restore_from if isinstance(restore_from, Backup) else self.store.get_backup(restore_from)
             backup_id = record.id
             datastore = record.datastore_id if isinstance(datastore, str) and not datastore else datastore
+        group = self.store.get_configuration(configuration) if configuration is not None else None
+        if group is not None:
+            wanted = datastore if isinstance(datastore, Datastore) else self.store.get_datastore(datastore)
+            if group.datastore.manager != wanted.manager:
+                raise ValidationError(f"configuration {group.name} is for {group.datastore.name}, not {wanted.name}",
+                                      field="configuration", value=group.id)
         cluster = self.store.create_cluster(name, datastore, size, provider, restore_from=backup_id)
+        if group is not None:  # before the build: the first config rendered has the group's values
+            for instance in cluster.instances:
+                self.store.attach_configuration(instance.id, group.id)
         return self.submit("create_cluster", build_cluster, cluster.id, cluster_name=name)
 
     def restore_backup(self, backup: Backup | int | str, name: str, size: int = 1,

@@ -66,7 +66,7 @@ Errors are Trove's faults, ``{name: {"code": status, "message": text}}``, which 
 into its exceptions: 400 ``badRequest`` (a refused body or value), 401 ``unauthorized``, 404
 ``itemNotFound``, 405 ``badMethod``, 422 ``unprocessableEntity`` (the cluster's current task does not
 allow the action), 500 ``instanceFault``, 501 ``notImplemented`` (an option with no counterpart here
-yet: replicas, configurations, databases and users at create, incremental backups, resize, a user's
+yet: replicas, databases and users at create, incremental backups, resize, a user's
 host other than ``%``, renaming an instance). Scheduled backups are not Trove's API: troveclient's
 ``backups.schedule_create`` makes a Mistral cron trigger with Mistral's client; workbench schedules
 them itself (``/api``'s ``clusters/<id>/schedule``, ``workbench clusters schedule``). Every name and value of a request is checked before anything changes.
@@ -108,7 +108,7 @@ PREFIX = r"/v1\.0/([A-Za-z0-9_.-]{1,64})"
 #: a path segment naming a resource by id or name
 SEGMENT = r"([A-Za-z0-9_.-]{1,128})"
 #: options of an instance create that this service has no counterpart for yet (refused: 501)
-NOT_YET = ("replica_of", "replica_count", "configuration", "databases", "users", "modules")
+NOT_YET = ("replica_of", "replica_count", "databases", "users", "modules")
 
 
 class _TroveFault(tornado.web.HTTPError):
@@ -641,7 +641,8 @@ class InstancesHandler(TroveHandler):
                 if record.datastore_id != version.id:
                     raise ValidationError(f"Backup {backup_ref} is of datastore {record.datastore.name}, not "
                                           f"{version.name}.", field="instance.datastore")
-            self.api.runner.create_cluster(name, version, 1, restore_from=record)
+            group = self.group(str(spec["configuration"])).id if spec.get("configuration") is not None else None
+            self.api.runner.create_cluster(name, version, 1, restore_from=record, configuration=group)
             cluster = self.store.get_cluster(name)
             return {"instance": self.views(project_id).instance(cluster, cluster.instances[0])}
 
