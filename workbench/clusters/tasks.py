@@ -11,6 +11,11 @@ perform) as tasks and returns a :class:`TaskHandle`::
     handle.wait(timeout=300)                 # raises the task's error, if any
     runner.perform("cache", "uptime", "uptime").wait()
 
+``configure_instance``/``configure_cluster`` attach a configuration group and apply it
+(``apply_configuration``: live, restarting only when a parameter needs it); ``start_scheduler``
+takes the clusters' scheduled backups (``scheduled_backup``: a backup, then its retention) until
+``close()``.
+
 Instances of one cluster are created and installed in parallel; each replica then follows the
 primary as soon as the primary runs (in its install step already, where the manager can wait
 briefly on the host for the primary to answer). A failed step marks the instance and the cluster as
