@@ -301,3 +301,70 @@ def test_the_server_binds_a_free_port_stops_and_refuses_a_taken_one(store):
         ClustersApi(store, token="short")
     generated = ClustersApi(store)
     assert len(generated.token) >= 24 and generated.token != ClustersApi(store).token
+
+
+# -- configuration groups and scheduled backups ------------------------------------------------------
+def test_a_configuration_group_and_scheduled_backups_through_the_client(api, store):
+    """``/api``'s configuration groups and backup schedules, through ``ClustersClient``.
+
+    Trove's own scheduling (troveclient's ``backups.schedule_create``) is not served: troveclient makes
+    the schedule a Mistral cron trigger with Mistral's client, never calling Trove's API, and there
+    is no Mistral here. The schedule is workbench's: stored with the cluster, taken by the API's runner.
+    """
+    from workbench.clusters.client import ClustersClient
+    from workbench.testing.commits import wait_until
+
+    client = ClustersClient(api.url, TOKEN)
+
+    def finished(task: dict[str, Any]) -> dict[str, Any]:
+        wait_until(lambda: client.task(task["id"])["status"] in ("done", "failed"), 120, what="the task's end")
+        return client.task(task["id"])
+
+    assert finished(client.create_cluster("cache", "redis-7", size=2)["task"])["status"] == "done"
+    nodes = client.cluster("cache")["instances"]
+    # the template's (redis lowers its default below the open-file limit)
+    default = redis.Redis("127.0.0.1", nodes[0]["port"]).config_get("maxclients")
+    with pytest.raises(ValidationError, match="maxclients must be between 1 and 100000"):
+        client.create_configuration("bad", "redis", {"maxclients": 0})
+    group = client.create_configuration("busy", "redis", {"maxclients": 321}, version="7")
+    assert group["values"] == {"maxclients": 321} and group["instances"] == []
+
+    assert finished(client.configure("cache", group["id"]))["status"] == "done"
+    for node in nodes:  # every instance of the cluster, the replica too
+        assert redis.Redis("127.0.0.1", node["port"]).config_get("maxclients") == {"maxclients": "321"}
+    assert client.configuration("busy")["instances"] == ["cache-1", "cache-2"]
+    assert finished(client.update_configuration(group["id"], {"timeout": 300})["task"])["status"] == "done"
+    assert redis.Redis("127.0.0.1", nodes[1]["port"]).config_get("timeout") == {"timeout": "300"}
+    with pytest.raises(ValidationError, match="attached to instances"):
+        client.delete_configuration(group["id"])
+    assert finished(client.configure("cache", None))["status"] == "done"
+    assert redis.Redis("127.0.0.1", nodes[0]["port"]).config_get("maxclients") == default
+    assert client.delete_configuration(group["id"])["name"] == "busy" and client.configurations() == []
+
+    # scheduled backups: one a second, the newest two kept; retention drops the oldest, and only
+    # scheduled ones: a backup asked for stays
+    assert finished(client.back_up("cache"))["status"] == "done"
+    [asked] = [b["name"] for b in client.backups("cache")]
+    with pytest.raises(ValidationError, match="keep must be a whole number"):
+        client.set_schedule("cache", 1, 0)
+    assert client.schedule("cache") is None
+    schedule = client.set_schedule("cache", 1, 2)
+    assert (schedule["interval"], schedule["keep"]) == (1, 2) and client.schedule("cache")["next_run"]
+    seen: list[str] = []
+
+    def scheduled() -> list[str]:
+        names = [b["name"] for b in client.backups("cache")
+                 if b["status"] == "done" and b["name"].startswith("cache-scheduled-")]
+        seen.extend(n for n in names if n not in seen)
+        return names
+
+    wait_until(lambda: len(scheduled()) <= 2 and len(seen) >= 4, 120, what="four scheduled backups, two kept")
+    client.delete_schedule("cache")
+    assert client.schedule("cache") is None
+    # a backup the schedule started just before it went still ends (and prunes)
+    wait_until(lambda: all(b["status"] != "running" for b in client.backups("cache")), 60, what="no backup running")
+    kept = scheduled()
+    assert 1 <= len(kept) <= 2 and kept == sorted(seen)[-len(kept):]
+    assert sorted(seen)[0] not in kept
+    assert asked in [b["name"] for b in client.backups("cache")]
+

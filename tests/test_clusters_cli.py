@@ -17,13 +17,18 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def cli_flags(tmp_path, instances) -> list[str]:
+    """The flags of a CLI whose state and instances are the test's own."""
+    config = tmp_path / "clusters.toml"
+    config.write_text(f'instances_dir = "{instances}"\nmaster_key = "cli-test"\nmax_cluster_size = 3\n')
+    return ["--state-dir", str(tmp_path / "state"), "--config", str(config)]
+
+
 def test_cli_create_list_show_perform_backup_destroy(tmp_path, capsys):
     import shutil
 
     instances = traversable_tempdir("wb-cli-")
-    config = tmp_path / "clusters.toml"
-    config.write_text(f'instances_dir = "{instances}"\nmaster_key = "cli-test"\nmax_cluster_size = 3\n')
-    flags = ["--state-dir", str(tmp_path / "state"), "--config", str(config)]
+    flags = cli_flags(tmp_path, instances)
     try:
         code, out, _ = run(capsys, *flags, "create", "web", "--datastore", "redis", "--size", "2", "--wait")
         assert code == 0, out
@@ -94,3 +99,45 @@ def test_cli_state_in_a_database_url(tmp_path, capsys, postgres_url):
     code, _, err = run(capsys, *flags, "destroy", "ghost")
     assert code == 1 and "no cluster ghost" in err
     assert not (tmp_path / "state" / "clusters.db").exists()
+
+
+def test_cli_configuration_groups_and_backup_schedules(tmp_path, capsys):
+    import shutil
+
+    instances = traversable_tempdir("wb-cli-")
+    flags = cli_flags(tmp_path, instances)
+    try:
+        code, out, _ = run(capsys, *flags, "create", "cache", "--datastore", "redis", "--wait")
+        assert code == 0, out
+        port = int(out.splitlines()[2].split()[3])
+        code, out, _ = run(capsys, *flags, "configuration-create", "lean", "--datastore", "redis",
+                           "--set", "maxmemory=1048576", "--set", "maxmemory-policy=allkeys-lru")
+        assert code == 0 and out.strip() == ("configuration 1 (lean) for redis - 7: maxmemory=1048576, "
+                                             "maxmemory-policy=allkeys-lru"), out
+        code, _, err = run(capsys, *flags, "configuration-create", "bad", "--datastore", "redis", "--set", "save=1")
+        assert code == 1 and "parameter save is not supported" in err
+
+        code, out, _ = run(capsys, *flags, "configure", "cache", "lean")
+        assert code == 0 and out.strip() == "cluster cache: configuration lean; restarted: none", out
+        server = redis.Redis("127.0.0.1", port, decode_responses=True)
+        assert server.config_get("maxmemory") == {"maxmemory": "1048576"}
+        assert server.config_get("maxmemory-policy") == {"maxmemory-policy": "allkeys-lru"}
+        code, out, _ = run(capsys, *flags, "configurations")
+        assert out.splitlines()[1].split() == ["1", "lean", "redis", "-", "7", "maxmemory=1048576",
+                                                   "maxmemory-policy=allkeys-lru", "cache-1"]
+        code, out, _ = run(capsys, *flags, "configure", "cache", "none")
+        assert code == 0 and "restarted: cache-1" in out  # values dropped: read again from the config file
+        assert server.config_get("maxmemory") == {"maxmemory": "0"}
+
+        code, out, _ = run(capsys, *flags, "schedule", "cache", "--every", "3600", "--keep", "7")
+        assert code == 0 and "a backup every 3600s, the newest 7 kept" in out
+        code, out, _ = run(capsys, *flags, "schedule", "cache")
+        assert "next at" in out
+        code, out, _ = run(capsys, *flags, "schedule", "cache", "--off")
+        assert code == 0 and "no scheduled backups" in out
+        code, _, err = run(capsys, *flags, "schedule", "cache", "--off")
+        assert code == 1 and "has no backup schedule" in err
+        code, out, _ = run(capsys, *flags, "destroy", "cache")
+        assert code == 0
+    finally:
+        shutil.rmtree(instances, ignore_errors=True)

@@ -72,7 +72,9 @@ def test_binder_scripts_are_strict_and_install_this_package():
     assert "pip install" in post_build and "-e ." in post_build
     assert PYPROJECT["project"]["name"] == "workbench"
     start = (ROOT / "binder" / "start").read_text().strip().splitlines()
-    assert start[-1] == 'exec "$@"'
+    # Binder's command runs as a child (SIGINT given back to it), so the stack stops when it ends.
+    assert '( trap - INT QUIT; exec "$@" ) &' in (ROOT / "binder" / "start").read_text()
+    assert start[-1] == 'exit "$status"'
     apt = (ROOT / "binder" / "apt.txt").read_text()
     packages = [line.strip() for line in apt.splitlines() if line.strip() and not line.startswith("#")]
     assert "openssh-server" not in packages  # Binder cannot run sshd: demos must not need it

@@ -330,7 +330,18 @@ def test_log_in_at_the_identity_endpoint_with_the_token_as_password(api, trove, 
 
 
 # -- `workbench up` ----------------------------------------------------------------------------------
+def readme_session() -> tuple[str, list[str]]:
+    """(the LOGIN= line, the openstack commands) of the README's "Trove's clients" session."""
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    block = text.split("### Trove's clients", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    lines = block.splitlines()
+    assert lines[0].startswith("LOGIN=") and all(line.startswith("openstack ") for line in lines[1:])
+    return lines[0], lines[1:]
+
+
 def test_the_stack_of_workbench_up_serves_trove_clients(tmp_path, known_brokers):
+    """Trove clients against `workbench up`: keystoneauth and troveclient, then the README's session
+    of `openstack` commands, each run as written (waiting between them where a task runs)."""
     state_dir = tmp_path / "stack"
     stack = RunningStack(state_dir)
     try:
@@ -342,6 +353,41 @@ def test_the_stack_of_workbench_up_serves_trove_clients(tmp_path, known_brokers)
         assert flavor.id == "local" and trove.clusters.list() == []
         with pytest.raises(trove_errors.NotFound):
             trove.clusters.get("nope")
+
+        def maxmemory() -> str | None:
+            [solo] = trove.instances.list()
+            if solo.status != "ACTIVE":
+                return None
+            try:
+                with redis_of(solo._info) as client:
+                    return client.config_get("maxmemory")["maxmemory"]
+            except redis.ConnectionError:  # restarting
+                return None
+
+        # what each command leaves running is waited for before the next one
+        waits: dict[str, Callable[[], Any]] = {
+            "database instance create": lambda: until(lambda: [i.status for i in trove.instances.list()],
+                                                      lambda found: found == ["ACTIVE"]),
+            "configuration attach": lambda: until(maxmemory, lambda value: value == "52428800", 60),
+            "backup create": lambda: until(lambda: [b.status for b in trove.backups.list()],
+                                           lambda found: found == ["COMPLETED"], 60),
+            "configuration detach": lambda: until(maxmemory, lambda value: value == "0", 60),
+            "instance delete": lambda: until(lambda: trove.instances.list(), lambda found: found == [], 60),
+        }
+        login, commands = readme_session()
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("OS_")}, "HOME": str(tmp_path),
+               "URL": url, "TOKEN": token, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        outputs = []
+        for command in commands:
+            done = subprocess.run(["bash", "-c", f"{login}\n{command}"], capture_output=True, text=True,
+                                  timeout=120, env=env)
+            assert done.returncode == 0, (command, done.stderr)
+            outputs.append(done.stdout)
+            for what, wait in waits.items():
+                if what in command:
+                    wait()
+        assert "maxmemory" in outputs[2] and "52428800" in outputs[5]  # the parameters; the group's values
+        assert "nightly" in outputs[7] and outputs[-1].strip() == ""   # the backup listed; no instance left
     finally:
         code = stack.stop()
     assert code == 0, "".join(stack.output)
@@ -426,12 +472,28 @@ def replica_has_orders(replica: dict[str, Any]) -> bool:
         return False
 
 
+def max_connections(instance: dict[str, Any]) -> int | None:
+    """``SHOW VARIABLES LIKE 'max_connections'`` on a MariaDB node, as its user shopper (None while it
+    restarts)."""
+    try:
+        with pymysql.connect(host=instance["ip"][0], port=instance["port"], user="shopper", password="pw-shopper",
+                             connect_timeout=5) as db, db.cursor() as cursor:
+            cursor.execute("SHOW VARIABLES LIKE 'max_connections'")
+            return int(cursor.fetchone()[1])
+    except pymysql.err.OperationalError:
+        return None
+
+
 def test_postgresql_databases_and_users_over_ssh(clusters_settings, static_pool):
+    """A PostgreSQL cluster through troveclient: databases and users on its primary, a backup of it
+    restored into a new instance, grown by a replica that has the data, shrunk again."""
     settings = clusters_settings.replace(provider="static", static_hosts=static_pool)
     with running_clusters(settings) as runner, ClustersApi(runner.store, runner, token=TOKEN) as api:
         trove = trove_of(api)
-        ledger = trove.instances.create("ledger", "host1", datastore="postgresql", datastore_version="15")
-        ledger = until(lambda: trove.instances.get(ledger.id), lambda i: i.status == "ACTIVE")
+        created = trove.clusters.create("ledger", "postgresql", "15", instances=[{"flavorRef": "host1"}] * 2)
+        cluster = settled(trove, created.id)
+        ledger = trove.instances.get(cluster.instances[0]["id"])
+        assert ledger.type == "primary" and ledger.replicas[0]["id"] == cluster.instances[1]["id"]
         trove.databases.create(ledger.id, [{"name": "books"}])
         trove.users.create(ledger.id, [{"name": "clerk", "password": "pw-clerk", "databases": [{"name": "books"}]}])
         assert [d.name for d in trove.databases.list(ledger.id)] == ["books"]
@@ -439,11 +501,51 @@ def test_postgresql_databases_and_users_over_ssh(clusters_settings, static_pool)
         with psycopg.connect(host=ledger.ip[0], port=ledger.port, user="clerk", password="pw-clerk", dbname="books",
                              connect_timeout=10) as db:
             assert db.execute("SELECT current_user").fetchone() == ("clerk",)
-        trove.users.delete(ledger.id, "clerk")
+            db.execute("CREATE TABLE entries (what text)")
+            db.execute("INSERT INTO entries VALUES ('tea')")
+
+        # a configuration group: work_mem set by a reload (no restart needed), seen by a new session
+        group = trove.configurations.create("roomy", json.dumps({"work_mem": 8192}), datastore="postgresql")
+        trove.instances.update(ledger.id, configuration=group.id)
+
+        def work_mem() -> str:
+            with psycopg.connect(host=ledger.ip[0], port=ledger.port, user="clerk", password="pw-clerk",
+                                 dbname="books", connect_timeout=10) as db:
+                return db.execute("SHOW work_mem").fetchone()[0]
+
+        until(work_mem, lambda value: value == "8MB", 60)
+
+        # backed up and restored into a new instance: the database and its table are there
+        backup = trove.backups.create("ledger-nightly", ledger.id)
+        backup = until(lambda: trove.backups.get(backup.id), lambda b: b.status == "COMPLETED")
+        assert backup.datastore["type"] == "postgresql" and backup.cluster_name == "ledger"
+        copy = trove.instances.create("copy", "host2", datastore="postgresql", datastore_version="15",
+                                      restorePoint={"backupRef": backup.id})
+        copy = until(lambda: trove.instances.get(copy.id), lambda i: i.status == "ACTIVE")
+        assert [d.name for d in trove.databases.list(copy.id)] == ["books"]
+        assert [u.name for u in trove.users.list(copy.id)] == ["clerk"]
+
+        # grown: the new replica has the data; shrunk: it goes
+        trove.clusters.grow(cluster.id, instances=[{"flavorRef": "host3"}])
+        cluster = settled(trove, cluster.id)
+        third = cluster.instances[2]
+        with psycopg.connect(host=third["ip"][0], port=third["port"], user="clerk", password="pw-clerk",
+                             dbname="books", connect_timeout=10) as db:
+            assert db.execute("SELECT what FROM entries").fetchall() == [("tea",)]
+        trove.clusters.shrink(cluster.id, instances=[{"id": third["id"]}])
+        cluster = settled(trove, cluster.id)
+        assert len(cluster.instances) == 2 and not port_open(third["ip"][0], third["port"])
+
+        # the database first: clerk owns a table in it, which PostgreSQL does not drop with the role
         trove.databases.delete(ledger.id, "books")
+        trove.users.delete(ledger.id, "clerk")
         assert trove.users.list(ledger.id) == [] and trove.databases.list(ledger.id) == []
-        trove.instances.delete(ledger.id)
+        trove.clusters.delete(cluster.id)
+        trove.instances.delete(copy.id)
+        trove.backups.delete(backup.id)
         until(lambda: runner.store.clusters(), lambda found: found == [])
+        # the instances it was attached to are gone, and so are their attachments
+        trove.configurations.delete(group.id)
 
 
 # -- flavors of a cloud ------------------------------------------------------------------------------
@@ -491,6 +593,25 @@ def test_a_mariadb_cluster_over_ssh(clusters_settings, static_pool):
         assert [(u.name, u.host, u.databases) for u in trove.users.list(primary["id"])] == [
             ("shopper", "%", [{"name": "orders"}])]
         until(lambda: replica_has_orders(replica), bool, 30)
+
+        # a configuration group changes the running server: max_connections without a restart
+        group = trove.configurations.create("roomy", json.dumps({"max_connections": 123}), datastore="mysql")
+        trove.instances.update(primary["id"], configuration=group.id)
+        until(lambda: max_connections(primary), lambda value: value == 123, 60)
+        assert trove.instances.get(primary["id"]).status == "ACTIVE"
+
+        # grown by a replica that has the data, then shrunk
+        trove.clusters.grow(cluster.id, instances=[{"flavorRef": "host1"}])
+        cluster = settled(trove, cluster.id)
+        third = cluster.instances[2]
+        until(lambda: replica_has_orders(third), bool, 30)
+        trove.clusters.shrink(cluster.id, instances=[{"id": third["id"]}])
+        cluster = settled(trove, cluster.id)
+        assert len(cluster.instances) == 2 and not port_open(third["ip"][0], third["port"])
+        # detached: the template's value again, by a restart (a value dropped is read from the file)
+        trove.instances.update(primary["id"], remove_configuration=True)
+        until(lambda: max_connections(primary), lambda value: value == 60, 120)
+        settled(trove, cluster.id)
         with pytest.raises(trove_errors.BadRequest, match="database must be letters"):
             trove.databases.create(primary["id"], [{"name": "x`; DROP DATABASE mysql; --"}])
         trove.users.delete(primary["id"], "shopper")
@@ -500,3 +621,77 @@ def test_a_mariadb_cluster_over_ssh(clusters_settings, static_pool):
             trove.users.delete(primary["id"], "shopper")
         trove.clusters.delete(cluster.id)
         until(lambda: runner.store.clusters(), lambda found: found == [])
+        trove.configurations.delete(group.id)
+
+
+# -- configuration groups ----------------------------------------------------------------------------
+def test_configuration_groups_change_a_running_redis(trove, runner):
+    [version] = trove.datastore_versions.list("redis")
+    parameters = {p.name: p for p in trove.configuration_parameters.parameters("redis", "7")}
+    assert parameters["maxmemory"].type == "integer" and parameters["maxmemory"].min == 0
+    assert parameters["databases"].restart_required and not parameters["maxmemory"].restart_required
+    assert trove.configuration_parameters.get_parameter_by_version(version.id, "maxclients").max == 100000
+    with pytest.raises(trove_errors.BadRequest, match="parameter save is not supported"):
+        trove.configurations.create("bad", json.dumps({"save": "60 1"}), datastore="redis")
+    with pytest.raises(trove_errors.BadRequest, match="maxclients must be between 1 and 100000"):
+        trove.configurations.create("bad", json.dumps({"maxclients": 0}), datastore="redis")
+    assert trove.configurations.list() == []
+
+    group = trove.configurations.create("small", json.dumps({"maxmemory": 50 * 1024 ** 2}), description="tiny",
+                                        datastore="redis", datastore_version="7")
+    assert (group.name, group.values, group.datastore_name) == ("small", {"maxmemory": 52428800}, "redis")
+    assert [c.name for c in trove.configurations.list()] == ["small"]
+
+    solo = trove.instances.create("solo", "local", datastore="redis")
+    solo = until(lambda: trove.instances.get(solo.id), lambda i: i.status == "ACTIVE")
+    with redis_of(solo._info) as client:
+        pid = client.info("server")["process_id"]
+        assert client.config_get("maxmemory") == {"maxmemory": "0"}
+
+        # attached: the config file has it and the running server took it, without a restart
+        trove.instances.modify(solo.id, group.id)
+        until(lambda: client.config_get("maxmemory")["maxmemory"], lambda v: v == "52428800")
+        until(lambda: runner.store.tasks("solo")[-1].status, lambda status: status == "done")
+        assert client.info("server")["process_id"] == pid
+        assert trove.instances.get(solo.id).configuration["id"] == group.id
+        assert trove.instances.configuration(solo.id).configuration == {"maxmemory": 52428800}
+        assert trove.configurations.get(group.id).instance_count == 1
+        assert [i.name for i in trove.configurations.instances(group.id)] == ["solo-1"]
+        config_file = Path(runner.store.get_instance(int(solo.id)).directory) / "config"
+        assert "maxmemory 52428800" in config_file.read_text()
+        with pytest.raises(trove_errors.BadRequest, match="attached to instances"):
+            trove.configurations.delete(group.id)
+
+        # edited (PATCH merges): applied to the attached instance, live
+        trove.configurations.edit(group.id, json.dumps({"maxmemory-policy": "allkeys-lru"}))
+        until(lambda: client.config_get("maxmemory-policy")["maxmemory-policy"], lambda v: v == "allkeys-lru")
+        assert trove.configurations.get(group.id).values == {"maxmemory": 52428800, "maxmemory-policy": "allkeys-lru"}
+        # replaced (PUT): a parameter dropped goes back to the config file's value, by a restart
+        trove.configurations.update(group.id, json.dumps({"maxmemory": 60 * 1024 ** 2}))
+        until(lambda: trove.instances.get(solo.id).status == "ACTIVE"
+              and runner.store.tasks("solo")[-1].status == "done", bool)
+    with redis_of(solo._info) as client:
+        assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+        assert client.config_get("maxmemory")["maxmemory"] == "62914560"
+        assert client.info("server")["process_id"] != pid
+
+        # detached: the server's config is the template's again
+        trove.instances.update(solo.id, remove_configuration=True)
+        until(lambda: runner.store.tasks("solo")[-1].status, lambda status: status == "done")
+    with redis_of(solo._info) as client:
+        assert client.config_get("maxmemory")["maxmemory"] == "0"
+    assert "configuration" not in trove.instances.get(solo.id)._info
+    # an instance created with a group is built with its values
+    other = trove.instances.create("other", "local", datastore="redis", configuration=group.id)
+    other = until(lambda: trove.instances.get(other.id), lambda i: i.status == "ACTIVE")
+    with redis_of(other._info) as client:
+        assert client.config_get("maxmemory")["maxmemory"] == "62914560"
+    with pytest.raises(trove_errors.BadRequest, match="attached to instances"):
+        trove.configurations.delete(group.id)
+    trove.instances.delete(other.id)
+    until(lambda: trove.instances.list(), lambda found: [i.name for i in found] == ["solo"])
+    trove.configurations.delete(group.id)
+    with pytest.raises(trove_errors.NotFound, match=f"Configuration group '{group.id}' cannot be found"):
+        trove.configurations.get(group.id)
+    trove.instances.delete(solo.id)
+    until(lambda: runner.store.clusters(), lambda found: found == [])

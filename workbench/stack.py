@@ -248,6 +248,13 @@ class ClustersComponent:
         settings = settings.replace(state_dir=str(stack.state_dir / "clusters"), provider="local",
                                     instances_dir=str(Path(settings.instances_dir) / f"stack-{stack_id}"))
         self.store = ClusterStore(self.sql_url or settings.db_url, settings)
+        # the versions the CLI defaults to are there for every client (Trove's list datastores and
+        # create with one; they do not register any)
+        from workbench.clusters.cli import DEFAULT_VERSIONS
+
+        for manager, version in DEFAULT_VERSIONS.items():
+            if manager in settings.datastore_managers:
+                self.store.add_datastore(manager, version)
         token = stack.credentials.setdefault("clusters", {}).setdefault("token", secrets.token_urlsafe(24))
         self.api = ClustersApi(self.store, token=token, port=self.port).start()
 

@@ -3,7 +3,8 @@
 No guest agent: every action is a command sent over SSH (or run locally by the embedded local
 provider). The layers, imports flowing one way::
 
-    settings -> models (SQLAlchemy state, events) -> connection (SSH / local)
+    settings, parameters (what configuration groups may set) -> models (SQLAlchemy state, events)
+             -> connection (SSH / local)
              -> providers (where servers come from) + managers (what runs on them)
              -> tasks (background runner) -> cli, api (HTTP; ``client`` calls it over the wire)
 

@@ -23,6 +23,18 @@ Routes (every one needs the token, as ``Authorization: Token T``, ``Authorizatio
     POST   /api/clusters/<id>/perform      {"command"} -> 202 {"task"} (a shell line run on each instance
                                             with $WB_PORT, $WB_ADDRESS, $WB_ROLE, $WB_DATASTORE set;
                                             the output is in the task's log, "out: ..." lines)
+    PUT    /api/clusters/<id>/configuration  {"configuration": id, name or null} -> 202 {"task"} (applied
+                                            to every instance; restarted only where a parameter needs it)
+    GET    /api/clusters/<id>/schedule     {"schedule": {"interval", "keep", "next_run", "last_run"} or null}
+    PUT    /api/clusters/<id>/schedule     {"interval": seconds, "keep": N} -> {"schedule"} (the API's
+                                            runner takes them; only the newest N scheduled backups stay)
+    DELETE /api/clusters/<id>/schedule     -> {"schedule": null}
+    GET    /api/configurations             {"configurations": [...]}
+    POST   /api/configurations             {"name", "datastore", "version"?, "values", "description"?} -> 201
+    GET    /api/configurations/<id>        {"configuration": {..., "values", "instances"}}
+    PATCH  /api/configurations/<id>        {"values"?, "name"?, "description"?} (values merged; PUT:
+                                            replaced) -> 202 {"configuration", "task"} (re-applied)
+    DELETE /api/configurations/<id>        -> {"configuration"} (400 while attached)
     GET    /api/tasks/<id>                 {"task": {..., "log"}}
 
 Long operations run on the :class:`~workbench.clusters.tasks.TaskRunner` and answer 202 with
@@ -51,7 +63,8 @@ import tornado.web
 
 from workbench.clusters.errors import CLUSTERS_ERRORS, ClustersError, NotFoundError, TaskError, TokenRequired, \
     ValidationError
-from workbench.clusters.models import Backup, Cluster, ClusterStore, Datastore, Instance, Task
+from workbench.clusters.models import (Backup, BackupSchedule, Cluster, ClusterStore, Configuration, Datastore,
+                                       Instance, Task)
 from workbench.clusters.tasks import TaskHandle, TaskRunner
 from workbench.clusters.trove_api import trove_routes
 from workbench.httpserver import HttpServer
@@ -63,6 +76,12 @@ CLUSTER_FIELDS: dict[str, tuple[type, ...]] = {"name": (str,), "datastore": (str
 DATASTORE_FIELDS: dict[str, tuple[type, ...]] = {"manager": (str,), "version": (str,), "image": (str,),
                                                  "packages": (str,)}
 NODES_FIELDS: dict[str, tuple[type, ...]] = {"count": (int,)}
+CONFIGURATION_FIELDS: dict[str, tuple[type, ...]] = {"name": (str,), "datastore": (str, int), "version": (str,),
+                                                     "values": (dict,), "description": (str,)}
+CONFIGURATION_UPDATE_FIELDS: dict[str, tuple[type, ...]] = {"values": (dict,), "name": (str,),
+                                                            "description": (str,)}
+CONFIGURE_FIELDS: dict[str, tuple[type, ...]] = {"configuration": (str, int)}
+SCHEDULE_FIELDS: dict[str, tuple[type, ...]] = {"interval": (int,), "keep": (int,)}
 #: the longest string a field may hold (the widest column is 1024 characters)
 MAX_FIELD_LENGTH = 1024
 #: whole numbers must fit the 64-bit integer columns they are looked up in
@@ -103,6 +122,22 @@ def backup_json(backup: Backup) -> dict[str, Any]:
             "status": backup.status, "message": backup.message, "created": _time(backup.created)}
 
 
+def configuration_json(configuration: Configuration, instances: list[Instance] | None = None) -> dict[str, Any]:
+    body = {"id": configuration.id, "name": configuration.name, "description": configuration.description,
+            "datastore": configuration.datastore.name, "values": configuration.values,
+            "created": _time(configuration.created), "updated": _time(configuration.updated)}
+    if instances is not None:
+        body["instances"] = [i.name for i in instances]
+    return body
+
+
+def schedule_json(schedule: BackupSchedule | None) -> dict[str, Any] | None:
+    if schedule is None:
+        return None
+    return {"interval": schedule.interval, "keep": schedule.keep, "next_run": _time(schedule.next_run),
+            "last_run": _time(schedule.last_run)}
+
+
 def task_json(task: Task, log: bool = False) -> dict[str, Any]:
     body = {"id": task.id, "name": task.name, "cluster": task.cluster_name, "status": task.status,
             "progress": task.progress, "message": task.message, "created": _time(task.created),
@@ -129,7 +164,7 @@ def check_fields(body: Any, allowed: dict[str, tuple[type, ...]], required: tupl
             problems[name] = f"unknown field (allowed: {', '.join(allowed)})"
         elif value is not None and name not in problems and (
                 not isinstance(value, allowed[name]) or isinstance(value, bool)):
-            kinds = " or ".join({str: "a string", int: "a whole number"}[t] for t in allowed[name])
+            kinds = " or ".join({str: "a string", int: "a whole number", dict: "an object"}[t] for t in allowed[name])
             problems[name] = f"must be {kinds}"
         elif isinstance(value, int) and not isinstance(value, bool) and not -MAX_INTEGER <= value <= MAX_INTEGER:
             problems[name] = "is out of range"
@@ -346,6 +381,76 @@ class PerformHandler(ApiHandler):
         self.reply({"task": await self.task_reply(handle)}, 202)
 
 
+class ConfigurationsHandler(ApiHandler):
+    async def get(self) -> None:
+        groups = await self.call(self.api.store.configurations)
+        self.reply({"configurations": [configuration_json(c) for c in groups]})
+
+    async def post(self) -> None:
+        body = self.body_json(CONFIGURATION_FIELDS, required=("name", "datastore"))
+        datastore = body["datastore"]
+        if body.get("version"):
+            datastore = f"{datastore}-{body['version']}"
+        group = await self.call(lambda: self.api.store.create_configuration(
+            body["name"], datastore, body.get("values", {}), body.get("description", "")))
+        self.set_header("Location", f"/api/configurations/{group.id}")
+        self.reply({"configuration": configuration_json(group, [])}, 201)
+
+
+class ConfigurationHandler(ApiHandler):
+    async def get(self, ref: str) -> None:
+        group = await self.call(self.api.store.get_configuration, _ref(ref))
+        attached = await self.call(self.api.store.configuration_instances, group.id)
+        self.reply({"configuration": configuration_json(group, attached)})
+
+    async def _update(self, ref: str, replace: bool) -> None:
+        body = self.body_json(CONFIGURATION_UPDATE_FIELDS)
+        group = await self.call(self.api.store.get_configuration, _ref(ref))
+        group, handle = await self.call(lambda: self.api.runner.update_configuration(
+            group.id, body.get("values"), replace=replace, name=body.get("name"), description=body.get("description")))
+        task = await self.task_reply(handle) if handle is not None else None
+        self.reply({"configuration": configuration_json(group), "task": task}, 202 if task else 200)
+
+    async def patch(self, ref: str) -> None:
+        await self._update(ref, replace=False)
+
+    async def put(self, ref: str) -> None:
+        await self._update(ref, replace=True)
+
+    async def delete(self, ref: str) -> None:
+        group = await self.call(self.api.store.get_configuration, _ref(ref))
+        await self.call(self.api.store.delete_configuration, group.id)
+        self.reply({"configuration": configuration_json(group)})
+
+
+class ClusterConfigurationHandler(ApiHandler):
+    async def put(self, ref: str) -> None:
+        """``{"configuration": id or name}`` attaches the group to every instance; null detaches it."""
+        body = self.body_json(CONFIGURE_FIELDS)
+        cluster = await self.call(self.api.store.get_cluster, _ref(ref))
+        group = body.get("configuration")
+        handle = await self.call(self.api.runner.configure_cluster, cluster.name,
+                                 _ref(group) if isinstance(group, str) else group)
+        self.reply({"task": await self.task_reply(handle)}, 202)
+
+
+class ScheduleHandler(ApiHandler):
+    async def get(self, ref: str) -> None:
+        cluster = await self.call(self.api.store.get_cluster, _ref(ref))
+        self.reply({"schedule": schedule_json(await self.call(self.api.store.backup_schedule, cluster.name))})
+
+    async def put(self, ref: str) -> None:
+        body = self.body_json(SCHEDULE_FIELDS, required=("interval", "keep"))
+        cluster = await self.call(self.api.store.get_cluster, _ref(ref))
+        schedule = await self.call(self.api.store.set_backup_schedule, cluster.name, body["interval"], body["keep"])
+        self.reply({"schedule": schedule_json(schedule)})
+
+    async def delete(self, ref: str) -> None:
+        cluster = await self.call(self.api.store.get_cluster, _ref(ref))
+        await self.call(self.api.store.delete_backup_schedule, cluster.name)
+        self.reply({"schedule": None})
+
+
 class TaskHandler(ApiHandler):
     async def get(self, task_id: str) -> None:
         task = await self.call(self.api.store.get_task, _ref(task_id))
@@ -400,6 +505,10 @@ class ClustersApi(ServerLifecycle):
             (rf"/api/clusters/{ident}/nodes/?", NodesHandler),
             (rf"/api/clusters/{ident}/backups/?", BackupsHandler),
             (rf"/api/clusters/{ident}/perform/?", PerformHandler),
+            (rf"/api/clusters/{ident}/configuration/?", ClusterConfigurationHandler),
+            (rf"/api/clusters/{ident}/schedule/?", ScheduleHandler),
+            (r"/api/configurations/?", ConfigurationsHandler),
+            (rf"/api/configurations/{ident}/?", ConfigurationHandler),
             (r"/api/tasks/([0-9]+)/?", TaskHandler),
             (r"/.*", NotFoundHandler),
         ]
@@ -420,7 +529,9 @@ class ClustersApi(ServerLifecycle):
 
     # start(), stop() and serve_forever() are ServerLifecycle's
     def _start(self) -> None:
+        """Serve, and take the clusters' scheduled backups while serving: the API is the process that stays."""
         self._http.start()
+        self.runner.start_scheduler()
 
     def _stop(self) -> None:
         """Stop serving; a runner this API made is closed too (cancelling what it still runs)."""
@@ -431,4 +542,4 @@ class ClustersApi(ServerLifecycle):
 
 
 __all__ = ["ClustersApi", "check_fields", "cluster_json", "instance_json",
-           "datastore_json", "backup_json", "task_json"]
+           "datastore_json", "backup_json", "task_json", "configuration_json", "schedule_json"]

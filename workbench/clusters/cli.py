@@ -1,4 +1,5 @@
-"""``workbench clusters create|list|show|destroy|backup|perform``: builds a store and runner from flags.
+"""``workbench clusters create|list|show|destroy|backup|perform|configure|schedule...``: builds a store and
+runner from flags.
 
 State lives in ``--db URL`` (default: SQLite ``clusters.db`` under ``--state-dir``, itself
 ``~/.workbench/clusters`` by default). ``create`` without ``--wait`` records the cluster, checks the
@@ -64,6 +65,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     perform.set_defaults(func=cmd_perform)
 
     commands.add_parser("backups", help="list backups").set_defaults(func=cmd_backups)
+
+    group = commands.add_parser("configuration-create", help="a configuration group: parameter values of a datastore")
+    group.add_argument("name")
+    group.add_argument("--datastore", required=True, help="redis, mysql or postgresql (or NAME-VERSION)")
+    group.add_argument("--version", help="datastore version (default as for create)")
+    group.add_argument("--set", action="append", default=[], metavar="PARAMETER=VALUE", dest="values",
+                       help="a parameter's value (repeat it); see the Trove API's datastores/.../parameters")
+    group.add_argument("--description", default="")
+    group.set_defaults(func=cmd_configuration_create)
+
+    commands.add_parser("configurations", help="list configuration groups").set_defaults(func=cmd_configurations)
+
+    configure = commands.add_parser("configure", help="attach a configuration group to every instance of a "
+                                    "cluster and apply it (restarting only if a parameter needs it)")
+    configure.add_argument("name", help="cluster name")
+    configure.add_argument("configuration", help="configuration group (id or name), or 'none' to detach")
+    configure.set_defaults(func=cmd_configure)
+
+    schedule = commands.add_parser("schedule", help="back up a cluster every N seconds, keeping the newest K "
+                                   "(taken by the clusters API of workbench up while it runs)")
+    schedule.add_argument("name", help="cluster name")
+    schedule.add_argument("--every", type=int, metavar="SECONDS", help="interval between backups")
+    schedule.add_argument("--keep", type=int, default=7, help="scheduled backups kept (default 7)")
+    schedule.add_argument("--off", action="store_true", help="remove the schedule")
+    schedule.set_defaults(func=cmd_schedule)
 
     # the detached worker of `create` without --wait
     build = commands.add_parser("build-worker", help=argparse.SUPPRESS)
@@ -205,6 +231,63 @@ def cmd_backups(args: argparse.Namespace) -> int:
     with _store(args) as store:
         rows = [(b.name, b.cluster_name, b.datastore.name, str(b.size), b.status, b.path) for b in store.backups()]
         _print_table(("BACKUP", "CLUSTER", "DATASTORE", "SIZE", "STATUS", "PATH"), rows)
+    return 0
+
+
+def _parameter_values(pairs: list[str]) -> dict[str, Any]:
+    """``["maxmemory=1048576", "maxmemory-policy=allkeys-lru"]`` -> values (whole numbers as numbers)."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise ValidationError(f"--set takes PARAMETER=VALUE, not {pair!r}", field="set", value=pair)
+        values[name] = int(text) if text.lstrip("-").isdigit() else text
+    return values
+
+
+def cmd_configuration_create(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        group = store.create_configuration(args.name, _datastore(store, args.datastore, args.version),
+                                           _parameter_values(args.values), args.description)
+        print(f"configuration {group.id} ({group.name}) for {group.datastore.name}: "
+              + ", ".join(f"{k}={v}" for k, v in sorted(group.values.items())))
+    return 0
+
+
+def cmd_configurations(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        rows = [(str(c.id), c.name, c.datastore.name, " ".join(f"{k}={v}" for k, v in sorted(c.values.items())),
+                 ", ".join(i.name for i in store.configuration_instances(c.id))) for c in store.configurations()]
+        _print_table(("ID", "NAME", "DATASTORE", "VALUES", "INSTANCES"), rows)
+    return 0
+
+
+def cmd_configure(args: argparse.Namespace) -> int:
+    from workbench.clusters.tasks import TaskRunner
+
+    ref = None if args.configuration == "none" else args.configuration
+    with _store(args) as store, TaskRunner(store) as runner:
+        group = store.get_configuration(int(ref) if ref and ref.isdigit() else ref) if ref else None
+        restarted = runner.configure_cluster(args.name, group.id if group else None).wait()
+    what = f"configuration {group.name}" if group else "no configuration group"
+    print(f"cluster {args.name}: {what}; restarted: {', '.join(n for n, r in restarted.items() if r) or 'none'}")
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        if args.off:
+            store.delete_backup_schedule(args.name)
+            print(f"cluster {args.name}: no scheduled backups")
+            return 0
+        if args.every is None:
+            schedule = store.backup_schedule(args.name)
+            print(f"cluster {args.name}: " + (f"a backup every {schedule.interval}s, the newest {schedule.keep} kept, "
+                                              f"next at {schedule.next_run:%Y-%m-%d %H:%M:%S} UTC"
+                                              if schedule else "no scheduled backups"))
+            return 0
+        schedule = store.set_backup_schedule(args.name, args.every, args.keep)
+        print(f"cluster {args.name}: a backup every {schedule.interval}s, the newest {schedule.keep} kept")
     return 0
 
 

@@ -104,6 +104,41 @@ class ClustersClient:
         """Run the shell line ``command`` on each instance (``$WB_PORT``... set); the task, output in its log."""
         return self.request("POST", f"/clusters/{_segment(ref)}/perform", {"command": command})["task"]
 
+    def configurations(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/configurations")["configurations"]
+
+    def configuration(self, ref: str | int) -> dict[str, Any]:
+        return self.request("GET", f"/configurations/{_segment(ref)}")["configuration"]
+
+    def create_configuration(self, name: str, datastore: str | int, values: dict[str, Any],
+                             **options: Any) -> dict[str, Any]:
+        """A configuration group of ``datastore`` (``version``, ``description`` optional)."""
+        body = {"name": name, "datastore": datastore, "values": values, **options}
+        return self.request("POST", "/configurations", body)["configuration"]
+
+    def update_configuration(self, ref: str | int, values: dict[str, Any], replace: bool = False,
+                             **options: Any) -> dict[str, Any]:
+        """Merge ``values`` into a group (``replace``: instead of its values); ``{"configuration", "task"}``."""
+        return self.request("PUT" if replace else "PATCH", f"/configurations/{_segment(ref)}",
+                            {"values": values, **options})
+
+    def delete_configuration(self, ref: str | int) -> dict[str, Any]:
+        return self.request("DELETE", f"/configurations/{_segment(ref)}")["configuration"]
+
+    def configure(self, ref: str | int, configuration: str | int | None) -> dict[str, Any]:
+        """Attach a configuration group to every instance of a cluster (None: detach); the task."""
+        return self.request("PUT", f"/clusters/{_segment(ref)}/configuration", {"configuration": configuration})["task"]
+
+    def schedule(self, ref: str | int) -> dict[str, Any] | None:
+        return self.request("GET", f"/clusters/{_segment(ref)}/schedule")["schedule"]
+
+    def set_schedule(self, ref: str | int, interval: int, keep: int) -> dict[str, Any]:
+        """Back up the cluster every ``interval`` seconds, keeping the newest ``keep`` scheduled backups."""
+        return self.request("PUT", f"/clusters/{_segment(ref)}/schedule", {"interval": interval, "keep": keep})["schedule"]
+
+    def delete_schedule(self, ref: str | int) -> None:
+        self.request("DELETE", f"/clusters/{_segment(ref)}/schedule")
+
     def task(self, task_id: int) -> dict[str, Any]:
         return self.request("GET", f"/tasks/{int(task_id)}")["task"]
 

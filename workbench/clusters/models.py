@@ -19,6 +19,7 @@ The views are frozen snapshots, safe to keep on another thread.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import secrets
@@ -65,6 +66,15 @@ def split_datastore_ref(ref: str) -> tuple[str, str]:
     if not match:
         return ref, ""
     return match.group(1), match.group(2)
+
+
+def _check_label(value: Any, field: str, limit: int, empty: bool = False) -> str:
+    """A name or description: a string of at most ``limit`` characters, no control characters."""
+    if not isinstance(value, str) or (not empty and not value.strip()) or len(value) > limit \
+            or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValidationError(f"{field} must be {'a' if empty else 'a non-empty'} string of at most {limit} "
+                              "characters, without control characters", field=field, value=str(value)[:40])
+    return value
 
 
 def utcnow() -> dt.datetime:
@@ -346,6 +356,58 @@ class Backup(Base):
 
     def __repr__(self) -> str:
         return f"<Backup: {self.name} of {self.cluster_name}, {self.status}, {self.size} bytes>"
+
+
+class Configuration(Base):
+    """A configuration group (Trove's): values of a datastore's parameters (``parameters.PARAMETERS``),
+    rendered into the config of each instance it is attached to."""
+
+    __tablename__ = "clusters_configurations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="")
+    datastore_id: Mapped[int] = mapped_column(ForeignKey("clusters_datastores.id"))
+    #: JSON object: parameter name -> value (checked on every change)
+    values_json: Mapped[str] = mapped_column(Text, default="{}")
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    datastore: Mapped[Datastore] = relationship(lazy="joined")
+
+    @property
+    def values(self) -> dict[str, Any]:
+        return json.loads(self.values_json or "{}")
+
+
+class ConfigurationAttachment(Base):
+    """Which configuration group an instance has (a table of its own: the instances table stays as it was)."""
+
+    __tablename__ = "clusters_configuration_attachments"
+
+    instance_id: Mapped[int] = mapped_column(ForeignKey("clusters_instances.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    configuration_id: Mapped[int] = mapped_column(ForeignKey("clusters_configurations.id"))
+
+
+class BackupSchedule(Base):
+    """Automated backups of a cluster: one every ``interval`` seconds, the newest ``keep`` of them kept."""
+
+    __tablename__ = "clusters_backup_schedules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters_clusters.id", ondelete="CASCADE"), unique=True)
+    interval: Mapped[int] = mapped_column(Integer)
+    keep: Mapped[int] = mapped_column(Integer)
+    next_run: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_run: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    created: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+def scheduled_backup_prefix(cluster_name: str) -> str:
+    """What the names of a cluster's scheduled backups start with: retention drops only those, never
+    a backup someone asked for."""
+    return f"{cluster_name}-scheduled-"
 
 
 class Task(Base):
@@ -767,6 +829,152 @@ class ClusterStore(EventSource):
                 query = query.filter_by(cluster_name=cluster_name)
             return list(session.scalars(query).unique())
 
+    # -- configuration groups -------------------------------------------------------------------
+    def create_configuration(self, name: str, datastore: Datastore | int | str, values: Any,
+                             description: str = "") -> Configuration:
+        """Record a configuration group of ``datastore`` whose ``values`` are checked against its
+        manager's parameters (``ValidationError`` naming every bad one)."""
+        from workbench.clusters.parameters import check_values
+
+        _check_label(name, "name", 255)
+        _check_label(description, "description", 1024, empty=True)
+        if not isinstance(datastore, Datastore):
+            datastore = self.get_datastore(datastore)
+        checked = check_values(datastore.manager, values)
+        with self.session() as session:
+            configuration = Configuration(name=name, description=description, datastore_id=datastore.id,
+                                          values_json=json.dumps(checked, sort_keys=True))
+            session.add(configuration)
+        return self.get_configuration(configuration.id)
+
+    def get_configuration(self, ref: int | str) -> Configuration:
+        """A configuration group by id or name."""
+        with self.session() as session:
+            query = select(Configuration)
+            query = query.filter_by(id=ref) if isinstance(ref, int) else query.filter_by(name=ref)
+            found = session.scalars(query.order_by(Configuration.id)).unique().first()
+        if found is None:
+            raise NotFoundError(f"no configuration {ref}", configuration=ref)
+        return found
+
+    def configurations(self) -> list[Configuration]:
+        with self.session() as session:
+            return list(session.scalars(select(Configuration).order_by(Configuration.id)).unique())
+
+    def update_configuration(self, ref: int | str, values: Any = None, *, replace: bool = False,
+                             name: str | None = None, description: str | None = None) -> Configuration:
+        """Change a group's values (merged into the old ones, or instead of them with ``replace``),
+        its name or description. Applying the change to attached instances is the runner's."""
+        from workbench.clusters.parameters import check_values
+
+        configuration = self.get_configuration(ref)
+        merged = configuration.values
+        if values is not None:
+            checked = check_values(configuration.datastore.manager, values)
+            merged = checked if replace else {**merged, **checked}
+        if name is not None:
+            _check_label(name, "name", 255)
+        if description is not None:
+            _check_label(description, "description", 1024, empty=True)
+        with self.session() as session:
+            row = session.get(Configuration, configuration.id)
+            row.values_json = json.dumps(merged, sort_keys=True)
+            row.updated = utcnow()
+            if name is not None:
+                row.name = name
+            if description is not None:
+                row.description = description
+        return self.get_configuration(configuration.id)
+
+    def delete_configuration(self, ref: int | str) -> None:
+        """Forget a configuration group; one attached to instances is refused (``ValidationError``)."""
+        configuration = self.get_configuration(ref)
+        with self.session() as session:
+            if session.scalar(select(ConfigurationAttachment.instance_id)
+                              .filter_by(configuration_id=configuration.id)) is not None:
+                raise ValidationError(f"configuration {configuration.name} is attached to instances: detach it "
+                                      "first", field="configuration", value=configuration.id)
+            session.delete(session.get(Configuration, configuration.id))
+
+    def attach_configuration(self, instance_id: int, configuration_id: int | None) -> None:
+        """Give an instance a configuration group (None: none); the datastores must match."""
+        instance = self.get_instance(instance_id)
+        with self.session() as session:
+            if configuration_id is not None:
+                configuration = session.get(Configuration, configuration_id)
+                if configuration is None:
+                    raise NotFoundError(f"no configuration {configuration_id}", configuration=configuration_id)
+                if configuration.datastore.manager != instance.cluster.datastore.manager:
+                    raise ValidationError(f"configuration {configuration.name} is for {configuration.datastore.name}, "
+                                          f"not {instance.cluster.datastore.name}", field="configuration",
+                                          value=configuration_id)
+            row = session.get(ConfigurationAttachment, instance_id)
+            if configuration_id is None:
+                if row is not None:
+                    session.delete(row)
+            elif row is None:
+                session.add(ConfigurationAttachment(instance_id=instance_id, configuration_id=configuration_id))
+            else:
+                row.configuration_id = configuration_id
+
+    def instance_configuration(self, instance_id: int) -> Configuration | None:
+        """The configuration group attached to an instance, if any."""
+        with self.session() as session:
+            row = session.get(ConfigurationAttachment, instance_id)
+            configuration_id = row.configuration_id if row is not None else None
+        return self.get_configuration(configuration_id) if configuration_id is not None else None
+
+    def configuration_instances(self, configuration_id: int) -> list[Instance]:
+        """The instances a configuration group is attached to."""
+        with self.session() as session:
+            ids = list(session.scalars(select(ConfigurationAttachment.instance_id)
+                                       .filter_by(configuration_id=configuration_id)
+                                       .order_by(ConfigurationAttachment.instance_id)))
+        return [self.get_instance(i) for i in ids]
+
+    # -- backup schedules -----------------------------------------------------------------------
+    def set_backup_schedule(self, cluster_name: str, interval: Any, keep: Any) -> BackupSchedule:
+        """Back up cluster ``cluster_name`` every ``interval`` seconds (>= 1), keeping the newest ``keep``
+        (>= 1) scheduled backups; the first one is due after one interval. Replaces an earlier schedule."""
+        for field, value in (("interval", interval), ("keep", keep)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10 ** 8:
+                raise ValidationError(f"{field} must be a whole number >= 1", field=field, value=value)
+        cluster = self.get_cluster(cluster_name)
+        with self.session() as session:
+            row = session.scalar(select(BackupSchedule).filter_by(cluster_id=cluster.id))
+            if row is None:
+                row = BackupSchedule(cluster_id=cluster.id, interval=interval, keep=keep)
+                session.add(row)
+            row.interval, row.keep = interval, keep
+            row.next_run = utcnow() + dt.timedelta(seconds=interval)
+        return self.backup_schedule(cluster_name)  # type: ignore[return-value]
+
+    def backup_schedule(self, cluster_name: str) -> BackupSchedule | None:
+        cluster = self.get_cluster(cluster_name)
+        with self.session() as session:
+            return session.scalar(select(BackupSchedule).filter_by(cluster_id=cluster.id))
+
+    def delete_backup_schedule(self, cluster_name: str) -> None:
+        cluster = self.get_cluster(cluster_name)
+        with self.session() as session:
+            row = session.scalar(select(BackupSchedule).filter_by(cluster_id=cluster.id))
+            if row is None:
+                raise NotFoundError(f"cluster {cluster_name} has no backup schedule", cluster=cluster_name)
+            session.delete(row)
+
+    def due_backup_schedules(self) -> list[tuple[BackupSchedule, str]]:
+        """(schedule, cluster name) of every schedule whose next run is due, each moved on by its
+        interval in the same transaction (a due run is taken once)."""
+        now = utcnow()
+        due = []
+        with self.session() as session:
+            for row in session.scalars(select(BackupSchedule).filter(BackupSchedule.next_run <= now)):
+                cluster = session.get(Cluster, row.cluster_id)
+                row.last_run = now
+                row.next_run = now + dt.timedelta(seconds=row.interval)
+                due.append((row, cluster.name))
+        return due
+
     # -- tasks ----------------------------------------------------------------------------------
     def add_task(self, name: str, cluster_name: str = "", instance_name: str = "") -> Task:
         with self.session() as session:
@@ -806,7 +1014,8 @@ class ClusterStore(EventSource):
             return list(session.scalars(query))
 
 
-__all__ = ["Base", "Datastore", "Key", "Cluster", "Instance", "Backup", "Task", "ClusterStore",
+__all__ = ["Base", "Datastore", "Key", "Cluster", "Instance", "Backup", "Task", "Configuration",
+           "ConfigurationAttachment", "BackupSchedule", "scheduled_backup_prefix", "ClusterStore",
            "ClusterView", "InstanceView", "TaskView", "check_name", "check_version", "check_packages", "check_image",
            "load_master_key", "PACKAGE",
            "NEW", "BUILDING", "ACTIVE", "ERROR", "DESTROYING", "DELETED",

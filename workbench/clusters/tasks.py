@@ -11,6 +11,11 @@ perform) as tasks and returns a :class:`TaskHandle`::
     handle.wait(timeout=300)                 # raises the task's error, if any
     runner.perform("cache", "uptime", "uptime").wait()
 
+``configure_instance``/``configure_cluster`` attach a configuration group and apply it
+(``apply_configuration``: live, restarting only when a parameter needs it); ``start_scheduler``
+takes the clusters' scheduled backups (``scheduled_backup``: a backup, then its retention) until
+``close()``.
+
 Instances of one cluster are created and installed in parallel; each replica then follows the
 primary as soon as the primary runs (in its install step already, where the manager can wait
 briefly on the host for the primary to answer). A failed step marks the instance and the cluster as
@@ -33,7 +38,8 @@ from workbench.clusters.errors import (ClustersError, ConnectionFailed, NotFound
                                        UnknownHostKeyError, ValidationError)
 from workbench.clusters.managers.base import BaseManager
 from workbench.clusters.models import (ACTIVE, BUILDING, CANCELLED, DELETED, DESTROYING, DONE, ERROR, FAILED, NEW,
-                                       PRIMARY, QUEUED, RUNNING, Backup, Cluster, ClusterStore, Datastore, Instance)
+                                       PRIMARY, QUEUED, RUNNING, Backup, Cluster, ClusterStore, Configuration, Datastore,
+                                       Instance, scheduled_backup_prefix, utcnow)
 from workbench.clusters.providers import BaseProvider, get_provider, load_object
 from workbench.clusters.settings import Settings
 
@@ -297,6 +303,37 @@ def restart(ctx: TaskContext, instance_id: int) -> None:
         ctx.store.update_instance(instance.id, task="")
 
 
+def apply_configuration(ctx: TaskContext, instance_id: int, before: dict[str, Any]) -> bool:
+    """Render an instance's config again with its configuration group's values (``before``: what the
+    running server has) and apply them, restarting only if a parameter needs it; returns whether it
+    restarted. A failure marks the instance error."""
+    instance = ctx.store.get_instance(instance_id)
+    cluster = ctx.store.get_cluster(instance.cluster_id)
+    ctx.step(instance, "configure")
+    try:
+        after = ctx.runner.configuration_values(instance)
+        restarted = ctx.runner.manager_for(cluster.datastore).apply_parameters(
+            instance, before, after, primary=cluster.primary, log=lambda line: ctx.log(line, instance.name))
+    except BaseException as exc:
+        _mark_failed(ctx, instance, exc)
+        raise
+    finally:
+        ctx.store.update_instance(instance.id, task="")
+    return restarted
+
+
+def scheduled_backup(ctx: TaskContext, cluster_id: int, record_id: int, keep: int) -> Backup:
+    """A backup the schedule of a cluster asked for, then its retention: of the cluster's completed
+    scheduled backups, only the newest ``keep`` stay (the others are deleted with their files)."""
+    record = backup(ctx, cluster_id, record_id)
+    prefix = scheduled_backup_prefix(record.cluster_name)
+    done = [b for b in ctx.store.backups(record.cluster_name) if b.name.startswith(prefix) and b.status == DONE]
+    for old in done[:-keep] if len(done) > keep else []:
+        ctx.log(f"retention: deleting backup {old.name} (keeping the newest {keep})")
+        ctx.runner.delete_backup(old.id)
+    return record
+
+
 def destroy(ctx: TaskContext, instance_id: int) -> None:
     """Stop the datastore of an instance and destroy its server (best effort on the datastore)."""
     instance = ctx.store.get_instance(instance_id)
@@ -338,6 +375,8 @@ class TaskRunner:
         self._managers: dict[tuple[int, str], BaseManager] = {}
         self._keys: dict[int, Any] = {}
         self._secrets: dict[int, str] = {}
+        self._scheduler: threading.Thread | None = None
+        self._closing = threading.Event()
 
     def __repr__(self) -> str:
         return f"<TaskRunner on {self.store.url}>"
@@ -434,6 +473,9 @@ class TaskRunner:
 
     def close(self, cancel: bool = True, timeout: float | None = 120.0) -> None:
         """Cancel (by default) and wait for running tasks, then stop the threads."""
+        self._closing.set()
+        if self._scheduler is not None:
+            self._scheduler.join(timeout)
         with self._lock:
             handles = list(self._handles)
         if cancel:
@@ -452,14 +494,25 @@ class TaskRunner:
 
     # -- operations ------------------------------------------------------------------------------
     def create_cluster(self, name: str, datastore: Datastore | int | str, size: int = 1,
-                       provider: str | None = None, restore_from: Backup | int | str | None = None) -> TaskHandle:
-        """Record a cluster and build it in the background (``restore_from``: a backup to load)."""
+                       provider: str | None = None, restore_from: Backup | int | str | None = None,
+                       configuration: int | str | None = None) -> TaskHandle:
+        """Record a cluster and build it in the background (``restore_from``: a backup to load;
+        ``configuration``: a configuration group its instances are built with)."""
         backup_id = None
         if restore_from is not None:
             record = restore_from if isinstance(restore_from, Backup) else self.store.get_backup(restore_from)
             backup_id = record.id
             datastore = record.datastore_id if isinstance(datastore, str) and not datastore else datastore
+        group = self.store.get_configuration(configuration) if configuration is not None else None
+        if group is not None:
+            wanted = datastore if isinstance(datastore, Datastore) else self.store.get_datastore(datastore)
+            if group.datastore.manager != wanted.manager:
+                raise ValidationError(f"configuration {group.name} is for {group.datastore.name}, not {wanted.name}",
+                                      field="configuration", value=group.id)
         cluster = self.store.create_cluster(name, datastore, size, provider, restore_from=backup_id)
+        if group is not None:  # before the build: the first config rendered has the group's values
+            for instance in cluster.instances:
+                self.store.attach_configuration(instance.id, group.id)
         return self.submit("create_cluster", build_cluster, cluster.id, cluster_name=name)
 
     def restore_backup(self, backup: Backup | int | str, name: str, size: int = 1,
@@ -547,6 +600,91 @@ class TaskRunner:
                             cluster=name)
         record = self.store.add_backup(cluster, backup_name)
         return record, self.submit("backup", backup, cluster.id, record.id, cluster_name=name)
+
+    # -- configuration groups ----------------------------------------------------------------------
+    def configuration_values(self, instance: Instance) -> dict[str, Any]:
+        """The values of the configuration group attached to ``instance`` (managers render them)."""
+        configuration = self.store.instance_configuration(instance.id)
+        return configuration.values if configuration is not None else {}
+
+    def configure_instance(self, ref: int | str, configuration: int | str | None) -> TaskHandle:
+        """Attach configuration group ``configuration`` to an active instance (None: detach its group)
+        and apply it: the config is rendered again, the values are set on the running server, which
+        restarts only if a changed parameter needs it."""
+        instance = self.store.get_instance(ref)
+        if instance.status != ACTIVE:
+            raise TaskError(f"instance {instance.name} is {instance.status}, not active", task="configure",
+                            instance=instance.name)
+        group = self.store.get_configuration(configuration) if configuration is not None else None
+        before = self.configuration_values(instance)
+        self.store.attach_configuration(instance.id, group.id if group is not None else None)
+        return self.submit("configure", apply_configuration, instance.id, before, cluster_name=instance.cluster.name,
+                           instance_name=instance.name)
+
+    def configure_cluster(self, name: str, configuration: int | str | None) -> TaskHandle:
+        """``configure_instance`` for every instance of cluster ``name``, as one task."""
+        cluster = self.store.get_cluster(name)
+        if cluster.status != ACTIVE:
+            raise TaskError(f"cluster {name} is {cluster.status}, not active", task="configure", cluster=name)
+        group = self.store.get_configuration(configuration) if configuration is not None else None
+        befores = {i.id: self.configuration_values(i) for i in cluster.instances}
+        for instance in cluster.instances:
+            self.store.attach_configuration(instance.id, group.id if group is not None else None)
+
+        def configure_all(ctx: TaskContext) -> dict[str, bool]:
+            return {i.name: apply_configuration(ctx, i.id, befores[i.id]) for i in cluster.instances}
+
+        return self.submit("configure", configure_all, cluster_name=name)
+
+    def update_configuration(self, ref: int | str, values: Any = None, *, replace: bool = False,
+                             name: str | None = None, description: str | None = None
+                             ) -> tuple[Configuration, TaskHandle | None]:
+        """Change a configuration group (``ClusterStore.update_configuration``) and apply it to every
+        instance it is attached to (one task; None when there is none)."""
+        group = self.store.get_configuration(ref)
+        attached = self.store.configuration_instances(group.id)
+        befores = {i.id: self.configuration_values(i) for i in attached}
+        group = self.store.update_configuration(group.id, values, replace=replace, name=name,
+                                                description=description)
+        if all(before == group.values for before in befores.values()):  # none attached, or nothing changed
+            return group, None
+
+        def configure_all(ctx: TaskContext) -> dict[str, bool]:
+            return {i.name: apply_configuration(ctx, i.id, befores[i.id]) for i in attached}
+
+        return group, self.submit("configure", configure_all, cluster_name=attached[0].cluster.name)
+
+    # -- scheduled backups -----------------------------------------------------------------------
+    def start_scheduler(self, poll: float = 1.0) -> None:
+        """Take the backups of the clusters' schedules (``ClusterStore.set_backup_schedule``) from a
+        thread of this runner, looking every ``poll`` seconds, until ``close()``. Idempotent."""
+        with self._lock:
+            if self._scheduler is not None:
+                return
+            self._scheduler = threading.Thread(target=self._schedule_loop, args=(poll,), daemon=True,
+                                               name="clusters-scheduler")
+            self._scheduler.start()
+
+    def _schedule_loop(self, poll: float) -> None:
+        while not self._closing.wait(poll):
+            try:
+                self.run_due_backups()
+            except Exception:  # a broken tick must not end the schedules: log it, try again next poll
+                log.exception("scheduled backups")
+
+    def run_due_backups(self) -> list[TaskHandle]:
+        """Start the backup of every schedule that is due (a cluster that is not active is skipped
+        until its next run); returns their tasks."""
+        handles = []
+        for schedule, cluster_name in self.store.due_backup_schedules():
+            cluster = self.store.get_cluster(cluster_name)
+            if cluster.status != ACTIVE or any(h.name == "scheduled_backup" for h in self.live_tasks(cluster_name)):
+                continue
+            name = f"{scheduled_backup_prefix(cluster_name)}{utcnow().strftime('%Y%m%dT%H%M%S%f')}"
+            record = self.store.add_backup(cluster, name)
+            handles.append(self.submit("scheduled_backup", scheduled_backup, cluster.id, record.id, schedule.keep,
+                                       cluster_name=cluster_name))
+        return handles
 
     def delete_backup(self, ref: int | str) -> None:
         """Remove a finished (or failed) backup: its file, then its record; one being taken is refused."""
@@ -780,4 +918,5 @@ def tear_down_cluster(ctx: TaskContext, cluster_id: int) -> None:
 
 __all__ = ["TaskRunner", "TaskHandle", "TaskContext", "perform", "perform_environment", "create_server", "create_volume",
            "attach_volume", "prepare", "prepare_replica", "replicate", "backup", "restore", "restart", "destroy",
-           "build_cluster", "grow_cluster", "shrink_cluster", "tear_down_cluster"]
+           "apply_configuration", "scheduled_backup", "build_cluster", "grow_cluster", "shrink_cluster",
+           "tear_down_cluster"]

@@ -45,6 +45,19 @@ Routes (each needs ``X-Auth-Token``, the token ``/api`` takes; the project id is
     GET    instances/<id>/users             {"users": [{"name", "host": "%", "databases": [{"name"}]}]}
     POST   instances/<id>/users             {"users": [{"name", "password", "databases"?}...]} -> 202
     DELETE instances/<id>/users/<name>      -> 202
+    PUT    instances/<id>                   {"instance": {"configuration": id | null}} -> 202 (attach or
+                                             detach a group; applied live, restarted only if needed)
+    GET    instances/<id>/configuration     {"instance": {"configuration": {parameter: value}}}
+    GET    configurations                   {"configurations": [...]}  (?limit, ?marker)
+    POST   configurations                   {"configuration": {"name", "values", "datastore": {"type",
+                                             "version"?}, "description"?}} -> 200
+    GET    configurations/<id>              {"configuration": {..., "values", "instance_count"}}
+    PATCH  configurations/<id>              {"configuration": {"values"}} -> 202 (merged; PUT: replaced),
+                                             applied to every instance it is attached to
+    DELETE configurations/<id>              -> 202 (400 while attached)
+    GET    configurations/<id>/instances    {"instances": [{"id", "name"}]}
+    GET    datastores/<name>/versions/<v>/parameters[/<name>]   {"configuration-parameters": [{"name",
+    GET    datastores/versions/<id>/parameters[/<name>]          "type", "min", "max", "restart_required"}]}
 
 A backup is restored into a new single instance: ``POST instances`` with ``"restorePoint":
 {"backupRef": <id>}`` (409 ``conflict`` for a backup not COMPLETED).
@@ -53,8 +66,10 @@ Errors are Trove's faults, ``{name: {"code": status, "message": text}}``, which 
 into its exceptions: 400 ``badRequest`` (a refused body or value), 401 ``unauthorized``, 404
 ``itemNotFound``, 405 ``badMethod``, 422 ``unprocessableEntity`` (the cluster's current task does not
 allow the action), 500 ``instanceFault``, 501 ``notImplemented`` (an option with no counterpart here
-yet: replicas, configurations, databases and users at create, incremental backups, resize, a user's
-host other than ``%``). Every name and value of a request is checked before anything changes.
+yet: replicas, databases and users at create, incremental backups, resize, a user's
+host other than ``%``, renaming an instance). Scheduled backups are not Trove's API: troveclient's
+``backups.schedule_create`` makes a Mistral cron trigger with Mistral's client; workbench schedules
+them itself (``/api``'s ``clusters/<id>/schedule``, ``workbench clusters schedule``). Every name and value of a request is checked before anything changes.
 
 What workbench is and Trove is not shows through as follows: a datastore is a manager (its id is its
 name) and each registered version a version (its id is the row's id); a cluster's instances have
@@ -79,7 +94,9 @@ import tornado.web
 from workbench.clusters.errors import ClustersError, NotFoundError, TaskError, ValidationError
 from workbench.clusters.identity import identity_routes
 from workbench.clusters.managers.base import BaseManager, check_sql_name
-from workbench.clusters.models import BUILDING, DESTROYING, DONE, NEW, Backup, Cluster, Datastore, Instance
+from workbench.clusters.models import (BUILDING, DESTROYING, DONE, NEW, Backup, Cluster, Configuration, Datastore,
+                                       Instance)
+from workbench.clusters.parameters import parameters_of
 from workbench.clusters.trove_protocol import (BACKUP_STATUS, RUNNING_TASKS, UNLIMITED, Views, check_nodes,
                                                check_object, check_text, fault_body, fault_status, paginate)
 
@@ -91,7 +108,7 @@ PREFIX = r"/v1\.0/([A-Za-z0-9_.-]{1,64})"
 #: a path segment naming a resource by id or name
 SEGMENT = r"([A-Za-z0-9_.-]{1,128})"
 #: options of an instance create that this service has no counterpart for yet (refused: 501)
-NOT_YET = ("replica_of", "replica_count", "configuration", "databases", "users", "modules")
+NOT_YET = ("replica_of", "replica_count", "databases", "users", "modules")
 
 
 class _TroveFault(tornado.web.HTTPError):
@@ -215,24 +232,28 @@ class TroveHandler(tornado.web.RequestHandler):
         super()._handle_request_exception(error)
 
     # -- lookups ----------------------------------------------------------------------------------------
+    @staticmethod
+    def lookup(find: Callable[[int | str], Any], ref: str, what: str, field: str) -> Any:
+        """``find(ref)`` (an id when ``ref`` is a number a column can hold, else a name), Trove's 404
+        ("<what> '<ref>' cannot be found.") otherwise."""
+        try:
+            return find(int(ref) if ref.isdigit() and len(ref) < 19 else ref)
+        except NotFoundError:
+            raise NotFoundError(f"{what} '{ref}' cannot be found.", **{field: ref}) from None
+
     def cluster(self, ref: str) -> Cluster:
         """A cluster by id or name, Trove's 404 otherwise (on a worker thread)."""
-        try:
-            return self.store.get_cluster(int(ref) if ref.isdigit() and len(ref) < 19 else ref)
-        except NotFoundError:
-            raise NotFoundError(f"Cluster '{ref}' cannot be found.", cluster=ref) from None
+        return self.lookup(self.store.get_cluster, ref, "Cluster", "cluster")
 
     def instance(self, ref: str) -> Instance:
-        try:
-            return self.store.get_instance(int(ref) if ref.isdigit() and len(ref) < 19 else ref)
-        except NotFoundError:
-            raise NotFoundError(f"Instance '{ref}' cannot be found.", instance=ref) from None
+        return self.lookup(self.store.get_instance, ref, "Instance", "instance")
 
     def backup_record(self, ref: str) -> Backup:
-        try:
-            return self.store.get_backup(int(ref) if ref.isdigit() and len(ref) < 19 else ref)
-        except NotFoundError:
-            raise NotFoundError(f"Backup '{ref}' cannot be found.", backup=ref) from None
+        return self.lookup(self.store.get_backup, ref, "Backup", "backup")
+
+    def group(self, ref: str) -> Configuration:
+        """A configuration group by id or name, Trove's 404 otherwise."""
+        return self.lookup(self.store.get_configuration, ref, "Configuration group", "configuration")
 
     def backup_json(self, views: Views, backup: Backup) -> dict[str, Any]:
         try:
@@ -240,6 +261,12 @@ class TroveHandler(tornado.web.RequestHandler):
         except NotFoundError:  # the cluster is gone; its backups stay
             primary = None
         return views.backup(backup, primary)
+
+    def version_by_id(self, ref: str) -> Datastore:
+        for version in self.store.datastores():
+            if ref == str(version.id):
+                return version
+        raise NotFoundError(f"Datastore version '{ref}' cannot be found.", version=ref)
 
     def versions_of(self, manager: str) -> list[Datastore]:
         versions = [d for d in self.store.datastores() if d.manager == manager]
@@ -444,6 +471,106 @@ class VersionFlavorsHandler(TroveHandler):
         self.reply({"flavors": [views.flavor(f) for f in flavors]})
 
 
+class ParametersHandler(TroveHandler):
+    """The parameters a configuration group of a datastore version may set (by datastore and version,
+    or by the version's id alone)."""
+
+    async def get(self, project_id: str, *refs: str) -> None:
+        *where, name = refs  # (version id | datastore, version), then the parameter's name or None
+
+        def find() -> dict[str, Any]:
+            version = self.version_of(*where) if len(where) == 2 else self.version_by_id(where[0])
+            known = parameters_of(version.manager)
+            if name is None:
+                return {"configuration-parameters": [Views.parameter(p, version) for p in known.values()]}
+            if name not in known:
+                raise NotFoundError(f"No configuration parameter {name} for {version.name}.", parameter=name)
+            return Views.parameter(known[name], version)
+
+        self.reply(await self.call(find))
+
+
+class ConfigurationsHandler(TroveHandler):
+    async def get(self, project_id: str) -> None:
+        def listing() -> dict[str, Any]:
+            page, links = self.page(project_id, "configurations", self.store.configurations(), lambda c: c.id)
+            views = self.views(project_id)
+            return {"configurations": [views.configuration(c) for c in page], **links}
+
+        self.reply(await self.call(listing))
+
+    async def post(self, project_id: str) -> None:
+        spec = check_object(self.body().get("configuration"), "configuration")
+        name = check_text(spec, "name", "configuration")
+        description = spec.get("description") or ""
+        values = spec.get("values")
+        datastore_spec = check_object(spec.get("datastore"), "configuration.datastore")
+        manager = check_text(datastore_spec, "type", "configuration.datastore")
+        version_ref = datastore_spec.get("version")
+
+        def create() -> dict[str, Any]:
+            version = (self.version_of(manager, str(version_ref)) if version_ref
+                       else max(self.versions_of(manager), key=lambda v: v.id))
+            group = self.store.create_configuration(name, version, values, description)
+            return {"configuration": self.views(project_id).configuration(group, 0)}
+
+        self.reply(await self.call(create))
+
+
+class ConfigurationHandler(TroveHandler):
+    async def get(self, project_id: str, ref: str) -> None:
+        def show() -> dict[str, Any]:
+            group = self.group(ref)
+            count = len(self.store.configuration_instances(group.id))
+            return {"configuration": self.views(project_id).configuration(group, count)}
+
+        self.reply(await self.call(show))
+
+    async def _update(self, ref: str, replace: bool) -> None:
+        spec = check_object(self.body().get("configuration"), "configuration")
+        if "values" not in spec:
+            raise ValidationError("configuration.values is required", field="configuration.values")
+
+        def update() -> None:
+            group = self.group(ref)
+            self.api.runner.update_configuration(group.id, spec["values"], replace=replace,
+                                                 name=spec.get("name"), description=spec.get("description"))
+
+        await self.call(update)
+        self.reply(None, 202)
+
+    async def put(self, project_id: str, ref: str) -> None:
+        await self._update(ref, replace=True)
+
+    async def patch(self, project_id: str, ref: str) -> None:
+        await self._update(ref, replace=False)
+
+    async def delete(self, project_id: str, ref: str) -> None:
+        await self.call(lambda: self.store.delete_configuration(self.group(ref).id))
+        self.reply(None, 202)
+
+
+class ConfigurationInstancesHandler(ConfigurationHandler):
+    async def get(self, project_id: str, ref: str) -> None:  # type: ignore[override]
+        def listing() -> dict[str, Any]:
+            instances = self.store.configuration_instances(self.group(ref).id)
+            page, links = self.page(project_id, f"configurations/{ref}/instances", instances, lambda i: i.id)
+            return {"instances": [{"id": str(i.id), "name": i.name} for i in page], **links}
+
+        self.reply(await self.call(listing))
+
+
+class InstanceConfigurationHandler(TroveHandler):
+    """The values an instance's config has from its configuration group."""
+
+    async def get(self, project_id: str, ref: str) -> None:
+        def show() -> dict[str, Any]:
+            instance = self.instance(ref)
+            return {"instance": {"configuration": self.api.runner.configuration_values(instance)}}
+
+        self.reply(await self.call(show))
+
+
 class FlavorsHandler(TroveHandler):
     async def get(self, project_id: str) -> None:
         flavors = await self.call(self.flavors)
@@ -514,7 +641,8 @@ class InstancesHandler(TroveHandler):
                 if record.datastore_id != version.id:
                     raise ValidationError(f"Backup {backup_ref} is of datastore {record.datastore.name}, not "
                                           f"{version.name}.", field="instance.datastore")
-            self.api.runner.create_cluster(name, version, 1, restore_from=record)
+            group = self.group(str(spec["configuration"])).id if spec.get("configuration") is not None else None
+            self.api.runner.create_cluster(name, version, 1, restore_from=record, configuration=group)
             cluster = self.store.get_cluster(name)
             return {"instance": self.views(project_id).instance(cluster, cluster.instances[0])}
 
@@ -526,9 +654,33 @@ class InstanceHandler(TroveHandler):
         def show() -> dict[str, Any]:
             instance = self.instance(ref)
             cluster = self.store.get_cluster(instance.cluster_id)
-            return {"instance": self.views(project_id).instance(cluster, instance, detail=True)}
+            return {"instance": self.views(project_id).instance(
+                cluster, instance, detail=True, configuration=self.store.instance_configuration(instance.id))}
 
         self.reply(await self.call(show))
+
+    async def put(self, project_id: str, ref: str) -> None:
+        """Attach a configuration group (``{"instance": {"configuration": id}}``) or detach it (null)."""
+        spec = check_object(self.body().get("instance"), "instance")
+        others = sorted(set(spec) - {"configuration"})
+        if others:
+            raise _TroveFault(501, f"instance.{others[0]} cannot be changed by this service yet.")
+        if "configuration" not in spec:
+            raise ValidationError("instance.configuration is required", field="instance.configuration")
+        ref_value = spec["configuration"]
+        if ref_value is not None and (isinstance(ref_value, bool) or not isinstance(ref_value, (str, int))):
+            raise ValidationError("instance.configuration must be an id or null", field="instance.configuration")
+
+        def configure() -> None:
+            instance = self.instance(ref)
+            group = None
+            if ref_value is not None:
+                group = self.group(str(ref_value)).id
+            self.check_available(self.store.get_cluster(instance.cluster_id))
+            self.api.runner.configure_instance(instance.id, group)
+
+        await self.call(configure)
+        self.reply(None, 202)
 
     async def delete(self, project_id: str, ref: str) -> None:
         def delete() -> None:
@@ -729,6 +881,12 @@ def trove_routes(api: ClustersApi) -> list[tuple[str, type[TroveHandler], dict[s
         (rf"{PREFIX}/datastores/{SEGMENT}/versions/?", VersionsHandler),
         (rf"{PREFIX}/datastores/{SEGMENT}/versions/{SEGMENT}/?", VersionHandler),
         (rf"{PREFIX}/datastores/{SEGMENT}/versions/{SEGMENT}/flavors/?", VersionFlavorsHandler),
+        (rf"{PREFIX}/datastores/versions/{SEGMENT}/parameters(?:/{SEGMENT})?/?", ParametersHandler),
+        (rf"{PREFIX}/datastores/{SEGMENT}/versions/{SEGMENT}/parameters(?:/{SEGMENT})?/?", ParametersHandler),
+        (rf"{PREFIX}/configurations/?", ConfigurationsHandler),
+        (rf"{PREFIX}/configurations/{SEGMENT}/?", ConfigurationHandler),
+        (rf"{PREFIX}/configurations/{SEGMENT}/instances/?", ConfigurationInstancesHandler),
+        (rf"{PREFIX}/instances/{SEGMENT}/configuration/?", InstanceConfigurationHandler),
         (rf"{PREFIX}/flavors/?", FlavorsHandler),
         (rf"{PREFIX}/flavors/{SEGMENT}/?", FlavorHandler),
         (rf"{PREFIX}/limits/?", LimitsHandler),

@@ -14,7 +14,8 @@ from typing import Any, Callable, Sequence
 
 from workbench.clusters.errors import ClustersError, NotFoundError, TaskError, ValidationError
 from workbench.clusters.models import (ACTIVE, BUILDING, CANCELLED, DELETED, DESTROYING, DONE, ERROR, FAILED, NEW,
-                                       QUEUED, RUNNING, Backup, Cluster, Datastore, Instance)
+                                       QUEUED, RUNNING, Backup, Cluster, Configuration, Datastore, Instance)
+from workbench.clusters.parameters import Parameter
 
 #: Trove's cluster tasks: name -> (id, description), as Trove reports them
 CLUSTER_TASKS: dict[str, tuple[int, str]] = {
@@ -137,7 +138,8 @@ class Views:
             body["ip"] = [ip for i in cluster.instances for ip in self._ips(i)]
         return body
 
-    def instance(self, cluster: Cluster, instance: Instance, detail: bool = False) -> dict[str, Any]:
+    def instance(self, cluster: Cluster, instance: Instance, detail: bool = False,
+                 configuration: Configuration | None = None) -> dict[str, Any]:
         flavor = self.flavor_of(cluster.provider)
         status = instance.status
         # the only node of a one-node cluster is a single instance: it goes by the cluster's name
@@ -159,12 +161,38 @@ class Views:
         elif primary is not None and len(cluster.instances) > 1:
             body["replicas"] = [{"id": str(i.id), "links": self.links("instances", i.id)}
                                 for i in cluster.instances if i.id != primary.id]
+        if configuration is not None:
+            body["configuration"] = {"id": str(configuration.id), "name": configuration.name,
+                                     "links": self.links("configurations", configuration.id)}
         if detail:
             body.update(created=trove_time(instance.created), updated=trove_time(instance.created),
                         service_status_updated=trove_time(instance.created))
             body["datastore"]["version_number"] = cluster.datastore.version
         return body
 
+
+    def configuration(self, configuration: Configuration, instance_count: int | None = None) -> dict[str, Any]:
+        """A configuration group; with its ``values`` and ``instance_count`` when ``instance_count`` is given
+        (as Trove shows one; its list leaves them out)."""
+        body: dict[str, Any] = {
+            "id": str(configuration.id), "name": configuration.name, "description": configuration.description,
+            "created": trove_time(configuration.created), "updated": trove_time(configuration.updated),
+            "datastore_name": configuration.datastore.manager,
+            "datastore_version_id": str(configuration.datastore_id),
+            "datastore_version_name": configuration.datastore.version,
+            "links": self.links("configurations", configuration.id)}
+        if instance_count is not None:
+            body.update(values=configuration.values, instance_count=instance_count)
+        return body
+
+    @staticmethod
+    def parameter(parameter: Parameter, datastore: Datastore) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": parameter.name, "type": parameter.type,
+                                "restart_required": parameter.restart_required,
+                                "datastore_version_id": str(datastore.id)}
+        if parameter.type == "integer":
+            body.update(min=parameter.min, max=parameter.max)
+        return body
 
     def backup(self, backup: Backup, instance_id: int | None) -> dict[str, Any]:
         """``instance_id``: the primary of the backed-up cluster while it exists (what was backed up)."""

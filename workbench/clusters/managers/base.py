@@ -184,8 +184,59 @@ class BaseManager:
         return [f"{self.name}/{self.version}/{filename}", f"{self.name}/{filename}"]
 
     def template_context(self, instance: Instance, **extra: Any) -> dict[str, Any]:
+        # "parameters": the lines of the instance's configuration group, which templates put last
+        lines = [self.parameter_line(name, value) for name, value in sorted(self.parameter_values(instance).items())]
         return {"instance": instance, "datastore": self.datastore, "version": self.version,
-                "role": instance.role, "server_id": instance.index + 1, **self.paths(instance), **extra}
+                "role": instance.role, "server_id": instance.index + 1, "parameters": lines,
+                **self.paths(instance), **extra}
+
+    # -- configuration groups ------------------------------------------------------------------------
+    def parameter_values(self, instance: Instance) -> dict[str, Any]:
+        """The values of the configuration group attached to ``instance`` (from the runtime, when it
+        keeps groups: the task runner does)."""
+        lookup = getattr(self.runtime, "configuration_values", None)
+        return lookup(instance) if lookup is not None else {}
+
+    @staticmethod
+    def parameter_text(value: Any) -> str:
+        """A checked parameter value as config files and SET commands write it."""
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return str(value)
+
+    def parameter_line(self, name: str, value: Any) -> str:
+        """One line of the config file setting parameter ``name`` (``name = value``)."""
+        return f"{name} = {self.parameter_text(value)}"
+
+    def config_extra(self, instance: Instance, primary: Instance | None) -> dict[str, Any]:
+        """What the main config template needs beside the usual context, to render it again."""
+        return {}
+
+    def apply_parameters(self, instance: Instance, before: dict[str, Any], after: dict[str, Any],
+                         primary: Instance | None = None, log: Any = None) -> bool:
+        """Render the config again (it now carries ``after``, the runtime's values) and bring the running
+        server from ``before`` to ``after``: live where every changed parameter allows it, else by a
+        restart. Returns whether the server was restarted."""
+        from workbench.clusters.parameters import needs_restart
+
+        with self.connection(instance) as conn:
+            self.write_config(conn, instance, **self.config_extra(instance, primary))
+        if needs_restart(self.datastore.manager, before, after):
+            if log:
+                log("restarting to apply the configuration")
+            self.restart(instance)
+            return True
+        changed = {name: value for name, value in after.items() if before.get(name) != value}
+        if changed:
+            if log:
+                log(f"applying {', '.join(sorted(changed))} to the running server")
+            with self.connection(instance) as conn:
+                self.set_parameters(conn, instance, changed)
+        return False
+
+    def set_parameters(self, conn: Connection, instance: Instance, values: dict[str, Any]) -> None:
+        """Apply checked ``values`` of dynamic parameters to the running server."""
+        raise ManagerError(f"{self.name} cannot change parameters of a running server", manager=self.name)
 
     def render_config_file(self, instance: Instance, filename: str = "config", **extra: Any) -> str:
         """Load and render a config file for this datastore (version-specific template first)."""

@@ -60,6 +60,11 @@ class MySQLManager(BaseManager):
         """Run SQL as root over the instance's socket; returns tab-separated rows."""
         return conn.run([*self.client(instance), "-N", "-B", "-e", statement]).stdout
 
+    def set_parameters(self, conn: Connection, instance: Instance, values: dict[str, Any]) -> None:
+        """``SET GLOBAL`` each value (names and values were checked: parameters.PARAMETERS)."""
+        statements = [f"SET GLOBAL {name} = {self.parameter_text(value).upper()}" for name, value in sorted(values.items())]
+        self.sql(conn, instance, "; ".join(statements))
+
     # -- lifecycle --------------------------------------------------------------------------------
     def install(self, instance: Instance, log: Any = None) -> None:
         """Directories, config, data directory, the started server (and on a primary the replication

@@ -171,6 +171,13 @@ class PostgresManager(BaseManager):
         with self.connection(instance) as conn:
             self._start(conn, instance)
 
+    def config_extra(self, instance: Instance, primary: Instance | None) -> dict[str, Any]:
+        return {"replication_user": REPLICATION_USER}
+
+    def set_parameters(self, conn: Connection, instance: Instance, values: dict[str, Any]) -> None:
+        """The config file has the values: the server reads it again (every one here is reloadable)."""
+        self.sql(conn, instance, "SELECT pg_reload_conf()")
+
     # -- replication ------------------------------------------------------------------------------
     def write_check(self, conn: Connection, primary: Instance, token: str) -> None:
         self.sql(conn, primary, f"INSERT INTO {CHECK_TABLE} VALUES ({_pg_literal(token)})")

@@ -96,6 +96,17 @@ class RedisManager(BaseManager):
                                instance=instance.name)
         return out
 
+    def parameter_line(self, name: str, value: Any) -> str:
+        return f"{name} {self.parameter_text(value)}"
+
+    def config_extra(self, instance: Instance, primary: Instance | None) -> dict[str, Any]:
+        # a replica's config names its primary (as CONFIG REWRITE left it after follow)
+        return {"primary": primary if instance.role == "replica" else None}
+
+    def set_parameters(self, conn: Connection, instance: Instance, values: dict[str, Any]) -> None:
+        for name, value in sorted(values.items()):
+            self.query(conn, instance, "CONFIG", "SET", name, self.parameter_text(value))
+
     def write_check(self, conn: Connection, primary: Instance, token: str) -> None:
         self.query(conn, primary, "SET", "workbench:replication-check", token)
 
