@@ -187,6 +187,11 @@ def test_keys_zookeeper_cannot_name_stay_in_the_storage(keeper, zookeeper_client
         assert keeper.save(commit(key, 1)) is False
     keeper.auto_publisher(storage).publish_now()
     assert keeper.keys() == ["ok"]
+    with keeper.mirror() as mirror:
+        began = time.monotonic()
+        with pytest.raises(TimeoutError):
+            mirror.wait_for(refused[0], 1, timeout=10)  # a server's read-your-writes wait: it never comes
+        assert time.monotonic() - began < 1.0
 
 
 # -- one election with Curator's LeaderSelector ------------------------------------------------------------

@@ -553,9 +553,10 @@ class CommitMirror(EventSource, Mapping[str, Commit]):
                  absent: bool = False) -> dict[str, Commit]:
         """Block until ``key`` is at ``version`` (any version when None; gone with ``absent``).
 
-        Returns the snapshot that satisfied it; raises TimeoutError saying what is there instead.
+        Returns the snapshot that satisfied it; raises TimeoutError saying what is there instead,
+        at once for a key ZooKeeper cannot name (:func:`zookeeper_accepts`): it never comes.
         """
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (timeout if absent or zookeeper_accepts(key) else 0.0)
 
         def satisfied() -> bool:
             commit = self._snapshot.get(key)
