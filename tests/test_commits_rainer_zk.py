@@ -26,7 +26,7 @@ from urllib.parse import quote
 import pytest
 
 from workbench.commits.keeper import CommitKeeper
-from workbench.commits.model import Commit
+from workbench.commits.model import YAML, Commit
 from workbench.commits.storage import MemoryCommitStorage
 from workbench.testing.commits import wait_until
 
@@ -116,7 +116,7 @@ def test_the_scala_keeper_reads_our_znodes(keeper, zookeeper_client):
     data, _ = zookeeper_client.get(f"{DATA}/foo")
     assert data == SCALA_FOO  # byte for byte what Commit.serialize writes
 
-    odd = Commit.from_bytes("ключ 日本", 3, b"a: 1  # why\n", "ян", "déjà", serialization=_yaml(),
+    odd = Commit.from_bytes("ключ 日本", 3, b"a: 1  # why\n", "ян", "déjà", serialization=YAML,
                             mtime=datetime(2020, 1, 1, 12, 0, 0, 5000, timezone.utc))
     keeper.save(odd)
     data, _ = zookeeper_client.get(f"{DATA}/ключ 日本")  # the raw key is the node's name
@@ -135,12 +135,6 @@ def test_the_scala_keeper_reads_our_znodes(keeper, zookeeper_client):
     # a tombstone removes the znode, as Rainer's save does
     assert keeper.save(Commit.tombstone("foo", 2, "gian")) is True
     assert zookeeper_client.exists(f"{DATA}/foo") is None
-
-
-def _yaml():
-    from workbench.commits.model import YAML
-
-    return YAML
 
 
 # -- healing leaves alone what it cannot read ----------------------------------------------------------
