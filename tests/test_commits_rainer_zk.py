@@ -137,6 +137,16 @@ def test_the_scala_keeper_reads_our_znodes(keeper, zookeeper_client):
     assert zookeeper_client.exists(f"{DATA}/foo") is None
 
 
+def test_header_strings_are_escaped_as_jackson_escapes_them(keeper, zookeeper_client):
+    # Jackson: the short escapes for quote, backslash, \b \t \n \f \r; \u00XX in upper-case hex for
+    # the other control characters; "/" and everything non-ASCII as they are (UTF-8)
+    keeper.save(Commit.from_bytes("k", 1, b"{}", "gian", 'q"b\\ t\tn\nesc\x1b/é😀',
+                                  mtime=datetime(2014, 2, 11, tzinfo=timezone.utc)))
+    data, _ = zookeeper_client.get(f"{DATA}/k")
+    assert b'"comment":"q\\"b\\\\ t\\tn\\nesc\\u001B/\xc3\xa9\xf0\x9f\x98\x80"}' in data
+    assert keeper.get("k").comment == 'q"b\\ t\tn\nesc\x1b/é😀'
+
+
 # -- healing leaves alone what it cannot read ----------------------------------------------------------
 def test_healing_never_deletes_nor_overwrites_a_znode_it_cannot_parse(keeper, zookeeper_client):
     storage = MemoryCommitStorage([commit("foo", 1), commit("bar", 1)])
