@@ -388,8 +388,8 @@ def test_serve_with_zookeeper_publishes_heads(tmp_path, zookeeper_chroot, zookee
                 return False
             return True
 
-        zookeeper_client.ensure_path(ZK_PATH)
-        zookeeper_client.ChildrenWatch(ZK_PATH, watch)
+        zookeeper_client.ensure_path(ZK_PATH + "/data")  # Rainer's layout: <zkPath>/data/<key>
+        zookeeper_client.ChildrenWatch(ZK_PATH + "/data", watch)
         assert published.wait(20)
     finally:
         assert server.stop() == 0

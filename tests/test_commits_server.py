@@ -289,7 +289,7 @@ def test_builder_with_zookeeper_serves_cached_reads(tmp_path, zookeeper_chroot, 
         assert (status, body, headers["X-Rainer-Cached"]) == (200, b'{"hey":"what"}', "Yes")
         assert http("GET", rainer.url + "/foo/1/meta")[1]["X-Rainer-Cached"] == "Yes"
         assert http("GET", rainer.url + "/")[1]["X-Rainer-Cached"] == "Yes"
-        assert zookeeper_client.exists("/rainer/diary/foo") is not None
+        assert zookeeper_client.exists("/rainer/diary/data/foo") is not None
         # a commit only the system of record has (saved around the publishing storage)
         rainer.underlying.save(Commit.from_value("quiet", 1, "q", author="me"))
         status, headers, body = http("GET", rainer.url + "/quiet")
@@ -461,7 +461,7 @@ def test_two_servers_on_one_mariadb_or_postgres_database_race_and_heal(server_sq
         assert [c.version for c in history] == wins
         assert http("GET", b.url + "/hot")[1]["X-Rainer-Cached"] == "Yes"
         # an out-of-band deletion in ZooKeeper is healed from the database by the leading publisher
-        node = "/rainer/diary/hot"
+        node = "/rainer/diary/data/hot"
         deleted = zookeeper_client.exists(node).czxid
         zookeeper_client.delete(node)
         wait_until(lambda: getattr(zookeeper_client.exists(node), "czxid", deleted) != deleted, timeout=20,

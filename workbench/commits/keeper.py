@@ -1,20 +1,25 @@
-"""ZooKeeper views of the latest commits: on-demand reads, live mirrors, publishing and healing.
+"""ZooKeeper views of the latest commits, in Rainer's layout: on-demand reads, live mirrors, publishing, healing.
 
-:class:`CommitKeeper` keeps the head commit of each key in one znode below ``path`` (the znode
-name is the URL-quoted key; the data a small JSON document with metadata and the base64 payload).
-It keeps no history: that is the storage's job.
+:class:`CommitKeeper` keeps the head commit of each key as Rainer's JVM ``CommitKeeper`` does, so
+both can share one ZooKeeper path: the znode ``<path>/data/<key>`` (the raw key as its name) holds
+Rainer's ``Commit.serialize`` bytes (:func:`encode_znode`), and the auto-publishers of both elect
+one leader under ``<path>/election`` (Curator's ``LeaderSelector`` protocol). It keeps no history:
+that is the storage's job.
 
 * ``get(key)``, ``heads()``, ``keys()``: synchronous ZooKeeper reads.
 * ``save(commit)``: version-guarded writes (compare-and-set on the znode version); an older or
   equal version is refused (returns False); a tombstone deletes the znode; a corrupt znode is
-  overwritten.
+  replaced by a newly saved commit of its key, as Rainer's ``save`` does.
 * ``mirror()``: a :class:`CommitMirror`, a live read-only mapping key -> Commit, complete when
   returned, kept current through watches and resynchronized after reconnects and session
   expiry; listeners get ``commit_updated(commit)`` and ``commit_removed(key, previous)``.
 * :func:`keeper_publishing` wraps a storage so that saves go to SQL first, then ZooKeeper.
 * :class:`AutoPublisher` (``keeper.auto_publisher(storage, period, fuzz)``): among all servers,
-  the one elected leader (kazoo ``Election``) periodically makes ZooKeeper equal to the storage's
-  heads, healing lost publishes and out-of-band edits or deletions.
+  JVM ones included, the one elected leader periodically makes ZooKeeper equal to the storage's
+  heads, healing lost publishes and out-of-band edits or deletions. Healing never deletes nor
+  overwrites a znode it cannot parse, nor one with children.
+* ``migrate_legacy_layout()`` moves commits written in the earlier layout (``<path>/<URL-quoted
+  key>`` holding JSON with ``payload_base64``) into Rainer's; the leading publisher runs it.
 
 ::
 
@@ -29,6 +34,7 @@ It keeps no history: that is the storage's job.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import queue
@@ -37,7 +43,7 @@ import threading
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from workbench.commits.model import (
     JSON,
@@ -47,6 +53,7 @@ from workbench.commits.model import (
     Serialization,
     SerializationChooser,
     check_key,
+    format_mtime,
 )
 from workbench.commits.storage import CommitStorage
 from workbench.errors import CommitsError
@@ -55,43 +62,160 @@ from workbench.events import EventDispatcher, EventSource
 if TYPE_CHECKING:
     from kazoo.client import KazooClient
     from kazoo.protocol.states import ZnodeStat
+    from kazoo.recipe.lock import Lock
 
 log = logging.getLogger(__name__)
 
 __all__ = ["CommitKeeper", "CommitMirror", "KeeperPublishingStorage", "AutoPublisher", "auto_publisher",
-           "keeper_publishing",
+           "keeper_publishing", "curator_mutex", "zookeeper_accepts",
            "encode_znode", "decode_znode"]
 
+#: the children of a keeper's path, as Rainer names them
+DATA_NODE = "data"
+ELECTION_NODE = "election"
 
-# -- znode format -----------------------------------------------------------------------------------
+
+# -- znode format (Rainer's Commit.serialize / deserializeOrThrow) ------------------------------------
+#: Rainer's header is ``Jackson.bytes(meta.asMap)``; ``asMap`` is a six-entry Scala ``Map``, that is
+#: a ``HashMap``, which Jackson writes in the map's iteration (hash-trie) order: this one.
+_HEADER_FIELDS = ("author", "empty", "key", "version", "mtime", "comment")
+_JACKSON_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _jackson_string(text: str) -> str:
+    """``text`` as a JSON string the way Jackson writes one: non-ASCII as is, the short escapes,
+    other control characters as ``\\u00XX`` (upper-case hex)."""
+    return '"' + "".join(_JACKSON_ESCAPES.get(ch) or (f"\\u{ord(ch):04X}" if ch < " " else ch)
+                         for ch in text) + '"'
+
+
 def encode_znode(commit: Commit) -> bytes:
-    """The znode data of a (non-empty) commit: its metadata JSON plus ``payload_base64``."""
-    document = commit.meta.to_json()
-    document["payload_base64"] = base64.b64encode(commit.payload or b"").decode("ascii")
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Rainer's serialization of ``commit``: ``<header length>\\n<header JSON>\\n<payload>\\n``.
+
+    The header is compact JSON with every field (``empty`` too), in Rainer's order; a tombstone's
+    payload is empty (Rainer never writes one to ZooKeeper, and neither does the keeper)::
+
+        >>> from datetime import datetime, timezone
+        >>> data = encode_znode(Commit.from_bytes("foo", 1, b"[1]", "gian", "rofl",
+        ...                                       mtime=datetime(2014, 2, 11, tzinfo=timezone.utc)))
+        >>> length, header, payload, end = data.split(b"\\n")
+        >>> length, payload, end, len(header)
+        (b'107', b'[1]', b'', 107)
+        >>> header.split(b",")  # doctest: +NORMALIZE_WHITESPACE
+        [b'{"author":"gian"', b'"empty":false', b'"key":"foo"', b'"version":1',
+         b'"mtime":"2014-02-11T00:00:00.000Z"', b'"comment":"rofl"}']
+    """
+    meta = commit.meta
+    fields = {"author": _jackson_string(meta.author), "empty": "true" if meta.empty else "false",
+              "key": _jackson_string(meta.key), "version": str(meta.version),
+              "mtime": _jackson_string(format_mtime(meta.mtime)), "comment": _jackson_string(meta.comment)}
+    header = ("{" + ",".join(f'"{name}":{fields[name]}' for name in _HEADER_FIELDS) + "}").encode("utf-8")
+    return b"%d\n%s\n%s\n" % (len(header), header, commit.payload or b"")
 
 
 def decode_znode(data: bytes, serialization: Serialization = JSON) -> Commit:
-    """Read znode data written by :func:`encode_znode`; raises InvalidCommit when corrupt."""
+    """Read Rainer's serialization (a tombstone too); raises InvalidCommit when it is not one.
+
+    Stricter than Rainer's reader, which skips the separators unread: a znode without them is
+    refused rather than read with a byte of its payload lost.
+    """
+    newline = data.find(b"\n")
+    digits = data[:newline] if newline > 0 else b""
+    if not digits.isdigit():
+        raise InvalidCommit("not a commit znode: no header length", reason="format")
+    start = newline + 1
+    end = start + int(digits)
+    if len(data) < end + 2 or data[end:end + 1] != b"\n" or not data.endswith(b"\n"):
+        raise InvalidCommit("not a commit znode: truncated", reason="format")
+    try:
+        document = json.loads(data[start:end].decode("utf-8"))
+        if not isinstance(document, dict):
+            raise TypeError(f"header is a {type(document).__name__}")
+        meta = CommitMetadata.from_json(document)
+    except InvalidCommit:
+        raise
+    except Exception as exc:  # any garbage written out of band
+        raise InvalidCommit("corrupt commit znode header", reason=repr(exc)) from None
+    return Commit(meta, None if meta.empty else data[end + 1:-1], serialization)
+
+
+def _decode_legacy_znode(data: bytes, serialization: Serialization) -> Commit:
+    """Read a znode of the earlier layout (metadata JSON plus ``payload_base64``)."""
     try:
         document = json.loads(data.decode("utf-8"))
         meta = CommitMetadata.from_json(document)
         payload = base64.b64decode(document["payload_base64"], validate=True)
     except InvalidCommit:
         raise
-    except Exception as exc:  # any garbage written out of band
-        raise InvalidCommit("corrupt commit znode", reason=repr(exc)) from None
+    except Exception as exc:
+        raise InvalidCommit("not a commit znode of the earlier layout", reason=repr(exc)) from None
     if meta.empty:
-        raise InvalidCommit("a znode never holds a tombstone", key=meta.key, version=meta.version)
+        raise InvalidCommit("the earlier layout never held a tombstone", key=meta.key, version=meta.version)
     return Commit(meta, payload, serialization)
 
 
-def _node_name(key: str) -> str:
-    return quote(check_key(key), safe="")
+def _is_key(name: str) -> bool:
+    """Whether a child of the data node can be a commit's key (others are nobody's commits)."""
+    try:
+        check_key(name)
+    except InvalidCommit:
+        return False
+    return True
 
 
-def _key_of(name: str) -> str:
-    return unquote(name)
+def zookeeper_accepts(key: str) -> bool:
+    """Whether ZooKeeper takes ``key`` as a znode name, which Rainer's layout makes it.
+
+    ZooKeeper refuses (in UTF-16, as Java sees names) control characters, surrogates (so every
+    character beyond U+FFFF, emoji among them), the private-use area U+E000-U+F8FF and
+    U+FFF0-U+FFFF. Commits of such keys stay in the storage only, as with a JVM Rainer.
+    """
+    return _is_key(key) and not any(ch > "\uffef" or "\ud800" <= ch <= "\uf8ff" for ch in key)
+
+
+def _trimmed(data: bytes, limit: int = 200) -> str:
+    return repr(data[:limit]) + (" ..." if len(data) > limit else "")
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    from kazoo.exceptions import ConnectionClosedError, ConnectionLoss, SessionExpiredError
+
+    return ConnectionLoss, SessionExpiredError, ConnectionClosedError
+
+
+# -- election (Curator's LeaderSelector) ------------------------------------------------------------------
+@functools.cache
+def _curator_mutex_class() -> type[Lock]:
+    from kazoo.recipe.lock import Lock
+
+    class CuratorMutex(Lock):
+        """kazoo's Lock with its contenders named as Curator's ``InterProcessMutex`` names them.
+
+        Curator ranks every child of the lock path by what follows the last ``lock-`` in its name,
+        and creates its own as protected ephemeral-sequential nodes ``_c_<uuid>-lock-<sequence>``;
+        kazoo ranks the children matching ``_NODE_NAME`` followed by ten digits. Named alike, both
+        agree on who holds the lock (kazoo's own ``<hex>__lock__`` nodes would rank after every
+        Curator node in Curator's eyes, whatever their sequence).
+        """
+
+        _NODE_NAME = "-lock-"
+        _EXCLUDE_NAMES = ["-lock-"]
+
+        def __init__(self, client: KazooClient, path: str, identifier: str | None = None) -> None:
+            super().__init__(client, path, identifier)
+            self.prefix = f"_c_{uuid.uuid4()}{self._NODE_NAME}"
+            self.create_path = f"{self.path}/{self.prefix}"
+
+    return CuratorMutex
+
+
+def curator_mutex(client: KazooClient, path: str, identifier: str | None = None) -> Lock:
+    """A kazoo Lock at ``path`` that contends alongside Curator's ``InterProcessMutex`` (and so its
+    ``LeaderSelector``, as a JVM Rainer's auto-publisher uses it): ``with curator_mutex(zk, p):``.
+
+    ``identifier`` is the node's data, what Curator reads as a participant's id.
+    """
+    return _curator_mutex_class()(client, path, identifier)
 
 
 class CommitKeeper:
@@ -117,41 +241,62 @@ class CommitKeeper:
         chosen = self._serialization
         return chosen if isinstance(chosen, Serialization) else chosen(key)
 
+    @property
+    def data_path(self) -> str:
+        """The parent of the key znodes, ``<path>/data``."""
+        return f"{self.path}/{DATA_NODE}"
+
+    @property
+    def election_path(self) -> str:
+        """Where auto-publishers elect their leader, ``<path>/election``."""
+        return f"{self.path}/{ELECTION_NODE}"
+
     def node_path(self, key: str) -> str:
-        """The znode of ``key``."""
-        return f"{self.path}/{_node_name(key)}"
+        """The znode of ``key``: ``<path>/data/<key>``."""
+        return f"{self.data_path}/{check_key(key)}"
 
     # -- reads -------------------------------------------------------------------------------------
-    def _decode(self, key: str, data: bytes) -> Commit | None:
+    def _fetch(self, node: str) -> tuple[bytes | None, ZnodeStat | None]:
+        """A znode's data and stat, or (None, None) when there is no such znode."""
+        from kazoo.exceptions import NoNodeError
+
+        try:
+            return self.zk.get(node)
+        except NoNodeError:
+            return None, None
+
+    def _parse(self, key: str, data: bytes) -> Commit | None:
+        """The commit (a tombstone too) a znode of ``key`` holds; None when it holds no commit of
+        ``key`` (garbage, or another key's header: Rainer refuses those as well)."""
         try:
             commit = decode_znode(data, self.serialization_for(key))
         except InvalidCommit as exc:
-            log.warning("ignoring corrupt znode %s: %s", self.node_path(key), exc)
+            log.warning("znode %s holds no commit: %s; data = %s", self.node_path(key), exc, _trimmed(data))
             return None
-        return commit if commit.key == key else None
+        if commit.key != key:
+            log.warning("znode %s holds a commit of another key, %r", self.node_path(key), commit.key)
+            return None
+        return commit
 
-    def _read(self, key: str) -> tuple[Commit | None, ZnodeStat | None]:
-        from kazoo.exceptions import NoNodeError
-
-        try:
-            data, stat = self.zk.get(self.node_path(key))
-        except NoNodeError:
-            return None, None
-        return self._decode(key, data), stat
+    def _head(self, key: str, data: bytes) -> Commit | None:
+        """The head a znode shows views: its commit unless unreadable or a tombstone."""
+        commit = self._parse(key, data)
+        return None if commit is None or commit.empty else commit
 
     def get(self, key: str) -> Commit | None:
         """The latest commit of ``key`` in ZooKeeper (None when absent or corrupt)."""
-        return self._read(key)[0]
+        data, _stat = self._fetch(self.node_path(key))
+        return None if data is None else self._head(key, data)
 
     def keys(self) -> list[str]:
-        """Every key with a znode, sorted."""
+        """Every key with a znode (readable or not), sorted."""
         from kazoo.exceptions import NoNodeError
 
         try:
-            names = self.zk.get_children(self.path)
+            names = self.zk.get_children(self.data_path)
         except NoNodeError:
             return []
-        return sorted(_key_of(name) for name in names)
+        return sorted(name for name in names if _is_key(name))
 
     def heads(self) -> dict[str, Commit]:
         """Every readable commit in ZooKeeper, by key (corrupt znodes are left out)."""
@@ -168,15 +313,20 @@ class CommitKeeper:
 
         Returns True when ZooKeeper changed. Writes are compare-and-set on the znode's version,
         so concurrent publishers never overwrite a newer commit with an older one. A tombstone
-        deletes the znode; a corrupt znode is overwritten.
+        deletes the znode; a corrupt znode is replaced (as Rainer's ``CommitKeeper.save`` does:
+        this is a new commit of that very key; healing, which only repeats, never does).
         """
         from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
         node = self.node_path(commit.key)
+        if not zookeeper_accepts(commit.key):
+            log.warning("not publishing %r: ZooKeeper refuses its key as a znode name", commit)
+            return False
         if self._save_over_known(node, commit):
             return True
         while True:
-            current, stat = self._read(commit.key)
+            data, stat = self._fetch(node)
+            current = None if data is None else self._parse(commit.key, data)
             if current is not None and current.version >= commit.version:
                 self._known[commit.key] = (stat.version, current.version)
                 return False
@@ -190,6 +340,8 @@ class CommitKeeper:
                     self.zk.delete(node, version=stat.version)
                     self._known.pop(commit.key, None)
                 else:
+                    if current is None:
+                        log.warning("replacing the corrupt znode %s by %r", node, commit)
                     written = self.zk.set(node, encode_znode(commit), version=stat.version)
                     self._known[commit.key] = (written.version, commit.version)
                 return True
@@ -223,33 +375,90 @@ class CommitKeeper:
         """Make the znode of ``key`` equal to ``source()`` (the system of record's head), once.
 
         The znode is read *before* ``source`` is asked, and written only if it has not changed
-        since (compare-and-set), so a publish that races with this one is never undone. Returns
-        True when ZooKeeper changed. Used by :class:`AutoPublisher` to heal.
+        since (compare-and-set), so a publish that races with this one is never undone. A znode
+        that holds no commit of ``key`` is never touched: it may be someone's data this keeper
+        does not understand. Nor is one with children deleted. Returns True when ZooKeeper
+        changed. Used by :class:`AutoPublisher` to heal.
         """
-        from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+        from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
 
         node = self.node_path(key)
-        try:
-            data, stat = self.zk.get(node)
-        except NoNodeError:
-            data, stat = None, None
+        if not zookeeper_accepts(key):
+            return False  # never in ZooKeeper (save warned when it was committed)
+        data, stat = self._fetch(node)
+        current = None if data is None else self._parse(key, data)
+        if data is not None and current is None:
+            return False  # _parse said why
         wanted = source()
         if wanted is not None and wanted.empty:
             wanted = None
-        if wanted is None and stat is None:
-            return False
-        if wanted is not None and data is not None and self._decode(key, data) == wanted:
-            return False
         try:
             if wanted is None:
+                if stat is None:
+                    return False
                 self.zk.delete(node, version=stat.version)
             elif stat is None:
                 self.zk.create(node, encode_znode(wanted), makepath=True)
+            elif current == wanted:
+                return False
             else:
                 self.zk.set(node, encode_znode(wanted), version=stat.version)
         except (BadVersionError, NodeExistsError, NoNodeError):
             return False  # changed under us: the next round looks again
+        except NotEmptyError:
+            # its children are somebody's data, and a recursive delete would take them along
+            log.warning("not removing %s, which the storage does not have (or has deleted): it has children", node)
+            return False
         return True
+
+    def migrate_legacy_layout(self) -> int:
+        """Move the commits of the earlier layout into Rainer's, once; returns how many were written.
+
+        The earlier layout kept each key at ``<path>/<URL-quoted key>`` as JSON metadata with a
+        ``payload_base64``. Each such znode is saved to ``<path>/data/<key>`` (unless that already
+        has the version or a newer one), then removed (compare-and-set: a znode changed meanwhile
+        stays for the next run); a legacy key named ``data`` or ``election``, whose znode is now
+        Rainer's parent node, has its data cleared instead. Anything else under ``path`` is left
+        as it is, and so are the znodes of keys ZooKeeper cannot name raw (:func:`zookeeper_accepts`).
+        The leading :class:`AutoPublisher` runs this before its first round.
+        """
+        from kazoo.exceptions import BadVersionError, KazooException, NoNodeError, NotEmptyError
+
+        try:
+            names = self.zk.get_children(self.path)
+        except NoNodeError:
+            return 0
+        moved = 0
+        for name in names:
+            node = f"{self.path}/{name}"
+            data, stat = self._fetch(node)
+            key = unquote(name)
+            if not data or not _is_key(key):
+                continue  # Rainer's own parents (empty), or not a key at all
+            try:
+                commit = _decode_legacy_znode(data, self.serialization_for(key))
+            except InvalidCommit:
+                continue  # not ours to move: leave it
+            if commit.key != key:
+                continue
+            if not zookeeper_accepts(key):
+                log.info("keeping earlier-layout znode %s: Rainer's layout cannot name its key", node)
+                continue
+            try:
+                moved += self.save(commit)
+                if name in (DATA_NODE, ELECTION_NODE):
+                    self.zk.set(node, b"", version=stat.version)
+                else:
+                    self.zk.delete(node, version=stat.version)
+            except (BadVersionError, NoNodeError, NotEmptyError):
+                log.info("earlier-layout znode %s changed while it was migrated; next time then", node)
+            except _connection_errors():
+                raise
+            except KazooException:
+                log.warning("cannot migrate earlier-layout znode %s", node, exc_info=True)
+        if moved:
+            log.info("migrated %d commits of %s into Rainer's layout", moved, self.path)
+        return moved
 
     # -- views -------------------------------------------------------------------------------------
     def mirror(self, timeout: float = 30.0) -> CommitMirror:
@@ -316,7 +525,7 @@ class CommitMirror(EventSource, Mapping[str, Commit]):
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> CommitMirror:
         """Read everything, arm the watches, start following changes; returns self."""
-        self.keeper.zk.ensure_path(self.keeper.path)
+        self.keeper.zk.ensure_path(self.keeper.data_path)
         self._resync()  # on the caller's thread: the first value is complete
         self.keeper.zk.add_listener(self._on_state)
         self._thread = threading.Thread(target=self._work, name=f"commits-mirror-{self.keeper.path}",
@@ -347,9 +556,10 @@ class CommitMirror(EventSource, Mapping[str, Commit]):
                  absent: bool = False) -> dict[str, Commit]:
         """Block until ``key`` is at ``version`` (any version when None; gone with ``absent``).
 
-        Returns the snapshot that satisfied it; raises TimeoutError saying what is there instead.
+        Returns the snapshot that satisfied it; raises TimeoutError saying what is there instead,
+        at once for a key ZooKeeper cannot name (:func:`zookeeper_accepts`): it never comes.
         """
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (timeout if absent or zookeeper_accepts(key) else 0.0)
 
         def satisfied() -> bool:
             commit = self._snapshot.get(key)
@@ -406,7 +616,7 @@ class CommitMirror(EventSource, Mapping[str, Commit]):
         known = set(self._snapshot)
         for name in self._read_children():
             # keys new to the snapshot were just read by _read_children: read the others once
-            if _key_of(name) in known:
+            if name in known:
                 self._read_node(name)
 
     def _read_children(self) -> list[str]:
@@ -414,31 +624,34 @@ class CommitMirror(EventSource, Mapping[str, Commit]):
         from kazoo.exceptions import NoNodeError
 
         zk = self.keeper.zk
+        parent = self.keeper.data_path
         try:
-            names = zk.get_children(self.keeper.path, watch=self._on_children)
+            names = zk.get_children(parent, watch=self._on_children)
         except NoNodeError:
             # the whole path was removed: watch for it to come back
-            if zk.exists(self.keeper.path, watch=self._on_children) is not None:
+            if zk.exists(parent, watch=self._on_children) is not None:
                 return self._read_children()
             names = []
-        present = {_key_of(name) for name in names}
+        names = [name for name in names if _is_key(name)]
+        present = set(names)
         for key in [key for key in self._snapshot if key not in present]:
             self._apply(key, None)
         for name in names:
-            if _key_of(name) not in self._snapshot:
+            if name not in self._snapshot:
                 self._read_node(name)
         return names
 
     def _read_node(self, name: str) -> None:
         from kazoo.exceptions import NoNodeError
 
-        key = _key_of(name)
-        try:
-            data, _stat = self.keeper.zk.get(f"{self.keeper.path}/{name}", watch=self._on_data)
-        except NoNodeError:
-            self._apply(key, None)
+        if not _is_key(name):
             return
-        self._apply(key, self.keeper._decode(key, data))
+        try:
+            data, _stat = self.keeper.zk.get(self.keeper.node_path(name), watch=self._on_data)
+        except NoNodeError:
+            self._apply(name, None)
+            return
+        self._apply(name, self.keeper._head(name, data))
 
     def _apply(self, key: str, commit: Commit | None) -> None:
         with self._changed:
@@ -540,12 +753,15 @@ def keeper_publishing(storage: CommitStorage, keeper: CommitKeeper) -> KeeperPub
 class AutoPublisher(EventSource):
     """Leader-elected periodic healer: ZooKeeper's view is made equal to the storage's heads.
 
-    Every server of a cluster may run one; kazoo's ``Election`` (at ``election_path``, by default
-    ``<keeper path>-publisher``) picks the one that publishes. The leader, every ``period``
-    seconds plus up to ``fuzz`` random seconds, pushes each head missing or different in
-    ZooKeeper, deletes znodes of tombstoned keys and removes znodes of keys the storage does not
-    know (the storage is the system of record). Leadership ends as soon as the connection is
-    suspended or lost, so two publishers never act as leader at once.
+    Every server of a cluster may run one, a JVM Rainer's ``autoPublisher`` too: they contend
+    for a :func:`curator_mutex` at ``election_path`` (by default ``<keeper path>/election``, where
+    Rainer's ``LeaderSelector`` contends), which picks the one that publishes. The leader first
+    migrates the earlier layout (:meth:`CommitKeeper.migrate_legacy_layout`), then, every
+    ``period`` seconds plus up to ``fuzz`` random seconds, pushes each head missing or different
+    in ZooKeeper, deletes znodes of tombstoned keys and removes znodes of keys the storage does
+    not know (the storage is the system of record). It leaves alone a znode it cannot parse and
+    one with children; a key that fails does not stop the round. Leadership ends as soon as the
+    connection is suspended or lost, so two publishers never act as leader at once.
 
     Listeners get ``leader_elected(identifier)``, ``leadership_lost(identifier)`` and
     ``published(count)`` after each round.
@@ -559,7 +775,7 @@ class AutoPublisher(EventSource):
         self.keeper = keeper
         self.period = period
         self.fuzz = fuzz
-        self.election_path = election_path or f"{keeper.path}-publisher"
+        self.election_path = election_path or keeper.election_path
         self.identifier = identifier or f"publisher-{uuid.uuid4().hex[:8]}"
         self.rounds = 0
         self._events = EventDispatcher(f"commits-publisher-{self.identifier}")
@@ -609,13 +825,21 @@ class AutoPublisher(EventSource):
 
         With ``while_leading`` the round stops as soon as leadership is lost.
         """
+        from kazoo.exceptions import KazooException
+
         changed = 0
         keys = set(self.storage.heads()) | set(self.keeper.keys())
         for key in sorted(keys):
             if self._stop.is_set() or (while_leading and not self._leading.is_set()):
                 break
-            if self.keeper.reconcile(key, lambda key=key: self.storage.get(key)):
-                changed += 1
+            try:
+                if self.keeper.reconcile(key, lambda key=key: self.storage.get(key)):
+                    changed += 1
+            except _connection_errors():
+                raise  # every other key would fail too: the round ends, the next one retries
+            except KazooException:
+                # e.g. a key whose name ZooKeeper refuses: the keys after it are healed still
+                log.warning("publisher %s: cannot heal %r", self.identifier, key, exc_info=True)
         self.rounds += 1
         self._events.emit("published", changed)
         return changed
@@ -629,10 +853,15 @@ class AutoPublisher(EventSource):
             self._wake.set()
 
     def _run(self) -> None:
+        from kazoo.exceptions import CancelledError
+
         while not self._stop.is_set():
             try:
-                self._election = self.keeper.zk.Election(self.election_path, self.identifier)
-                self._election.run(self._lead)
+                self._election = curator_mutex(self.keeper.zk, self.election_path, self.identifier)
+                with self._election:
+                    self._lead()
+            except CancelledError:
+                pass  # closed while waiting for the leadership
             except Exception:
                 if not self._stop.is_set():
                     log.info("publisher %s: election interrupted; rejoining", self.identifier, exc_info=True)
@@ -647,6 +876,10 @@ class AutoPublisher(EventSource):
         self._leading.set()
         self._events.emit("leader_elected", self.identifier)
         try:
+            try:
+                self.keeper.migrate_legacy_layout()
+            except Exception:
+                log.warning("publisher %s: migrating the earlier layout failed", self.identifier, exc_info=True)
             while not self._stop.is_set() and self._leading.is_set():
                 try:
                     self.publish_now(while_leading=True)
