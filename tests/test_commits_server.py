@@ -8,6 +8,7 @@ import json
 import re
 import socket
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from urllib.parse import quote
@@ -277,6 +278,38 @@ def test_json_is_checked_per_key_serialization():
         assert post(server, "conf.yaml", 2, b"a: [1,\n")[0] == 400
         assert post(server, "conf.json", 1, b"plain words")[0] == 400
         assert http("GET", server.url + "/conf.yaml")[2] == b"a: 1 # why\n"
+
+
+@pytest.mark.parametrize("payload, good, bad", [
+    ("json", b'{"hey":"what"}', b"new value"),
+    ("yaml", b"new value", b"a: [1,\n"),
+    ("properties", b"a = 1\n# why\n", b"a=\\u12"),
+    ("bytes", b"\xff\x00", None),
+])
+def test_each_payload_type_validates_its_payloads(payload, good, bad):
+    from workbench.commits import payload_serialization
+
+    with create_rainer(MemoryCommitStorage(serialization=payload_serialization(payload))) as rainer:
+        assert post(rainer, "k", 1, good)[0] == 200
+        assert http("GET", rainer.url + "/k")[2] == good
+        if bad is not None:
+            status, _, body = post(rainer, "k", 2, bad)
+            assert status == 400 and "invalid" in json.loads(body)["error"]
+        assert rainer.storage.get("k").version == 1
+
+
+def test_serve_payload_flag(tmp_path):
+    server = CommitServeProcess(tmp_path / "serve", f"sqlite:///{tmp_path / 'p.db'}",
+                                extra=["--payload", "properties"]).start()
+    try:
+        assert post(server, "app", 1, b"a=1\nb=2\n")[0] == 200
+        assert post(server, "app", 2, b"a=\\uZZZZ")[0] == 400
+        assert post(server, "app", 2, b'{"a":1}')[0] == 200  # a JSON object is a valid properties line
+    finally:
+        server.stop()
+    refused = subprocess.run([sys.executable, "-m", "workbench.commits", "serve", "--storage", "sqlite://",
+                              "--payload", "xml"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "invalid choice: 'xml'" in refused.stderr
 
 
 # -- authentication ------------------------------------------------------------------------------------------
