@@ -20,6 +20,7 @@ from workbench.commits.client import (
     HttpCommitConflict,
     HttpCommitStorage,
     RainerClient,
+    commit_header_fields,
     header_text,
     unified_diff,
 )
@@ -68,12 +69,13 @@ def test_the_seed_python_session_runs_unchanged(tmp_path, capsys):
 
 def test_rainer_client_reads_match_the_seeds_curl_answers(client, rainer):
     stored = client.post_commit(meta("foo", 1), '{"hey":"what"}')
-    assert set(stored) == {"author", "comment", "key", "mtime", "version"}
+    # "empty" too, as Rainer's CommitMetadata.asMap (the seed's text predates it; it used to be absent)
+    assert set(stored) == {"author", "comment", "key", "mtime", "version", "empty"} and stored["empty"] is False
     assert (stored["author"], stored["comment"], stored["key"], stored["version"]) == ("gian", "rofl", "foo", 1)
     assert client.get_value("foo") == b'{"hey":"what"}'
     assert client.get_value("foo", 1) == b'{"hey":"what"}'
     assert client.get_metadata("foo", 1) == stored
-    assert list(client.get_metadata("foo")) == ["author", "key", "version", "mtime", "comment"]
+    assert list(client.get_metadata("foo")) == ["author", "key", "version", "mtime", "comment", "empty"]
     assert client.list() == {"foo": stored}
     assert client.commit_uri("foo", 1) == rainer.url + "/foo/1"
     assert client.base_uri == rainer.url and client.base_uri.endswith(PREFIX)
@@ -116,6 +118,16 @@ def test_unicode_authors_and_multiline_comments_survive(client):
     assert client.get_metadata("u")["author"] == "Jürgen Ø"
     assert client.get_metadata("u")["comment"] == comment
     assert header_text("a%b é\n") == "a%25b %C3%A9%0A"
+
+
+def test_header_text_travels_verbatim_as_rainer_reads_it(client, rainer):
+    # no line break: plain headers, raw UTF-8, which any Rainer server stores as sent
+    assert commit_header_fields("Jürgen", "raise 10%20 then 5%41") == \
+        {"X-Rainer-Author": "Jürgen".encode().decode("latin-1"), "X-Rainer-Comment": "raise 10%20 then 5%41"}
+    client.post_commit(meta("v", 1, author="Jürgen", comment="raise 10%20 then 5%41 ☃"), "1")
+    assert rainer.storage.get("v").comment == "raise 10%20 then 5%41 ☃"
+    # a line break cannot travel in a header: then percent-encoded, and said so
+    assert commit_header_fields("me", "a\nb%")["X-Rainer-Header-Encoding"] == "percent"
 
 
 def test_mtime_given_by_the_client_is_kept(client):

@@ -162,3 +162,44 @@ def test_serialization_by_suffix():
     assert serialization_by_suffix("db.yaml") is YAML and serialization_by_suffix("db.YML") is YAML
     assert serialization_by_suffix("notes.txt") is TEXT and serialization_by_suffix("blob.bin") is RAW
     assert serialization_by_suffix(".hidden") is JSON
+
+
+# -- payload types (serve --payload) ------------------------------------------------------------------
+def test_properties_read_as_java_util_properties_does():
+    from workbench.commits.payloads import PROPERTIES
+
+    text = ("# a comment\n! another\n\n  a = 1\nb:two\nc three\nd = con\\\n   tinued\n"
+            "e=tab\\there \\u00e9\\\\\nf\\ g = spaced key\nempty=\nfirst=1\nfirst=2\r\nlast:  x  ")
+    assert PROPERTIES.loads(text.encode()) == {
+        "a": "1", "b": "two", "c": "three", "d": "continued", "e": "tab\there é\\", "f g": "spaced key",
+        "empty": "", "first": "2", "last": "x  "}
+    assert PROPERTIES.loads(b"") == {}
+    value = {"k y": "v=1: #x", "plain": " lead\nnext", "ü": "ß"}
+    assert PROPERTIES.loads(PROPERTIES.dumps(value)) == value
+
+
+@pytest.mark.parametrize("payload", [b"a=\\u12", b"a=\\uZZZZ", b"\xff=1"])
+def test_malformed_properties_are_invalid(payload):
+    from workbench.commits.payloads import PROPERTIES
+
+    with pytest.raises(ValueError, match="invalid properties"):
+        PROPERTIES.loads(payload)
+    with pytest.raises(InvalidCommit):
+        Commit.from_bytes("conf", 1, payload, "me", serialization=PROPERTIES)
+
+
+def test_payload_types_by_name():
+    from workbench.commits.payloads import DEFAULT_PAYLOAD, PAYLOAD_CHOICES, PROPERTIES, payload_serialization
+    from workbench.errors import ConfigurationError
+
+    assert DEFAULT_PAYLOAD == "json" and payload_serialization("json") is JSON
+    assert payload_serialization("bytes").loads(b"\xff") == b"\xff"
+    assert payload_serialization("yaml").loads(b"new value") == "new value"
+    assert payload_serialization("properties") is PROPERTIES
+    by_key = payload_serialization("suffix")
+    assert [by_key(key).name for key in ("a.properties", "b.yaml", "c.bin", "d")] == ["properties", "yaml", "raw", "json"]
+    from workbench.commits.cli import PAYLOAD_NAMES
+
+    assert tuple(PAYLOAD_NAMES) == tuple(PAYLOAD_CHOICES)
+    with pytest.raises(ConfigurationError):
+        payload_serialization("xml")

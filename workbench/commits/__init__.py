@@ -32,6 +32,7 @@ from workbench.commits.model import (
     Serialization,
     serialization_by_suffix,
 )
+from workbench.commits.payloads import PROPERTIES, payload_serialization
 from workbench.commits.server import BasicAuth, CommitServer, TokenAuth, WriteAuth, auth_from_spec
 from workbench.commits.storage import CommitStorage, MemoryCommitStorage, SqlCommitStorage
 
@@ -49,6 +50,7 @@ __all__ = [
     "JSON",
     "KeeperPublishingStorage",
     "MemoryCommitStorage",
+    "PROPERTIES",
     "RAW",
     "Rainer",
     "Serialization",
@@ -61,6 +63,7 @@ __all__ = [
     "auto_publisher",
     "create_rainer",
     "keeper_publishing",
+    "payload_serialization",
     "serialization_by_suffix",
 ]
 

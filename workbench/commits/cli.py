@@ -7,6 +7,7 @@
     python -m workbench.commits --url http://localhost:8080/diary edit hey     # $EDITOR, diff, confirm
     python -m workbench.commits --url http://localhost:8080/diary log hey      # history as diffs
     workbench commits serve --storage sqlite:///commits.db --port 8080 --prefix /diary
+    workbench commits serve --storage sqlite:///commits.db --payload yaml     # json (default), bytes, properties
     workbench commits serve --storage sqlite:///commits.db --auth-file ~/.commits.auth   # 0600: token:SECRET
 
 A *prepared* commit (what ``prepare`` prints, ``edit`` opens and ``commit`` reads) is a YAML
@@ -53,6 +54,10 @@ TOKEN_ENVIRONMENT = "WORKBENCH_COMMITS_TOKEN"
 MAX_SECRET_FILE = 64 * 1024
 #: separates the metadata header from the payload in a prepared commit
 SEPARATOR = "\n---\n"
+
+#: ``serve --payload`` choices (workbench.commits.payloads.PAYLOAD_CHOICES, kept here so that
+#: building the parser imports no server code)
+PAYLOAD_NAMES = ("json", "bytes", "yaml", "properties", "suffix")
 
 CLIENT_COMMANDS = ("list", "show", "prepare", "edit", "commit", "commit-value", "uncommit", "log")
 
@@ -103,6 +108,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--auth", metavar="SPEC",
                        help="the same on the command line, where every local user sees it in ps (a warning "
                        f"says so); prefer --auth-file or ${AUTH_ENVIRONMENT}, the default")
+    serve.add_argument("--payload", choices=PAYLOAD_NAMES, default="json",
+                       help="what a POSTed payload must be: json (the default, as Rainer's stock server), bytes "
+                       "(anything), yaml, properties (Java .properties), or suffix (by the key's suffix: "
+                       ".yaml/.yml, .properties, .txt, .bin, else json)")
     serve.add_argument("--access-log", action="store_true", help="log every request (default: server errors only)")
     serve.add_argument("--publish-period", type=float, default=30.0,
                        help="seconds between the leader's checks that ZooKeeper holds every head (default 30)")
@@ -501,6 +510,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
     from workbench.commits.builder import create_rainer
+    from workbench.commits.payloads import payload_serialization
     from workbench.errors import ConfigurationError
     from workbench.servers import serve_until_signalled
 
@@ -514,7 +524,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     rainer = create_rainer(storage, port=args.port, prefix=args.prefix, zookeeper=args.zookeeper,
                            zk_path=args.zk_path, auth=auth, address=args.host,
                            publish_period=args.publish_period, publish_fuzz=args.publish_period / 6,
-                           access_log=args.access_log)
+                           access_log=args.access_log, serialization=payload_serialization(args.payload))
     serve_until_signalled(rainer, lambda: print(f"commits serving on {rainer.url}", flush=True))
     return 0
 

@@ -187,8 +187,7 @@ class RainerClient:
                 raise InvalidCommit(f"post_commit needs metadata[{required!r}]", reason=required)
         payload = value.encode("utf-8") if isinstance(value, str) else bytes(value or b"")
         headers = {"Content-Type": "application/octet-stream",
-                   "X-Rainer-Author": header_text(str(metadata["author"])),
-                   "X-Rainer-Comment": header_text(str(metadata.get("comment") or ""))}
+                   **commit_header_fields(str(metadata["author"]), str(metadata.get("comment") or ""))}
         if _truthy(metadata.get("empty", False)):
             headers["X-Rainer-Empty"] = "true"
             payload = b""
@@ -226,12 +225,32 @@ def commit_path(key: str, version: int | None = None) -> str:
 
 #: printable ASCII but "%": what an X-Rainer-* header value may carry literally
 _HEADER_LITERAL = "".join(map(chr, range(0x20, 0x7F))).replace("%", "")
+#: the request header saying that X-Rainer-* values are percent-encoded (a workbench server's extension)
+HEADER_ENCODING = "X-Rainer-Header-Encoding"
 
 
 def header_text(text: str) -> str:
-    """An ``X-Rainer-*`` header value: percent-encoded UTF-8 for anything but printable ASCII
-    (and ``%`` itself), as the server reads it; so unicode and multi-line comments survive."""
+    """``text`` percent-encoded as UTF-8 for anything but printable ASCII (and ``%`` itself): the
+    form of X-Rainer-* values sent with ``X-Rainer-Header-Encoding: percent``."""
     return quote(text, safe=_HEADER_LITERAL)
+
+
+def commit_header_fields(author: str, comment: str) -> dict[str, str]:
+    """The author and comment headers of a POST.
+
+    A Rainer server stores header values verbatim, so they go as they are, non-ASCII as raw
+    UTF-8 (``http.client`` writes a ``str`` as ISO-8859-1, hence the re-spelling). A value with a
+    control character (a multi-line comment) cannot travel in a header at all: then both go
+    percent-encoded, with ``X-Rainer-Header-Encoding: percent``, which a workbench server decodes.
+    """
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in author + comment):
+        return {HEADER_ENCODING: "percent", "X-Rainer-Author": header_text(author),
+                "X-Rainer-Comment": header_text(comment)}
+    return {"X-Rainer-Author": _raw_utf8(author), "X-Rainer-Comment": _raw_utf8(comment)}
+
+
+def _raw_utf8(text: str) -> str:
+    return text.encode("utf-8").decode("latin-1")
 
 
 def _truthy(flag: Any) -> bool:
@@ -645,8 +664,11 @@ __all__ = [
     "HeadsView",
     "RainerClient",
     "RainerCommit",
+    "HEADER_ENCODING",
+    "commit_header_fields",
     "commit_path",
     "default_author",
+    "header_text",
     "diff_lines",
     "payload_text",
     "unified_diff",

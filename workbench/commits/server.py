@@ -1,31 +1,45 @@
-"""Rainer's HTTP API over a commit storage, on tornado.
+"""Rainer's HTTP API over a commit storage, on tornado, with RainerServlet's semantics.
 
 Routes (below ``prefix``, e.g. ``/diary``):
 
 =====================================  ==========================================================
-``GET /``                              ``{key: metadata}`` of every non-empty head; ``?all=yes``
-                                       adds tombstones; ``?payload_utf8=yes`` / ``?payload_base64=yes``
-                                       add each payload (tombstones never have one)
-``GET /:key`` / ``GET /:key/:version``  the payload bytes (``application/octet-stream``)
+``GET /``                              ``{key: metadata}`` of every non-empty head, read from the
+                                       storage; ``?all=yes`` adds tombstones;
+                                       ``?payload_utf8=yes`` / ``?payload_base64=yes`` add each
+                                       payload (tombstones never have one); each flag is a boolean
+                                       (yes/no, true/false, 1/0), anything else is a 400
+``GET /:key`` / ``GET /:key/:version``  the payload bytes: ``text/plain; charset=UTF-8`` when they
+                                       are UTF-8, else ``application/octet-stream``; a tombstone
+                                       answers 200 with an empty body (its headers say
+                                       ``X-Rainer-Empty: Yes``)
 ``GET /:key/meta``, ``/:key/:version/meta``  the metadata JSON
 ``POST /:key/:version``                save the body as that version; headers ``X-Rainer-Author``
-                                       (required), ``X-Rainer-Comment``, ``X-Rainer-Empty: yes``
-                                       (a tombstone), ``X-Rainer-Modified-Time`` (ISO 8601);
+                                       (required), ``X-Rainer-Comment``, ``X-Rainer-Empty``
+                                       (yes/no, true/false, 1/0; a tombstone needs an empty body),
+                                       ``X-Rainer-Modified-Time`` (ISO 8601), and ``X-Rainer-Key`` /
+                                       ``X-Rainer-Version``, which must match the URL when given;
                                        answers the metadata JSON
 =====================================  ==========================================================
 
-Every commit answer carries ``X-Rainer-Key``, ``X-Rainer-Version``, ``X-Rainer-Author``,
+Metadata objects carry ``empty`` (true or false), as Rainer's ``CommitMetadata.asMap``. Every
+commit answer carries ``X-Rainer-Key``, ``X-Rainer-Version``, ``X-Rainer-Author``,
 ``X-Rainer-Comment``, ``X-Rainer-Modified-Time`` and ``X-Rainer-Empty`` (``Yes``/``No``).
-Header values are percent-encoded UTF-8 wherever they hold non-ASCII characters or ``%`` (plain
-ASCII stays as it is); the server decodes request headers the same way.
 
-Errors: 404 ``Key not found`` (text) for a missing key or version, and for the payload of a
-tombstone (its headers still say ``X-Rainer-Empty: Yes``); 409
+Header values are taken verbatim, as RainerServlet does: ``raise 10%20`` stays ``raise 10%20``.
+Non-ASCII text travels as raw UTF-8 both ways (a request value that is not UTF-8 is read as
+ISO-8859-1, as Jetty reads it). A header cannot carry a line break, so an answer's header shows
+each control character of a stored comment as a space (the metadata JSON has the exact text).
+One extension, for clients that must send such text: with ``X-Rainer-Header-Encoding: percent``
+the request's X-Rainer-* values are percent-encoded UTF-8 and decoded before they are stored.
+
+Errors: 404 ``Key not found`` (text) for a missing key or version; 409
 ``{"conflict": {"key", "expectedVersion", "providedVersion"}}``; 400 / 401 / 413 / 503
 ``{"error": message, ...fields}``. Bad input never produces a 500.
 
-Reads of heads are served from a :class:`~workbench.commits.keeper.CommitMirror` when one is
-given (``X-Rainer-Cached: Yes``). Writes may require a :class:`TokenAuth` or :class:`BasicAuth`.
+Reads of one key are served from a :class:`~workbench.commits.keeper.CommitMirror` when one is
+given and holds it (``X-Rainer-Cached: Yes``); the listing always comes from the storage, so it
+never lags behind what a read of the key answers. Writes may require a :class:`TokenAuth` or
+:class:`BasicAuth`.
 
 ::
 
@@ -44,7 +58,7 @@ import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, TypeVar
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 import tornado.web
 
@@ -61,7 +75,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["CommitServer", "TokenAuth", "BasicAuth", "WriteAuth", "auth_from_spec", "encode_header",
-           "decode_header", "commit_header_values", "DEFAULT_MAX_BODY", "meta_document"]
+           "decode_header", "commit_header_values", "DEFAULT_MAX_BODY", "meta_document", "commit_document",
+           "parse_flag", "HEADER_ENCODING", "PAYLOAD_TEXT", "PAYLOAD_BINARY"]
 
 #: the largest accepted POST body: ZooKeeper's default 1 MiB znode limit holds a base64 payload
 #: of about 750 KiB, so a bigger commit could be stored but never published
@@ -69,31 +84,51 @@ DEFAULT_MAX_BODY = 512 * 1024
 
 T = TypeVar("T")
 
-# printable ASCII except "%": what stays literal in an X-Rainer-* header value
-_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
-_TRUE = ("yes", "true", "1", "on", "")
+#: the request header by which a client says its X-Rainer-* values are percent-encoded UTF-8
+HEADER_ENCODING = "X-Rainer-Header-Encoding"
+#: the content types of a payload, as RainerServlet's textIfPossible chooses them
+PAYLOAD_TEXT = "text/plain; charset=UTF-8"
+PAYLOAD_BINARY = "application/octet-stream"
+
+# what tornado (and RFC 9110) refuses in a header value: control characters but tab, and DEL
+_HEADER_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def parse_flag(text: str) -> bool | None:
+    """RainerServlet's ``yesNo``: yes/true/1 -> True, no/false/0 -> False (any case), else None."""
+    return {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}.get(text.lower())
 
 
 def encode_header(value: str) -> str:
-    """A header-safe form of ``value``: non-ASCII, control characters and ``%`` percent-encoded."""
-    return quote(value, safe=_HEADER_SAFE)
+    """``value`` as tornado sends it for raw UTF-8 on the wire (the bytes seen as ISO-8859-1), each
+    control character a space: a header has no way to carry a line break."""
+    return _HEADER_UNSAFE.sub(" ", value).encode("utf-8").decode("latin-1")
 
 
-def decode_header(value: str) -> str:
-    """The inverse of :func:`encode_header`; raw UTF-8 bytes (seen by tornado as latin-1) also work."""
+def decode_header(value: str, percent: bool = False) -> str:
+    """A request header's text: its bytes (seen by tornado as ISO-8859-1) read as UTF-8 when they
+    are UTF-8, else kept as ISO-8859-1 text, as Jetty reads them. Nothing else is decoded, unless
+    ``percent`` (the client sent ``X-Rainer-Header-Encoding: percent``): then percent-encoded
+    UTF-8 is decoded, strictly (UnicodeDecodeError on bad UTF-8)."""
     try:
         value = value.encode("latin-1").decode("utf-8")
     except (UnicodeEncodeError, UnicodeDecodeError):
         pass
-    return unquote(value, errors="strict")
+    return unquote(value, errors="strict") if percent else value
 
 
 def meta_document(meta: CommitMetadata) -> dict[str, Any]:
-    """The ``GET .../meta`` object, in Rainer's field order (author, key, version, mtime, comment)."""
-    document: dict[str, Any] = {"author": meta.author, "key": meta.key, "version": meta.version,
-                                "mtime": format_mtime(meta.mtime), "comment": meta.comment}
-    if meta.empty:
-        document["empty"] = True
+    """The ``GET .../meta`` object, in the seed's field order (author, key, version, mtime, comment),
+    then ``empty``, which Rainer's metadata always has."""
+    return {"author": meta.author, "key": meta.key, "version": meta.version, "mtime": format_mtime(meta.mtime),
+            "comment": meta.comment, "empty": meta.empty}
+
+
+def commit_document(meta: CommitMetadata) -> dict[str, Any]:
+    """The metadata of a POST answer and of a listing entry: the seed's alphabetical order, then
+    ``empty`` (true or false), as Rainer's ``CommitMetadata.asMap``."""
+    document = meta.to_json()
+    document["empty"] = meta.empty
     return document
 
 
@@ -311,22 +346,23 @@ class _ListHandler(_Handler):
 
     async def _list(self) -> None:
         def flag(name: str) -> bool:
-            value = self.get_query_argument(name, None)
-            return value is not None and value.lower() in _TRUE
+            # RainerServlet reads the first value; a missing flag is false, a non-boolean one a 400
+            values = self.get_query_arguments(name)
+            value = parse_flag(values[0]) if values else False
+            if value is None:
+                raise _bad_request(f"Invalid '{name}' parameter (should be boolean)", parameter=name,
+                                   value=values[0])
+            return value
 
-        include_all = flag("all")
-        mirror = self.server.mirror
-        if mirror is not None and not include_all:
-            heads = dict(mirror.value)
-            self.set_header("X-Rainer-Cached", "Yes")
-        else:
-            storage = self.server.storage
-            heads = await self.call(storage.heads if include_all else storage.heads_non_empty)
-        utf8, b64 = flag("payload_utf8"), flag("payload_base64")
+        include_all, utf8, b64 = flag("all"), flag("payload_utf8"), flag("payload_base64")
+        # Always the storage, never the mirror: a mirror that lags would list less than a read of
+        # one key answers, and the listing is what clients take as the set of keys.
+        storage = self.server.storage
+        heads = await self.call(storage.heads if include_all else storage.heads_non_empty)
         listing: dict[str, Any] = {}
         for key in sorted(heads):
             commit = heads[key]
-            document = commit.meta.to_json()
+            document = commit_document(commit.meta)
             if commit.payload is not None:
                 if utf8:
                     try:
@@ -386,11 +422,11 @@ class _CommitHandler(_Handler):
     async def get(self, key: str, version: str | None = None) -> None:
         async def work() -> None:
             commit = await self.find_and_describe(key, version)
-            if commit.payload is None:
-                raise _HttpProblem(404, _NOT_FOUND, "text/plain; charset=utf-8",
-                                   headers={k: v for k, v in self._headers.items() if k.startswith("X-Rainer")})
-            self.set_header("Content-Type", "application/octet-stream")
-            self.finish(commit.payload)
+            # A tombstone is a commit like any other: 200 and an empty payload, as RainerServlet
+            # answers (JVM clients and pyrainer's get_value read a 404 as "no such key").
+            payload = commit.payload or b""
+            self.set_header("Content-Type", PAYLOAD_TEXT if _is_utf8(payload) else PAYLOAD_BINARY)
+            self.finish(payload)
 
         await self.run(work)
 
@@ -405,24 +441,34 @@ class _CommitHandler(_Handler):
             await self._await_mirror(commit)
             self.commit_headers(commit.meta)
             self.set_header("Content-Type", "application/json")
-            self.finish(_compact(commit.meta.to_json()))
+            self.finish(_compact(commit_document(commit.meta)))
 
         await self.run(work)
 
     def _commit(self, key: str, version: int, body: bytes) -> Commit:
+        """The commit a POST asks for, validated as RainerServlet validates it."""
         headers = self.request.headers
+        percent = headers.get(HEADER_ENCODING, "").strip().lower() == "percent"
 
         def header(name: str) -> str | None:
             value = headers.get(name)
             if value is None:
                 return None
             try:
-                return decode_header(value)
+                return decode_header(value, percent)
             except UnicodeDecodeError:
-                raise _bad_request(f"{name} is not valid percent-encoded UTF-8", header=name) from None
+                raise _bad_request(f"{name} is not valid percent-encoded UTF-8 ({HEADER_ENCODING}: percent)",
+                                   header=name) from None
 
-        author = (header("X-Rainer-Author") or "").strip()
-        if not author:
+        named_key, named_version = header("X-Rainer-Key"), header("X-Rainer-Version")
+        if named_key is not None and named_key != key:
+            raise _bad_request("X-Rainer-Key must match URL key, or be omitted", key=key, header=named_key)
+        if named_version is not None and named_version != str(version):
+            raise _bad_request("X-Rainer-Version must match URL version, or be omitted", version=version,
+                               header=named_version)
+        # stored verbatim, as Rainer stores it; only a blank author is refused (nobody to blame)
+        author = header("X-Rainer-Author") or ""
+        if not author.strip():
             raise _bad_request("X-Rainer-Author is required", key=key, version=version)
         comment = header("X-Rainer-Comment") or ""
         mtime_text = header("X-Rainer-Modified-Time")
@@ -431,8 +477,13 @@ class _CommitHandler(_Handler):
         except InvalidCommit as invalid:
             raise _bad_request(f"X-Rainer-Modified-Time: {invalid.message} (e.g. 2014-02-11T14:01:28.839-08:00)",
                                header="X-Rainer-Modified-Time", value=mtime_text) from None
-        empty = (header("X-Rainer-Empty") or "no").strip().lower() in _TRUE[:-1]
+        empty_text = header("X-Rainer-Empty")
+        empty = parse_flag(empty_text.strip()) if empty_text is not None else False
+        if empty is None:
+            raise _bad_request("Malformed header: X-Rainer-Empty (yes/no, true/false, 1/0)", value=empty_text)
         if empty:
+            if body:
+                raise _bad_request("Empty payload required with X-Rainer-Empty", key=key, version=version)
             return Commit.tombstone(key, version, author, comment, mtime)
         serialization = self.server.storage.serialization_for(key)
         return Commit.from_bytes(key, version, body, author, comment, mtime, serialization)
@@ -448,6 +499,14 @@ class _CommitHandler(_Handler):
                             self.server.mirror_wait, commit.empty)
         except TimeoutError:
             log.debug("mirror did not show %r in time", commit)
+
+
+def _is_utf8(payload: bytes) -> bool:
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _is_database_unavailable(exc: BaseException) -> bool:
