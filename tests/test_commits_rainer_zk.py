@@ -182,6 +182,39 @@ def test_a_key_znode_with_children_does_not_stop_the_others_healing(keeper, zook
         assert zookeeper_client.get_children(f"{DATA}/{name}") == ["child"]
 
 
+def test_forward_healing_keeps_a_jvm_rainers_commits_beside_ours(keeper, zookeeper_client):
+    # A JVM Rainer on a database of its own shares the path: its keys and its newer versions are
+    # not ours to delete or roll back; what we hold newer, or it lacks, is published.
+    storage = MemoryCommitStorage([commit("ours", 1), commit("shared", 1), commit("shared", 2),
+                                   commit("ahead", 1)])
+    zookeeper_client.create(f"{DATA}/theirs", scala_bytes("theirs", 3, b'{"jvm":true}'), makepath=True)
+    zookeeper_client.create(f"{DATA}/shared", scala_bytes("shared", 1, b"{}"))  # older than ours
+    zookeeper_client.create(f"{DATA}/ahead", scala_bytes("ahead", 5, b'"jvm"'))  # newer than ours
+    exact_copy = {name: zookeeper_client.get(f"{DATA}/{name}")[0] for name in ("theirs", "ahead")}
+    publisher = keeper.auto_publisher(storage, heal="forward")
+    assert publisher.publish_now() == 2  # "ours" created, "shared" brought to version 2
+    assert publisher.publish_now() == 0
+    assert keeper.get("ours") == storage.get("ours") and keeper.get("shared").version == 2
+    for name, data in exact_copy.items():
+        assert zookeeper_client.get(f"{DATA}/{name}")[0] == data, name
+    # The default heals exactly: the storage is the system of record.
+    keeper.auto_publisher(storage).publish_now()
+    assert zookeeper_client.exists(f"{DATA}/theirs") is None and keeper.get("ahead").version == 1
+
+
+def test_the_serve_command_takes_the_heal_mode():
+    import argparse
+
+    from workbench.commits.cli import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["serve", "--storage", "sqlite://", "--zk-heal", "forward"])
+    assert args.zk_heal == "forward"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--storage", "sqlite://", "--zk-heal", "sideways"])
+
+
 def test_keys_zookeeper_cannot_name_stay_in_the_storage(keeper, zookeeper_client):
     # ZooKeeper refuses, as Java's UTF-16 sees them, surrogates (all of U+10000 and up), private use
     # and U+FFF0-U+FFFF in node names: a JVM Rainer cannot publish these keys either

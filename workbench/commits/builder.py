@@ -43,7 +43,7 @@ class Rainer(ServerLifecycle):
 
     def __init__(self, underlying: CommitStorage, server_options: dict[str, Any],
                  zookeeper: str | KazooClient | None, zk_path: str | None,
-                 publish_period: float, publish_fuzz: float) -> None:
+                 publish_period: float, publish_fuzz: float, heal: str = "exact") -> None:
         super().__init__()
         self.underlying = underlying
         self.storage: CommitStorage = underlying
@@ -52,6 +52,7 @@ class Rainer(ServerLifecycle):
         self._zk_path = zk_path
         self._publish_period = publish_period
         self._publish_fuzz = publish_fuzz
+        self._heal = heal
         self.zk: KazooClient | None = None
         self._owns_zk = False
         self.keeper: CommitKeeper | None = None
@@ -97,7 +98,7 @@ class Rainer(ServerLifecycle):
         self.storage = keeper_publishing(self.underlying, self.keeper)
         self.mirror = self.keeper.mirror()
         self.publisher = self.keeper.auto_publisher(self.underlying, self._publish_period,
-                                                    self._publish_fuzz).start()
+                                                    self._publish_fuzz, heal=self._heal).start()
 
     def _stop(self) -> None:
         """Stop everything this object started, in reverse order (safe to run again)."""
@@ -125,14 +126,16 @@ def create_rainer(storage_url: str | CommitStorage = "sqlite://", port: int = 0,
                   zookeeper: str | KazooClient | None = None, zk_path: str | None = None,
                   auth: WriteAuth | str | None = None, publish_period: float = 30.0, publish_fuzz: float = 5.0,
                   address: str = "127.0.0.1", max_body: int = DEFAULT_MAX_BODY,
-                  serialization: Serialization | SerializationChooser = JSON, access_log: bool = False) -> Rainer:
+                  serialization: Serialization | SerializationChooser = JSON, access_log: bool = False,
+                  heal: str = "exact") -> Rainer:
     """Build (not start) storage + keeper + mirror + auto-publisher + HTTP server.
 
     ``storage_url``: a SQLAlchemy URL (or a ready :class:`CommitStorage`). ``zookeeper``: a
     kazoo hosts string (or a started KazooClient, which stays the caller's) and ``zk_path`` the
     keeper's znode path; both or neither. ``auth``: a WriteAuth or ``"token:SECRET"`` /
     ``"basic:USER:PASSWORD"``. ``serialization`` validates POSTed payloads (JSON for every key by
-    default; e.g. ``serialization_by_suffix``). ``access_log`` logs every request. Call
+    default; e.g. ``serialization_by_suffix``). ``access_log`` logs every request. ``heal``: how
+the auto-publisher heals ZooKeeper (``"exact"``, or ``"forward"`` beside a JVM Rainer). Call
     ``start()`` on the result (or use it as a context manager).
     """
     if (zookeeper is None) != (zk_path is None):
@@ -145,4 +148,4 @@ def create_rainer(storage_url: str | CommitStorage = "sqlite://", port: int = 0,
         auth = auth_from_spec(auth)
     options = {"port": port, "address": address, "prefix": prefix, "auth": auth, "max_body": max_body,
                "access_log": access_log}
-    return Rainer(underlying, options, zookeeper, zk_path, publish_period, publish_fuzz)
+    return Rainer(underlying, options, zookeeper, zk_path, publish_period, publish_fuzz, heal)

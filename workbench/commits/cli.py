@@ -115,6 +115,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--access-log", action="store_true", help="log every request (default: server errors only)")
     serve.add_argument("--publish-period", type=float, default=30.0,
                        help="seconds between the leader's checks that ZooKeeper holds every head (default 30)")
+    serve.add_argument("--zk-heal", choices=("exact", "forward"), default="exact",
+                       help="exact: ZooKeeper made equal to this storage (default); forward: only add what "
+                            "it lacks or holds older, as Rainer's publisher does (beside a JVM Rainer)")
     serve.set_defaults(func=cmd_serve)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
@@ -524,7 +527,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     rainer = create_rainer(storage, port=args.port, prefix=args.prefix, zookeeper=args.zookeeper,
                            zk_path=args.zk_path, auth=auth, address=args.host,
                            publish_period=args.publish_period, publish_fuzz=args.publish_period / 6,
-                           access_log=args.access_log, serialization=payload_serialization(args.payload))
+                           access_log=args.access_log, serialization=payload_serialization(args.payload),
+                           heal=args.zk_heal)
     serve_until_signalled(rainer, lambda: print(f"commits serving on {rainer.url}", flush=True))
     return 0
 

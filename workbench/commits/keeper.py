@@ -218,6 +218,11 @@ def curator_mutex(client: KazooClient, path: str, identifier: str | None = None)
     return _curator_mutex_class()(client, path, identifier)
 
 
+#: how the auto-publisher heals: "exact" makes ZooKeeper equal to the storage (deleting what it
+#: lacks, rolling back what is newer); "forward" only adds, as Rainer's publisher does
+HEAL_MODES = ("exact", "forward")
+
+
 class CommitKeeper:
     """The latest commit of each key, in ZooKeeper below ``path``, through a started kazoo client.
 
@@ -371,8 +376,13 @@ class CommitKeeper:
             return False
         return True
 
-    def reconcile(self, key: str, source: Callable[[], Commit | None]) -> bool:
+    def reconcile(self, key: str, source: Callable[[], Commit | None], heal: str = "exact") -> bool:
         """Make the znode of ``key`` equal to ``source()`` (the system of record's head), once.
+
+        ``heal="forward"`` heals as Rainer's own publisher does: a head missing from ZooKeeper
+        or older there is written, nothing else; a znode of a key the storage lacks, a newer
+        version and a tombstone's znode stay. That is the mode for sharing a path with a JVM
+        Rainer on a database of its own, whose commits ours does not hold.
 
         The znode is read *before* ``source`` is asked, and written only if it has not changed
         since (compare-and-set), so a publish that races with this one is never undone. A znode
@@ -392,6 +402,8 @@ class CommitKeeper:
         wanted = source()
         if wanted is not None and wanted.empty:
             wanted = None
+        if heal == "forward" and (wanted is None or (current is not None and current.version >= wanted.version)):
+            return False
         try:
             if wanted is None:
                 if stat is None:
@@ -469,9 +481,10 @@ class CommitKeeper:
         return CommitMirror(self).start(timeout)
 
     def auto_publisher(self, storage: CommitStorage, period: float = 30.0, fuzz: float = 5.0,
-                       election_path: str | None = None, identifier: str | None = None) -> AutoPublisher:
+                       election_path: str | None = None, identifier: str | None = None,
+                       heal: str = "exact") -> AutoPublisher:
         """An (unstarted) :class:`AutoPublisher` healing this keeper from ``storage``."""
-        return AutoPublisher(storage, self, period, fuzz, election_path, identifier)
+        return AutoPublisher(storage, self, period, fuzz, election_path, identifier, heal)
 
 
 # -- mirror -------------------------------------------------------------------------------------------
@@ -733,12 +746,13 @@ class KeeperPublishingStorage(CommitStorage):
 
 
 def auto_publisher(storage: CommitStorage, keeper: CommitKeeper, period: float = 30.0, fuzz: float = 5.0,
-                   election_path: str | None = None, identifier: str | None = None) -> AutoPublisher:
+                   election_path: str | None = None, identifier: str | None = None,
+                   heal: str = "exact") -> AutoPublisher:
     """An (unstarted) :class:`AutoPublisher` that heals ``keeper`` from ``storage``; ``start()`` it.
 
     Give it the system of record (not the keeper-publishing wrapper).
     """
-    return AutoPublisher(storage, keeper, period, fuzz, election_path, identifier)
+    return AutoPublisher(storage, keeper, period, fuzz, election_path, identifier, heal)
 
 
 def keeper_publishing(storage: CommitStorage, keeper: CommitKeeper) -> KeeperPublishingStorage:
@@ -760,7 +774,9 @@ class AutoPublisher(EventSource):
     ``period`` seconds plus up to ``fuzz`` random seconds, pushes each head missing or different
     in ZooKeeper, deletes znodes of tombstoned keys and removes znodes of keys the storage does
     not know (the storage is the system of record). It leaves alone a znode it cannot parse and
-    one with children; a key that fails does not stop the round. Leadership ends as soon as the
+    one with children; a key that fails does not stop the round. With ``heal="forward"`` it only
+    adds what ZooKeeper lacks or holds older, as Rainer's publisher does (see
+    :meth:`CommitKeeper.reconcile`). Leadership ends as soon as the
     connection is suspended or lost, so two publishers never act as leader at once.
 
     Listeners get ``leader_elected(identifier)``, ``leadership_lost(identifier)`` and
@@ -768,9 +784,12 @@ class AutoPublisher(EventSource):
     """
 
     def __init__(self, storage: CommitStorage, keeper: CommitKeeper, period: float = 30.0, fuzz: float = 5.0,
-                 election_path: str | None = None, identifier: str | None = None) -> None:
+                 election_path: str | None = None, identifier: str | None = None, heal: str = "exact") -> None:
         if period <= 0 or fuzz < 0:
             raise CommitsError("period must be > 0 and fuzz >= 0", period=period, fuzz=fuzz)
+        if heal not in HEAL_MODES:
+            raise CommitsError("heal is exact or forward", heal=heal)
+        self.heal = heal
         self.storage = storage
         self.keeper = keeper
         self.period = period
@@ -833,7 +852,7 @@ class AutoPublisher(EventSource):
             if self._stop.is_set() or (while_leading and not self._leading.is_set()):
                 break
             try:
-                if self.keeper.reconcile(key, lambda key=key: self.storage.get(key)):
+                if self.keeper.reconcile(key, lambda key=key: self.storage.get(key), self.heal):
                     changed += 1
             except _connection_errors():
                 raise  # every other key would fail too: the round ends, the next one retries
