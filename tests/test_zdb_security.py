@@ -81,6 +81,33 @@ def test_database_user_must_log_in(tmp_path, connect):
         server.stop()
 
 
+def test_an_empty_password_is_refused_at_once_and_leaves_nothing_open(tmp_path):
+    import threading
+
+    from workbench.zdb.client import Client
+    from workbench.zdb.errors import ZdbAuthenticationError
+
+    server = StorageManager(tmp_path / "a", bind="tcp://127.0.0.1:0", users={"dba": "s3cret"}).start()
+    outcome: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            Client(server.address, user="dba", password="", timeout=5.0, retries=0)
+        except BaseException as exc:  # noqa: BLE001 - the test reads what it was
+            outcome.append(exc)
+
+    try:
+        # It used to hang for good: the refused socket option left a socket the context waited for.
+        thread = threading.Thread(target=attempt, daemon=True)
+        thread.start()
+        thread.join(15)
+        assert not thread.is_alive(), "a client with an empty password hung"
+        assert len(outcome) == 1 and isinstance(outcome[0], ZdbAuthenticationError), outcome
+        assert "needs a password" in str(outcome[0]) and outcome[0].user == "dba"
+    finally:
+        server.stop()
+
+
 def test_cli_serves_with_curve_and_shell_connects(tmp_path):
     from workbench.testing.zdb import ZdbServerProcess
 

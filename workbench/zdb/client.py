@@ -88,7 +88,11 @@ class Client:
         self._renew_stop = threading.Event()
         self.lock_lost: str | None = None
         self._closed = False
-        self._credentials = (user, password or "") if user is not None else None
+        if user is not None and not password:
+            # ZeroMQ's PLAIN cannot carry an empty password (the socket option is refused), and
+            # no database user has one: say so, rather than fail half-way through a handshake.
+            raise ZdbAuthenticationError("a database login needs a password", user=user, uri=write_uri)
+        self._credentials = (user, password) if user is not None else None
         self._watches: dict[str, HandshakeWatch] = {}
         self._takes_no_login: set[str] = set()  # roles ("write", "read") whose server has no login
         # A client dropped without close() must not take the program down with it: collected in a
@@ -116,17 +120,26 @@ class Client:
                 raise ZdbError("client is closed")
             sock = self.context.socket(zmq.DEALER)
             sock.linger = 0
-            # Queue only on live connections, so a request never waits in a pipe to reach a
-            # restarted server after we gave up on it.
-            sock.setsockopt(zmq.IMMEDIATE, 1)
-            with_login = False
-            if self.server_key:
-                secure_client(sock, self.server_key, self.keys)
-            elif self._credentials and role not in self._takes_no_login:
-                login_client(sock, *self._credentials)
-                with_login = True
-            self._watches[role] = HandshakeWatch(sock, with_login)
-            sock.connect(self.write_uri if role == "write" else self.read_uri)
+            try:
+                # Queue only on live connections, so a request never waits in a pipe to reach a
+                # restarted server after we gave up on it.
+                sock.setsockopt(zmq.IMMEDIATE, 1)
+                with_login = False
+                if self.server_key:
+                    secure_client(sock, self.server_key, self.keys)
+                elif self._credentials and role not in self._takes_no_login:
+                    login_client(sock, *self._credentials)
+                    with_login = True
+                self._watches[role] = HandshakeWatch(sock, with_login)
+                sock.connect(self.write_uri if role == "write" else self.read_uri)
+            except BaseException:
+                # A socket the client does not hold yet would make the context's term() (at
+                # close) wait for it forever.
+                watch = self._watches.pop(role, None)
+                if watch is not None:
+                    watch.close()
+                sock.close(linger=0)
+                raise
             self._sockets[role] = sock
         return sock
 
