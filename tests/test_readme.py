@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from workbench.testing.process import processes_mentioning
-from workbench.testing.readme import README, Block, code_blocks
+from workbench.testing.readme import README, Block, code_blocks, parse
 
 ROOT = README.parent
 #: ``# after: COMMAND (port N)``: the server a Python block expects
@@ -42,20 +42,43 @@ def block_id(block: Block) -> str:
 
 
 # -- every block is run somewhere, or says why not ---------------------------------------------------
-def test_every_block_is_run_by_a_test_or_marked_with_a_reason():
-    assert len(BLOCKS) >= 10, "the README's blocks were not found"
-    for block in BLOCKS:
+def unaccounted(blocks: list[Block]) -> list[str]:
+    """What is wrong with blocks that no test would run, one message each."""
+    problems = []
+    for block in blocks:
         where = f"README.md line {block.line}"
         if block.not_run is not None:
-            assert len(block.not_run) >= 10, f"{where}: say why it is not run"
+            if len(block.not_run) < 10:
+                problems.append(f"{where}: say why it is not run")
         elif block.run_by is not None:
             test = ROOT / block.run_by
-            assert test.is_file(), f"{where}: {block.run_by} does not exist"
-            assert "run_by(__file__)" in test.read_text(), f"{where}: {block.run_by} never reads its blocks"
-        else:
-            assert not block.marker, f"{where}: unknown marker {block.marker!r}"
-            assert block.lang in ("python", "bash"), \
-                f"{where}: a {block.lang or 'plain'} block: mark it `<!-- run by: TEST -->` or `<!-- not run: WHY -->`"
+            if not test.is_file():
+                problems.append(f"{where}: {block.run_by} does not exist")
+            elif "run_by(__file__)" not in test.read_text():
+                problems.append(f"{where}: {block.run_by} never reads its blocks")
+        elif block.marker:
+            problems.append(f"{where}: unknown marker {block.marker!r}")
+        elif block.lang not in ("python", "bash"):
+            problems.append(f"{where}: a {block.lang or 'plain'} block: mark it `<!-- run by: TEST -->` "
+                            "or `<!-- not run: WHY -->`")
+    return problems
+
+
+def test_every_block_is_run_by_a_test_or_marked_with_a_reason():
+    assert len(BLOCKS) >= 10, "the README's blocks were not found"
+    assert unaccounted(BLOCKS) == []
+
+
+def test_a_block_that_slips_in_untested_is_named():
+    blocks = parse("<!-- not run: too long to run here -->\n```\nok\n```\n```\n%magic\n```\n"
+                   "<!-- not run: -->\n```bash\nls\n```\n<!-- run by: tests/nowhere.py -->\n```python\npass\n```\n"
+                   "<!-- run by: tests/test_packaging.py -->\n```bash\ntrue\n```\n<!-- maybe -->\n```bash\nls\n```\n")
+    assert unaccounted(blocks) == [
+        "README.md line 6: a plain block: mark it `<!-- run by: TEST -->` or `<!-- not run: WHY -->`",
+        "README.md line 10: say why it is not run",
+        "README.md line 14: tests/nowhere.py does not exist",
+        "README.md line 18: tests/test_packaging.py never reads its blocks",
+        "README.md line 22: unknown marker 'maybe'"]
 
 
 def test_the_markers_are_found_where_the_readme_puts_them():
