@@ -85,7 +85,8 @@ def test_the_markers_are_found_where_the_readme_puts_them():
     markers = {block.text.splitlines()[0]: block.marker for block in BLOCKS if block.marker}
     assert markers["scripts/lab"].startswith("not run: ") and markers["scripts/test"].startswith("not run: ")
     assert markers["%load_ext workbench"] == "run by: tests/test_readme_magics.py"
-    assert [block.lang for block in RUN_HERE].count("python") == 4 and [b.lang for b in RUN_HERE].count("bash") == 2
+    # the library's four Python examples and the clusters and inventory sessions, at least
+    assert [block.lang for block in RUN_HERE].count("python") >= 4 and [b.lang for b in RUN_HERE].count("bash") >= 2
 
 
 # -- running them -------------------------------------------------------------------------------------
