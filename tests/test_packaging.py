@@ -13,6 +13,7 @@ import pytest
 
 import workbench
 from workbench import cli
+from workbench.testing.readme import parse
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -99,8 +100,8 @@ def test_pictures_the_readme_shows_exist():
 
 def test_readme_shows_exactly_the_two_commands_and_ci_runs_the_test_one():
     readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", readme.split("## Two commands", 1)[1].split("\n## ", 1)[0], re.S)
-    commands = [line for block in blocks for line in block.strip().splitlines() if not line.startswith("#")]
+    section = readme.split("## Two commands", 1)[1].split("\n## ", 1)[0]
+    commands = [line for block in parse(section) if block.lang in ("bash", "sh") for line in block.lines()]
     assert commands == ["scripts/lab", "scripts/test"]
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^exec scripts/test$", ci, re.M)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from workbench.testing.readme import run_by
+
 ROOT = Path(__file__).resolve().parent.parent
 
 #: what the README writes for the default endpoints, and which endpoint of the test stack each stands for
@@ -15,11 +17,10 @@ DEFAULTS = {"localhost:48004": ("domain", "broker"), "http://localhost:8080": ("
 
 
 def readme_magic_lines() -> list[str]:
-    """The lines of the code block under "## The magics", comments dropped."""
-    text = (ROOT / "README.md").read_text()
-    block = re.search(r"^## The magics\n+```\n(.*?)^```", text, re.S | re.M)
-    assert block, "README has no code block under '## The magics'"
-    lines = [re.sub(r"\s+#.*$", "", line).strip() for line in block.group(1).splitlines()]
+    """The lines of the README's block of magics (marked as run by this file), comments dropped."""
+    [block] = run_by(__file__)
+    assert block.line > (ROOT / "README.md").read_text().splitlines().index("## The magics")
+    lines = [re.sub(r"\s+#.*$", "", line).strip() for line in block.text.splitlines()]
     return [line for line in lines if line]
 
 

@@ -30,6 +30,7 @@ from workbench.clusters.models import ClusterStore
 from workbench.testing.clusters import clusters_settings, running_clusters, static_pool  # noqa: F401
 from workbench.testing.openstack import OpenStackStandIn
 from workbench.testing.process import processes_mentioning
+from workbench.testing.readme import run_by
 from workbench.testing.stack import RunningStack
 
 TOKEN = "trove-token-for-tests"
@@ -332,9 +333,9 @@ def test_log_in_at_the_identity_endpoint_with_the_token_as_password(api, trove, 
 # -- `workbench up` ----------------------------------------------------------------------------------
 def readme_session() -> tuple[str, list[str]]:
     """(the LOGIN= line, the openstack commands) of the README's "Trove's clients" session."""
-    text = (Path(__file__).parent.parent / "README.md").read_text()
-    block = text.split("### Trove's clients", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
-    lines = block.splitlines()
+    [block] = run_by(__file__)
+    assert block.lang == "bash"
+    lines = block.lines()
     assert lines[0].startswith("LOGIN=") and all(line.startswith("openstack ") for line in lines[1:])
     return lines[0], lines[1:]
 

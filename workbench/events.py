@@ -72,7 +72,8 @@ class EventDispatcher:
         >>> d = EventDispatcher("demo")
         >>> rec = EventRecorder()
         >>> d.add_listener(rec)
-        >>> d.emit("peer_joined", "host1")
+        >>> d.emit("peer_joined", "host1").seq        # emit returns the queued Event
+        1
         >>> rec.wait_for("peer_joined").args
         ('host1',)
         >>> d.close()

@@ -8,7 +8,7 @@ object. Requests name an ``op``; replies carry ``ok`` and either the result fiel
 ``error`` (``message``, ``kind`` and structured ``fields``)::
 
     >>> encode_frame({"op": "status"})[:4]
-    b'\\x00\\x00\\x00\\x10'
+    b'\\x00\\x00\\x00\\x0f'
     >>> decoder = FrameDecoder()
     >>> decoder.feed(encode_frame({"op": "status"}))
     [{'op': 'status'}]
