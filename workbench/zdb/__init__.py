@@ -11,6 +11,7 @@ Servers: ``StorageManager`` (the primary, owning an archive directory) and
 ``TransactionEngine`` (an in-memory replica fed by the primary's change stream).
 """
 
+from workbench.zdb.cache import CacheOptions, ClientCache
 from workbench.zdb.client import (
     Client,
     Proxy,
@@ -40,7 +41,7 @@ from workbench.zdb.monitor import ZdbMonitor
 from workbench.zdb.protocol import File
 from workbench.zdb.server import StorageManager, TransactionEngine, open_server
 
-__all__ = ["ArchiveError", "BadRequest", "Client", "File", "JournalError", "LockError", "Proxy", "QuiescedError",
+__all__ = ["ArchiveError", "BadRequest", "CacheOptions", "Client", "ClientCache", "File", "JournalError", "LockError", "Proxy", "QuiescedError",
            "StorageManager", "TransactionEngine", "UndoError", "UnstorableValueError",
            "ZdbAttributeError", "ZdbAuthenticationError",
            "ZdbFileNotFoundError", "ZdbIndexError", "ZdbKeyError", "ZdbMonitor", "ZdbRemoteError", "ZdbTimeout",
