@@ -244,3 +244,30 @@ def test_the_stream_takes_the_same_login(tmp_path, connect):
         assert db["p"]._run() == 1 and server.stats.reads == before
     finally:
         server.stop()
+
+
+def test_a_server_restarted_behind_us_is_followed_again(tmp_path, connect):
+    """A new history on the same endpoints (lower seqs): the cache drops and then serves again."""
+    server = StorageManager(tmp_path / "old", bind="tcp://127.0.0.1:0").start()
+    address, publish = server.address, server.publish_address
+    db, connection = connect(address, cache=True)
+    for i in range(20):
+        db["h"] = i
+    _live(connection)
+    assert db["h"]._run() == 19
+    server.stop()
+    server = StorageManager(tmp_path / "new", bind=address, publish_bind=publish).start()
+    try:
+        db2, other = connect(address)
+        db2["h"] = "new"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (connection.cache.last_seq > server.seq or db["h"]._run() != "new"):
+            time.sleep(0.05)
+        assert db["h"]._run() == "new"
+        # The acknowledgements of the old history (seq 20) are not waited for: the cache answers.
+        before = server.stats.requests
+        assert db["h"]._run() == "new"
+        assert server.stats.requests == before
+        assert connection.cache.stats.waits_expired == 0
+    finally:
+        server.stop()

@@ -90,6 +90,7 @@ class CacheStats:
     misses: int = 0
     drops: int = 0  # whole-cache drops (gaps, silence, disconnects, waits run out)
     invalidations: int = 0  # entries dropped by records
+    waits_expired: int = 0  # cached reads that gave up waiting for the stream
 
 
 class _Entry:
@@ -131,6 +132,9 @@ class ClientCache:
         self._under: dict[Path, set[Path]] = {}  # proper prefix -> cached paths below it
         self._bytes = 0
         self._reads: list[_Read] = []
+        # Acknowledgements from before the server restarted behind us (a lost journal): their seqs
+        # belong to a history that is gone, so they are not waited for.
+        self._before_restart: "weakref.WeakKeyDictionary[Client, int]" = weakref.WeakKeyDictionary()
         self.live = False
         self.last_seq = 0  # the last record applied from the stream
         self._expected = 0  # the highest seq heartbeats announced
@@ -155,6 +159,7 @@ class ClientCache:
                 if self.last_seq < need and not cond.wait_for(lambda: self.last_seq >= need or not self.live,
                                                               self.options.wait):
                     self._drop("the stream did not reach a seq this process was told about")
+                    self.stats.waits_expired += 1
                     self.last_seq = need  # what we keep from now on was read at or after it
                 entry = self._entries.get(path) if self.live else None
             if entry is not None:
@@ -166,8 +171,11 @@ class ClientCache:
             if pending is not None:
                 self._reads.append(pending)
             seq_at_send = self.last_seq
-            # A replica answers only once it has applied what this process was told of (its "after").
-            after = self._need() if client.read_uri else 0
+            # A replica answers only once it has applied what this process was told of and what
+            # our stream has delivered ("after"): a value older than the stream's last record,
+            # read from a lagging engine, would otherwise be kept with nothing left to drop it.
+            # (A storage manager is never behind its own stream and ignores it.)
+            after = max(self._need(), seq_at_send)
         try:
             value = _read_through(client, path, after)
         finally:
@@ -206,9 +214,11 @@ class ClientCache:
     def _need(self) -> int:
         """The seq the stream must have reached before a cached value may be returned."""
         need = self._expected
+        before_restart = self._before_restart
         for other in list(_CLIENTS):
-            if other.last_write_seq > need and other.write_uri in self.servers:
-                need = other.last_write_seq
+            seq = other.last_write_seq
+            if seq > need and other.write_uri in self.servers and before_restart.get(other) != seq:
+                need = seq
         return need
 
     def _keep(self, path: Path, value: Any, seq: int) -> None:
@@ -306,12 +316,11 @@ class ClientCache:
             self._last_message = time.monotonic()
             heartbeat = message.get("heartbeat")
             if heartbeat is not None:
-                if not self.live:
+                if heartbeat < self.last_seq:
+                    self._new_history(heartbeat)
+                elif not self.live:
                     # The first message we see: records from here on are all delivered to us.
                     self.live, self.last_seq, self._expected = True, heartbeat, heartbeat
-                elif heartbeat < self.last_seq:
-                    self._drop("the server is behind the stream (restarted?)")
-                    self.last_seq = self._expected = heartbeat
                 else:
                     self._expected = max(self._expected, heartbeat)
             else:
@@ -321,6 +330,8 @@ class ClientCache:
                 if self.live and seq == self.last_seq + 1:
                     for op in message.get("ops") or ():
                         self._invalidate(_changed_path(op), seq)
+                elif seq <= self.last_seq and not self.live:
+                    self._new_history(seq)
                 else:
                     # A gap (or a first record): what we hold may have missed a change.
                     if self.live:
@@ -330,6 +341,15 @@ class ClientCache:
                         self._expected = seq
                 self.last_seq = seq
             self._cond.notify_all()
+
+    def _new_history(self, seq: int) -> None:
+        """The server is behind what we followed: restarted without its journal (or a new archive)."""
+        self._drop("the server is behind the stream (restarted?)")
+        self.live = True
+        self.last_seq = self._expected = seq
+        for other in list(_CLIENTS):
+            if other.last_write_seq > seq:
+                self._before_restart[other] = other.last_write_seq
 
     def _lose(self, reason: str) -> None:
         with self._cond:
