@@ -271,3 +271,38 @@ def test_a_server_restarted_behind_us_is_followed_again(tmp_path, connect):
         assert connection.cache.stats.waits_expired == 0
     finally:
         server.stop()
+
+
+def test_the_stream_takes_the_same_curve_key(tmp_path, connect):
+    from workbench.zdb.transport import CurveKeys
+
+    server_keys, allowed = CurveKeys.generate(), CurveKeys.generate()
+    server = StorageManager(tmp_path / "c", bind="tcp://127.0.0.1:0", curve=server_keys,
+                            allowed_clients=[allowed.public]).start()
+    try:
+        db, connection = connect(server.address, server_key=server_keys.public, keys=allowed, cache=True)
+        db["c"] = 1
+        _live(connection)
+        db["c"]._run()
+        before = server.stats.reads
+        assert db["c"]._run() == 1 and server.stats.reads == before
+    finally:
+        server.stop()
+
+
+def test_a_login_the_stream_refuses_leaves_every_read_to_the_server(tmp_path, connect):
+    """The cache subscribes with the login of the client's reads, nothing else: refused, it caches nothing."""
+    server = StorageManager(tmp_path / "s", bind="tcp://127.0.0.1:0", users={"dba": "secret"}).start()
+    replica = TransactionEngine(server.address, bind="tcp://127.0.0.1:0", users={"reader": "other"},
+                                primary_user="dba", primary_password="secret").start()
+    try:
+        db, connection = connect(replica.address, user="reader", password="other", cache=True)
+        db["q"] = 1
+        time.sleep(1.5)  # three heartbeats a subscriber with the storage manager's login would have seen
+        assert not connection.cache.live
+        before = replica.stats.reads
+        assert db["q"]._run() == 1 and db["q"]._run() == 1
+        assert replica.stats.reads == before + 2 and len(connection.cache) == 0
+    finally:
+        replica.stop()
+        server.stop()

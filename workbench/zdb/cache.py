@@ -178,12 +178,14 @@ class ClientCache:
             after = max(self._need(), seq_at_send)
         try:
             value = _read_through(client, path, after)
-        finally:
+        except BaseException:
             if pending is not None:
                 with cond:
                     self._reads.remove(pending)
-        if pending is not None and not pending.spoiled:
-            with cond:
+            raise
+        if pending is not None:
+            with cond:  # one section: a record arriving now either spoils the read or finds the entry
+                self._reads.remove(pending)
                 if self.live and not pending.spoiled:
                     self._keep(path, value, seq_at_send)
         return value
@@ -200,7 +202,9 @@ class ClientCache:
 
     def sync(self, client: "Client") -> None:
         """One round trip (ZEO's server_sync): later cached reads wait for the stream to reach the server's seq."""
-        seq = client.status().get("seq", 0)
+        status = client.status()
+        # A transaction engine also tells the storage manager's seq it has heard of.
+        seq = max(status.get("seq", 0), status.get("primary_seq", 0))
         with self._cond:
             self._expected = max(self._expected, seq)
 
