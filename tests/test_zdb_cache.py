@@ -233,17 +233,22 @@ def test_a_transaction_engine_as_the_only_endpoint(sm, te, connect):
     assert db["t"]._run() == 2
 
 
-def test_the_stream_takes_the_same_login(tmp_path, connect):
-    server = StorageManager(tmp_path / "l", bind="tcp://127.0.0.1:0", users={"dba": "secret"}).start()
+def _served_from_memory(server, connect, **options) -> None:
+    """A client of ``server`` with these credentials follows the stream and answers a read from memory."""
     try:
-        db, connection = connect(server.address, user="dba", password="secret", cache=True)
+        db, connection = connect(server.address, cache=True, **options)
         db["p"] = 1
-        _live(connection)  # the stream accepted the client's login
+        _live(connection)  # the stream accepted the client's login or key
         db["p"]._run()
         before = server.stats.reads
         assert db["p"]._run() == 1 and server.stats.reads == before
     finally:
         server.stop()
+
+
+def test_the_stream_takes_the_same_login(tmp_path, connect):
+    server = StorageManager(tmp_path / "l", bind="tcp://127.0.0.1:0", users={"dba": "secret"}).start()
+    _served_from_memory(server, connect, user="dba", password="secret")
 
 
 def test_a_server_restarted_behind_us_is_followed_again(tmp_path, connect):
@@ -279,15 +284,7 @@ def test_the_stream_takes_the_same_curve_key(tmp_path, connect):
     server_keys, allowed = CurveKeys.generate(), CurveKeys.generate()
     server = StorageManager(tmp_path / "c", bind="tcp://127.0.0.1:0", curve=server_keys,
                             allowed_clients=[allowed.public]).start()
-    try:
-        db, connection = connect(server.address, server_key=server_keys.public, keys=allowed, cache=True)
-        db["c"] = 1
-        _live(connection)
-        db["c"]._run()
-        before = server.stats.reads
-        assert db["c"]._run() == 1 and server.stats.reads == before
-    finally:
-        server.stop()
+    _served_from_memory(server, connect, server_key=server_keys.public, keys=allowed)
 
 
 def test_a_login_the_stream_refuses_leaves_every_read_to_the_server(tmp_path, connect):
