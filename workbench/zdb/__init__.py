@@ -9,8 +9,17 @@
 
 Servers: ``StorageManager`` (the primary, owning an archive directory) and
 ``TransactionEngine`` (an in-memory replica fed by the primary's change stream).
+
+``client(uri, cache=True)`` adds a client cache (``workbench.zdb.cache``): repeated value reads are
+answered from memory, invalidated by the change stream. Off by default, because it can surprise:
+a write acknowledged to another *process* is seen once its record has crossed the stream (a write
+acknowledged to any client of this process is seen at once); ``client.cache.sync(client)`` makes
+one round trip to wait for the server's seq. Only ``db[...]._run()`` is cached, not ``len``,
+``keys()`` or iteration; a lock holder reads through; the subscription uses the client's own
+login or CURVE key, so a server that refuses it leaves every read going to the server.
 """
 
+from workbench.zdb.cache import CacheOptions, ClientCache
 from workbench.zdb.client import (
     Client,
     Proxy,
@@ -40,7 +49,7 @@ from workbench.zdb.monitor import ZdbMonitor
 from workbench.zdb.protocol import File
 from workbench.zdb.server import StorageManager, TransactionEngine, open_server
 
-__all__ = ["ArchiveError", "BadRequest", "Client", "File", "JournalError", "LockError", "Proxy", "QuiescedError",
+__all__ = ["ArchiveError", "BadRequest", "CacheOptions", "Client", "ClientCache", "File", "JournalError", "LockError", "Proxy", "QuiescedError",
            "StorageManager", "TransactionEngine", "UndoError", "UnstorableValueError",
            "ZdbAttributeError", "ZdbAuthenticationError",
            "ZdbFileNotFoundError", "ZdbIndexError", "ZdbKeyError", "ZdbMonitor", "ZdbRemoteError", "ZdbTimeout",

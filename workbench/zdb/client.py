@@ -28,6 +28,7 @@ from typing import Any, BinaryIO, Callable, Iterator
 import zmq
 
 from workbench.errors import ZdbError
+from workbench.zdb.cache import CacheOptions, ClientCache, register_client
 from workbench.zdb.document import READ_METHODS
 from workbench.zdb.errors import UnstorableValueError
 from workbench.zdb.errors import ZDB_ERRORS, ZdbAuthenticationError, ZdbRemoteError, ZdbTimeout  # noqa: F401 - re-exported, older callers import them from here
@@ -61,12 +62,15 @@ class Client:
     server with a login lets nothing else through, and a wrong one raises
     ``ZdbAuthenticationError`` at once. Against a server that takes no login, the client
     connects without one.
+
+    ``cache=True`` (or a ``CacheOptions``) keeps values read in memory, invalidated by the
+    server's change stream (see ``workbench.zdb.cache`` for what that guarantees); off by default.
     """
 
     def __init__(self, write_uri: str = DEFAULT_URI, read_uri: str | None = None, timeout: float = 10.0,
                  retries: int = 2, read_your_writes: bool = False, server_key: str | None = None,
                  keys: CurveKeys | None = None, user: str | None = None, password: str | None = None,
-                 relocate: Callable[[], str] | None = None) -> None:
+                 relocate: Callable[[], str] | None = None, cache: bool | CacheOptions = False) -> None:
         self.write_uri = write_uri
         self.relocate = relocate  # asks where to go when the endpoint stops answering (a domain's TE)
         self.read_uri = read_uri
@@ -99,14 +103,19 @@ class Client:
         # reference cycle, its sockets would be gone from the context's list before the context's
         # own finalizer ran, whose term() then waits forever for them. This closes them first.
         self._release = weakref.finalize(self, _release_sockets, self._watches, self._sockets, self.context)
-        if self._credentials:
-            try:
+        self.cache: ClientCache | None = None
+        register_client(self)  # its acknowledged writes are what cached reads in this process wait for
+        try:
+            if self._credentials:
                 self._login()
-            except BaseException:
-                # A refused login must not leave a half-built client for the garbage collector:
-                # Context.__del__ -> term() would block on the still-open socket.
-                self.close()
-                raise
+            if cache:
+                self.cache = ClientCache(self, cache if isinstance(cache, CacheOptions) else CacheOptions())
+                weakref.finalize(self, self.cache.close)
+        except BaseException:
+            # A refused login must not leave a half-built client for the garbage collector:
+            # Context.__del__ -> term() would block on the still-open socket.
+            self.close()
+            raise
 
     def __repr__(self) -> str:
         read = f", reads from {self.read_uri}" if self.read_uri else ""
@@ -278,14 +287,20 @@ class Client:
             _check_sendable(op)
         read = len(ops) == 1 and ops[0][1] in _READ_NAMES
         result, _ = self.request("op", read=read, ops=ops)
+        if self.cache is not None and not read:
+            self.cache.wrote(ops)
         return result
 
     # -- database-wide operations ---------------------------------------------------------------
     def undo(self) -> None:
         self.request("undo")
+        if self.cache is not None:
+            self.cache.clear()  # what the undo changed is known from the stream; forget all at once
 
     def redo(self) -> None:
         self.request("redo")
+        if self.cache is not None:
+            self.cache.clear()
 
     def save(self, wait: bool = False, timeout: float | None = None) -> dict[str, Any]:
         """Checkpoint: snapshot (written by a forked child, off the request path) + journal rotation.
@@ -399,6 +414,8 @@ class Client:
             with contextlib.suppress(ZdbError):
                 self.unlock()
         self._stop_renewer()
+        if self.cache is not None:
+            self.cache.close()
         with self._lock:
             self._closed = True
             self._release()
@@ -465,6 +482,9 @@ class Proxy:
     def _run(self) -> Any:
         """Read the value at this path."""
         # What run(path) sends, without its general argument handling (the commonest request).
+        cache = self._client.cache
+        if cache is not None:
+            return cache.read(self._client, self._path)
         return self._client.request("op", read=True, ops=[[list(self._path), None, [], {}]])[0]
 
     # -- writes through Python syntax -----------------------------------------------------------

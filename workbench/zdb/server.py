@@ -1127,7 +1127,8 @@ class TransactionEngine(_ServerBase):
         self.stats.writes += 1
 
     def status(self) -> dict[str, Any]:
-        return {"role": self.role, "address": self.address, "primary": self.primary, "seq": self.seq,
+        return {"role": self.role, "address": self.address, "primary": self.primary,
+                "publish": self.publish_address, "seq": self.seq,
                 "primary_seq": self.primary_seq, "lag": max(0, self.primary_seq - self.seq),
                 "keys": len(self.document.root), "locked": self.lock_holder is not None,
                 "requests": self.stats.requests, "reads": self.stats.reads, "forwarded": self.stats.writes,
