@@ -294,11 +294,9 @@ class FaultNetwork:
 
 
 @pytest.fixture
-def fault_network(request: pytest.FixtureRequest) -> Iterator[FaultNetwork]:
-    """Three hosts (``@pytest.mark.hosts(n)`` for another count), removed after the test even when it fails."""
-    marker = request.node.get_closest_marker("hosts")
-    count = marker.args[0] if marker else 3
-    with FaultNetwork(count) as network:
+def fault_network() -> Iterator[FaultNetwork]:
+    """Three hosts on a private bridge, removed after the test even when it fails."""
+    with FaultNetwork(3) as network:
         yield network
     leftovers = [name for name in leftover_namespaces() if name.startswith(network._tag + "-")]
     assert not leftovers, f"namespaces left after teardown: {leftovers}"
