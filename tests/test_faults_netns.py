@@ -103,3 +103,85 @@ def test_everything_is_removed_even_when_the_test_fails():
     assert sleeper.poll() is not None
     assert [n for n in leftover_namespaces() if n.startswith(tag[:-2] + "-")] == []
     assert network.hosts[0].run(["true"]).returncode != 0  # the namespace is gone
+
+
+# -- zdb in a domain across hosts --------------------------------------------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from workbench.domain.cli import DOMAIN_PASSWORD_VARIABLE  # noqa: E402
+from workbench.testing.history import CheckReport, History, check  # noqa: E402
+
+AGENT_PORT = 48004
+#: how stale a TE read may be; TEs advertise no bound yet (issue 18, item 3), so this is the target one
+STALE_BOUND = 5.0
+
+
+@dataclass
+class DomainAcrossHosts:
+    """A: broker+agent running the SM; B, C: agents running a TE each; D: the clients."""
+
+    network: FaultNetwork
+    workdir: Path
+    env: dict[str, str]
+    setup: dict
+
+    @property
+    def hosts(self):
+        return self.network.hosts
+
+    def workload(self, seconds: float, settle: float = 5.0, faults=None) -> tuple[History, dict]:
+        """Run the writer (through B's TE) and a reader per TE for ``seconds``; ``faults()`` runs meanwhile."""
+        out = self.workdir / f"history-{time.monotonic_ns()}.json"
+        tes = self.setup["tes"]
+        argv = [sys.executable, "-m", "workbench.testing.workload", "run", "--write", tes["te-0"],
+                "--seconds", str(seconds), "--settle", str(settle), "--out", str(out)]
+        for name, endpoint in tes.items():
+            argv += ["--read", f"{name}={endpoint}"]
+        process = self.hosts[3].spawn(argv, log=self.workdir / "workload.log", env=self.env)
+        if faults is not None:
+            faults()
+        process.wait(seconds + settle + 120)
+        assert process.returncode == 0, (self.workdir / "workload.log").read_text()[-3000:]
+        return History.load(out), json.loads(out.with_suffix(".final.json").read_text())
+
+
+@pytest.fixture
+def domain_hosts(tmp_path):
+    with FaultNetwork(4) as network:
+        a, b, c, d = network.hosts
+        env = {**os.environ, DOMAIN_PASSWORD_VARIABLE: "bird",
+               "WORKBENCH_KNOWN_BROKERS": str(tmp_path / "known_brokers"),
+               "PYTHONPATH": os.pathsep.join(sys.path)}
+        broker = f"{a.address}:{AGENT_PORT}"
+        for host, extra in ((a, ["--broker"]), (b, ["--peer", broker]), (c, ["--peer", broker])):
+            state = tmp_path / host.name
+            host.spawn([sys.executable, "-m", "workbench", "domain", "agent", "--port", str(AGENT_PORT),
+                        "--state-dir", str(state), "--bind", host.address, "--hostname", host.address, *extra],
+                       log=tmp_path / f"{host.name}.log", env=env)
+        out = tmp_path / "setup.json"
+        process = d.spawn([sys.executable, "-m", "workbench.testing.workload", "setup", broker,
+                           str(tmp_path / "archive"), "--te-peer", f"{b.address}:{AGENT_PORT}",
+                           "--te-peer", f"{c.address}:{AGENT_PORT}", "--out", str(out)],
+                          log=tmp_path / "setup.log", env=env)
+        process.wait(120)
+        assert process.returncode == 0, (tmp_path / "setup.log").read_text()[-3000:] + "".join(
+            (tmp_path / f"{h.name}.log").read_text()[-1500:] for h in (a, b, c))
+        yield DomainAcrossHosts(network, tmp_path, env, json.loads(out.read_text()))
+    assert not [n for n in leftover_namespaces() if n.startswith(network.bridge[:-2] + "-")]
+
+
+def report_of(history: History, final: dict) -> CheckReport:
+    report = check(history, final, stale_bound=STALE_BOUND, keys=["k"])
+    print(f"\n{history.counts()} faults/violations: {report.summary()}")
+    return report
+
+
+def test_smoke_domain_across_hosts(domain_hosts):
+    history, final = domain_hosts.workload(5, settle=2)
+    report = report_of(history, final)
+    assert history.counts().get("write:ok", 0) > 10
+    assert report.violations == []

@@ -113,3 +113,13 @@ def test_outcomes_and_kinds_are_checked_when_recorded():
         h.complete(op, "maybe")
     h.complete(op, "ok")
     assert h.counts() == {"write:ok": 1} and op.completed >= op.invoked
+
+
+def test_a_history_survives_its_json_form(tmp_path):
+    h = History()
+    write(h, "w", "x", [1, "a"], 0, 1)
+    read(h, "r", "x", [1, "a"], 2, 3)
+    h.dump(tmp_path / "h.json")
+    loaded = History.load(tmp_path / "h.json")
+    assert loaded.operations == h.operations
+    assert check(loaded, {"sm": {"x": [1, "a"]}}, stale_bound=0.1).violations == []

@@ -30,11 +30,14 @@ against a model and say nothing of staleness bounds or zombie writes), so this s
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 __all__ = ["Operation", "History", "Violation", "CheckReport", "check", "OUTCOMES"]
@@ -90,6 +93,16 @@ class History:
         op.completed = time.monotonic() if at is None else at
         op.outcome, op.result = outcome, result
         return op
+
+    def dump(self, path: Path) -> None:
+        """Write the operations as JSON (a workload in another namespace hands its history over so)."""
+        Path(path).write_text(json.dumps([dataclasses.asdict(op) for op in self.operations]))
+
+    @classmethod
+    def load(cls, path: Path) -> "History":
+        history = cls()
+        history.operations = [Operation(**fields) for fields in json.loads(Path(path).read_text())]
+        return history
 
     def counts(self) -> dict[str, int]:
         """Operations by ``kind:outcome`` (e.g. ``write:ok``)."""
