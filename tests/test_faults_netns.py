@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from typing import Iterator
 
 import pytest
 
@@ -138,7 +140,7 @@ class DomainAcrossHosts:
         out = self.workdir / f"history-{time.monotonic_ns()}.json"
         tes = self.setup["tes"]
         argv = [sys.executable, "-m", "workbench.testing.workload", "run", "--write", tes["te-0"],
-                "--seconds", str(seconds), "--settle", str(settle), "--out", str(out)]
+                "--write", tes["te-1"], "--seconds", str(seconds), "--settle", str(settle), "--out", str(out)]
         for name, endpoint in tes.items():
             argv += ["--read", f"{name}={endpoint}"]
         process = self.hosts[3].spawn(argv, log=self.workdir / "workload.log", env=self.env)
@@ -149,39 +151,118 @@ class DomainAcrossHosts:
         return History.load(out), json.loads(out.with_suffix(".final.json").read_text())
 
 
-@pytest.fixture
-def domain_hosts(tmp_path):
+@contextlib.contextmanager
+def domain_across_hosts(workdir: Path) -> Iterator[DomainAcrossHosts]:
+    """Four namespaces, agents on A (broker), B and C, the SM on A and a TE on each of B and C."""
     with FaultNetwork(4) as network:
         a, b, c, d = network.hosts
         env = {**os.environ, DOMAIN_PASSWORD_VARIABLE: "bird",
-               "WORKBENCH_KNOWN_BROKERS": str(tmp_path / "known_brokers"),
+               "WORKBENCH_KNOWN_BROKERS": str(workdir / "known_brokers"),
                "PYTHONPATH": os.pathsep.join(sys.path)}
         broker = f"{a.address}:{AGENT_PORT}"
         for host, extra in ((a, ["--broker"]), (b, ["--peer", broker]), (c, ["--peer", broker])):
-            state = tmp_path / host.name
             host.spawn([sys.executable, "-m", "workbench", "domain", "agent", "--port", str(AGENT_PORT),
-                        "--state-dir", str(state), "--bind", host.address, "--hostname", host.address, *extra],
-                       log=tmp_path / f"{host.name}.log", env=env)
-        out = tmp_path / "setup.json"
+                        "--state-dir", str(workdir / host.name), "--bind", host.address,
+                        "--hostname", host.address, *extra], log=workdir / f"{host.name}.log", env=env)
+        out = workdir / "setup.json"
         process = d.spawn([sys.executable, "-m", "workbench.testing.workload", "setup", broker,
-                           str(tmp_path / "archive"), "--te-peer", f"{b.address}:{AGENT_PORT}",
+                           str(workdir / "archive"), "--te-peer", f"{b.address}:{AGENT_PORT}",
                            "--te-peer", f"{c.address}:{AGENT_PORT}", "--out", str(out)],
-                          log=tmp_path / "setup.log", env=env)
+                          log=workdir / "setup.log", env=env)
         process.wait(120)
-        assert process.returncode == 0, (tmp_path / "setup.log").read_text()[-3000:] + "".join(
-            (tmp_path / f"{h.name}.log").read_text()[-1500:] for h in (a, b, c))
-        yield DomainAcrossHosts(network, tmp_path, env, json.loads(out.read_text()))
+        assert process.returncode == 0, (workdir / "setup.log").read_text()[-3000:] + "".join(
+            (workdir / f"{h.name}.log").read_text()[-1500:] for h in (a, b, c))
+        yield DomainAcrossHosts(network, workdir, env, json.loads(out.read_text()))
     assert not [n for n in leftover_namespaces() if n.startswith(network.bridge[:-2] + "-")]
 
 
-def report_of(history: History, final: dict) -> CheckReport:
-    report = check(history, final, stale_bound=STALE_BOUND, keys=["k"])
-    print(f"\n{history.counts()} faults/violations: {report.summary()}")
-    return report
+@dataclass
+class ScenarioRun:
+    history: History
+    final: dict
+    faults: int
+    report: CheckReport
 
 
-def test_smoke_domain_across_hosts(domain_hosts):
-    history, final = domain_hosts.workload(5, settle=2)
-    report = report_of(history, final)
-    assert history.counts().get("write:ok", 0) > 10
-    assert report.violations == []
+def run_scenario(workdir: Path, seconds: float, faults) -> ScenarioRun:
+    with domain_across_hosts(workdir) as domain:
+        history, final = domain.workload(seconds, faults=lambda: faults(domain.network))
+        report = check(history, final, stale_bound=STALE_BOUND, keys=["k"])
+        run = ScenarioRun(history, final, domain.network.fault_count, report)
+    print(f"\n{workdir.name}: operations {history.counts()}, faults {run.faults}, final {final}, "
+          f"violations {report.counts()}\n{report.summary()}")
+    return run
+
+
+def test_smoke_domain_across_hosts(tmp_path):
+    run = run_scenario(tmp_path, 5, lambda network: None)
+    assert run.history.counts().get("write:ok", 0) > 10
+    assert run.report.violations == []
+
+
+@pytest.fixture(scope="module")
+def sm_partitioned(tmp_path_factory) -> ScenarioRun:
+    """The SM's host cut off from every other host for 10 s, 5 s into a 25 s workload, then healed."""
+    def faults(network: FaultNetwork) -> None:
+        time.sleep(5)
+        network.cut_off(network.hosts[0])
+        time.sleep(10)
+        network.heal()
+
+    return run_scenario(tmp_path_factory.mktemp("sm-partitioned"), 25, faults)
+
+
+def test_sm_partitioned_loses_no_acknowledged_write_and_converges(sm_partitioned):
+    counts = sm_partitioned.history.counts()
+    assert counts.get("write:ok", 0) > 20 and counts.get("read:ok", 0) > 20 and sm_partitioned.faults == 3
+    assert guaranteed_violations(sm_partitioned) == [], sm_partitioned.report.summary()
+
+
+GUARANTEED = {"lost-write", "failed-write-applied", "future-read", "phantom-read", "divergence"}
+
+
+def guaranteed_violations(run: ScenarioRun) -> list:
+    return [v for v in run.report.violations if v.kind in GUARANTEED]
+
+
+@pytest.fixture(scope="module")
+def te_cut_from_sm(tmp_path_factory) -> ScenarioRun:
+    """The SM's host and B (the writer's first TE) partitioned for 10 s: the writer times out, moves to C's TE."""
+    def faults(network: FaultNetwork) -> None:
+        time.sleep(5)
+        network.partition(network.hosts[0], network.hosts[1])
+        time.sleep(10)
+        network.heal()
+
+    return run_scenario(tmp_path_factory.mktemp("te-cut-from-sm"), 25, faults)
+
+
+def test_a_te_cut_from_its_sm_loses_no_acknowledged_write_and_converges(te_cut_from_sm):
+    assert te_cut_from_sm.history.counts().get("write:ok", 0) > 50 and te_cut_from_sm.faults == 1
+    assert guaranteed_violations(te_cut_from_sm) == [], te_cut_from_sm.report.summary()
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18 item 3: a TE cut off from its SM keeps serving stale reads")
+def test_a_te_cut_from_its_sm_serves_no_read_staler_than_the_bound(te_cut_from_sm):
+    assert te_cut_from_sm.report.of_kind("stale-read") == []
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18 item 3: a write its client gave up on is applied later")
+def test_a_te_cut_from_its_sm_applies_no_write_its_client_gave_up_on(te_cut_from_sm):
+    assert te_cut_from_sm.report.of_kind("zombie-write") == []
+
+
+def test_delay_and_loss_on_a_te_host_lose_no_acknowledged_write(tmp_path):
+    with FaultNetwork(1) as probe_network:
+        if not probe_network.netem_available():
+            pytest.skip("this kernel has no netem qdisc (sch_netem): delay and loss cannot be injected")
+
+    def faults(network: FaultNetwork) -> None:
+        time.sleep(3)
+        network.shape(network.hosts[2], delay_ms=200, loss_percent=10)
+        time.sleep(15)
+        network.heal()
+
+    run = run_scenario(tmp_path, 20, faults)
+    assert run.history.counts().get("write:ok", 0) > 20
+    assert guaranteed_violations(run) == [], run.report.summary()

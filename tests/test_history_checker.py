@@ -123,3 +123,43 @@ def test_a_history_survives_its_json_form(tmp_path):
     loaded = History.load(tmp_path / "h.json")
     assert loaded.operations == h.operations
     assert check(loaded, {"sm": {"x": [1, "a"]}}, stale_bound=0.1).violations == []
+
+
+def test_a_replica_going_back_is_a_regression_or_a_zombie():
+    h = History()
+    write(h, "w", "x", 1, 0, 1)
+    write(h, "w", "x", 2, 2, 3)
+    read(h, "r", "x", 2, 4, 4.1)
+    read(h, "r", "x", 1, 5, 5.1)
+    assert check(h, {"sm": {"x": 2}}).counts() == {"regressed-read": 1}
+    h = History()
+    write(h, "w", "x", 1, 0, 1, outcome="timeout")
+    write(h, "w", "x", 2, 2, 3)
+    read(h, "r", "x", 2, 4, 4.1)
+    read(h, "r", "x", 1, 5, 5.1)   # the timed-out write landed after the later one
+    assert check(h, {"sm": {"x": 2}}).counts() == {"zombie-write": 1}
+    h = History()
+    write(h, "w", "x", 1, 0, 1)
+    write(h, "w", "x", 2, 2, 3)
+    read(h, "r", "x", 1, 4, 4.1, replica="te-b")   # another replica may lag: no regression
+    read(h, "r", "x", 2, 3.5, 3.6, replica="te-c")
+    read(h, "r", "x", 2, 5, 5.1, replica="te-b")
+    assert check(h, {"sm": {"x": 2}}).violations == []
+
+
+def test_appended_writes_are_checked_in_the_order_they_were_applied():
+    h = History()
+    write(h, "w", "log", 1, 0, 1)
+    write(h, "w", "log", 2, 2, 5, outcome="timeout")
+    write(h, "w", "log", 3, 6, 7)
+    write(h, "w", "log", 4, 8, 9, outcome="fail")
+    final = {"sm": {"log": 3}}
+    assert check(h, final, applied={"sm": {"log": [1, 3]}}).violations == []  # the timed-out one never landed
+    assert check(h, final, applied={"sm": {"log": [1, 2, 3]}}).violations == []  # or landed in its place
+    zombie = check(h, {"sm": {"log": 2}}, applied={"sm": {"log": [1, 3, 2]}})
+    assert set(zombie.counts()) == {"zombie-write"}
+    assert [v.fields.get("overtaken") for v in zombie.of_kind("zombie-write")] == [None, 1]  # final, order
+    assert check(h, final, applied={"sm": {"log": [1]}}).counts() == {"lost-write": 1}
+    assert check(h, final, applied={"sm": {"log": [3, 1]}}).counts() == {"reordered-write": 1}
+    assert check(h, final, applied={"sm": {"log": [1, 3, 3]}}).counts() == {"duplicate-write": 1}
+    assert check(h, final, applied={"sm": {"log": [1, 3, 4]}}).counts() == {"failed-write-applied": 1}

@@ -21,11 +21,19 @@ against a model and say nothing of staleness bounds or zombie writes), so this s
   a write that completed before that acknowledged write was invoked), or no write of it is known;
 - ``failed-write-applied``: a final value or read comes from a write that reported a sure failure;
 - ``zombie-write``: a final value comes from a write that timed out at its client, although the same
-  client wrote the key later and had that acknowledged (the late write overwrote newer data);
+  client wrote the key later and had that acknowledged (the late write overwrote newer data); or a
+  replica, having shown that later write, goes back to the timed-out one;
+- ``regressed-read``: a replica shows a value older (in real time) than one it showed before;
 - ``stale-read``: a read returned a value superseded by an acknowledged write that completed more than
   ``stale_bound`` seconds before the read was invoked (``writes_behind`` says by how many writes);
 - ``future-read`` / ``phantom-read``: a value whose write was invoked after the read ended / never written;
 - ``divergence``: the replicas' final states differ.
+
+When writes append to a list (``applied``: each replica's final list per key, in applied order),
+the order of application is checked too: an acknowledged write missing is ``lost-write``, two
+acknowledged writes applied against their real-time order ``reordered-write``, a value applied twice
+``duplicate-write``, and a timed-out write applied after its client's later acknowledged write
+``zombie-write``.
 """
 
 from __future__ import annotations
@@ -145,8 +153,12 @@ def _precedes(a: Operation, b: Operation) -> bool:
 
 
 def check(history: History, final_states: Mapping[str, Mapping[str, Any]], stale_bound: float | None = None,
-          keys: Iterable[str] | None = None) -> CheckReport:
-    """Check ``history`` against each replica's final state (``{replica: {key: value}}``)."""
+          keys: Iterable[str] | None = None,
+          applied: Mapping[str, Mapping[str, list[Any]]] | None = None) -> CheckReport:
+    """Check ``history`` against each replica's final state (``{replica: {key: value}}``).
+
+    ``applied`` (``{replica: {key: [values in applied order]}}``) adds the order checks.
+    """
     ops = [op for op in history.operations if op.outcome is not None]
     writes: dict[str, list[Operation]] = {}
     for op in ops:
@@ -162,7 +174,13 @@ def check(history: History, final_states: Mapping[str, Mapping[str, Any]], stale
     for op in ops:
         if op.kind == "read" and op.acknowledged and (keys is None or op.key in checked_keys):
             violations += _check_read(op, writes.get(op.key, []), by_value, stale_bound)
+    violations += _check_regressions([op for op in ops if op.kind == "read" and op.acknowledged
+                                      and op.key in checked_keys], by_value)
     violations += _check_convergence(final_states, checked_keys)
+    for replica, lists in (applied or {}).items():
+        for key, values in lists.items():
+            if key in checked_keys:
+                violations += _check_applied(replica, key, values, writes.get(key, []))
     return CheckReport(len(ops), violations)
 
 
@@ -227,6 +245,69 @@ def _check_read(read: Operation, writes: list[Operation], by_value: Mapping[tupl
                       f"{staleness:.1f}s and {len(superseding)} acknowledged writes behind",
                       (read.id, first.id), {"replica": read.replica, "staleness": staleness,
                                             "writes_behind": len(superseding)})]
+
+
+def _check_regressions(reads: list[Operation], by_value: Mapping[tuple[str, Any], Operation]) -> list[Violation]:
+    """Per replica and key, a read must not show a write that precedes one an earlier read showed."""
+    violations = []
+    newest: dict[tuple[str | None, str], tuple[Operation, Operation]] = {}  # -> (read, write it saw)
+    for read in sorted(reads, key=lambda op: op.invoked):
+        source = by_value.get((read.key, _hashable(read.result)))
+        if source is None:
+            continue
+        slot = (read.replica, read.key)
+        seen = newest.get(slot)
+        if seen is not None and seen[0].completed is not None and seen[0].completed < read.invoked:
+            shown = seen[1]
+            if source.outcome == "timeout" and shown.client == source.client and shown.invoked > source.completed:
+                violations.append(Violation("zombie-write", read.key, f"{read.replica} went back from write "
+                                            f"{shown.id} to {source.id}, which timed out at {source.client} "
+                                            "before that later write", (read.id, source.id, shown.id),
+                                            {"replica": read.replica}))
+                continue
+            if _precedes(source, shown):
+                violations.append(Violation("regressed-read", read.key, f"{read.replica} went back from "
+                                            f"{shown.value!r} to {read.result!r}", (read.id, seen[0].id),
+                                            {"replica": read.replica}))
+                continue
+        if seen is None or _precedes(seen[1], source) or seen[1].outcome == "timeout":
+            newest[slot] = (read, source)
+    return violations
+
+
+def _check_applied(replica: str, key: str, values: list[Any], writes: list[Operation]) -> list[Violation]:
+    """The order in which a replica applied appended writes, against the history."""
+    violations = []
+    position: dict[Any, int] = {}
+    for index, value in enumerate(values):
+        if _hashable(value) in position:
+            violations.append(Violation("duplicate-write", key, f"{replica} applied {value!r} twice",
+                                        (), {"replica": replica}))
+        position.setdefault(_hashable(value), index)
+    placed = [(position[_hashable(w.value)], w) for w in writes if _hashable(w.value) in position]
+    for w in writes:
+        if w.acknowledged and _hashable(w.value) not in position:
+            violations.append(Violation("lost-write", key, f"{replica} never applied acknowledged write {w.id} "
+                                        f"({w.value!r})", (w.id,), {"replica": replica}))
+        elif w.outcome == "fail" and _hashable(w.value) in position:
+            violations.append(Violation("failed-write-applied", key, f"{replica} applied failed write {w.id}",
+                                        (w.id,), {"replica": replica}))
+    for index, w in placed:
+        if w.outcome == "timeout":
+            overtaken = [o for i, o in placed if i < index and o.acknowledged and o.client == w.client
+                         and w.completed is not None and o.invoked > w.completed]
+            if overtaken:
+                violations.append(Violation("zombie-write", key, f"{replica} applied write {w.id} ({w.value!r}), "
+                                            f"which timed out at {w.client}, after {len(overtaken)} of its later "
+                                            "acknowledged writes", (w.id, *(o.id for o in overtaken)),
+                                            {"replica": replica, "overtaken": len(overtaken)}))
+        elif w.acknowledged:
+            later = [o for i, o in placed if i < index and o.acknowledged and _precedes(w, o)]
+            if later:
+                violations.append(Violation("reordered-write", key, f"{replica} applied write {w.id} after "
+                                            f"{len(later)} writes invoked after it was acknowledged",
+                                            (w.id, *(o.id for o in later)), {"replica": replica}))
+    return violations
 
 
 def _check_convergence(final_states: Mapping[str, Mapping[str, Any]], keys: set[str]) -> list[Violation]:

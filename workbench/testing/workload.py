@@ -7,7 +7,7 @@ hosts' subnet); it hands results back as JSON files::
     workload run --write TE_ENDPOINT --read te-b=ENDPOINT --read te-c=ENDPOINT --seconds 30 --out history.json
 
 ``run`` has one writer writing 1, 2, 3... to key ``k`` (one client, so a late write of its own is a
-zombie) and one reader per TE; after ``--seconds`` and ``--settle`` it reads each replica's final value.
+zombie), moving to the next ``--write`` TE when a write times out, and one reader per TE; after ``--seconds`` and ``--settle`` it reads each replica's final value.
 """
 
 from __future__ import annotations
@@ -67,26 +67,28 @@ def _close(db) -> None:
         pass
 
 
-def _writer(history: History, endpoint: str, stop: threading.Event, timeout: float) -> None:
+def _writer(history: History, endpoints: list[str], stop: threading.Event, timeout: float) -> None:
     from workbench.errors import ZdbError
     from workbench.zdb import ZdbTimeout
 
-    db, value = None, 0
+    db, value, turn = None, 0, 0
     while not stop.is_set():
         value += 1
         op = history.invoke("writer", "write", KEY, value)
         try:
-            db = db or _connect(endpoint, timeout)
+            db = db or _connect(endpoints[turn % len(endpoints)], timeout)
             db[KEY] = value
             history.complete(op, "ok")
         except ZdbTimeout:
             history.complete(op, "timeout")
             _close(db)
             db = None  # a fresh client: the old socket may still deliver the late reply
+            turn += 1  # and the next TE, as a client relocating through the broker would
         except (ZdbError, OSError) as error:
             history.complete(op, "fail", result=str(error))
             _close(db)
             db = None
+            turn += 1
             time.sleep(0.1)
         time.sleep(0.02)
     if db is not None:
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     setup.add_argument("--te-peer", action="append", default=[])
     setup.add_argument("--out", required=True)
     run = commands.add_parser("run")
-    run.add_argument("--write", required=True)
+    run.add_argument("--write", action="append", required=True, help="a TE endpoint (repeat: the next on a timeout)")
     run.add_argument("--read", action="append", default=[])
     run.add_argument("--seconds", type=float, default=20.0)
     run.add_argument("--settle", type=float, default=5.0)
