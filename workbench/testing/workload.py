@@ -6,7 +6,8 @@ hosts' subnet); it hands results back as JSON files::
     workload setup BROKER ARCHIVE --te-peer 10.231.7.2:48004 --te-peer 10.231.7.3:48004 --out setup.json
     workload run --write TE_ENDPOINT --read te-b=ENDPOINT --read te-c=ENDPOINT --seconds 30 --out history.json
 
-``run`` has one writer writing 1, 2, 3... to key ``k`` (one client, so a late write of its own is a
+``run`` has one writer appending 1, 2, 3... to the list at ``log`` (so the final list is the order
+the writes were applied in) (one client, so a late write of its own is a
 zombie), moving to the next ``--write`` TE when a write times out, and one reader per TE; after ``--seconds`` and ``--settle`` it reads each replica's final value.
 """
 
@@ -23,7 +24,7 @@ from workbench.testing.history import History
 
 __all__ = ["main"]
 
-KEY = "k"
+KEY = "log"
 DBA = [("--dba-user", "dba"), ("--dba-password", "dba")]
 
 
@@ -51,6 +52,11 @@ def _setup(args: argparse.Namespace) -> None:
         sm = domain.entry_peer.start_storage_manager("faults", args.archive, True, wait_seconds=60)
         tes = {f"te-{i}": peer.start_transaction_engine("faults", options=DBA, wait_seconds=60).endpoint
                for i, peer in enumerate(peers)}
+        from workbench.zdb import connect
+
+        db = connect(next(iter(tes.values())), user="dba", password="dba", timeout=10.0)
+        db[KEY] = []  # the writer appends to it
+        db._client.close()
         Path(args.out).write_text(json.dumps({"sm": sm.endpoint, "tes": tes}))
 
 
@@ -77,7 +83,7 @@ def _writer(history: History, endpoints: list[str], stop: threading.Event, timeo
         op = history.invoke("writer", "write", KEY, value)
         try:
             db = db or _connect(endpoints[turn % len(endpoints)], timeout)
-            db[KEY] = value
+            db[KEY] += [value]
             history.complete(op, "ok")
         except ZdbTimeout:
             history.complete(op, "timeout")
@@ -103,7 +109,7 @@ def _reader(history: History, replica: str, endpoint: str, stop: threading.Event
         op = history.invoke(f"reader-{replica}", "read", KEY, replica=replica)
         try:
             db = db or _connect(endpoint, timeout)
-            value = db[KEY]._run() if KEY in db else None
+            value = db[KEY][-1]._run() if KEY in db else None  # the last write this TE applied
             history.complete(op, "ok", result=value)
         except (ZdbError, OSError) as error:
             history.complete(op, "timeout", result=str(error))
@@ -116,7 +122,7 @@ def _reader(history: History, replica: str, endpoint: str, stop: threading.Event
 
 
 def _final(endpoint: str) -> dict[str, object]:
-    """The replica's value of the key; retried, since a healed host may still be reconnecting."""
+    """The replica's list (every write it applied, in order); retried, a healed host may be reconnecting."""
     from workbench.errors import ZdbError
 
     deadline = time.monotonic() + 20
