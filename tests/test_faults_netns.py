@@ -274,3 +274,14 @@ def test_delay_and_loss_on_a_te_host_lose_no_acknowledged_write(tmp_path):
     run = run_scenario(tmp_path, 20, faults)
     assert run.history.counts().get("write:ok", 0) > 20
     assert guaranteed_violations(run) == [], run.report.summary()
+
+
+def test_kill_9_of_the_sm_agent_loses_no_write_and_serves_fresh_reads(tmp_path):
+    """The agent supervising the SM dies by kill -9; the SM, in a session of its own, goes on serving."""
+    def faults(network: FaultNetwork) -> None:
+        time.sleep(3)
+        network.kill(network.hosts[0].processes[0])   # A's agent (also the broker)
+
+    run = run_scenario(tmp_path, 12, faults)
+    assert run.faults == 1 and run.history.counts().get("write:ok", 0) > 50
+    assert run.report.violations == [], run.report.summary()
