@@ -185,8 +185,9 @@ class ScenarioRun:
 
 
 def run_scenario(workdir: Path, seconds: float, faults) -> ScenarioRun:
+    """``faults(network, pids)`` runs during the workload; ``pids`` names the SM's and TEs' processes."""
     with domain_across_hosts(workdir) as domain:
-        history, applied = domain.workload(seconds, faults=lambda: faults(domain.network))
+        history, applied = domain.workload(seconds, faults=lambda: faults(domain.network, domain.setup["pids"]))
         final = {replica: {key: values[-1] if values else None for key, values in state.items()}
                  for replica, state in applied.items()}
         report = check(history, final, stale_bound=STALE_BOUND, keys=["log"], applied=applied)
@@ -203,7 +204,7 @@ def run_scenario(workdir: Path, seconds: float, faults) -> ScenarioRun:
 
 
 def test_smoke_domain_across_hosts(tmp_path):
-    run = run_scenario(tmp_path, 5, lambda network: None)
+    run = run_scenario(tmp_path, 5, lambda network, pids: None)
     assert run.history.counts().get("write:ok", 0) > 10
     assert run.report.violations == []
 
@@ -211,7 +212,7 @@ def test_smoke_domain_across_hosts(tmp_path):
 @pytest.fixture(scope="module")
 def sm_partitioned(tmp_path_factory) -> ScenarioRun:
     """The SM's host cut off from every other host for 10 s, 5 s into a 25 s workload, then healed."""
-    def faults(network: FaultNetwork) -> None:
+    def faults(network: FaultNetwork, pids: dict[str, int]) -> None:
         time.sleep(5)
         network.cut_off(network.hosts[0])
         time.sleep(10)
@@ -236,7 +237,7 @@ def guaranteed_violations(run: ScenarioRun) -> list:
 @pytest.fixture(scope="module")
 def te_cut_from_sm(tmp_path_factory) -> ScenarioRun:
     """The SM's host and B (the writer's first TE) partitioned for 10 s: the writer times out, moves to C's TE."""
-    def faults(network: FaultNetwork) -> None:
+    def faults(network: FaultNetwork, pids: dict[str, int]) -> None:
         time.sleep(5)
         network.partition(network.hosts[0], network.hosts[1])
         time.sleep(10)
@@ -265,7 +266,7 @@ def test_delay_and_loss_on_a_te_host_lose_no_acknowledged_write(tmp_path):
         if not probe_network.netem_available():
             pytest.skip("this kernel has no netem qdisc (sch_netem): delay and loss cannot be injected")
 
-    def faults(network: FaultNetwork) -> None:
+    def faults(network: FaultNetwork, pids: dict[str, int]) -> None:
         time.sleep(3)
         network.shape(network.hosts[2], delay_ms=200, loss_percent=10)
         time.sleep(15)
@@ -278,10 +279,23 @@ def test_delay_and_loss_on_a_te_host_lose_no_acknowledged_write(tmp_path):
 
 def test_kill_9_of_the_sm_agent_loses_no_write_and_serves_fresh_reads(tmp_path):
     """The agent supervising the SM dies by kill -9; the SM, in a session of its own, goes on serving."""
-    def faults(network: FaultNetwork) -> None:
+    def faults(network: FaultNetwork, pids: dict[str, int]) -> None:
         time.sleep(3)
         network.kill(network.hosts[0].processes[0])   # A's agent (also the broker)
 
     run = run_scenario(tmp_path, 12, faults)
     assert run.faults == 1 and run.history.counts().get("write:ok", 0) > 50
     assert run.report.violations == [], run.report.summary()
+
+
+def test_a_paused_te_catches_up_and_loses_no_write(tmp_path):
+    """C's TE stopped (SIGSTOP) for 8 s while writes go on through B's TE, then continued."""
+    def faults(network: FaultNetwork, pids: dict[str, int]) -> None:
+        time.sleep(3)
+        network.pause(pids["te-1"])
+        time.sleep(8)
+        network.resume(pids["te-1"])
+
+    run = run_scenario(tmp_path, 16, faults)
+    assert run.faults == 1 and run.history.counts().get("write:ok", 0) > 50
+    assert guaranteed_violations(run) == [], run.report.summary()

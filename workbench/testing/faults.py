@@ -20,7 +20,8 @@ How each fault is made, and why:
 - ``isolate(a)``: the bridge side of a's veth is set down: a loses carrier and reaches nobody.
 - ``shape(a, delay_ms, loss_percent)``: ``tc qdisc ... netem`` on both ends of a's veth. Kernels
   without the ``sch_netem`` module (some minimal VM kernels) raise :class:`FaultUnsupported`.
-- ``pause``/``resume``/``kill``: SIGSTOP, SIGCONT, SIGKILL of a process group.
+- ``pause``/``resume``/``kill``: SIGSTOP, SIGCONT (to the group of a process spawned here, or one pid,
+  e.g. a TE an agent started) and SIGKILL of the process alone.
 
 ``close()`` (or leaving the ``with``) kills every process left in each namespace (``ip netns pids``,
 so children that started sessions of their own go too), then removes the veths, the namespaces and
@@ -198,8 +199,8 @@ class FaultNetwork:
 
     @property
     def fault_count(self) -> int:
-        """Faults injected so far (heals not counted)."""
-        return sum(1 for event in self.events if event.kind != "heal")
+        """Faults injected so far (heals and resumes not counted)."""
+        return sum(1 for event in self.events if event.kind not in ("heal", "resume"))
 
     def partition(self, a: Host, b: Host) -> None:
         """a and b no longer exchange packets (silently, both ways); the others still reach both."""
@@ -263,34 +264,44 @@ class FaultNetwork:
         self._record("heal", tuple(self.hosts))
 
     # -- process faults ----------------------------------------------------------------------
+    # A process is a Popen the host spawned or the pid of one it runs (e.g. a TE its agent started).
     @staticmethod
-    def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
+    def _pid(process: subprocess.Popen[bytes] | int) -> int:
+        return process if isinstance(process, int) else process.pid
+
+    @classmethod
+    def _signal(cls, process: subprocess.Popen[bytes] | int, signum: int) -> None:
+        pid = cls._pid(process)
         try:
-            os.killpg(process.pid, signum)
+            # the whole group when the process leads one (what spawn starts), else the process alone
+            os.killpg(pid, signum) if os.getpgid(pid) == pid else os.kill(pid, signum)
         except ProcessLookupError:
             pass
 
-    def _host_of(self, process: subprocess.Popen[bytes]) -> tuple[Host, ...]:
-        return tuple(h for h in self.hosts if process in h.processes)
+    def _host_of(self, process: subprocess.Popen[bytes] | int) -> tuple[Host, ...]:
+        pid = self._pid(process)
+        return tuple(h for h in self.hosts if pid in h.pids())
 
-    def pause(self, process: subprocess.Popen[bytes]) -> None:
-        """SIGSTOP to the process's group: it holds its sockets but answers nothing."""
+    def pause(self, process: subprocess.Popen[bytes] | int) -> None:
+        """SIGSTOP (to its group if it leads one): it holds its sockets but answers nothing."""
+        self._record("pause", self._host_of(process), str(self._pid(process)))
         self._signal(process, signal.SIGSTOP)
-        self._record("pause", self._host_of(process), str(process.pid))
 
-    def resume(self, process: subprocess.Popen[bytes]) -> None:
-        """SIGCONT to the process's group."""
+    def resume(self, process: subprocess.Popen[bytes] | int) -> None:
+        """SIGCONT (to its group if it leads one)."""
         self._signal(process, signal.SIGCONT)
-        self._record("resume", self._host_of(process), str(process.pid))
+        self._record("resume", self._host_of(process), str(self._pid(process)))
 
-    def kill(self, process: subprocess.Popen[bytes]) -> None:
+    def kill(self, process: subprocess.Popen[bytes] | int) -> None:
         """kill -9 of the process alone (not its group: a supervisor's children survive, as in a crash)."""
+        hosts = self._host_of(process)
         try:
-            os.kill(process.pid, signal.SIGKILL)
+            os.kill(self._pid(process), signal.SIGKILL)
         except ProcessLookupError:
             pass
-        process.wait(10)
-        self._record("kill", self._host_of(process), str(process.pid))
+        if not isinstance(process, int):
+            process.wait(10)
+        self._record("kill", hosts, str(self._pid(process)))
 
 
 @pytest.fixture

@@ -50,14 +50,16 @@ def _setup(args: argparse.Namespace) -> None:
                 time.sleep(0.2)
             peers.append(peer)
         sm = domain.entry_peer.start_storage_manager("faults", args.archive, True, wait_seconds=60)
-        tes = {f"te-{i}": peer.start_transaction_engine("faults", options=DBA, wait_seconds=60).endpoint
-               for i, peer in enumerate(peers)}
+        engines = {f"te-{i}": peer.start_transaction_engine("faults", options=DBA, wait_seconds=60)
+                   for i, peer in enumerate(peers)}
+        tes = {name: te.endpoint for name, te in engines.items()}
+        pids = {"sm": sm.pid, **{name: te.pid for name, te in engines.items()}}
         from workbench.zdb import connect
 
         db = connect(next(iter(tes.values())), user="dba", password="dba", timeout=10.0)
         db[KEY] = []  # the writer appends to it
         db._client.close()
-        Path(args.out).write_text(json.dumps({"sm": sm.endpoint, "tes": tes}))
+        Path(args.out).write_text(json.dumps({"sm": sm.endpoint, "tes": tes, "pids": pids}))
 
 
 def _connect(endpoint: str, timeout: float):
