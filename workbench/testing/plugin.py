@@ -13,7 +13,7 @@ import pytest
 
 from workbench.testing.process import ServiceProcess
 
-pytest_plugins = ["workbench.testing.fixtures", "workbench.testing.jupyter"]
+pytest_plugins = ["workbench.testing.fixtures", "workbench.testing.jupyter", "workbench.testing.faults"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
