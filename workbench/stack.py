@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from workbench.errors import ConfigurationError, ServiceError, WorkbenchError
 from workbench.ports import port_open
+from workbench.stack_watchdog import start_watchdog
 
 log = logging.getLogger(__name__)
 
@@ -563,6 +564,8 @@ def use_stack(**options: Any) -> StackHandle:
     described = {**stack.describe(), "secrets": stack.credentials}
     # So that %workbench and the magics' defaults see this stack too, as under `workbench lab`.
     os.environ[ENVIRONMENT_VARIABLE] = str(stack.stack_file)
+    # atexit stops it with this process; a kill (no exit handlers) leaves that to the watchdog.
+    start_watchdog(stack.state_dir, stack.stack_file)
     return StackHandle(described, owned=stack)
 
 
