@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from workbench.errors import ConfigurationError, ServiceError, WorkbenchError
 from workbench.ports import port_open
-from workbench.stack_watchdog import start_watchdog
+from workbench.stack_watchdog import pid_alive as _pid_alive, start_watchdog
 
 log = logging.getLogger(__name__)
 
@@ -406,18 +406,6 @@ def from_arguments(args: Any) -> "EmbeddedStack":
                          inventory_socket=None if args.inventory_socket == "state" else args.inventory_socket,
                          inventory_web_port=args.inventory_web_port,
                          clusters_port=args.clusters_port, sql_url=sql_url, zookeeper=args.zookeeper)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def default_state_dir() -> str:

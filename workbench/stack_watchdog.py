@@ -44,7 +44,10 @@ def processes_mentioning(text: str) -> dict[int, str]:
     return found
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one of another user counts)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -76,7 +79,7 @@ def stop_processes_of(state_dir: Path) -> None:
 def watch(owner: int, state_dir: Path, stack_file: Path) -> None:
     """Return when the stack stopped (its stack file is gone); stop its processes if the owner died first."""
     while stack_file.exists():
-        if not _alive(owner):
+        if not pid_alive(owner):
             stop_processes_of(state_dir)
             return
         time.sleep(POLL_SECONDS)
@@ -97,7 +100,7 @@ def main() -> int:
     return 0
 
 
-__all__ = ["processes_mentioning", "start_watchdog", "stop_processes_of", "watch"]
+__all__ = ["pid_alive", "processes_mentioning", "start_watchdog", "stop_processes_of", "watch"]
 
 if __name__ == "__main__":
     sys.exit(main())
