@@ -3,8 +3,9 @@
 ``workbench up`` runs the embedded stack in a child process (commits published through a real
 ZooKeeper, as ``--zookeeper`` configures it); a JupyterLab of this test has ``WORKBENCH_STACK``
 pointing at it, as ``workbench lab`` does. The browser opens ``notebooks/00-tour.ipynb`` and runs
-it through the Run menu: every section but the last (which closes the dashboard at the end of the
-day), and one more cell that leaves a Redis cluster holding data running to act on. Then, with no
+it through the Run menu: every section but the last (the end of the day, which stops the second
+transaction engine), and one more cell that leaves a Redis cluster holding data running to act
+on. Then, with no
 cell run again, the test reads the combined dashboard on the page while things happen outside the
 notebook:
 

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from workbench.errors import ConfigurationError, ServiceError, WorkbenchError
 from workbench.ports import port_open
+from workbench.stack_watchdog import pid_alive as _pid_alive, start_watchdog
 
 log = logging.getLogger(__name__)
 
@@ -407,18 +408,6 @@ def from_arguments(args: Any) -> "EmbeddedStack":
                          clusters_port=args.clusters_port, sql_url=sql_url, zookeeper=args.zookeeper)
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def default_state_dir() -> str:
     """``$WORKBENCH_STATE_DIR``, else ``~/.workbench``: where a stack lives when none is named."""
     return os.environ.get(STATE_DIR_VARIABLE) or DEFAULT_STATE_DIR
@@ -563,6 +552,8 @@ def use_stack(**options: Any) -> StackHandle:
     described = {**stack.describe(), "secrets": stack.credentials}
     # So that %workbench and the magics' defaults see this stack too, as under `workbench lab`.
     os.environ[ENVIRONMENT_VARIABLE] = str(stack.stack_file)
+    # atexit stops it with this process; a kill (no exit handlers) leaves that to the watchdog.
+    start_watchdog(stack.state_dir, stack.stack_file)
     return StackHandle(described, owned=stack)
 
 

@@ -13,6 +13,8 @@ from typing import Sequence
 from workbench.errors import ServiceError
 
 from workbench.ports import LOOPBACK, free_port, port_open  # noqa: F401 - re-exported for the harness
+# Tests use it to prove that stopping something left no process behind.
+from workbench.stack_watchdog import processes_mentioning  # noqa: F401 - re-exported for the harness
 
 
 def running_as_root() -> bool:
@@ -152,26 +154,6 @@ class ServiceProcess:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<{type(self).__name__} {self.address} {state}>"
-
-
-def processes_mentioning(text: str) -> dict[int, str]:
-    """Live (not zombie) processes other than this one whose command line mentions ``text``: pid -> cmdline.
-
-    Tests use it to prove that stopping something left no process behind.
-    """
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            # The state letter follows the parenthesised name, which may itself hold spaces.
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if text in cmdline and state != "Z":
-            found[int(entry.name)] = cmdline
-    return found
 
 
 def wait_until_gone(text: str, timeout: float = 30.0) -> dict[int, str]:
