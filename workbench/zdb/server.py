@@ -296,12 +296,22 @@ class _ServerBase(ServerLifecycle):
         return 100
 
     def _drain_router(self, limit: int = BATCH) -> None:
-        """Receive what is already queued, without raising zmq.Again at the end of every batch."""
+        """Receive what is already queued.
+
+        One look at the socket's events first (what a lone client's batch costs: its only
+        request is in already), then non-blocking receives until zmq.Again. Asking the events
+        before every request cost more than the one Again per batch once several clients queue
+        requests together (profiled with 8 client processes: ~4 us per look, ~10 us per Again).
+        """
         router, receive = self.router, self._receive
+        if limit <= 0 or not router.get(_EVENTS) & _POLLIN:
+            return
         for _ in range(limit):
-            if not router.get(_EVENTS) & _POLLIN:
+            try:
+                frames = recv_frames(router, _NOBLOCK)
+            except zmq.Again:
                 return
-            receive(recv_frames(router, _NOBLOCK))
+            receive(frames)
 
     def _before_batch(self, ready: dict[zmq.Socket, int]) -> None:
         """Read other sockets (the change stream, upstream replies) before client requests."""
