@@ -621,8 +621,8 @@ class StorageManager(_ServerBase):
                     self._refuse_if_quiesced("batch")
                     result, change = document.stage_write_one(op, result)
                     # Encoded now: a later op of the batch may change the very value this one stored.
-                    bodies.append(encode({"seq": self.seq + len(staged) + 1, "kind": change.kind,
-                                          "ops": [op.to_json() for op in change.ops]}))
+                    # `raw` is the op's wire form already (what Op.to_json would rebuild).
+                    bodies.append(encode({"seq": self.seq + len(staged) + 1, "kind": "write", "ops": [raw]}))
                     staged.append(change)
                 slots.append({"result": result})
             except Exception as exc:  # the op's own failure: reported in its slot
