@@ -57,6 +57,7 @@ from workbench.zdb.transport import (
     bind,
     connectable,
     recv_frames,
+    send_each,
     send_frames,
     split_request,
 )
@@ -889,9 +890,9 @@ class StorageManager(_ServerBase):
             # The records are in the page cache (they survive a kill -9), not known to be on disk.
             log.error("fsync of the journal failed: %s", exc)
         self._flush_outbox()
-        unpublished, self._unpublished = self._unpublished, []
-        for body in unpublished:
-            self.publisher.send(body)
+        if self._unpublished:  # a pipelined batch publishes a record per write: no wrapper per send
+            unpublished, self._unpublished = self._unpublished, []
+            send_each(self.publisher, unpublished)
 
     def _housekeeping(self) -> None:
         now = time.monotonic()

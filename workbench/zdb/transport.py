@@ -62,6 +62,12 @@ def send_frames(sock: zmq.Socket, frames: list[bytes], flags: int = 0) -> None:
         _send(sock, frame, flags if index == last else more)
 
 
+def send_each(sock: zmq.Socket, messages: list[bytes]) -> None:
+    """Send each of ``messages`` as a one-frame message (a batch's records on the change stream)."""
+    for message in messages:
+        _send(sock, message, 0)
+
+
 def bind(socket: zmq.Socket, uri: str) -> str:
     """Bind ``uri`` (port 0 or ``*`` picks a free port) and return the real endpoint."""
     wildcard = re.sub(r"^(tcp://[^:]+):0$", r"\1:*", uri)
