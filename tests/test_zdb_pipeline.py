@@ -141,3 +141,32 @@ def test_every_acknowledged_batch_is_entirely_present_after_kill_9(tmp_path, fsy
         by_batch.setdefault(batch, []).append(item)
     for batch in acknowledged:
         assert by_batch.get(batch) == list(range(20)), f"batch {batch} incomplete after restart"
+
+
+def test_a_batch_the_journal_refuses_is_refused_whole_and_the_journal_cut_back(tmp_path):
+    import errno
+
+    from workbench.testing.adversarial import fill_disk, small_tmpfs
+    from workbench.zdb.archive import Archive, JournalError
+    from workbench.zdb.protocol import encode
+
+    def body(seq: int, size: int) -> bytes:
+        return encode({"seq": seq, "kind": "write", "ops": [[[], "__setitem__", [f"k{seq}", "v" * size], {}]]})
+
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+        archive = Archive(disk / "archive", fsync="never")
+        archive.open()
+        archive.append_many([body(1, 10), body(2, 10)], 1)
+        filler = fill_disk(disk)
+        # Bigger than what is left: part of the batch may reach the file; all of it is cut again.
+        with pytest.raises(JournalError) as refused:
+            archive.append_many([body(seq, 4000) for seq in range(3, 13)], 3)
+        assert refused.value.fields["errno"] == errno.ENOSPC and refused.value.fields["seq"] == 3
+        assert archive.refused == 10
+        journal = sorted((disk / "archive").glob("journal-*.log"))[-1]
+        assert [parse_record(line)["seq"] for line in journal.read_bytes().splitlines(keepends=True)] == [1, 2]
+        filler.unlink()
+        archive.append_many([body(3, 10)], 3)
+        archive.close()
+        recovered = Archive(disk / "archive").open()
+        assert [r["seq"] for r in recovered.records] == [1, 2, 3] and recovered.dropped == 0
