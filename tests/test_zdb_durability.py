@@ -7,56 +7,15 @@ import threading
 
 import pytest
 
-from workbench.testing.zdb import ZdbServerProcess
+from workbench.testing.zdb import kill9_while_writing
 from workbench.zdb import StorageManager, ZdbTimeout, client
 from workbench.zdb.archive import Archive, ArchiveError, parse_record
 
 
 @pytest.mark.parametrize("fsync", ["never", "batch", "always"])
 def test_every_acknowledged_write_survives_kill_9(tmp_path, fsync):
-    server = ZdbServerProcess(tmp_path / "proc", tmp_path / "archive", fsync=fsync).start()
-    acknowledged: list[int] = []
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def writer(offset: int) -> None:
-        db, connection = client(server.uri, timeout=2.0)
-        try:
-            n = offset
-            while not stop.is_set():
-                try:
-                    db["w"].append(n)
-                except ZdbTimeout:
-                    return  # the server died mid-request: that write was never acknowledged
-                acknowledged.append(n)
-                n += 4
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    db, connection = client(server.uri, timeout=5.0)
-    db["w"] = []
-    connection.close()
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
-    for thread in threads:
-        thread.start()
-    while len(acknowledged) < 400:
-        threading.Event().wait(0.01)
-    server.kill9()
-    stop.set()
-    for thread in threads:
-        thread.join(10)
-    assert not errors, errors
-    restarted = ZdbServerProcess(tmp_path / "proc2", tmp_path / "archive", fsync=fsync)
-    restarted.port = server.port
-    restarted.start()
-    try:
-        db, connection = client(restarted.uri, timeout=5.0)
-        stored = db["w"]._run()
-        connection.close()
-    finally:
-        restarted.stop()
+    acknowledged, stored = kill9_while_writing(tmp_path, fsync, lambda db, n: db["w"].append(n), writers=4,
+                                               acknowledged_before_kill=400)
     missing = set(acknowledged) - set(stored)
     assert not missing, f"{len(missing)} acknowledged writes lost"
     assert len(stored) == len(set(stored))  # nothing applied twice

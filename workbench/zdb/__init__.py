@@ -46,10 +46,12 @@ from workbench.zdb.errors import (
     ZdbValueError,
 )
 from workbench.zdb.monitor import ZdbMonitor
+from workbench.zdb.pipeline import Pipeline
 from workbench.zdb.protocol import File
 from workbench.zdb.server import StorageManager, TransactionEngine, open_server
 
-__all__ = ["ArchiveError", "BadRequest", "CacheOptions", "Client", "ClientCache", "File", "JournalError", "LockError", "Proxy", "QuiescedError",
+__all__ = ["ArchiveError", "BadRequest", "CacheOptions", "Client", "ClientCache", "File", "JournalError", "LockError",
+           "Pipeline", "Proxy", "QuiescedError",
            "StorageManager", "TransactionEngine", "UndoError", "UnstorableValueError",
            "ZdbAttributeError", "ZdbAuthenticationError",
            "ZdbFileNotFoundError", "ZdbIndexError", "ZdbKeyError", "ZdbMonitor", "ZdbRemoteError", "ZdbTimeout",

@@ -215,9 +215,21 @@ class Archive:
         records before it, and the caller must not apply the write.
         """
         body = encode(record)
-        line = b"%08x " % zlib.crc32(body) + body + b"\n"
+        self._write(b"%08x " % zlib.crc32(body) + body + b"\n", record.get("seq"), 1)
+        return body
+
+    def append_many(self, bodies: list[bytes], first_seq: int) -> None:
+        """Write several encoded records (seqs ``first_seq``...) in one system call: a batch's writes.
+
+        All or none: on a failure the segment is cut back to where it was before the call and
+        JournalError names ``first_seq``; the caller must apply none of them.
+        """
+        self._write(b"".join(b"%08x " % zlib.crc32(body) + body + b"\n" for body in bodies), first_seq, len(bodies))
+
+    def _write(self, line: bytes, first: Any, count: int) -> None:
+        """Append whole lines to the segment, or cut it back and raise JournalError."""
         if self.journal_error is not None:
-            self.repair(record["seq"])
+            self.repair(first)
         fd = self._journal
         try:
             written = os.write(fd, line)
@@ -229,15 +241,14 @@ class Archive:
             if self.fsync_mode == "always":
                 self._fsync()
         except OSError as exc:
-            self.refused += 1
+            self.refused += count
             self._cut_back()
             log.error("journal %s: append of seq %s failed (%s); write refused",
-                      self.segment_name, record.get("seq"), exc)
-            raise JournalError("the write could not be journaled and is refused", seq=record.get("seq"),
+                      self.segment_name, first, exc)
+            raise JournalError("the write could not be journaled and is refused", seq=first,
                                **_os_fields(exc)) from None
         self._journal_size += len(line)
         self._dirty = self.fsync_mode != "always"
-        return body
 
     def _cut_back(self) -> None:
         """Truncate the segment to its last whole record (what a failed append left is torn)."""

@@ -31,6 +31,7 @@ from workbench.errors import ZdbError
 from workbench.zdb.cache import CacheOptions, ClientCache, register_client
 from workbench.zdb.document import READ_METHODS
 from workbench.zdb.errors import UnstorableValueError
+from workbench.zdb.pipeline import Pipeline
 from workbench.zdb.errors import ZDB_ERRORS, ZdbAuthenticationError, ZdbRemoteError, ZdbTimeout  # noqa: F401 - re-exported, older callers import them from here
 from workbench.zdb.protocol import BLOB_CHUNK_BYTES, File, decode, encode, unstorable
 from workbench.zdb.transport import (
@@ -280,16 +281,28 @@ class Client:
             kwargs: dict[str, Any] | None = None, ops: list[list[Any]] | None = None) -> Any:
         """Run one op (or a list of write ops, atomically) and return its result."""
         if not ops:
-            # A proxy argument stands for its current value (read first), as in _plain.
-            ops = [[list(path), method, [a._run() if isinstance(a, Proxy) else a for a in args] if args else [],
-                    {k: _plain(v) for k, v in kwargs.items()} if kwargs else {}]]
-        for op in ops:
-            _check_sendable(op)
+            ops = [self.op(path, method, args, kwargs)]
+        else:
+            for op in ops:
+                _check_sendable(op)
         read = len(ops) == 1 and ops[0][1] in _READ_NAMES
         result, _ = self.request("op", read=read, ops=ops)
         if self.cache is not None and not read:
             self.cache.wrote(ops)
         return result
+
+    def op(self, path: tuple[Any, ...], method: str | None = None, args: tuple[Any, ...] = (),
+           kwargs: dict[str, Any] | None = None) -> list[Any]:
+        """The wire form of one op, checked as sendable (what ``run`` and pipelines send)."""
+        # A proxy argument stands for its current value (read first), as in _plain.
+        op = [list(path), method, [a._run() if isinstance(a, Proxy) else a for a in args] if args else [],
+              {k: _plain(v) for k, v in kwargs.items()} if kwargs else {}]
+        _check_sendable(op)
+        return op
+
+    def pipeline(self, raise_on_error: bool = True) -> Pipeline:
+        """Queue ops and send them in one request (``with conn.pipeline() as p:``); see ``Pipeline``."""
+        return Pipeline(self, raise_on_error)
 
     # -- database-wide operations ---------------------------------------------------------------
     def undo(self) -> None:
@@ -552,6 +565,10 @@ class Proxy:
 
     def status(self) -> dict[str, Any]:
         return self._client.status()
+
+    def pipeline(self, raise_on_error: bool = True) -> Pipeline:
+        """``with db.pipeline() as p:`` queues ``p[...]`` writes, reads and calls for one request."""
+        return self._client.pipeline(raise_on_error)
 
     # -- display --------------------------------------------------------------------------------
     def __repr__(self) -> str:

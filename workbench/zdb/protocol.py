@@ -5,7 +5,10 @@ Every request is one JSON object::
     {"id": 7, "client": "c-1f3a", "kind": "op", "ops": [[path, method, args, kwargs], ...],
      "after": 41}
 
-``kind`` is ``op`` (reads or writes; the server decides which), ``undo``, ``redo``, ``save``,
+``kind`` is ``op`` (reads or writes; the server decides which; several ops are one atomic
+write), ``batch`` (a pipeline: ops run one after another, each with its own result or error,
+answered as ``"result": [{"result": ...} or {"error": {...}}, ...]``; its writes are one
+journal append and one fsync), ``undo``, ``redo``, ``save``,
 ``lock``, ``unlock``, ``renew``, ``status``, ``ping``, ``blob_put``, ``blob_get``, ``sync`` or
 ``login``. ``after`` asks a replica to answer only once it has applied write ``after``
 (read-your-writes). ``client`` only names the client in statistics (at most 128 characters); it
@@ -41,7 +44,7 @@ BLOB_CHUNK_BYTES = 1024 * 1024
 
 Key = Union[str, int, slice]
 
-REQUEST_KINDS = frozenset({"op", "undo", "redo", "save", "lock", "unlock", "renew", "status", "ping",
+REQUEST_KINDS = frozenset({"op", "batch", "undo", "redo", "save", "lock", "unlock", "renew", "status", "ping",
                            "blob_put", "blob_get", "sync", "login"})
 _RESERVED_KEYS = frozenset({"$slice", "$file"})
 _SCALARS = frozenset({str, int, bool, type(None)})  # always storable (floats must be finite)

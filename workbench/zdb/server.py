@@ -57,6 +57,7 @@ from workbench.zdb.transport import (
     bind,
     connectable,
     recv_frames,
+    send_each,
     send_frames,
     split_request,
 )
@@ -296,12 +297,22 @@ class _ServerBase(ServerLifecycle):
         return 100
 
     def _drain_router(self, limit: int = BATCH) -> None:
-        """Receive what is already queued, without raising zmq.Again at the end of every batch."""
+        """Receive what is already queued.
+
+        One look at the socket's events first (what a lone client's batch costs: its only
+        request is in already), then non-blocking receives until zmq.Again. Asking the events
+        before every request cost more than the one Again per batch once several clients queue
+        requests together (profiled with 8 client processes: ~4 us per look, ~10 us per Again).
+        """
         router, receive = self.router, self._receive
+        if limit <= 0 or not router.get(_EVENTS) & _POLLIN:
+            return
         for _ in range(limit):
-            if not router.get(_EVENTS) & _POLLIN:
+            try:
+                frames = recv_frames(router, _NOBLOCK)
+            except zmq.Again:
                 return
-            receive(recv_frames(router, _NOBLOCK))
+            receive(frames)
 
     def _before_batch(self, ready: dict[zmq.Socket, int]) -> None:
         """Read other sockets (the change stream, upstream replies) before client requests."""
@@ -470,7 +481,7 @@ class StorageManager(_ServerBase):
         self.replicas: dict[str, tuple[int, float]] = {}  # TE address -> (applied seq, last report)
         self.recovered_dropped = 0
         self._handlers: dict[str, Callable[[list[bytes], dict[str, Any], bytes | None], None]] = {
-            "op": self._handle_op, "undo": self._handle_undo, "redo": self._handle_redo,
+            "op": self._handle_op, "batch": self._handle_batch, "undo": self._handle_undo, "redo": self._handle_redo,
             "save": self._handle_save, "lock": self._handle_lock, "unlock": self._handle_unlock,
             "renew": self._handle_renew, "status": self._handle_status, "ping": self._handle_ping,
             "sync": self._handle_sync, "blob_put": self._handle_blob_put, "blob_get": self._handle_blob_get,
@@ -583,6 +594,62 @@ class StorageManager(_ServerBase):
         self._record(change)
         self.stats.writes += 1
         self._ok(envelope, request, results[0] if len(results) == 1 else results)
+
+    def _handle_batch(self, envelope: list[bytes], request: dict[str, Any], data: bytes | None) -> None:
+        """A pipeline: each op on its own, in order; the writes share one journal append.
+
+        An op that fails leaves its error in its slot and the next op runs (as redis-py's
+        pipeline). A read sees the writes before it in the batch. The writes are journaled
+        together once all ops ran; if that append is refused, every write of the batch is taken
+        back and the whole request fails with the JournalError (nothing of it is visible).
+        """
+        raw_ops = request.get("ops")
+        if not isinstance(raw_ops, list) or not raw_ops:
+            raise BadRequest("ops must be a non-empty list")
+        document = self.document
+        slots: list[dict[str, Any]] = []
+        staged: list[Change] = []
+        bodies: list[bytes] = []
+        for raw in raw_ops:
+            try:
+                path = _plain_read_path(raw)
+                if path is not None:
+                    slots.append({"result": document.resolve(path)})
+                    continue
+                op = Op.from_json(raw)
+                is_read, result = document.try_read(op)
+                if not is_read:
+                    self._refuse_if_quiesced("batch")
+                    result, change = document.stage_write_one(op, result)
+                    # Encoded now: a later op of the batch may change the very value this one stored.
+                    # `raw` is the op's wire form already (what Op.to_json would rebuild).
+                    bodies.append(encode({"seq": self.seq + len(staged) + 1, "kind": "write", "ops": [raw]}))
+                    staged.append(change)
+                slots.append({"result": result})
+            except Exception as exc:  # the op's own failure: reported in its slot
+                if not isinstance(exc, ZdbError):
+                    log.exception("%s: unexpected error on a pipelined op", self.role)
+                slots.append({"error": error_reply(None, exc)["error"]})
+        if staged:
+            self._record_many(staged, bodies)
+        self.stats.reads += len(raw_ops) - len(staged)
+        self.stats.writes += len(staged)
+        self._ok(envelope, request, slots)
+
+    def _record_many(self, changes: list[Change], bodies: list[bytes]) -> None:
+        """``_record`` for a batch's changes (records ``bodies``, seq each), written in one append."""
+        seq = self.seq
+        try:
+            self.archive.append_many(bodies, seq + 1)
+        except BaseException:
+            for change in reversed(changes):  # later changes were staged on top of earlier ones
+                self.document.revert(change)
+            raise
+        for index, (change, body) in enumerate(zip(changes, bodies), 1):
+            self.document.commit(change)
+            self.recent.append((seq + index, body))
+            self._unpublished.append(body)
+        self.seq = seq + len(changes)
 
     def _record(self, change: Change) -> None:
         """Journal a staged change, then commit it; a refused append reverts it (JournalError).
@@ -823,9 +890,9 @@ class StorageManager(_ServerBase):
             # The records are in the page cache (they survive a kill -9), not known to be on disk.
             log.error("fsync of the journal failed: %s", exc)
         self._flush_outbox()
-        unpublished, self._unpublished = self._unpublished, []
-        for body in unpublished:
-            self.publisher.send(body)
+        if self._unpublished:  # a pipelined batch publishes a record per write: no wrapper per send
+            unpublished, self._unpublished = self._unpublished, []
+            send_each(self.publisher, unpublished)
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
@@ -1055,7 +1122,7 @@ class TransactionEngine(_ServerBase):
         reply["id"] = original.get("id")
         data = frames[1] if len(frames) > 1 else None
         seq = reply.get("seq", 0)
-        if reply.get("ok") and isinstance(seq, int) and seq > self.seq and original.get("kind") in ("op", "undo", "redo"):
+        if reply.get("ok") and isinstance(seq, int) and seq > self.seq and original.get("kind") in ("op", "batch", "undo", "redo"):
             # Answer once the write is applied here too: read-your-writes on this engine.
             self.pending.append(Pending(envelope, {"kind": "_reply", "after": seq, "reply": reply, "data": data},
                                         None, time.monotonic() + self.sync_timeout, "replica catching up"))

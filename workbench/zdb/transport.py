@@ -22,6 +22,12 @@ from typing import Iterable, Mapping
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
+try:  # the compiled socket's send: the pure-Python wrapper pyzmq puts over it only adds checks
+    from zmq.backend.cython._zmq import Socket as _CompiledSocket
+    _send = _CompiledSocket.send
+except ImportError:  # another backend (CFFI): its sugar send is the way in
+    _send = zmq.Socket.send
+
 from workbench.errors import ConfigurationError
 
 DEFAULT_URI = "tcp://127.0.0.1:5559"
@@ -45,11 +51,21 @@ def recv_frames(sock: zmq.Socket, flags: int = 0) -> list[bytes]:
 
 
 def send_frames(sock: zmq.Socket, frames: list[bytes], flags: int = 0) -> None:
-    """``send_multipart`` without its per-call type checks and flag arithmetic."""
+    """``send_multipart`` without its per-call type checks and flag arithmetic.
+
+    Frames are bytes and no routing id or group is given, so the compiled send is called
+    directly: the wrapper's checks for those cost a Python call per frame on the reply path.
+    """
     last = len(frames) - 1
     more = flags | _SNDMORE
     for index, frame in enumerate(frames):
-        sock.send(frame, flags if index == last else more)
+        _send(sock, frame, flags if index == last else more)
+
+
+def send_each(sock: zmq.Socket, messages: list[bytes]) -> None:
+    """Send each of ``messages`` as a one-frame message (a batch's records on the change stream)."""
+    for message in messages:
+        _send(sock, message, 0)
 
 
 def bind(socket: zmq.Socket, uri: str) -> str:
