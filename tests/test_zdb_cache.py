@@ -82,6 +82,19 @@ def test_own_write_is_visible_at_once(sm, connect):
     assert db["d"]["n"]._run() == 100
 
 
+def test_own_pipelined_writes_are_visible_at_once(sm, connect):
+    db, connection = connect(sm.address, cache=True)
+    _live(connection)
+    db["x"] = 0
+    db["y"] = {"a": []}
+    for n in range(1, 30):
+        assert db["x"]._run() == n - 1 and len(db["y"]["a"]._run()) == n - 1  # cached before the batch
+        with db.pipeline() as batch:
+            batch["x"] = n
+            batch["y"]["a"].append(n)
+        assert db["x"]._run() == n and db["y"]["a"]._run()[-1] == n
+
+
 def test_lock_holder_reads_through(sm, connect):
     db, connection = connect(sm.address, cache=True)
     db["z"] = 1
