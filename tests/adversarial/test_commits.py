@@ -256,8 +256,9 @@ def test_the_rainer_contract_still_holds_for_good_times(server):
                              headers={"X-Rainer-Modified-Time": "2014-02-11T14:01:28.839-08:00",
                                       "X-Rainer-Comment": "rofl"})
     assert status == 200
+    # Rainer's metadata always says whether the commit is a tombstone ("empty")
     assert json.loads(answer) == {"author": "gian", "comment": "rofl", "key": "timed",
-                                  "mtime": "2014-02-11T14:01:28.839-08:00", "version": 1}
+                                  "mtime": "2014-02-11T14:01:28.839-08:00", "version": 1, "empty": False}
 
 
 BYPASS_HEADERS: list[dict[str, str]] = [

@@ -116,6 +116,9 @@ class ClientCache:
     misses; ``live`` says whether the stream is followed right now (else reads go to the server).
     """
 
+    def __repr__(self) -> str:
+        return f"<ClientCache {'live' if getattr(self, 'live', False) else 'not live'}, {getattr(self, 'stats', None)}>"
+
     def __init__(self, client: "Client", options: CacheOptions) -> None:
         self.options = options
         self.stats = CacheStats()

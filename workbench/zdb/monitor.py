@@ -38,8 +38,10 @@ class ZdbMonitor(EventSource):
         except BaseException:
             self._client.close()
             raise
-        self.publish_address = self.status.get("publish") or self._primary_publish_address(client_options,
-                                                                                           primary_options)
+        # A transaction engine names its storage manager's stream too, but that stream checks the
+        # SM's credentials (a domain database's member keys), which the engine's may not be.
+        own_stream = None if self.status.get("primary") else self.status.get("publish")
+        self.publish_address = own_stream or self._primary_publish_address(client_options, primary_options)
         self._last_seq: int = self.status["seq"]
         self._events = EventDispatcher(f"zdb {uri}")
         self._stop = threading.Event()
